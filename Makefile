@@ -1,0 +1,122 @@
+# maskloss -- one Makefile, out-of-tree builds in $(BUILD).
+#
+#   make                 build/libmaskloss.a, build/libmaskloss.so, build/maskloss
+#   make test            install missing Debian packages (as root), build, run every test,
+#                        then the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make SAN=address,undefined check   one sanitizer build and run (in build/san)
+#   make install PREFIX=/usr/local
+#   make format | lint | clean
+
+PREFIX ?= /usr/local
+SAN ?=
+BUILD ?= $(if $(SAN),build/san,build)
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+OPT ?= -O2
+WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g $(WARN) -fPIC -MMD -MP \
+             -Ilib/include -Iproto $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer \
+             -fno-sanitize-recover=all) $(CFLAGS)
+LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(LDFLAGS)
+
+# Debian packages behind each pkg-config name (scripts/deps.sh installs missing ones).
+DEPS_BUILD = jansson:libjansson-dev
+DEPS_TEST = cmocka:libcmocka-dev
+
+JANSSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
+JANSSON_LIBS = $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null)
+CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
+
+LIB_SRC = $(wildcard lib/src/*.c)
+PROTO_SRC = $(wildcard proto/*.c)
+CLI_SRC = $(wildcard cli/*.c)
+TEST_SRC = $(wildcard tests/test_*.c)
+
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
+PROTO_OBJ = $(PROTO_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+LIBA = $(BUILD)/libmaskloss.a
+LIBSO = $(BUILD)/libmaskloss.so
+CLI = $(BUILD)/maskloss
+
+.PHONY: all build deps deps-test test check clean install format lint
+# Dependencies first, then a fresh make that sees their pkg-config flags.
+all: deps
+	@$(MAKE) --no-print-directory build
+
+build: $(LIBA) $(LIBSO) $(CLI)
+
+deps:
+	@sh scripts/deps.sh $(DEPS_BUILD)
+
+deps-test:
+	@sh scripts/deps.sh $(DEPS_BUILD) $(DEPS_TEST)
+
+$(BUILD)/lib/%.o: lib/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/proto/%.o: proto/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) -c $< -o $@
+
+$(BUILD)/cli/%.o: cli/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+
+$(LIBA): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIBSO): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libmaskloss.so.0 $(LDFLAGS_ALL) -o $@ $^ -lm
+
+$(CLI): $(CLI_OBJ) $(PROTO_OBJ) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) -lm
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm
+
+# One build's tests: the cmocka suites (run from the root so tests/data is found), then the
+# command-line tests against this build's CLI.
+check: deps-test
+	@$(MAKE) --no-print-directory $(LIBA) $(LIBSO) $(CLI) $(TEST_BIN)
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@sh tests/cli_test.sh $(CLI)
+
+test: deps-test
+	@$(MAKE) --no-print-directory check
+	@echo "== the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@$(MAKE) --no-print-directory SAN=address,undefined check
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libmaskloss.so.0
+	ln -sf libmaskloss.so.0 $(DESTDIR)$(PREFIX)/lib/libmaskloss.so
+	install -m 644 lib/include/maskloss.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define ML_VERSION "\(.*\)"/\1/p' lib/include/maskloss.h)|' \
+	    maskloss.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/maskloss.pc
+
+format:
+	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c tests/*.c
+
+lint:
+	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c tests/*.c
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
+	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

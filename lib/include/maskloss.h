@@ -1,0 +1,229 @@
+/*
+ * maskloss.h -- masked and weighted losses, faithful to TensorFlow, Keras and PyTorch.
+ *
+ * This header is the whole public API of libmaskloss. It is pure C11 (plus libm),
+ * keeps no global mutable state, and every function is reentrant and thread-safe.
+ *
+ * One call does everything:
+ *
+ *     struct ml_request req;
+ *     ml_request_init(&req);
+ *     req.loss = "tf.compat.v1.losses.sigmoid_cross_entropy";
+ *     req.labels = &labels;  req.logits = &logits;  req.weights = &mask;
+ *     struct ml_result res;
+ *     struct ml_error err;
+ *     if (ml_eval(&req, &res, &err) == 0) {
+ *         printf("%.17g\n", res.loss);   // the masked mean
+ *         ml_result_free(&res);
+ *     } else {
+ *         fprintf(stderr, "%s: %s\n", err.field, err.message);
+ *     }
+ *
+ * The formulas, reduction rules and weight-broadcasting rules of every loss are those of
+ * the framework named in the loss's fully-qualified name (see ml_loss_catalogue()); the
+ * project's README and proto/README.md list them.
+ */
+#ifndef MASKLOSS_H
+#define MASKLOSS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ML_VERSION "0.1.0"
+
+/* Inputs may have any rank from 0 to ML_MAX_RANK. */
+#define ML_MAX_RANK 8
+
+/* ---- Errors --------------------------------------------------------------------------- */
+
+/* Every fallible function returns 0 on success or one of these negative codes. */
+enum ml_status {
+    ML_OK = 0,
+    ML_EINVAL = -1,          /* malformed request: missing or mistyped field ("invalid_request") */
+    ML_ETENSOR = -2,         /* malformed tensor: ragged, bad shape, data count ("invalid_tensor") */
+    ML_EUNKNOWN_LOSS = -3,   /* no loss of that name ("unknown_loss") */
+    ML_EUNKNOWN_PARAM = -4,  /* parameter the loss does not take ("unknown_parameter") */
+    ML_EPARAM = -5,          /* parameter value of wrong type or out of range ("bad_parameter") */
+    ML_EREDUCTION = -6,      /* reduction the loss's framework does not know ("unknown_reduction") */
+    ML_ESHAPE = -7,          /* labels and logits/predictions shapes disagree ("shape_mismatch") */
+    ML_EBROADCAST = -8,      /* weights cannot broadcast under the framework's rule ("broadcast_error") */
+    ML_ENONFINITE = -9,      /* NaN or Inf in an input ("non_finite_input") */
+    ML_ELABEL = -10,         /* class index not an integer or out of range ("invalid_label") */
+    ML_ETOOLARGE = -11,      /* more elements than the caller's limit ("too_large") */
+    ML_ENOMEM = -12,         /* allocation failed ("out_of_memory") */
+    ML_EOUTPUT = -13         /* an output the loss or reduction cannot produce ("unsupported_output") */
+};
+
+/* A short description of a status code ("shape mismatch"); never NULL. */
+const char *ml_strerror(int status);
+
+/* The stable machine-readable name of a status code ("shape_mismatch"); never NULL. */
+const char *ml_status_name(int status);
+
+/*
+ * Detail of a failure, filled by functions that take a `struct ml_error *` (which may be
+ * NULL). `field` names the request field at fault ("weights", "params.gamma", "labels"),
+ * `index` the first flat element at fault or -1, `message` says what was wrong and what
+ * was expected.
+ */
+struct ml_error {
+    int code;
+    char field[64];
+    int64_t index;
+    char message[320];
+};
+
+/* ---- Tensors --------------------------------------------------------------------------- */
+
+enum ml_dtype { ML_FLOAT32 = 0, ML_FLOAT64 = 1 };
+
+/*
+ * A dense, row-major, read-only view of caller memory. `data` points to
+ * shape[0]*...*shape[rank-1] elements of type `dtype` (float or double); rank 0 is a
+ * scalar holding one element. The library never frees or writes it.
+ */
+struct ml_tensor {
+    int rank;
+    int64_t shape[ML_MAX_RANK];
+    enum ml_dtype dtype;
+    const void *data;
+};
+
+/* Number of elements of a shape (1 for rank 0). */
+int64_t ml_shape_numel(int rank, const int64_t *shape);
+
+/* ---- Parameters ----------------------------------------------------------------------- */
+
+enum ml_param_kind { ML_PARAM_NUMBER = 0, ML_PARAM_BOOL = 1, ML_PARAM_TENSOR = 2 };
+
+/* One loss hyper-parameter as given by the caller; the name is looked up in the loss's
+ * catalogue entry. A numeric parameter may also be given as a rank-0 tensor, and a tensor
+ * parameter (pos_weight) as a number. */
+struct ml_param {
+    const char *name;
+    enum ml_param_kind kind;
+    double number;
+    int boolean;
+    struct ml_tensor tensor;
+};
+
+/* ---- Requests and results ------------------------------------------------------------- */
+
+/* Outputs a request can ask for (a bit set). */
+enum ml_output {
+    ML_OUT_LOSS = 1u << 0,                /* the reduced loss (a tensor for reduction none) */
+    ML_OUT_PER_ELEMENT = 1u << 1,         /* pointwise loss before weights and reduction */
+    ML_OUT_PER_SAMPLE = 1u << 2,          /* the reduction applied per row of the last axis */
+    ML_OUT_PER_CLASS = 1u << 3,           /* the reduction applied per class of the last axis */
+    ML_OUT_WEIGHTED_SUM = 1u << 4,        /* sum of loss * weight */
+    ML_OUT_SUM_WEIGHTS = 1u << 5,         /* sum of the broadcast weights */
+    ML_OUT_NUM_NONZERO_WEIGHTS = 1u << 6  /* count of broadcast weights != 0 */
+};
+
+struct ml_request {
+    const char *loss;      /* catalogue name, canonical or framework-qualified; required */
+    const char *reduction; /* case-insensitive reduction name; NULL = the loss's default */
+    enum ml_dtype dtype;   /* precision of the elementwise work (default ML_FLOAT32) */
+
+    /* Inputs; NULL when absent. Which are required depends on the loss (see the catalogue). */
+    const struct ml_tensor *labels;
+    const struct ml_tensor *logits;
+    const struct ml_tensor *predictions;
+    const struct ml_tensor *losses;
+    const struct ml_tensor *weights; /* TF weights, Keras sample_weight, torch weight */
+
+    const struct ml_param *params;
+    size_t num_params;
+
+    unsigned outputs;     /* enum ml_output bits; 0 means ML_OUT_LOSS */
+    int allow_non_finite; /* accept NaN/Inf inputs instead of rejecting them */
+    int64_t max_elements; /* reject inputs with more elements than this; 0 = no limit */
+};
+
+/* A dense row-major array of doubles owned by a struct ml_result. */
+struct ml_array {
+    int rank;
+    int64_t shape[ML_MAX_RANK];
+    int64_t numel;
+    double *data; /* NULL when the output was not requested */
+};
+
+struct ml_result {
+    unsigned outputs;         /* the outputs that were computed */
+    int loss_is_tensor;       /* 1 for reduction none: the loss is in loss_tensor */
+    double loss;              /* the reduced loss (when !loss_is_tensor) */
+    struct ml_array loss_tensor;
+    struct ml_array per_element;
+    struct ml_array per_sample;
+    struct ml_array per_class;
+    double weighted_sum;
+    double sum_weights;
+    double num_nonzero_weights;
+    const char *loss_name;      /* the catalogue's name of the loss that ran (static) */
+    const char *reduction_name; /* the reduction that ran, in its framework's spelling (static) */
+};
+
+/* Set every field of a request to its default (dtype float32, outputs loss, no limit). */
+void ml_request_init(struct ml_request *req);
+
+/*
+ * Evaluate one request. On success returns 0 and fills `res`, whose arrays the caller
+ * releases with ml_result_free(). On failure returns a negative enum ml_status, fills
+ * `err` (when not NULL), and leaves nothing to free. Thread-safe; allocates only the
+ * result arrays and temporaries freed before returning.
+ */
+int ml_eval(const struct ml_request *req, struct ml_result *res, struct ml_error *err);
+
+/* Release the arrays of a result filled by ml_eval(); safe on a zeroed result. */
+void ml_result_free(struct ml_result *res);
+
+/* ---- The catalogue -------------------------------------------------------------------- */
+
+/* What a loss reads as its prediction input. */
+enum ml_input_kind {
+    ML_INPUT_LOGITS = 0,      /* `logits` */
+    ML_INPUT_PREDICTIONS = 1, /* `predictions` (probabilities or regression outputs) */
+    ML_INPUT_LOSSES = 2,      /* `losses`: a precomputed pointwise loss (compute_weighted_loss) */
+    ML_INPUT_KERAS = 3        /* `logits` (from_logits=true) or `predictions` (from_logits=false) */
+};
+
+struct ml_param_info {
+    const char *name;
+    enum ml_param_kind kind; /* ML_PARAM_TENSOR: a number or a broadcastable tensor */
+    double default_value;    /* NUMBER and BOOL (0/1); TENSOR: a scalar default */
+    const char *doc;         /* range and meaning */
+};
+
+struct ml_loss_info {
+    const char *name;              /* "tf.compat.v1.losses.sigmoid_cross_entropy" */
+    const char *alias_of;          /* for short names: the qualified name, else NULL */
+    const char *framework;         /* "tensorflow", "keras3", "keras2", "pytorch", ... */
+    const char *doc;               /* one line: the formula and its reference */
+    enum ml_input_kind input;
+    int takes_labels;              /* 0 only for compute_weighted_loss */
+    const char *weights_rule;      /* how `weights` broadcasts, one line */
+    const struct ml_param_info *params;
+    size_t num_params;
+    const char *const *reductions; /* accepted names, canonical spelling */
+    size_t num_reductions;
+    const char *default_reduction;
+};
+
+/* Number of catalogue entries; entries are static and never change. */
+size_t ml_loss_count(void);
+
+/* The i-th entry (0 <= i < ml_loss_count()), or NULL. */
+const struct ml_loss_info *ml_loss_at(size_t i);
+
+/* The entry of a name (exact, case-sensitive), or NULL. Short names resolve to the entry
+ * they alias, with `name` kept as the short name. */
+const struct ml_loss_info *ml_loss_find(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MASKLOSS_H */

@@ -1,0 +1,786 @@
+/*
+ * eval.c -- ml_eval(): validate a request, run the pointwise kernel, weigh and reduce.
+ *
+ * The order of checks follows the frameworks' own (names, parameters, shapes of labels
+ * against predictions, then weights), so that the first error reported is the one the
+ * reference would raise.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broadcast.h"
+#include "params.h"
+#include "reduce.h"
+
+/* Inputs larger than this are refused whatever the caller's limit: 2^40 elements keeps
+ * every byte count below 2^43 and far from int64 overflow. */
+#define ML_ABSOLUTE_MAX_ELEMENTS (INT64_C(1) << 40)
+
+void ml_request_init(struct ml_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->dtype = ML_FLOAT32;
+    req->outputs = ML_OUT_LOSS;
+}
+
+void ml_result_free(struct ml_result *res)
+{
+    if (!res)
+        return;
+    free(res->loss_tensor.data);
+    free(res->per_element.data);
+    free(res->per_sample.data);
+    free(res->per_class.data);
+    res->loss_tensor.data = res->per_element.data = NULL;
+    res->per_sample.data = res->per_class.data = NULL;
+}
+
+/* ---- Input views ---------------------------------------------------------------------- */
+
+/* A request tensor converted to the compute precision (or used in place). */
+struct view {
+    const char *field;
+    const struct ml_tensor *t;
+    int64_t n;
+    const void *data; /* compute precision */
+    void *owned;
+};
+
+static int check_tensor(const char *field, const struct ml_tensor *t, int64_t max_elements,
+                        int64_t *numel, struct ml_error *err)
+{
+    if (t->rank < 0 || t->rank > ML_MAX_RANK)
+        return ml__fail(err, ML_ETENSOR, field, -1, "%s has rank %d; ranks 0 to %d are supported",
+                        field, t->rank, ML_MAX_RANK);
+    if (t->dtype != ML_FLOAT32 && t->dtype != ML_FLOAT64)
+        return ml__fail(err, ML_ETENSOR, field, -1, "%s has an unknown dtype", field);
+    int64_t n = 1;
+    for (int d = 0; d < t->rank; d++) {
+        if (t->shape[d] < 0)
+            return ml__fail(err, ML_ETENSOR, field, -1, "%s has a negative dimension (%lld)",
+                            field, (long long)t->shape[d]);
+        if (t->shape[d] > 0 && n > ML_ABSOLUTE_MAX_ELEMENTS / t->shape[d])
+            return ml__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
+        n *= t->shape[d];
+    }
+    if (max_elements > 0 && n > max_elements)
+        return ml__fail(err, ML_ETOOLARGE, field, -1,
+                        "%s has %lld elements; the limit is %lld", field, (long long)n,
+                        (long long)max_elements);
+    if (n > 0 && !t->data)
+        return ml__fail(err, ML_ETENSOR, field, -1, "%s has no data", field);
+    *numel = n;
+    return 0;
+}
+
+static int view_open(struct view *v, const char *field, const struct ml_tensor *t,
+                     enum ml_dtype dtype, const struct ml_request *req, struct ml_error *err)
+{
+    memset(v, 0, sizeof(*v));
+    v->field = field;
+    v->t = t;
+    int rc = check_tensor(field, t, req->max_elements, &v->n, err);
+    if (rc)
+        return rc;
+    if (t->dtype == dtype) {
+        v->data = t->data;
+    } else {
+        size_t size = dtype == ML_FLOAT32 ? sizeof(float) : sizeof(double);
+        v->owned = malloc((size_t)(v->n > 0 ? v->n : 1) * size);
+        if (!v->owned)
+            return ml__fail(err, ML_ENOMEM, field, -1, "out of memory converting %s", field);
+        if (dtype == ML_FLOAT32) {
+            const double *src = t->data;
+            float *dst = v->owned;
+            for (int64_t i = 0; i < v->n; i++)
+                dst[i] = (float)src[i];
+        } else {
+            const float *src = t->data;
+            double *dst = v->owned;
+            for (int64_t i = 0; i < v->n; i++)
+                dst[i] = (double)src[i];
+        }
+        v->data = v->owned;
+    }
+    if (!req->allow_non_finite) {
+        for (int64_t i = 0; i < v->n; i++) {
+            double x = dtype == ML_FLOAT32 ? (double)((const float *)v->data)[i]
+                                           : ((const double *)v->data)[i];
+            if (!isfinite(x)) {
+                double orig = t->dtype == ML_FLOAT32 ? (double)((const float *)t->data)[i]
+                                                     : ((const double *)t->data)[i];
+                return ml__fail(err, ML_ENONFINITE, field, i,
+                                "%s[%lld] is %s%s; non-finite inputs are rejected unless "
+                                "\"allow_non_finite\": true",
+                                field, (long long)i,
+                                isnan(orig) ? "NaN" : (isinf(orig) ? "infinite" : "finite"),
+                                isfinite(orig) ? " but overflows float32" : "");
+            }
+        }
+    }
+    return 0;
+}
+
+static void view_close(struct view *v)
+{
+    free(v->owned);
+    v->owned = NULL;
+}
+
+static double view_get(const struct view *v, enum ml_dtype dtype, int64_t i)
+{
+    return dtype == ML_FLOAT32 ? (double)((const float *)v->data)[i]
+                               : ((const double *)v->data)[i];
+}
+
+static int same_shape(int ra, const int64_t *a, int rb, const int64_t *b)
+{
+    if (ra != rb)
+        return 0;
+    for (int d = 0; d < ra; d++)
+        if (a[d] != b[d])
+            return 0;
+    return 1;
+}
+
+static int shape_fail(struct ml_error *err, const char *field, const char *other, int ra,
+                      const int64_t *a, int rb, const int64_t *b, const char *why)
+{
+    char sa[160], sb[160];
+    ml__shape_str(sa, sizeof(sa), ra, a);
+    ml__shape_str(sb, sizeof(sb), rb, b);
+    return ml__fail(err, ML_ESHAPE, field, -1, "%s has shape %s but %s has shape %s: %s", field,
+                    sa, other, sb, why);
+}
+
+/* ---- The evaluation state --------------------------------------------------------------- */
+
+struct eval {
+    const struct ml_request *req;
+    const struct ml_loss_info *info;
+    const struct ml__loss_def *def;
+    struct ml__params params;
+    enum ml_dtype dtype;
+    const struct ml__reduction *red;
+
+    struct view labels, pred, weights, pos_weight;
+    const char *pred_field;
+    int64_t *class_labels; /* sparse targets as integers */
+    void *aux;             /* pos_weight expanded to the logits' shape */
+    double *class_weight;  /* torch cross_entropy weight, as doubles */
+
+    /* The pointwise loss tensor. */
+    int vrank;
+    int64_t vshape[ML_MAX_RANK];
+    int64_t vn;
+    double *values;
+    double *den; /* torch cross_entropy denominators */
+};
+
+static int resolve_reduction(struct eval *e, struct ml_error *err)
+{
+    const char *name = e->req->reduction;
+    if (!name) {
+        name = e->info->default_reduction;
+        /* tf.nn ops are elementwise; given weights, they reduce like
+         * compute_weighted_loss with its default. */
+        if ((e->def->id == ML__TFNN_SIGMOID || e->def->id == ML__TFNN_WEIGHTED) &&
+            e->req->weights)
+            name = "SUM_BY_NONZERO_WEIGHTS";
+    }
+    for (size_t i = 0; i < e->def->num_reds; i++) {
+        const struct ml__reduction *r = &e->def->reds[i];
+        if (ml__streq_ci(name, r->name) || (r->alias1 && ml__streq_ci(name, r->alias1)) ||
+            (r->alias2 && ml__streq_ci(name, r->alias2))) {
+            e->red = r;
+            return 0;
+        }
+    }
+    char list[256];
+    size_t used = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < e->info->num_reductions && used < sizeof(list); i++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "",
+                                 e->info->reductions[i]);
+    return ml__fail(err, ML_EREDUCTION, "reduction", -1,
+                    "%s has no reduction '%s' (expected one of: %s)", e->info->name, name, list);
+}
+
+/* Which inputs the loss reads; anything else present is an error, not silently ignored. */
+static int check_inputs(struct eval *e, struct ml_error *err)
+{
+    const struct ml_request *req = e->req;
+    const struct ml_loss_info *info = e->info;
+    const struct ml_tensor *pred = NULL;
+
+    if (info->takes_labels && !req->labels)
+        return ml__fail(err, ML_EINVAL, "labels", -1, "%s needs `labels`", info->name);
+    if (!info->takes_labels && req->labels)
+        return ml__fail(err, ML_EINVAL, "labels", -1,
+                        "%s reduces a precomputed `losses` tensor and takes no `labels`",
+                        info->name);
+
+    switch (info->input) {
+    case ML_INPUT_LOGITS:
+        pred = req->logits;
+        e->pred_field = "logits";
+        if (req->predictions)
+            return ml__fail(err, ML_EINVAL, "predictions", -1,
+                            "%s takes `logits`, not `predictions`", info->name);
+        break;
+    case ML_INPUT_PREDICTIONS:
+        pred = req->predictions;
+        e->pred_field = "predictions";
+        if (req->logits)
+            return ml__fail(err, ML_EINVAL, "logits", -1,
+                            "%s takes `predictions` (probabilities or regression outputs), not "
+                            "`logits`",
+                            info->name);
+        break;
+    case ML_INPUT_LOSSES:
+        pred = req->losses;
+        e->pred_field = "losses";
+        if (req->logits || req->predictions)
+            return ml__fail(err, ML_EINVAL, req->logits ? "logits" : "predictions", -1,
+                            "%s takes a precomputed `losses` tensor", info->name);
+        break;
+    case ML_INPUT_KERAS: {
+        /* Keras has one y_pred: `logits` implies from_logits=true, `predictions` means
+         * whatever from_logits says (probabilities by default). */
+        int given = ml__param_given(info, &e->params, "from_logits");
+        int from_logits = ml__param(info, &e->params, "from_logits", 0) != 0;
+        if (req->logits && req->predictions)
+            return ml__fail(err, ML_EINVAL, "logits", -1,
+                            "give either `logits` or `predictions`, not both");
+        if (req->logits) {
+            if (given && !from_logits)
+                return ml__fail(err, ML_EPARAM, "params.from_logits", -1,
+                                "`logits` were given but from_logits is false: send "
+                                "probabilities as `predictions`, or set from_logits true");
+            pred = req->logits;
+            e->pred_field = "logits";
+        } else {
+            pred = req->predictions;
+            e->pred_field = "predictions";
+        }
+        break;
+    }
+    }
+    if (info->input != ML_INPUT_LOSSES && req->losses)
+        return ml__fail(err, ML_EINVAL, "losses", -1,
+                        "`losses` is the input of compute_weighted_loss only");
+    if (!pred)
+        return ml__fail(err, ML_EINVAL, e->pred_field, -1, "%s needs `%s`", info->name,
+                        info->input == ML_INPUT_KERAS ? "logits` or `predictions" : e->pred_field);
+    return view_open(&e->pred, e->pred_field, pred, e->dtype, req, err);
+}
+
+/* Class indices: integral, converted to int64 (range is checked by the kernel). */
+static int open_class_labels(struct eval *e, struct ml_error *err)
+{
+    int64_t n = e->labels.n;
+    e->class_labels = malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
+    if (!e->class_labels)
+        return ml__fail(err, ML_ENOMEM, "labels", -1, "out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        double v = view_get(&e->labels, e->dtype, i);
+        if (!(v == floor(v)) || fabs(v) > 9.0e15)
+            return ml__fail(err, ML_ELABEL, "labels", i,
+                            "labels[%lld] = %g is not a class index (an integer)", (long long)i,
+                            v);
+        e->class_labels[i] = (int64_t)v;
+    }
+    return 0;
+}
+
+/* pos_weight broadcast (numpy rules) to the logits' shape, expanded in compute precision. */
+static int open_pos_weight(struct eval *e, struct ml_error *err)
+{
+    const struct ml_tensor *t = ml__param_tensor(e->info, &e->params, "pos_weight");
+    const struct ml_tensor *x = e->pred.t;
+    size_t size = e->dtype == ML_FLOAT32 ? sizeof(float) : sizeof(double);
+    struct ml_tensor scalar;
+    double value = ml__param(e->info, &e->params, "pos_weight", 1.0);
+    if (!t) {
+        if (e->def->id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight"))
+            return 0; /* pos_weight=None */
+        memset(&scalar, 0, sizeof(scalar));
+        scalar.dtype = ML_FLOAT64;
+        scalar.data = &value;
+        t = &scalar;
+    }
+    int rc = view_open(&e->pos_weight, "params.pos_weight", t, e->dtype, e->req, err);
+    if (rc)
+        return rc;
+    int64_t aligned[ML_MAX_RANK], stride[ML_MAX_RANK];
+    int bad;
+    if (ml__numpy_align(t->rank, t->shape, x->rank, x->shape, aligned, &bad)) {
+        char ps[160], xs[160];
+        ml__shape_str(ps, sizeof(ps), t->rank, t->shape);
+        ml__shape_str(xs, sizeof(xs), x->rank, x->shape);
+        return ml__fail(err, ML_EBROADCAST, "params.pos_weight", -1,
+                        "pos_weight of shape %s cannot be broadcast to logits of shape %s "
+                        "(numpy broadcasting: [C] is per class, [N,1] per sample)",
+                        ps, xs);
+    }
+    ml__strides(x->rank, aligned, stride);
+    e->aux = malloc((size_t)(e->pred.n > 0 ? e->pred.n : 1) * size);
+    if (!e->aux)
+        return ml__fail(err, ML_ENOMEM, "params.pos_weight", -1, "out of memory");
+    int64_t idx[ML_MAX_RANK] = {0}, off = 0;
+    for (int64_t i = 0; i < e->pred.n; i++) {
+        if (e->dtype == ML_FLOAT32)
+            ((float *)e->aux)[i] = ((const float *)e->pos_weight.data)[off];
+        else
+            ((double *)e->aux)[i] = ((const double *)e->pos_weight.data)[off];
+        for (int d = x->rank - 1; d >= 0; d--) {
+            off += stride[d];
+            if (++idx[d] < x->shape[d])
+                break;
+            off -= stride[d] * x->shape[d];
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
+
+static int alloc_values(struct eval *e, struct ml_error *err)
+{
+    e->vn = ml_shape_numel(e->vrank, e->vshape);
+    e->values = malloc((size_t)(e->vn > 0 ? e->vn : 1) * sizeof(double));
+    if (!e->values)
+        return ml__fail(err, ML_ENOMEM, "", -1, "out of memory for %lld loss values",
+                        (long long)e->vn);
+    return 0;
+}
+
+/* ---- Per-family preparation: shapes, then the kernel ----------------------------------- */
+
+static int run_kernel(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+{
+    int64_t bad = -1;
+    int rc = e->dtype == ML_FLOAT32 ? ml__pointwise_f32(k, e->values, e->den, &bad)
+                                    : ml__pointwise_f64(k, e->values, e->den, &bad);
+    if (rc == ML_ELABEL)
+        return ml__fail(err, ML_ELABEL, "labels", bad,
+                        "labels[%lld] = %lld is not a class index in [0, %lld)", (long long)bad,
+                        (long long)e->class_labels[bad], (long long)k->len);
+    return rc;
+}
+
+static void fill_common(const struct eval *e, struct ml__kctx *k)
+{
+    const struct ml_loss_info *info = e->info;
+    const struct ml__params *p = &e->params;
+    memset(k, 0, sizeof(*k));
+    k->id = e->def->id;
+    k->n = e->pred.n;
+    k->outer = k->n;
+    k->len = 1;
+    k->inner = 1;
+    k->labels = e->labels.data;
+    k->pred = e->pred.data;
+    k->aux = e->aux;
+    k->label_smoothing = ml__param(info, p, "label_smoothing", 0);
+    k->alpha = ml__param(info, p, "alpha", 0.25);
+    k->gamma = ml__param(info, p, "gamma", 2.0);
+    k->epsilon = ml__param(info, p, "epsilon", ml__param(info, p, "eps", 1e-7));
+    k->delta = ml__param(info, p, "delta", 1.0);
+    k->gamma_neg = ml__param(info, p, "gamma_neg", 0);
+    k->gamma_pos = ml__param(info, p, "gamma_pos", 0);
+    k->clip = ml__param(info, p, "clip", 0);
+    k->from_logits = ml__param(info, p, "from_logits", 0) != 0;
+    k->apply_class_balancing = ml__param(info, p, "apply_class_balancing", 0) != 0;
+}
+
+/* TF v1 pointwise losses, tf.nn ops, torch BCE, torchvision focal, ASL. */
+static int prepare_elementwise(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+{
+    const struct ml_tensor *x = e->pred.t;
+    if (e->info->takes_labels) {
+        const struct ml_tensor *z = e->labels.t;
+        if (!same_shape(z->rank, z->shape, x->rank, x->shape))
+            return shape_fail(err, "labels", e->pred_field, z->rank, z->shape, x->rank,
+                              x->shape, "they must be identical (no broadcasting)");
+    }
+    if (e->def->id == ML__TFNN_WEIGHTED || e->def->id == ML__TORCH_BCE) {
+        int rc = open_pos_weight(e, err);
+        if (rc)
+            return rc;
+    }
+    if (e->def->id == ML__TV_FOCAL) {
+        double a = ml__param(e->info, &e->params, "alpha", 0.25);
+        if (!((a >= 0 && a <= 1) || a == -1))
+            return ml__fail(err, ML_EPARAM, "params.alpha", -1,
+                            "alpha must be in [0, 1] or -1 to ignore, got %g", a);
+    }
+    e->vrank = x->rank;
+    memcpy(e->vshape, x->shape, sizeof(e->vshape));
+    int rc = alloc_values(e, err);
+    if (rc)
+        return rc;
+    fill_common(e, k);
+    return run_kernel(e, k, err);
+}
+
+/* Splits shape around axis: outer x len x inner; writes the shape without the axis. */
+static void split_axis(const struct ml_tensor *t, int axis, struct ml__kctx *k, int *vrank,
+                       int64_t *vshape)
+{
+    k->outer = ml_shape_numel(axis, t->shape);
+    k->len = t->shape[axis];
+    k->inner = ml_shape_numel(t->rank - axis - 1, t->shape + axis + 1);
+    *vrank = 0;
+    for (int d = 0; d < t->rank; d++)
+        if (d != axis)
+            vshape[(*vrank)++] = t->shape[d];
+}
+
+static int prepare_tf_softmax(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+{
+    const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
+    if (x->rank < 1)
+        return ml__fail(err, ML_ESHAPE, "logits", -1,
+                        "logits must have a class axis (rank >= 1), got a scalar");
+    if (!same_shape(y->rank, y->shape, x->rank, x->shape))
+        return shape_fail(err, "labels", "logits", y->rank, y->shape, x->rank, x->shape,
+                          "softmax_cross_entropy needs one-hot (or soft) labels of the logits' "
+                          "shape");
+    double ls = ml__param(e->info, &e->params, "label_smoothing", 0);
+    if (ls > 0 && x->rank < 2)
+        return ml__fail(err, ML_ESHAPE, "labels", -1,
+                        "label_smoothing takes the number of classes from axis 1 of the "
+                        "labels (as TensorFlow does); rank-1 labels have no axis 1");
+    fill_common(e, k);
+    split_axis(x, x->rank - 1, k, &e->vrank, e->vshape);
+    k->smoothing_classes = x->rank >= 2 ? (double)x->shape[1] : 1;
+    int rc = alloc_values(e, err);
+    return rc ? rc : run_kernel(e, k, err);
+}
+
+static int prepare_tf_sparse(struct eval *e, struct ml__kctx *k, int *wrank,
+                             int64_t *wshape, struct ml_error *err)
+{
+    const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
+    int yrank = y->rank;
+    if (x->rank < 1)
+        return ml__fail(err, ML_ESHAPE, "logits", -1,
+                        "logits must have a class axis (rank >= 1), got a scalar");
+    /* _remove_squeezable_dimensions(labels, logits, weights, expected_rank_diff=1). */
+    if (x->rank - yrank == 2 && x->shape[x->rank - 1] == 1)
+        return ml__fail(err, ML_ESHAPE, "logits", -1,
+                        "logits with a trailing dim of 1 and labels of rank %d: nothing to "
+                        "classify",
+                        yrank);
+    if (x->rank - yrank == 0 && yrank > 0 && y->shape[yrank - 1] == 1)
+        yrank--;
+    if (!same_shape(yrank, y->shape, x->rank - 1, x->shape))
+        return shape_fail(err, "labels", "logits", y->rank, y->shape, x->rank, x->shape,
+                          "sparse labels must have the logits' shape without the class axis "
+                          "([N] or [N, 1] for [N, C] logits)");
+    if (*wrank >= 0 && *wrank - yrank == 1) {
+        if (wshape[*wrank - 1] != 1)
+            return ml__fail(err, ML_EBROADCAST, "weights", -1,
+                            "Can not squeeze dim[%d], expected a dimension of 1, got %lld "
+                            "(weights of rank labels+1 are squeezed)",
+                            *wrank - 1, (long long)wshape[*wrank - 1]);
+        (*wrank)--;
+    }
+    int rc = open_class_labels(e, err);
+    if (rc)
+        return rc;
+    fill_common(e, k);
+    k->sparse = 1;
+    k->labels = e->class_labels;
+    split_axis(x, x->rank - 1, k, &e->vrank, e->vshape);
+    rc = alloc_values(e, err);
+    return rc ? rc : run_kernel(e, k, err);
+}
+
+static int prepare_torch_ce(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+{
+    const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
+    const struct ml_loss_info *info = e->info;
+    if (x->rank < 1)
+        return ml__fail(err, ML_ESHAPE, "logits", -1,
+                        "logits must have a class dim (rank >= 1), got a scalar");
+    int class_axis = x->rank == 1 ? 0 : 1;
+    int64_t classes = x->shape[class_axis];
+    double ls = ml__param(info, &e->params, "label_smoothing", 0);
+    if (ls < 0 || ls > 1)
+        return ml__fail(err, ML_EPARAM, "params.label_smoothing", -1,
+                        "label_smoothing must be between 0.0 and 1.0, got %g", ls);
+    int64_t ignore_index;
+    int rc = ml__param_integer(info, &e->params, "ignore_index", &ignore_index, err);
+    if (rc)
+        return rc;
+
+    fill_common(e, k);
+    split_axis(x, class_axis, k, &e->vrank, e->vshape);
+    k->ignore_index = ignore_index;
+    if (same_shape(y->rank, y->shape, x->rank, x->shape)) {
+        /* Probability targets (torch: target.shape == input.shape). */
+        if (ignore_index >= 0)
+            return ml__fail(err, ML_EPARAM, "params.ignore_index", -1,
+                            "ignore_index is not supported for probability targets");
+        k->sparse = 0;
+    } else if (same_shape(y->rank, y->shape, e->vrank, e->vshape)) {
+        rc = open_class_labels(e, err);
+        if (rc)
+            return rc;
+        k->sparse = 1;
+        k->labels = e->class_labels;
+    } else {
+        char xs[160], ys[160], vs[160];
+        ml__shape_str(xs, sizeof(xs), x->rank, x->shape);
+        ml__shape_str(ys, sizeof(ys), y->rank, y->shape);
+        ml__shape_str(vs, sizeof(vs), e->vrank, e->vshape);
+        return ml__fail(err, ML_ESHAPE, "labels", -1,
+                        "labels has shape %s; for logits %s (classes on dim %d) torch expects "
+                        "class indices of shape %s or probabilities of shape %s",
+                        ys, xs, class_axis, vs, xs);
+    }
+    if (e->req->weights) {
+        const struct ml_tensor *w = e->req->weights;
+        if (w->rank != 1 || w->shape[0] != classes) {
+            char ws[160];
+            ml__shape_str(ws, sizeof(ws), w->rank, w->shape);
+            return ml__fail(err, ML_EBROADCAST, "weights", -1,
+                            "weight tensor should be defined either for all %lld classes or no "
+                            "classes but got weight tensor of shape: %s",
+                            (long long)classes, ws);
+        }
+        e->class_weight = malloc((size_t)(classes > 0 ? classes : 1) * sizeof(double));
+        if (!e->class_weight)
+            return ml__fail(err, ML_ENOMEM, "weights", -1, "out of memory");
+        for (int64_t c = 0; c < classes; c++)
+            e->class_weight[c] = view_get(&e->weights, e->dtype, c);
+        k->class_weight = e->class_weight;
+    }
+    rc = alloc_values(e, err);
+    if (rc)
+        return rc;
+    e->den = malloc((size_t)(e->vn > 0 ? e->vn : 1) * sizeof(double));
+    if (!e->den)
+        return ml__fail(err, ML_ENOMEM, "", -1, "out of memory");
+    return run_kernel(e, k, err);
+}
+
+/* Keras: y_true and y_pred brought to the same rank, then identical shapes required. */
+static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+{
+    const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
+    int xrank = x->rank, yrank = y->rank;
+    int64_t xshape[ML_MAX_RANK + 1], yshape[ML_MAX_RANK + 1];
+    memcpy(xshape, x->shape, sizeof(x->shape));
+    memcpy(yshape, y->shape, sizeof(y->shape));
+    if (e->def->weight_rule == ML__W_KERAS3) {
+        /* LossFunctionWrapper.call: squeeze_or_expand_to_same_rank(y_true, y_pred). */
+        if (yrank == xrank + 1 && yshape[yrank - 1] == 1) {
+            if (xrank == 1)
+                xshape[xrank++] = 1;
+            else
+                yrank--;
+        } else if (xrank == yrank + 1 && xshape[xrank - 1] == 1) {
+            if (yrank == 1)
+                yshape[yrank++] = 1;
+            else
+                xrank--;
+        }
+    } else {
+        /* Keras 2 LossFunctionWrapper: remove_squeezable_dimensions(y_true, y_pred). */
+        if (xrank - yrank == 1 && xshape[xrank - 1] == 1)
+            xrank--;
+        else if (yrank - xrank == 1 && yshape[yrank - 1] == 1)
+            yrank--;
+    }
+    if (!same_shape(yrank, yshape, xrank, xshape))
+        return shape_fail(err, "labels", e->pred_field, y->rank, y->shape, x->rank, x->shape,
+                          "Keras requires target and output of the same shape");
+    if (xrank < 1)
+        return ml__fail(err, ML_ESHAPE, e->pred_field, -1,
+                        "Keras losses reduce over an axis; scalars have none");
+    int64_t axis;
+    int rc = ml__param_integer(e->info, &e->params, "axis", &axis, err);
+    if (rc)
+        return rc;
+    if (axis < -xrank || axis >= xrank)
+        return ml__fail(err, ML_EPARAM, "params.axis", -1,
+                        "axis %lld is out of range for rank %d", (long long)axis, xrank);
+    if (axis < 0)
+        axis += xrank;
+    struct ml_tensor shaped = *x;
+    shaped.rank = xrank;
+    memcpy(shaped.shape, xshape, sizeof(shaped.shape));
+    fill_common(e, k);
+    split_axis(&shaped, (int)axis, k, &e->vrank, e->vshape);
+    k->smoothing_classes = (double)k->len;
+    rc = alloc_values(e, err);
+    return rc ? rc : run_kernel(e, k, err);
+}
+
+/* ---- ml_eval --------------------------------------------------------------------------- */
+
+static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
+{
+    const struct ml_request *req = e->req;
+    int rc;
+
+    if (!req->loss)
+        return ml__fail(err, ML_EINVAL, "loss", -1, "the request names no loss");
+    e->info = ml_loss_find(req->loss);
+    if (!e->info)
+        return ml__fail(err, ML_EUNKNOWN_LOSS, "loss", -1,
+                        "unknown loss '%s' (`maskloss losses` or GET /v1/losses lists them)",
+                        req->loss);
+    e->def = ml__loss_def(e->info);
+    if (req->dtype != ML_FLOAT32 && req->dtype != ML_FLOAT64)
+        return ml__fail(err, ML_EINVAL, "dtype", -1, "dtype must be float32 or float64");
+    e->dtype = req->dtype;
+
+    rc = ml__params_parse(e->info, req, &e->params, err);
+    if (rc)
+        return rc;
+    rc = resolve_reduction(e, err);
+    if (rc)
+        return rc;
+    if (req->labels) {
+        rc = view_open(&e->labels, "labels", req->labels, e->dtype, req, err);
+        if (rc)
+            return rc;
+    }
+    rc = check_inputs(e, err);
+    if (rc)
+        return rc;
+
+    int wrank = -1;
+    int64_t wshape[ML_MAX_RANK];
+    if (req->weights) {
+        rc = view_open(&e->weights, "weights", req->weights, e->dtype, req, err);
+        if (rc)
+            return rc;
+        wrank = req->weights->rank;
+        memcpy(wshape, req->weights->shape, sizeof(wshape));
+    }
+
+    struct ml__kctx k;
+    switch (e->def->id) {
+    case ML__TF_SOFTMAX_CE:
+        rc = prepare_tf_softmax(e, &k, err);
+        break;
+    case ML__TF_SPARSE_SOFTMAX_CE:
+        rc = prepare_tf_sparse(e, &k, &wrank, wshape, err);
+        break;
+    case ML__TORCH_CE:
+        rc = prepare_torch_ce(e, &k, err);
+        break;
+    case ML__K3_BCE:
+    case ML__K3_FOCAL:
+    case ML__K3_CCE:
+    case ML__K2_BCE:
+    case ML__K2_FOCAL:
+        rc = prepare_keras(e, &k, err);
+        break;
+    default:
+        rc = prepare_elementwise(e, &k, err);
+        break;
+    }
+    if (rc)
+        return rc;
+
+    /* Weights meet the pointwise loss under the framework's rule. */
+    int64_t aligned[ML_MAX_RANK], wstride[ML_MAX_RANK];
+    int vrank = e->vrank;
+    int64_t vshape[ML_MAX_RANK + 1];
+    memcpy(vshape, e->vshape, sizeof(e->vshape));
+    const double *w = NULL;
+    double *wd = NULL;
+    struct ml__reduce_in in;
+    memset(&in, 0, sizeof(in));
+    if (wrank >= 0 && e->def->weight_rule != ML__W_CLASS) {
+        rc = ml__weights_align(e->def->weight_rule, e->info->name, &vrank, vshape, wrank, wshape,
+                               aligned, err);
+        if (rc)
+            return rc;
+        ml__strides(vrank, aligned, wstride);
+        wd = malloc((size_t)(e->weights.n > 0 ? e->weights.n : 1) * sizeof(double));
+        if (!wd)
+            return ml__fail(err, ML_ENOMEM, "weights", -1, "out of memory");
+        struct ml__sum raw = {0, 0};
+        for (int64_t i = 0; i < e->weights.n; i++) {
+            wd[i] = view_get(&e->weights, e->dtype, i);
+            ml__sum_add(&raw, wd[i]);
+        }
+        w = wd;
+        in.has_raw_sw = 1;
+        in.raw_sw_sum = ml__sum_get(&raw);
+    }
+
+    const struct ml__reduction *red = e->red;
+    /* Keras reduce_values returns a scalar or empty (0,) loss unreduced. */
+    static const struct ml__reduction keras_unreduced = {"none", NULL, NULL, ML__DEN_NONE, 0};
+    static const struct ml__reduction keras_scalar = {"sum", NULL, NULL, ML__DEN_ONE, 0};
+    if (e->def->weight_rule == ML__W_KERAS3 && red->den != ML__DEN_NONE) {
+        if (vrank == 0)
+            red = &keras_scalar;
+        else if (vrank == 1 && vshape[0] == 0)
+            red = &keras_unreduced;
+    }
+
+    in.loss_name = e->info->name;
+    in.values = e->values;
+    in.rank = vrank;
+    in.shape = vshape;
+    in.n = e->vn;
+    in.w = w;
+    in.wstride = wstride;
+    in.den = e->den;
+    in.red = red;
+    in.elementwise = e->def->elementwise;
+    in.outputs = req->outputs ? req->outputs : ML_OUT_LOSS;
+    rc = ml__reduce(&in, res, err);
+    free(wd);
+    if (rc)
+        return rc;
+
+    res->outputs = in.outputs | ML_OUT_LOSS;
+    res->loss_name = e->info->name;
+    res->reduction_name = e->red->name;
+    if (in.outputs & ML_OUT_PER_ELEMENT) {
+        res->per_element.rank = vrank;
+        memcpy(res->per_element.shape, vshape, sizeof(int64_t) * (size_t)vrank);
+        res->per_element.numel = e->vn;
+        res->per_element.data = e->values;
+        e->values = NULL; /* ownership moves to the result */
+    }
+    return 0;
+}
+
+int ml_eval(const struct ml_request *req, struct ml_result *res, struct ml_error *err)
+{
+    struct eval e;
+    memset(&e, 0, sizeof(e));
+    memset(res, 0, sizeof(*res));
+    if (err) {
+        memset(err, 0, sizeof(*err));
+        err->index = -1;
+    }
+    if (!req)
+        return ml__fail(err, ML_EINVAL, "", -1, "no request");
+    e.req = req;
+    int rc = evaluate(&e, res, err);
+    view_close(&e.labels);
+    view_close(&e.pred);
+    view_close(&e.weights);
+    view_close(&e.pos_weight);
+    free(e.class_labels);
+    free(e.aux);
+    free(e.class_weight);
+    free(e.values);
+    free(e.den);
+    if (rc)
+        ml_result_free(res);
+    return rc;
+}

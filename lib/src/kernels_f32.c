@@ -1,0 +1,4 @@
+/* kernels_f32.c -- the pointwise formulas in float32 (see kernels.h). */
+#define REAL float
+#define FN(name) name##_f32
+#include "kernels.h"

@@ -1,0 +1,138 @@
+/*
+ * params.c -- matching a request's parameters against the loss's catalogue entry.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "params.h"
+
+static int is_integral(double v)
+{
+    return isfinite(v) && floor(v) == v && fabs(v) < 9.0e15;
+}
+
+static void list_names(const struct ml_loss_info *info, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < info->num_params && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
+                                 info->params[i].name);
+    if (info->num_params == 0)
+        snprintf(buf, size, "none");
+}
+
+int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *req,
+                     struct ml__params *p, struct ml_error *err)
+{
+    memset(p, 0, sizeof(*p));
+    for (size_t i = 0; i < info->num_params && i < ML__MAX_PARAMS; i++)
+        p->number[i] = info->params[i].default_value;
+
+    for (size_t j = 0; j < req->num_params; j++) {
+        const struct ml_param *given = &req->params[j];
+        char field[64];
+        snprintf(field, sizeof(field), "params.%s", given->name ? given->name : "");
+        size_t i = 0;
+        while (i < info->num_params && (!given->name || strcmp(info->params[i].name, given->name)))
+            i++;
+        if (i == info->num_params) {
+            char names[256];
+            list_names(info, names, sizeof(names));
+            return ml__fail(err, ML_EUNKNOWN_PARAM, field, -1,
+                            "%s takes no parameter '%s' (it takes: %s)", info->name,
+                            given->name ? given->name : "", names);
+        }
+        if (p->given[i])
+            return ml__fail(err, ML_EPARAM, field, -1, "parameter '%s' is given twice",
+                            given->name);
+        p->given[i] = 1;
+        const struct ml_param_info *spec = &info->params[i];
+        switch (spec->kind) {
+        case ML_PARAM_BOOL:
+            if (given->kind != ML_PARAM_BOOL)
+                return ml__fail(err, ML_EPARAM, field, -1,
+                                "'%s' must be a boolean (true or false)", spec->name);
+            p->number[i] = given->boolean ? 1 : 0;
+            break;
+        case ML_PARAM_NUMBER:
+            if (given->kind == ML_PARAM_TENSOR && given->tensor.rank == 0 && given->tensor.data) {
+                p->number[i] = given->tensor.dtype == ML_FLOAT32
+                                   ? (double)*(const float *)given->tensor.data
+                                   : *(const double *)given->tensor.data;
+            } else if (given->kind == ML_PARAM_NUMBER) {
+                p->number[i] = given->number;
+            } else {
+                return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a number",
+                                spec->name);
+            }
+            if (!isfinite(p->number[i]))
+                return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a finite number",
+                                spec->name);
+            break;
+        case ML_PARAM_TENSOR:
+            if (given->kind == ML_PARAM_NUMBER) {
+                p->number[i] = given->number;
+                if (!isfinite(p->number[i]) && !req->allow_non_finite)
+                    return ml__fail(err, ML_ENONFINITE, field, 0,
+                                    "'%s' is not finite; non-finite inputs are rejected unless "
+                                    "\"allow_non_finite\": true",
+                                    spec->name);
+            } else if (given->kind == ML_PARAM_TENSOR) {
+                p->tensor[i] = &given->tensor;
+            } else {
+                return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a number or a tensor",
+                                spec->name);
+            }
+            break;
+        }
+    }
+    for (size_t i = 0; i < info->num_params; i++)
+        if (isnan(info->params[i].default_value) && !p->given[i])
+            return ml__fail(err, ML_EPARAM, "params", -1, "%s requires the parameter '%s'",
+                            info->name, info->params[i].name);
+    return 0;
+}
+
+static int index_of(const struct ml_loss_info *info, const char *name)
+{
+    for (size_t i = 0; i < info->num_params; i++)
+        if (strcmp(info->params[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+double ml__param(const struct ml_loss_info *info, const struct ml__params *p, const char *name,
+                 double fallback)
+{
+    int i = index_of(info, name);
+    return i < 0 ? fallback : p->number[i];
+}
+
+int ml__param_given(const struct ml_loss_info *info, const struct ml__params *p,
+                    const char *name)
+{
+    int i = index_of(info, name);
+    return i >= 0 && p->given[i];
+}
+
+const struct ml_tensor *ml__param_tensor(const struct ml_loss_info *info,
+                                         const struct ml__params *p, const char *name)
+{
+    int i = index_of(info, name);
+    return i < 0 ? NULL : p->tensor[i];
+}
+
+int ml__param_integer(const struct ml_loss_info *info, const struct ml__params *p,
+                      const char *name, int64_t *out, struct ml_error *err)
+{
+    double v = ml__param(info, p, name, 0);
+    if (!is_integral(v)) {
+        char field[64];
+        snprintf(field, sizeof(field), "params.%s", name);
+        return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be an integer, got %g", name, v);
+    }
+    *out = (int64_t)v;
+    return 0;
+}

@@ -1,0 +1,188 @@
+/*
+ * reduce.c -- weights times the pointwise loss, reduced as the framework reduces it.
+ *
+ * Every reduction is sum(loss * w) / sum(d) for a per-element denominator d (1, w,
+ * [w != 0], or the kernel's own), so one pass serves the whole tensor, every row
+ * (per_sample) and every class (per_class). Sums are compensated (Neumaier) in double.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "reduce.h"
+
+/* TF/Keras divide_no_nan; torch divides plainly (0/0 = NaN). */
+static double divide(double num, double den, int nan_on_zero)
+{
+    if (den == 0 && !nan_on_zero)
+        return 0.0;
+    return num / den;
+}
+
+struct group {
+    int64_t count;
+    int rank;
+    int64_t shape[ML_MAX_RANK];
+    struct ml__sum *num, *den; /* count each */
+};
+
+static int group_alloc(struct group *g, int64_t count)
+{
+    g->count = count;
+    size_t n = count > 0 ? (size_t)count : 1;
+    g->num = calloc(n, sizeof(*g->num));
+    g->den = calloc(n, sizeof(*g->den));
+    return g->num && g->den ? 0 : -1;
+}
+
+static void group_free(struct group *g)
+{
+    free(g->num);
+    free(g->den);
+}
+
+static int group_emit(const struct group *g, const struct ml__reduction *red,
+                      struct ml_array *out)
+{
+    out->rank = g->rank;
+    memcpy(out->shape, g->shape, sizeof(out->shape));
+    out->numel = g->count;
+    out->data = malloc((size_t)(g->count > 0 ? g->count : 1) * sizeof(double));
+    if (!out->data)
+        return -1;
+    for (int64_t i = 0; i < g->count; i++) {
+        double num = ml__sum_get(&g->num[i]);
+        out->data[i] =
+            red->den == ML__DEN_ONE ? num : divide(num, ml__sum_get(&g->den[i]), red->nan_on_zero);
+    }
+    return 0;
+}
+
+int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_error *err)
+{
+    const struct ml__reduction *red = in->red;
+    const int64_t n = in->n;
+    const int want_sample = (in->outputs & ML_OUT_PER_SAMPLE) != 0;
+    const int want_class = (in->outputs & ML_OUT_PER_CLASS) != 0;
+    struct group by_sample = {0}, by_class = {0};
+    int rc = ML_ENOMEM;
+
+    if ((want_sample || want_class) && red->den == ML__DEN_NONE)
+        return ml__fail(err, ML_EOUTPUT, "outputs", -1,
+                        "per_sample and per_class apply the reduction to groups of elements; "
+                        "reduction %s does not reduce",
+                        red->name);
+    if (want_class && !in->elementwise)
+        return ml__fail(err, ML_EOUTPUT, "outputs", -1,
+                        "per_class needs an elementwise loss (one value per class); %s gives "
+                        "one value per sample",
+                        in->loss_name);
+
+    /* Groups: an elementwise loss of shape [..., C] has rows (all but the last axis) and
+     * classes (the last axis); a per-sample loss is its own rows. */
+    int64_t row_len = 1;
+    if (in->elementwise && in->rank > 0)
+        row_len = in->shape[in->rank - 1];
+    if (want_sample) {
+        by_sample.rank = in->elementwise && in->rank > 0 ? in->rank - 1 : in->rank;
+        memcpy(by_sample.shape, in->shape, sizeof(int64_t) * (size_t)by_sample.rank);
+        if (group_alloc(&by_sample, ml_shape_numel(by_sample.rank, by_sample.shape)))
+            goto free_groups;
+    }
+    if (want_class) {
+        by_class.rank = in->rank > 0 ? 1 : 0;
+        by_class.shape[0] = row_len;
+        if (group_alloc(&by_class, row_len))
+            goto free_groups;
+    }
+
+    double *none_out = NULL;
+    if (red->den == ML__DEN_NONE) {
+        none_out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+        if (!none_out)
+            goto free_groups;
+    }
+
+    struct ml__sum num = {0, 0}, den = {0, 0}, sum_w = {0, 0};
+    int64_t nonzero = 0;
+    int64_t idx[ML_MAX_RANK] = {0};
+    int64_t woff = 0;
+    for (int64_t i = 0; i < n; i++) {
+        /* The effective weight of element i: the broadcast weight, or for losses with
+         * kernel denominators (torch cross_entropy) the target's class weight. */
+        double w = in->w ? in->w[woff] : 1.0;
+        double wv = in->values[i] * w;
+        double d;
+        switch (red->den) {
+        case ML__DEN_COUNT:
+            d = 1.0;
+            break;
+        case ML__DEN_NONZERO:
+            d = w != 0 ? 1.0 : 0.0; /* NaN counts as present, as in TF's not_equal */
+            break;
+        case ML__DEN_EXPLICIT:
+            d = in->den[i];
+            break;
+        default:
+            d = w;
+            break;
+        }
+        double w_eff = in->den ? in->den[i] : w;
+        ml__sum_add(&num, wv);
+        ml__sum_add(&den, d);
+        ml__sum_add(&sum_w, w_eff);
+        nonzero += w_eff != 0;
+        if (none_out)
+            none_out[i] = wv;
+        if (want_sample) {
+            int64_t gi = in->elementwise ? i / row_len : i;
+            ml__sum_add(&by_sample.num[gi], wv);
+            ml__sum_add(&by_sample.den[gi], d);
+        }
+        if (want_class) {
+            int64_t gi = i % row_len;
+            ml__sum_add(&by_class.num[gi], wv);
+            ml__sum_add(&by_class.den[gi], d);
+        }
+        /* Advance the weight offset with the loss's multi-index (last axis fastest). */
+        if (in->w) {
+            for (int d2 = in->rank - 1; d2 >= 0; d2--) {
+                woff += in->wstride[d2];
+                if (++idx[d2] < in->shape[d2])
+                    break;
+                woff -= in->wstride[d2] * in->shape[d2];
+                idx[d2] = 0;
+            }
+        }
+    }
+
+    res->weighted_sum = ml__sum_get(&num);
+    res->sum_weights = ml__sum_get(&sum_w);
+    res->num_nonzero_weights = (double)nonzero;
+    if (none_out) {
+        res->loss_is_tensor = 1;
+        res->loss_tensor.rank = in->rank;
+        memcpy(res->loss_tensor.shape, in->shape, sizeof(int64_t) * (size_t)in->rank);
+        res->loss_tensor.numel = n;
+        res->loss_tensor.data = none_out;
+        res->loss = 0;
+    } else if (red->den == ML__DEN_ONE) {
+        res->loss = res->weighted_sum;
+    } else if (red->den == ML__DEN_RAW_SW && in->has_raw_sw) {
+        res->loss = divide(res->weighted_sum, in->raw_sw_sum, red->nan_on_zero);
+    } else {
+        res->loss = divide(res->weighted_sum, ml__sum_get(&den), red->nan_on_zero);
+    }
+
+    if (want_sample && group_emit(&by_sample, red, &res->per_sample))
+        goto free_groups;
+    if (want_class && group_emit(&by_class, red, &res->per_class))
+        goto free_groups;
+    rc = 0;
+
+free_groups:
+    group_free(&by_sample);
+    group_free(&by_class);
+    if (rc)
+        ml__fail(err, rc, "", -1, "out of memory while reducing %lld elements", (long long)n);
+    return rc;
+}

@@ -1,0 +1,92 @@
+/*
+ * mlp.h -- the maskloss JSON protocol: requests in, responses and errors out.
+ *
+ * The wire format is documented in proto/README.md and its JSON Schemas
+ * (request.schema.json, response.schema.json). Functions here are reentrant and
+ * keep no global state; they depend on libmaskloss and jansson.
+ */
+#ifndef MLP_H
+#define MLP_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "maskloss.h"
+
+/* Status codes of the protocol layer, beyond enum ml_status. */
+#define MLP_EMALFORMED (-100) /* the text is not JSON ("malformed_json") */
+
+/* The machine-readable name of an ml_status or MLP_ code. */
+const char *mlp_status_name(int status);
+
+/* Where a parse failed (MLP_EMALFORMED): 1-based line and column, 0 when unknown. */
+struct mlp_error {
+    struct ml_error e;
+    int line;
+    int column;
+};
+
+/*
+ * A decoded request. `req` points into memory the struct owns (tensor buffers and the
+ * JSON document for strings); release with mlp_request_free(), also after a failed decode.
+ */
+struct mlp_request {
+    struct ml_request req;
+    json_t *root;                  /* the document, kept alive for its strings */
+    struct ml_tensor tensors[5];   /* labels, logits, predictions, losses, weights */
+    struct ml_param *params;
+    size_t num_params;
+    double *buffers[5 + 16];       /* tensor data, owned */
+    size_t num_buffers;
+    const char *ignored[16];       /* top-level keys the protocol does not know */
+    size_t num_ignored;
+};
+
+/*
+ * Parses text (not necessarily NUL-terminated) into a JSON document. Returns 0 and a new
+ * reference in *root, or MLP_EMALFORMED with line, column and jansson's message in err.
+ */
+int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err);
+
+/*
+ * Decodes a parsed request object. Takes a new reference to root. Returns 0, or a
+ * negative status with err naming the field (the request is then released).
+ */
+int mlp_request_decode(json_t *root, struct mlp_request *out, struct mlp_error *err);
+
+void mlp_request_free(struct mlp_request *r);
+
+/* A growable text buffer; `data` is NUL-terminated; free with free(data). */
+struct mlp_buf {
+    char *data;
+    size_t len, cap;
+    int failed; /* an allocation failed: the content is incomplete */
+};
+
+void mlp_buf_append(struct mlp_buf *b, const char *s, size_t n);
+void mlp_buf_puts(struct mlp_buf *b, const char *s);
+/* A JSON number: the shortest text that reads back as the same double; NaN and the
+ * infinities as the strings "NaN", "Infinity", "-Infinity". */
+void mlp_buf_number(struct mlp_buf *b, double v);
+/* A JSON string with escapes. */
+void mlp_buf_string(struct mlp_buf *b, const char *s);
+
+/* Appends the response object of a successful evaluation (no trailing newline). */
+void mlp_response_write(struct mlp_buf *b, const struct ml_result *res,
+                        const struct mlp_request *req);
+
+/* Appends the error object {"error", "code", "field"[, "index", "line", "column"]}. */
+void mlp_error_write(struct mlp_buf *b, int status, const struct mlp_error *err);
+
+/* Appends the catalogue: every loss with its parameters, defaults and reductions. */
+void mlp_catalogue_write(struct mlp_buf *b);
+
+/*
+ * The whole round trip for one request text: parse, decode, evaluate, encode. Appends
+ * the response or the error object to b and returns 0 or the negative status.
+ * `max_elements` limits each input tensor (0: none).
+ */
+int mlp_eval_text(const char *text, size_t len, long long max_elements, struct mlp_buf *b);
+
+#endif /* MLP_H */

@@ -1,0 +1,494 @@
+/*
+ * request.c -- JSON request -> struct ml_request.
+ *
+ * Tensors are a number, a nested array, or {"shape": [...], "data": nested-or-flat}. Leaves
+ * are numbers, booleans (masks), or the strings "NaN", "Infinity", "-Infinity" (the
+ * protobuf JSON spelling of non-finite values).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mlp.h"
+
+static int fail(struct mlp_error *err, int code, const char *field, long long index,
+                const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+
+static int fail(struct mlp_error *err, int code, const char *field, long long index,
+                const char *fmt, ...)
+{
+    if (!err)
+        return code;
+    memset(err, 0, sizeof(*err));
+    err->e.code = code;
+    err->e.index = index;
+    snprintf(err->e.field, sizeof(err->e.field), "%s", field);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->e.message, sizeof(err->e.message), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err)
+{
+    json_error_t je;
+    /* Numbers as doubles (no integer overflow), duplicate keys rejected: a request that
+     * says "weights" twice is ambiguous. */
+    *root = json_loadb(text, len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &je);
+    if (*root)
+        return 0;
+    fail(err, MLP_EMALFORMED, "", -1, "malformed JSON at line %d, column %d: %s", je.line,
+         je.column, je.text);
+    if (err) {
+        err->line = je.line;
+        err->column = je.column;
+    }
+    return MLP_EMALFORMED;
+}
+
+/* ---- Tensors --------------------------------------------------------------------------- */
+
+/* A leaf value; returns 0 or -1 when v is not a number. */
+static int leaf_value(const json_t *v, double *out)
+{
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+        return 0;
+    }
+    if (json_is_boolean(v)) {
+        *out = json_is_true(v) ? 1.0 : 0.0;
+        return 0;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (!strcasecmp(s, "NaN")) {
+            *out = NAN;
+            return 0;
+        }
+        if (!strcasecmp(s, "Infinity") || !strcasecmp(s, "inf") || !strcasecmp(s, "+Infinity")) {
+            *out = INFINITY;
+            return 0;
+        }
+        if (!strcasecmp(s, "-Infinity") || !strcasecmp(s, "-inf")) {
+            *out = -INFINITY;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const char *kind_of(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_NULL:
+        return "null";
+    default:
+        return "a value";
+    }
+}
+
+/* The shape a nested array claims through its first elements. */
+static int infer_shape(const json_t *v, const char *field, int *rank, int64_t *shape,
+                       struct mlp_error *err)
+{
+    *rank = 0;
+    while (json_is_array(v)) {
+        if (*rank == ML_MAX_RANK)
+            return fail(err, ML_ETENSOR, field, -1,
+                        "%s is nested deeper than %d levels; ranks up to %d are supported",
+                        field, ML_MAX_RANK, ML_MAX_RANK);
+        size_t n = json_array_size(v);
+        shape[(*rank)++] = (int64_t)n;
+        if (n == 0)
+            break;
+        v = json_array_get(v, 0);
+    }
+    return 0;
+}
+
+struct filler {
+    const char *field;
+    int rank;
+    const int64_t *shape;
+    double *out;
+    int64_t pos;
+    int64_t path[ML_MAX_RANK];
+};
+
+static const char *path_str(const struct filler *f, int depth, char *buf, size_t size)
+{
+    size_t used = (size_t)snprintf(buf, size, "%s", f->field);
+    for (int d = 0; d < depth && used < size; d++)
+        used += (size_t)snprintf(buf + used, size - used, "[%lld]", (long long)f->path[d]);
+    return buf;
+}
+
+/* Copies a rectangular nested array of the given shape, leaves in row-major order. */
+static int fill(struct filler *f, const json_t *v, int depth, struct mlp_error *err)
+{
+    char where[128];
+    if (depth == f->rank) {
+        if (leaf_value(v, &f->out[f->pos]) != 0)
+            return fail(err, ML_ETENSOR, f->field, (long long)f->pos,
+                        "%s is %s; tensor elements must be numbers (or true/false, \"NaN\", "
+                        "\"Infinity\", \"-Infinity\")",
+                        path_str(f, depth, where, sizeof(where)),
+                        json_is_array(v) ? "an array nested deeper than its siblings"
+                                         : kind_of(v));
+        f->pos++;
+        return 0;
+    }
+    if (!json_is_array(v))
+        return fail(err, ML_ETENSOR, f->field, (long long)f->pos,
+                    "%s is not an array but %s: the tensor is ragged (shape %lld at this depth "
+                    "expected)",
+                    path_str(f, depth, where, sizeof(where)), kind_of(v),
+                    (long long)f->shape[depth]);
+    if ((int64_t)json_array_size(v) != f->shape[depth])
+        return fail(err, ML_ETENSOR, f->field, (long long)f->pos,
+                    "%s has %zu elements but its first sibling has %lld: the tensor is ragged",
+                    path_str(f, depth, where, sizeof(where)), json_array_size(v),
+                    (long long)f->shape[depth]);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        f->path[depth] = (int64_t)i;
+        int rc = fill(f, json_array_get(v, i), depth + 1, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int64_t numel_checked(int rank, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++) {
+        if (shape[d] < 0)
+            return -1;
+        if (shape[d] > 0 && n > (INT64_C(1) << 40) / shape[d])
+            return -2;
+        n *= shape[d];
+    }
+    return n;
+}
+
+static int decode_tensor(const json_t *v, const char *field, struct mlp_request *r,
+                         struct ml_tensor *t, struct mlp_error *err)
+{
+    memset(t, 0, sizeof(*t));
+    t->dtype = ML_FLOAT64;
+    const json_t *data = v;
+    int declared = 0;
+
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)v, key, val)
+        {
+            if (strcmp(key, "shape") && strcmp(key, "data") && strcmp(key, "dtype"))
+                return fail(err, ML_ETENSOR, field, -1,
+                            "%s has an unknown key '%s' (a tensor object has \"shape\" and "
+                            "\"data\")",
+                            field, key);
+        }
+        const json_t *shape = json_object_get(v, "shape");
+        data = json_object_get(v, "data");
+        const json_t *dtype = json_object_get(v, "dtype");
+        if (dtype && !(json_is_string(dtype) && (!strcmp(json_string_value(dtype), "float32") ||
+                                                 !strcmp(json_string_value(dtype), "float64"))))
+            return fail(err, ML_ETENSOR, field, -1,
+                        "%s.dtype must be \"float32\" or \"float64\" for JSON numbers", field);
+        if (!shape || !json_is_array(shape))
+            return fail(err, ML_ETENSOR, field, -1,
+                        "%s.shape must be an array of dimensions, e.g. [4, 5]", field);
+        if (!data)
+            return fail(err, ML_ETENSOR, field, -1, "%s has a shape but no \"data\"", field);
+        if (json_array_size(shape) > ML_MAX_RANK)
+            return fail(err, ML_ETENSOR, field, -1, "%s.shape has rank %zu; at most %d", field,
+                        json_array_size(shape), ML_MAX_RANK);
+        t->rank = (int)json_array_size(shape);
+        for (int d = 0; d < t->rank; d++) {
+            const json_t *dim = json_array_get(shape, (size_t)d);
+            double x = json_is_number(dim) ? json_number_value(dim) : -1;
+            if (!(x >= 0 && x == floor(x) && x < 9.0e15))
+                return fail(err, ML_ETENSOR, field, -1,
+                            "%s.shape[%d] must be a non-negative integer", field, d);
+            t->shape[d] = (int64_t)x;
+        }
+        declared = 1;
+    }
+
+    int irank;
+    int64_t ishape[ML_MAX_RANK];
+    int rc = infer_shape(data, field, &irank, ishape, err);
+    if (rc)
+        return rc;
+    int64_t inumel = numel_checked(irank, ishape);
+    if (!declared) {
+        t->rank = irank;
+        memcpy(t->shape, ishape, sizeof(ishape));
+    }
+    int64_t n = numel_checked(t->rank, t->shape);
+    if (n < 0)
+        return fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
+
+    /* Declared shapes accept data nested to that shape, or flat. */
+    struct filler f = {field, t->rank, t->shape, NULL, 0, {0}};
+    int64_t flat_shape[1] = {n};
+    if (declared && !(irank == t->rank && !memcmp(ishape, t->shape, sizeof(int64_t) * (size_t)irank))) {
+        if (irank == 1 && inumel == n) {
+            f.rank = 1;
+            f.shape = flat_shape;
+        } else if (irank == 0 && n == 1) {
+            f.rank = 0;
+        } else {
+            char ds[128], ss[128];
+            size_t u = 0;
+            u += (size_t)snprintf(ds + u, sizeof(ds) - u, "[");
+            for (int d = 0; d < irank && u < sizeof(ds); d++)
+                u += (size_t)snprintf(ds + u, sizeof(ds) - u, d ? ", %lld" : "%lld",
+                                      (long long)ishape[d]);
+            if (u < sizeof(ds))
+                snprintf(ds + u, sizeof(ds) - u, "]");
+            u = 0;
+            u += (size_t)snprintf(ss + u, sizeof(ss) - u, "[");
+            for (int d = 0; d < t->rank && u < sizeof(ss); d++)
+                u += (size_t)snprintf(ss + u, sizeof(ss) - u, d ? ", %lld" : "%lld",
+                                      (long long)t->shape[d]);
+            if (u < sizeof(ss))
+                snprintf(ss + u, sizeof(ss) - u, "]");
+            return fail(err, ML_ETENSOR, field, -1,
+                        "%s.data has shape %s (%lld elements) but %s.shape is %s (%lld "
+                        "elements); give data nested to the shape, or flat",
+                        field, ds, (long long)(inumel < 0 ? 0 : inumel), field, ss,
+                        (long long)n);
+        }
+    }
+
+    if (r->num_buffers == sizeof(r->buffers) / sizeof(r->buffers[0]))
+        return fail(err, ML_EINVAL, field, -1, "too many tensors in one request");
+    double *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    if (!buf)
+        return fail(err, ML_ENOMEM, field, -1, "out of memory for %lld elements of %s",
+                    (long long)n, field);
+    r->buffers[r->num_buffers++] = buf;
+    f.out = buf;
+    rc = fill(&f, data, 0, err);
+    if (rc)
+        return rc;
+    t->data = buf;
+    return 0;
+}
+
+/* ---- Requests -------------------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} output_names[] = {
+    {"loss", ML_OUT_LOSS},
+    {"per_element", ML_OUT_PER_ELEMENT},
+    {"per_sample", ML_OUT_PER_SAMPLE},
+    {"per_class", ML_OUT_PER_CLASS},
+    {"weighted_sum", ML_OUT_WEIGHTED_SUM},
+    {"sum_weights", ML_OUT_SUM_WEIGHTS},
+    {"num_nonzero_weights", ML_OUT_NUM_NONZERO_WEIGHTS},
+};
+
+static int decode_output(const json_t *v, unsigned *bits, struct mlp_error *err)
+{
+    if (json_is_string(v))
+        for (size_t i = 0; i < sizeof(output_names) / sizeof(output_names[0]); i++)
+            if (!strcmp(json_string_value(v), output_names[i].name)) {
+                *bits |= output_names[i].bit;
+                return 0;
+            }
+    return fail(err, ML_EINVAL, "outputs", -1,
+                "unknown output %s%s%s (expected loss, per_element, per_sample, per_class, "
+                "weighted_sum, sum_weights, num_nonzero_weights)",
+                json_is_string(v) ? "'" : "", json_is_string(v) ? json_string_value(v) : kind_of(v),
+                json_is_string(v) ? "'" : "");
+}
+
+static int decode_params(const json_t *obj, struct mlp_request *r, struct mlp_error *err)
+{
+    if (!json_is_object(obj))
+        return fail(err, ML_EINVAL, "params", -1,
+                    "params must be an object of parameter names to values");
+    r->params = calloc(json_object_size(obj) + 1, sizeof(*r->params));
+    if (!r->params)
+        return fail(err, ML_ENOMEM, "params", -1, "out of memory");
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)obj, key, val)
+    {
+        struct ml_param *p = &r->params[r->num_params];
+        char field[64];
+        snprintf(field, sizeof(field), "params.%s", key);
+        p->name = key;
+        if (json_is_null(val))
+            continue; /* None: the default */
+        if (json_is_boolean(val)) {
+            p->kind = ML_PARAM_BOOL;
+            p->boolean = json_is_true(val);
+        } else if (json_is_number(val)) {
+            p->kind = ML_PARAM_NUMBER;
+            p->number = json_number_value(val);
+        } else if (json_is_array(val) || json_is_object(val) || json_is_string(val)) {
+            p->kind = ML_PARAM_TENSOR;
+            int rc = decode_tensor(val, field, r, &p->tensor, err);
+            if (rc) {
+                if (err && err->e.code == ML_ETENSOR)
+                    err->e.code = ML_EPARAM;
+                return rc == ML_ETENSOR ? ML_EPARAM : rc;
+            }
+        }
+        r->num_params++;
+    }
+    return 0;
+}
+
+void mlp_request_free(struct mlp_request *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->num_buffers; i++)
+        free(r->buffers[i]);
+    free(r->params);
+    if (r->root)
+        json_decref(r->root);
+    memset(r, 0, sizeof(*r));
+}
+
+static const char *const known_keys[] = {
+    "loss",   "labels",    "logits",  "predictions", "losses",           "weights",
+    "mask",   "params",    "reduction", "dtype",     "outputs",          "allow_non_finite",
+};
+
+static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
+{
+    struct ml_request *req = &r->req;
+    if (!json_is_object(root))
+        return fail(err, ML_EINVAL, "", -1, "a request is a JSON object, got %s",
+                    kind_of(root));
+
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        size_t i = 0;
+        while (i < sizeof(known_keys) / sizeof(known_keys[0]) && strcmp(known_keys[i], key))
+            i++;
+        if (i == sizeof(known_keys) / sizeof(known_keys[0]) &&
+            r->num_ignored < sizeof(r->ignored) / sizeof(r->ignored[0]))
+            r->ignored[r->num_ignored++] = key;
+    }
+
+    const json_t *loss = json_object_get(root, "loss");
+    if (!loss)
+        return fail(err, ML_EINVAL, "loss", -1,
+                    "the request needs \"loss\" (a name from `maskloss losses`)");
+    if (!json_is_string(loss))
+        return fail(err, ML_EINVAL, "loss", -1, "loss must be a string");
+    req->loss = json_string_value(loss);
+
+    const json_t *red = json_object_get(root, "reduction");
+    if (red && !json_is_null(red)) {
+        if (!json_is_string(red))
+            return fail(err, ML_EINVAL, "reduction", -1, "reduction must be a string");
+        req->reduction = json_string_value(red);
+    }
+
+    const json_t *dtype = json_object_get(root, "dtype");
+    if (dtype && !json_is_null(dtype)) {
+        const char *s = json_is_string(dtype) ? json_string_value(dtype) : "";
+        if (!strcmp(s, "float32"))
+            req->dtype = ML_FLOAT32;
+        else if (!strcmp(s, "float64"))
+            req->dtype = ML_FLOAT64;
+        else
+            return fail(err, ML_EINVAL, "dtype", -1, "dtype must be \"float32\" or \"float64\"");
+    }
+
+    const json_t *anf = json_object_get(root, "allow_non_finite");
+    if (anf && !json_is_null(anf)) {
+        if (!json_is_boolean(anf))
+            return fail(err, ML_EINVAL, "allow_non_finite", -1,
+                        "allow_non_finite must be true or false");
+        req->allow_non_finite = json_is_true(anf);
+    }
+
+    const json_t *outputs = json_object_get(root, "outputs");
+    req->outputs = ML_OUT_LOSS;
+    if (outputs && !json_is_null(outputs)) {
+        if (json_is_array(outputs)) {
+            for (size_t i = 0; i < json_array_size(outputs); i++) {
+                int rc = decode_output(json_array_get(outputs, i), &req->outputs, err);
+                if (rc)
+                    return rc;
+            }
+        } else {
+            int rc = decode_output(outputs, &req->outputs, err);
+            if (rc)
+                return rc;
+        }
+    }
+
+    const json_t *weights = json_object_get(root, "weights");
+    const json_t *mask = json_object_get(root, "mask");
+    if (weights && !json_is_null(weights) && mask && !json_is_null(mask))
+        return fail(err, ML_EINVAL, "mask", -1,
+                    "give either \"weights\" or its alias \"mask\", not both");
+    static const char *const names[5] = {"labels", "logits", "predictions", "losses", "weights"};
+    const struct ml_tensor **slots[5] = {&req->labels, &req->logits, &req->predictions,
+                                         &req->losses, &req->weights};
+    for (int i = 0; i < 5; i++) {
+        const json_t *v = json_object_get(root, names[i]);
+        const char *field = names[i];
+        if (i == 4 && (!v || json_is_null(v)) && mask) {
+            v = mask;
+            field = "mask";
+        }
+        if (!v || json_is_null(v))
+            continue;
+        int rc = decode_tensor(v, field, r, &r->tensors[i], err);
+        if (rc)
+            return rc;
+        *slots[i] = &r->tensors[i];
+    }
+
+    const json_t *params = json_object_get(root, "params");
+    if (params && !json_is_null(params)) {
+        int rc = decode_params(params, r, err);
+        if (rc)
+            return rc;
+        req->params = r->params;
+        req->num_params = r->num_params;
+    }
+    return 0;
+}
+
+int mlp_request_decode(json_t *root, struct mlp_request *out, struct mlp_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    ml_request_init(&out->req);
+    out->root = json_incref(root);
+    if (err)
+        memset(err, 0, sizeof(*err));
+    int rc = decode(root, out, err);
+    if (rc)
+        mlp_request_free(out);
+    return rc;
+}

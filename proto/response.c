@@ -1,0 +1,350 @@
+/*
+ * response.c -- responses, error objects and the catalogue, written as JSON text.
+ *
+ * Written directly rather than through json_t: a per_element output of a million values
+ * would otherwise cost a million allocations, and jansson cannot spell NaN.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlp.h"
+
+/* ---- The buffer ------------------------------------------------------------------------ */
+
+void mlp_buf_append(struct mlp_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p) {
+            b->failed = 1;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void mlp_buf_puts(struct mlp_buf *b, const char *s)
+{
+    mlp_buf_append(b, s, strlen(s));
+}
+
+void mlp_buf_number(struct mlp_buf *b, double v)
+{
+    char tmp[40];
+    if (isnan(v)) {
+        mlp_buf_puts(b, "\"NaN\"");
+        return;
+    }
+    if (isinf(v)) {
+        mlp_buf_puts(b, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+        return;
+    }
+    if (v == 0) {
+        mlp_buf_puts(b, signbit(v) ? "-0.0" : "0.0");
+        return;
+    }
+    /* The shortest of 15, 16, 17 significant digits that reads back exactly. */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+        if (prec == 17 || strtod(tmp, NULL) == v)
+            break;
+    }
+    /* Keep a JSON number that parsers read as floating point: 2 -> 2.0. */
+    if (!strpbrk(tmp, ".eEn"))
+        strcat(tmp, ".0");
+    mlp_buf_puts(b, tmp);
+}
+
+void mlp_buf_string(struct mlp_buf *b, const char *s)
+{
+    mlp_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        switch (*p) {
+        case '"':
+            mlp_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            mlp_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            mlp_buf_append(b, "\\n", 2);
+            break;
+        case '\t':
+            mlp_buf_append(b, "\\t", 2);
+            break;
+        case '\r':
+            mlp_buf_append(b, "\\r", 2);
+            break;
+        default:
+            if (*p < 0x20) {
+                snprintf(esc, sizeof(esc), "\\u%04x", *p);
+                mlp_buf_append(b, esc, 6);
+            } else {
+                mlp_buf_append(b, (const char *)p, 1);
+            }
+        }
+    }
+    mlp_buf_append(b, "\"", 1);
+}
+
+static void key(struct mlp_buf *b, const char *k)
+{
+    mlp_buf_append(b, ",", 1);
+    mlp_buf_string(b, k);
+    mlp_buf_append(b, ":", 1);
+}
+
+static void write_shape(struct mlp_buf *b, int rank, const int64_t *shape)
+{
+    char tmp[32];
+    mlp_buf_append(b, "[", 1);
+    for (int d = 0; d < rank; d++) {
+        snprintf(tmp, sizeof(tmp), d ? ",%lld" : "%lld", (long long)shape[d]);
+        mlp_buf_puts(b, tmp);
+    }
+    mlp_buf_append(b, "]", 1);
+}
+
+/* A nested array of the given shape from row-major data; a rank-0 array is a number. */
+static void write_nested(struct mlp_buf *b, const double *data, int rank, const int64_t *shape,
+                         int64_t *pos)
+{
+    if (rank == 0) {
+        mlp_buf_number(b, data[(*pos)++]);
+        return;
+    }
+    mlp_buf_append(b, "[", 1);
+    for (int64_t i = 0; i < shape[0]; i++) {
+        if (i)
+            mlp_buf_append(b, ",", 1);
+        write_nested(b, data, rank - 1, shape + 1, pos);
+    }
+    mlp_buf_append(b, "]", 1);
+}
+
+static void write_array(struct mlp_buf *b, const struct ml_array *a)
+{
+    int64_t pos = 0;
+    write_nested(b, a->data, a->rank, a->shape, &pos);
+}
+
+/* ---- Responses ------------------------------------------------------------------------- */
+
+void mlp_response_write(struct mlp_buf *b, const struct ml_result *res,
+                        const struct mlp_request *req)
+{
+    mlp_buf_puts(b, "{\"loss\":");
+    if (res->loss_is_tensor)
+        write_array(b, &res->loss_tensor);
+    else
+        mlp_buf_number(b, res->loss);
+    if (res->outputs & ML_OUT_PER_ELEMENT) {
+        key(b, "per_element");
+        write_array(b, &res->per_element);
+    }
+    if (res->outputs & ML_OUT_PER_SAMPLE) {
+        key(b, "per_sample");
+        write_array(b, &res->per_sample);
+    }
+    if (res->outputs & ML_OUT_PER_CLASS) {
+        key(b, "per_class");
+        write_array(b, &res->per_class);
+    }
+    if (res->outputs & ML_OUT_WEIGHTED_SUM) {
+        key(b, "weighted_sum");
+        mlp_buf_number(b, res->weighted_sum);
+    }
+    if (res->outputs & ML_OUT_SUM_WEIGHTS) {
+        key(b, "sum_weights");
+        mlp_buf_number(b, res->sum_weights);
+    }
+    if (res->outputs & ML_OUT_NUM_NONZERO_WEIGHTS) {
+        char tmp[32];
+        key(b, "num_nonzero_weights");
+        snprintf(tmp, sizeof(tmp), "%.0f", res->num_nonzero_weights);
+        mlp_buf_puts(b, tmp);
+    }
+    key(b, "shape");
+    if (res->loss_is_tensor)
+        write_shape(b, res->loss_tensor.rank, res->loss_tensor.shape);
+    else
+        mlp_buf_puts(b, "[]");
+    key(b, "loss_name");
+    mlp_buf_string(b, res->loss_name ? res->loss_name : "");
+    key(b, "reduction");
+    mlp_buf_string(b, res->reduction_name ? res->reduction_name : "");
+    key(b, "dtype");
+    mlp_buf_string(b, req && req->req.dtype == ML_FLOAT64 ? "float64" : "float32");
+    if (req && req->num_ignored) {
+        key(b, "ignored_fields");
+        mlp_buf_append(b, "[", 1);
+        for (size_t i = 0; i < req->num_ignored; i++) {
+            if (i)
+                mlp_buf_append(b, ",", 1);
+            mlp_buf_string(b, req->ignored[i]);
+        }
+        mlp_buf_append(b, "]", 1);
+    }
+    mlp_buf_append(b, "}", 1);
+}
+
+const char *mlp_status_name(int status)
+{
+    if (status == MLP_EMALFORMED)
+        return "malformed_json";
+    return ml_status_name(status);
+}
+
+void mlp_error_write(struct mlp_buf *b, int status, const struct mlp_error *err)
+{
+    char tmp[48];
+    mlp_buf_puts(b, "{\"error\":");
+    mlp_buf_string(b, err && err->e.message[0] ? err->e.message : ml_strerror(status));
+    key(b, "code");
+    mlp_buf_string(b, mlp_status_name(status));
+    key(b, "field");
+    mlp_buf_string(b, err ? err->e.field : "");
+    if (err && err->e.index >= 0) {
+        key(b, "index");
+        snprintf(tmp, sizeof(tmp), "%lld", (long long)err->e.index);
+        mlp_buf_puts(b, tmp);
+    }
+    if (status == MLP_EMALFORMED && err) {
+        key(b, "line");
+        snprintf(tmp, sizeof(tmp), "%d", err->line);
+        mlp_buf_puts(b, tmp);
+        key(b, "column");
+        snprintf(tmp, sizeof(tmp), "%d", err->column);
+        mlp_buf_puts(b, tmp);
+    }
+    mlp_buf_append(b, "}", 1);
+}
+
+/* ---- The catalogue --------------------------------------------------------------------- */
+
+static const char *input_name(enum ml_input_kind k)
+{
+    switch (k) {
+    case ML_INPUT_LOGITS:
+        return "logits";
+    case ML_INPUT_PREDICTIONS:
+        return "predictions";
+    case ML_INPUT_LOSSES:
+        return "losses";
+    default:
+        return "logits|predictions";
+    }
+}
+
+void mlp_catalogue_write(struct mlp_buf *b)
+{
+    mlp_buf_puts(b, "{\"version\":");
+    mlp_buf_string(b, ML_VERSION);
+    mlp_buf_puts(b, ",\"losses\":[");
+    for (size_t i = 0; i < ml_loss_count(); i++) {
+        const struct ml_loss_info *l = ml_loss_at(i);
+        if (i)
+            mlp_buf_append(b, ",", 1);
+        mlp_buf_puts(b, "{\"name\":");
+        mlp_buf_string(b, l->name);
+        if (l->alias_of) {
+            key(b, "alias_of");
+            mlp_buf_string(b, l->alias_of);
+        }
+        key(b, "framework");
+        mlp_buf_string(b, l->framework);
+        key(b, "formula");
+        mlp_buf_string(b, l->doc);
+        key(b, "inputs");
+        mlp_buf_puts(b, l->takes_labels ? "[\"labels\"," : "[");
+        mlp_buf_string(b, input_name(l->input));
+        mlp_buf_puts(b, ",\"weights\"]");
+        key(b, "weights");
+        mlp_buf_string(b, l->weights_rule);
+        key(b, "params");
+        mlp_buf_append(b, "[", 1);
+        for (size_t p = 0; p < l->num_params; p++) {
+            const struct ml_param_info *pi = &l->params[p];
+            if (p)
+                mlp_buf_append(b, ",", 1);
+            mlp_buf_puts(b, "{\"name\":");
+            mlp_buf_string(b, pi->name);
+            key(b, "type");
+            mlp_buf_string(b, pi->kind == ML_PARAM_BOOL     ? "boolean"
+                              : pi->kind == ML_PARAM_NUMBER ? "number"
+                                                            : "number or tensor");
+            if (isnan(pi->default_value)) {
+                key(b, "required");
+                mlp_buf_puts(b, "true");
+            } else {
+                key(b, "default");
+                if (pi->kind == ML_PARAM_BOOL)
+                    mlp_buf_puts(b, pi->default_value != 0 ? "true" : "false");
+                else
+                    mlp_buf_number(b, pi->default_value);
+            }
+            key(b, "doc");
+            mlp_buf_string(b, pi->doc);
+            mlp_buf_append(b, "}", 1);
+        }
+        mlp_buf_append(b, "]", 1);
+        key(b, "reductions");
+        mlp_buf_append(b, "[", 1);
+        for (size_t r = 0; r < l->num_reductions; r++) {
+            if (r)
+                mlp_buf_append(b, ",", 1);
+            mlp_buf_string(b, l->reductions[r]);
+        }
+        mlp_buf_append(b, "]", 1);
+        key(b, "default_reduction");
+        mlp_buf_string(b, l->default_reduction);
+        mlp_buf_append(b, "}", 1);
+    }
+    mlp_buf_puts(b, "]}");
+}
+
+/* ---- The round trip ------------------------------------------------------------------- */
+
+int mlp_eval_text(const char *text, size_t len, long long max_elements, struct mlp_buf *b)
+{
+    struct mlp_error err;
+    struct mlp_request req;
+    struct ml_result res;
+    json_t *root = NULL;
+    memset(&err, 0, sizeof(err));
+    err.e.index = -1;
+
+    int rc = mlp_parse(text, len, &root, &err);
+    if (rc)
+        goto write_error;
+    rc = mlp_request_decode(root, &req, &err);
+    json_decref(root);
+    if (rc)
+        goto write_error;
+    req.req.max_elements = max_elements;
+    rc = ml_eval(&req.req, &res, &err.e);
+    if (rc) {
+        mlp_request_free(&req);
+        goto write_error;
+    }
+    mlp_response_write(b, &res, &req);
+    ml_result_free(&res);
+    mlp_request_free(&req);
+    return 0;
+
+write_error:
+    mlp_error_write(b, rc, &err);
+    return rc;
+}
