@@ -1,0 +1,55 @@
+#!/bin/sh
+# cli_test.sh CLI -- the maskloss command as a user runs it: exit codes, stdout, jsonl.
+set -u
+cli=${1:-build/maskloss}
+pass=0 fail=0
+check() { # name, condition result
+    if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi
+}
+blog='{"loss": "sigmoid_cross_entropy", "dtype": "float64",
+ "labels": [[1,1,0,0,0],[0,1,1,1,0],[0,0,0,0,1],[1,1,1,1,1]],
+ "logits": [[0.2,0.2,0.2,0,0.8],[0,0.5,0.5,0.2,0],[0,0.5,0.1,0.0,0.9],[0.9,0.9,0.7,0.1,0.0]],
+ "mask":   [[1,0,0,0,0],[0,0,1,1,0],[0,0,1,0,1],[0,1,1,1,1]]}'
+
+out=$(printf '%s' "$blog" | "$cli" eval -); rc=$?
+check "eval exit 0" $rc
+case $out in *'"loss":0.5375321135555567,'*) r=0 ;; *) r=1 ;; esac
+check "the note's masked mean 0.5375321135555567 (got $out)" $r
+
+tmp=$(mktemp); printf '%s' "$blog" > "$tmp"
+out2=$("$cli" eval "$tmp"); check "eval FILE" $([ "$out2" = "$out" ]; echo $?)
+rm -f "$tmp"
+
+out=$(printf '{"loss": "nope", "labels": [1], "logits": [1]}' | "$cli" eval); rc=$?
+check "rejected request exits 2" $([ $rc = 2 ]; echo $?)
+case $out in *'"code":"unknown_loss"'*'"field":"loss"'*) r=0 ;; *) r=1 ;; esac
+check "unknown loss error object (got $out)" $r
+
+out=$(printf '{"loss": "sigmoid_cross_entropy",\n "labels": [1,}' | "$cli" eval); rc=$?
+check "malformed JSON exits 2" $([ $rc = 2 ]; echo $?)
+case $out in *'"code":"malformed_json"'*'"line":2'*) r=0 ;; *) r=1 ;; esac
+check "malformed JSON names line and column (got $out)" $r
+
+out=$(printf '{"loss":"sigmoid_cross_entropy","labels":[[1,0],[1]],"logits":[[1,2],[3,4]]}' | "$cli" eval)
+case $out in *'"code":"invalid_tensor"'*'"field":"labels"'*) r=0 ;; *) r=1 ;; esac
+check "ragged tensor (got $out)" $r
+
+out=$(printf '{"loss":"sigmoid_cross_entropy","labels":[1],"logits":["NaN"],"allow_non_finite":true}' | "$cli" eval)
+case $out in *'"loss":"NaN"'*) r=0 ;; *) r=1 ;; esac
+check "NaN written as a string (got $out)" $r
+
+lines=$(printf '%s\n\n{"loss":"x"}\n{"loss":"mse"}\n' "$(printf '%s' "$blog" | tr -d '\n')" |
+        "$cli" eval --jsonl -); rc=$?
+check "jsonl exits 2 when a line fails" $([ $rc = 2 ]; echo $?)
+check "jsonl answers every non-blank line" $([ "$(printf '%s\n' "$lines" | wc -l)" = 3 ]; echo $?)
+case $(printf '%s\n' "$lines" | head -n 1) in *'"loss":0.5375321135555567'*) r=0 ;; *) r=1 ;; esac
+check "jsonl first answer" $r
+
+"$cli" losses | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["losses"]) >= 30; names={l["name"] for l in d["losses"]}; assert "tf.compat.v1.losses.sigmoid_cross_entropy" in names and "asymmetric_loss" in names'
+check "losses prints the catalogue as JSON" $?
+"$cli" --help | grep -q "maskloss eval"; check "--help" $?
+"$cli" --version | grep -q "^maskloss [0-9]"; check "--version" $?
+"$cli" frobnicate 2>/dev/null; check "unknown command exits 64" $([ $? = 64 ]; echo $?)
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" = 0 ]
