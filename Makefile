@@ -43,7 +43,7 @@ LIBA = $(BUILD)/libmaskloss.a
 LIBSO = $(BUILD)/libmaskloss.so
 CLI = $(BUILD)/maskloss
 
-.PHONY: all build deps deps-test test check clean install format lint
+.PHONY: all build deps deps-test test check accuracy clean install format lint
 # Dependencies first, then a fresh make that sees their pkg-config flags.
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -96,6 +96,12 @@ test: deps-test
 	@$(MAKE) --no-print-directory check
 	@echo "== the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@$(MAKE) --no-print-directory SAN=address,undefined check
+
+# Summation accuracy on 16M float32 elements (argument: ACCURACY_N).
+ACCURACY_N ?= 16777216
+accuracy: all
+	@$(MAKE) --no-print-directory $(BUILD)/tests/accuracy
+	./$(BUILD)/tests/accuracy $(ACCURACY_N)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \

@@ -1,0 +1,179 @@
+/*
+ * test_proto.c -- the JSON decoder and encoder on hostile input.
+ *
+ * tests/data/bad_requests.tsv holds one rejected request a line: the expected code, the
+ * expected field ("-" for none), and the request text. Every prefix of a valid request is
+ * also fed to the decoder from an exact-size heap buffer, so that AddressSanitizer sees any
+ * read past the end.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "mlp.h"
+
+static json_t *eval_json(const char *text, size_t len, int *rc)
+{
+    char *copy = malloc(len ? len : 1); /* exact size, no terminator */
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    struct mlp_buf out = {0};
+    *rc = mlp_eval_text(copy, len, 0, &out);
+    free(copy);
+    assert_false(out.failed);
+    json_t *body = json_loads(out.data, JSON_DECODE_INT_AS_REAL, NULL);
+    if (!body)
+        fail_msg("the output is not JSON: %s", out.data);
+    free(out.data);
+    return body;
+}
+
+static void test_bad_requests(void **state)
+{
+    (void)state;
+    FILE *f = fopen("tests/data/bad_requests.tsv", "r");
+    if (!f)
+        fail_msg("cannot open tests/data/bad_requests.tsv (run from the repository root)");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int count = 0;
+    while ((n = getline(&line, &cap, f)) != -1) {
+        if (n && line[n - 1] == '\n')
+            line[--n] = '\0';
+        char *code = line, *field = strchr(line, '\t');
+        assert_non_null(field);
+        *field++ = '\0';
+        char *text = strchr(field, '\t');
+        assert_non_null(text);
+        *text++ = '\0';
+        int rc;
+        json_t *body = eval_json(text, strlen(text), &rc);
+        if (rc == 0)
+            fail_msg("accepted: %s", text);
+        const char *got_code = json_string_value(json_object_get(body, "code"));
+        const char *got_field = json_string_value(json_object_get(body, "field"));
+        const char *message = json_string_value(json_object_get(body, "error"));
+        assert_non_null(message);
+        assert_true(strlen(message) > 10);
+        if (!got_code || strcmp(got_code, code))
+            fail_msg("%s: code %s, expected %s (%s)", text, got_code ? got_code : "(none)", code,
+                     message);
+        if (strcmp(field, "-") && (!got_field || strcmp(got_field, field)))
+            fail_msg("%s: field %s, expected %s (%s)", text, got_field ? got_field : "(none)",
+                     field, message);
+        if (!strcmp(code, "malformed_json"))
+            assert_true(json_number_value(json_object_get(body, "line")) >= 1);
+        json_decref(body);
+        count++;
+    }
+    free(line);
+    fclose(f);
+    print_message("%d rejected requests checked\n", count);
+    assert_true(count >= 30);
+}
+
+static const char blog[] =
+    "{\"loss\": \"sigmoid_cross_entropy\", \"dtype\": \"float64\","
+    " \"labels\": [[1,1,0,0,0],[0,1,1,1,0],[0,0,0,0,1],[1,1,1,1,1]],"
+    " \"logits\": [[0.2,0.2,0.2,0,0.8],[0,0.5,0.5,0.2,0],[0,0.5,0.1,0.0,0.9],"
+    "[0.9,0.9,0.7,0.1,0.0]],"
+    " \"mask\": {\"shape\": [4, 5], \"data\": [1,0,0,0,0,0,0,1,1,0,0,0,1,0,1,0,1,1,1,1]},"
+    " \"outputs\": [\"loss\", \"per_element\", \"num_nonzero_weights\"]}";
+
+static void test_truncations(void **state)
+{
+    (void)state;
+    size_t len = strlen(blog);
+    for (size_t cut = 0; cut < len; cut++) {
+        int rc;
+        json_t *body = eval_json(blog, cut, &rc);
+        assert_int_not_equal(rc, 0);
+        assert_string_equal(json_string_value(json_object_get(body, "code")), "malformed_json");
+        json_decref(body);
+    }
+    int rc;
+    json_t *body = eval_json(blog, len, &rc);
+    assert_int_equal(rc, 0);
+    assert_float_equal(json_number_value(json_object_get(body, "loss")), 0.5375321135555567,
+                       1e-16);
+    assert_float_equal(json_number_value(json_object_get(body, "num_nonzero_weights")), 9, 0);
+    assert_int_equal(json_array_size(json_object_get(body, "per_element")), 4);
+    json_decref(body);
+}
+
+/* Numbers round-trip exactly; non-finite values become strings; -0.0 keeps its sign. */
+static void test_number_writer(void **state)
+{
+    (void)state;
+    const double values[] = {0.1, 1.0 / 3, 5e-324, 1.7976931348623157e308, 2.0, -0.0, 1e30,
+                             0.5375321135555567, 123456789012345678.0};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        struct mlp_buf b = {0};
+        mlp_buf_number(&b, values[i]);
+        json_t *v = json_loads(b.data, JSON_DECODE_ANY, NULL);
+        assert_non_null(v);
+        assert_true(json_is_real(v));
+        assert_true(json_real_value(v) == values[i]);
+        assert_true(signbit(json_real_value(v)) == signbit(values[i]));
+        json_decref(v);
+        free(b.data);
+    }
+    struct mlp_buf b = {0};
+    mlp_buf_number(&b, NAN);
+    mlp_buf_number(&b, INFINITY);
+    mlp_buf_number(&b, -INFINITY);
+    assert_string_equal(b.data, "\"NaN\"\"Infinity\"\"-Infinity\"");
+    free(b.data);
+}
+
+/* Unknown top-level keys are reported back rather than silently dropped. */
+static void test_ignored_fields(void **state)
+{
+    (void)state;
+    const char *text = "{\"loss\": \"mean_squared_error\", \"labels\": [1], "
+                       "\"predictions\": [3], \"wieghts\": [0]}";
+    int rc;
+    json_t *body = eval_json(text, strlen(text), &rc);
+    assert_int_equal(rc, 0);
+    assert_float_equal(json_number_value(json_object_get(body, "loss")), 4.0, 0);
+    const json_t *ignored = json_object_get(body, "ignored_fields");
+    assert_int_equal(json_array_size(ignored), 1);
+    assert_string_equal(json_string_value(json_array_get(ignored, 0)), "wieghts");
+    json_decref(body);
+}
+
+/* The catalogue is valid JSON and lists every loss with its default reduction. */
+static void test_catalogue_json(void **state)
+{
+    (void)state;
+    struct mlp_buf b = {0};
+    mlp_catalogue_write(&b);
+    json_t *cat = json_loads(b.data, 0, NULL);
+    assert_non_null(cat);
+    const json_t *losses = json_object_get(cat, "losses");
+    assert_int_equal(json_array_size(losses), ml_loss_count());
+    for (size_t i = 0; i < json_array_size(losses); i++) {
+        const json_t *l = json_array_get(losses, i);
+        assert_non_null(json_string_value(json_object_get(l, "default_reduction")));
+        assert_true(json_array_size(json_object_get(l, "reductions")) >= 3);
+    }
+    json_decref(cat);
+    free(b.data);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_number_writer), cmocka_unit_test(test_ignored_fields),
+        cmocka_unit_test(test_catalogue_json),
+    };
+    return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
+}
