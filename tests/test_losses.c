@@ -929,6 +929,16 @@ static void test_keras_random(void **state)
     req.params = &p;
     req.num_params = 1;
     run(&req, &res, ML_EPARAM, "keras logits with from_logits false");
+    /* `logits` without from_logits implies from_logits: x = 0 costs log 2 per element, where
+     * 0 read as a probability would cost -log(1e-7) for positives. */
+    req.num_params = 0;
+    for (int i = 0; i < 12; i++) {
+        x.d[i] = 0;
+        y.d[i] = i % 2;
+    }
+    run(&req, &res, 0, "keras logits imply from_logits");
+    check_close(logl(2), res.loss, 1e-6, 0, "keras logits imply from_logits (float32)", -1);
+    ml_result_free(&res);
 }
 
 /* ---- The note's identity --------------------------------------------------------------- */

@@ -615,6 +615,8 @@ static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *er
     shaped.rank = xrank;
     memcpy(shaped.shape, xshape, sizeof(shaped.shape));
     fill_common(e, k);
+    if (e->req->logits)
+        k->from_logits = 1; /* `logits` says so even when params omit from_logits */
     split_axis(&shaped, (int)axis, k, &e->vrank, e->vshape);
     k->smoothing_classes = (double)k->len;
     rc = alloc_values(e, err);
