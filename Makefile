@@ -119,7 +119,7 @@ format:
 
 lint:
 	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c tests/*.c
-	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
+	cppcheck --quiet --inline-suppr --error-exitcode=1 --enable=warning,portability --std=c11 \
 	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli
 
 clean:

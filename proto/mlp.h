@@ -33,13 +33,13 @@ struct mlp_error {
  */
 struct mlp_request {
     struct ml_request req;
-    json_t *root;                  /* the document, kept alive for its strings */
-    struct ml_tensor tensors[5];   /* labels, logits, predictions, losses, weights */
+    json_t *root;                /* the document, kept alive for its strings */
+    struct ml_tensor tensors[5]; /* labels, logits, predictions, losses, weights */
     struct ml_param *params;
     size_t num_params;
-    double *buffers[5 + 16];       /* tensor data, owned */
+    double *buffers[5 + 16]; /* tensor data, owned */
     size_t num_buffers;
-    const char *ignored[16];       /* top-level keys the protocol does not know */
+    const char *ignored[16]; /* top-level keys the protocol does not know */
     size_t num_ignored;
 };
 

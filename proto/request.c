@@ -108,8 +108,8 @@ static int infer_shape(const json_t *v, const char *field, int *rank, int64_t *s
     while (json_is_array(v)) {
         if (*rank == ML_MAX_RANK)
             return fail(err, ML_ETENSOR, field, -1,
-                        "%s is nested deeper than %d levels; ranks up to %d are supported",
-                        field, ML_MAX_RANK, ML_MAX_RANK);
+                        "%s is nested deeper than %d levels; ranks up to %d are supported", field,
+                        ML_MAX_RANK, ML_MAX_RANK);
         size_t n = json_array_size(v);
         shape[(*rank)++] = (int64_t)n;
         if (n == 0)
@@ -146,8 +146,7 @@ static int fill(struct filler *f, const json_t *v, int depth, struct mlp_error *
                         "%s is %s; tensor elements must be numbers (or true/false, \"NaN\", "
                         "\"Infinity\", \"-Infinity\")",
                         path_str(f, depth, where, sizeof(where)),
-                        json_is_array(v) ? "an array nested deeper than its siblings"
-                                         : kind_of(v));
+                        json_is_array(v) ? "an array nested deeper than its siblings" : kind_of(v));
         f->pos++;
         return 0;
     }
@@ -247,7 +246,8 @@ static int decode_tensor(const json_t *v, const char *field, struct mlp_request 
     /* Declared shapes accept data nested to that shape, or flat. */
     struct filler f = {field, t->rank, t->shape, NULL, 0, {0}};
     int64_t flat_shape[1] = {n};
-    if (declared && !(irank == t->rank && !memcmp(ishape, t->shape, sizeof(int64_t) * (size_t)irank))) {
+    if (declared &&
+        !(irank == t->rank && !memcmp(ishape, t->shape, sizeof(int64_t) * (size_t)irank))) {
         if (irank == 1 && inumel == n) {
             f.rank = 1;
             f.shape = flat_shape;
@@ -272,8 +272,7 @@ static int decode_tensor(const json_t *v, const char *field, struct mlp_request 
             return fail(err, ML_ETENSOR, field, -1,
                         "%s.data has shape %s (%lld elements) but %s.shape is %s (%lld "
                         "elements); give data nested to the shape, or flat",
-                        field, ds, (long long)(inumel < 0 ? 0 : inumel), field, ss,
-                        (long long)n);
+                        field, ds, (long long)(inumel < 0 ? 0 : inumel), field, ss, (long long)n);
         }
     }
 
@@ -373,16 +372,15 @@ void mlp_request_free(struct mlp_request *r)
 }
 
 static const char *const known_keys[] = {
-    "loss",   "labels",    "logits",  "predictions", "losses",           "weights",
-    "mask",   "params",    "reduction", "dtype",     "outputs",          "allow_non_finite",
+    "loss", "labels", "logits",    "predictions", "losses",  "weights",
+    "mask", "params", "reduction", "dtype",       "outputs", "allow_non_finite",
 };
 
 static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
 {
     struct ml_request *req = &r->req;
     if (!json_is_object(root))
-        return fail(err, ML_EINVAL, "", -1, "a request is a JSON object, got %s",
-                    kind_of(root));
+        return fail(err, ML_EINVAL, "", -1, "a request is a JSON object, got %s", kind_of(root));
 
     const char *key;
     json_t *val;

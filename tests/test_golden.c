@@ -21,8 +21,16 @@
 #define GOLDEN "tests/data/golden.json"
 
 static const char *const meta_keys[] = {
-    "id",       "source",   "notes",         "expected",          "expected_per_element",
-    "expected_error", "expected_special", "tolerance", "upstream", "computed_expected",
+    "id",
+    "source",
+    "notes",
+    "expected",
+    "expected_per_element",
+    "expected_error",
+    "expected_special",
+    "tolerance",
+    "upstream",
+    "computed_expected",
     "computed_error",
 };
 
@@ -97,8 +105,8 @@ static struct tol tolerance_of(const json_t *c)
     return t;
 }
 
-static int compare_tensor(const char *id, const char *what, const json_t *got,
-                          const json_t *want, struct tol t)
+static int compare_tensor(const char *id, const char *what, const json_t *got, const json_t *want,
+                          struct tol t)
 {
     enum { CAP = 4096 };
     static double g[CAP], w[CAP];
@@ -176,8 +184,8 @@ static int run_case(const json_t *c)
         }
         const json_t *pe = json_object_get(c, "expected_per_element");
         if (!failed && pe)
-            failed |= compare_tensor(id, "per_element", json_object_get(body, "per_element"), pe,
-                                     t);
+            failed |=
+                compare_tensor(id, "per_element", json_object_get(body, "per_element"), pe, t);
     }
     json_decref(body);
     free(out.data);

@@ -100,8 +100,7 @@ static const struct {
 /* Weight shapes against an [N, C] loss. */
 enum wkind { W_NONE, W_SCALAR, W_FULL, W_ROW, W_COL, W_ONE, W_VEC_C, W_KINDS };
 
-static const struct ml_tensor *make_weights(struct T *w, enum wkind k, int n, int c,
-                                            struct rng *r)
+static const struct ml_tensor *make_weights(struct T *w, enum wkind k, int n, int c, struct rng *r)
 {
     switch (k) {
     case W_NONE:
@@ -193,25 +192,25 @@ static void test_tf_elementwise_random(void **state)
             double ls = 0, eps = 1e-7, delta = 1.0;
             if (loss == L_SCE) {
                 ls = (double[]){0, 0.1, 0.3, -0.2}[rng_int(&r, 0, 3)];
-                params[np++] = (struct ml_param){.name = "label_smoothing",
-                                                 .kind = ML_PARAM_NUMBER, .number = ls};
+                params[np++] = (struct ml_param){
+                    .name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = ls};
             }
             if (loss == L_LOG && rng_int(&r, 0, 1)) {
                 eps = 1e-3;
-                params[np++] = (struct ml_param){.name = "epsilon", .kind = ML_PARAM_NUMBER,
-                                                 .number = eps};
+                params[np++] =
+                    (struct ml_param){.name = "epsilon", .kind = ML_PARAM_NUMBER, .number = eps};
             }
             if (loss == L_HUBER) {
                 delta = (double[]){0.5, 1.0, 2.0}[rng_int(&r, 0, 2)];
-                params[np++] = (struct ml_param){.name = "delta", .kind = ML_PARAM_NUMBER,
-                                                 .number = delta};
+                params[np++] =
+                    (struct ml_param){.name = "delta", .kind = ML_PARAM_NUMBER, .number = delta};
             }
             if (loss == L_WXENT) {
                 mk(&q, 1, c, 0, 0);
                 for (int j = 0; j < c; j++)
                     q.d[j] = rng_uniform(&r, 0.2, 3);
-                params[np++] = (struct ml_param){.name = "pos_weight", .kind = ML_PARAM_TENSOR,
-                                                 .tensor = q.t};
+                params[np++] =
+                    (struct ml_param){.name = "pos_weight", .kind = ML_PARAM_TENSOR, .tensor = q.t};
             }
             int ri = rng_int(&r, 0, (int)(sizeof(tf_reductions) / sizeof(tf_reductions[0])) - 1);
 
@@ -277,8 +276,8 @@ static void test_tf_elementwise_random(void **state)
                               (scalar ? ML_OUT_PER_SAMPLE | ML_OUT_PER_CLASS : 0);
                 struct ml_result res;
                 char ctx[160];
-                snprintf(ctx, sizeof(ctx), "%s %s w=%d %s", tf_names[loss],
-                         tf_reductions[ri].name, (int)wk, dt ? "float32" : "float64");
+                snprintf(ctx, sizeof(ctx), "%s %s w=%d %s", tf_names[loss], tf_reductions[ri].name,
+                         (int)wk, dt ? "float32" : "float64");
                 run(&req, &res, 0, ctx);
                 double rtol = dt ? 2e-5 : 1e-12, atol = dt ? 1e-4 : 1e-12;
                 for (int i = 0; i < ne; i++)
@@ -289,8 +288,8 @@ static void test_tf_elementwise_random(void **state)
                     for (int i = 0; i < ne; i++)
                         check_close(l[i] * wv[i], res.loss_tensor.data[i], rtol, atol, ctx, i);
                 } else {
-                    check_close(ref_reduce(tf_reductions[ri].red, l, wv, ne, 0, 0), res.loss,
-                                rtol, atol, ctx, -1);
+                    check_close(ref_reduce(tf_reductions[ri].red, l, wv, ne, 0, 0), res.loss, rtol,
+                                atol, ctx, -1);
                     /* The same reduction per row and per class. */
                     for (int row = 0; row < n; row++) {
                         ld lr[8], wr[8];
@@ -335,9 +334,9 @@ static void test_tf_weight_shapes(void **state)
         int64_t d0, d1, d2;
         int ok;
     } shapes[] = {
-        {0, 0, 0, 0, 1}, {2, 4, 5, 0, 1}, {2, 4, 1, 0, 1}, {2, 1, 5, 0, 1}, {2, 1, 1, 0, 1},
-        {1, 4, 0, 0, 0}, {1, 5, 0, 0, 0}, {1, 1, 0, 0, 0}, {3, 4, 5, 1, 0}, {2, 2, 5, 0, 0},
-        {2, 4, 2, 0, 0}, {2, 5, 4, 0, 0},
+        {0, 0, 0, 0, 1}, {2, 4, 5, 0, 1}, {2, 4, 1, 0, 1}, {2, 1, 5, 0, 1},
+        {2, 1, 1, 0, 1}, {1, 4, 0, 0, 0}, {1, 5, 0, 0, 0}, {1, 1, 0, 0, 0},
+        {3, 4, 5, 1, 0}, {2, 2, 5, 0, 0}, {2, 4, 2, 0, 0}, {2, 5, 4, 0, 0},
     };
     const char *losses[] = {"sigmoid_cross_entropy", "tf.nn.sigmoid_cross_entropy_with_logits",
                             "hinge_loss"};
@@ -625,8 +624,8 @@ static void test_tf_softmax_random(void **state)
             for (int i = 0; i < n; i++)
                 check_close(l[i] * wv[i], res.loss_tensor.data[i], 1e-12, 1e-13, "none", i);
         else
-            check_close(ref_reduce(tf_reductions[ri].red, l, wv, n, 0, 0), res.loss, 1e-12,
-                        1e-13, tf_reductions[ri].name, -1);
+            check_close(ref_reduce(tf_reductions[ri].red, l, wv, n, 0, 0), res.loss, 1e-12, 1e-13,
+                        tf_reductions[ri].name, -1);
         ml_result_free(&res);
     }
     /* Rejected: [N, C] weights for the per-sample loss; [N,3] weights cannot be squeezed. */
@@ -782,11 +781,10 @@ static void test_keras_random(void **state)
     (void)state;
     struct rng r = {0x7777000011112222ULL};
     static struct T y, x, w;
-    const char *losses[] = {"keras3.losses.BinaryCrossentropy",
-                            "keras.losses.BinaryFocalCrossentropy",
-                            "keras3.losses.CategoricalCrossentropy",
-                            "keras2.losses.BinaryCrossentropy",
-                            "keras2.losses.BinaryFocalCrossentropy"};
+    const char *losses[] = {
+        "keras3.losses.BinaryCrossentropy", "keras.losses.BinaryFocalCrossentropy",
+        "keras3.losses.CategoricalCrossentropy", "keras2.losses.BinaryCrossentropy",
+        "keras2.losses.BinaryFocalCrossentropy"};
     const char *k3_reds[] = {"sum_over_batch_size", "sum", "none", "mean",
                              "mean_with_sample_weight"};
     const char *k2_reds[] = {"sum_over_batch_size", "AUTO", "sum", "none"};
@@ -809,15 +807,15 @@ static void test_keras_random(void **state)
         int balance = rng_int(&r, 0, 1);
         struct ml_param p[5];
         size_t np = 0;
-        p[np++] = (struct ml_param){.name = "from_logits", .kind = ML_PARAM_BOOL,
-                                    .boolean = from_logits};
-        p[np++] = (struct ml_param){.name = "label_smoothing", .kind = ML_PARAM_NUMBER,
-                                    .number = ls};
+        p[np++] =
+            (struct ml_param){.name = "from_logits", .kind = ML_PARAM_BOOL, .boolean = from_logits};
+        p[np++] =
+            (struct ml_param){.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = ls};
         if (focal) {
             p[np++] = (struct ml_param){.name = "gamma", .kind = ML_PARAM_NUMBER, .number = gamma};
             p[np++] = (struct ml_param){.name = "alpha", .kind = ML_PARAM_NUMBER, .number = alpha};
-            p[np++] = (struct ml_param){.name = "apply_class_balancing", .kind = ML_PARAM_BOOL,
-                                        .boolean = balance};
+            p[np++] = (struct ml_param){
+                .name = "apply_class_balancing", .kind = ML_PARAM_BOOL, .boolean = balance};
         }
         /* sample_weight: none, scalar, [N], [N,1] */
         int wk = rng_int(&r, 0, 3);
@@ -857,7 +855,8 @@ static void test_keras_random(void **state)
                         yj = yj * (1 - (ld)ls) + 0.5L * (ld)ls;
                     ld e;
                     if (!focal) {
-                        e = from_logits ? ref_bce_logits(yj, xj, 1) : ref_keras_bce_probs(yj, xj, k2);
+                        e = from_logits ? ref_bce_logits(yj, xj, 1)
+                                        : ref_keras_bce_probs(yj, xj, k2);
                     } else {
                         ld pj = from_logits ? ref_sigmoid(xj) : xj;
                         ld bce = k2 ? (from_logits ? ref_bce_logits(yj, xj, 1)
@@ -1039,12 +1038,12 @@ static void test_hand_derived(void **state)
     assert_true(eval1("sigmoid_cross_entropy", NULL, ML_FLOAT64, 1, 1e30, 0, NULL, 0) == 0.0);
     assert_true(eval1("sigmoid_cross_entropy", NULL, ML_FLOAT32, 1, -1e30, 0, NULL, 0) ==
                 (double)1e30f);
-    assert_true(eval1("binary_cross_entropy_with_logits", NULL, ML_FLOAT64, 1, -1e30, 0, NULL,
-                      0) == 1e30);
+    assert_true(eval1("binary_cross_entropy_with_logits", NULL, ML_FLOAT64, 1, -1e30, 0, NULL, 0) ==
+                1e30);
     /* Label smoothing 0.1 on a correct logit of 1e30: z' = 0.95, cost 0.05 * 1e30. */
     struct ml_param ls = {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.1};
-    assert_float_equal(eval1("sigmoid_cross_entropy", NULL, ML_FLOAT64, 1, 1e30, 0, &ls, 1),
-                       5e28, 5e28 * 1e-15);
+    assert_float_equal(eval1("sigmoid_cross_entropy", NULL, ML_FLOAT64, 1, 1e30, 0, &ls, 1), 5e28,
+                       5e28 * 1e-15);
     /* log_loss adds epsilon inside the log: p = 1, z = 1 gives -log(1 + 1e-7) < 0. */
     double ll = eval1("log_loss", NULL, ML_FLOAT64, 1, 1, 1, NULL, 0);
     assert_float_equal(ll, -log1p(1e-7), 1e-20);
@@ -1055,9 +1054,9 @@ static void test_hand_derived(void **state)
     assert_float_equal(eval1("binary_crossentropy", "sum", ML_FLOAT32, 0, 1, 1, NULL, 0),
                        -log(1.0 - (double)(1.0f - 1e-7f)), 2e-5);
     /* Keras 2 adds eps inside the logs: -log(1e-7 + 1e-7) for a saturated wrong positive. */
-    assert_float_equal(eval1("keras2.losses.BinaryCrossentropy", "sum", ML_FLOAT64, 1, 0, 1,
-                             NULL, 0),
-                       -log(2e-7), 1e-12);
+    assert_float_equal(
+        eval1("keras2.losses.BinaryCrossentropy", "sum", ML_FLOAT64, 1, 0, 1, NULL, 0), -log(2e-7),
+        1e-12);
     /* Huber at the boundary |e| = delta = 1: 0.5; beyond: 0.5 + (|e| - 1). */
     assert_float_equal(eval1("huber_loss", NULL, ML_FLOAT64, 0, 1, 1, NULL, 0), 0.5, 1e-16);
     assert_float_equal(eval1("huber_loss", NULL, ML_FLOAT64, 0, -3, 1, NULL, 0), 2.5, 1e-16);
@@ -1066,8 +1065,8 @@ static void test_hand_derived(void **state)
     /* ASL: a wrong positive at x = -88 saturates at -log(1e-8) (gamma_pos = 0). */
     struct ml_param asl[2] = {{.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0},
                               {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0}};
-    assert_float_equal(eval1("asymmetric_loss", NULL, ML_FLOAT64, 1, -88, 0, asl, 2),
-                       -log(1e-8), 1e-10);
+    assert_float_equal(eval1("asymmetric_loss", NULL, ML_FLOAT64, 1, -88, 0, asl, 2), -log(1e-8),
+                       1e-10);
     /* Torch focal with gamma 0 and alpha -1 is plain BCE: x = 0 -> log 2. */
     struct ml_param foc[2] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0},
                               {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};

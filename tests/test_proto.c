@@ -101,8 +101,7 @@ static void test_truncations(void **state)
     int rc;
     json_t *body = eval_json(blog, len, &rc);
     assert_int_equal(rc, 0);
-    assert_float_equal(json_number_value(json_object_get(body, "loss")), 0.5375321135555567,
-                       1e-16);
+    assert_float_equal(json_number_value(json_object_get(body, "loss")), 0.5375321135555567, 1e-16);
     assert_float_equal(json_number_value(json_object_get(body, "num_nonzero_weights")), 9, 0);
     assert_int_equal(json_array_size(json_object_get(body, "per_element")), 4);
     json_decref(body);
@@ -112,8 +111,15 @@ static void test_truncations(void **state)
 static void test_number_writer(void **state)
 {
     (void)state;
-    const double values[] = {0.1, 1.0 / 3, 5e-324, 1.7976931348623157e308, 2.0, -0.0, 1e30,
-                             0.5375321135555567, 123456789012345678.0};
+    const double values[] = {0.1,
+                             1.0 / 3,
+                             5e-324,
+                             1.7976931348623157e308,
+                             2.0,
+                             -0.0,
+                             1e30,
+                             0.5375321135555567,
+                             123456789012345678.0};
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
         struct mlp_buf b = {0};
         mlp_buf_number(&b, values[i]);
@@ -171,8 +177,8 @@ static void test_catalogue_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_requests),  cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_number_writer), cmocka_unit_test(test_ignored_fields),
+        cmocka_unit_test(test_bad_requests),   cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_number_writer),  cmocka_unit_test(test_ignored_fields),
         cmocka_unit_test(test_catalogue_json),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);

@@ -43,19 +43,20 @@ extern "C" {
 /* Every fallible function returns 0 on success or one of these negative codes. */
 enum ml_status {
     ML_OK = 0,
-    ML_EINVAL = -1,          /* malformed request: missing or mistyped field ("invalid_request") */
-    ML_ETENSOR = -2,         /* malformed tensor: ragged, bad shape, data count ("invalid_tensor") */
-    ML_EUNKNOWN_LOSS = -3,   /* no loss of that name ("unknown_loss") */
-    ML_EUNKNOWN_PARAM = -4,  /* parameter the loss does not take ("unknown_parameter") */
-    ML_EPARAM = -5,          /* parameter value of wrong type or out of range ("bad_parameter") */
-    ML_EREDUCTION = -6,      /* reduction the loss's framework does not know ("unknown_reduction") */
-    ML_ESHAPE = -7,          /* labels and logits/predictions shapes disagree ("shape_mismatch") */
-    ML_EBROADCAST = -8,      /* weights cannot broadcast under the framework's rule ("broadcast_error") */
-    ML_ENONFINITE = -9,      /* NaN or Inf in an input ("non_finite_input") */
-    ML_ELABEL = -10,         /* class index not an integer or out of range ("invalid_label") */
-    ML_ETOOLARGE = -11,      /* more elements than the caller's limit ("too_large") */
-    ML_ENOMEM = -12,         /* allocation failed ("out_of_memory") */
-    ML_EOUTPUT = -13         /* an output the loss or reduction cannot produce ("unsupported_output") */
+    ML_EINVAL = -1,         /* malformed request: missing or mistyped field ("invalid_request") */
+    ML_ETENSOR = -2,        /* malformed tensor: ragged, bad shape, data count ("invalid_tensor") */
+    ML_EUNKNOWN_LOSS = -3,  /* no loss of that name ("unknown_loss") */
+    ML_EUNKNOWN_PARAM = -4, /* parameter the loss does not take ("unknown_parameter") */
+    ML_EPARAM = -5,         /* parameter value of wrong type or out of range ("bad_parameter") */
+    ML_EREDUCTION = -6,     /* reduction the loss's framework does not know ("unknown_reduction") */
+    ML_ESHAPE = -7,         /* labels and logits/predictions shapes disagree ("shape_mismatch") */
+    ML_EBROADCAST =
+        -8, /* weights cannot broadcast under the framework's rule ("broadcast_error") */
+    ML_ENONFINITE = -9, /* NaN or Inf in an input ("non_finite_input") */
+    ML_ELABEL = -10,    /* class index not an integer or out of range ("invalid_label") */
+    ML_ETOOLARGE = -11, /* more elements than the caller's limit ("too_large") */
+    ML_ENOMEM = -12,    /* allocation failed ("out_of_memory") */
+    ML_EOUTPUT = -13    /* an output the loss or reduction cannot produce ("unsupported_output") */
 };
 
 /* A short description of a status code ("shape mismatch"); never NULL. */
@@ -115,13 +116,13 @@ struct ml_param {
 
 /* Outputs a request can ask for (a bit set). */
 enum ml_output {
-    ML_OUT_LOSS = 1u << 0,                /* the reduced loss (a tensor for reduction none) */
-    ML_OUT_PER_ELEMENT = 1u << 1,         /* pointwise loss before weights and reduction */
-    ML_OUT_PER_SAMPLE = 1u << 2,          /* the reduction applied per row of the last axis */
-    ML_OUT_PER_CLASS = 1u << 3,           /* the reduction applied per class of the last axis */
-    ML_OUT_WEIGHTED_SUM = 1u << 4,        /* sum of loss * weight */
-    ML_OUT_SUM_WEIGHTS = 1u << 5,         /* sum of the broadcast weights */
-    ML_OUT_NUM_NONZERO_WEIGHTS = 1u << 6  /* count of broadcast weights != 0 */
+    ML_OUT_LOSS = 1u << 0,               /* the reduced loss (a tensor for reduction none) */
+    ML_OUT_PER_ELEMENT = 1u << 1,        /* pointwise loss before weights and reduction */
+    ML_OUT_PER_SAMPLE = 1u << 2,         /* the reduction applied per row of the last axis */
+    ML_OUT_PER_CLASS = 1u << 3,          /* the reduction applied per class of the last axis */
+    ML_OUT_WEIGHTED_SUM = 1u << 4,       /* sum of loss * weight */
+    ML_OUT_SUM_WEIGHTS = 1u << 5,        /* sum of the broadcast weights */
+    ML_OUT_NUM_NONZERO_WEIGHTS = 1u << 6 /* count of broadcast weights != 0 */
 };
 
 struct ml_request {
@@ -153,9 +154,9 @@ struct ml_array {
 };
 
 struct ml_result {
-    unsigned outputs;         /* the outputs that were computed */
-    int loss_is_tensor;       /* 1 for reduction none: the loss is in loss_tensor */
-    double loss;              /* the reduced loss (when !loss_is_tensor) */
+    unsigned outputs;   /* the outputs that were computed */
+    int loss_is_tensor; /* 1 for reduction none: the loss is in loss_tensor */
+    double loss;        /* the reduced loss (when !loss_is_tensor) */
     struct ml_array loss_tensor;
     struct ml_array per_element;
     struct ml_array per_sample;
@@ -199,13 +200,13 @@ struct ml_param_info {
 };
 
 struct ml_loss_info {
-    const char *name;              /* "tf.compat.v1.losses.sigmoid_cross_entropy" */
-    const char *alias_of;          /* for short names: the qualified name, else NULL */
-    const char *framework;         /* "tensorflow", "keras3", "keras2", "pytorch", ... */
-    const char *doc;               /* one line: the formula and its reference */
+    const char *name;      /* "tf.compat.v1.losses.sigmoid_cross_entropy" */
+    const char *alias_of;  /* for short names: the qualified name, else NULL */
+    const char *framework; /* "tensorflow", "keras3", "keras2", "pytorch", ... */
+    const char *doc;       /* one line: the formula and its reference */
     enum ml_input_kind input;
-    int takes_labels;              /* 0 only for compute_weighted_loss */
-    const char *weights_rule;      /* how `weights` broadcasts, one line */
+    int takes_labels;         /* 0 only for compute_weighted_loss */
+    const char *weights_rule; /* how `weights` broadcasts, one line */
     const struct ml_param_info *params;
     size_t num_params;
     const char *const *reductions; /* accepted names, canonical spelling */

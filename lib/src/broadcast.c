@@ -49,8 +49,7 @@ static int numpy_fail(struct ml_error *err, const char *loss, int wrank, const i
 }
 
 int ml__weights_align(enum ml__weight_rule rule, const char *loss, int *vrank, int64_t *vshape,
-                      int wrank, const int64_t *wshape_in, int64_t *aligned,
-                      struct ml_error *err)
+                      int wrank, const int64_t *wshape_in, int64_t *aligned, struct ml_error *err)
 {
     int64_t wshape[ML_MAX_RANK];
     memcpy(wshape, wshape_in, sizeof(int64_t) * (size_t)wrank);

@@ -25,7 +25,6 @@ void ml__strides(int rank, const int64_t *aligned, int64_t *stride);
  * Errors: ML_EBROADCAST with the framework's message.
  */
 int ml__weights_align(enum ml__weight_rule rule, const char *loss, int *vrank, int64_t *vshape,
-                      int wrank, const int64_t *wshape, int64_t *aligned,
-                      struct ml_error *err);
+                      int wrank, const int64_t *wshape, int64_t *aligned, struct ml_error *err);
 
 #endif /* ML_BROADCAST_H */

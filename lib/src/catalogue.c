@@ -11,6 +11,9 @@
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The tables below are laid out by hand, one entry a line or macro. */
+/* clang-format off */
+
 /* ---- Reductions ------------------------------------------------------------------------ */
 
 /* tf.compat.v1.losses.Reduction: the names and their string values
@@ -172,8 +175,8 @@ static const char w_ext[] =
 #define NOPARAMS NULL, 0
 #define REDS(names) names, COUNT(names)
 
-#define TF_V1(NAME, ALIAS, ID, DOC, INPUT, PARAMSPEC)                                          \
-    {{NAME, ALIAS, "tensorflow", DOC, INPUT, 1, w_tf, PARAMSPEC, REDS(tf_red_names),            \
+#define TF_V1(NAME, ALIAS, ID, DOC, INPUT, ...)                                                \
+    {{NAME, ALIAS, "tensorflow", DOC, INPUT, 1, w_tf, __VA_ARGS__, REDS(tf_red_names),          \
       "SUM_BY_NONZERO_WEIGHTS"},                                                               \
      ID, ML__W_TF, tf_reds, COUNT(tf_reds), 1}
 
@@ -311,6 +314,8 @@ static const struct ml__loss_def table[] = {
     E_TV_FOCAL("sigmoid_focal_loss", "torchvision.ops.sigmoid_focal_loss"),
     E_ASL("asymmetric_loss", "ASL.AsymmetricLoss"),
 };
+
+/* clang-format on */
 
 size_t ml_loss_count(void)
 {

@@ -43,8 +43,7 @@ const char *ml_status_name(int status)
     return "internal_error";
 }
 
-int ml__fail(struct ml_error *err, int code, const char *field, int64_t index, const char *fmt,
-             ...)
+int ml__fail(struct ml_error *err, int code, const char *field, int64_t index, const char *fmt, ...)
 {
     if (!err)
         return code;
@@ -63,8 +62,8 @@ const char *ml__shape_str(char *buf, size_t size, int rank, const int64_t *shape
     size_t used = 0;
     used += (size_t)snprintf(buf, size, "[");
     for (int d = 0; d < rank && used < size; d++)
-        used += (size_t)snprintf(buf + used, size - used, d ? ", %lld" : "%lld",
-                                 (long long)shape[d]);
+        used +=
+            (size_t)snprintf(buf + used, size - used, d ? ", %lld" : "%lld", (long long)shape[d]);
     if (used < size)
         snprintf(buf + used, size - used, "]");
     return buf;

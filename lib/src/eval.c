@@ -59,16 +59,15 @@ static int check_tensor(const char *field, const struct ml_tensor *t, int64_t ma
     int64_t n = 1;
     for (int d = 0; d < t->rank; d++) {
         if (t->shape[d] < 0)
-            return ml__fail(err, ML_ETENSOR, field, -1, "%s has a negative dimension (%lld)",
-                            field, (long long)t->shape[d]);
+            return ml__fail(err, ML_ETENSOR, field, -1, "%s has a negative dimension (%lld)", field,
+                            (long long)t->shape[d]);
         if (t->shape[d] > 0 && n > ML_ABSOLUTE_MAX_ELEMENTS / t->shape[d])
             return ml__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
         n *= t->shape[d];
     }
     if (max_elements > 0 && n > max_elements)
-        return ml__fail(err, ML_ETOOLARGE, field, -1,
-                        "%s has %lld elements; the limit is %lld", field, (long long)n,
-                        (long long)max_elements);
+        return ml__fail(err, ML_ETOOLARGE, field, -1, "%s has %lld elements; the limit is %lld",
+                        field, (long long)n, (long long)max_elements);
     if (n > 0 && !t->data)
         return ml__fail(err, ML_ETENSOR, field, -1, "%s has no data", field);
     *numel = n;
@@ -131,8 +130,7 @@ static void view_close(struct view *v)
 
 static double view_get(const struct view *v, enum ml_dtype dtype, int64_t i)
 {
-    return dtype == ML_FLOAT32 ? (double)((const float *)v->data)[i]
-                               : ((const double *)v->data)[i];
+    return dtype == ML_FLOAT32 ? (double)((const float *)v->data)[i] : ((const double *)v->data)[i];
 }
 
 static int same_shape(int ra, const int64_t *a, int rb, const int64_t *b)
@@ -151,8 +149,8 @@ static int shape_fail(struct ml_error *err, const char *field, const char *other
     char sa[160], sb[160];
     ml__shape_str(sa, sizeof(sa), ra, a);
     ml__shape_str(sb, sizeof(sb), rb, b);
-    return ml__fail(err, ML_ESHAPE, field, -1, "%s has shape %s but %s has shape %s: %s", field,
-                    sa, other, sb, why);
+    return ml__fail(err, ML_ESHAPE, field, -1, "%s has shape %s but %s has shape %s: %s", field, sa,
+                    other, sb, why);
 }
 
 /* ---- The evaluation state --------------------------------------------------------------- */
@@ -186,8 +184,7 @@ static int resolve_reduction(struct eval *e, struct ml_error *err)
         name = e->info->default_reduction;
         /* tf.nn ops are elementwise; given weights, they reduce like
          * compute_weighted_loss with its default. */
-        if ((e->def->id == ML__TFNN_SIGMOID || e->def->id == ML__TFNN_WEIGHTED) &&
-            e->req->weights)
+        if ((e->def->id == ML__TFNN_SIGMOID || e->def->id == ML__TFNN_WEIGHTED) && e->req->weights)
             name = "SUM_BY_NONZERO_WEIGHTS";
     }
     for (size_t i = 0; i < e->def->num_reds; i++) {
@@ -288,8 +285,7 @@ static int open_class_labels(struct eval *e, struct ml_error *err)
         double v = view_get(&e->labels, e->dtype, i);
         if (!(v == floor(v)) || fabs(v) > 9.0e15)
             return ml__fail(err, ML_ELABEL, "labels", i,
-                            "labels[%lld] = %g is not a class index (an integer)", (long long)i,
-                            v);
+                            "labels[%lld] = %g is not a class index (an integer)", (long long)i, v);
         e->class_labels[i] = (int64_t)v;
     }
     return 0;
@@ -402,8 +398,8 @@ static int prepare_elementwise(struct eval *e, struct ml__kctx *k, struct ml_err
     if (e->info->takes_labels) {
         const struct ml_tensor *z = e->labels.t;
         if (!same_shape(z->rank, z->shape, x->rank, x->shape))
-            return shape_fail(err, "labels", e->pred_field, z->rank, z->shape, x->rank,
-                              x->shape, "they must be identical (no broadcasting)");
+            return shape_fail(err, "labels", e->pred_field, z->rank, z->shape, x->rank, x->shape,
+                              "they must be identical (no broadcasting)");
     }
     if (e->def->id == ML__TFNN_WEIGHTED || e->def->id == ML__TORCH_BCE) {
         int rc = open_pos_weight(e, err);
@@ -460,8 +456,8 @@ static int prepare_tf_softmax(struct eval *e, struct ml__kctx *k, struct ml_erro
     return rc ? rc : run_kernel(e, k, err);
 }
 
-static int prepare_tf_sparse(struct eval *e, struct ml__kctx *k, int *wrank,
-                             int64_t *wshape, struct ml_error *err)
+static int prepare_tf_sparse(struct eval *e, struct ml__kctx *k, int *wrank, int64_t *wshape,
+                             struct ml_error *err)
 {
     const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
     int yrank = y->rank;
@@ -607,8 +603,8 @@ static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *er
     if (rc)
         return rc;
     if (axis < -xrank || axis >= xrank)
-        return ml__fail(err, ML_EPARAM, "params.axis", -1,
-                        "axis %lld is out of range for rank %d", (long long)axis, xrank);
+        return ml__fail(err, ML_EPARAM, "params.axis", -1, "axis %lld is out of range for rank %d",
+                        (long long)axis, xrank);
     if (axis < 0)
         axis += xrank;
     struct ml_tensor shaped = *x;

@@ -36,30 +36,30 @@ enum ml__loss_id {
 
 /* How `weights` meets the pointwise loss tensor. */
 enum ml__weight_rule {
-    ML__W_TF,          /* weights_broadcast_ops.assert_broadcastable: scalar or same rank, dims 1|n */
-    ML__W_KERAS3,      /* squeeze_or_expand_to_same_rank, then numpy broadcasting */
-    ML__W_KERAS2,      /* losses_utils.squeeze_or_expand_dimensions, then numpy broadcasting */
-    ML__W_NUMPY,       /* numpy broadcasting to the loss shape (torch `weight`) */
-    ML__W_CLASS        /* one weight per class, used inside the loss (torch cross_entropy) */
+    ML__W_TF,     /* weights_broadcast_ops.assert_broadcastable: scalar or same rank, dims 1|n */
+    ML__W_KERAS3, /* squeeze_or_expand_to_same_rank, then numpy broadcasting */
+    ML__W_KERAS2, /* losses_utils.squeeze_or_expand_dimensions, then numpy broadcasting */
+    ML__W_NUMPY,  /* numpy broadcasting to the loss shape (torch `weight`) */
+    ML__W_CLASS   /* one weight per class, used inside the loss (torch cross_entropy) */
 };
 
 /* Reduction as a formula: sum(loss * w) / sum(d) with a denominator kind. */
 enum ml__den {
-    ML__DEN_NONE,     /* reduction none: no reduction */
-    ML__DEN_ONE,      /* sum: no division */
-    ML__DEN_COUNT,    /* divide by the number of elements */
-    ML__DEN_WEIGHTS,  /* divide by the sum of the broadcast weights */
-    ML__DEN_NONZERO,  /* divide by the number of non-zero broadcast weights */
-    ML__DEN_RAW_SW,   /* Keras mean_with_sample_weight: sum of sample_weight as given */
-    ML__DEN_EXPLICIT  /* torch cross_entropy: per-sample denominators from the kernel */
+    ML__DEN_NONE,    /* reduction none: no reduction */
+    ML__DEN_ONE,     /* sum: no division */
+    ML__DEN_COUNT,   /* divide by the number of elements */
+    ML__DEN_WEIGHTS, /* divide by the sum of the broadcast weights */
+    ML__DEN_NONZERO, /* divide by the number of non-zero broadcast weights */
+    ML__DEN_RAW_SW,  /* Keras mean_with_sample_weight: sum of sample_weight as given */
+    ML__DEN_EXPLICIT /* torch cross_entropy: per-sample denominators from the kernel */
 };
 
 struct ml__reduction {
-    const char *name;    /* canonical spelling, reported back */
-    const char *alias1;  /* other accepted spellings (case-insensitive), or NULL */
+    const char *name;   /* canonical spelling, reported back */
+    const char *alias1; /* other accepted spellings (case-insensitive), or NULL */
     const char *alias2;
     enum ml__den den;
-    int nan_on_zero;     /* 1: plain division (torch: 0/0 = NaN); 0: div_no_nan */
+    int nan_on_zero; /* 1: plain division (torch: 0/0 = NaN); 0: div_no_nan */
 };
 
 struct ml__loss_def {
@@ -74,8 +74,7 @@ struct ml__loss_def {
 const struct ml__loss_def *ml__loss_def(const struct ml_loss_info *info);
 
 /* Error helper: fills err (when non-NULL) and returns code. */
-int ml__fail(struct ml_error *err, int code, const char *field, int64_t index, const char *fmt,
-             ...)
+int ml__fail(struct ml_error *err, int code, const char *field, int64_t index, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 5, 6)))
 #endif
@@ -107,7 +106,7 @@ struct ml__kctx {
     int apply_class_balancing;
     double label_smoothing, alpha, gamma, epsilon, delta;
     double gamma_neg, gamma_pos, clip;
-    double smoothing_classes;   /* K of categorical label smoothing */
+    double smoothing_classes; /* K of categorical label smoothing */
     int64_t ignore_index;
 };
 

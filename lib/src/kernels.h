@@ -200,6 +200,8 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
 /* log(sum(exp(x))) of one strided row, max-shifted so that no term overflows. */
 static REAL FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
 {
+    if (len <= 0)
+        return -INFINITY; /* log of an empty sum; the row's loss is then an empty sum too */
     REAL m = x[0];
     for (int64_t c = 1; c < len; c++)
         if (x[c * stride] > m || m != m)
@@ -209,6 +211,8 @@ static REAL FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
     REAL s = R(0);
     for (int64_t c = 0; c < len; c++)
         s += exp(x[c * stride] - m);
+    /* s >= 1: the maximum contributes exp(0). */
+    // cppcheck-suppress invalidFunctionArg
     return m + log(s);
 }
 
@@ -227,8 +231,8 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
         if (k->id == ML__TF_SOFTMAX_CE || k->from_logits) {
             /* softmax_cross_entropy_with_logits: -sum y * log_softmax(x). Smoothing:
              * y (1 - ls) + ls / K (TF: only when ls > 0; Keras: when ls != 0). */
-            int smooth = k->id == ML__TF_SOFTMAX_CE ? k->label_smoothing > 0
-                                                    : k->label_smoothing != 0;
+            int smooth =
+                k->id == ML__TF_SOFTMAX_CE ? k->label_smoothing > 0 : k->label_smoothing != 0;
             REAL lse = FN(row_logsumexp)(x, len, st);
             REAL acc = R(0);
             for (int64_t c = 0; c < len; c++) {
@@ -325,8 +329,8 @@ int FN(ml__pointwise)(const struct ml__kctx *k, double *out, double *den, int64_
         for (int64_t o = 0; o < k->outer; o++)
             for (int64_t in = 0; in < k->inner; in++) {
                 int64_t sample = o * k->inner + in;
-                int rc = FN(softmax_row)(k, sample, o * k->len * k->inner + in, out, den,
-                                         bad_index);
+                int rc =
+                    FN(softmax_row)(k, sample, o * k->len * k->inner + in, out, den, bad_index);
                 if (rc)
                     return rc;
             }

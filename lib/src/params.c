@@ -17,8 +17,8 @@ static void list_names(const struct ml_loss_info *info, char *buf, size_t size)
     size_t used = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < info->num_params && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
-                                 info->params[i].name);
+        used +=
+            (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", info->params[i].name);
     if (info->num_params == 0)
         snprintf(buf, size, "none");
 }
@@ -52,8 +52,8 @@ int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *r
         switch (spec->kind) {
         case ML_PARAM_BOOL:
             if (given->kind != ML_PARAM_BOOL)
-                return ml__fail(err, ML_EPARAM, field, -1,
-                                "'%s' must be a boolean (true or false)", spec->name);
+                return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a boolean (true or false)",
+                                spec->name);
             p->number[i] = given->boolean ? 1 : 0;
             break;
         case ML_PARAM_NUMBER:
@@ -64,8 +64,7 @@ int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *r
             } else if (given->kind == ML_PARAM_NUMBER) {
                 p->number[i] = given->number;
             } else {
-                return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a number",
-                                spec->name);
+                return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a number", spec->name);
             }
             if (!isfinite(p->number[i]))
                 return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be a finite number",
@@ -110,8 +109,7 @@ double ml__param(const struct ml_loss_info *info, const struct ml__params *p, co
     return i < 0 ? fallback : p->number[i];
 }
 
-int ml__param_given(const struct ml_loss_info *info, const struct ml__params *p,
-                    const char *name)
+int ml__param_given(const struct ml_loss_info *info, const struct ml__params *p, const char *name)
 {
     int i = index_of(info, name);
     return i >= 0 && p->given[i];
@@ -124,8 +122,8 @@ const struct ml_tensor *ml__param_tensor(const struct ml_loss_info *info,
     return i < 0 ? NULL : p->tensor[i];
 }
 
-int ml__param_integer(const struct ml_loss_info *info, const struct ml__params *p,
-                      const char *name, int64_t *out, struct ml_error *err)
+int ml__param_integer(const struct ml_loss_info *info, const struct ml__params *p, const char *name,
+                      int64_t *out, struct ml_error *err)
 {
     double v = ml__param(info, p, name, 0);
     if (!is_integral(v)) {

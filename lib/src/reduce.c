@@ -40,8 +40,7 @@ static void group_free(struct group *g)
     free(g->den);
 }
 
-static int group_emit(const struct group *g, const struct ml__reduction *red,
-                      struct ml_array *out)
+static int group_emit(const struct group *g, const struct ml__reduction *red, struct ml_array *out)
 {
     out->rank = g->rank;
     memcpy(out->shape, g->shape, sizeof(out->shape));

@@ -12,12 +12,12 @@ struct ml__reduce_in {
     int rank;
     const int64_t *shape;
     int64_t n;
-    const double *w;       /* weights, or NULL for 1 */
+    const double *w;        /* weights, or NULL for 1 */
     const int64_t *wstride; /* element strides of w along each dim of `shape` (0 = repeat) */
-    const double *den;     /* per-element denominators (ML__DEN_EXPLICIT), or NULL */
+    const double *den;      /* per-element denominators (ML__DEN_EXPLICIT), or NULL */
     const struct ml__reduction *red;
-    int elementwise;       /* 1: the last axis is a class axis */
-    int has_raw_sw;        /* Keras mean_with_sample_weight: divide by raw_sw_sum */
+    int elementwise; /* 1: the last axis is a class axis */
+    int has_raw_sw;  /* Keras mean_with_sample_weight: divide by raw_sw_sum */
     double raw_sw_sum;
     unsigned outputs;
 };
