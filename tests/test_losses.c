@@ -1231,6 +1231,37 @@ static void test_accuracy_1m(void **state)
     free(m);
 }
 
+/* An empty class axis: the softmax family sums nothing (and must not read logits[0]). */
+static void test_empty_class_axis(void **state)
+{
+    (void)state;
+    static struct T y, x;
+    const char *losses[] = {"softmax_cross_entropy", "cross_entropy", "categorical_crossentropy"};
+    for (int i = 0; i < 3; i++) {
+        struct ml_request req;
+        struct ml_result res;
+        ml_request_init(&req);
+        req.loss = losses[i];
+        req.labels = mk(&y, 2, 2, 0, 0);
+        if (i == 2)
+            req.predictions = mk(&x, 2, 2, 0, 0);
+        else
+            req.logits = mk(&x, 2, 2, 0, 0);
+        if (i == 2) {
+            struct ml_param p = {.name = "from_logits", .kind = ML_PARAM_BOOL, .boolean = 1};
+            req.params = &p;
+            req.num_params = 1;
+            req.logits = req.predictions;
+            req.predictions = NULL;
+            run(&req, &res, 0, losses[i]);
+        } else {
+            run(&req, &res, 0, losses[i]);
+        }
+        assert_true(res.loss == 0.0);
+        ml_result_free(&res);
+    }
+}
+
 /* The catalogue: names resolve, aliases share their target's rules, defaults are sane. */
 static void test_catalogue(void **state)
 {
@@ -1261,6 +1292,7 @@ int main(void)
         cmocka_unit_test(test_keras_random),          cmocka_unit_test(test_note_identity),
         cmocka_unit_test(test_hand_derived),          cmocka_unit_test(test_errors),
         cmocka_unit_test(test_accuracy_1m),           cmocka_unit_test(test_catalogue),
+        cmocka_unit_test(test_empty_class_axis),
     };
     return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
 }
