@@ -170,6 +170,17 @@ static int fill(struct filler *f, const json_t *v, int depth, struct mlp_error *
     return 0;
 }
 
+/* "[4, 5]" */
+static void shape_text(char *buf, size_t size, int rank, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < rank && used < size; d++)
+        used +=
+            (size_t)snprintf(buf + used, size - used, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+}
+
 static int64_t numel_checked(int rank, const int64_t *shape)
 {
     int64_t n = 1;
@@ -255,20 +266,8 @@ static int decode_tensor(const json_t *v, const char *field, struct mlp_request 
             f.rank = 0;
         } else {
             char ds[128], ss[128];
-            size_t u = 0;
-            u += (size_t)snprintf(ds + u, sizeof(ds) - u, "[");
-            for (int d = 0; d < irank && u < sizeof(ds); d++)
-                u += (size_t)snprintf(ds + u, sizeof(ds) - u, d ? ", %lld" : "%lld",
-                                      (long long)ishape[d]);
-            if (u < sizeof(ds))
-                snprintf(ds + u, sizeof(ds) - u, "]");
-            u = 0;
-            u += (size_t)snprintf(ss + u, sizeof(ss) - u, "[");
-            for (int d = 0; d < t->rank && u < sizeof(ss); d++)
-                u += (size_t)snprintf(ss + u, sizeof(ss) - u, d ? ", %lld" : "%lld",
-                                      (long long)t->shape[d]);
-            if (u < sizeof(ss))
-                snprintf(ss + u, sizeof(ss) - u, "]");
+            shape_text(ds, sizeof(ds), irank, ishape);
+            shape_text(ss, sizeof(ss), t->rank, t->shape);
             return fail(err, ML_ETENSOR, field, -1,
                         "%s.data has shape %s (%lld elements) but %s.shape is %s (%lld "
                         "elements); give data nested to the shape, or flat",
