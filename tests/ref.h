@@ -74,4 +74,24 @@ static inline int rng_int(struct rng *r, int lo, int hi_inclusive)
     return lo + (int)(rng_next(r) % (uint64_t)(hi_inclusive - lo + 1));
 }
 
+/*
+ * The accuracy workload: n float32 labels {0,1}, logits in [-8, 8) and a 0/1 mask from
+ * `seed`; returns the masked mean of sigmoid cross-entropy over those float32 inputs,
+ * evaluated in long double.
+ */
+static inline ld ref_masked_sce_inputs(uint64_t seed, long long n, float *z, float *x, float *m)
+{
+    struct rng r = {seed};
+    ld num = 0, cnt = 0;
+    for (long long i = 0; i < n; i++) {
+        z[i] = (float)rng_int(&r, 0, 1);
+        x[i] = (float)rng_uniform(&r, -8, 8);
+        m[i] = (float)rng_int(&r, 0, 1);
+        ld xi = x[i];
+        num += ((xi > 0 ? xi : 0) - xi * z[i] + log1pl(expl(-fabsl(xi)))) * m[i];
+        cnt += m[i] != 0;
+    }
+    return num / cnt;
+}
+
 #endif /* ML_TEST_REF_H */
