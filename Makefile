@@ -1,8 +1,12 @@
 # maskloss -- one Makefile, out-of-tree builds in $(BUILD).
 #
-#   make                 build/libmaskloss.a, build/libmaskloss.so, build/maskloss
-#   make test            install missing Debian packages (as root), build, run every test,
-#                        then the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make                 build/libmaskloss.a, build/libmaskloss.so, build/maskloss,
+#                        build/maskloss-server
+#   make run             build and start the server on 127.0.0.1:8080 (RUN_ARGS=... to add flags)
+#   make test            install missing Debian packages (as root), build, run every test
+#                        (unit, CLI, end-to-end against the server), then the same tests under
+#                        AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench           wrk against a running build/maskloss-server
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
 #   make install PREFIX=/usr/local
 #   make format | lint | clean
@@ -15,40 +19,50 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 OPT ?= -O2
 WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+# _POSIX_C_SOURCE: uv.h needs pthread_rwlock_t, which strict C11 hides.
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g $(WARN) -fPIC -MMD -MP \
              -Ilib/include -Iproto $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer \
              -fno-sanitize-recover=all) $(CFLAGS)
 LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(LDFLAGS)
 
 # Debian packages behind each pkg-config name (scripts/deps.sh installs missing ones).
-DEPS_BUILD = jansson:libjansson-dev
-DEPS_TEST = cmocka:libcmocka-dev
+DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
+DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client
+DEPS_BENCH = cmd:wrk:wrk
+
+# The end-to-end tests use Debian's Python, where Debian's python3-* packages live.
+PYTHON ?= /usr/bin/python3
 
 JANSSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 JANSSON_LIBS = $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null)
 CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
+SERVER_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd libuv jansson 2>/dev/null)
+SERVER_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd libuv jansson 2>/dev/null)
 
 LIB_SRC = $(wildcard lib/src/*.c)
 PROTO_SRC = $(wildcard proto/*.c)
 CLI_SRC = $(wildcard cli/*.c)
+SERVER_SRC = $(wildcard server/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 PROTO_OBJ = $(PROTO_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 LIBA = $(BUILD)/libmaskloss.a
 LIBSO = $(BUILD)/libmaskloss.so
 CLI = $(BUILD)/maskloss
+SERVER = $(BUILD)/maskloss-server
 
-.PHONY: all build deps deps-test test check accuracy clean install format lint
+.PHONY: all build deps deps-test test check e2e run bench accuracy clean install format lint
 # Dependencies first, then a fresh make that sees their pkg-config flags.
 all: deps
 	@$(MAKE) --no-print-directory build
 
-build: $(LIBA) $(LIBSO) $(CLI)
+build: $(LIBA) $(LIBSO) $(CLI) $(SERVER)
 
 deps:
 	@sh scripts/deps.sh $(DEPS_BUILD)
@@ -68,6 +82,10 @@ $(BUILD)/cli/%.o: cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) -c $< -o $@
 
+$(BUILD)/server/%.o: server/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SERVER_CFLAGS) -c $< -o $@
+
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
@@ -82,15 +100,32 @@ $(LIBSO): $(LIB_OBJ)
 $(CLI): $(CLI_OBJ) $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) -lm
 
+$(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA) $(SERVER_LIBS) -lm
+
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm
 
-# One build's tests: the cmocka suites (run from the root so tests/data is found), then the
-# command-line tests against this build's CLI.
+# One build's tests: the cmocka suites (run from the root so tests/data is found), the
+# command-line tests against this build's CLI, then the end-to-end tests against this
+# build's server.
 check: deps-test
-	@$(MAKE) --no-print-directory $(LIBA) $(LIBSO) $(CLI) $(TEST_BIN)
+	@$(MAKE) --no-print-directory build $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@sh tests/cli_test.sh $(CLI)
+	@$(MAKE) --no-print-directory e2e
+
+e2e:
+	@echo "== tests/e2e against $(SERVER)"
+	@$(PYTHON) tests/e2e/run.py --server $(SERVER)
+
+run: all
+	exec ./$(SERVER) --bind 127.0.0.1 --port 8080 $(RUN_ARGS)
+
+# wrk against a server started here on a free port; see tests/bench/README.md.
+bench: all
+	@sh scripts/deps.sh $(DEPS_BENCH)
+	@sh tests/bench/wrk.sh $(SERVER)
 
 test: deps-test
 	@$(MAKE) --no-print-directory check
@@ -110,19 +145,19 @@ install: all
 	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libmaskloss.so.0
 	ln -sf libmaskloss.so.0 $(DESTDIR)$(PREFIX)/lib/libmaskloss.so
 	install -m 644 lib/include/maskloss.h $(DESTDIR)$(PREFIX)/include/
-	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(CLI) $(SERVER) $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define ML_VERSION "\(.*\)"/\1/p' lib/include/maskloss.h)|' \
 	    maskloss.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/maskloss.pc
 
 format:
-	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c tests/*.c
+	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c server/*.[ch] tests/*.c
 
 lint:
-	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c tests/*.c
+	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c server/*.[ch] tests/*.c
 	cppcheck --quiet --inline-suppr --error-exitcode=1 --enable=warning,portability --std=c11 \
-	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli
+	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli server
 
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:=.d)

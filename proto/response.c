@@ -317,20 +317,26 @@ void mlp_catalogue_write(struct mlp_buf *b)
 
 /* ---- The round trip ------------------------------------------------------------------- */
 
-int mlp_eval_text(const char *text, size_t len, long long max_elements, struct mlp_buf *b)
+static long long main_input_elements(const struct ml_request *r)
+{
+    const struct ml_tensor *t = r->logits ? r->logits : r->predictions ? r->predictions : r->losses;
+    return t ? (long long)ml_shape_numel(t->rank, t->shape) : 0;
+}
+
+int mlp_eval_value(json_t *root, long long max_elements, struct mlp_buf *b,
+                   struct mlp_eval_info *info)
 {
     struct mlp_error err;
     struct mlp_request req;
     struct ml_result res;
-    json_t *root = NULL;
     memset(&err, 0, sizeof(err));
     err.e.index = -1;
+    if (info) {
+        info->loss_name = NULL;
+        info->elements = 0;
+    }
 
-    int rc = mlp_parse(text, len, &root, &err);
-    if (rc)
-        goto write_error;
-    rc = mlp_request_decode(root, &req, &err);
-    json_decref(root);
+    int rc = mlp_request_decode(root, &req, &err);
     if (rc)
         goto write_error;
     req.req.max_elements = max_elements;
@@ -340,6 +346,10 @@ int mlp_eval_text(const char *text, size_t len, long long max_elements, struct m
         goto write_error;
     }
     mlp_response_write(b, &res, &req);
+    if (info) {
+        info->loss_name = res.loss_name;
+        info->elements = main_input_elements(&req.req);
+    }
     ml_result_free(&res);
     mlp_request_free(&req);
     return 0;
@@ -347,4 +357,57 @@ int mlp_eval_text(const char *text, size_t len, long long max_elements, struct m
 write_error:
     mlp_error_write(b, rc, &err);
     return rc;
+}
+
+int mlp_eval_text(const char *text, size_t len, long long max_elements, struct mlp_buf *b)
+{
+    struct mlp_error err;
+    json_t *root = NULL;
+    memset(&err, 0, sizeof(err));
+    err.e.index = -1;
+
+    int rc = mlp_parse(text, len, &root, &err);
+    if (rc) {
+        mlp_error_write(b, rc, &err);
+        return rc;
+    }
+    rc = mlp_eval_value(root, max_elements, b, NULL);
+    json_decref(root);
+    return rc;
+}
+
+int mlp_eval_batch(json_t *root, long long max_elements, struct mlp_buf *b, size_t *count,
+                   void (*on_entry)(void *cls, int status, const struct mlp_eval_info *info),
+                   void *cls)
+{
+    json_t *list = json_is_object(root) ? json_object_get(root, "requests") : NULL;
+    if (count)
+        *count = 0;
+    if (!json_is_array(list)) {
+        struct mlp_error err;
+        memset(&err, 0, sizeof(err));
+        err.e.index = -1;
+        snprintf(err.e.field, sizeof(err.e.field), "requests");
+        snprintf(err.e.message, sizeof(err.e.message),
+                 "a batch is an object {\"requests\": [request, ...]}: %s",
+                 !json_is_object(root) ? "the body is not an object"
+                 : list                ? "\"requests\" is not an array"
+                                       : "\"requests\" is missing");
+        mlp_error_write(b, ML_EINVAL, &err);
+        return ML_EINVAL;
+    }
+    size_t n = json_array_size(list);
+    mlp_buf_puts(b, "{\"responses\":[");
+    for (size_t i = 0; i < n; i++) {
+        struct mlp_eval_info info;
+        if (i)
+            mlp_buf_append(b, ",", 1);
+        int rc = mlp_eval_value(json_array_get(list, i), max_elements, b, &info);
+        if (on_entry)
+            on_entry(cls, rc, &info);
+    }
+    mlp_buf_append(b, "]}", 2);
+    if (count)
+        *count = n;
+    return 0;
 }

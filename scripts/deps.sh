@@ -1,18 +1,42 @@
 #!/bin/sh
-# deps.sh PKG-CONFIG-NAME:DEBIAN-PACKAGE ... -- make sure build dependencies are installed.
+# deps.sh SPEC ... -- make sure build and test dependencies are installed.
 #
-# Checks each library with pkg-config. Missing ones are installed with apt-get when we run
-# as root (a fresh machine or CI); otherwise prints the exact command to run and fails.
+# Each SPEC names how to check for a dependency and the Debian package that provides it:
+#   PKG-CONFIG-NAME:DEBIAN-PACKAGE     a library, checked with pkg-config
+#   py:MODULE:DEBIAN-PACKAGE           a module of Debian's /usr/bin/python3
+#   cmd:COMMAND:DEBIAN-PACKAGE         a program on the PATH
+# Missing ones are installed with apt-get when we run as root (a fresh machine or CI);
+# otherwise prints the exact command to run and fails.
 set -u
 missing=""
-command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"
+need_pc=""
 for spec in "$@"; do
-    pc=${spec%%:*}
-    deb=${spec#*:}
-    if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists "$pc"; then
-        missing="$missing $deb"
-    fi
+    case $spec in
+    py:*)
+        rest=${spec#py:}
+        mod=${rest%%:*}
+        deb=${rest#*:}
+        /usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing="$missing $deb"
+        ;;
+    cmd:*)
+        rest=${spec#cmd:}
+        cmd=${rest%%:*}
+        deb=${rest#*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing="$missing $deb"
+        ;;
+    *)
+        need_pc=1
+        pc=${spec%%:*}
+        deb=${spec#*:}
+        if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists "$pc"; then
+            missing="$missing $deb"
+        fi
+        ;;
+    esac
 done
+if [ -n "$need_pc" ] && ! command -v pkg-config >/dev/null 2>&1; then
+    missing="pkg-config$missing"
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "deps: installing$missing" >&2
@@ -24,6 +48,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     fi
     exit 0
 fi
-echo "deps: missing build dependencies. Install them with:" >&2
+echo "deps: missing dependencies. Install them with:" >&2
 echo "    sudo apt-get install$missing" >&2
 exit 1

@@ -1,0 +1,242 @@
+/*
+ * config.c -- flags and environment variables of maskloss-server.
+ *
+ * One table drives parsing, the environment and --help, so the three cannot drift apart.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "maskloss.h"
+
+enum opt_kind { OPT_STRING, OPT_UINT, OPT_BYTES, OPT_LLONG, OPT_SECONDS, OPT_FLAG };
+
+struct opt {
+    const char *flag; /* without the leading "--" */
+    const char *env;
+    enum opt_kind kind;
+    size_t offset;
+    double min, max; /* accepted range of numeric values */
+    const char *arg; /* placeholder in --help */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct mls_config, f)
+
+static const struct opt opts[] = {
+    {"bind", "MASKLOSS_BIND", OPT_STRING, OFF(bind), 0, 0, "ADDR",
+     "address to listen on; 0.0.0.0 or :: for every interface (default 127.0.0.1)"},
+    {"port", "MASKLOSS_PORT", OPT_UINT, OFF(port), 0, 65535, "N",
+     "TCP port; 0 picks a free one and prints it (default 8080)"},
+    {"workers", "MASKLOSS_WORKERS", OPT_UINT, OFF(workers), 1, 1024, "N",
+     "compute threads (default: the number of online cores)"},
+    {"queue-depth", "MASKLOSS_QUEUE_DEPTH", OPT_UINT, OFF(queue_depth), 1, 1000000, "N",
+     "requests that may wait for a worker; beyond it 503 + Retry-After (default 256)"},
+    {"max-body-bytes", "MASKLOSS_MAX_BODY_BYTES", OPT_BYTES, OFF(max_body_bytes), 1, 1e15, "B",
+     "largest request body, suffixes K, M, G allowed; beyond it 413 (default 64M)"},
+    {"max-elements", "MASKLOSS_MAX_ELEMENTS", OPT_LLONG, OFF(max_elements), 0, 9e18, "E",
+     "largest tensor in elements; beyond it 413 too_large; 0 = no limit (default 16777216)"},
+    {"request-timeout", "MASKLOSS_REQUEST_TIMEOUT", OPT_SECONDS, OFF(request_timeout), 0.001, 1e6,
+     "S",
+     "seconds a request may wait in the queue; one that waited longer is answered 503 "
+     "instead of computed (default 30)"},
+    {"connection-timeout", "MASKLOSS_CONNECTION_TIMEOUT", OPT_SECONDS, OFF(connection_timeout),
+     0.001, 1e6, "S",
+     "seconds an idle connection is kept, and the longest time to receive one request's "
+     "body; slower clients are cut off (default 60)"},
+    {"drain-timeout", "MASKLOSS_DRAIN_TIMEOUT", OPT_SECONDS, OFF(drain_timeout), 0.001, 1e6, "S",
+     "on SIGTERM/SIGINT, seconds to finish accepted requests before giving up on queued ones "
+     "(default 30)"},
+    {"access-log", "MASKLOSS_ACCESS_LOG", OPT_FLAG, OFF(access_log), 0, 1, NULL,
+     "one JSON line per request on standard error (env: 1/0, true/false)"},
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static void defaults(struct mls_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    strcpy(c->bind, "127.0.0.1");
+    c->port = 8080;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    c->workers = cores > 0 ? (cores > 1024 ? 1024 : (unsigned)cores) : 1;
+    c->queue_depth = 256;
+    c->max_body_bytes = 64ull << 20;
+    c->max_elements = 16777216;
+    c->request_timeout = 30;
+    c->connection_timeout = 60;
+    c->drain_timeout = 30;
+}
+
+static void print_help(FILE *out)
+{
+    fputs("usage: maskloss-server [OPTION]...\n"
+          "\n"
+          "Serves the maskloss JSON protocol over HTTP: POST /v1/loss, POST /v1/batch,\n"
+          "GET /v1/losses, /healthz, /readyz, /metrics. Every option can also be set with\n"
+          "its environment variable; a flag wins over the environment.\n"
+          "\n",
+          out);
+    for (size_t i = 0; i < NOPTS; i++) {
+        char left[64];
+        snprintf(left, sizeof(left), "--%s%s%s", opts[i].flag, opts[i].arg ? " " : "",
+                 opts[i].arg ? opts[i].arg : "");
+        fprintf(out, "  %-24s %s\n  %-24s [%s]\n", left, opts[i].help, "", opts[i].env);
+    }
+    fputs("  --help                   this text\n"
+          "  --version                the version\n"
+          "\n"
+          "SIGTERM or SIGINT drains: /readyz answers 503, new requests get 503, every accepted\n"
+          "request is answered, then the server exits 0.\n",
+          out);
+}
+
+/* Parses one value into the field of o; returns 0 or -1 with a reason in why. */
+static int set_value(struct mls_config *c, const struct opt *o, const char *v, const char **why)
+{
+    void *field = (char *)c + o->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (o->kind) {
+    case OPT_STRING:
+        if (!*v || strlen(v) >= sizeof(c->bind)) {
+            *why = "expected a non-empty address of at most 127 characters";
+            return -1;
+        }
+        strcpy((char *)field, v);
+        return 0;
+    case OPT_FLAG:
+        if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") ||
+            !strcasecmp(v, "on")) {
+            *(int *)field = 1;
+            return 0;
+        }
+        if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
+            !strcasecmp(v, "off") || !*v) {
+            *(int *)field = 0;
+            return 0;
+        }
+        *why = "expected 1/0, true/false, yes/no or on/off";
+        return -1;
+    case OPT_SECONDS: {
+        double d = strtod(v, &end);
+        if (end == v || *end || errno || !isfinite(d) || d < o->min || d > o->max) {
+            *why = "expected a number of seconds, at least 0.001";
+            return -1;
+        }
+        *(double *)field = d;
+        return 0;
+    }
+    default:
+        break;
+    }
+    /* Integers: no sign, no fraction; OPT_BYTES also takes a binary K/M/G suffix. */
+    if (*v < '0' || *v > '9') {
+        *why = "expected a non-negative integer";
+        return -1;
+    }
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno) {
+        *why = "the number is too large";
+        return -1;
+    }
+    if (o->kind == OPT_BYTES && *end && !end[1]) {
+        const char *suffixes = "KMG";
+        const char *s = strchr(suffixes, end[0] & ~0x20);
+        if (s) {
+            unsigned shift = 10u * (unsigned)(s - suffixes + 1);
+            if (n > (~0ull >> shift)) {
+                *why = "the number is too large";
+                return -1;
+            }
+            n <<= shift;
+            end++;
+        }
+    }
+    if (*end) {
+        *why = o->kind == OPT_BYTES ? "expected a byte count such as 1048576 or 64M"
+                                    : "expected a non-negative integer";
+        return -1;
+    }
+    if ((double)n < o->min || (double)n > o->max) {
+        *why = "out of range";
+        return -1;
+    }
+    if (o->kind == OPT_UINT)
+        *(unsigned *)field = (unsigned)n;
+    else if (o->kind == OPT_BYTES)
+        *(uint64_t *)field = n;
+    else
+        *(long long *)field = (long long)n;
+    return 0;
+}
+
+static void range_hint(FILE *err, const struct opt *o)
+{
+    if (o->kind == OPT_UINT || o->kind == OPT_LLONG || o->kind == OPT_BYTES)
+        fprintf(err, " (from %.0f to %.0f)", o->min, o->max);
+}
+
+int mls_config_parse(struct mls_config *c, int argc, char **argv, FILE *out, FILE *err)
+{
+    const char *why = NULL;
+    defaults(c);
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v && set_value(c, &opts[i], v, &why)) {
+            fprintf(err, "maskloss-server: %s='%s': %s", opts[i].env, v, why);
+            range_hint(err, &opts[i]);
+            fputc('\n', err);
+            return MLS_CONFIG_ERROR;
+        }
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            print_help(out);
+            return MLS_CONFIG_EXIT;
+        }
+        if (!strcmp(arg, "--version")) {
+            fprintf(out, "maskloss-server %s\n", ML_VERSION);
+            return MLS_CONFIG_EXIT;
+        }
+        if (strncmp(arg, "--", 2)) {
+            fprintf(err, "maskloss-server: unexpected argument '%s' (see --help)\n", arg);
+            return MLS_CONFIG_ERROR;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct opt *o = NULL;
+        for (size_t i = 0; i < NOPTS; i++)
+            if (strlen(opts[i].flag) == nlen && !strncmp(opts[i].flag, name, nlen))
+                o = &opts[i];
+        if (!o) {
+            fprintf(err, "maskloss-server: unknown option '%s' (see --help)\n", arg);
+            return MLS_CONFIG_ERROR;
+        }
+        const char *v;
+        if (eq)
+            v = eq + 1;
+        else if (o->kind == OPT_FLAG)
+            v = "1";
+        else if (a + 1 < argc)
+            v = argv[++a];
+        else {
+            fprintf(err, "maskloss-server: --%s needs a value %s\n", o->flag, o->arg);
+            return MLS_CONFIG_ERROR;
+        }
+        if (set_value(c, o, v, &why)) {
+            fprintf(err, "maskloss-server: --%s '%s': %s", o->flag, v, why);
+            range_hint(err, o);
+            fputc('\n', err);
+            return MLS_CONFIG_ERROR;
+        }
+    }
+    return MLS_CONFIG_OK;
+}

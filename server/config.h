@@ -1,0 +1,34 @@
+/*
+ * config.h -- maskloss-server settings: command-line flags, each with an environment
+ * variable, and their defaults.
+ */
+#ifndef MLS_CONFIG_H
+#define MLS_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+struct mls_config {
+    char bind[128];            /* address to listen on (numeric IPv4/IPv6 or a host name) */
+    unsigned port;             /* 0: pick a free port */
+    unsigned workers;          /* compute threads */
+    unsigned queue_depth;      /* jobs that may wait for a worker; more get 503 */
+    uint64_t max_body_bytes;   /* request bodies above this get 413 */
+    long long max_elements;    /* elements per input tensor; 0: no limit */
+    double request_timeout;    /* seconds a job may wait in the queue before 503 */
+    double connection_timeout; /* seconds: idle connections, and receiving one request */
+    double drain_timeout;      /* seconds allowed for SIGTERM/SIGINT draining */
+    int access_log;            /* one JSON line per request on stderr */
+};
+
+/* Outcomes of mls_config_parse(). */
+enum { MLS_CONFIG_OK = 0, MLS_CONFIG_EXIT = 1, MLS_CONFIG_ERROR = -1 };
+
+/*
+ * Fills c from the defaults, then the MASKLOSS_* environment, then argv (later wins).
+ * Returns MLS_CONFIG_OK; MLS_CONFIG_EXIT after printing --help or --version on out; or
+ * MLS_CONFIG_ERROR after printing what was wrong on err.
+ */
+int mls_config_parse(struct mls_config *c, int argc, char **argv, FILE *out, FILE *err);
+
+#endif /* MLS_CONFIG_H */

@@ -1,0 +1,645 @@
+/*
+ * http.c -- the HTTP side of maskloss-server: routing, limits, and the hand-off of compute
+ * requests to the worker pool through libmicrohttpd's suspend/resume.
+ *
+ * Every handler call runs on libmicrohttpd's single epoll thread. The order of calls for one
+ * request, and the rules this file keeps (../shared/design/server-mhd-libuv.md, 2.2-2.7):
+ *   1. headers: route and check limits. Reply here only to refuse a body by its
+ *      Content-Length (413, which closes the connection); any other reply waits for the final
+ *      call, or keep-alive is lost.
+ *   2. body chunks: copied up to --max-body-bytes, then dropped (413 at the end).
+ *   3. final call: cheap routes answer at once; compute routes reserve a queue slot (503 when
+ *      none), suspend the connection, and only then publish the job.
+ *   4. the worker computes, marks the job done and resumes the connection as its last touch;
+ *      the final call runs again and queues the stored answer.
+ * NOTIFY_COMPLETED frees the request, counts it and writes the access log line.
+ */
+#include <arpa/inet.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "server.h"
+
+enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE };
+
+struct request {
+    struct mls_pool_item item; /* first: the pool links jobs through it */
+    struct mls_server *srv;
+    struct MHD_Connection *conn;
+    enum mls_route route;
+    uint64_t t_start; /* uv_hrtime() at the headers */
+    int head;         /* a HEAD request */
+    char method[16];
+    char path[192];
+    char remote[64];
+
+    /* An answer decided from the headers (404, 405, 415), sent by the final call. */
+    unsigned early_status;
+    const char *early_code;
+    const char *early_field;
+    char early_message[256];
+
+    char *body;
+    size_t len, cap;
+    uint64_t bytes_in;
+    uint64_t content_length; /* 0 when unknown */
+    int too_large;           /* the body crossed --max-body-bytes */
+    int body_oom;            /* the body could not be stored */
+    int timed_out;           /* the body took longer than --connection-timeout */
+
+    /* Written by the worker before the resume, read by the HTTP thread after it. */
+    _Atomic int state;
+    unsigned answer_status;
+    struct mlp_buf out;
+    const char *loss_name;
+    size_t entries;
+    uint64_t queue_ns;
+
+    unsigned status; /* the status queued to the client; 0 while none */
+    uint64_t bytes_out;
+};
+
+/* ---- Answers --------------------------------------------------------------------------- */
+
+static void error_object(struct mlp_buf *b, const char *code, const char *field, const char *msg)
+{
+    mlp_buf_puts(b, "{\"error\":");
+    mlp_buf_string(b, msg);
+    mlp_buf_puts(b, ",\"code\":");
+    mlp_buf_string(b, code);
+    mlp_buf_puts(b, ",\"field\":");
+    mlp_buf_string(b, field ? field : "");
+    mlp_buf_puts(b, "}");
+}
+
+static const char *allowed_methods(enum mls_route route)
+{
+    return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH ? "POST" : "GET, HEAD";
+}
+
+static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Response *resp,
+                             const char *content_type, size_t len)
+{
+    enum MHD_Result ret;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allowed_methods(r->route));
+    /* While draining, end keep-alive so that clients reconnect elsewhere. */
+    if (atomic_load_explicit(&r->srv->state, memory_order_relaxed) == MLS_DRAINING)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    r->status = status;
+    r->bytes_out = r->head ? 0 : len; /* libmicrohttpd sends no body for HEAD */
+    ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static const char oom_body[] =
+    "{\"error\":\"the server ran out of memory writing the answer\",\"code\":\"out_of_memory\","
+    "\"field\":\"\"}";
+
+/* Queues b (taking its buffer) as a JSON answer. */
+static enum MHD_Result send_json(struct request *r, unsigned status, struct mlp_buf *b)
+{
+    struct MHD_Response *resp;
+    size_t len = b->len;
+    if (b->failed) {
+        free(b->data);
+        *b = (struct mlp_buf){0};
+        resp = MHD_create_response_from_buffer(sizeof(oom_body) - 1, (void *)oom_body,
+                                               MHD_RESPMEM_PERSISTENT);
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        len = sizeof(oom_body) - 1;
+    } else {
+        resp = MHD_create_response_from_buffer(b->len, b->data, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+            free(b->data);
+            *b = (struct mlp_buf){0};
+            return MHD_NO;
+        }
+        *b = (struct mlp_buf){0}; /* the response owns the text now */
+    }
+    if (!resp)
+        return MHD_NO;
+    return queue(r, status, resp, "application/json", len);
+}
+
+static enum MHD_Result send_static(struct request *r, unsigned status, const char *text, size_t len,
+                                   const char *content_type)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    return queue(r, status, resp, content_type, len);
+}
+
+static enum MHD_Result send_error(struct request *r, unsigned status, const char *code,
+                                  const char *field, const char *msg)
+{
+    struct mlp_buf b = {0};
+    error_object(&b, code, field, msg);
+    return send_json(r, status, &b);
+}
+
+/* The HTTP status of a protocol or library status. */
+static unsigned http_status_of(int rc)
+{
+    switch (rc) {
+    case 0:
+        return MHD_HTTP_OK;
+    case MLP_EMALFORMED:
+        return MHD_HTTP_BAD_REQUEST;
+    case ML_ETOOLARGE:
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    case ML_ENOMEM:
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    default:
+        return MHD_HTTP_UNPROCESSABLE_CONTENT; /* well-formed, but cannot be evaluated */
+    }
+}
+
+/* ---- Worker side ----------------------------------------------------------------------- */
+
+static void count_entry(void *cls, int status, const struct mlp_eval_info *info)
+{
+    struct mls_server *s = cls;
+    (void)status;
+    mls_metrics_elements(&s->metrics, info->loss_name, info->elements);
+}
+
+static void compute(struct mls_server *s, struct request *r)
+{
+    struct mlp_error err;
+    json_t *root = NULL;
+    memset(&err, 0, sizeof(err));
+    err.e.index = -1;
+
+    int rc = mlp_parse(r->body ? r->body : "", r->len, &root, &err);
+    /* The text is no longer needed: give its memory back before computing. */
+    free(r->body);
+    r->body = NULL;
+    if (rc) {
+        mlp_error_write(&r->out, rc, &err);
+    } else if (r->route == MLS_ROUTE_LOSS) {
+        struct mlp_eval_info info;
+        rc = mlp_eval_value(root, s->cfg.max_elements, &r->out, &info);
+        r->loss_name = info.loss_name;
+        mls_metrics_elements(&s->metrics, info.loss_name, info.elements);
+    } else {
+        rc = mlp_eval_batch(root, s->cfg.max_elements, &r->out, &r->entries, count_entry, s);
+        atomic_fetch_add_explicit(&s->metrics.batch_entries, r->entries, memory_order_relaxed);
+    }
+    json_decref(root);
+    r->answer_status = http_status_of(rc);
+}
+
+void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelled, void *cls)
+{
+    struct mls_server *s = cls;
+    struct request *r = (struct request *)item;
+    r->queue_ns = wait_ns;
+    mls_metrics_queue_wait(&s->metrics, wait_ns);
+    if (cancelled) {
+        r->answer_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        error_object(&r->out, "draining", "",
+                     "the server is shutting down and its drain timeout passed before this "
+                     "request was computed; retry on another instance");
+    } else if ((double)wait_ns * 1e-9 > s->cfg.request_timeout) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the request waited %.3f s in the queue, longer than the request timeout "
+                 "of %g s; it was not computed",
+                 (double)wait_ns * 1e-9, s->cfg.request_timeout);
+        r->answer_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        error_object(&r->out, "deadline_exceeded", "", msg);
+    } else {
+        compute(s, r);
+    }
+    free(r->body);
+    r->body = NULL;
+    atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
+    /* The last touch: from here the HTTP thread may answer and free r. */
+    MHD_resume_connection(r->conn);
+}
+
+/* ---- Handler --------------------------------------------------------------------------- */
+
+static enum mls_route route_of(const char *url)
+{
+    for (int i = 0; i < MLS_ROUTE_OTHER; i++)
+        if (!strcmp(url, mls_route_path((enum mls_route)i)))
+            return (enum mls_route)i;
+    return MLS_ROUTE_OTHER;
+}
+
+static int is_compute(enum mls_route route)
+{
+    return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH;
+}
+
+/* Whether a header value names the media type `want`, ignoring case and parameters. */
+static int media_type_is(const char *v, const char *want)
+{
+    size_t n = strlen(want);
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strncasecmp(v, want, n))
+        return 0;
+    v += n;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    return *v == '\0' || *v == ';';
+}
+
+static void early(struct request *r, unsigned status, const char *code, const char *field,
+                  const char *fmt, ...)
+{
+    va_list ap;
+    r->early_status = status;
+    r->early_code = code;
+    r->early_field = field;
+    va_start(ap, fmt);
+    vsnprintf(r->early_message, sizeof(r->early_message), fmt, ap);
+    va_end(ap);
+}
+
+static void remote_address(struct request *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, r->remote,
+                  sizeof(r->remote));
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, r->remote,
+                  sizeof(r->remote));
+}
+
+static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *conn,
+                                  const char *url, const char *method, void **con_cls)
+{
+    struct request *r = calloc(1, sizeof(*r));
+    if (!r)
+        return MHD_NO; /* closes the connection: nothing else can be done without memory */
+    r->srv = s;
+    r->conn = conn;
+    r->t_start = uv_hrtime();
+    atomic_init(&r->state, REQ_RECEIVING);
+    atomic_fetch_add_explicit(&s->metrics.in_flight, 1, memory_order_relaxed);
+    *con_cls = r;
+    snprintf(r->method, sizeof(r->method), "%s", method);
+    snprintf(r->path, sizeof(r->path), "%s", url);
+    if (s->cfg.access_log)
+        remote_address(r);
+
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl)
+        r->content_length = strtoull(cl, NULL, 10); /* libmicrohttpd rejects invalid ones */
+
+    r->route = route_of(url);
+    int post = !strcmp(method, MHD_HTTP_METHOD_POST);
+    r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
+    int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
+    if (r->route == MLS_ROUTE_OTHER) {
+        early(r, MHD_HTTP_NOT_FOUND, "not_found", "path",
+              "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
+              "GET /v1/losses, GET /healthz, GET /readyz, GET /metrics",
+              method, url);
+    } else if (is_compute(r->route) ? !post : !get) {
+        early(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "method",
+              "method %.40s is not allowed on %s: use %s", method, url, allowed_methods(r->route));
+    }
+
+    if (r->content_length > s->cfg.max_body_bytes) {
+        /* Refuse now, before a byte of the body is read. libmicrohttpd then closes the
+         * connection, which is right: the alternative is to read the whole body. */
+        if (r->early_status)
+            return send_error(r, r->early_status, r->early_code, r->early_field, r->early_message);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "the request body of %llu bytes exceeds the limit of %llu",
+                 (unsigned long long)r->content_length, (unsigned long long)s->cfg.max_body_bytes);
+        return send_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "body", msg);
+    }
+    if (r->early_status || !is_compute(r->route))
+        return MHD_YES;
+
+    /* A missing Content-Type is accepted (some clients send none); a wrong one is not. */
+    const char *ct =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *ce =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (ct && !media_type_is(ct, "application/json"))
+        early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type",
+              "Content-Type '%.100s' is not supported: send application/json%s", ct,
+              /* the commonest way to get here */
+              media_type_is(ct, "application/x-www-form-urlencoded")
+                  ? " (curl -d sends this type: add -H 'Content-Type: application/json')"
+                  : "");
+    else if (ce && !media_type_is(ce, "identity"))
+        early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Encoding",
+              "Content-Encoding '%.100s' is not supported: send the body uncompressed", ce);
+    return MHD_YES;
+}
+
+static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
+{
+    struct mls_server *s = r->srv;
+    r->bytes_in += n;
+    /* libmicrohttpd's timeout is an idle one: a client trickling a byte at a time would
+     * hold the connection for ever. Bound the whole body instead. */
+    if ((double)(uv_hrtime() - r->t_start) * 1e-9 > s->cfg.connection_timeout) {
+        r->timed_out = 1;
+        return MHD_NO; /* closes the connection; no answer can be queued mid-body */
+    }
+    if (r->early_status || !is_compute(r->route) || r->too_large || r->body_oom)
+        return MHD_YES; /* dropped */
+    if (r->len + n > s->cfg.max_body_bytes) {
+        r->too_large = 1;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return MHD_YES;
+    }
+    if (r->len + n > r->cap) {
+        /* The declared length at once when known, else doubling, never past the limit. */
+        size_t cap = r->cap ? r->cap * 2 : 16384;
+        if (r->content_length >= r->len + n && r->content_length > cap)
+            cap = (size_t)r->content_length;
+        if (cap < r->len + n)
+            cap = r->len + n;
+        if (cap > s->cfg.max_body_bytes)
+            cap = (size_t)s->cfg.max_body_bytes;
+        char *p = realloc(r->body, cap);
+        if (!p) {
+            r->body_oom = 1;
+            free(r->body);
+            r->body = NULL;
+            r->len = r->cap = 0;
+            return MHD_YES;
+        }
+        r->body = p;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+static enum MHD_Result send_ready(struct request *r)
+{
+    static const char ready[] = "{\"ready\":true}";
+    static const char starting[] =
+        "{\"ready\":false,\"error\":\"the server is starting\",\"code\":\"starting\","
+        "\"field\":\"\"}";
+    static const char draining[] =
+        "{\"ready\":false,\"error\":\"the server is draining before it stops\","
+        "\"code\":\"draining\",\"field\":\"\"}";
+    switch (atomic_load_explicit(&r->srv->state, memory_order_relaxed)) {
+    case MLS_READY:
+        return send_static(r, MHD_HTTP_OK, ready, sizeof(ready) - 1, "application/json");
+    case MLS_STARTING:
+        return send_static(r, MHD_HTTP_SERVICE_UNAVAILABLE, starting, sizeof(starting) - 1,
+                           "application/json");
+    default:
+        return send_static(r, MHD_HTTP_SERVICE_UNAVAILABLE, draining, sizeof(draining) - 1,
+                           "application/json");
+    }
+}
+
+static enum MHD_Result send_metrics(struct request *r)
+{
+    struct mls_server *s = r->srv;
+    struct mls_gauges g = {.queue_capacity = s->cfg.queue_depth, .workers = s->cfg.workers};
+    struct mlp_buf b = {0};
+    mls_pool_counts(&s->pool, &g.queued, &g.running);
+    g.ready = atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_READY;
+    mls_metrics_write(&s->metrics, &g, &b);
+    if (b.failed) {
+        free(b.data);
+        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out_of_memory", "",
+                          "the server ran out of memory writing the metrics");
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(b.data);
+        return MHD_NO;
+    }
+    return queue(r, MHD_HTTP_OK, resp, "text/plain; version=0.0.4; charset=utf-8", b.len);
+}
+
+static enum MHD_Result submit(struct request *r)
+{
+    struct mls_server *s = r->srv;
+    if (r->too_large) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "the request body exceeds the limit of %llu bytes",
+                 (unsigned long long)s->cfg.max_body_bytes);
+        return send_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "body", msg);
+    }
+    if (r->body_oom)
+        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out_of_memory", "body",
+                          "the server ran out of memory storing the request body");
+    switch (mls_pool_reserve(&s->pool)) {
+    case MLS_POOL_FULL: {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "the server is busy: %u requests are already waiting; retry later",
+                 s->cfg.queue_depth);
+        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "queue_full", "", msg);
+    }
+    case MLS_POOL_CLOSED:
+        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", "",
+                          "the server is shutting down and accepts no new requests");
+    default:
+        break;
+    }
+    atomic_store_explicit(&r->state, REQ_QUEUED, memory_order_relaxed);
+    /* Suspend before the job becomes visible: a resume that overtook the suspend would
+     * cancel it and leave the connection suspended for ever. */
+    MHD_suspend_connection(r->conn);
+    mls_pool_push(&s->pool, &r->item); /* r belongs to the worker from here */
+    return MHD_YES;
+}
+
+static enum MHD_Result on_final(struct request *r)
+{
+    struct mls_server *s = r->srv;
+    if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE)
+        return send_json(r, r->answer_status, &r->out);
+    if (r->early_status)
+        return send_error(r, r->early_status, r->early_code, r->early_field, r->early_message);
+    switch (r->route) {
+    case MLS_ROUTE_HEALTHZ: {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        return send_static(r, MHD_HTTP_OK, ok, sizeof(ok) - 1, "application/json");
+    }
+    case MLS_ROUTE_READYZ:
+        return send_ready(r);
+    case MLS_ROUTE_LOSSES:
+        return send_static(r, MHD_HTTP_OK, s->catalogue, s->catalogue_len, "application/json");
+    case MLS_ROUTE_METRICS:
+        return send_metrics(r);
+    default:
+        return submit(r);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct request *r = *con_cls;
+    (void)version;
+    if (!r)
+        return on_headers(cls, conn, url, method, con_cls);
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return on_body(r, upload_data, n);
+    }
+    return on_final(r);
+}
+
+/* ---- Completion: metrics, access log, cleanup ------------------------------------------ */
+
+static void access_log(struct request *r, const char *aborted, uint64_t total_ns)
+{
+    struct mlp_buf b = {0};
+    char tmp[96];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+    mlp_buf_puts(&b, "{\"time\":\"");
+    mlp_buf_puts(&b, tmp);
+    snprintf(tmp, sizeof(tmp), ".%03ldZ\",\"remote\":", ts.tv_nsec / 1000000);
+    mlp_buf_puts(&b, tmp);
+    mlp_buf_string(&b, r->remote);
+    mlp_buf_puts(&b, ",\"method\":");
+    mlp_buf_string(&b, r->method);
+    mlp_buf_puts(&b, ",\"path\":");
+    mlp_buf_string(&b, r->path);
+    snprintf(tmp, sizeof(tmp), ",\"status\":%u,\"bytes_in\":%llu,\"bytes_out\":%llu", r->status,
+             (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out);
+    mlp_buf_puts(&b, tmp);
+    snprintf(tmp, sizeof(tmp), ",\"queue_seconds\":%.6f,\"total_seconds\":%.6f",
+             (double)r->queue_ns * 1e-9, (double)total_ns * 1e-9);
+    mlp_buf_puts(&b, tmp);
+    mlp_buf_puts(&b, ",\"loss\":");
+    if (r->loss_name)
+        mlp_buf_string(&b, r->loss_name);
+    else
+        mlp_buf_puts(&b, "null");
+    if (r->route == MLS_ROUTE_BATCH) {
+        snprintf(tmp, sizeof(tmp), ",\"entries\":%zu", r->entries);
+        mlp_buf_puts(&b, tmp);
+    }
+    if (aborted) {
+        mlp_buf_puts(&b, ",\"aborted\":");
+        mlp_buf_string(&b, aborted);
+    }
+    mlp_buf_puts(&b, "}\n");
+    if (!b.failed)
+        fwrite(b.data, 1, b.len, stderr); /* one write per line: lines never interleave */
+    free(b.data);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct mls_server *s = cls;
+    struct request *r = *con_cls;
+    (void)conn;
+    if (!r)
+        return;
+    uint64_t total = uv_hrtime() - r->t_start;
+    const char *aborted = NULL;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status) {
+        mls_metrics_request(&s->metrics, r->route, r->status, total, r->bytes_in, r->bytes_out);
+    } else {
+        enum mls_abort why;
+        if (r->timed_out || toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+            why = MLS_ABORT_TIMEOUT;
+        else if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
+                 toe == MHD_REQUEST_TERMINATED_READ_ERROR)
+            why = MLS_ABORT_CLIENT;
+        else if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+            why = MLS_ABORT_SHUTDOWN;
+        else
+            why = MLS_ABORT_ERROR;
+        static const char *const names[] = {"timeout", "client_abort", "error", "shutdown"};
+        aborted = names[why];
+        mls_metrics_abort(&s->metrics, why, r->bytes_in);
+    }
+    if (s->cfg.access_log)
+        access_log(r, aborted, total);
+    free(r->body);
+    free(r->out.data);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub_explicit(&s->metrics.in_flight, 1, memory_order_relaxed);
+}
+
+/* ---- Start ----------------------------------------------------------------------------- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    fprintf(stderr, "maskloss-server: libmicrohttpd: %s\n", msg);
+}
+
+int mls_http_start(struct mls_server *s, unsigned *port)
+{
+    struct addrinfo hints, *ai = NULL;
+    char service[8];
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(service, sizeof(service), "%u", s->cfg.port);
+    int gai = getaddrinfo(s->cfg.bind, service, &hints, &ai);
+    if (gai) {
+        fprintf(stderr, "maskloss-server: cannot use --bind '%s': %s\n", s->cfg.bind,
+                gai_strerror(gai));
+        return -1;
+    }
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    /* libmicrohttpd counts whole seconds; 0 would mean no timeout at all. */
+    unsigned idle = (unsigned)ceil(s->cfg.connection_timeout);
+    /* The logger first: libmicrohttpd uses its own for messages about earlier options. */
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, idle ? idle : 1u,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(128 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->mhd) {
+        fprintf(stderr, "maskloss-server: cannot listen on %s port %u\n", s->cfg.bind, s->cfg.port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    *port = info && info->port ? info->port : s->cfg.port;
+    return 0;
+}

@@ -1,0 +1,204 @@
+/*
+ * maskloss-server -- the maskloss JSON protocol over HTTP.
+ *
+ * Threads: libmicrohttpd's epoll thread does all HTTP I/O (http.c); a fixed pool of
+ * workers decodes, computes and encodes (pool.c); this main thread runs a libuv loop that
+ * owns signals and the drain. On SIGTERM or SIGINT:
+ *   1. /readyz turns 503 and new requests get 503 (draining) with Connection: close;
+ *   2. once no accepted request is queued or computing, the listening socket is closed
+ *      to new connections (quiesce) and the requests still being sent finish;
+ *   3. the daemon stops, the workers are joined, and the process exits 0.
+ * Past --drain-timeout, queued requests are answered 503 instead of computed.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server.h"
+
+/* Seconds a job may keep running past the drain timeout before we give up on it. */
+#define HARD_GRACE_SECONDS 5.0
+
+struct app {
+    struct mls_server srv;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t tick;
+    uint64_t drain_start; /* uv_hrtime() of the signal */
+    int quiesced;
+    int cancelled;
+    MHD_socket listen_fd;
+};
+
+static double since(uint64_t t)
+{
+    return (double)(uv_hrtime() - t) * 1e-9;
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void stop(struct app *a)
+{
+    struct mls_server *s = &a->srv;
+    int64_t left = atomic_load(&s->metrics.in_flight);
+    MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+    if (a->listen_fd != MHD_INVALID_SOCKET)
+        close(a->listen_fd); /* only after MHD_stop_daemon, as its documentation asks */
+    if (left > 0)
+        fprintf(stderr,
+                "maskloss-server: drain timeout: closed %lld connection(s) still sending or "
+                "receiving a request that was never accepted\n",
+                (long long)left);
+    fprintf(stderr, "maskloss-server: stopped after draining for %.3f s\n", since(a->drain_start));
+    uv_walk(&a->loop, close_handle, NULL);
+    /* Closing the signal handles restored the default actions: a late SIGTERM would kill
+     * the process during its last cleanup and turn a clean exit into a failed one. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    struct mls_server *s = &a->srv;
+    double elapsed = since(a->drain_start);
+    unsigned jobs = mls_pool_in_flight(&s->pool);
+
+    if (!a->quiesced) {
+        if (jobs == 0) {
+            /* Every accepted job was answered (and no connection is suspended, so stopping
+             * the daemon later is safe). Stop accepting connections. */
+            a->listen_fd = MHD_quiesce_daemon(s->mhd);
+            a->quiesced = 1;
+        } else if (elapsed > s->cfg.drain_timeout && !a->cancelled) {
+            fprintf(stderr,
+                    "maskloss-server: drain timeout of %g s passed with %u request(s) in "
+                    "flight: queued ones are answered 503\n",
+                    s->cfg.drain_timeout, jobs);
+            mls_pool_cancel(&s->pool);
+            a->cancelled = 1;
+        } else if (elapsed > s->cfg.drain_timeout + HARD_GRACE_SECONDS) {
+            /* A job is still computing. libmicrohttpd cannot be stopped with a suspended
+             * connection, and the job cannot be interrupted: leave without it. */
+            fprintf(stderr,
+                    "maskloss-server: %u request(s) still computing %g s after the drain "
+                    "timeout; exiting without answering them\n",
+                    jobs, HARD_GRACE_SECONDS);
+            _exit(1);
+        }
+        if (!a->quiesced)
+            return;
+    }
+    if (atomic_load(&s->metrics.in_flight) == 0 || elapsed > s->cfg.drain_timeout)
+        stop(a);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct app *a = h->data;
+    struct mls_server *s = &a->srv;
+    const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (atomic_load(&s->state) == MLS_DRAINING) {
+        fprintf(stderr, "maskloss-server: %s again: already draining (%.1f s of %g s)\n", name,
+                since(a->drain_start), s->cfg.drain_timeout);
+        return;
+    }
+    atomic_store(&s->state, MLS_DRAINING);
+    mls_pool_close(&s->pool);
+    a->drain_start = uv_hrtime();
+    fprintf(stderr, "maskloss-server: %s: draining %u accepted request(s), timeout %g s\n", name,
+            mls_pool_in_flight(&s->pool), s->cfg.drain_timeout);
+    uv_timer_start(&a->tick, on_tick, 0, 10);
+}
+
+static int render_catalogue(struct mls_server *s)
+{
+    struct mlp_buf b = {0};
+    mlp_catalogue_write(&b);
+    if (b.failed) {
+        free(b.data);
+        return -1;
+    }
+    s->catalogue = b.data;
+    s->catalogue_len = b.len;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct app app; /* large; its address is handed to every thread */
+    struct app *a = &app;
+    struct mls_server *s = &a->srv;
+    int rc;
+    unsigned port = 0;
+
+    switch (mls_config_parse(&s->cfg, argc, argv, stdout, stderr)) {
+    case MLS_CONFIG_EXIT:
+        return 0;
+    case MLS_CONFIG_ERROR:
+        return 64;
+    default:
+        break;
+    }
+    /* Writes to a client that went away must fail with EPIPE, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    /* jansson seeds its hash function on first use; do it before any thread exists. */
+    json_object_seed(0);
+    a->listen_fd = MHD_INVALID_SOCKET;
+    atomic_init(&s->state, MLS_STARTING);
+
+    if (mls_metrics_init(&s->metrics) || render_catalogue(s)) {
+        fprintf(stderr, "maskloss-server: out of memory\n");
+        return 1;
+    }
+    if ((rc = mls_pool_init(&s->pool, s->cfg.workers, s->cfg.queue_depth, mls_http_run_job, s))) {
+        fprintf(stderr, "maskloss-server: cannot start %u workers: %s\n", s->cfg.workers,
+                uv_strerror(rc));
+        goto fail_metrics;
+    }
+    if ((rc = uv_loop_init(&a->loop))) {
+        fprintf(stderr, "maskloss-server: uv_loop_init: %s\n", uv_strerror(rc));
+        goto fail_pool;
+    }
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sigint);
+    uv_timer_init(&a->loop, &a->tick);
+    a->sigterm.data = a->sigint.data = a->tick.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+
+    if (mls_http_start(s, &port))
+        goto fail_loop;
+    atomic_store(&s->state, MLS_READY);
+    int v6 = strchr(s->cfg.bind, ':') != NULL;
+    printf("maskloss-server %s listening on http://%s%s%s:%u (%u workers, queue depth %u)\n",
+           ML_VERSION, v6 ? "[" : "", s->cfg.bind, v6 ? "]" : "", port, s->cfg.workers,
+           s->cfg.queue_depth);
+    fflush(stdout);
+
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a->loop);
+    mls_pool_destroy(&s->pool);
+    mls_metrics_free(&s->metrics);
+    free(s->catalogue);
+    return 0;
+
+fail_loop:
+    uv_walk(&a->loop, close_handle, NULL);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a->loop);
+fail_pool:
+    mls_pool_destroy(&s->pool);
+fail_metrics:
+    mls_metrics_free(&s->metrics);
+    free(s->catalogue);
+    return 1;
+}

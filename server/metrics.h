@@ -1,0 +1,84 @@
+/*
+ * metrics.h -- the server's counters and histograms, exposed as Prometheus text 0.0.4.
+ *
+ * Updated with relaxed atomics from the HTTP thread and the workers; read by /metrics.
+ * Names follow Prometheus conventions: a maskloss_ prefix, base units (seconds, bytes),
+ * _total on counters, labels of bounded cardinality (route, code, loss).
+ */
+#ifndef MLS_METRICS_H
+#define MLS_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "mlp.h"
+
+enum mls_route {
+    MLS_ROUTE_LOSS,    /* POST /v1/loss */
+    MLS_ROUTE_BATCH,   /* POST /v1/batch */
+    MLS_ROUTE_LOSSES,  /* GET /v1/losses */
+    MLS_ROUTE_HEALTHZ, /* GET /healthz */
+    MLS_ROUTE_READYZ,  /* GET /readyz */
+    MLS_ROUTE_METRICS, /* GET /metrics */
+    MLS_ROUTE_OTHER,   /* anything else (404) */
+    MLS_ROUTE_COUNT
+};
+
+/* The path of a route ("other" for MLS_ROUTE_OTHER). */
+const char *mls_route_path(enum mls_route r);
+
+/* The status codes the server answers with, in the order of the counters. */
+#define MLS_CODES                                                                                  \
+    {                                                                                              \
+        200, 400, 404, 405, 408, 413, 415, 422, 500, 503                                           \
+    }
+#define MLS_NUM_CODES 10
+
+/* Why a request ended without a response. */
+enum mls_abort {
+    MLS_ABORT_TIMEOUT,
+    MLS_ABORT_CLIENT,
+    MLS_ABORT_ERROR,
+    MLS_ABORT_SHUTDOWN,
+    MLS_ABORT_COUNT
+};
+
+#define MLS_LATENCY_BUCKETS 16
+
+struct mls_histogram {
+    _Atomic uint64_t buckets[MLS_LATENCY_BUCKETS + 1]; /* per bucket (not cumulative); +Inf */
+    _Atomic uint64_t sum_ns;
+};
+
+struct mls_metrics {
+    _Atomic uint64_t requests[MLS_ROUTE_COUNT][MLS_NUM_CODES];
+    _Atomic uint64_t aborted[MLS_ABORT_COUNT];
+    struct mls_histogram latency[MLS_ROUTE_COUNT];
+    struct mls_histogram queue_wait;
+    _Atomic uint64_t bytes_received, bytes_sent;
+    _Atomic int64_t in_flight;  /* requests between their headers and their completion */
+    _Atomic uint64_t *elements; /* by catalogue index */
+    _Atomic uint64_t batch_entries;
+    size_t num_losses;
+    double start_time; /* Unix seconds */
+};
+
+int mls_metrics_init(struct mls_metrics *m);
+void mls_metrics_free(struct mls_metrics *m);
+
+void mls_metrics_request(struct mls_metrics *m, enum mls_route route, unsigned status,
+                         uint64_t latency_ns, uint64_t bytes_in, uint64_t bytes_out);
+void mls_metrics_abort(struct mls_metrics *m, enum mls_abort why, uint64_t bytes_in);
+void mls_metrics_queue_wait(struct mls_metrics *m, uint64_t wait_ns);
+void mls_metrics_elements(struct mls_metrics *m, const char *loss_name, long long n);
+
+/* Gauges owned elsewhere, sampled when /metrics is rendered. */
+struct mls_gauges {
+    unsigned queued, running, queue_capacity, workers;
+    int ready;
+};
+
+/* Appends the exposition text. */
+void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct mlp_buf *b);
+
+#endif /* MLS_METRICS_H */

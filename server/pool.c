@@ -1,0 +1,140 @@
+/*
+ * pool.c -- compute threads and their bounded queue (uv_thread, uv_mutex, uv_cond).
+ *
+ * Our own pool rather than uv_queue_work(): the latter may only be called on the loop
+ * thread and its queue is unbounded, so the HTTP thread would need an extra hop and its
+ * own counting to refuse work (../shared/design/server-mhd-libuv.md, section 3).
+ */
+#include <stdlib.h>
+
+#include "pool.h"
+
+static void worker_main(void *arg)
+{
+    struct mls_pool *p = arg;
+    uv_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stopping)
+            uv_cond_wait(&p->cv, &p->mu);
+        struct mls_pool_item *it = p->head;
+        if (!it)
+            break; /* stopping and nothing left */
+        p->head = it->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->queued--;
+        p->running++;
+        int cancelled = p->cancelled;
+        uv_mutex_unlock(&p->mu);
+
+        uint64_t now = uv_hrtime();
+        p->run(it, now > it->t_enqueued ? now - it->t_enqueued : 0, cancelled, p->cls);
+
+        /* After run(): a job counts until its connection was resumed, so "nothing in
+         * flight" proves no connection is still suspended. */
+        uv_mutex_lock(&p->mu);
+        p->running--;
+    }
+    uv_mutex_unlock(&p->mu);
+}
+
+int mls_pool_init(struct mls_pool *p, unsigned workers, unsigned capacity, mls_pool_run_cb run,
+                  void *cls)
+{
+    int rc;
+    *p = (struct mls_pool){.capacity = capacity, .run = run, .cls = cls};
+    p->threads = calloc(workers, sizeof(*p->threads));
+    if (!p->threads)
+        return UV_ENOMEM;
+    if ((rc = uv_mutex_init(&p->mu)))
+        goto fail_threads;
+    if ((rc = uv_cond_init(&p->cv)))
+        goto fail_mutex;
+    for (; p->num_threads < workers; p->num_threads++) {
+        if ((rc = uv_thread_create(&p->threads[p->num_threads], worker_main, p))) {
+            mls_pool_destroy(p);
+            return rc;
+        }
+    }
+    return 0;
+
+fail_mutex:
+    uv_mutex_destroy(&p->mu);
+fail_threads:
+    free(p->threads);
+    p->threads = NULL;
+    return rc;
+}
+
+int mls_pool_reserve(struct mls_pool *p)
+{
+    int rc = MLS_POOL_RESERVED;
+    uv_mutex_lock(&p->mu);
+    if (p->closed)
+        rc = MLS_POOL_CLOSED;
+    else if (p->queued >= p->capacity)
+        rc = MLS_POOL_FULL;
+    else
+        p->queued++;
+    uv_mutex_unlock(&p->mu);
+    return rc;
+}
+
+void mls_pool_push(struct mls_pool *p, struct mls_pool_item *item)
+{
+    item->next = NULL;
+    item->t_enqueued = uv_hrtime();
+    uv_mutex_lock(&p->mu);
+    if (p->tail)
+        p->tail->next = item;
+    else
+        p->head = item;
+    p->tail = item;
+    uv_cond_signal(&p->cv);
+    uv_mutex_unlock(&p->mu);
+}
+
+void mls_pool_close(struct mls_pool *p)
+{
+    uv_mutex_lock(&p->mu);
+    p->closed = 1;
+    uv_mutex_unlock(&p->mu);
+}
+
+void mls_pool_cancel(struct mls_pool *p)
+{
+    uv_mutex_lock(&p->mu);
+    p->closed = 1;
+    p->cancelled = 1;
+    uv_mutex_unlock(&p->mu);
+}
+
+void mls_pool_counts(struct mls_pool *p, unsigned *queued, unsigned *running)
+{
+    uv_mutex_lock(&p->mu);
+    *queued = p->queued;
+    *running = p->running;
+    uv_mutex_unlock(&p->mu);
+}
+
+unsigned mls_pool_in_flight(struct mls_pool *p)
+{
+    unsigned q, r;
+    mls_pool_counts(p, &q, &r);
+    return q + r;
+}
+
+void mls_pool_destroy(struct mls_pool *p)
+{
+    uv_mutex_lock(&p->mu);
+    p->stopping = 1;
+    uv_cond_broadcast(&p->cv);
+    uv_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->num_threads; i++)
+        uv_thread_join(&p->threads[i]);
+    uv_cond_destroy(&p->cv);
+    uv_mutex_destroy(&p->mu);
+    free(p->threads);
+    p->threads = NULL;
+    p->num_threads = 0;
+}

@@ -1,0 +1,39 @@
+/*
+ * server.h -- the state of one maskloss-server: configuration, the HTTP daemon, the
+ * compute pool and the metrics. Owned by main(); the HTTP thread and the workers get it
+ * as their closure.
+ */
+#ifndef MLS_SERVER_H
+#define MLS_SERVER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <microhttpd.h>
+
+#include "config.h"
+#include "metrics.h"
+#include "pool.h"
+
+enum mls_state { MLS_STARTING, MLS_READY, MLS_DRAINING };
+
+struct mls_server {
+    struct mls_config cfg;
+    struct MHD_Daemon *mhd;
+    struct mls_pool pool;
+    struct mls_metrics metrics;
+    _Atomic int state; /* enum mls_state */
+    char *catalogue;   /* GET /v1/losses, rendered once */
+    size_t catalogue_len;
+};
+
+/*
+ * Starts the HTTP daemon on cfg.bind:cfg.port (the pool must be running). Returns 0, or
+ * -1 after printing why on stderr. *port receives the port actually bound.
+ */
+int mls_http_start(struct mls_server *s, unsigned *port);
+
+/* Runs one job on a worker thread (the pool's run callback). */
+void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelled, void *cls);
+
+#endif /* MLS_SERVER_H */

@@ -1,0 +1,154 @@
+"""Start a maskloss-server on a free port and talk HTTP to it (Python standard library only)."""
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+class Server:
+    """One server process. Its stderr goes to a temporary file, kept for failure reports."""
+
+    def __init__(self, binary, *args, env=None, startup_timeout=30):
+        self.stderr = tempfile.TemporaryFile()
+        self.signalled = False
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MASKLOSS_")}
+        environ.update(env or {})
+        argv = [binary]
+        if not any(a == "--port" or a.startswith("--port=") for a in args) and "MASKLOSS_PORT" not in environ:
+            argv += ["--port", "0"]
+        argv += list(args)
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, env=environ)
+        self.banner = self._read_line(startup_timeout)
+        m = re.search(r"listening on http://(\S+):(\d+) \((\d+) workers, queue depth (\d+)\)", self.banner)
+        if not m:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"no banner from {argv}: {self.banner!r}; stderr: {self.log()[-2000:]}")
+        self.port = int(m.group(2))
+        self.workers = int(m.group(3))
+        self.queue_depth = int(m.group(4))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Leaves no process behind, whatever the test did."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return False
+
+    def _read_line(self, timeout):
+        fd = self.proc.stdout.fileno()
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace")
+
+    def connect(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        """One request on a fresh connection: (status, headers, parsed JSON or text)."""
+        conn = self.connect(timeout)
+        try:
+            return exchange(conn, method, path, body, headers)
+        finally:
+            conn.close()
+
+    def send_signal(self, sig=signal.SIGTERM):
+        self.signalled = True
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Signals the server and returns its exit status (killing it after timeout)."""
+        if self.proc.poll() is None and not self.signalled:
+            self.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signalled = True
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the server did not exit within {timeout} s of signal {sig}")
+
+    def log(self):
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def metrics(self):
+        status, headers, text = self.request("GET", "/metrics")
+        assert status == 200, status
+        return headers, text
+
+
+def exchange(conn, method, path, body=None, headers=None):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    hdrs = {k.lower(): v for k, v in resp.getheaders()}
+    ctype = hdrs.get("content-type", "")
+    if ctype.startswith("application/json") and data:
+        payload = json.loads(data)
+    else:
+        payload = data.decode(errors="replace")
+    return resp.status, hdrs, payload
+
+
+def raw(port, data, timeout=10, read=True):
+    """Sends raw bytes on a new socket; returns what the server sent before closing or timing out."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if not read:
+            return s
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if parse_raw(out) is not None:
+                break
+        return out
+    finally:
+        if read:
+            s.close()
+
+
+def parse_raw(data):
+    """(status, headers, body) of a complete HTTP response in data, or None if incomplete."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    if len(body) < n:
+        return None
+    return status, headers, body[:n]
