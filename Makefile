@@ -6,7 +6,7 @@
 #   make test            install missing Debian packages (as root), build, run every test
 #                        (unit, CLI, end-to-end against the server), then the same tests under
 #                        AddressSanitizer + UndefinedBehaviorSanitizer
-#   make bench           wrk against a running build/maskloss-server
+#   make bench           wrk against build/maskloss-server on a free port (BENCH_ARGS=...)
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
 #   make install PREFIX=/usr/local
 #   make format | lint | clean
@@ -27,7 +27,7 @@ LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(LDFLAGS)
 
 # Debian packages behind each pkg-config name (scripts/deps.sh installs missing ones).
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
-DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client
+DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client cmd:curl:curl
 DEPS_BENCH = cmd:wrk:wrk
 
 # The end-to-end tests use Debian's Python, where Debian's python3-* packages live.
@@ -113,6 +113,7 @@ check: deps-test
 	@$(MAKE) --no-print-directory build $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@sh tests/cli_test.sh $(CLI)
+	@sh tests/docker_check.sh $(SERVER)
 	@$(MAKE) --no-print-directory e2e
 
 e2e:
@@ -122,10 +123,10 @@ e2e:
 run: all
 	exec ./$(SERVER) --bind 127.0.0.1 --port 8080 $(RUN_ARGS)
 
-# wrk against a server started here on a free port; see tests/bench/README.md.
+# wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3").
 bench: all
 	@sh scripts/deps.sh $(DEPS_BENCH)
-	@sh tests/bench/wrk.sh $(SERVER)
+	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
 
 test: deps-test
 	@$(MAKE) --no-print-directory check

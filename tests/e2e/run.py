@@ -636,6 +636,23 @@ def configuration(args):
         stop_clean(srv)
 
 
+@test
+def readme_examples(args):
+    """Every curl example of README.md, answered exactly as the README shows."""
+    import re
+    import subprocess
+    text = open(os.path.join(ROOT, "README.md")).read()
+    pairs = re.findall(r"```sh\n(curl [^\n]*)\n```\n\n```json\n(.*?)\n```", text, re.S)
+    assert len(pairs) >= 5, f"found only {len(pairs)} curl examples in README.md"
+    with Server(args.server) as srv:
+        for cmd, want in pairs:
+            cmd = cmd.replace("localhost:8080", f"localhost:{srv.port}")
+            out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=30)
+            assert out.stdout.rstrip("\n") == want, f"README example\n  {cmd}\nprinted\n  {out.stdout}\nnot\n  {want}"
+        print(f"    {len(pairs)} curl examples")
+        stop_clean(srv)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
