@@ -625,7 +625,7 @@ int mls_http_start(struct mls_server *s, unsigned *port)
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+        flags |= MHD_USE_DUAL_STACK; /* "::" takes IPv4 clients too */
     /* libmicrohttpd counts whole seconds; 0 would mean no timeout at all. */
     unsigned idle = (unsigned)ceil(s->cfg.connection_timeout);
     /* The logger first: libmicrohttpd uses its own for messages about earlier options. */

@@ -6,6 +6,7 @@ usage: run.py --server build/maskloss-server [--cli build/maskloss] [-k NAME]
 Each test starts the servers it needs. Prints one line per test and exits 1 if any failed.
 """
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -359,6 +360,37 @@ def keep_alive(args):
         stop_clean(srv)
 
 
+@test
+def probes_under_load(args):
+    """/healthz and /metrics are answered while every worker is busy and jobs are queued."""
+    with Server(args.server, "--workers", "1") as srv:
+        body, want, _ = big_request(ref.make_rng(3), 2000, 100)
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(
+            srv.request("POST", "/v1/loss", body, JSON, timeout=300))) for _ in range(8)]
+        for t in threads:
+            t.start()
+        conn = srv.connect()
+        seen_busy = 0
+        for _ in range(2000):
+            st, h, text = exchange(conn, "GET", "/metrics")
+            assert st == 200
+            queued = metric_value(text, "maskloss_queue_jobs")
+            if queued >= 1 and metric_value(text, "maskloss_running_jobs") == 1:
+                st, h, b = exchange(conn, "GET", "/healthz")
+                assert st == 200 and b == {"status": "ok"}
+                seen_busy += 1
+            if len(answers) == 8:
+                break
+        conn.close()
+        for t in threads:
+            t.join()
+        assert all(a[0] == 200 and ref.close(a[2]["loss"], want) for a in answers), [a[0] for a in answers]
+        assert seen_busy >= 5, f"only {seen_busy} probes were answered while jobs were queued"
+        print(f"    {seen_busy} /metrics + /healthz probes answered while the worker was busy and jobs queued")
+        stop_clean(srv)
+
+
 # ---- Shutdown and slow clients ---------------------------------------------------------------
 
 def metric_value(text, name, labels=None):
@@ -464,7 +496,7 @@ def drain_refuses_new_connections(args):
 @test
 def slow_client(args):
     """A body trickled byte by byte is cut off after --connection-timeout; others are unaffected."""
-    with Server(args.server, "--connection-timeout", "1") as srv:
+    with Server(args.server, "--connection-timeout", "2") as srv:
         s = raw(srv.port, b"POST /v1/loss HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                           b"Content-Length: 1000\r\n\r\n", read=False)
         idle = raw(srv.port, b"POST /v1/loss HTTP/1.1\r\nHost: t\r\n", read=False)  # stops mid-headers
@@ -509,11 +541,12 @@ def slow_client(args):
         th.join()
         s.close()
         idle.close()
-        assert cut is not None and cut < 10, f"the trickling client was not cut off (after {time.monotonic()-t0:.1f} s)"
+        assert cut is not None and 1.9 < cut < 10, f"the trickling client was not cut off at 2 s: {cut}"
         assert idle_cut < 10, f"the idle client was not cut off: {idle_data!r}"
         assert lat and all(st == 200 for _, st in lat), lat[:5]
         worst = max(t for t, _ in lat)
-        assert worst < 1.0, f"other clients stalled: worst latency {worst:.3f} s"
+        # A stall behind the trickler would last until it is cut, 2 s.
+        assert worst < 1.5, f"other clients stalled: worst latency {worst:.3f} s"
         _, text = srv.metrics()
         assert metric_value(text, "maskloss_http_requests_aborted_total", {"reason": "timeout"}) >= 1
         print(f"    trickler cut after {cut:.2f} s, idle client after {idle_cut:.2f} s; "
@@ -630,9 +663,19 @@ def configuration(args):
     # The environment sets, a flag overrides.
     with Server(args.server, "--queue-depth", "7", env={"MASKLOSS_WORKERS": "3", "MASKLOSS_QUEUE_DEPTH": "5"}) as srv:
         assert srv.workers == 3 and srv.queue_depth == 7, srv.banner
+        assert srv.request("GET", "/readyz")[0] == 200
         # A busy port is a clear error.
         out = subprocess.run([args.server, "--port", str(srv.port)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 1 and "cannot listen" in out.stderr, out
+        rc = srv.stop(signal.SIGINT)  # SIGINT drains like SIGTERM
+        assert rc == 0 and "SIGINT: draining" in srv.log(), (rc, srv.log())
+    # IPv6 (dual stack on "::").
+    with Server(args.server, "--bind", "::1") as srv:
+        conn = http.client.HTTPConnection("::1", srv.port, timeout=10)
+        st, h, b = exchange(conn, "POST", "/v1/loss", NOTE, JSON)
+        assert st == 200 and ref.close(b["loss"], NOTE_LOSS), (st, b)
+        conn.close()
+        assert "http://[::1]:" in srv.banner, srv.banner
         stop_clean(srv)
 
 
