@@ -457,7 +457,7 @@ static enum MHD_Result submit(struct request *r)
     case MLS_POOL_FULL: {
         char msg[160];
         snprintf(msg, sizeof(msg),
-                 "the server is busy: %u requests are already waiting; retry later",
+                 "the server is busy: its queue of %u waiting requests is full; retry later",
                  s->cfg.queue_depth);
         return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "queue_full", "", msg);
     }
