@@ -27,7 +27,8 @@ LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(LDFLAGS)
 
 # Debian packages behind each pkg-config name (scripts/deps.sh installs missing ones).
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
-DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client cmd:curl:curl
+DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
+            cmd:curl:curl
 DEPS_BENCH = cmd:wrk:wrk
 
 # The end-to-end tests use Debian's Python, where Debian's python3-* packages live.

@@ -34,10 +34,11 @@ struct mlp_error {
 struct mlp_request {
     struct ml_request req;
     json_t *root;                /* the document, kept alive for its strings */
+    json_t *aux;                 /* a second document (v2: the loss parameters), or NULL */
     struct ml_tensor tensors[5]; /* labels, logits, predictions, losses, weights */
     struct ml_param *params;
     size_t num_params;
-    double *buffers[5 + 16]; /* tensor data, owned */
+    void *buffers[5 + 16]; /* tensor data, owned */
     size_t num_buffers;
     const char *ignored[16]; /* top-level keys the protocol does not know */
     size_t num_ignored;
@@ -57,6 +58,20 @@ int mlp_request_decode(json_t *root, struct mlp_request *out, struct mlp_error *
 
 void mlp_request_free(struct mlp_request *r);
 
+/* ---- Bytes in JSON ----------------------------------------------------------------------- */
+
+/* The dtype named "float32", "float64", "uint8", "bool", "int32" or "int64"; -1 otherwise. */
+int mlp_dtype_parse(const char *name);
+
+/* The number of bytes base64 text of len characters decodes to. */
+size_t mlp_b64_decoded_size(const char *text, size_t len);
+/*
+ * Decodes base64 (standard alphabet, padding optional) into out, which must hold
+ * mlp_b64_decoded_size() bytes. Returns the byte count, or -(i + 1) for a bad character or
+ * length at offset i.
+ */
+long long mlp_b64_decode(const char *text, size_t len, unsigned char *out);
+
 /* A growable text buffer; `data` is NUL-terminated; free with free(data). */
 struct mlp_buf {
     char *data;
@@ -71,6 +86,8 @@ void mlp_buf_puts(struct mlp_buf *b, const char *s);
 void mlp_buf_number(struct mlp_buf *b, double v);
 /* A JSON string with escapes. */
 void mlp_buf_string(struct mlp_buf *b, const char *s);
+/* Base64 of n bytes (no quotes). */
+void mlp_b64_encode(struct mlp_buf *b, const unsigned char *data, size_t n);
 
 /* Appends the response object of a successful evaluation (no trailing newline). */
 void mlp_response_write(struct mlp_buf *b, const struct ml_result *res,

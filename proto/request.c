@@ -11,17 +11,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "mlp.h"
+#include "internal.h"
 
-static int fail(struct mlp_error *err, int code, const char *field, long long index,
-                const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 5, 6)))
-#endif
-    ;
-
-static int fail(struct mlp_error *err, int code, const char *field, long long index,
-                const char *fmt, ...)
+int mlp__fail(struct mlp_error *err, int code, const char *field, long long index, const char *fmt,
+              ...)
 {
     if (!err)
         return code;
@@ -44,8 +37,8 @@ int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err
     *root = json_loadb(text, len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &je);
     if (*root)
         return 0;
-    fail(err, MLP_EMALFORMED, "", -1, "malformed JSON at line %d, column %d: %s", je.line,
-         je.column, je.text);
+    mlp__fail(err, MLP_EMALFORMED, "", -1, "malformed JSON at line %d, column %d: %s", je.line,
+              je.column, je.text);
     if (err) {
         err->line = je.line;
         err->column = je.column;
@@ -107,9 +100,9 @@ static int infer_shape(const json_t *v, const char *field, int *rank, int64_t *s
     *rank = 0;
     while (json_is_array(v)) {
         if (*rank == ML_MAX_RANK)
-            return fail(err, ML_ETENSOR, field, -1,
-                        "%s is nested deeper than %d levels; ranks up to %d are supported", field,
-                        ML_MAX_RANK, ML_MAX_RANK);
+            return mlp__fail(err, ML_ETENSOR, field, -1,
+                             "%s is nested deeper than %d levels; ranks up to %d are supported",
+                             field, ML_MAX_RANK, ML_MAX_RANK);
         size_t n = json_array_size(v);
         shape[(*rank)++] = (int64_t)n;
         if (n == 0)
@@ -142,25 +135,26 @@ static int fill(struct filler *f, const json_t *v, int depth, struct mlp_error *
     char where[128];
     if (depth == f->rank) {
         if (leaf_value(v, &f->out[f->pos]) != 0)
-            return fail(err, ML_ETENSOR, f->field, (long long)f->pos,
-                        "%s is %s; tensor elements must be numbers (or true/false, \"NaN\", "
-                        "\"Infinity\", \"-Infinity\")",
-                        path_str(f, depth, where, sizeof(where)),
-                        json_is_array(v) ? "an array nested deeper than its siblings" : kind_of(v));
+            return mlp__fail(err, ML_ETENSOR, f->field, (long long)f->pos,
+                             "%s is %s; tensor elements must be numbers (or true/false, \"NaN\", "
+                             "\"Infinity\", \"-Infinity\")",
+                             path_str(f, depth, where, sizeof(where)),
+                             json_is_array(v) ? "an array nested deeper than its siblings"
+                                              : kind_of(v));
         f->pos++;
         return 0;
     }
     if (!json_is_array(v))
-        return fail(err, ML_ETENSOR, f->field, (long long)f->pos,
-                    "%s is not an array but %s: the tensor is ragged (shape %lld at this depth "
-                    "expected)",
-                    path_str(f, depth, where, sizeof(where)), kind_of(v),
-                    (long long)f->shape[depth]);
+        return mlp__fail(
+            err, ML_ETENSOR, f->field, (long long)f->pos,
+            "%s is not an array but %s: the tensor is ragged (shape %lld at this depth "
+            "expected)",
+            path_str(f, depth, where, sizeof(where)), kind_of(v), (long long)f->shape[depth]);
     if ((int64_t)json_array_size(v) != f->shape[depth])
-        return fail(err, ML_ETENSOR, f->field, (long long)f->pos,
-                    "%s has %zu elements but its first sibling has %lld: the tensor is ragged",
-                    path_str(f, depth, where, sizeof(where)), json_array_size(v),
-                    (long long)f->shape[depth]);
+        return mlp__fail(err, ML_ETENSOR, f->field, (long long)f->pos,
+                         "%s has %zu elements but its first sibling has %lld: the tensor is ragged",
+                         path_str(f, depth, where, sizeof(where)), json_array_size(v),
+                         (long long)f->shape[depth]);
     for (size_t i = 0; i < json_array_size(v); i++) {
         f->path[depth] = (int64_t)i;
         int rc = fill(f, json_array_get(v, i), depth + 1, err);
@@ -171,7 +165,7 @@ static int fill(struct filler *f, const json_t *v, int depth, struct mlp_error *
 }
 
 /* "[4, 5]" */
-static void shape_text(char *buf, size_t size, int rank, const int64_t *shape)
+void mlp__shape_text(char *buf, size_t size, int rank, const int64_t *shape)
 {
     size_t used = (size_t)snprintf(buf, size, "[");
     for (int d = 0; d < rank && used < size; d++)
@@ -181,7 +175,7 @@ static void shape_text(char *buf, size_t size, int rank, const int64_t *shape)
         snprintf(buf + used, size - used, "]");
 }
 
-static int64_t numel_checked(int rank, const int64_t *shape)
+int64_t mlp__numel_checked(int rank, const int64_t *shape)
 {
     int64_t n = 1;
     for (int d = 0; d < rank; d++) {
@@ -194,8 +188,89 @@ static int64_t numel_checked(int rank, const int64_t *shape)
     return n;
 }
 
-static int decode_tensor(const json_t *v, const char *field, struct mlp_request *r,
-                         struct ml_tensor *t, struct mlp_error *err)
+int mlp_dtype_parse(const char *name)
+{
+    for (int d = ML_FLOAT32; d <= ML_INT64; d++)
+        if (!strcmp(name, ml_dtype_name((enum ml_dtype)d)))
+            return d;
+    return -1;
+}
+
+int mlp__keep_buffer(struct mlp_request *r, void *buf, const char *field, struct mlp_error *err)
+{
+    if (r->num_buffers == sizeof(r->buffers) / sizeof(r->buffers[0])) {
+        free(buf);
+        return mlp__fail(err, ML_EINVAL, field, -1, "too many tensors in one request");
+    }
+    r->buffers[r->num_buffers++] = buf;
+    return 0;
+}
+
+/* {"shape": [...], "dtype": "...", "b64": "..."}: the little-endian bytes, decoded once into
+ * a buffer of the tensor's own dtype (no per-element conversion here). */
+static int decode_b64(const json_t *v, const char *field, struct mlp_request *r,
+                      struct ml_tensor *t, struct mlp_error *err)
+{
+    const json_t *b64 = json_object_get(v, "b64");
+    const json_t *dtype = json_object_get(v, "dtype");
+    char ss[128];
+    if (json_object_get(v, "data"))
+        return mlp__fail(err, ML_ETENSOR, field, -1, "%s has both \"data\" and \"b64\"; give one",
+                         field);
+    if (!json_is_string(b64))
+        return mlp__fail(err, ML_ETENSOR, field, -1, "%s.b64 must be a string of base64 text",
+                         field);
+    int d = json_is_string(dtype) ? mlp_dtype_parse(json_string_value(dtype)) : -1;
+    if (d < 0)
+        return mlp__fail(
+            err, ML_ETENSOR, field, -1,
+            "%s.dtype must name the bytes' type: float32, float64, uint8, bool, int32 or "
+            "int64",
+            field);
+    t->dtype = (enum ml_dtype)d;
+    int64_t n = mlp__numel_checked(t->rank, t->shape);
+    if (n < 0)
+        return mlp__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
+    size_t esize = ml_dtype_size(t->dtype);
+    size_t want = (size_t)n * esize;
+    const char *text = json_string_value(b64);
+    size_t len = json_string_length(b64);
+    size_t got = mlp_b64_decoded_size(text, len);
+    mlp__shape_text(ss, sizeof(ss), t->rank, t->shape);
+    if (got != want)
+        return mlp__fail(
+            err, ML_ETENSOR, field, -1,
+            "%s.b64 holds %zu bytes but shape %s of %s needs %zu (%lld elements of %zu "
+            "bytes)",
+            field, got, ss, ml_dtype_name(t->dtype), want, (long long)n, esize);
+    unsigned char *buf = malloc(want ? want : 1);
+    if (!buf)
+        return mlp__fail(err, ML_ENOMEM, field, -1, "out of memory for %zu bytes of %s", want,
+                         field);
+    int rc = mlp__keep_buffer(r, buf, field, err);
+    if (rc)
+        return rc;
+    long long dec = mlp_b64_decode(text, len, buf);
+    if (dec < 0)
+        return mlp__fail(
+            err, ML_ETENSOR, field, -1,
+            "%s.b64 is not base64 (standard alphabet A-Z a-z 0-9 + /, '=' padding): bad "
+            "character or length at offset %lld",
+            field, -dec - 1);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (size_t i = 0; esize > 1 && i < want; i += esize)
+        for (size_t a = i, b = i + esize - 1; a < b; a++, b--) {
+            unsigned char tmp = buf[a];
+            buf[a] = buf[b];
+            buf[b] = tmp;
+        }
+#endif
+    t->data = buf;
+    return 0;
+}
+
+int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r,
+                       struct ml_tensor *t, struct mlp_error *err)
 {
     memset(t, 0, sizeof(*t));
     t->dtype = ML_FLOAT64;
@@ -207,52 +282,59 @@ static int decode_tensor(const json_t *v, const char *field, struct mlp_request 
         json_t *val;
         json_object_foreach((json_t *)v, key, val)
         {
-            if (strcmp(key, "shape") && strcmp(key, "data") && strcmp(key, "dtype"))
-                return fail(err, ML_ETENSOR, field, -1,
-                            "%s has an unknown key '%s' (a tensor object has \"shape\" and "
-                            "\"data\")",
-                            field, key);
+            if (strcmp(key, "shape") && strcmp(key, "data") && strcmp(key, "dtype") &&
+                strcmp(key, "b64"))
+                return mlp__fail(err, ML_ETENSOR, field, -1,
+                                 "%s has an unknown key '%s' (a tensor object has \"shape\" and "
+                                 "\"data\", or \"shape\", \"dtype\" and \"b64\")",
+                                 field, key);
         }
         const json_t *shape = json_object_get(v, "shape");
         data = json_object_get(v, "data");
         const json_t *dtype = json_object_get(v, "dtype");
-        if (dtype && !(json_is_string(dtype) && (!strcmp(json_string_value(dtype), "float32") ||
-                                                 !strcmp(json_string_value(dtype), "float64"))))
-            return fail(err, ML_ETENSOR, field, -1,
-                        "%s.dtype must be \"float32\" or \"float64\" for JSON numbers", field);
+        int b64 = json_object_get(v, "b64") != NULL;
+        if (!b64 && dtype &&
+            !(json_is_string(dtype) && (!strcmp(json_string_value(dtype), "float32") ||
+                                        !strcmp(json_string_value(dtype), "float64"))))
+            return mlp__fail(err, ML_ETENSOR, field, -1,
+                             "%s.dtype must be \"float32\" or \"float64\" for JSON numbers (other "
+                             "types travel as \"b64\")",
+                             field);
         if (!shape || !json_is_array(shape))
-            return fail(err, ML_ETENSOR, field, -1,
-                        "%s.shape must be an array of dimensions, e.g. [4, 5]", field);
-        if (!data)
-            return fail(err, ML_ETENSOR, field, -1, "%s has a shape but no \"data\"", field);
+            return mlp__fail(err, ML_ETENSOR, field, -1,
+                             "%s.shape must be an array of dimensions, e.g. [4, 5]", field);
+        if (!data && !b64)
+            return mlp__fail(err, ML_ETENSOR, field, -1, "%s has a shape but no \"data\"", field);
         if (json_array_size(shape) > ML_MAX_RANK)
-            return fail(err, ML_ETENSOR, field, -1, "%s.shape has rank %zu; at most %d", field,
-                        json_array_size(shape), ML_MAX_RANK);
+            return mlp__fail(err, ML_ETENSOR, field, -1, "%s.shape has rank %zu; at most %d", field,
+                             json_array_size(shape), ML_MAX_RANK);
         t->rank = (int)json_array_size(shape);
         for (int d = 0; d < t->rank; d++) {
             const json_t *dim = json_array_get(shape, (size_t)d);
             double x = json_is_number(dim) ? json_number_value(dim) : -1;
             if (!(x >= 0 && x == floor(x) && x < 9.0e15))
-                return fail(err, ML_ETENSOR, field, -1,
-                            "%s.shape[%d] must be a non-negative integer", field, d);
+                return mlp__fail(err, ML_ETENSOR, field, -1,
+                                 "%s.shape[%d] must be a non-negative integer", field, d);
             t->shape[d] = (int64_t)x;
         }
+        if (b64)
+            return decode_b64(v, field, r, t, err);
         declared = 1;
     }
 
     int irank;
-    int64_t ishape[ML_MAX_RANK];
+    int64_t ishape[ML_MAX_RANK] = {0};
     int rc = infer_shape(data, field, &irank, ishape, err);
     if (rc)
         return rc;
-    int64_t inumel = numel_checked(irank, ishape);
+    int64_t inumel = mlp__numel_checked(irank, ishape);
     if (!declared) {
         t->rank = irank;
         memcpy(t->shape, ishape, sizeof(ishape));
     }
-    int64_t n = numel_checked(t->rank, t->shape);
+    int64_t n = mlp__numel_checked(t->rank, t->shape);
     if (n < 0)
-        return fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
+        return mlp__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
 
     /* Declared shapes accept data nested to that shape, or flat. */
     struct filler f = {field, t->rank, t->shape, NULL, 0, {0}};
@@ -266,22 +348,23 @@ static int decode_tensor(const json_t *v, const char *field, struct mlp_request 
             f.rank = 0;
         } else {
             char ds[128], ss[128];
-            shape_text(ds, sizeof(ds), irank, ishape);
-            shape_text(ss, sizeof(ss), t->rank, t->shape);
-            return fail(err, ML_ETENSOR, field, -1,
-                        "%s.data has shape %s (%lld elements) but %s.shape is %s (%lld "
-                        "elements); give data nested to the shape, or flat",
-                        field, ds, (long long)(inumel < 0 ? 0 : inumel), field, ss, (long long)n);
+            mlp__shape_text(ds, sizeof(ds), irank, ishape);
+            mlp__shape_text(ss, sizeof(ss), t->rank, t->shape);
+            return mlp__fail(err, ML_ETENSOR, field, -1,
+                             "%s.data has shape %s (%lld elements) but %s.shape is %s (%lld "
+                             "elements); give data nested to the shape, or flat",
+                             field, ds, (long long)(inumel < 0 ? 0 : inumel), field, ss,
+                             (long long)n);
         }
     }
 
-    if (r->num_buffers == sizeof(r->buffers) / sizeof(r->buffers[0]))
-        return fail(err, ML_EINVAL, field, -1, "too many tensors in one request");
     double *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
     if (!buf)
-        return fail(err, ML_ENOMEM, field, -1, "out of memory for %lld elements of %s",
-                    (long long)n, field);
-    r->buffers[r->num_buffers++] = buf;
+        return mlp__fail(err, ML_ENOMEM, field, -1, "out of memory for %lld elements of %s",
+                         (long long)n, field);
+    rc = mlp__keep_buffer(r, buf, field, err);
+    if (rc)
+        return rc;
     f.out = buf;
     rc = fill(&f, data, 0, err);
     if (rc)
@@ -313,21 +396,22 @@ static int decode_output(const json_t *v, unsigned *bits, struct mlp_error *err)
                 *bits |= output_names[i].bit;
                 return 0;
             }
-    return fail(err, ML_EINVAL, "outputs", -1,
-                "unknown output %s%s%s (expected loss, per_element, per_sample, per_class, "
-                "weighted_sum, sum_weights, num_nonzero_weights)",
-                json_is_string(v) ? "'" : "", json_is_string(v) ? json_string_value(v) : kind_of(v),
-                json_is_string(v) ? "'" : "");
+    return mlp__fail(err, ML_EINVAL, "outputs", -1,
+                     "unknown output %s%s%s (expected loss, per_element, per_sample, per_class, "
+                     "weighted_sum, sum_weights, num_nonzero_weights)",
+                     json_is_string(v) ? "'" : "",
+                     json_is_string(v) ? json_string_value(v) : kind_of(v),
+                     json_is_string(v) ? "'" : "");
 }
 
-static int decode_params(const json_t *obj, struct mlp_request *r, struct mlp_error *err)
+int mlp__params_decode(const json_t *obj, struct mlp_request *r, struct mlp_error *err)
 {
     if (!json_is_object(obj))
-        return fail(err, ML_EINVAL, "params", -1,
-                    "params must be an object of parameter names to values");
+        return mlp__fail(err, ML_EINVAL, "params", -1,
+                         "params must be an object of parameter names to values");
     r->params = calloc(json_object_size(obj) + 1, sizeof(*r->params));
     if (!r->params)
-        return fail(err, ML_ENOMEM, "params", -1, "out of memory");
+        return mlp__fail(err, ML_ENOMEM, "params", -1, "out of memory");
     const char *key;
     json_t *val;
     json_object_foreach((json_t *)obj, key, val)
@@ -346,7 +430,7 @@ static int decode_params(const json_t *obj, struct mlp_request *r, struct mlp_er
             p->number = json_number_value(val);
         } else if (json_is_array(val) || json_is_object(val) || json_is_string(val)) {
             p->kind = ML_PARAM_TENSOR;
-            int rc = decode_tensor(val, field, r, &p->tensor, err);
+            int rc = mlp__tensor_decode(val, field, r, &p->tensor, err);
             if (rc) {
                 if (err && err->e.code == ML_ETENSOR)
                     err->e.code = ML_EPARAM;
@@ -367,6 +451,8 @@ void mlp_request_free(struct mlp_request *r)
     free(r->params);
     if (r->root)
         json_decref(r->root);
+    if (r->aux)
+        json_decref(r->aux);
     memset(r, 0, sizeof(*r));
 }
 
@@ -379,7 +465,8 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
 {
     struct ml_request *req = &r->req;
     if (!json_is_object(root))
-        return fail(err, ML_EINVAL, "", -1, "a request is a JSON object, got %s", kind_of(root));
+        return mlp__fail(err, ML_EINVAL, "", -1, "a request is a JSON object, got %s",
+                         kind_of(root));
 
     const char *key;
     json_t *val;
@@ -395,16 +482,16 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
 
     const json_t *loss = json_object_get(root, "loss");
     if (!loss)
-        return fail(err, ML_EINVAL, "loss", -1,
-                    "the request needs \"loss\" (a name from `maskloss losses`)");
+        return mlp__fail(err, ML_EINVAL, "loss", -1,
+                         "the request needs \"loss\" (a name from `maskloss losses`)");
     if (!json_is_string(loss))
-        return fail(err, ML_EINVAL, "loss", -1, "loss must be a string");
+        return mlp__fail(err, ML_EINVAL, "loss", -1, "loss must be a string");
     req->loss = json_string_value(loss);
 
     const json_t *red = json_object_get(root, "reduction");
     if (red && !json_is_null(red)) {
         if (!json_is_string(red))
-            return fail(err, ML_EINVAL, "reduction", -1, "reduction must be a string");
+            return mlp__fail(err, ML_EINVAL, "reduction", -1, "reduction must be a string");
         req->reduction = json_string_value(red);
     }
 
@@ -416,14 +503,15 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
         else if (!strcmp(s, "float64"))
             req->dtype = ML_FLOAT64;
         else
-            return fail(err, ML_EINVAL, "dtype", -1, "dtype must be \"float32\" or \"float64\"");
+            return mlp__fail(err, ML_EINVAL, "dtype", -1,
+                             "dtype must be \"float32\" or \"float64\"");
     }
 
     const json_t *anf = json_object_get(root, "allow_non_finite");
     if (anf && !json_is_null(anf)) {
         if (!json_is_boolean(anf))
-            return fail(err, ML_EINVAL, "allow_non_finite", -1,
-                        "allow_non_finite must be true or false");
+            return mlp__fail(err, ML_EINVAL, "allow_non_finite", -1,
+                             "allow_non_finite must be true or false");
         req->allow_non_finite = json_is_true(anf);
     }
 
@@ -446,8 +534,8 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
     const json_t *weights = json_object_get(root, "weights");
     const json_t *mask = json_object_get(root, "mask");
     if (weights && !json_is_null(weights) && mask && !json_is_null(mask))
-        return fail(err, ML_EINVAL, "mask", -1,
-                    "give either \"weights\" or its alias \"mask\", not both");
+        return mlp__fail(err, ML_EINVAL, "mask", -1,
+                         "give either \"weights\" or its alias \"mask\", not both");
     static const char *const names[5] = {"labels", "logits", "predictions", "losses", "weights"};
     const struct ml_tensor **slots[5] = {&req->labels, &req->logits, &req->predictions,
                                          &req->losses, &req->weights};
@@ -460,7 +548,7 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
         }
         if (!v || json_is_null(v))
             continue;
-        int rc = decode_tensor(v, field, r, &r->tensors[i], err);
+        int rc = mlp__tensor_decode(v, field, r, &r->tensors[i], err);
         if (rc)
             return rc;
         *slots[i] = &r->tensors[i];
@@ -468,7 +556,7 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
 
     const json_t *params = json_object_get(root, "params");
     if (params && !json_is_null(params)) {
-        int rc = decode_params(params, r, err);
+        int rc = mlp__params_decode(params, r, err);
         if (rc)
             return rc;
         req->params = r->params;

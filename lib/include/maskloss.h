@@ -80,12 +80,31 @@ struct ml_error {
 
 /* ---- Tensors --------------------------------------------------------------------------- */
 
-enum ml_dtype { ML_FLOAT32 = 0, ML_FLOAT64 = 1 };
+/*
+ * Element types. Any input tensor may have any of them (labels and masks often come as
+ * bool or integers, class indices as int64); the elementwise work itself is done in
+ * ML_FLOAT32 or ML_FLOAT64 (struct ml_request.dtype), to which inputs are converted.
+ * ML_BOOL is one byte per element, zero false and anything else true.
+ */
+enum ml_dtype {
+    ML_FLOAT32 = 0,
+    ML_FLOAT64 = 1,
+    ML_UINT8 = 2,
+    ML_BOOL = 3,
+    ML_INT32 = 4,
+    ML_INT64 = 5
+};
+
+/* Bytes per element of a dtype; 0 for a value outside the enum. */
+size_t ml_dtype_size(enum ml_dtype dtype);
+
+/* The dtype's name ("float32", "float64", "uint8", "bool", "int32", "int64"), or NULL. */
+const char *ml_dtype_name(enum ml_dtype dtype);
 
 /*
- * A dense, row-major, read-only view of caller memory. `data` points to
- * shape[0]*...*shape[rank-1] elements of type `dtype` (float or double); rank 0 is a
- * scalar holding one element. The library never frees or writes it.
+ * A dense, row-major, read-only view of caller memory in native byte order. `data` points
+ * to shape[0]*...*shape[rank-1] elements of type `dtype`, suitably aligned for it; rank 0
+ * is a scalar holding one element. The library never frees or writes it.
  */
 struct ml_tensor {
     int rank;

@@ -91,3 +91,25 @@ int64_t ml_shape_numel(int rank, const int64_t *shape)
         n *= shape[d];
     return n;
 }
+
+size_t ml_dtype_size(enum ml_dtype dtype)
+{
+    switch (dtype) {
+    case ML_FLOAT32:
+    case ML_INT32:
+        return 4;
+    case ML_FLOAT64:
+    case ML_INT64:
+        return 8;
+    case ML_UINT8:
+    case ML_BOOL:
+        return 1;
+    }
+    return 0;
+}
+
+const char *ml_dtype_name(enum ml_dtype dtype)
+{
+    static const char *const names[] = {"float32", "float64", "uint8", "bool", "int32", "int64"};
+    return (unsigned)dtype < sizeof(names) / sizeof(names[0]) ? names[dtype] : NULL;
+}

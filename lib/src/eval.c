@@ -54,7 +54,7 @@ static int check_tensor(const char *field, const struct ml_tensor *t, int64_t ma
     if (t->rank < 0 || t->rank > ML_MAX_RANK)
         return ml__fail(err, ML_ETENSOR, field, -1, "%s has rank %d; ranks 0 to %d are supported",
                         field, t->rank, ML_MAX_RANK);
-    if (t->dtype != ML_FLOAT32 && t->dtype != ML_FLOAT64)
+    if (!ml_dtype_size(t->dtype))
         return ml__fail(err, ML_ETENSOR, field, -1, "%s has an unknown dtype", field);
     int64_t n = 1;
     for (int d = 0; d < t->rank; d++) {
@@ -74,6 +74,44 @@ static int check_tensor(const char *field, const struct ml_tensor *t, int64_t ma
     return 0;
 }
 
+/* Converts n elements of any dtype to float or double (dst_dtype). */
+static void convert(void *dst, enum ml_dtype dst_dtype, const void *src, enum ml_dtype src_dtype,
+                    int64_t n)
+{
+/* One loop per source type, so the element type is known at compile time. */
+#define CONVERT(type, expr)                                                                        \
+    do {                                                                                           \
+        const type *s_ = src;                                                                      \
+        if (dst_dtype == ML_FLOAT32)                                                               \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                ((float *)dst)[i] = (float)(expr);                                                 \
+        else                                                                                       \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                ((double *)dst)[i] = (double)(expr);                                               \
+    } while (0)
+    switch (src_dtype) {
+    case ML_FLOAT32:
+        CONVERT(float, s_[i]);
+        break;
+    case ML_FLOAT64:
+        CONVERT(double, s_[i]);
+        break;
+    case ML_UINT8:
+        CONVERT(uint8_t, s_[i]);
+        break;
+    case ML_BOOL:
+        CONVERT(uint8_t, s_[i] != 0);
+        break;
+    case ML_INT32:
+        CONVERT(int32_t, s_[i]);
+        break;
+    case ML_INT64:
+        CONVERT(int64_t, s_[i]);
+        break;
+    }
+#undef CONVERT
+}
+
 static int view_open(struct view *v, const char *field, const struct ml_tensor *t,
                      enum ml_dtype dtype, const struct ml_request *req, struct ml_error *err)
 {
@@ -90,32 +128,27 @@ static int view_open(struct view *v, const char *field, const struct ml_tensor *
         v->owned = malloc((size_t)(v->n > 0 ? v->n : 1) * size);
         if (!v->owned)
             return ml__fail(err, ML_ENOMEM, field, -1, "out of memory converting %s", field);
-        if (dtype == ML_FLOAT32) {
-            const double *src = t->data;
-            float *dst = v->owned;
-            for (int64_t i = 0; i < v->n; i++)
-                dst[i] = (float)src[i];
-        } else {
-            const float *src = t->data;
-            double *dst = v->owned;
-            for (int64_t i = 0; i < v->n; i++)
-                dst[i] = (double)src[i];
-        }
+        convert(v->owned, dtype, t->data, t->dtype, v->n);
         v->data = v->owned;
     }
-    if (!req->allow_non_finite) {
+    /* Integer inputs convert to finite values; only float inputs need the check. */
+    if (!req->allow_non_finite && (t->dtype == ML_FLOAT32 || t->dtype == ML_FLOAT64)) {
         for (int64_t i = 0; i < v->n; i++) {
             double x = dtype == ML_FLOAT32 ? (double)((const float *)v->data)[i]
                                            : ((const double *)v->data)[i];
             if (!isfinite(x)) {
-                double orig = t->dtype == ML_FLOAT32 ? (double)((const float *)t->data)[i]
-                                                     : ((const double *)t->data)[i];
+                int orig_nan = t->dtype == ML_FLOAT32   ? isnan(((const float *)t->data)[i])
+                               : t->dtype == ML_FLOAT64 ? isnan(((const double *)t->data)[i])
+                                                        : 0;
+                int orig_inf = t->dtype == ML_FLOAT32   ? isinf(((const float *)t->data)[i])
+                               : t->dtype == ML_FLOAT64 ? isinf(((const double *)t->data)[i])
+                                                        : 0;
                 return ml__fail(err, ML_ENONFINITE, field, i,
                                 "%s[%lld] is %s%s; non-finite inputs are rejected unless "
                                 "\"allow_non_finite\": true",
                                 field, (long long)i,
-                                isnan(orig) ? "NaN" : (isinf(orig) ? "infinite" : "finite"),
-                                isfinite(orig) ? " but overflows float32" : "");
+                                orig_nan ? "NaN" : (orig_inf ? "infinite" : "finite"),
+                                orig_nan || orig_inf ? "" : " but overflows float32");
             }
         }
     }
@@ -281,6 +314,15 @@ static int open_class_labels(struct eval *e, struct ml_error *err)
     e->class_labels = malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
     if (!e->class_labels)
         return ml__fail(err, ML_ENOMEM, "labels", -1, "out of memory");
+    const struct ml_tensor *t = e->labels.t;
+    if (t->dtype == ML_INT64 || t->dtype == ML_INT32 || t->dtype == ML_UINT8) {
+        /* Integers as they are: no detour through float32, which would round large ones. */
+        for (int64_t i = 0; i < n; i++)
+            e->class_labels[i] = t->dtype == ML_INT64   ? ((const int64_t *)t->data)[i]
+                                 : t->dtype == ML_INT32 ? ((const int32_t *)t->data)[i]
+                                                        : ((const uint8_t *)t->data)[i];
+        return 0;
+    }
     for (int64_t i = 0; i < n; i++) {
         double v = view_get(&e->labels, e->dtype, i);
         if (!(v == floor(v)) || fabs(v) > 9.0e15)
