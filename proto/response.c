@@ -204,6 +204,8 @@ const char *mlp_status_name(int status)
 {
     if (status == MLP_EMALFORMED)
         return "malformed_json";
+    if (status == -101) /* MLP_EBINARY, mlp_v2.h */
+        return "invalid_binary";
     return ml_status_name(status);
 }
 

@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "mlp_v2.h"
 #include "server.h"
 
 enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE };
@@ -51,14 +52,19 @@ struct request {
     size_t len, cap;
     uint64_t bytes_in;
     uint64_t content_length; /* 0 when unknown */
-    int too_large;           /* the body crossed --max-body-bytes */
-    int body_oom;            /* the body could not be stored */
-    int timed_out;           /* the body took longer than --connection-timeout */
+    char model[128];         /* v2 model routes: the loss name from the path */
+    long long ihcl;          /* v2 infer: Inference-Header-Content-Length, -1 when absent */
+    size_t pad;              /* body = body_base + pad, so that the binary data is aligned */
+    char *body_base;
+    int too_large; /* the body crossed --max-body-bytes */
+    int body_oom;  /* the body could not be stored */
+    int timed_out; /* the body took longer than --connection-timeout */
 
     /* Written by the worker before the resume, read by the HTTP thread after it. */
     _Atomic int state;
     unsigned answer_status;
     struct mlp_buf out;
+    size_t out_header_len; /* v2: the JSON part of out; less than out.len with binary data */
     const char *loss_name;
     size_t entries;
     uint64_t queue_ns;
@@ -80,9 +86,14 @@ static void error_object(struct mlp_buf *b, const char *code, const char *field,
     mlp_buf_puts(b, "}");
 }
 
+static int is_compute(enum mls_route route)
+{
+    return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH || route == MLS_ROUTE_V2_INFER;
+}
+
 static const char *allowed_methods(enum mls_route route)
 {
-    return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH ? "POST" : "GET, HEAD";
+    return is_compute(route) ? "POST" : "GET, HEAD";
 }
 
 static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Response *resp,
@@ -128,6 +139,13 @@ static enum MHD_Result send_json(struct request *r, unsigned status, struct mlp_
             return MHD_NO;
         }
         *b = (struct mlp_buf){0}; /* the response owns the text now */
+        if (r->out_header_len && r->out_header_len < len) {
+            /* v2 with binary outputs: the JSON header, then the bytes. */
+            char ihcl[32];
+            snprintf(ihcl, sizeof(ihcl), "%zu", r->out_header_len);
+            MHD_add_response_header(resp, "Inference-Header-Content-Length", ihcl);
+            return queue(r, status, resp, "application/octet-stream", len);
+        }
     }
     if (!resp)
         return MHD_NO;
@@ -150,6 +168,24 @@ static enum MHD_Result send_error(struct request *r, unsigned status, const char
     struct mlp_buf b = {0};
     error_object(&b, code, field, msg);
     return send_json(r, status, &b);
+}
+
+/* The HTTP status of a v2 failure: 400 like Triton and KServe, but 404 for an unknown model
+ * and the limits' own codes. */
+static unsigned v2_status_of(int rc)
+{
+    switch (rc) {
+    case 0:
+        return MHD_HTTP_OK;
+    case ML_EUNKNOWN_LOSS:
+        return MHD_HTTP_NOT_FOUND;
+    case ML_ETOOLARGE:
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    case ML_ENOMEM:
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    default:
+        return MHD_HTTP_BAD_REQUEST;
+    }
 }
 
 /* The HTTP status of a protocol or library status. */
@@ -185,10 +221,19 @@ static void compute(struct mls_server *s, struct request *r)
     memset(&err, 0, sizeof(err));
     err.e.index = -1;
 
+    if (r->route == MLS_ROUTE_V2_INFER) {
+        struct mlp_eval_info info;
+        int rc = mlp_v2_eval(r->model, r->body ? r->body : "", r->len, r->ihcl, s->cfg.max_elements,
+                             &r->out, &r->out_header_len, &info);
+        r->loss_name = info.loss_name;
+        mls_metrics_elements(&s->metrics, info.loss_name, info.elements);
+        r->answer_status = v2_status_of(rc);
+        return;
+    }
     int rc = mlp_parse(r->body ? r->body : "", r->len, &root, &err);
     /* The text is no longer needed: give its memory back before computing. */
-    free(r->body);
-    r->body = NULL;
+    free(r->body_base);
+    r->body = r->body_base = NULL;
     if (rc) {
         mlp_error_write(&r->out, rc, &err);
     } else if (r->route == MLS_ROUTE_LOSS) {
@@ -226,8 +271,8 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
     } else {
         compute(s, r);
     }
-    free(r->body);
-    r->body = NULL;
+    free(r->body_base);
+    r->body = r->body_base = NULL;
     atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
     /* The last touch: from here the HTTP thread may answer and free r. */
     MHD_resume_connection(r->conn);
@@ -235,17 +280,42 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
 
 /* ---- Handler --------------------------------------------------------------------------- */
 
-static enum mls_route route_of(const char *url)
+/* The route of a path; v2 model routes also give the model and version segments. */
+static enum mls_route route_of(const char *url, char *model, size_t model_size,
+                               const char **version, size_t *version_len)
 {
-    for (int i = 0; i < MLS_ROUTE_OTHER; i++)
-        if (!strcmp(url, mls_route_path((enum mls_route)i)))
-            return (enum mls_route)i;
+    static const enum mls_route fixed[] = {
+        MLS_ROUTE_LOSS,      MLS_ROUTE_BATCH,   MLS_ROUTE_LOSSES,
+        MLS_ROUTE_HEALTHZ,   MLS_ROUTE_READYZ,  MLS_ROUTE_METRICS,
+        MLS_ROUTE_V2_SERVER, MLS_ROUTE_V2_LIVE, MLS_ROUTE_V2_READY};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (!strcmp(url, mls_route_path(fixed[i])))
+            return fixed[i];
+    static const char prefix[] = "/v2/models/";
+    if (strncmp(url, prefix, sizeof(prefix) - 1))
+        return MLS_ROUTE_OTHER;
+    const char *m = url + sizeof(prefix) - 1;
+    const char *rest = strchr(m, '/');
+    size_t mlen = rest ? (size_t)(rest - m) : strlen(m);
+    if (!mlen || mlen >= model_size)
+        return MLS_ROUTE_OTHER;
+    memcpy(model, m, mlen);
+    model[mlen] = '\0';
+    *version = NULL;
+    *version_len = 0;
+    if (rest && !strncmp(rest, "/versions/", 10)) {
+        const char *v = rest + 10;
+        rest = strchr(v, '/');
+        *version = v;
+        *version_len = rest ? (size_t)(rest - v) : strlen(v);
+    }
+    if (!rest || !*rest)
+        return MLS_ROUTE_V2_MODEL;
+    if (!strcmp(rest, "/ready"))
+        return MLS_ROUTE_V2_MODEL_READY;
+    if (!strcmp(rest, "/infer"))
+        return MLS_ROUTE_V2_INFER;
     return MLS_ROUTE_OTHER;
-}
-
-static int is_compute(enum mls_route route)
-{
-    return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH;
 }
 
 /* Whether a header value names the media type `want`, ignoring case and parameters. */
@@ -309,15 +379,26 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     if (cl)
         r->content_length = strtoull(cl, NULL, 10); /* libmicrohttpd rejects invalid ones */
 
-    r->route = route_of(url);
+    const char *version = NULL;
+    size_t version_len = 0;
+    r->ihcl = -1;
+    r->route = route_of(url, r->model, sizeof(r->model), &version, &version_len);
     int post = !strcmp(method, MHD_HTTP_METHOD_POST);
     r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
     if (r->route == MLS_ROUTE_OTHER) {
         early(r, MHD_HTTP_NOT_FOUND, "not_found", "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
-              "GET /v1/losses, GET /healthz, GET /readyz, GET /metrics",
+              "GET /v1/losses, GET /healthz, GET /readyz, GET /metrics, and the v2 protocol "
+              "under /v2",
               method, url);
+    } else if (r->model[0] && !ml_loss_find(r->model)) {
+        early(r, MHD_HTTP_NOT_FOUND, "unknown_loss", "model",
+              "unknown model '%.100s': every loss of GET /v1/losses is a model", r->model);
+    } else if (version && !(version_len == 1 && version[0] == '1')) {
+        early(r, MHD_HTTP_NOT_FOUND, "unknown_version", "version",
+              "model %.100s has version 1 only, not '%.*s'", r->model,
+              (int)(version_len > 40 ? 40 : version_len), version);
     } else if (is_compute(r->route) ? !post : !get) {
         early(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "method",
               "method %.40s is not allowed on %s: use %s", method, url, allowed_methods(r->route));
@@ -341,6 +422,34 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     const char *ce =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (r->route == MLS_ROUTE_V2_INFER) {
+        /* v2 clients send binary bodies, often with no Content-Type at all. */
+        const char *ih =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+        char *end = NULL;
+        if (ih) {
+            r->ihcl = strtoll(ih, &end, 10);
+            if (end == ih || *end || r->ihcl < 0)
+                early(r, MHD_HTTP_BAD_REQUEST, "invalid_binary", "Inference-Header-Content-Length",
+                      "Inference-Header-Content-Length '%.40s' is not a byte count", ih);
+            else
+                /* Align the binary data that follows the JSON header, so that tensors can be
+                 * used where they lie. */
+                r->pad = (size_t)((16 - r->ihcl % 16) % 16);
+        }
+        if (r->early_status)
+            return MHD_YES;
+        if (ct && !media_type_is(ct, "application/json") &&
+            !media_type_is(ct, "application/octet-stream"))
+            early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type",
+                  "Content-Type '%.100s' is not supported: send application/json, "
+                  "application/octet-stream, or none",
+                  ct);
+        else if (ce && !media_type_is(ce, "identity"))
+            early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Encoding",
+                  "Content-Encoding '%.100s' is not supported: send the body uncompressed", ce);
+        return MHD_YES;
+    }
     if (ct && !media_type_is(ct, "application/json"))
         early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type",
               "Content-Type '%.100s' is not supported: send application/json%s", ct,
@@ -368,8 +477,8 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
         return MHD_YES; /* dropped */
     if (r->len + n > s->cfg.max_body_bytes) {
         r->too_large = 1;
-        free(r->body);
-        r->body = NULL;
+        free(r->body_base);
+        r->body = r->body_base = NULL;
         r->len = r->cap = 0;
         return MHD_YES;
     }
@@ -382,15 +491,16 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
             cap = r->len + n;
         if (cap > s->cfg.max_body_bytes)
             cap = (size_t)s->cfg.max_body_bytes;
-        char *p = realloc(r->body, cap);
+        char *p = realloc(r->body_base, r->pad + cap);
         if (!p) {
             r->body_oom = 1;
-            free(r->body);
-            r->body = NULL;
+            free(r->body_base);
+            r->body = r->body_base = NULL;
             r->len = r->cap = 0;
             return MHD_YES;
         }
-        r->body = p;
+        r->body_base = p;
+        r->body = p + r->pad;
         r->cap = cap;
     }
     memcpy(r->body + r->len, data, n);
@@ -493,6 +603,31 @@ static enum MHD_Result on_final(struct request *r)
         return send_static(r, MHD_HTTP_OK, s->catalogue, s->catalogue_len, "application/json");
     case MLS_ROUTE_METRICS:
         return send_metrics(r);
+    case MLS_ROUTE_V2_SERVER: {
+        struct mlp_buf b = {0};
+        mlp_v2_server_metadata(&b);
+        return send_json(r, MHD_HTTP_OK, &b);
+    }
+    case MLS_ROUTE_V2_LIVE: {
+        static const char live[] = "{\"live\":true}";
+        return send_static(r, MHD_HTTP_OK, live, sizeof(live) - 1, "application/json");
+    }
+    case MLS_ROUTE_V2_READY:
+        return send_ready(r);
+    case MLS_ROUTE_V2_MODEL: {
+        struct mlp_buf b = {0};
+        mlp_v2_model_metadata(&b, ml_loss_find(r->model));
+        return send_json(r, MHD_HTTP_OK, &b);
+    }
+    case MLS_ROUTE_V2_MODEL_READY: {
+        if (atomic_load_explicit(&s->state, memory_order_relaxed) != MLS_READY)
+            return send_ready(r);
+        struct mlp_buf b = {0};
+        mlp_buf_puts(&b, "{\"name\":");
+        mlp_buf_string(&b, r->model);
+        mlp_buf_puts(&b, ",\"ready\":true}");
+        return send_json(r, MHD_HTTP_OK, &b);
+    }
     default:
         return submit(r);
     }
@@ -588,7 +723,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (s->cfg.access_log)
         access_log(r, aborted, total);
-    free(r->body);
+    free(r->body_base);
     free(r->out.data);
     free(r);
     *con_cls = NULL;

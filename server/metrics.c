@@ -10,7 +10,19 @@
 #include "metrics.h"
 
 static const char *const route_paths[MLS_ROUTE_COUNT] = {
-    "/v1/loss", "/v1/batch", "/v1/losses", "/healthz", "/readyz", "/metrics", "other",
+    "/v1/loss",
+    "/v1/batch",
+    "/v1/losses",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v2/models/{model}/infer",
+    "/v2/models/{model}",
+    "/v2/models/{model}/ready",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "other",
 };
 
 static const unsigned codes[MLS_NUM_CODES] = MLS_CODES;

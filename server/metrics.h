@@ -20,7 +20,14 @@ enum mls_route {
     MLS_ROUTE_HEALTHZ, /* GET /healthz */
     MLS_ROUTE_READYZ,  /* GET /readyz */
     MLS_ROUTE_METRICS, /* GET /metrics */
-    MLS_ROUTE_OTHER,   /* anything else (404) */
+    /* The Open Inference Protocol (v2); {model} stands for any loss name. */
+    MLS_ROUTE_V2_INFER,       /* POST /v2/models/{model}[/versions/1]/infer */
+    MLS_ROUTE_V2_MODEL,       /* GET /v2/models/{model}[/versions/1] */
+    MLS_ROUTE_V2_MODEL_READY, /* GET /v2/models/{model}[/versions/1]/ready */
+    MLS_ROUTE_V2_SERVER,      /* GET /v2 */
+    MLS_ROUTE_V2_LIVE,        /* GET /v2/health/live */
+    MLS_ROUTE_V2_READY,       /* GET /v2/health/ready */
+    MLS_ROUTE_OTHER,          /* anything else (404) */
     MLS_ROUTE_COUNT
 };
 

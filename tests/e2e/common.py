@@ -1,0 +1,53 @@
+"""Shared pieces of the end-to-end tests: the test registry, the note's example, checks."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import reference as ref  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+NOTE = {"loss": "sigmoid_cross_entropy", "dtype": "float64",
+        "labels": [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
+        "logits": [[0.2, 0.2, 0.2, 0, 0.8], [0, 0.5, 0.5, 0.2, 0], [0, 0.5, 0.1, 0.0, 0.9],
+                   [0.9, 0.9, 0.7, 0.1, 0.0]],
+        "mask": [[1, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 0, 1], [0, 1, 1, 1, 1]]}
+NOTE_LOSS = ref.tf_masked_mean(NOTE["labels"], NOTE["logits"], NOTE["mask"])
+JSON = {"Content-Type": "application/json"}
+
+
+def expect_error(resp, status, code, field=None):
+    st, headers, body = resp
+    assert st == status, f"status {st}, expected {status}: {body}"
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], body
+    assert body.get("code") == code, f"code {body.get('code')!r}, expected {code!r}: {body}"
+    assert "field" in body, body
+    if field is not None:
+        assert body["field"] == field, f"field {body['field']!r}, expected {field!r}"
+    if status == 503:
+        assert headers.get("retry-after", "").isdigit(), f"503 without Retry-After: {headers}"
+    return body
+
+
+def stop_clean(srv, timeout=60):
+    rc = srv.stop(timeout=timeout)
+    assert rc == 0, f"exit status {rc}; stderr:\n{srv.log()[-3000:]}"
+
+
+
+def metric_value(text, name, labels=None):
+    from prometheus_client.parser import text_string_to_metric_families
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and (labels is None or all(s.labels.get(k) == v for k, v in labels.items())):
+                return s.value
+    return None
