@@ -114,6 +114,7 @@ check: deps-test
 	@$(MAKE) --no-print-directory build $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@sh tests/cli_test.sh $(CLI)
+	@$(PYTHON) tests/npy_test.py $(CLI)
 	@sh tests/docker_check.sh $(SERVER)
 	@$(MAKE) --no-print-directory e2e
 
@@ -152,10 +153,10 @@ install: all
 	    maskloss.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/maskloss.pc
 
 format:
-	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c server/*.[ch] tests/*.c
+	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c
 
 lint:
-	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.c server/*.[ch] tests/*.c
+	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c
 	cppcheck --quiet --inline-suppr --error-exitcode=1 --enable=warning,portability --std=c11 \
 	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli server
 

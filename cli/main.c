@@ -12,12 +12,16 @@
 
 #include "maskloss.h"
 #include "mlp.h"
+#include "npy.h"
 
 #define EXIT_INVALID 2 /* the request was rejected: the error object is on stdout */
 #define EXIT_USAGE 64
 
 static const char usage[] =
     "usage: maskloss eval [--jsonl] [--max-elements N] [FILE|-]\n"
+    "       maskloss eval --loss NAME --labels Y.npy --logits X.npy [--weights M.npy]\n"
+    "                     [--reduction R] [--dtype float32|float64] [--param NAME=VALUE]...\n"
+    "                     [--per-element OUT.npy] [--per-sample OUT.npy] [--per-class OUT.npy]\n"
     "       maskloss losses\n"
     "       maskloss --help | --version\n"
     "\n"
@@ -29,6 +33,12 @@ static const char usage[] =
     "    --jsonl        one request per line, one response or error object per line;\n"
     "                   exits 2 when any line was rejected, after answering every line.\n"
     "    --max-elements N  reject tensors of more than N elements (default: no limit).\n"
+    "  eval --loss      the same from numpy .npy files, memory-mapped: --labels, --logits (or\n"
+    "                   --predictions, --losses), --weights (or --mask); float32, float64,\n"
+    "                   bool, uint8, int32 or int64, C order. --param sets a loss parameter\n"
+    "                   (a number, true or false). --per-element, --per-sample, --per-class\n"
+    "                   write those outputs as float64 .npy files; the response (without\n"
+    "                   them) is printed as usual.\n"
     "  losses           print the catalogue: every loss with its parameters, defaults and\n"
     "                   reductions, as JSON.\n"
     "\n"
@@ -134,8 +144,190 @@ static int eval_lines(FILE *in, const char *name, long long max_elements)
     return status;
 }
 
+/* ---- eval from .npy files --------------------------------------------------------------- */
+
+enum { IN_LABELS, IN_LOGITS, IN_PREDICTIONS, IN_LOSSES, IN_WEIGHTS, NUM_INPUTS };
+
+struct npy_eval {
+    const char *loss, *reduction;
+    const char *inputs[NUM_INPUTS];
+    const char *out_per_element, *out_per_sample, *out_per_class;
+    struct ml_param params[32];
+    size_t num_params;
+    enum ml_dtype dtype;
+    int allow_non_finite;
+    long long max_elements;
+};
+
+static int parse_param(struct npy_eval *e, char *arg)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || e->num_params == sizeof(e->params) / sizeof(e->params[0])) {
+        fprintf(stderr, "maskloss: --param takes NAME=VALUE (a number, true or false)\n");
+        return -1;
+    }
+    *eq = '\0';
+    struct ml_param *p = &e->params[e->num_params];
+    memset(p, 0, sizeof(*p));
+    p->name = arg;
+    const char *v = eq + 1;
+    char *end = NULL;
+    if (!strcmp(v, "true") || !strcmp(v, "false")) {
+        p->kind = ML_PARAM_BOOL;
+        p->boolean = !strcmp(v, "true");
+    } else {
+        p->kind = ML_PARAM_NUMBER;
+        p->number = strtod(v, &end);
+        if (end == v || *end) {
+            fprintf(stderr, "maskloss: --param %s=%s: the value must be a number, true or false\n",
+                    arg, v);
+            return -1;
+        }
+    }
+    e->num_params++;
+    return 0;
+}
+
+static int write_output(const char *path, const struct ml_array *a)
+{
+    if (!path)
+        return 0;
+    if (npy_write(path, a->data, a->rank, a->shape)) {
+        fprintf(stderr, "maskloss: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+static int eval_npy(struct npy_eval *e)
+{
+    struct npy_array arrays[NUM_INPUTS];
+    struct ml_request req;
+    struct ml_result res;
+    struct mlp_error err;
+    char why[512];
+    int rc = 0;
+    memset(arrays, 0, sizeof(arrays));
+    memset(&err, 0, sizeof(err));
+    ml_request_init(&req);
+    req.loss = e->loss;
+    req.reduction = e->reduction;
+    req.dtype = e->dtype;
+    req.params = e->params;
+    req.num_params = e->num_params;
+    req.allow_non_finite = e->allow_non_finite;
+    req.max_elements = e->max_elements;
+    req.outputs = ML_OUT_LOSS | (e->out_per_element ? ML_OUT_PER_ELEMENT : 0) |
+                  (e->out_per_sample ? ML_OUT_PER_SAMPLE : 0) |
+                  (e->out_per_class ? ML_OUT_PER_CLASS : 0);
+    const struct ml_tensor **slots[NUM_INPUTS] = {&req.labels, &req.logits, &req.predictions,
+                                                  &req.losses, &req.weights};
+    for (int i = 0; i < NUM_INPUTS; i++) {
+        if (!e->inputs[i])
+            continue;
+        if (npy_open(&arrays[i], e->inputs[i], why, sizeof(why))) {
+            fprintf(stderr, "maskloss: %s\n", why);
+            rc = 1;
+            goto done;
+        }
+        *slots[i] = &arrays[i].t;
+    }
+    rc = ml_eval(&req, &res, &err.e);
+    struct mlp_buf out = {0};
+    if (rc) {
+        mlp_error_write(&out, rc, &err);
+        rc = write_out(&out) ? 1 : EXIT_INVALID;
+        free(out.data);
+        goto done;
+    }
+    rc = write_output(e->out_per_element, &res.per_element) ||
+         write_output(e->out_per_sample, &res.per_sample) ||
+         write_output(e->out_per_class, &res.per_class);
+    /* The arrays went to their files; the response prints the rest. */
+    res.outputs &= ~(unsigned)(ML_OUT_PER_ELEMENT | ML_OUT_PER_SAMPLE | ML_OUT_PER_CLASS);
+    struct mlp_request shown;
+    memset(&shown, 0, sizeof(shown));
+    shown.req.dtype = req.dtype;
+    mlp_response_write(&out, &res, &shown);
+    if (!rc)
+        rc = write_out(&out);
+    free(out.data);
+    ml_result_free(&res);
+done:
+    for (int i = 0; i < NUM_INPUTS; i++)
+        npy_close(&arrays[i]);
+    return rc;
+}
+
+static int cmd_eval_npy(int argc, char **argv)
+{
+    struct npy_eval e;
+    memset(&e, 0, sizeof(e));
+    e.dtype = ML_FLOAT32;
+    static const struct {
+        const char *flag;
+        int input;
+    } in_flags[] = {{"--labels", IN_LABELS},           {"--logits", IN_LOGITS},
+                    {"--predictions", IN_PREDICTIONS}, {"--losses", IN_LOSSES},
+                    {"--weights", IN_WEIGHTS},         {"--mask", IN_WEIGHTS}};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--allow-non-finite")) {
+            e.allow_non_finite = 1;
+            continue;
+        }
+        if (i + 1 == argc) {
+            fprintf(stderr, "maskloss: %s needs a value\n%s", a, usage);
+            return EXIT_USAGE;
+        }
+        char *v = argv[++i];
+        int matched = 0;
+        for (size_t k = 0; k < sizeof(in_flags) / sizeof(in_flags[0]); k++)
+            if (!strcmp(a, in_flags[k].flag)) {
+                e.inputs[in_flags[k].input] = v;
+                matched = 1;
+            }
+        if (matched)
+            continue;
+        if (!strcmp(a, "--loss")) {
+            e.loss = v;
+        } else if (!strcmp(a, "--reduction")) {
+            e.reduction = v;
+        } else if (!strcmp(a, "--dtype")) {
+            if (strcmp(v, "float32") && strcmp(v, "float64")) {
+                fprintf(stderr, "maskloss: --dtype is float32 or float64\n");
+                return EXIT_USAGE;
+            }
+            e.dtype = strcmp(v, "float64") ? ML_FLOAT32 : ML_FLOAT64;
+        } else if (!strcmp(a, "--param")) {
+            if (parse_param(&e, v))
+                return EXIT_USAGE;
+        } else if (!strcmp(a, "--per-element")) {
+            e.out_per_element = v;
+        } else if (!strcmp(a, "--per-sample")) {
+            e.out_per_sample = v;
+        } else if (!strcmp(a, "--per-class")) {
+            e.out_per_class = v;
+        } else if (!strcmp(a, "--max-elements")) {
+            char *end = NULL;
+            if ((e.max_elements = strtoll(v, &end, 10)) < 0 || *end) {
+                fprintf(stderr, "maskloss: --max-elements takes a non-negative integer\n");
+                return EXIT_USAGE;
+            }
+        } else {
+            fprintf(stderr, "maskloss: unknown option '%s' for eval --loss\n%s", a, usage);
+            return EXIT_USAGE;
+        }
+    }
+    return eval_npy(&e);
+}
+
 static int cmd_eval(int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--loss"))
+            return cmd_eval_npy(argc, argv);
+
     int jsonl = 0;
     long long max_elements = 0;
     const char *path = NULL;
