@@ -105,10 +105,18 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
     int64_t nonzero = 0;
     int64_t idx[ML_MAX_RANK] = {0};
     int64_t woff = 0;
+    /* Weights of the loss's own shape are read in order, without the multi-index walk. */
+    int dense_w = 1;
+    int64_t stride = 1;
+    for (int d2 = in->rank - 1; d2 >= 0 && (in->w || in->wf); d2--) {
+        if (in->shape[d2] > 1 && in->wstride[d2] != stride)
+            dense_w = 0;
+        stride *= in->shape[d2];
+    }
     for (int64_t i = 0; i < n; i++) {
         /* The effective weight of element i: the broadcast weight, or for losses with
          * kernel denominators (torch cross_entropy) the target's class weight. */
-        double w = in->w ? in->w[woff] : 1.0;
+        double w = in->w ? in->w[woff] : in->wf ? (double)in->wf[woff] : 1.0;
         double wv = in->values[i] * w;
         double d;
         switch (red->den) {
@@ -143,7 +151,9 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
             ml__sum_add(&by_class.den[gi], d);
         }
         /* Advance the weight offset with the loss's multi-index (last axis fastest). */
-        if (in->w) {
+        if (dense_w) {
+            woff++;
+        } else {
             for (int d2 = in->rank - 1; d2 >= 0; d2--) {
                 woff += in->wstride[d2];
                 if (++idx[d2] < in->shape[d2])

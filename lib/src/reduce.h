@@ -12,7 +12,8 @@ struct ml__reduce_in {
     int rank;
     const int64_t *shape;
     int64_t n;
-    const double *w;        /* weights, or NULL for 1 */
+    const double *w;        /* weights in double, or NULL */
+    const float *wf;        /* weights in float (when w is NULL), or NULL for 1 */
     const int64_t *wstride; /* element strides of w along each dim of `shape` (0 = repeat) */
     const double *den;      /* per-element denominators (ML__DEN_EXPLICIT), or NULL */
     const struct ml__reduction *red;

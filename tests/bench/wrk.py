@@ -3,12 +3,19 @@
 
 usage: wrk.py SERVER [--duration S] [--runs N] [--connections C] [--threads T]
 
-Scenarios, each run N times side by side in one session (medians reported, min-max in brackets):
+Small requests, wrk -t2 -c64 (each scenario run N times, interleaved; medians, min-max):
   healthz  GET /healthz (the HTTP layer alone)
   note     POST /v1/loss with the note's 4x5 masked example (examples/masked-mean.json)
   n16384   POST /v1/loss, sigmoid cross-entropy on a 128x128 float32 request with a mask
-Every response must be 2xx: wrk's "Non-2xx" count fails the run.
+Large requests, wrk -t1 -c2: one 1000x1000 masked sigmoid cross-entropy (labels, logits and
+mask all float32, 12 MB of data) sent three ways, side by side:
+  json     POST /v1/loss, JSON numbers
+  b64      POST /v1/loss, {"shape", "dtype", "b64"} tensors
+  binary   POST /v2/models/sigmoid_cross_entropy/infer, binary tensor data
+and the server's peak memory (VmHWM) for one such request on a fresh server, against the
+request's size. Every response must be 2xx: wrk's "Non-2xx" count fails the run.
 """
+import base64
 import argparse
 import json
 import os
@@ -18,6 +25,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -30,9 +39,11 @@ def seconds(text):
     return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
 
 
-def run_wrk(url, args, body_file=None):
-    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", url]
+def run_wrk(url, args, body_file=None, threads=None, connections=None, env_extra=None):
+    cmd = ["wrk", f"-t{threads or args.threads}", f"-c{connections or args.connections}",
+           f"-d{args.duration}s", "--latency", url]
     env = dict(os.environ)
+    env.update(env_extra or {})
     if body_file:
         cmd[1:1] = ["-s", os.path.join(HERE, "post.lua")]
         env["BODY_FILE"] = body_file
@@ -85,9 +96,93 @@ def main():
             p99 = statistics.median(r[2] for r in results[name])
             print(f"{name:10} {statistics.median(rps):>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
                   f" {p50 * 1e3:>10.2f}ms {p99 * 1e3:>10.2f}ms")
+        large = large_requests(tmp)
+        lresults = {name: [] for name, _, _, _ in large}
+        for run in range(args.runs):
+            for name, path, body, env in large:
+                lresults[name].append(run_wrk(base + path, args, body, 1, 2, env))
+        print(f"\n1000x1000 float32 (1,000,000 elements), wrk -t1 -c2 -d{args.duration}s")
+        print(f"{'path':8} {'body MB':>8} {'req/s median':>13} {'M elements/s':>13} {'p50':>10}  vs json")
+        base_rps = statistics.median(r[0] for r in lresults["json"])
+        for name, _, body, _ in large:
+            rps = statistics.median(r[0] for r in lresults[name])
+            p50 = statistics.median(r[1] for r in lresults[name])
+            print(f"{name:8} {os.path.getsize(body) / 1e6:>8.1f} {rps:>13.2f} {rps:>13.2f} "
+                  f"{p50 * 1e3:>8.1f}ms  {rps / base_rps:>5.1f}x")
         rc = srv.stop()
         if rc != 0:
             sys.exit(f"server exit status {rc}")
+    print("\npeak server memory for one 1000x1000 request (VmHWM growth over an idle server)")
+    for name, path, body, env in large_requests(tmp):
+        grown = peak_memory(args.server, path, body, env)
+        size = os.path.getsize(body)
+        print(f"{name:8} body {size / 1e6:6.1f} MB, data 12.0 MB: peak +{grown / 1e6:7.1f} MB "
+              f"({grown / size:.2f}x the body)")
+
+
+def large_requests(tmp):
+    """The three encodings of one 1000x1000 request, written once to files."""
+    files = os.path.join(tmp, "large")
+    rng = np.random.default_rng(1)
+    y = (rng.random((1000, 1000)) < 0.3).astype(np.float32)
+    x = rng.normal(0, 2, (1000, 1000)).astype(np.float32)
+    m = (rng.random((1000, 1000)) < 0.5).astype(np.float32)
+    if not os.path.exists(files):
+        os.makedirs(files)
+        # JSON numbers as short as they can be: float32's shortest round-trip text.
+        xs = np.array([float(str(v)) for v in x.ravel()]).reshape(x.shape)
+        assert np.array_equal(xs.astype(np.float32), x)
+        with open(os.path.join(files, "json"), "w") as f:
+            json.dump({"loss": "sigmoid_cross_entropy", "labels": y.astype(int).tolist(),
+                       "logits": xs.tolist(), "mask": m.astype(int).tolist()}, f)
+
+        def b64(a):
+            return {"shape": list(a.shape), "dtype": "float32",
+                    "b64": base64.b64encode(a.tobytes()).decode()}
+        with open(os.path.join(files, "b64"), "w") as f:
+            json.dump({"loss": "sigmoid_cross_entropy", "labels": b64(y), "logits": b64(x),
+                       "mask": b64(m)}, f)
+        header = json.dumps({"inputs": [
+            {"name": n, "shape": [1000, 1000], "datatype": "FP32",
+             "parameters": {"binary_data_size": 4000000}} for n in ("LABELS", "LOGITS", "MASK")],
+            "outputs": [{"name": "LOSS", "parameters": {"binary_data": True}}]}).encode()
+        with open(os.path.join(files, "binary"), "wb") as f:
+            f.write(header + y.tobytes() + x.tobytes() + m.tobytes())
+        with open(os.path.join(files, "ihcl"), "w") as f:
+            f.write(str(len(header)))
+    ihcl = open(os.path.join(files, "ihcl")).read()
+    return [("json", "/v1/loss", os.path.join(files, "json"), None),
+            ("b64", "/v1/loss", os.path.join(files, "b64"), None),
+            ("binary", "/v2/models/sigmoid_cross_entropy/infer", os.path.join(files, "binary"),
+             {"IHCL": ihcl, "CONTENT_TYPE": "application/octet-stream"})]
+
+
+def vm_hwm(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_memory(server, path, body_file, env):
+    """VmHWM growth of a fresh server answering one request (its answer checked 200)."""
+    with Server(server, "--workers", "1") as srv:
+        before = vm_hwm(srv.proc.pid)
+        body = open(body_file, "rb").read()
+        headers = {"Content-Type": (env or {}).get("CONTENT_TYPE", "application/json")}
+        if env and "IHCL" in env:
+            headers["Inference-Header-Content-Length"] = env["IHCL"]
+        conn = srv.connect()
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            sys.exit(f"{path}: HTTP {resp.status}")
+        conn.close()
+        after = vm_hwm(srv.proc.pid)
+        srv.stop()
+    return after - before
 
 
 if __name__ == "__main__":
