@@ -437,15 +437,9 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                  * used where they lie. */
                 r->pad = (size_t)((16 - r->ihcl % 16) % 16);
         }
-        if (r->early_status)
-            return MHD_YES;
-        if (ct && !media_type_is(ct, "application/json") &&
-            !media_type_is(ct, "application/octet-stream"))
-            early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type",
-                  "Content-Type '%.100s' is not supported: send application/json, "
-                  "application/octet-stream, or none",
-                  ct);
-        else if (ce && !media_type_is(ce, "identity"))
+        /* Like Triton, the v2 route does not read Content-Type: its clients send none,
+         * application/json, application/octet-stream, or curl's form type. */
+        if (!r->early_status && ce && !media_type_is(ce, "identity"))
             early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Encoding",
                   "Content-Encoding '%.100s' is not supported: send the body uncompressed", ce);
         return MHD_YES;

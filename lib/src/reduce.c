@@ -103,6 +103,13 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
 
     struct ml__sum num = {0, 0}, den = {0, 0}, sum_w = {0, 0};
     int64_t nonzero = 0;
+    /* Denominators that count (0 or 1 per element) are summed exactly as integers; the sum
+     * of the weights only when asked for. Two compensated sums fewer per element in the
+     * common reductions, the same bits. */
+    const int den_counts = red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO;
+    const int den_sums = !den_counts && red->den != ML__DEN_ONE && red->den != ML__DEN_NONE;
+    const int want_sw = (in->outputs & ML_OUT_SUM_WEIGHTS) != 0;
+    int64_t den_count = 0;
     int64_t idx[ML_MAX_RANK] = {0};
     int64_t woff = 0;
     /* Weights of the loss's own shape are read in order, without the multi-index walk. */
@@ -135,8 +142,12 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
         }
         double w_eff = in->den ? in->den[i] : w;
         ml__sum_add(&num, wv);
-        ml__sum_add(&den, d);
-        ml__sum_add(&sum_w, w_eff);
+        if (den_counts)
+            den_count += d != 0;
+        else if (den_sums)
+            ml__sum_add(&den, d);
+        if (want_sw)
+            ml__sum_add(&sum_w, w_eff);
         nonzero += w_eff != 0;
         if (none_out)
             none_out[i] = wv;
@@ -179,7 +190,8 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
     } else if (red->den == ML__DEN_RAW_SW && in->has_raw_sw) {
         res->loss = divide(res->weighted_sum, in->raw_sw_sum, red->nan_on_zero);
     } else {
-        res->loss = divide(res->weighted_sum, ml__sum_get(&den), red->nan_on_zero);
+        double total = den_counts ? (double)den_count : ml__sum_get(&den);
+        res->loss = divide(res->weighted_sum, total, red->nan_on_zero);
     }
 
     if (want_sample && group_emit(&by_sample, red, &res->per_sample))

@@ -114,7 +114,15 @@ def v2_endpoints(args):
         st, h, b = srv.request("GET", "/v2/models/sigmoid_cross_entropy/infer")
         assert st == 405 and h["allow"] == "POST", (st, h)
         expect_error(srv.request("POST", "/v2/models/sigmoid_cross_entropy/infer", "{}",
-                                 {"Content-Type": "text/csv"}), 415, "unsupported_media_type")
+                                 {"Content-Encoding": "br"}), 415, "unsupported_media_type",
+                     "Content-Encoding")
+        # Content-Type is not read on /v2 (Triton parity): any type, or none, is accepted.
+        for ct in ("text/csv", "application/octet-stream", "application/x-www-form-urlencoded"):
+            st, h, b = srv.request("POST", "/v2/models/sigmoid_cross_entropy/infer",
+                                   {"inputs": [{"name": "LABELS", "datatype": "FP32", "shape": [1], "data": [1]},
+                                               {"name": "LOGITS", "datatype": "FP32", "shape": [1], "data": [0]}]},
+                                   {"Content-Type": ct})
+            assert st == 200 and b["outputs"][0]["data"] == [0.6931471824645996], (ct, st, b)
         stop_clean(srv)
 
 
