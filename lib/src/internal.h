@@ -137,11 +137,45 @@ static inline void ml__sum_add(struct ml__sum *a, double x)
     a->s = t;
 }
 
+/*
+ * Eight interleaved compensated sums: element i goes to lane i mod 8. The order of the
+ * additions is then fixed by the index alone, so the scalar loop and an 8-wide SIMD loop
+ * (fast.c) produce the same bits; the lanes are combined in lane order at the end.
+ */
+#define ML__LANES 8
+
+struct ml__lanes {
+    double s[ML__LANES], c[ML__LANES];
+};
+
+static inline void ml__lanes_add(struct ml__lanes *a, int64_t i, double x)
+{
+    int j = (int)(i & (ML__LANES - 1));
+    double t = a->s[j] + x;
+    double z = t - a->s[j];
+    a->c[j] += (a->s[j] - (t - z)) + (x - z);
+    a->s[j] = t;
+}
+
+static inline double ml__lanes_get(const struct ml__lanes *a);
+
 static inline double ml__sum_get(const struct ml__sum *a)
 {
     /* Non-finite sums: the correction term is meaningless (inf - inf), keep s. */
     double r = a->s + a->c;
     return (r - r == 0) ? r : a->s;
+}
+
+static inline double ml__lanes_get(const struct ml__lanes *a)
+{
+    struct ml__sum t = {0, 0};
+    double c = 0;
+    for (int j = 0; j < ML__LANES; j++) {
+        ml__sum_add(&t, a->s[j]);
+        c += a->c[j];
+    }
+    t.c += c;
+    return ml__sum_get(&t);
 }
 
 #endif /* ML_INTERNAL_H */

@@ -3,7 +3,8 @@
  *
  * Every reduction is sum(loss * w) / sum(d) for a per-element denominator d (1, w,
  * [w != 0], or the kernel's own), so one pass serves the whole tensor, every row
- * (per_sample) and every class (per_class). Sums are compensated (Neumaier) in double.
+ * (per_sample) and every class (per_class). Sums are compensated in double; the totals in
+ * eight interleaved lanes (ml__lanes), the order fast.c reproduces with SIMD.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,20 @@ static int group_emit(const struct group *g, const struct ml__reduction *red, st
     return 0;
 }
 
+void ml__reduce_totals(const struct ml__reduction *red, double num, double den, double sum_w,
+                       int64_t nonzero, int has_raw_sw, double raw_sw, struct ml_result *res)
+{
+    res->weighted_sum = num;
+    res->sum_weights = sum_w;
+    res->num_nonzero_weights = (double)nonzero;
+    if (red->den == ML__DEN_ONE)
+        res->loss = num;
+    else if (red->den == ML__DEN_RAW_SW && has_raw_sw)
+        res->loss = divide(num, raw_sw, red->nan_on_zero);
+    else
+        res->loss = divide(num, den, red->nan_on_zero);
+}
+
 int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_error *err)
 {
     const struct ml__reduction *red = in->red;
@@ -101,7 +116,10 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
             goto free_groups;
     }
 
-    struct ml__sum num = {0, 0}, den = {0, 0}, sum_w = {0, 0};
+    struct ml__lanes num, den, sum_w;
+    memset(&num, 0, sizeof(num));
+    memset(&den, 0, sizeof(den));
+    memset(&sum_w, 0, sizeof(sum_w));
     int64_t nonzero = 0;
     /* Denominators that count (0 or 1 per element) are summed exactly as integers; the sum
      * of the weights only when asked for. Two compensated sums fewer per element in the
@@ -141,13 +159,13 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
             break;
         }
         double w_eff = in->den ? in->den[i] : w;
-        ml__sum_add(&num, wv);
+        ml__lanes_add(&num, i, wv);
         if (den_counts)
             den_count += d != 0;
         else if (den_sums)
-            ml__sum_add(&den, d);
+            ml__lanes_add(&den, i, d);
         if (want_sw)
-            ml__sum_add(&sum_w, w_eff);
+            ml__lanes_add(&sum_w, i, w_eff);
         nonzero += w_eff != 0;
         if (none_out)
             none_out[i] = wv;
@@ -175,23 +193,20 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
         }
     }
 
-    res->weighted_sum = ml__sum_get(&num);
-    res->sum_weights = ml__sum_get(&sum_w);
-    res->num_nonzero_weights = (double)nonzero;
     if (none_out) {
+        res->weighted_sum = ml__lanes_get(&num);
+        res->sum_weights = ml__lanes_get(&sum_w);
+        res->num_nonzero_weights = (double)nonzero;
         res->loss_is_tensor = 1;
         res->loss_tensor.rank = in->rank;
         memcpy(res->loss_tensor.shape, in->shape, sizeof(int64_t) * (size_t)in->rank);
         res->loss_tensor.numel = n;
         res->loss_tensor.data = none_out;
         res->loss = 0;
-    } else if (red->den == ML__DEN_ONE) {
-        res->loss = res->weighted_sum;
-    } else if (red->den == ML__DEN_RAW_SW && in->has_raw_sw) {
-        res->loss = divide(res->weighted_sum, in->raw_sw_sum, red->nan_on_zero);
     } else {
-        double total = den_counts ? (double)den_count : ml__sum_get(&den);
-        res->loss = divide(res->weighted_sum, total, red->nan_on_zero);
+        ml__reduce_totals(red, ml__lanes_get(&num),
+                          den_counts ? (double)den_count : ml__lanes_get(&den),
+                          ml__lanes_get(&sum_w), nonzero, in->has_raw_sw, in->raw_sw_sum, res);
     }
 
     if (want_sample && group_emit(&by_sample, red, &res->per_sample))

@@ -30,4 +30,9 @@ struct ml__reduce_in {
  */
 int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_error *err);
 
+/* The reduced loss and the totals from the sums of loss * w, of the denominators and of the
+ * weights (shared with the fused kernels of fast.c). */
+void ml__reduce_totals(const struct ml__reduction *red, double num, double den, double sum_w,
+                       int64_t nonzero, int has_raw_sw, double raw_sw, struct ml_result *res);
+
 #endif /* ML_REDUCE_H */

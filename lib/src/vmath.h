@@ -79,8 +79,7 @@ static inline float ml__log1pf(float xf)
     m = big ? m * 0.5 : m;
     k = big ? k + 1 : k;
     /* k as a double without an int64 conversion: |k| < 2^20. */
-    double kd = ml__from_bits(0x4330000000000000ull + (uint64_t)(k + 0x80000)) -
-                (0x1p52 + 0x80000);
+    double kd = ml__from_bits(0x4330000000000000ull + (uint64_t)(k + 0x80000)) - (0x1p52 + 0x80000);
     /* log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716: the series to s^13 leaves
      * a relative error below 1e-12. */
     double s = (m - 1.0) / (m + 1.0);
