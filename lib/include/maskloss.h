@@ -239,6 +239,12 @@ size_t ml_loss_count(void);
 /* The i-th entry (0 <= i < ml_loss_count()), or NULL. */
 const struct ml_loss_info *ml_loss_at(size_t i);
 
+/*
+ * The instruction set of the fused float32 kernels on this CPU, chosen at run time:
+ * "avx512f", "avx2" or "baseline". Every choice gives the same bits.
+ */
+const char *ml_simd_path(void);
+
 /* The entry of a name (exact, case-sensitive), or NULL. Short names resolve to the entry
  * they alias, with `name` kept as the short name. */
 const struct ml_loss_info *ml_loss_find(const char *name);

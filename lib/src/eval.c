@@ -12,6 +12,7 @@
 
 #include "broadcast.h"
 #include "params.h"
+#include "fast.h"
 #include "reduce.h"
 
 /* Inputs larger than this are refused whatever the caller's limit: 2^40 elements keeps
@@ -663,6 +664,107 @@ static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *er
 
 /* ---- ml_eval --------------------------------------------------------------------------- */
 
+/* ---- The fused fast path ---------------------------------------------------------------- */
+
+#define NOT_FAST 1
+
+/* The weight layout of fast.h that the broadcast strides describe, or -1. */
+static int fast_weights(int rank, const int64_t *shape, const int64_t *wstride)
+{
+    int all_zero = 1, dense = 1, row = 1, col = 1;
+    int64_t stride = 1, row_stride = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        int matters = shape[d] > 1;
+        if (matters && wstride[d] != 0)
+            all_zero = 0;
+        if (matters && wstride[d] != stride)
+            dense = 0;
+        if (d == rank - 1) {
+            if (matters && wstride[d] != 0)
+                row = 0;
+            if (matters && wstride[d] != 1)
+                col = 0;
+        } else {
+            if (matters && wstride[d] != row_stride)
+                row = 0;
+            if (matters && wstride[d] != 0)
+                col = 0;
+            row_stride *= shape[d];
+        }
+        stride *= shape[d];
+    }
+    return all_zero ? ML__FW_SCALAR : dense ? ML__FW_DENSE : row ? ML__FW_ROW : col ? ML__FW_COL : -1;
+}
+
+/*
+ * The sigmoid cross-entropy family in float32, reduced to a number: one fused pass over the
+ * inputs (fast.c), the same bits as the general path. Returns NOT_FAST when the request
+ * needs the general path (other losses, per-element outputs, a weight layout fast.c does
+ * not stream, or an error to report).
+ */
+static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int64_t *wshape)
+{
+    const struct ml_request *req = e->req;
+    enum ml__loss_id id = e->def->id;
+    const struct ml__reduction *red = e->red;
+    unsigned outputs = req->outputs ? req->outputs : ML_OUT_LOSS;
+    const unsigned scalars =
+        ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS | ML_OUT_NUM_NONZERO_WEIGHTS;
+    if (e->dtype != ML_FLOAT32 || (outputs & ~scalars))
+        return NOT_FAST;
+    if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID &&
+        !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")))
+        return NOT_FAST;
+    if (red->den != ML__DEN_ONE && red->den != ML__DEN_COUNT && red->den != ML__DEN_NONZERO &&
+        red->den != ML__DEN_WEIGHTS)
+        return NOT_FAST;
+    const struct ml_tensor *x = e->pred.t, *z = e->labels.t;
+    if (!z || x->rank == 0 || !same_shape(z->rank, z->shape, x->rank, x->shape))
+        return NOT_FAST;
+
+    struct ml__fast f;
+    memset(&f, 0, sizeof(f));
+    f.id = id;
+    f.label_smoothing = (float)ml__param(e->info, &e->params, "label_smoothing", 0);
+    f.z = e->labels.data;
+    f.x = e->pred.data;
+    f.cols = x->shape[x->rank - 1];
+    f.rows = f.cols ? e->pred.n / f.cols : 0;
+    if (!f.cols)
+        return NOT_FAST;
+    f.wmode = ML__FW_NONE;
+    if (wrank >= 0) {
+        int vrank = x->rank;
+        int64_t vshape[ML_MAX_RANK + 1], aligned[ML_MAX_RANK], wstride[ML_MAX_RANK];
+        memcpy(vshape, x->shape, sizeof(int64_t) * (size_t)x->rank);
+        if (ml__weights_align(e->def->weight_rule, e->info->name, &vrank, vshape, wrank, wshape,
+                              aligned, NULL) ||
+            vrank != x->rank)
+            return NOT_FAST; /* the general path reports the error */
+        ml__strides(vrank, aligned, wstride);
+        int mode = fast_weights(vrank, vshape, wstride);
+        if (mode < 0)
+            return NOT_FAST;
+        f.wmode = (enum ml__fast_weights)mode;
+        f.w = e->weights.data;
+    }
+    f.den_sums = red->den == ML__DEN_WEIGHTS;
+    f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
+
+    struct ml__fast_sums sums;
+    ml__fast_run(&f, &sums);
+    int64_t n = f.rows * f.cols;
+    double den = red->den == ML__DEN_COUNT     ? (double)n
+                 : red->den == ML__DEN_NONZERO ? (double)sums.nonzero
+                                               : ml__lanes_get(&sums.den);
+    ml__reduce_totals(red, ml__lanes_get(&sums.num), den, ml__lanes_get(&sums.sw), sums.nonzero,
+                      0, 0, res);
+    res->outputs = outputs | ML_OUT_LOSS;
+    res->loss_name = e->info->name;
+    res->reduction_name = red->name;
+    return 0;
+}
+
 static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
 {
     const struct ml_request *req = e->req;
@@ -704,6 +806,10 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
         wrank = req->weights->rank;
         memcpy(wshape, req->weights->shape, sizeof(wshape));
     }
+
+    rc = try_fast(e, res, wrank, wshape);
+    if (rc != NOT_FAST)
+        return rc;
 
     struct ml__kctx k;
     switch (e->def->id) {

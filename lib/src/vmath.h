@@ -18,6 +18,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__)
+#define ML__ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define ML__ALWAYS_INLINE
+#endif
+
 static inline uint64_t ml__bits(double x)
 {
     uint64_t u;
@@ -34,7 +40,7 @@ static inline double ml__from_bits(uint64_t u)
 
 /* e^x for float x, rounded once to float. NaN stays NaN; overflow gives +inf, underflow
  * the float subnormals and then +0. */
-static inline float ml__expf(float xf)
+static inline ML__ALWAYS_INLINE float ml__expf(float xf)
 {
     double x = (double)xf;
     /* Keep 2^n representable as a normal double; exp saturates long before. */
@@ -65,7 +71,7 @@ static inline float ml__expf(float xf)
 
 /* log(1 + x) for float x, rounded once to float: -inf at -1, NaN below, x itself where
  * |x| < 2^-25 (so +-0 and subnormals keep their sign and value). */
-static inline float ml__log1pf(float xf)
+static inline ML__ALWAYS_INLINE float ml__log1pf(float xf)
 {
     double x = (double)xf;
     /* u = 1 + x is exact in double for every float x >= 2^-29; for smaller x the result is

@@ -1,0 +1,265 @@
+/*
+ * bench.c -- `maskloss bench`: elements per second of ml_eval against a naive scalar loop
+ * run in the same process on the same data, and the accuracy of both.
+ *
+ * The naive reference is what one writes first: libm expf/log1pf per element and a float
+ * running sum. The accuracy reference is the same formula in double with a compensated sum.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+#include "maskloss.h"
+
+enum wkind { W_NONE, W_MASK, W_CLASS };
+static const char *const wnames[] = {"none", "mask", "class"};
+
+struct loss_case {
+    const char *name; /* catalogue name */
+    const char *reduction;
+    int weights_ok[3];
+};
+
+static const struct loss_case losses[] = {
+    {"sigmoid_cross_entropy", NULL, {1, 1, 1}},
+    {"binary_cross_entropy_with_logits", NULL, {1, 1, 1}},
+    {"tf.nn.sigmoid_cross_entropy_with_logits", "SUM", {1, 1, 1}},
+    {"sigmoid_focal_loss", "mean", {1, 1, 1}},
+    {"asymmetric_loss", "mean", {1, 1, 1}},
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The pointwise loss in double, for the accuracy reference. */
+static double loss_d(int which, double z, double x)
+{
+    double sp = log1p(exp(-fabs(x)));
+    double sce = fmax(x, 0) - x * z + sp;
+    if (which <= 2)
+        return sce;
+    double p = 1 / (1 + exp(-x));
+    if (which == 3) {
+        double pt = p * z + (1 - p) * (1 - z);
+        return sce * (1 - pt) * (1 - pt) * (0.25 * z + 0.75 * (1 - z));
+    }
+    /* ASL defaults: gamma_neg 4, gamma_pos 1, clip 0.05, eps 1e-8. */
+    double xn = fmin(1 - p + 0.05, 1.0);
+    double l = z * log(fmax(p, 1e-8)) + (1 - z) * log(fmax(xn, 1e-8));
+    double pt = p * z + xn * (1 - z);
+    double g = 1 * z + 4 * (1 - z);
+    return -(l * pow(1 - pt, g));
+}
+
+/* The same in float with libm, for the naive loop. */
+static float loss_f(int which, float z, float x)
+{
+    float sp = log1pf(expf(-fabsf(x)));
+    float sce = fmaxf(x, 0) - x * z + sp;
+    if (which <= 2)
+        return sce;
+    float p = 1 / (1 + expf(-x));
+    if (which == 3) {
+        float pt = p * z + (1 - p) * (1 - z);
+        return sce * (1 - pt) * (1 - pt) * (0.25f * z + 0.75f * (1 - z));
+    }
+    float xn = fminf(1 - p + 0.05f, 1.0f);
+    float l = z * logf(fmaxf(p, 1e-8f)) + (1 - z) * logf(fmaxf(xn, 1e-8f));
+    float pt = p * z + xn * (1 - z);
+    float g = 1 * z + 4 * (1 - z);
+    return -(l * powf(1 - pt, g));
+}
+
+/* The reduction of each case: 0 masked mean (non-zero weights), 1 mean over all, 2 sum. */
+static int reduction_kind(int which)
+{
+    return which == 0 ? 0 : which == 2 ? 2 : 1;
+}
+
+static double weight_at(enum wkind wk, const float *w, int64_t i, int64_t cols)
+{
+    return wk == W_NONE ? 1.0 : wk == W_MASK ? (double)w[i] : (double)w[i % cols];
+}
+
+static double reference(int which, const float *z, const float *x, const float *w,
+                        enum wkind wk, int64_t n, int64_t cols)
+{
+    double s = 0, c = 0;
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double wi = weight_at(wk, w, i, cols);
+        double v = loss_d(which, z[i], x[i]) * wi;
+        double t = s + v; /* Neumaier */
+        c += fabs(s) >= fabs(v) ? (s - t) + v : (v - t) + s;
+        s = t;
+        nonzero += wi != 0;
+    }
+    s += c;
+    int r = reduction_kind(which);
+    return r == 2 ? s : r == 1 ? s / (double)n : (nonzero ? s / (double)nonzero : 0);
+}
+
+static float naive(int which, const float *z, const float *x, const float *w, enum wkind wk,
+                   int64_t n, int64_t cols)
+{
+    float s = 0;
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float wi = wk == W_NONE ? 1.0f : wk == W_MASK ? w[i] : w[i % cols];
+        s += loss_f(which, z[i], x[i]) * wi;
+        nonzero += wi != 0;
+    }
+    int r = reduction_kind(which);
+    return r == 2 ? s : r == 1 ? s / (float)n : (nonzero ? s / (float)nonzero : 0);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median seconds of repeated calls: at least 3 runs and 0.2 s, at most 15 runs. */
+#define TIME_MEDIAN(result, call)                                                              \
+    do {                                                                                       \
+        double times_[15];                                                                     \
+        int runs_ = 0;                                                                         \
+        double start_ = now();                                                                 \
+        while (runs_ < 15 && (runs_ < 3 || now() - start_ < 0.2)) {                            \
+            double t0_ = now();                                                                \
+            call;                                                                              \
+            times_[runs_++] = now() - t0_;                                                     \
+        }                                                                                      \
+        qsort(times_, (size_t)runs_, sizeof(double), cmp_double);                              \
+        (result) = times_[runs_ / 2];                                                          \
+    } while (0)
+
+static volatile float sink_f;
+
+int maskloss_bench(int argc, char **argv)
+{
+    int json = 0, quick = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else {
+            fprintf(stderr, "maskloss: bench takes --json and --quick\n");
+            return 64;
+        }
+    }
+    static const int64_t sizes[] = {1024, 65536, 1048576, 16777216};
+    const int nsizes = quick ? 3 : 4;
+    const int64_t cols = 64;
+    int64_t maxn = sizes[nsizes - 1];
+    float *z = malloc((size_t)maxn * sizeof(float)), *x = malloc((size_t)maxn * sizeof(float));
+    float *m = malloc((size_t)maxn * sizeof(float)), *cw = malloc((size_t)cols * sizeof(float));
+    double *zd = malloc((size_t)maxn * sizeof(double)), *xd = malloc((size_t)maxn * sizeof(double));
+    double *md = malloc((size_t)maxn * sizeof(double)), *cwd = malloc((size_t)cols * sizeof(double));
+    if (!z || !x || !m || !cw || !zd || !xd || !md || !cwd) {
+        fprintf(stderr, "maskloss: bench: out of memory\n");
+        return 1;
+    }
+    uint64_t s = 42;
+    for (int64_t i = 0; i < maxn; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u1 = (double)(s >> 11) * 0x1p-53;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u2 = (double)(s >> 11) * 0x1p-53;
+        z[i] = u1 < 0.3 ? 1.0f : 0.0f;
+        x[i] = (float)((u2 - 0.5) * 12.0);
+        m[i] = (s >> 7) & 1 ? 1.0f : 0.0f;
+        zd[i] = z[i];
+        xd[i] = x[i];
+        md[i] = m[i];
+    }
+    for (int64_t c = 0; c < cols; c++)
+        cwd[c] = cw[c] = 0.5f + (float)c / (float)cols;
+
+    if (!json)
+        printf("%-42s %-7s %9s %-6s %10s %10s %8s %10s %10s  %s\n", "loss", "dtype", "n", "weights",
+               "Melem/s", "naive", "speedup", "rel_error", "naive_err", "simd");
+    for (size_t li = 0; li < sizeof(losses) / sizeof(losses[0]); li++) {
+        for (int si = 0; si < nsizes; si++) {
+            int64_t n = sizes[si];
+            for (int dt = 0; dt < 2; dt++) {
+                for (int wk = 0; wk < 3; wk++) {
+                    struct ml_tensor tz = {2, {n / cols, cols}, dt ? ML_FLOAT64 : ML_FLOAT32,
+                                           dt ? (const void *)zd : (const void *)z};
+                    struct ml_tensor tx = tz, tw = tz;
+                    tx.data = dt ? (const void *)xd : (const void *)x;
+                    tw.data = dt ? (const void *)md : (const void *)m;
+                    if (wk == W_CLASS) {
+                        tw.rank = 2;
+                        tw.shape[0] = 1;
+                        tw.shape[1] = cols;
+                        tw.data = dt ? (const void *)cwd : (const void *)cw;
+                    }
+                    struct ml_request req;
+                    ml_request_init(&req);
+                    req.loss = losses[li].name;
+                    req.reduction = losses[li].reduction;
+                    req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+                    req.labels = &tz;
+                    req.logits = &tx;
+                    req.weights = wk == W_NONE ? NULL : &tw;
+                    struct ml_result res;
+                    struct ml_error err;
+                    double got = NAN, t_ml, t_naive;
+                    int rc = 0;
+                    TIME_MEDIAN(t_ml, {
+                        rc = ml_eval(&req, &res, &err);
+                        if (!rc) {
+                            got = res.loss;
+                            ml_result_free(&res);
+                        }
+                    });
+                    if (rc) {
+                        fprintf(stderr, "maskloss: bench %s: %s\n", losses[li].name, err.message);
+                        return 1;
+                    }
+                    float nv = 0;
+                    TIME_MEDIAN(t_naive, nv = naive((int)li, z, x, wk == W_CLASS ? cw : m,
+                                                    (enum wkind)wk, n, cols));
+                    sink_f = nv;
+                    double ref = reference((int)li, z, x, wk == W_CLASS ? cw : m, (enum wkind)wk,
+                                           n, cols);
+                    double rel = fabs(got - ref) / fabs(ref);
+                    double nrel = fabs((double)nv - ref) / fabs(ref);
+                    double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;
+                    const char *simd = dt == 0 && li <= 2 ? ml_simd_path() : "scalar";
+                    if (json)
+                        printf("{\"loss\":\"%s\",\"dtype\":\"%s\",\"n\":%lld,\"weights\":\"%s\","
+                               "\"melem_per_s\":%.1f,\"reference_melem_per_s\":%.1f,"
+                               "\"speedup\":%.2f,\"rel_error\":%.3g,\"reference_rel_error\":%.3g,"
+                               "\"simd\":\"%s\"}\n",
+                               losses[li].name, dt ? "float64" : "float32", (long long)n,
+                               wnames[wk], me, mn, me / mn, rel, nrel, simd);
+                    else
+                        printf("%-42s %-7s %9lld %-6s %10.1f %10.1f %7.1fx %10.2g %10.2g  %s\n",
+                               losses[li].name, dt ? "float64" : "float32", (long long)n,
+                               wnames[wk], me, mn, me / mn, rel, nrel, simd);
+                    fflush(stdout);
+                }
+            }
+        }
+    }
+    free(z);
+    free(x);
+    free(m);
+    free(cw);
+    free(zd);
+    free(xd);
+    free(md);
+    free(cwd);
+    return 0;
+}

@@ -1,0 +1,170 @@
+/*
+ * fast.c -- the fused float32 kernels of fast.h.
+ *
+ * Work goes in blocks of BLOCK elements (a multiple of the 8 lanes): a first loop computes
+ * each element's weighted loss and weight into two small arrays that stay in L1, a second
+ * adds them into the lanes. Both loops are plain C the compiler vectorises; within a block
+ * the weight is read along row segments, so every weight layout is a contiguous or constant
+ * stream.
+ */
+#include <string.h>
+
+#include "fast.h"
+#include "vmath.h"
+
+#define BLOCK 1024
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                          \
+    !defined(__SANITIZE_ADDRESS__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
+
+/* The float formulas of kernels.h, term for term (same operations, same order); label
+ * smoothing is applied by the caller. */
+static inline ALWAYS_INLINE float tf_sce(float z, float x)
+{
+    float relu = x >= 0.0f ? x : 0.0f;
+    float ax = x < 0 ? -x : x;
+    return relu - x * z + ml__log1pf(ml__expf(-ax));
+}
+
+static inline ALWAYS_INLINE float torch_bce(float z, float x)
+{
+    float ax = x < 0 ? -x : x;
+    float m = x < 0.0f ? x : 0.0f;
+    float log_sig = m - ml__log1pf(ml__expf(-ax));
+    return (1.0f - z) * x - 1.0f * log_sig;
+}
+
+/* Weighted losses of elements [i0, i0 + len) of one row segment; w is the weight stream
+ * (stride 1) or NULL with `scalar`. Inlined into each clone of ml__fast_run, so that it is
+ * compiled for that clone's instruction set. */
+static inline ALWAYS_INLINE void segment(const struct ml__fast *f, int64_t i0, int64_t len,
+                                         const float *w, float scalar, double *wv, double *wd)
+{
+    const float *z = f->z + i0, *x = f->x + i0;
+    float ls = f->id == ML__TF_SIGMOID_CE ? f->label_smoothing : 0.0f;
+    /* One loop per case, each without a branch inside, for the vectoriser. */
+    if (f->id == ML__TORCH_BCE) {
+        if (w)
+            for (int64_t k = 0; k < len; k++) {
+                wv[k] = (double)torch_bce(z[k], x[k]) * (double)w[k];
+                wd[k] = (double)w[k];
+            }
+        else
+            for (int64_t k = 0; k < len; k++) {
+                wv[k] = (double)torch_bce(z[k], x[k]) * (double)scalar;
+                wd[k] = (double)scalar;
+            }
+    } else if (ls > 0) {
+        if (w)
+            for (int64_t k = 0; k < len; k++) {
+                wv[k] = (double)tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]) * (double)w[k];
+                wd[k] = (double)w[k];
+            }
+        else
+            for (int64_t k = 0; k < len; k++) {
+                wv[k] = (double)tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]) * (double)scalar;
+                wd[k] = (double)scalar;
+            }
+    } else {
+        if (w)
+            for (int64_t k = 0; k < len; k++) {
+                wv[k] = (double)tf_sce(z[k], x[k]) * (double)w[k];
+                wd[k] = (double)w[k];
+            }
+        else
+            for (int64_t k = 0; k < len; k++) {
+                wv[k] = (double)tf_sce(z[k], x[k]) * (double)scalar;
+                wd[k] = (double)scalar;
+            }
+    }
+}
+
+static inline ALWAYS_INLINE void lanes_add8(struct ml__lanes *a, const double *x)
+{
+    for (int j = 0; j < ML__LANES; j++) {
+        double t = a->s[j] + x[j];
+        double z = t - a->s[j];
+        a->c[j] += (a->s[j] - (t - z)) + (x[j] - z);
+        a->s[j] = t;
+    }
+}
+
+CLONES void ml__fast_run(const struct ml__fast *f, struct ml__fast_sums *out)
+{
+    double wv[BLOCK], wd[BLOCK];
+    const int64_t n = f->rows * f->cols;
+    memset(out, 0, sizeof(*out));
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        /* Row segments of the block. */
+        for (int64_t i = b0; i < b0 + len;) {
+            int64_t row = i / f->cols, col = i - row * f->cols;
+            int64_t seg = f->cols - col;
+            if (seg > b0 + len - i)
+                seg = b0 + len - i;
+            const float *w = NULL;
+            float scalar = 1.0f;
+            switch (f->wmode) {
+            case ML__FW_SCALAR:
+                scalar = f->w[0];
+                break;
+            case ML__FW_DENSE:
+                w = f->w + i;
+                break;
+            case ML__FW_ROW:
+                scalar = f->w[row];
+                break;
+            case ML__FW_COL:
+                w = f->w + col;
+                break;
+            default:
+                break;
+            }
+            segment(f, i, seg, w, scalar, wv + (i - b0), wd + (i - b0));
+            i += seg;
+        }
+        /* The lanes: element b0 + k goes to lane k mod 8 (b0 is a multiple of 8). */
+        int64_t k = 0;
+        for (; k + ML__LANES <= len; k += ML__LANES) {
+            lanes_add8(&out->num, wv + k);
+            if (f->den_sums)
+                lanes_add8(&out->den, wd + k);
+            if (f->want_sw)
+                lanes_add8(&out->sw, wd + k);
+        }
+        for (; k < len; k++) {
+            ml__lanes_add(&out->num, k, wv[k]);
+            if (f->den_sums)
+                ml__lanes_add(&out->den, k, wd[k]);
+            if (f->want_sw)
+                ml__lanes_add(&out->sw, k, wd[k]);
+        }
+        int64_t nz = 0;
+        for (k = 0; k < len; k++)
+            nz += wd[k] != 0;
+        out->nonzero += nz;
+    }
+}
+
+const char *ml_simd_path(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                          \
+    !defined(__SANITIZE_ADDRESS__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f";
+    if (__builtin_cpu_supports("avx2"))
+        return "avx2";
+#endif
+    return "baseline";
+}

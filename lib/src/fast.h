@@ -1,0 +1,45 @@
+/*
+ * fast.h -- fused elementwise-plus-reduction kernels for the hot float32 losses.
+ *
+ * One pass reads labels, logits and weights once and leaves only the sums: no per-element
+ * buffer. The results are the bits of the general path (kernels.h + reduce.c): the same
+ * float formulas and exp/log1p (vmath.h), the same eight interleaved compensated lanes. The
+ * loop is compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time
+ * (target_clones); other architectures get the portable build.
+ */
+#ifndef ML_FAST_H
+#define ML_FAST_H
+
+#include <stdint.h>
+
+#include "internal.h"
+
+enum ml__fast_weights {
+    ML__FW_NONE,   /* weight 1 */
+    ML__FW_SCALAR, /* w[0] everywhere */
+    ML__FW_DENSE,  /* w[i] */
+    ML__FW_ROW,    /* w[i / cols]: one weight per row ([N, 1]) */
+    ML__FW_COL     /* w[i % cols]: one weight per class ([1, C] or [C]) */
+};
+
+struct ml__fast {
+    enum ml__loss_id id; /* ML__TF_SIGMOID_CE, ML__TFNN_SIGMOID or ML__TORCH_BCE */
+    float label_smoothing;
+    const float *z, *x;
+    int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */
+    const float *w;
+    enum ml__fast_weights wmode;
+    int den_sums;  /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
+    int want_sw;   /* sum the weights for sum_weights */
+};
+
+struct ml__fast_sums {
+    struct ml__lanes num, den, sw;
+    int64_t nonzero; /* elements with a non-zero weight (NaN counts) */
+};
+
+/* Runs the kernel over all rows * cols elements. */
+void ml__fast_run(const struct ml__fast *f, struct ml__fast_sums *out);
+
+
+#endif /* ML_FAST_H */
