@@ -6,7 +6,8 @@
 #   make test            install missing Debian packages (as root), build, run every test
 #                        (unit, CLI, end-to-end against the server), then the same tests under
 #                        AddressSanitizer + UndefinedBehaviorSanitizer
-#   make bench           wrk against build/maskloss-server on a free port (BENCH_ARGS=...)
+#   make bench           maskloss bench (kernels), then wrk against build/maskloss-server on a
+#                        free port (BENCH_ARGS=...)
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
 #   make install PREFIX=/usr/local
 #   make format | lint | clean
@@ -134,6 +135,7 @@ run: all
 # wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3").
 bench: all
 	@sh scripts/deps.sh $(DEPS_BENCH)
+	./$(CLI) bench
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
 
 test: deps-test

@@ -89,8 +89,8 @@ static double weight_at(enum wkind wk, const float *w, int64_t i, int64_t cols)
     return wk == W_NONE ? 1.0 : wk == W_MASK ? (double)w[i] : (double)w[i % cols];
 }
 
-static double reference(int which, const float *z, const float *x, const float *w,
-                        enum wkind wk, int64_t n, int64_t cols)
+static double reference(int which, const float *z, const float *x, const float *w, enum wkind wk,
+                        int64_t n, int64_t cols)
 {
     double s = 0, c = 0;
     int64_t nonzero = 0;
@@ -128,18 +128,18 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Median seconds of repeated calls: at least 3 runs and 0.2 s, at most 15 runs. */
-#define TIME_MEDIAN(result, call)                                                              \
-    do {                                                                                       \
-        double times_[15];                                                                     \
-        int runs_ = 0;                                                                         \
-        double start_ = now();                                                                 \
-        while (runs_ < 15 && (runs_ < 3 || now() - start_ < 0.2)) {                            \
-            double t0_ = now();                                                                \
-            call;                                                                              \
-            times_[runs_++] = now() - t0_;                                                     \
-        }                                                                                      \
-        qsort(times_, (size_t)runs_, sizeof(double), cmp_double);                              \
-        (result) = times_[runs_ / 2];                                                          \
+#define TIME_MEDIAN(result, call)                                                                  \
+    do {                                                                                           \
+        double times_[15];                                                                         \
+        int runs_ = 0;                                                                             \
+        double start_ = now();                                                                     \
+        while (runs_ < 15 && (runs_ < 3 || now() - start_ < 0.2)) {                                \
+            double t0_ = now();                                                                    \
+            call;                                                                                  \
+            times_[runs_++] = now() - t0_;                                                         \
+        }                                                                                          \
+        qsort(times_, (size_t)runs_, sizeof(double), cmp_double);                                  \
+        (result) = times_[runs_ / 2];                                                              \
     } while (0)
 
 static volatile float sink_f;
@@ -164,7 +164,8 @@ int maskloss_bench(int argc, char **argv)
     float *z = malloc((size_t)maxn * sizeof(float)), *x = malloc((size_t)maxn * sizeof(float));
     float *m = malloc((size_t)maxn * sizeof(float)), *cw = malloc((size_t)cols * sizeof(float));
     double *zd = malloc((size_t)maxn * sizeof(double)), *xd = malloc((size_t)maxn * sizeof(double));
-    double *md = malloc((size_t)maxn * sizeof(double)), *cwd = malloc((size_t)cols * sizeof(double));
+    double *md = malloc((size_t)maxn * sizeof(double)),
+           *cwd = malloc((size_t)cols * sizeof(double));
     if (!z || !x || !m || !cw || !zd || !xd || !md || !cwd) {
         fprintf(stderr, "maskloss: bench: out of memory\n");
         return 1;
@@ -193,7 +194,9 @@ int maskloss_bench(int argc, char **argv)
             int64_t n = sizes[si];
             for (int dt = 0; dt < 2; dt++) {
                 for (int wk = 0; wk < 3; wk++) {
-                    struct ml_tensor tz = {2, {n / cols, cols}, dt ? ML_FLOAT64 : ML_FLOAT32,
+                    struct ml_tensor tz = {2,
+                                           {n / cols, cols},
+                                           dt ? ML_FLOAT64 : ML_FLOAT32,
                                            dt ? (const void *)zd : (const void *)z};
                     struct ml_tensor tx = tz, tw = tz;
                     tx.data = dt ? (const void *)xd : (const void *)x;
@@ -231,8 +234,8 @@ int maskloss_bench(int argc, char **argv)
                     TIME_MEDIAN(t_naive, nv = naive((int)li, z, x, wk == W_CLASS ? cw : m,
                                                     (enum wkind)wk, n, cols));
                     sink_f = nv;
-                    double ref = reference((int)li, z, x, wk == W_CLASS ? cw : m, (enum wkind)wk,
-                                           n, cols);
+                    double ref =
+                        reference((int)li, z, x, wk == W_CLASS ? cw : m, (enum wkind)wk, n, cols);
                     double rel = fabs(got - ref) / fabs(ref);
                     double nrel = fabs((double)nv - ref) / fabs(ref);
                     double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;

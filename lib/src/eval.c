@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "broadcast.h"
-#include "params.h"
 #include "fast.h"
+#include "params.h"
 #include "reduce.h"
 
 /* Inputs larger than this are refused whatever the caller's limit: 2^40 elements keeps
@@ -134,23 +134,21 @@ static int view_open(struct view *v, const char *field, const struct ml_tensor *
     }
     /* Integer inputs convert to finite values; only float inputs need the check. */
     if (!req->allow_non_finite && (t->dtype == ML_FLOAT32 || t->dtype == ML_FLOAT64)) {
-        for (int64_t i = 0; i < v->n; i++) {
-            double x = dtype == ML_FLOAT32 ? (double)((const float *)v->data)[i]
-                                           : ((const double *)v->data)[i];
-            if (!isfinite(x)) {
-                int orig_nan = t->dtype == ML_FLOAT32   ? isnan(((const float *)t->data)[i])
-                               : t->dtype == ML_FLOAT64 ? isnan(((const double *)t->data)[i])
-                                                        : 0;
-                int orig_inf = t->dtype == ML_FLOAT32   ? isinf(((const float *)t->data)[i])
-                               : t->dtype == ML_FLOAT64 ? isinf(((const double *)t->data)[i])
-                                                        : 0;
-                return ml__fail(err, ML_ENONFINITE, field, i,
-                                "%s[%lld] is %s%s; non-finite inputs are rejected unless "
-                                "\"allow_non_finite\": true",
-                                field, (long long)i,
-                                orig_nan ? "NaN" : (orig_inf ? "infinite" : "finite"),
-                                orig_nan || orig_inf ? "" : " but overflows float32");
-            }
+        int64_t i = dtype == ML_FLOAT32 ? ml__first_non_finite_f32(v->data, v->n)
+                                        : ml__first_non_finite_f64(v->data, v->n);
+        if (i >= 0) {
+            int orig_nan = t->dtype == ML_FLOAT32   ? isnan(((const float *)t->data)[i])
+                           : t->dtype == ML_FLOAT64 ? isnan(((const double *)t->data)[i])
+                                                    : 0;
+            int orig_inf = t->dtype == ML_FLOAT32   ? isinf(((const float *)t->data)[i])
+                           : t->dtype == ML_FLOAT64 ? isinf(((const double *)t->data)[i])
+                                                    : 0;
+            return ml__fail(err, ML_ENONFINITE, field, i,
+                            "%s[%lld] is %s%s; non-finite inputs are rejected unless "
+                            "\"allow_non_finite\": true",
+                            field, (long long)i,
+                            orig_nan ? "NaN" : (orig_inf ? "infinite" : "finite"),
+                            orig_nan || orig_inf ? "" : " but overflows float32");
         }
     }
     return 0;
@@ -693,7 +691,11 @@ static int fast_weights(int rank, const int64_t *shape, const int64_t *wstride)
         }
         stride *= shape[d];
     }
-    return all_zero ? ML__FW_SCALAR : dense ? ML__FW_DENSE : row ? ML__FW_ROW : col ? ML__FW_COL : -1;
+    return all_zero ? ML__FW_SCALAR
+           : dense  ? ML__FW_DENSE
+           : row    ? ML__FW_ROW
+           : col    ? ML__FW_COL
+                    : -1;
 }
 
 /*
@@ -757,8 +759,8 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     double den = red->den == ML__DEN_COUNT     ? (double)n
                  : red->den == ML__DEN_NONZERO ? (double)sums.nonzero
                                                : ml__lanes_get(&sums.den);
-    ml__reduce_totals(red, ml__lanes_get(&sums.num), den, ml__lanes_get(&sums.sw), sums.nonzero,
-                      0, 0, res);
+    ml__reduce_totals(red, ml__lanes_get(&sums.num), den, ml__lanes_get(&sums.sw), sums.nonzero, 0,
+                      0, res);
     res->outputs = outputs | ML_OUT_LOSS;
     res->loss_name = e->info->name;
     res->reduction_name = red->name;

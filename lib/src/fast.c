@@ -20,7 +20,7 @@
 #define ALWAYS_INLINE
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                          \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
     !defined(__SANITIZE_ADDRESS__)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -158,7 +158,7 @@ CLONES void ml__fast_run(const struct ml__fast *f, struct ml__fast_sums *out)
 
 const char *ml_simd_path(void)
 {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                          \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
     !defined(__SANITIZE_ADDRESS__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
@@ -167,4 +167,48 @@ const char *ml_simd_path(void)
         return "avx2";
 #endif
     return "baseline";
+}
+
+/* The first NaN or infinity of a float array, or -1: a vectorised scan of the exponent bits
+ * (all ones), then the exact position within the block that has one. */
+CLONES int64_t ml__first_non_finite_f32(const float *v, int64_t n)
+{
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        uint32_t any = 0;
+        for (int64_t k = 0; k < len; k++) {
+            uint32_t u;
+            memcpy(&u, &v[b0 + k], sizeof(u));
+            any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (any)
+            for (int64_t k = 0; k < len; k++) {
+                uint32_t u;
+                memcpy(&u, &v[b0 + k], sizeof(u));
+                if ((u & 0x7f800000u) == 0x7f800000u)
+                    return b0 + k;
+            }
+    }
+    return -1;
+}
+
+CLONES int64_t ml__first_non_finite_f64(const double *v, int64_t n)
+{
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        uint64_t any = 0;
+        for (int64_t k = 0; k < len; k++) {
+            uint64_t u;
+            memcpy(&u, &v[b0 + k], sizeof(u));
+            any |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+        }
+        if (any)
+            for (int64_t k = 0; k < len; k++) {
+                uint64_t u;
+                memcpy(&u, &v[b0 + k], sizeof(u));
+                if ((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
+                    return b0 + k;
+            }
+    }
+    return -1;
 }

@@ -29,8 +29,8 @@ struct ml__fast {
     int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */
     const float *w;
     enum ml__fast_weights wmode;
-    int den_sums;  /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
-    int want_sw;   /* sum the weights for sum_weights */
+    int den_sums; /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
+    int want_sw;  /* sum the weights for sum_weights */
 };
 
 struct ml__fast_sums {
@@ -41,5 +41,8 @@ struct ml__fast_sums {
 /* Runs the kernel over all rows * cols elements. */
 void ml__fast_run(const struct ml__fast *f, struct ml__fast_sums *out);
 
+/* The index of the first NaN or infinity, or -1 (vectorised scans). */
+int64_t ml__first_non_finite_f32(const float *v, int64_t n);
+int64_t ml__first_non_finite_f64(const double *v, int64_t n);
 
 #endif /* ML_FAST_H */
