@@ -33,14 +33,14 @@ static inline ALWAYS_INLINE float tf_sce(float z, float x)
 {
     float relu = x >= 0.0f ? x : 0.0f;
     float ax = x < 0 ? -x : x;
-    return relu - x * z + ml__log1pf(ml__expf(-ax));
+    return relu - x * z + ml__softplus_negf(ax);
 }
 
 static inline ALWAYS_INLINE float torch_bce(float z, float x)
 {
     float ax = x < 0 ? -x : x;
     float m = x < 0.0f ? x : 0.0f;
-    float log_sig = m - ml__log1pf(ml__expf(-ax));
+    float log_sig = m - ml__softplus_negf(ax);
     return (1.0f - z) * x - 1.0f * log_sig;
 }
 
