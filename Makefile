@@ -8,6 +8,7 @@
 #                        AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench           maskloss bench (kernels), then wrk against build/maskloss-server on a
 #                        free port (BENCH_ARGS=...)
+#   make bench-server    the server against nginx serving the same answer; one large request
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
 #   make install PREFIX=/usr/local
 #   make format | lint | clean
@@ -30,7 +31,7 @@ LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(LDFLAGS)
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl
-DEPS_BENCH = cmd:wrk:wrk
+DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
 
 # The end-to-end tests use Debian's Python, where Debian's python3-* packages live.
 PYTHON ?= /usr/bin/python3
@@ -59,7 +60,8 @@ LIBSO = $(BUILD)/libmaskloss.so
 CLI = $(BUILD)/maskloss
 SERVER = $(BUILD)/maskloss-server
 
-.PHONY: all build deps deps-test test check e2e run bench accuracy clean install format lint
+.PHONY: all build deps deps-test test check e2e run bench bench-server accuracy clean install \
+        format lint
 # Dependencies first, then a fresh make that sees their pkg-config flags.
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -137,6 +139,12 @@ bench: all
 	@sh scripts/deps.sh $(DEPS_BENCH)
 	./$(CLI) bench
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
+
+# POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
+# binary v2 request end to end.
+bench-server: all
+	@sh scripts/deps.sh $(DEPS_BENCH)
+	@$(PYTHON) tests/bench/wrk.py $(SERVER) --nginx $(BENCH_ARGS)
 
 test: deps-test
 	@$(MAKE) --no-print-directory check

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """make bench: wrk against a maskloss-server started here on a free port.
 
-usage: wrk.py SERVER [--duration S] [--runs N] [--connections C] [--threads T]
+usage: wrk.py SERVER [--duration S] [--runs N] [--connections C] [--threads T] [--nginx]
+
+With --nginx (make bench-server): POST /v1/loss with the note's 4x5 example against nginx
+serving a static file of the same response, same wrk settings, interleaved in one run; then
+one client sending 1000x1000 float32 binary v2 requests back to back (wrk -t1 -c1), whose
+latency is the end-to-end time of one such request.
 
 Small requests, wrk -t2 -c64 (each scenario run N times, interleaved; medians, min-max):
   healthz  GET /healthz (the HTTP layer alone)
@@ -65,7 +70,10 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--nginx", action="store_true")
     args = ap.parse_args()
+    if args.nginx:
+        return vs_nginx(args)
 
     tmp = tempfile.mkdtemp()
     rng = random.Random(1)
@@ -183,6 +191,97 @@ def peak_memory(server, path, body_file, env):
         after = vm_hwm(srv.proc.pid)
         srv.stop()
     return after - before
+
+
+
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp}/www;
+        location / {{ default_type application/json; }}
+    }}
+}}
+"""
+
+
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vs_nginx(args):
+    tmp = tempfile.mkdtemp()
+    os.chmod(tmp, 0o755)  # nginx's workers drop root for www-data: let them read the file
+    note_file = os.path.join(ROOT, "examples", "masked-mean.json")
+    with Server(args.server) as srv:
+        base = f"http://127.0.0.1:{srv.port}"
+        # nginx serves the very bytes maskloss answers, from a file.
+        conn = srv.connect()
+        conn.request("POST", "/v1/loss", body=open(note_file, "rb").read(),
+                     headers={"Content-Type": "application/json"})
+        answer = conn.getresponse().read()
+        conn.close()
+        os.makedirs(os.path.join(tmp, "www"))
+        with open(os.path.join(tmp, "www", "note.json"), "wb") as f:
+            f.write(answer)
+        port = free_port()
+        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(tmp=tmp, port=port))
+        nginx = subprocess.Popen(["nginx", "-c", os.path.join(tmp, "nginx.conf")],
+                                 stderr=subprocess.PIPE)
+        try:
+            import time
+            for _ in range(100):
+                try:
+                    import urllib.request
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/note.json", timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            print(srv.banner.strip())
+            print(f"nginx 1.22, 1 worker, static file of the same {len(answer)}-byte answer")
+            print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, "
+                  f"{args.runs} runs each, interleaved")
+            res = {"nginx": [], "maskloss": []}
+            for _ in range(args.runs):
+                res["nginx"].append(run_wrk(f"http://127.0.0.1:{port}/note.json", args))
+                res["maskloss"].append(run_wrk(base + "/v1/loss", args, note_file))
+        finally:
+            nginx.terminate()
+            nginx.wait()
+        print(f"{'server':24} {'req/s median (min-max)':>28} {'p50':>9} {'p99':>9}")
+        med = {}
+        for name, rows in res.items():
+            rps = [r[0] for r in rows]
+            med[name] = statistics.median(rps)
+            print(f"{name:24} {med[name]:>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
+                  f" {statistics.median(r[1] for r in rows) * 1e3:>7.2f}ms"
+                  f" {statistics.median(r[2] for r in rows) * 1e3:>7.2f}ms")
+        print(f"maskloss / nginx: {med['maskloss'] / med['nginx']:.2f}")
+
+        large = {name: (path, body, env) for name, path, body, env in large_requests(tmp)}
+        path, body, env = large["binary"]
+        rows = [run_wrk(base + path, args, body, 1, 1, env) for _ in range(args.runs)]
+        print(f"\none 1000x1000 float32 binary v2 request at a time (wrk -t1 -c1 -d{args.duration}s):"
+              f" {statistics.median(r[0] for r in rows):.1f} req/s, end-to-end latency p50 "
+              f"{statistics.median(r[1] for r in rows) * 1e3:.1f} ms, p99 "
+              f"{statistics.median(r[2] for r in rows) * 1e3:.1f} ms")
+        rc = srv.stop()
+        if rc != 0:
+            sys.exit(f"server exit status {rc}")
 
 
 if __name__ == "__main__":
