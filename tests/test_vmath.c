@@ -125,10 +125,10 @@ static void test_softplus_negf(void **state)
         if (d > worst_cr)
             worst_cr = d;
     }
-    static const float edges[] = {0.0f,  1e-45f, 0x1p-25f, 0.34657359f, 0.6931472f, 1.0f,
-                                  17.3f, 17.4f,  17.5f,    87.0f,       87.3365f,   88.0f,
-                                  103.0f, 103.97f, 104.0f, 104.1f,      200.0f,     FLT_MAX,
-                                  INFINITY};
+    static const float edges[] = {0.0f,     1e-45f, 0x1p-25f, 0.34657359f, 0.6931472f,
+                                  1.0f,     17.3f,  17.4f,    17.5f,       87.0f,
+                                  87.3365f, 88.0f,  103.0f,   103.97f,     104.0f,
+                                  104.1f,   200.0f, FLT_MAX,  INFINITY};
     for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
         double ref = log1p(exp(-(double)edges[i]));
         float got = ml__softplus_negf(edges[i]);

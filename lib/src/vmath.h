@@ -150,8 +150,8 @@ static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
     float p = 1.0f + (r + (r * r) * q);
     /* e = p 2^n in two steps, so that 2^-150 < e < 2^-126 rounds once into the subnormals. */
     int32_t n1 = ni / 2, n2 = ni - n1;
-    float e = p * ml__from_bitsf((uint32_t)(n1 + 127) << 23) *
-              ml__from_bitsf((uint32_t)(n2 + 127) << 23);
+    float e =
+        p * ml__from_bitsf((uint32_t)(n1 + 127) << 23) * ml__from_bitsf((uint32_t)(n2 + 127) << 23);
     /* log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3]: no 1 + e to lose e's low bits.
      * The rounding of 2 + e is put back: s = (e / d)(1 - dl / d), dl = (2 + e) - d. */
     float d = 2.0f + e;
