@@ -29,6 +29,11 @@ int mlp__keep_buffer(struct mlp_request *r, void *buf, const char *field, struct
 /* "[4, 5]" */
 void mlp__shape_text(char *buf, size_t size, int rank, const int64_t *shape);
 
+/* A JSON array of dimensions into t->rank and t->shape; `name` is how messages call it
+ * ("labels.shape"), `field` the error's field. */
+int mlp__shape_decode(const json_t *shape, const char *field, const char *name, struct ml_tensor *t,
+                      struct mlp_error *err);
+
 /* Elements of a shape; -1 for a negative dimension, -2 beyond 2^40. */
 int64_t mlp__numel_checked(int rank, const int64_t *shape);
 

@@ -175,6 +175,26 @@ void mlp__shape_text(char *buf, size_t size, int rank, const int64_t *shape)
         snprintf(buf + used, size - used, "]");
 }
 
+int mlp__shape_decode(const json_t *shape, const char *field, const char *name, struct ml_tensor *t,
+                      struct mlp_error *err)
+{
+    if (!json_is_array(shape))
+        return mlp__fail(err, ML_ETENSOR, field, -1, "%s must be an array of dimensions", name);
+    if (json_array_size(shape) > ML_MAX_RANK)
+        return mlp__fail(err, ML_ETENSOR, field, -1, "%s has rank %zu; at most %d", name,
+                         json_array_size(shape), ML_MAX_RANK);
+    t->rank = (int)json_array_size(shape);
+    for (int d = 0; d < t->rank; d++) {
+        const json_t *dim = json_array_get(shape, (size_t)d);
+        double x = json_is_number(dim) ? json_number_value(dim) : -1;
+        if (!(x >= 0 && x == floor(x) && x < 9.0e15))
+            return mlp__fail(err, ML_ETENSOR, field, -1, "%s[%d] must be a non-negative integer",
+                             name, d);
+        t->shape[d] = (int64_t)x;
+    }
+    return 0;
+}
+
 int64_t mlp__numel_checked(int rank, const int64_t *shape)
 {
     int64_t n = 1;
@@ -305,18 +325,11 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
                              "%s.shape must be an array of dimensions, e.g. [4, 5]", field);
         if (!data && !b64)
             return mlp__fail(err, ML_ETENSOR, field, -1, "%s has a shape but no \"data\"", field);
-        if (json_array_size(shape) > ML_MAX_RANK)
-            return mlp__fail(err, ML_ETENSOR, field, -1, "%s.shape has rank %zu; at most %d", field,
-                             json_array_size(shape), ML_MAX_RANK);
-        t->rank = (int)json_array_size(shape);
-        for (int d = 0; d < t->rank; d++) {
-            const json_t *dim = json_array_get(shape, (size_t)d);
-            double x = json_is_number(dim) ? json_number_value(dim) : -1;
-            if (!(x >= 0 && x == floor(x) && x < 9.0e15))
-                return mlp__fail(err, ML_ETENSOR, field, -1,
-                                 "%s.shape[%d] must be a non-negative integer", field, d);
-            t->shape[d] = (int64_t)x;
-        }
+        char name[96];
+        snprintf(name, sizeof(name), "%s.shape", field);
+        int rc = mlp__shape_decode(shape, field, name, t, err);
+        if (rc)
+            return rc;
         if (b64)
             return decode_b64(v, field, r, t, err);
         declared = 1;

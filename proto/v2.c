@@ -123,23 +123,14 @@ static int decode_parameters(const json_t *params, struct mlp_v2_request *r, int
     return rc;
 }
 
+/* The shape of an input; a binary input's byte count is shape x datatype, so a product
+ * that overflows is refused here, before any size is computed from it. */
 static int decode_shape(const json_t *shape, const char *field, struct ml_tensor *t,
                         struct mlp_error *err)
 {
-    if (!json_is_array(shape))
-        return mlp__fail(err, ML_ETENSOR, field, -1, "%s must be an array of dimensions", field);
-    if (json_array_size(shape) > ML_MAX_RANK)
-        return mlp__fail(err, ML_ETENSOR, field, -1, "%s has rank %zu; at most %d", field,
-                         json_array_size(shape), ML_MAX_RANK);
-    t->rank = (int)json_array_size(shape);
-    for (int d = 0; d < t->rank; d++) {
-        const json_t *dim = json_array_get(shape, (size_t)d);
-        double x = json_is_number(dim) ? json_number_value(dim) : -1;
-        if (!(x >= 0 && x == floor(x) && x < 9.0e15))
-            return mlp__fail(err, ML_ETENSOR, field, d, "%s[%d] must be a non-negative integer",
-                             field, d);
-        t->shape[d] = (int64_t)x;
-    }
+    int rc = mlp__shape_decode(shape, field, field, t, err);
+    if (rc)
+        return rc;
     int64_t n = 1;
     for (int d = 0; d < t->rank; d++) {
         if (t->shape[d] && n > INT64_MAX / t->shape[d])

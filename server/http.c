@@ -417,13 +417,13 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     if (r->early_status || !is_compute(r->route))
         return MHD_YES;
 
-    /* A missing Content-Type is accepted (some clients send none); a wrong one is not. */
     const char *ct =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     const char *ce =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (r->route == MLS_ROUTE_V2_INFER) {
-        /* v2 clients send binary bodies, often with no Content-Type at all. */
+        /* Like Triton, the v2 route does not read Content-Type: its clients send none,
+         * application/json, application/octet-stream, or curl's form type. */
         const char *ih =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
         char *end = NULL;
@@ -437,21 +437,16 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                  * used where they lie. */
                 r->pad = (size_t)((16 - r->ihcl % 16) % 16);
         }
-        /* Like Triton, the v2 route does not read Content-Type: its clients send none,
-         * application/json, application/octet-stream, or curl's form type. */
-        if (!r->early_status && ce && !media_type_is(ce, "identity"))
-            early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Encoding",
-                  "Content-Encoding '%.100s' is not supported: send the body uncompressed", ce);
-        return MHD_YES;
-    }
-    if (ct && !media_type_is(ct, "application/json"))
+    } else if (ct && !media_type_is(ct, "application/json")) {
+        /* A missing Content-Type is accepted (some clients send none); a wrong one is not. */
         early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type",
               "Content-Type '%.100s' is not supported: send application/json%s", ct,
               /* the commonest way to get here */
               media_type_is(ct, "application/x-www-form-urlencoded")
                   ? " (curl -d sends this type: add -H 'Content-Type: application/json')"
                   : "");
-    else if (ce && !media_type_is(ce, "identity"))
+    }
+    if (!r->early_status && ce && !media_type_is(ce, "identity"))
         early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Encoding",
               "Content-Encoding '%.100s' is not supported: send the body uncompressed", ce);
     return MHD_YES;
