@@ -114,7 +114,7 @@ $(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA) $(SERVER_LIBS) -lm
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm -lpthread
 
 # One build's tests: the cmocka suites (run from the root so tests/data is found), the
 # command-line tests against this build's CLI, then the end-to-end tests against this

@@ -9,6 +9,7 @@
  * (ml_simd_path() says which), so this also checks that path against the scalar one.
  */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,8 +47,10 @@ static void test_fused_equals_general(void **state)
         {"SUM_BY_NONZERO_WEIGHTS", "MEAN", "SUM"},
         {"mean", "sum", "mean"},
     };
-    static const int64_t shapes[][2] = {{1, 1},   {3, 5},    {1, 7},   {8, 1},  {4, 9},
-                                        {13, 79}, {1, 1031}, {33, 64}, {300, 7}};
+    /* Sizes around the 8 lanes, the 1024-element blocks and the 65536-element chunks. */
+    static const int64_t shapes[][2] = {{1, 1},   {3, 5},     {1, 7},      {8, 1},
+                                        {4, 9},   {13, 79},   {1, 1031},   {33, 64},
+                                        {300, 7}, {3, 70001}, {1, 131072}, {2049, 64}};
     static const char *const wnames[] = {"none", "scalar", "dense", "row", "col"};
     printf("fused path: %s\n", ml_simd_path());
     int checked = 0;
@@ -147,11 +150,97 @@ static void test_non_finite_scan(void **state)
     free(z);
 }
 
+/* parallel_for runners: in order (the default's order), reversed, and on two threads. */
+struct job {
+    void (*fn)(void *, int64_t);
+    void *arg;
+    int64_t n;
+    int64_t first; /* this thread runs first, first + 2, ... */
+};
+
+static void run_in_order(void *ctx, int64_t n, void (*fn)(void *, int64_t), void *arg)
+{
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++)
+        fn(arg, i);
+}
+
+static void run_reversed(void *ctx, int64_t n, void (*fn)(void *, int64_t), void *arg)
+{
+    int *calls = ctx;
+    (*calls)++;
+    for (int64_t i = n - 1; i >= 0; i--)
+        fn(arg, i);
+}
+
+static void *thread_main(void *p)
+{
+    struct job *j = p;
+    for (int64_t i = j->first; i < j->n; i += 2)
+        j->fn(j->arg, i);
+    return NULL;
+}
+
+static void run_two_threads(void *ctx, int64_t n, void (*fn)(void *, int64_t), void *arg)
+{
+    (void)ctx;
+    struct job a = {fn, arg, n, 0}, b = {fn, arg, n, 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, thread_main, &b), 0);
+    thread_main(&a);
+    pthread_join(t, NULL);
+}
+
+/* A request of many chunks gives the same bits run in order, reversed, or on two threads. */
+static void test_parallel_same_bits(void **state)
+{
+    (void)state;
+    int64_t rows = 5000, cols = 101, n = rows * cols; /* 8 chunks */
+    float *z = malloc((size_t)n * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
+    float *w = malloc((size_t)n * sizeof(float));
+    assert_non_null(z);
+    assert_non_null(x);
+    assert_non_null(w);
+    for (int64_t i = 0; i < n; i++) {
+        z[i] = uniform() < 0.5 ? 1.0f : 0.0f;
+        x[i] = (float)((uniform() - 0.5) * 20);
+        w[i] = uniform() < 0.5 ? 0.0f : 1.0f;
+    }
+    struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
+    struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32, x};
+    struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
+    void (*runners[])(void *, int64_t, void (*)(void *, int64_t),
+                      void *) = {NULL, run_in_order, run_reversed, run_two_threads};
+    double loss[4];
+    int reversed_calls = 0;
+    for (int k = 0; k < 4; k++) {
+        struct ml_request req;
+        struct ml_result res;
+        ml_request_init(&req);
+        req.loss = "sigmoid_cross_entropy";
+        req.labels = &tz;
+        req.logits = &tx;
+        req.weights = &tw;
+        req.parallel_for = runners[k];
+        req.parallel_ctx = &reversed_calls;
+        assert_int_equal(ml_eval(&req, &res, NULL), 0);
+        loss[k] = res.loss;
+        ml_result_free(&res);
+    }
+    assert_int_equal(reversed_calls, 1); /* the runner was used */
+    for (int k = 1; k < 4; k++)
+        same_bits(loss[k], loss[0], "loss", k == 3 ? "two threads" : "reordered");
+    free(z);
+    free(x);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general),
         cmocka_unit_test(test_non_finite_scan),
+        cmocka_unit_test(test_parallel_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -162,6 +162,15 @@ struct ml_request {
     unsigned outputs;     /* enum ml_output bits; 0 means ML_OUT_LOSS */
     int allow_non_finite; /* accept NaN/Inf inputs instead of rejecting them */
     int64_t max_elements; /* reject inputs with more elements than this; 0 = no limit */
+
+    /*
+     * Optional: runs fn(arg, i) for every i in [0, n), in any order and on any threads,
+     * and returns when all have returned. Given one, the library splits a large evaluation
+     * into parts of a fixed size and hands them to it; the result is the same bits with or
+     * without it, whatever the threads and the order.
+     */
+    void (*parallel_for)(void *ctx, int64_t n, void (*fn)(void *arg, int64_t i), void *arg);
+    void *parallel_ctx;
 };
 
 /* A dense row-major array of doubles owned by a struct ml_result. */

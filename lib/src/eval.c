@@ -666,6 +666,20 @@ static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *er
 
 #define NOT_FAST 1
 
+struct fast_plan {
+    const struct ml__fast *f;
+    int64_t n;
+    struct ml__fast_sums *sums; /* one per chunk */
+};
+
+static void fast_chunk(void *arg, int64_t c)
+{
+    struct fast_plan *p = arg;
+    int64_t begin = c * ML__CHUNK;
+    int64_t end = begin + ML__CHUNK < p->n ? begin + ML__CHUNK : p->n;
+    ml__fast_run(p->f, begin, end, &p->sums[c]);
+}
+
 /* The weight layout of fast.h that the broadcast strides describe, or -1. */
 static int fast_weights(int rank, const int64_t *shape, const int64_t *wstride)
 {
@@ -753,14 +767,32 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     f.den_sums = red->den == ML__DEN_WEIGHTS;
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
 
-    struct ml__fast_sums sums;
-    ml__fast_run(&f, &sums);
-    int64_t n = f.rows * f.cols;
-    double den = red->den == ML__DEN_COUNT     ? (double)n
-                 : red->den == ML__DEN_NONZERO ? (double)sums.nonzero
-                                               : ml__lanes_get(&sums.den);
-    ml__reduce_totals(red, ml__lanes_get(&sums.num), den, ml__lanes_get(&sums.sw), sums.nonzero, 0,
-                      0, res);
+    /* Chunks, each with sums of its own, merged in order: the same bits however many
+     * threads ran them. */
+    struct fast_plan plan = {&f, f.rows * f.cols, NULL};
+    int64_t nchunks = (plan.n + ML__CHUNK - 1) / ML__CHUNK;
+    plan.sums = malloc((size_t)(nchunks > 0 ? nchunks : 1) * sizeof(*plan.sums));
+    if (!plan.sums)
+        return NOT_FAST; /* the general path will report the shortage */
+    if (req->parallel_for && nchunks > 1)
+        req->parallel_for(req->parallel_ctx, nchunks, fast_chunk, &plan);
+    else
+        for (int64_t c = 0; c < nchunks; c++)
+            fast_chunk(&plan, c);
+    struct ml__fast_sums total;
+    memset(&total, 0, sizeof(total));
+    for (int64_t c = 0; c < nchunks; c++) {
+        ml__lanes_merge(&total.num, &plan.sums[c].num);
+        ml__lanes_merge(&total.den, &plan.sums[c].den);
+        ml__lanes_merge(&total.sw, &plan.sums[c].sw);
+        total.nonzero += plan.sums[c].nonzero;
+    }
+    free(plan.sums);
+    double den = red->den == ML__DEN_COUNT     ? (double)plan.n
+                 : red->den == ML__DEN_NONZERO ? (double)total.nonzero
+                                               : ml__lanes_get(&total.den);
+    ml__reduce_totals(red, ml__lanes_get(&total.num), den, ml__lanes_get(&total.sw), total.nonzero,
+                      0, 0, res);
     res->outputs = outputs | ML_OUT_LOSS;
     res->loss_name = e->info->name;
     res->reduction_name = red->name;

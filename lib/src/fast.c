@@ -99,13 +99,13 @@ static inline ALWAYS_INLINE void lanes_add8(struct ml__lanes *a, const double *x
     }
 }
 
-CLONES void ml__fast_run(const struct ml__fast *f, struct ml__fast_sums *out)
+CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
+                         struct ml__fast_sums *out)
 {
     double wv[BLOCK], wd[BLOCK];
-    const int64_t n = f->rows * f->cols;
     memset(out, 0, sizeof(*out));
-    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
-        int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+    for (int64_t b0 = begin; b0 < end; b0 += BLOCK) {
+        int64_t len = end - b0 < BLOCK ? end - b0 : BLOCK;
         /* Row segments of the block. */
         for (int64_t i = b0; i < b0 + len;) {
             int64_t row = i / f->cols, col = i - row * f->cols;

@@ -38,8 +38,9 @@ struct ml__fast_sums {
     int64_t nonzero; /* elements with a non-zero weight (NaN counts) */
 };
 
-/* Runs the kernel over all rows * cols elements. */
-void ml__fast_run(const struct ml__fast *f, struct ml__fast_sums *out);
+/* Runs the kernel over elements [begin, end) of the rows * cols; begin is a multiple of 8
+ * (a chunk's start), so that element i goes to lane i mod 8. */
+void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out);
 
 /* The index of the first NaN or infinity, or -1 (vectorised scans). */
 int64_t ml__first_non_finite_f32(const float *v, int64_t n);

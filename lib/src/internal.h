@@ -166,6 +166,24 @@ static inline double ml__sum_get(const struct ml__sum *a)
     return (r - r == 0) ? r : a->s;
 }
 
+/*
+ * Totals are summed in chunks of ML__CHUNK elements, each chunk into lanes of its own that
+ * are then merged into the total in chunk order: chunks are what threads share out, and the
+ * fixed size keeps the bits independent of how many threads there were.
+ */
+#define ML__CHUNK 65536
+
+static inline void ml__lanes_merge(struct ml__lanes *total, const struct ml__lanes *part)
+{
+    for (int j = 0; j < ML__LANES; j++) {
+        double x = part->s[j];
+        double t = total->s[j] + x;
+        double z = t - total->s[j];
+        total->c[j] += ((total->s[j] - (t - z)) + (x - z)) + part->c[j];
+        total->s[j] = t;
+    }
+}
+
 static inline double ml__lanes_get(const struct ml__lanes *a)
 {
     struct ml__sum t = {0, 0};

@@ -116,10 +116,14 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
             goto free_groups;
     }
 
-    struct ml__lanes num, den, sum_w;
+    /* This chunk's lanes (num, den, sum_w) and the totals they merge into. */
+    struct ml__lanes num, den, sum_w, tnum, tden, tsum_w;
     memset(&num, 0, sizeof(num));
     memset(&den, 0, sizeof(den));
     memset(&sum_w, 0, sizeof(sum_w));
+    tnum = num;
+    tden = num;
+    tsum_w = num;
     int64_t nonzero = 0;
     /* Denominators that count (0 or 1 per element) are summed exactly as integers; the sum
      * of the weights only when asked for. Two compensated sums fewer per element in the
@@ -139,6 +143,14 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
         stride *= in->shape[d2];
     }
     for (int64_t i = 0; i < n; i++) {
+        if (i && i % ML__CHUNK == 0) {
+            ml__lanes_merge(&tnum, &num);
+            ml__lanes_merge(&tden, &den);
+            ml__lanes_merge(&tsum_w, &sum_w);
+            memset(&num, 0, sizeof(num));
+            memset(&den, 0, sizeof(den));
+            memset(&sum_w, 0, sizeof(sum_w));
+        }
         /* The effective weight of element i: the broadcast weight, or for losses with
          * kernel denominators (torch cross_entropy) the target's class weight. */
         double w = in->w ? in->w[woff] : in->wf ? (double)in->wf[woff] : 1.0;
@@ -193,9 +205,12 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
         }
     }
 
+    ml__lanes_merge(&tnum, &num);
+    ml__lanes_merge(&tden, &den);
+    ml__lanes_merge(&tsum_w, &sum_w);
     if (none_out) {
-        res->weighted_sum = ml__lanes_get(&num);
-        res->sum_weights = ml__lanes_get(&sum_w);
+        res->weighted_sum = ml__lanes_get(&tnum);
+        res->sum_weights = ml__lanes_get(&tsum_w);
         res->num_nonzero_weights = (double)nonzero;
         res->loss_is_tensor = 1;
         res->loss_tensor.rank = in->rank;
@@ -204,9 +219,9 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
         res->loss_tensor.data = none_out;
         res->loss = 0;
     } else {
-        ml__reduce_totals(red, ml__lanes_get(&num),
-                          den_counts ? (double)den_count : ml__lanes_get(&den),
-                          ml__lanes_get(&sum_w), nonzero, in->has_raw_sw, in->raw_sw_sum, res);
+        ml__reduce_totals(red, ml__lanes_get(&tnum),
+                          den_counts ? (double)den_count : ml__lanes_get(&tden),
+                          ml__lanes_get(&tsum_w), nonzero, in->has_raw_sw, in->raw_sw_sum, res);
     }
 
     if (want_sample && group_emit(&by_sample, red, &res->per_sample))
