@@ -99,6 +99,14 @@ void mlp_error_write(struct mlp_buf *b, int status, const struct mlp_error *err)
 /* Appends the catalogue: every loss with its parameters, defaults and reductions. */
 void mlp_catalogue_write(struct mlp_buf *b);
 
+/* How to evaluate: the element limit (0: none) and an optional parallel_for, both handed
+ * to ml_eval (see struct ml_request). NULL means no limit, serial. */
+struct mlp_exec {
+    long long max_elements;
+    void (*parallel_for)(void *ctx, int64_t n, void (*fn)(void *arg, int64_t i), void *arg);
+    void *parallel_ctx;
+};
+
 /* What an evaluation was about, for metrics and logs. */
 struct mlp_eval_info {
     const char *loss_name; /* the catalogue name that ran (static), or NULL when rejected */
@@ -108,22 +116,23 @@ struct mlp_eval_info {
 /*
  * Decodes, evaluates and encodes one parsed request (a new reference is taken, as by
  * mlp_request_decode). Appends the response or the error object to b and returns 0 or
- * the negative status. `max_elements` limits each input tensor (0: none). info may be NULL.
+ * the negative status. exec and info may be NULL.
  */
-int mlp_eval_value(json_t *root, long long max_elements, struct mlp_buf *b,
+int mlp_eval_value(json_t *root, const struct mlp_exec *exec, struct mlp_buf *b,
                    struct mlp_eval_info *info);
 
-/* The whole round trip for one request text: mlp_parse, then mlp_eval_value. */
+/* The whole round trip for one request text: mlp_parse, then mlp_eval_value, serial;
+ * `max_elements` limits each input tensor (0: none). */
 int mlp_eval_text(const char *text, size_t len, long long max_elements, struct mlp_buf *b);
 
 /*
  * A batch {"requests": [R, ...]} -> {"responses": [A, ...]}: each answer A is the response
  * or the error object of R, in order, so one bad entry does not spoil the others. Returns 0
  * when the envelope was valid (whatever its entries did), else the negative status with
- * the error object in b. `count` (may be NULL) receives the number of entries;
+ * the error object in b. exec may be NULL. `count` (may be NULL) receives the number of entries;
  * `on_entry` (may be NULL) is called after each entry with its status and info.
  */
-int mlp_eval_batch(json_t *root, long long max_elements, struct mlp_buf *b, size_t *count,
+int mlp_eval_batch(json_t *root, const struct mlp_exec *exec, struct mlp_buf *b, size_t *count,
                    void (*on_entry)(void *cls, int status, const struct mlp_eval_info *info),
                    void *cls);
 

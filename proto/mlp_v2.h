@@ -55,7 +55,7 @@ void mlp_v2_response_write(struct mlp_buf *b, size_t *header_len, const char *mo
 
 /* Decode, evaluate, encode: appends the response (0) or the error object (negative). */
 int mlp_v2_eval(const char *model, const char *body, size_t len, long long header_len,
-                long long max_elements, struct mlp_buf *b, size_t *header_len_out,
+                const struct mlp_exec *exec, struct mlp_buf *b, size_t *header_len_out,
                 struct mlp_eval_info *info);
 
 /* GET /v2/models/{model}: name, versions, platform, inputs and outputs. */

@@ -325,7 +325,7 @@ static long long main_input_elements(const struct ml_request *r)
     return t ? (long long)ml_shape_numel(t->rank, t->shape) : 0;
 }
 
-int mlp_eval_value(json_t *root, long long max_elements, struct mlp_buf *b,
+int mlp_eval_value(json_t *root, const struct mlp_exec *exec, struct mlp_buf *b,
                    struct mlp_eval_info *info)
 {
     struct mlp_error err;
@@ -341,7 +341,11 @@ int mlp_eval_value(json_t *root, long long max_elements, struct mlp_buf *b,
     int rc = mlp_request_decode(root, &req, &err);
     if (rc)
         goto write_error;
-    req.req.max_elements = max_elements;
+    if (exec) {
+        req.req.max_elements = exec->max_elements;
+        req.req.parallel_for = exec->parallel_for;
+        req.req.parallel_ctx = exec->parallel_ctx;
+    }
     rc = ml_eval(&req.req, &res, &err.e);
     if (rc) {
         mlp_request_free(&req);
@@ -373,12 +377,13 @@ int mlp_eval_text(const char *text, size_t len, long long max_elements, struct m
         mlp_error_write(b, rc, &err);
         return rc;
     }
-    rc = mlp_eval_value(root, max_elements, b, NULL);
+    struct mlp_exec exec = {max_elements, NULL, NULL};
+    rc = mlp_eval_value(root, &exec, b, NULL);
     json_decref(root);
     return rc;
 }
 
-int mlp_eval_batch(json_t *root, long long max_elements, struct mlp_buf *b, size_t *count,
+int mlp_eval_batch(json_t *root, const struct mlp_exec *exec, struct mlp_buf *b, size_t *count,
                    void (*on_entry)(void *cls, int status, const struct mlp_eval_info *info),
                    void *cls)
 {
@@ -404,7 +409,7 @@ int mlp_eval_batch(json_t *root, long long max_elements, struct mlp_buf *b, size
         struct mlp_eval_info info;
         if (i)
             mlp_buf_append(b, ",", 1);
-        int rc = mlp_eval_value(json_array_get(list, i), max_elements, b, &info);
+        int rc = mlp_eval_value(json_array_get(list, i), exec, b, &info);
         if (on_entry)
             on_entry(cls, rc, &info);
     }

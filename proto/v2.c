@@ -580,7 +580,7 @@ static long long main_input_elements(const struct ml_request *q)
 }
 
 int mlp_v2_eval(const char *model, const char *body, size_t len, long long header_len,
-                long long max_elements, struct mlp_buf *b, size_t *header_len_out,
+                const struct mlp_exec *exec, struct mlp_buf *b, size_t *header_len_out,
                 struct mlp_eval_info *info)
 {
     struct mlp_v2_request r;
@@ -592,7 +592,11 @@ int mlp_v2_eval(const char *model, const char *body, size_t len, long long heade
     }
     int rc = mlp_v2_decode(model, body, len, header_len, &r, &err);
     if (!rc) {
-        r.base.req.max_elements = max_elements;
+        if (exec) {
+            r.base.req.max_elements = exec->max_elements;
+            r.base.req.parallel_for = exec->parallel_for;
+            r.base.req.parallel_ctx = exec->parallel_ctx;
+        }
         rc = ml_eval(&r.base.req, &res, &err.e);
         if (!rc) {
             mlp_v2_response_write(b, header_len_out, model, &res, &r);

@@ -221,10 +221,12 @@ static void compute(struct mls_server *s, struct request *r)
     memset(&err, 0, sizeof(err));
     err.e.index = -1;
 
+    /* Large requests are split across the idle workers (the library decides what is large). */
+    struct mlp_exec exec = {s->cfg.max_elements, mls_pool_parallel_for, &s->pool};
     if (r->route == MLS_ROUTE_V2_INFER) {
         struct mlp_eval_info info;
-        int rc = mlp_v2_eval(r->model, r->body ? r->body : "", r->len, r->ihcl, s->cfg.max_elements,
-                             &r->out, &r->out_header_len, &info);
+        int rc = mlp_v2_eval(r->model, r->body ? r->body : "", r->len, r->ihcl, &exec, &r->out,
+                             &r->out_header_len, &info);
         r->loss_name = info.loss_name;
         mls_metrics_elements(&s->metrics, info.loss_name, info.elements);
         r->answer_status = v2_status_of(rc);
@@ -238,11 +240,11 @@ static void compute(struct mls_server *s, struct request *r)
         mlp_error_write(&r->out, rc, &err);
     } else if (r->route == MLS_ROUTE_LOSS) {
         struct mlp_eval_info info;
-        rc = mlp_eval_value(root, s->cfg.max_elements, &r->out, &info);
+        rc = mlp_eval_value(root, &exec, &r->out, &info);
         r->loss_name = info.loss_name;
         mls_metrics_elements(&s->metrics, info.loss_name, info.elements);
     } else {
-        rc = mlp_eval_batch(root, s->cfg.max_elements, &r->out, &r->entries, count_entry, s);
+        rc = mlp_eval_batch(root, &exec, &r->out, &r->entries, count_entry, s);
         atomic_fetch_add_explicit(&s->metrics.batch_entries, r->entries, memory_order_relaxed);
     }
     json_decref(root);
@@ -524,6 +526,7 @@ static enum MHD_Result send_metrics(struct request *r)
     struct mls_gauges g = {.queue_capacity = s->cfg.queue_depth, .workers = s->cfg.workers};
     struct mlp_buf b = {0};
     mls_pool_counts(&s->pool, &g.queued, &g.running);
+    g.parts_helped = mls_pool_parts_helped(&s->pool);
     g.ready = atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_READY;
     mls_metrics_write(&s->metrics, &g, &b);
     if (b.failed) {

@@ -219,6 +219,10 @@ void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct
     header(b, "maskloss_workers", "gauge", "Compute threads.");
     sample_u(b, "maskloss_workers", "", g->workers);
 
+    header(b, "maskloss_split_parts_helped_total", "counter",
+           "Parts of large requests computed by a worker other than the request's own.");
+    sample_u(b, "maskloss_split_parts_helped_total", "", g->parts_helped);
+
     header(b, "maskloss_elements_evaluated_total", "counter",
            "Elements of the main input (logits, predictions or losses) evaluated, by loss.");
     for (size_t i = 0; i < m->num_losses; i++) {

@@ -82,6 +82,7 @@ void mls_metrics_elements(struct mls_metrics *m, const char *loss_name, long lon
 /* Gauges owned elsewhere, sampled when /metrics is rendered. */
 struct mls_gauges {
     unsigned queued, running, queue_capacity, workers;
+    uint64_t parts_helped;
     int ready;
 };
 

@@ -9,13 +9,61 @@
 
 #include "pool.h"
 
+/* A parallel_for with parts not yet started, or NULL (under mu). */
+static struct mls_pool_group *open_group(struct mls_pool *p)
+{
+    for (struct mls_pool_group *g = p->groups; g; g = g->link)
+        if (g->next < g->n)
+            return g;
+    return NULL;
+}
+
+/* Runs one part of g (called and returning with mu held). */
+static void run_part(struct mls_pool *p, struct mls_pool_group *g)
+{
+    int64_t i = g->next++;
+    uv_mutex_unlock(&p->mu);
+    g->fn(g->arg, i);
+    uv_mutex_lock(&p->mu);
+    /* The owner waits for the last part; after this, g may be gone. */
+    if (++g->done == g->n)
+        uv_cond_broadcast(&p->cv);
+}
+
+void mls_pool_parallel_for(void *ctx, int64_t n, void (*fn)(void *arg, int64_t i), void *arg)
+{
+    struct mls_pool *p = ctx;
+    struct mls_pool_group g = {fn, arg, 0, n, 0, NULL};
+    uv_mutex_lock(&p->mu);
+    g.link = p->groups;
+    p->groups = &g;
+    uv_cond_broadcast(&p->cv);
+    while (g.next < g.n)
+        run_part(p, &g);
+    while (g.done < g.n)
+        uv_cond_wait(&p->cv, &p->mu);
+    for (struct mls_pool_group **at = &p->groups; *at; at = &(*at)->link)
+        if (*at == &g) {
+            *at = g.link;
+            break;
+        }
+    uv_mutex_unlock(&p->mu);
+}
+
 static void worker_main(void *arg)
 {
     struct mls_pool *p = arg;
     uv_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->head && !p->stopping)
+        struct mls_pool_group *g;
+        while (!p->head && !(g = open_group(p)) && !p->stopping)
             uv_cond_wait(&p->cv, &p->mu);
+        /* Parts of a request already running come before new requests. */
+        if ((g = open_group(p))) {
+            p->parts_helped++;
+            run_part(p, g);
+            continue;
+        }
         struct mls_pool_item *it = p->head;
         if (!it)
             break; /* stopping and nothing left */
@@ -115,6 +163,14 @@ void mls_pool_counts(struct mls_pool *p, unsigned *queued, unsigned *running)
     *queued = p->queued;
     *running = p->running;
     uv_mutex_unlock(&p->mu);
+}
+
+uint64_t mls_pool_parts_helped(struct mls_pool *p)
+{
+    uv_mutex_lock(&p->mu);
+    uint64_t n = p->parts_helped;
+    uv_mutex_unlock(&p->mu);
+    return n;
 }
 
 unsigned mls_pool_in_flight(struct mls_pool *p)

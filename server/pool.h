@@ -27,6 +27,14 @@ struct mls_pool_item {
 typedef void (*mls_pool_run_cb)(struct mls_pool_item *item, uint64_t wait_ns, int cancelled,
                                 void *cls);
 
+/* The parts of one parallel_for, shared out among the owner and idle workers. */
+struct mls_pool_group {
+    void (*fn)(void *arg, int64_t i);
+    void *arg;
+    int64_t next, n, done;
+    struct mls_pool_group *link;
+};
+
 struct mls_pool {
     uv_mutex_t mu;
     uv_cond_t cv;
@@ -34,9 +42,11 @@ struct mls_pool {
     unsigned queued;  /* reserved or waiting */
     unsigned running; /* popped, `run` not yet returned */
     unsigned capacity;
-    int closed;    /* no more reservations (draining) */
-    int cancelled; /* answer what is queued without computing */
-    int stopping;  /* workers exit once the queue is empty */
+    int closed;                    /* no more reservations (draining) */
+    int cancelled;                 /* answer what is queued without computing */
+    int stopping;                  /* workers exit once the queue is empty */
+    struct mls_pool_group *groups; /* parallel_for calls with parts left to start */
+    uint64_t parts_helped;         /* parts run by a worker other than their request's */
     mls_pool_run_cb run;
     void *cls;
     uv_thread_t *threads;
@@ -61,6 +71,16 @@ void mls_pool_cancel(struct mls_pool *p);
 /* Jobs reserved, queued or running. */
 unsigned mls_pool_in_flight(struct mls_pool *p);
 void mls_pool_counts(struct mls_pool *p, unsigned *queued, unsigned *running);
+/* Parts of split requests that idle workers ran so far. */
+uint64_t mls_pool_parts_helped(struct mls_pool *p);
+
+/*
+ * The parallel_for of struct ml_request (ctx is the pool): called by a worker running a job,
+ * it runs fn(arg, i) for i in [0, n) itself and on the workers that are idle, which take
+ * parts before new jobs, and returns when all are done. A busy pool simply leaves every
+ * part to the caller.
+ */
+void mls_pool_parallel_for(void *ctx, int64_t n, void (*fn)(void *arg, int64_t i), void *arg);
 
 /* Lets the workers finish what is queued, joins them and releases the pool. */
 void mls_pool_destroy(struct mls_pool *p);

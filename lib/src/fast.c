@@ -21,7 +21,7 @@
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CLONES
@@ -159,7 +159,7 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
 const char *ml_simd_path(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
         return "avx512f";

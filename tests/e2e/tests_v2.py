@@ -406,3 +406,36 @@ def python_client(args):
             assert any(l["name"] == "sigmoid_cross_entropy" for l in c.losses())
         print("    Client.loss / evaluate / errors / ready / losses")
         stop_clean(srv)
+
+
+@test
+def parallel_split(args):
+    """A request of many chunks, split across the workers, answers the bits of the serial
+    evaluation (the CLI on the same arrays)."""
+    import subprocess
+    import tempfile
+    rng = np.random.default_rng(3)
+    y = (rng.random((2000, 1000)) < 0.3).astype(np.float32)
+    x = rng.normal(0, 3, (2000, 1000)).astype(np.float32)
+    m = (rng.random((2000, 1000)) < 0.5)
+    tmp = tempfile.mkdtemp()
+    for name, a in (("y", y), ("x", x), ("m", m)):
+        np.save(os.path.join(tmp, name + ".npy"), a)
+    out = subprocess.run([args.cli, "eval", "--loss", "sigmoid_cross_entropy", "--labels",
+                          os.path.join(tmp, "y.npy"), "--logits", os.path.join(tmp, "x.npy"),
+                          "--weights", os.path.join(tmp, "m.npy")], capture_output=True, text=True)
+    assert out.returncode == 0, out
+    serial = json.loads(out.stdout)["loss"]
+    with Server(args.server, "--workers", "2") as srv:
+        c = TritonLikeClient(srv.port)
+        for _ in range(3):
+            st, doc, res = c.infer("sigmoid_cross_entropy", [("LABELS", y), ("LOGITS", x), ("MASK", m)])
+            assert st == 200, doc
+            assert float(res["LOSS"]) == serial, (float(res["LOSS"]), serial)
+        c.close()
+        from common import metric_value
+        helped = metric_value(srv.metrics()[1], "maskloss_split_parts_helped_total")
+        assert helped and helped > 0, "no part of the split requests ran on the idle worker"
+        print(f"    2,000,000 elements split across 2 workers ({int(helped)} of 93 parts on the "
+              f"helper): {serial!r}, the serial bits")
+        stop_clean(srv)
