@@ -20,8 +20,12 @@
 #define ALWAYS_INLINE
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+#if defined(ML__FAST_FORCE_AVX2)
+/* A test build (tests/test_fast.c as test_fast_avx2) that pins the AVX2 path. */
+#define CLONES __attribute__((target("avx2")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                           \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+/* The sanitizers' runtimes are not ready when the loader resolves the clones' ifunc. */
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CLONES
@@ -158,6 +162,9 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
 
 const char *ml_simd_path(void)
 {
+#if defined(ML__FAST_FORCE_AVX2)
+    return "avx2";
+#endif
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     __builtin_cpu_init();
