@@ -239,7 +239,8 @@ int maskloss_bench(int argc, char **argv)
                     double rel = fabs(got - ref) / fabs(ref);
                     double nrel = fabs((double)nv - ref) / fabs(ref);
                     double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;
-                    const char *simd = dt == 0 && li <= 2 ? ml_simd_path() : "scalar";
+                    /* The fused float32 path: the sigmoid family and focal (gamma 2). */
+                    const char *simd = dt == 0 && li <= 3 ? ml_simd_path() : "scalar";
                     if (json)
                         printf("{\"loss\":\"%s\",\"dtype\":\"%s\",\"n\":%lld,\"weights\":\"%s\","
                                "\"melem_per_s\":%.1f,\"reference_melem_per_s\":%.1f,"

@@ -43,12 +43,19 @@ static void test_fused_equals_general(void **state)
     (void)state;
     static const char *const losses[] = {"sigmoid_cross_entropy",
                                          "tf.nn.sigmoid_cross_entropy_with_logits",
-                                         "binary_cross_entropy_with_logits"};
-    static const char *const reds[3][3] = {
+                                         "binary_cross_entropy_with_logits", "sigmoid_focal_loss"};
+    static const char *const reds[4][3] = {
         {"SUM_BY_NONZERO_WEIGHTS", "SUM", "SUM_OVER_BATCH_SIZE"},
         {"SUM_BY_NONZERO_WEIGHTS", "MEAN", "SUM"},
         {"mean", "sum", "mean"},
+        {"mean", "sum", "mean"},
     };
+    /* Parameter variants: TF label smoothing; focal gamma 1 without alpha, and gamma 0. */
+    struct ml_param smoothing = {
+        .name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.15};
+    struct ml_param focal1[2] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 1},
+                                 {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};
+    struct ml_param focal0 = {.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0};
     /* Sizes around the 8 lanes, the 1024-element blocks and the 65536-element chunks. */
     static const int64_t shapes[][2] = {{1, 1},   {3, 5},     {1, 7},      {8, 1},
                                         {4, 9},   {13, 79},   {1, 1031},   {33, 64},
@@ -73,10 +80,10 @@ static void test_fused_equals_general(void **state)
             x[i] = (float)((uniform() - 0.5) * 30);
             w[i] = uniform() < 0.3 ? 0.0f : (float)(uniform() * 2);
         }
-        for (size_t l = 0; l < 3; l++) {
+        for (size_t l = 0; l < 4; l++) {
             for (int r = 0; r < 3; r++) {
                 for (int wm = 0; wm < 5; wm++) {
-                    for (int smooth = 0; smooth < (l == 0 ? 2 : 1); smooth++) {
+                    for (int smooth = 0; smooth < (l == 0 ? 2 : l == 3 ? 3 : 1); smooth++) {
                         struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
                         struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32, x};
                         struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
@@ -86,8 +93,6 @@ static void test_fused_equals_general(void **state)
                             tw.shape[1] = 1;
                         else if (wm == 4)
                             tw.shape[0] = 1;
-                        struct ml_param p = {
-                            .name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.15};
                         struct ml_request req;
                         ml_request_init(&req);
                         req.loss = losses[l];
@@ -95,8 +100,11 @@ static void test_fused_equals_general(void **state)
                         req.labels = &tz;
                         req.logits = &tx;
                         req.weights = wm ? &tw : NULL;
-                        req.params = smooth ? &p : NULL;
-                        req.num_params = smooth ? 1 : 0;
+                        req.params = !smooth       ? NULL
+                                     : l == 0      ? &smoothing
+                                     : smooth == 1 ? focal1
+                                                   : &focal0;
+                        req.num_params = !smooth ? 0 : (l == 3 && smooth == 1) ? 2 : 1;
                         struct ml_result fused, general;
                         req.outputs = ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS |
                                       ML_OUT_NUM_NONZERO_WEIGHTS;
@@ -106,7 +114,7 @@ static void test_fused_equals_general(void **state)
                         char ctx[200];
                         snprintf(ctx, sizeof(ctx), "%s %s [%lld,%lld] weights %s%s", losses[l],
                                  reds[l][r], (long long)rows, (long long)cols, wnames[wm],
-                                 smooth ? " smoothing" : "");
+                                 smooth ? " with parameters" : "");
                         if (rc1 || rc2)
                             fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
                         same_bits(fused.loss, general.loss, "loss", ctx);

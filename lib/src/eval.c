@@ -728,8 +728,10 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
         ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS | ML_OUT_NUM_NONZERO_WEIGHTS;
     if (e->dtype != ML_FLOAT32 || (outputs & ~scalars))
         return NOT_FAST;
+    double gamma = ml__param(e->info, &e->params, "gamma", 2.0);
     if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID &&
-        !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")))
+        !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")) &&
+        !(id == ML__TV_FOCAL && (gamma == 0 || gamma == 1 || gamma == 2)))
         return NOT_FAST;
     if (red->den != ML__DEN_ONE && red->den != ML__DEN_COUNT && red->den != ML__DEN_NONZERO &&
         red->den != ML__DEN_WEIGHTS)
@@ -742,6 +744,8 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     memset(&f, 0, sizeof(f));
     f.id = id;
     f.label_smoothing = (float)ml__param(e->info, &e->params, "label_smoothing", 0);
+    f.gamma = (int)gamma;
+    f.alpha = (float)ml__param(e->info, &e->params, "alpha", 0.25);
     f.z = e->labels.data;
     f.x = e->pred.data;
     f.cols = x->shape[x->rank - 1];

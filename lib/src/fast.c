@@ -51,47 +51,57 @@ static inline ALWAYS_INLINE float torch_bce(float z, float x)
 /* Weighted losses of elements [i0, i0 + len) of one row segment; w is the weight stream
  * (stride 1) or NULL with `scalar`. Inlined into each clone of ml__fast_run, so that it is
  * compiled for that clone's instruction set. */
+/* torchvision.ops.sigmoid_focal_loss as kernels.h writes it, for gamma 0, 1 or 2. */
+static inline ALWAYS_INLINE float tv_focal(float z, float x, int gamma, float alpha)
+{
+    float p = ml__sigmoidf(x);
+    float ce = torch_bce(z, x);
+    float p_t = p * z + (1.0f - p) * (1.0f - z);
+    float b = 1.0f - p_t;
+    float f = gamma == 2 ? b * b : gamma == 1 ? b : 1.0f;
+    float loss = ce * f;
+    return alpha >= 0 ? (alpha * z + (1.0f - alpha) * (1.0f - z)) * loss : loss;
+}
+
+/* Both loops of one formula: with a weight stream, and with one weight. No branch inside
+ * either, for the vectoriser. */
+#define LOOPS(expr)                                                                                \
+    do {                                                                                           \
+        if (w)                                                                                     \
+            for (int64_t k = 0; k < len; k++) {                                                    \
+                wv[k] = (double)(expr) * (double)w[k];                                             \
+                wd[k] = (double)w[k];                                                              \
+            }                                                                                      \
+        else                                                                                       \
+            for (int64_t k = 0; k < len; k++) {                                                    \
+                wv[k] = (double)(expr) * (double)scalar;                                           \
+                wd[k] = (double)scalar;                                                            \
+            }                                                                                      \
+    } while (0)
+
+/* Weighted losses of elements [i0, i0 + len) of one row segment; w is the weight stream
+ * (stride 1) or NULL with `scalar`. Inlined into each clone of ml__fast_run, so that it is
+ * compiled for that clone's instruction set. */
 static inline ALWAYS_INLINE void segment(const struct ml__fast *f, int64_t i0, int64_t len,
                                          const float *w, float scalar, double *wv, double *wd)
 {
     const float *z = f->z + i0, *x = f->x + i0;
     float ls = f->id == ML__TF_SIGMOID_CE ? f->label_smoothing : 0.0f;
-    /* One loop per case, each without a branch inside, for the vectoriser. */
-    if (f->id == ML__TORCH_BCE) {
-        if (w)
-            for (int64_t k = 0; k < len; k++) {
-                wv[k] = (double)torch_bce(z[k], x[k]) * (double)w[k];
-                wd[k] = (double)w[k];
-            }
-        else
-            for (int64_t k = 0; k < len; k++) {
-                wv[k] = (double)torch_bce(z[k], x[k]) * (double)scalar;
-                wd[k] = (double)scalar;
-            }
-    } else if (ls > 0) {
-        if (w)
-            for (int64_t k = 0; k < len; k++) {
-                wv[k] = (double)tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]) * (double)w[k];
-                wd[k] = (double)w[k];
-            }
-        else
-            for (int64_t k = 0; k < len; k++) {
-                wv[k] = (double)tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]) * (double)scalar;
-                wd[k] = (double)scalar;
-            }
-    } else {
-        if (w)
-            for (int64_t k = 0; k < len; k++) {
-                wv[k] = (double)tf_sce(z[k], x[k]) * (double)w[k];
-                wd[k] = (double)w[k];
-            }
-        else
-            for (int64_t k = 0; k < len; k++) {
-                wv[k] = (double)tf_sce(z[k], x[k]) * (double)scalar;
-                wd[k] = (double)scalar;
-            }
-    }
+    if (f->id == ML__TORCH_BCE)
+        LOOPS(torch_bce(z[k], x[k]));
+    else if (f->id == ML__TV_FOCAL && f->gamma == 2)
+        LOOPS(tv_focal(z[k], x[k], 2, f->alpha));
+    else if (f->id == ML__TV_FOCAL && f->gamma == 1)
+        LOOPS(tv_focal(z[k], x[k], 1, f->alpha));
+    else if (f->id == ML__TV_FOCAL)
+        LOOPS(tv_focal(z[k], x[k], 0, f->alpha));
+    else if (ls > 0)
+        LOOPS(tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]));
+    else
+        LOOPS(tf_sce(z[k], x[k]));
 }
+
+#undef LOOPS
 
 static inline ALWAYS_INLINE void lanes_add8(struct ml__lanes *a, const double *x)
 {

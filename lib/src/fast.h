@@ -23,8 +23,10 @@ enum ml__fast_weights {
 };
 
 struct ml__fast {
-    enum ml__loss_id id; /* ML__TF_SIGMOID_CE, ML__TFNN_SIGMOID or ML__TORCH_BCE */
+    enum ml__loss_id id; /* ML__TF_SIGMOID_CE, ML__TFNN_SIGMOID, ML__TORCH_BCE, ML__TV_FOCAL */
     float label_smoothing;
+    int gamma;   /* focal: 0, 1 or 2 */
+    float alpha; /* focal: < 0 for none */
     const float *z, *x;
     int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */
     const float *w;

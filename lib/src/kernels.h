@@ -53,10 +53,14 @@ static inline REAL FN(torch_bce)(REAL z, REAL x, REAL log_weight)
 
 static inline REAL FN(sigmoid)(REAL x)
 {
+#ifdef ML__KERNEL_F32
+    return ml__sigmoidf(x); /* the fused kernels' own, for the same bits */
+#else
     if (x >= R(0))
         return R(1) / (R(1) + exp(-x));
     REAL e = exp(x);
     return e / (R(1) + e);
+#endif
 }
 
 /* Keras 3 backend binary_crossentropy on probabilities: clip to [eps, 1-eps], then
@@ -135,7 +139,10 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         REAL p = FN(sigmoid)(x);
         REAL ce = FN(torch_bce)(z, x, R(1));
         REAL p_t = p * z + (R(1) - p) * (R(1) - z);
-        REAL loss = ce * pow(R(1) - p_t, R(k->gamma));
+        /* Small integer gammas (2 is the default) by multiplication, as fast.c does. */
+        REAL b = R(1) - p_t, g = R(k->gamma);
+        REAL f = g == R(2) ? b * b : g == R(1) ? b : g == R(0) ? R(1) : pow(b, g);
+        REAL loss = ce * f;
         if (k->alpha >= 0) {
             REAL a = R(k->alpha);
             loss = (a * z + (R(1) - a) * (R(1) - z)) * loss;

@@ -173,4 +173,15 @@ static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
     return a != a ? a : res;
 }
 
+/* 1 / (1 + exp(-x)) without overflow, as kernels.h writes it: exp(-|x|), then 1 / (1 + e)
+ * for x >= 0 and e / (1 + e) below. */
+static inline ML__ALWAYS_INLINE float ml__sigmoidf(float x)
+{
+    float ax = x < 0 ? -x : x;
+    float e = ml__expf(-ax);
+    float pos = 1.0f / (1.0f + e);
+    float neg = e / (1.0f + e);
+    return x >= 0 ? pos : neg;
+}
+
 #endif /* ML_VMATH_H */
