@@ -53,14 +53,10 @@ static inline REAL FN(torch_bce)(REAL z, REAL x, REAL log_weight)
 
 static inline REAL FN(sigmoid)(REAL x)
 {
-#ifdef ML__KERNEL_F32
-    return ml__sigmoidf(x); /* the fused kernels' own, for the same bits */
-#else
     if (x >= R(0))
         return R(1) / (R(1) + exp(-x));
     REAL e = exp(x);
     return e / (R(1) + e);
-#endif
 }
 
 /* Keras 3 backend binary_crossentropy on probabilities: clip to [eps, 1-eps], then
@@ -136,7 +132,11 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     }
     case ML__TV_FOCAL: {
         /* torchvision.ops.sigmoid_focal_loss. */
+#ifdef ML__KERNEL_F32
+        REAL p = ml__sigmoidf(x); /* the fused kernel's (fast.c), for the same bits */
+#else
         REAL p = FN(sigmoid)(x);
+#endif
         REAL ce = FN(torch_bce)(z, x, R(1));
         REAL p_t = p * z + (R(1) - p) * (R(1) - z);
         /* Small integer gammas (2 is the default) by multiplication, as fast.c does. */
