@@ -63,25 +63,32 @@ static inline ALWAYS_INLINE float tv_focal(float z, float x, int gamma, float al
     return alpha >= 0 ? (alpha * z + (1.0f - alpha) * (1.0f - z)) * loss : loss;
 }
 
-/* Both loops of one formula: with a weight stream, and with one weight. No branch inside
- * either, for the vectoriser. */
+/* The loops of one formula: with a weight stream or one weight, storing the weights too or
+ * not (they are summed only for a weights denominator or sum_weights). No branch inside any,
+ * for the vectoriser. */
 #define LOOPS(expr)                                                                                \
     do {                                                                                           \
-        if (w)                                                                                     \
+        if (w && wd)                                                                               \
             for (int64_t k = 0; k < len; k++) {                                                    \
                 wv[k] = (double)(expr) * (double)w[k];                                             \
                 wd[k] = (double)w[k];                                                              \
             }                                                                                      \
-        else                                                                                       \
+        else if (w)                                                                                \
+            for (int64_t k = 0; k < len; k++)                                                      \
+                wv[k] = (double)(expr) * (double)w[k];                                             \
+        else if (wd)                                                                               \
             for (int64_t k = 0; k < len; k++) {                                                    \
                 wv[k] = (double)(expr) * (double)scalar;                                           \
                 wd[k] = (double)scalar;                                                            \
             }                                                                                      \
+        else                                                                                       \
+            for (int64_t k = 0; k < len; k++)                                                      \
+                wv[k] = (double)(expr) * (double)scalar;                                           \
     } while (0)
 
 /* Weighted losses of elements [i0, i0 + len) of one row segment; w is the weight stream
- * (stride 1) or NULL with `scalar`. Inlined into each clone of ml__fast_run, so that it is
- * compiled for that clone's instruction set. */
+ * (stride 1) or NULL with `scalar`; wd (may be NULL) receives the weights. Inlined into each
+ * clone of ml__fast_run, so that it is compiled for that clone's instruction set. */
 static inline ALWAYS_INLINE void segment(const struct ml__fast *f, int64_t i0, int64_t len,
                                          const float *w, float scalar, double *wv, double *wd)
 {
@@ -101,6 +108,17 @@ static inline ALWAYS_INLINE void segment(const struct ml__fast *f, int64_t i0, i
         LOOPS(tf_sce(z[k], x[k]));
 }
 
+/* Non-zero weights of a segment (NaN counts, as w != 0 does in reduce.c). */
+static inline ALWAYS_INLINE int64_t nonzero(const float *w, float scalar, int64_t len)
+{
+    if (!w)
+        return scalar != 0 ? len : 0;
+    int64_t nz = 0;
+    for (int64_t k = 0; k < len; k++)
+        nz += w[k] != 0;
+    return nz;
+}
+
 #undef LOOPS
 
 static inline ALWAYS_INLINE void lanes_add8(struct ml__lanes *a, const double *x)
@@ -117,6 +135,7 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
                          struct ml__fast_sums *out)
 {
     double wv[BLOCK], wd[BLOCK];
+    const int need_wd = f->den_sums || f->want_sw;
     memset(out, 0, sizeof(*out));
     for (int64_t b0 = begin; b0 < end; b0 += BLOCK) {
         int64_t len = end - b0 < BLOCK ? end - b0 : BLOCK;
@@ -144,7 +163,8 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
             default:
                 break;
             }
-            segment(f, i, seg, w, scalar, wv + (i - b0), wd + (i - b0));
+            segment(f, i, seg, w, scalar, wv + (i - b0), need_wd ? wd + (i - b0) : NULL);
+            out->nonzero += nonzero(w, scalar, seg);
             i += seg;
         }
         /* The lanes: element b0 + k goes to lane k mod 8 (b0 is a multiple of 8). */
@@ -163,10 +183,6 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
             if (f->want_sw)
                 ml__lanes_add(&out->sw, k, wd[k]);
         }
-        int64_t nz = 0;
-        for (k = 0; k < len; k++)
-            nz += wd[k] != 0;
-        out->nonzero += nz;
     }
 }
 
