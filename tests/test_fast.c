@@ -161,6 +161,34 @@ static void test_non_finite_scan(void **state)
         assert_string_equal(err.field, "logits");
         x[at[k]] = 0;
     }
+    /* In the labels and in the weights (dense, and one per class), found by the fused
+     * kernel's check and named by the deferred one. */
+    float *w = calloc((size_t)n, sizeof(float));
+    assert_non_null(w);
+    struct ml_tensor tz = {2, {50, 100}, ML_FLOAT32, z}, tx = {2, {50, 100}, ML_FLOAT32, x};
+    struct ml_tensor twd = {2, {50, 100}, ML_FLOAT32, w}, twc = {2, {1, 100}, ML_FLOAT32, w};
+    struct {
+        float *where;
+        int64_t at;
+        const struct ml_tensor *weights;
+        const char *field;
+    } cases[] = {{z, 4321, NULL, "labels"}, {w, 2500, &twd, "weights"}, {w, 77, &twc, "weights"}};
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        cases[k].where[cases[k].at] = NAN;
+        struct ml_request req;
+        struct ml_result res;
+        struct ml_error err;
+        ml_request_init(&req);
+        req.loss = "sigmoid_cross_entropy";
+        req.labels = &tz;
+        req.logits = &tx;
+        req.weights = cases[k].weights;
+        assert_int_equal(ml_eval(&req, &res, &err), ML_ENONFINITE);
+        assert_int_equal(err.index, cases[k].at);
+        assert_string_equal(err.field, cases[k].field);
+        cases[k].where[cases[k].at] = 0;
+    }
+    free(w);
     free(x);
     free(z);
 }

@@ -47,6 +47,7 @@ struct view {
     int64_t n;
     const void *data; /* compute precision */
     void *owned;
+    int unchecked; /* the NaN/Inf check is left to the fused kernel (view_check_deferred) */
 };
 
 static int check_tensor(const char *field, const struct ml_tensor *t, int64_t max_elements,
@@ -113,8 +114,34 @@ static void convert(void *dst, enum ml_dtype dst_dtype, const void *src, enum ml
 #undef CONVERT
 }
 
+/* NaN or Inf in a float input (after its conversion to the compute precision): the error
+ * names the first one. */
+static int view_check(const struct view *v, enum ml_dtype dtype, struct ml_error *err)
+{
+    const struct ml_tensor *t = v->t;
+    const char *field = v->field;
+    int64_t i = dtype == ML_FLOAT32 ? ml__first_non_finite_f32(v->data, v->n)
+                                    : ml__first_non_finite_f64(v->data, v->n);
+    if (i < 0)
+        return 0;
+    int orig_nan = t->dtype == ML_FLOAT32   ? isnan(((const float *)t->data)[i])
+                   : t->dtype == ML_FLOAT64 ? isnan(((const double *)t->data)[i])
+                                            : 0;
+    int orig_inf = t->dtype == ML_FLOAT32   ? isinf(((const float *)t->data)[i])
+                   : t->dtype == ML_FLOAT64 ? isinf(((const double *)t->data)[i])
+                                            : 0;
+    return ml__fail(err, ML_ENONFINITE, field, i,
+                    "%s[%lld] is %s%s; non-finite inputs are rejected unless "
+                    "\"allow_non_finite\": true",
+                    field, (long long)i, orig_nan ? "NaN" : (orig_inf ? "infinite" : "finite"),
+                    orig_nan || orig_inf ? "" : " but overflows float32");
+}
+
+/* Opens a view in the compute precision. `defer` leaves the NaN/Inf check to the fused kernel,
+ * which reads the data anyway (view_check_deferred runs it when the kernel does not). */
 static int view_open(struct view *v, const char *field, const struct ml_tensor *t,
-                     enum ml_dtype dtype, const struct ml_request *req, struct ml_error *err)
+                     enum ml_dtype dtype, const struct ml_request *req, int defer,
+                     struct ml_error *err)
 {
     memset(v, 0, sizeof(*v));
     v->field = field;
@@ -134,22 +161,10 @@ static int view_open(struct view *v, const char *field, const struct ml_tensor *
     }
     /* Integer inputs convert to finite values; only float inputs need the check. */
     if (!req->allow_non_finite && (t->dtype == ML_FLOAT32 || t->dtype == ML_FLOAT64)) {
-        int64_t i = dtype == ML_FLOAT32 ? ml__first_non_finite_f32(v->data, v->n)
-                                        : ml__first_non_finite_f64(v->data, v->n);
-        if (i >= 0) {
-            int orig_nan = t->dtype == ML_FLOAT32   ? isnan(((const float *)t->data)[i])
-                           : t->dtype == ML_FLOAT64 ? isnan(((const double *)t->data)[i])
-                                                    : 0;
-            int orig_inf = t->dtype == ML_FLOAT32   ? isinf(((const float *)t->data)[i])
-                           : t->dtype == ML_FLOAT64 ? isinf(((const double *)t->data)[i])
-                                                    : 0;
-            return ml__fail(err, ML_ENONFINITE, field, i,
-                            "%s[%lld] is %s%s; non-finite inputs are rejected unless "
-                            "\"allow_non_finite\": true",
-                            field, (long long)i,
-                            orig_nan ? "NaN" : (orig_inf ? "infinite" : "finite"),
-                            orig_nan || orig_inf ? "" : " but overflows float32");
-        }
+        if (defer)
+            v->unchecked = 1;
+        else
+            return view_check(v, dtype, err);
     }
     return 0;
 }
@@ -189,6 +204,7 @@ static int shape_fail(struct ml_error *err, const char *field, const char *other
 
 struct eval {
     const struct ml_request *req;
+    int defer; /* the request may take the fused path: its views skip the NaN/Inf check */
     const struct ml_loss_info *info;
     const struct ml__loss_def *def;
     struct ml__params params;
@@ -303,7 +319,7 @@ static int check_inputs(struct eval *e, struct ml_error *err)
     if (!pred)
         return ml__fail(err, ML_EINVAL, e->pred_field, -1, "%s needs `%s`", info->name,
                         info->input == ML_INPUT_KERAS ? "logits` or `predictions" : e->pred_field);
-    return view_open(&e->pred, e->pred_field, pred, e->dtype, req, err);
+    return view_open(&e->pred, e->pred_field, pred, e->dtype, req, e->defer, err);
 }
 
 /* Class indices: integral, converted to int64 (range is checked by the kernel). */
@@ -348,7 +364,7 @@ static int open_pos_weight(struct eval *e, struct ml_error *err)
         scalar.data = &value;
         t = &scalar;
     }
-    int rc = view_open(&e->pos_weight, "params.pos_weight", t, e->dtype, e->req, err);
+    int rc = view_open(&e->pos_weight, "params.pos_weight", t, e->dtype, e->req, 0, err);
     if (rc)
         return rc;
     int64_t aligned[ML_MAX_RANK], stride[ML_MAX_RANK];
@@ -718,7 +734,9 @@ static int fast_weights(int rank, const int64_t *shape, const int64_t *wstride)
  * needs the general path (other losses, per-element outputs, a weight layout fast.c does
  * not stream, or an error to report).
  */
-static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int64_t *wshape)
+/* Whether the loss, precision, outputs and reduction suit the fused path (its inputs'
+ * shapes and weight layout are checked later, in try_fast). */
+static int fast_candidate(const struct eval *e)
 {
     const struct ml_request *req = e->req;
     enum ml__loss_id id = e->def->id;
@@ -727,15 +745,41 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     const unsigned scalars =
         ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS | ML_OUT_NUM_NONZERO_WEIGHTS;
     if (e->dtype != ML_FLOAT32 || (outputs & ~scalars))
-        return NOT_FAST;
+        return 0;
     double gamma = ml__param(e->info, &e->params, "gamma", 2.0);
     if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID &&
         !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")) &&
         !(id == ML__TV_FOCAL && (gamma == 0 || gamma == 1 || gamma == 2)))
+        return 0;
+    return red->den == ML__DEN_ONE || red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO ||
+           red->den == ML__DEN_WEIGHTS;
+}
+
+/* The NaN/Inf checks the views left to the fused kernel, in the order they were opened. */
+static int view_check_deferred(struct eval *e, struct ml_error *err)
+{
+    struct view *views[3] = {&e->labels, &e->pred, &e->weights};
+    for (int i = 0; i < 3; i++) {
+        if (!views[i]->unchecked)
+            continue;
+        views[i]->unchecked = 0;
+        int rc = view_check(views[i], e->dtype, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int64_t *wshape,
+                    struct ml_error *err)
+{
+    const struct ml_request *req = e->req;
+    enum ml__loss_id id = e->def->id;
+    const struct ml__reduction *red = e->red;
+    unsigned outputs = req->outputs ? req->outputs : ML_OUT_LOSS;
+    if (!fast_candidate(e))
         return NOT_FAST;
-    if (red->den != ML__DEN_ONE && red->den != ML__DEN_COUNT && red->den != ML__DEN_NONZERO &&
-        red->den != ML__DEN_WEIGHTS)
-        return NOT_FAST;
+    double gamma = ml__param(e->info, &e->params, "gamma", 2.0);
     const struct ml_tensor *x = e->pred.t, *z = e->labels.t;
     if (!z || x->rank == 0 || !same_shape(z->rank, z->shape, x->rank, x->shape))
         return NOT_FAST;
@@ -769,6 +813,7 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
         f.w = e->weights.data;
     }
     f.den_sums = red->den == ML__DEN_WEIGHTS;
+    f.check_finite = e->labels.unchecked || e->pred.unchecked || e->weights.unchecked;
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
 
     /* Chunks, each with sums of its own, merged in order: the same bits however many
@@ -790,8 +835,15 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
         ml__lanes_merge(&total.den, &plan.sums[c].den);
         ml__lanes_merge(&total.sw, &plan.sums[c].sw);
         total.nonzero += plan.sums[c].nonzero;
+        total.non_finite |= plan.sums[c].non_finite;
     }
     free(plan.sums);
+    /* The kernel saw a NaN or an infinity: the deferred checks find and name the first. */
+    if (total.non_finite) {
+        int rc = view_check_deferred(e, err);
+        if (rc)
+            return rc;
+    }
     double den = red->den == ML__DEN_COUNT     ? (double)plan.n
                  : red->den == ML__DEN_NONZERO ? (double)total.nonzero
                                                : ml__lanes_get(&total.den);
@@ -826,8 +878,9 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     rc = resolve_reduction(e, err);
     if (rc)
         return rc;
+    e->defer = fast_candidate(e);
     if (req->labels) {
-        rc = view_open(&e->labels, "labels", req->labels, e->dtype, req, err);
+        rc = view_open(&e->labels, "labels", req->labels, e->dtype, req, e->defer, err);
         if (rc)
             return rc;
     }
@@ -838,15 +891,18 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     int wrank = -1;
     int64_t wshape[ML_MAX_RANK];
     if (req->weights) {
-        rc = view_open(&e->weights, "weights", req->weights, e->dtype, req, err);
+        rc = view_open(&e->weights, "weights", req->weights, e->dtype, req, e->defer, err);
         if (rc)
             return rc;
         wrank = req->weights->rank;
         memcpy(wshape, req->weights->shape, sizeof(wshape));
     }
 
-    rc = try_fast(e, res, wrank, wshape);
+    rc = try_fast(e, res, wrank, wshape, err);
     if (rc != NOT_FAST)
+        return rc;
+    rc = view_check_deferred(e, err); /* the general path checks before it computes */
+    if (rc)
         return rc;
 
     struct ml__kctx k;

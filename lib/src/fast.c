@@ -108,6 +108,27 @@ static inline ALWAYS_INLINE void segment(const struct ml__fast *f, int64_t i0, i
         LOOPS(tf_sce(z[k], x[k]));
 }
 
+static inline ALWAYS_INLINE uint32_t is_non_finite(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof(u));
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+/* Whether a segment's inputs hold a NaN or an infinity (read while they are in L1, instead
+ * of a pass of their own over memory). */
+static inline ALWAYS_INLINE int non_finite(const float *z, const float *x, const float *w,
+                                           float scalar, int64_t len)
+{
+    uint32_t any = is_non_finite(scalar);
+    for (int64_t k = 0; k < len; k++)
+        any |= is_non_finite(z[k]) | is_non_finite(x[k]);
+    if (w)
+        for (int64_t k = 0; k < len; k++)
+            any |= is_non_finite(w[k]);
+    return any != 0;
+}
+
 /* Non-zero weights of a segment (NaN counts, as w != 0 does in reduce.c). */
 static inline ALWAYS_INLINE int64_t nonzero(const float *w, float scalar, int64_t len)
 {
@@ -165,6 +186,8 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
             }
             segment(f, i, seg, w, scalar, wv + (i - b0), need_wd ? wd + (i - b0) : NULL);
             out->nonzero += nonzero(w, scalar, seg);
+            if (f->check_finite)
+                out->non_finite |= non_finite(f->z + i, f->x + i, w, scalar, seg);
             i += seg;
         }
         /* The lanes: element b0 + k goes to lane k mod 8 (b0 is a multiple of 8). */

@@ -31,13 +31,15 @@ struct ml__fast {
     int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */
     const float *w;
     enum ml__fast_weights wmode;
-    int den_sums; /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
-    int want_sw;  /* sum the weights for sum_weights */
+    int den_sums;     /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
+    int want_sw;      /* sum the weights for sum_weights */
+    int check_finite; /* look for NaN and Inf in z, x and w on the way */
 };
 
 struct ml__fast_sums {
     struct ml__lanes num, den, sw;
     int64_t nonzero; /* elements with a non-zero weight (NaN counts) */
+    int non_finite;  /* check_finite saw a NaN or an infinity */
 };
 
 /* Runs the kernel over elements [begin, end) of the rows * cols; begin is a multiple of 8
