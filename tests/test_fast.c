@@ -263,12 +263,38 @@ static void test_parallel_same_bits(void **state)
     free(w);
 }
 
+/* The fused path validates as the general one: a focal alpha outside [0, 1] (and not -1)
+ * is a bad_parameter whatever the outputs and the reduction. */
+static void test_fused_validates(void **state)
+{
+    (void)state;
+    float z[4] = {1, 0, 0, 1}, x[4] = {0.5f, -0.5f, 2, -2};
+    struct ml_tensor tz = {2, {2, 2}, ML_FLOAT32, z}, tx = {2, {2, 2}, ML_FLOAT32, x};
+    struct ml_param alpha = {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = 2};
+    static const char *const reds[] = {"mean", "sum", "none"};
+    for (int r = 0; r < 3; r++) {
+        struct ml_request req;
+        struct ml_result res;
+        struct ml_error err;
+        ml_request_init(&req);
+        req.loss = "sigmoid_focal_loss";
+        req.reduction = reds[r];
+        req.labels = &tz;
+        req.logits = &tx;
+        req.params = &alpha;
+        req.num_params = 1;
+        assert_int_equal(ml_eval(&req, &res, &err), ML_EPARAM);
+        assert_string_equal(err.field, "params.alpha");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general),
         cmocka_unit_test(test_non_finite_scan),
         cmocka_unit_test(test_parallel_same_bits),
+        cmocka_unit_test(test_fused_validates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -747,9 +747,12 @@ static int fast_candidate(const struct eval *e)
     if (e->dtype != ML_FLOAT32 || (outputs & ~scalars))
         return 0;
     double gamma = ml__param(e->info, &e->params, "gamma", 2.0);
+    double alpha = ml__param(e->info, &e->params, "alpha", 0.25);
+    /* An invalid alpha goes to the general path, which reports it (prepare_elementwise). */
+    int alpha_ok = (alpha >= 0 && alpha <= 1) || alpha == -1;
     if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID &&
         !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")) &&
-        !(id == ML__TV_FOCAL && (gamma == 0 || gamma == 1 || gamma == 2)))
+        !(id == ML__TV_FOCAL && alpha_ok && (gamma == 0 || gamma == 1 || gamma == 2)))
         return 0;
     return red->den == ML__DEN_ONE || red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO ||
            red->den == ML__DEN_WEIGHTS;
