@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mlp.h"
 #include "npy.h"
 
 static const struct {
@@ -191,12 +192,8 @@ int npy_open(struct npy_array *a, const char *path, char *why, size_t why_size)
             return bad(why, why_size, path, "out of memory");
         }
         memcpy(c, data, need);
-        for (size_t i = 0; swap && i < need; i += esize)
-            for (size_t x = i, y = i + esize - 1; x < y; x++, y--) {
-                unsigned char tmp = c[x];
-                c[x] = c[y];
-                c[y] = tmp;
-            }
+        if (swap)
+            mlp_swap_bytes(c, need, esize);
         a->owned = c;
         data = c;
     }

@@ -55,6 +55,17 @@ long long mlp_b64_decode(const char *text, size_t len, unsigned char *out)
     return (long long)o;
 }
 
+void mlp_swap_bytes(void *data, size_t bytes, size_t esize)
+{
+    unsigned char *p = data;
+    for (size_t i = 0; esize > 1 && i + esize <= bytes; i += esize)
+        for (size_t a = i, b = i + esize - 1; a < b; a++, b--) {
+            unsigned char tmp = p[a];
+            p[a] = p[b];
+            p[b] = tmp;
+        }
+}
+
 void mlp_b64_encode(struct mlp_buf *b, const unsigned char *data, size_t n)
 {
     static const char alphabet[] =

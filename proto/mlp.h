@@ -86,6 +86,9 @@ void mlp_buf_puts(struct mlp_buf *b, const char *s);
 void mlp_buf_number(struct mlp_buf *b, double v);
 /* A JSON string with escapes. */
 void mlp_buf_string(struct mlp_buf *b, const char *s);
+/* Reverses the byte order of each esize-byte element of data[0..bytes): little-endian
+ * wire data on a big-endian host, or big-endian .npy data anywhere. */
+void mlp_swap_bytes(void *data, size_t bytes, size_t esize);
 /* Base64 of n bytes (no quotes). */
 void mlp_b64_encode(struct mlp_buf *b, const unsigned char *data, size_t n);
 

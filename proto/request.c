@@ -278,12 +278,7 @@ static int decode_b64(const json_t *v, const char *field, struct mlp_request *r,
             "character or length at offset %lld",
             field, -dec - 1);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    for (size_t i = 0; esize > 1 && i < want; i += esize)
-        for (size_t a = i, b = i + esize - 1; a < b; a++, b--) {
-            unsigned char tmp = buf[a];
-            buf[a] = buf[b];
-            buf[b] = tmp;
-        }
+    mlp_swap_bytes(buf, want, esize);
 #endif
     t->data = buf;
     return 0;

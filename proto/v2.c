@@ -186,12 +186,8 @@ static int bind_binary(struct mlp_v2_request *r, const char *name, const json_t 
     if (rc)
         return rc;
     memcpy(copy, p, size);
-    for (size_t i = 0; swap && i < size; i += esize)
-        for (size_t a = i, b = i + esize - 1; a < b; a++, b--) {
-            unsigned char tmp = copy[a];
-            copy[a] = copy[b];
-            copy[b] = tmp;
-        }
+    if (swap)
+        mlp_swap_bytes(copy, size, esize);
     t->data = copy;
     return 0;
 }

@@ -32,6 +32,24 @@ static double uniform(void)
     return (double)(rng >> 11) * 0x1p-53;
 }
 
+/* n labels (1 with probability pos), logits uniform in +-scale/2, weights 0 with
+ * probability zero else uniform in [0, wmax) (wmax 0: all 1). The caller frees. */
+static void random_inputs(int64_t n, double pos, double scale, double zero, double wmax, float **z,
+                          float **x, float **w)
+{
+    *z = malloc((size_t)n * sizeof(float));
+    *x = malloc((size_t)n * sizeof(float));
+    *w = malloc((size_t)n * sizeof(float));
+    assert_non_null(*z);
+    assert_non_null(*x);
+    assert_non_null(*w);
+    for (int64_t i = 0; i < n; i++) {
+        (*z)[i] = uniform() < pos ? 1.0f : 0.0f;
+        (*x)[i] = (float)((uniform() - 0.5) * scale);
+        (*w)[i] = uniform() < zero ? 0.0f : wmax ? (float)(uniform() * wmax) : 1.0f;
+    }
+}
+
 static void same_bits(double a, double b, const char *what, const char *ctx)
 {
     if (memcmp(&a, &b, sizeof(a)))
@@ -70,16 +88,8 @@ static void test_fused_equals_general(void **state)
     int checked = 0;
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int64_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
-        float *z = malloc((size_t)n * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
-        float *w = malloc((size_t)n * sizeof(float));
-        assert_non_null(z);
-        assert_non_null(x);
-        assert_non_null(w);
-        for (int64_t i = 0; i < n; i++) {
-            z[i] = uniform() < 0.4 ? 1.0f : 0.0f;
-            x[i] = (float)((uniform() - 0.5) * 30);
-            w[i] = uniform() < 0.3 ? 0.0f : (float)(uniform() * 2);
-        }
+        float *z, *x, *w;
+        random_inputs(n, 0.4, 30, 0.3, 2, &z, &x, &w);
         for (size_t l = 0; l < 4; l++) {
             for (int r = 0; r < 3; r++) {
                 for (int wm = 0; wm < 5; wm++) {
@@ -224,16 +234,8 @@ static void test_parallel_same_bits(void **state)
 {
     (void)state;
     int64_t rows = 5000, cols = 101, n = rows * cols; /* 8 chunks */
-    float *z = malloc((size_t)n * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
-    float *w = malloc((size_t)n * sizeof(float));
-    assert_non_null(z);
-    assert_non_null(x);
-    assert_non_null(w);
-    for (int64_t i = 0; i < n; i++) {
-        z[i] = uniform() < 0.5 ? 1.0f : 0.0f;
-        x[i] = (float)((uniform() - 0.5) * 20);
-        w[i] = uniform() < 0.5 ? 0.0f : 1.0f;
-    }
+    float *z, *x, *w;
+    random_inputs(n, 0.5, 20, 0.5, 0, &z, &x, &w);
     struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
     struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32, x};
     struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
