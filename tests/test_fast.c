@@ -61,19 +61,38 @@ static void test_fused_equals_general(void **state)
     (void)state;
     static const char *const losses[] = {"sigmoid_cross_entropy",
                                          "tf.nn.sigmoid_cross_entropy_with_logits",
-                                         "binary_cross_entropy_with_logits", "sigmoid_focal_loss"};
-    static const char *const reds[4][3] = {
+                                         "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+                                         "asymmetric_loss"};
+    static const char *const reds[5][3] = {
         {"SUM_BY_NONZERO_WEIGHTS", "SUM", "SUM_OVER_BATCH_SIZE"},
         {"SUM_BY_NONZERO_WEIGHTS", "MEAN", "SUM"},
         {"mean", "sum", "mean"},
         {"mean", "sum", "mean"},
+        {"sum", "mean", "sum"},
     };
-    /* Parameter variants: TF label smoothing; focal gamma 1 without alpha, and gamma 0. */
-    struct ml_param smoothing = {
-        .name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.15};
-    struct ml_param focal1[2] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 1},
-                                 {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};
-    struct ml_param focal0 = {.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0};
+    /* Parameter variants after the defaults: TF label smoothing; focal gamma 1 without
+     * alpha, and gamma 0; ASL without clip, without focusing, and with a gamma that is not
+     * a small integer (powf on the fused path too). */
+    static const struct ml_param smoothing[] = {
+        {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.15}};
+    static const struct ml_param focal1[] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 1},
+                                             {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};
+    static const struct ml_param focal0[] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const struct ml_param asl_noclip[] = {{.name = "clip", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const struct ml_param asl_nofocus[] = {
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0},
+        {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const struct ml_param asl_powf[] = {
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 2.5}};
+    static const struct {
+        const struct ml_param *p;
+        size_t n;
+    } variants[5][4] = {{{NULL, 0}, {smoothing, 1}},
+                        {{NULL, 0}},
+                        {{NULL, 0}},
+                        {{NULL, 0}, {focal1, 2}, {focal0, 1}},
+                        {{NULL, 0}, {asl_noclip, 1}, {asl_nofocus, 2}, {asl_powf, 1}}};
+    static const int nvariants[5] = {2, 1, 1, 3, 4};
     /* Sizes around the 8 lanes, the 1024-element blocks and the 65536-element chunks. */
     static const int64_t shapes[][2] = {{1, 1},   {3, 5},     {1, 7},      {8, 1},
                                         {4, 9},   {13, 79},   {1, 1031},   {33, 64},
@@ -90,10 +109,10 @@ static void test_fused_equals_general(void **state)
         int64_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
         float *z, *x, *w;
         random_inputs(n, 0.4, 30, 0.3, 2, &z, &x, &w);
-        for (size_t l = 0; l < 4; l++) {
+        for (size_t l = 0; l < 5; l++) {
             for (int r = 0; r < 3; r++) {
                 for (int wm = 0; wm < 5; wm++) {
-                    for (int smooth = 0; smooth < (l == 0 ? 2 : l == 3 ? 3 : 1); smooth++) {
+                    for (int v = 0; v < nvariants[l]; v++) {
                         struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
                         struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32, x};
                         struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
@@ -110,11 +129,8 @@ static void test_fused_equals_general(void **state)
                         req.labels = &tz;
                         req.logits = &tx;
                         req.weights = wm ? &tw : NULL;
-                        req.params = !smooth       ? NULL
-                                     : l == 0      ? &smoothing
-                                     : smooth == 1 ? focal1
-                                                   : &focal0;
-                        req.num_params = !smooth ? 0 : (l == 3 && smooth == 1) ? 2 : 1;
+                        req.params = variants[l][v].p;
+                        req.num_params = variants[l][v].n;
                         struct ml_result fused, general;
                         req.outputs = ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS |
                                       ML_OUT_NUM_NONZERO_WEIGHTS;
@@ -124,7 +140,7 @@ static void test_fused_equals_general(void **state)
                         char ctx[200];
                         snprintf(ctx, sizeof(ctx), "%s %s [%lld,%lld] weights %s%s", losses[l],
                                  reds[l][r], (long long)rows, (long long)cols, wnames[wm],
-                                 smooth ? " with parameters" : "");
+                                 v ? " with parameters" : "");
                         if (rc1 || rc2)
                             fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
                         same_bits(fused.loss, general.loss, "loss", ctx);
@@ -146,9 +162,11 @@ static void test_fused_equals_general(void **state)
     printf("%d requests: fused == general, bit for bit\n", checked);
 }
 
-/* A NaN or an infinity deep inside a large tensor is found (by the fused kernel's check),
- * and the error names the tensor and the first index, in the logits, the labels and the
- * weights (dense, and one per class). */
+/* A NaN or an infinity deep inside a large tensor is found (the fused kernel's sum turns
+ * non-finite, then the scan finds the culprit), and the error names the tensor and the first
+ * index, in the logits, the labels and the weights (dense, and one per class), for each
+ * fused loss: ASL clamps its probabilities (a NaN logit can give a finite loss there) and
+ * is checked without its focusing term, where nothing else would propagate the NaN. */
 static void test_non_finite_scan(void **state)
 {
     (void)state;
@@ -158,6 +176,8 @@ static void test_non_finite_scan(void **state)
     assert_non_null(x);
     assert_non_null(z);
     assert_non_null(w);
+    for (int64_t i = 0; i < n; i++)
+        w[i] = 1;
     struct ml_tensor tz = {2, {50, 100}, ML_FLOAT32, z}, tx = {2, {50, 100}, ML_FLOAT32, x};
     struct ml_tensor twd = {2, {50, 100}, ML_FLOAT32, w}, twc = {2, {1, 100}, ML_FLOAT32, w};
     struct {
@@ -167,22 +187,41 @@ static void test_non_finite_scan(void **state)
         const char *field;
     } cases[] = {{x, 0, NULL, "logits"},     {x, 7, NULL, "logits"},    {x, 1023, NULL, "logits"},
                  {x, 1024, NULL, "logits"},  {x, 4999, NULL, "logits"}, {z, 4321, NULL, "labels"},
-                 {w, 2500, &twd, "weights"}, {w, 77, &twc, "weights"}};
-    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-        cases[k].where[cases[k].at] = k % 2 ? NAN : -INFINITY;
-        struct ml_request req;
-        struct ml_result res;
-        struct ml_error err;
-        ml_request_init(&req);
-        req.loss = "sigmoid_cross_entropy";
-        req.labels = &tz;
-        req.logits = &tx;
-        req.weights = cases[k].weights;
-        assert_int_equal(ml_eval(&req, &res, &err), ML_ENONFINITE);
-        assert_int_equal(err.index, cases[k].at);
-        assert_string_equal(err.field, cases[k].field);
-        cases[k].where[cases[k].at] = 0;
-    }
+                 {w, 2500, &twd, "weights"}, {w, 77, &twc, "weights"},  {z, 0, &twd, "labels"}};
+    static const char *const losses[] = {"sigmoid_cross_entropy", "binary_cross_entropy_with_logits",
+                                         "sigmoid_focal_loss", "asymmetric_loss"};
+    static const struct ml_param asl_nofocus[] = {
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0},
+        {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const float bad[] = {NAN, INFINITY, -INFINITY};
+    int checked = 0;
+    for (size_t l = 0; l < sizeof(losses) / sizeof(losses[0]); l++)
+        for (size_t b = 0; b < 3; b++)
+            for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+                float saved = cases[k].where[cases[k].at];
+                cases[k].where[cases[k].at] = bad[b];
+                struct ml_request req;
+                struct ml_result res;
+                struct ml_error err;
+                ml_request_init(&req);
+                req.loss = losses[l];
+                req.labels = &tz;
+                req.logits = &tx;
+                req.weights = cases[k].weights;
+                if (l == 3) {
+                    req.params = asl_nofocus;
+                    req.num_params = 2;
+                }
+                int rc = ml_eval(&req, &res, &err);
+                if (rc != ML_ENONFINITE || err.index != cases[k].at ||
+                    strcmp(err.field, cases[k].field))
+                    fail_msg("%s: %g in %s[%lld]: rc %d, field %s, index %lld", losses[l],
+                             (double)bad[b], cases[k].field, (long long)cases[k].at, rc,
+                             rc ? err.field : "-", rc ? (long long)err.index : -1LL);
+                cases[k].where[cases[k].at] = saved;
+                checked++;
+            }
+    printf("%d non-finite inputs found\n", checked);
     free(w);
     free(x);
     free(z);

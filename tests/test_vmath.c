@@ -144,12 +144,134 @@ static void test_softplus_negf(void **state)
     assert_true(ml__softplus_negf(INFINITY) == 0.0f);
 }
 
+/* Whole ulps between got and the correctly rounded float of ref (bit distance; both are
+ * finite with the same sign, or equal). */
+static int64_t cr_ulps(float got, double ref)
+{
+    float cr = (float)ref;
+    if (got == cr || (isnan(got) && isnan(cr)))
+        return 0;
+    if (isnan(got) || isnan(cr) || isinf(got) || isinf(cr) || signbit(got) != signbit(cr))
+        return INT64_MAX;
+    uint32_t ug, uc;
+    memcpy(&ug, &got, 4);
+    memcpy(&uc, &cr, 4);
+    return ug > uc ? (int64_t)(ug - uc) : (int64_t)(uc - ug);
+}
+
+struct cr_worst {
+    int64_t ulps;
+    float x, got;
+    double ref;
+};
+
+static void cr_one(struct cr_worst *w, float x, float got, double ref)
+{
+    int64_t d = cr_ulps(got, ref);
+    if (d > w->ulps) {
+        w->ulps = d;
+        w->x = x;
+        w->got = got;
+        w->ref = ref;
+    }
+}
+
+static void cr_report(const char *name, const struct cr_worst *w)
+{
+    printf("%s: worst %lld ulp from the correctly rounded float at x = %a (got %a, reference "
+           "%a)\n",
+           name, (long long)w->ulps, (double)w->x, (double)w->got, w->ref);
+}
+
+/* The all-float exp(-a) of the fused kernels, a >= 0, down into the subnormals. */
+static void test_exp_negf(void **state)
+{
+    (void)state;
+    struct cr_worst w = {0, 0, 0, 0};
+    for (uint64_t u = 0; u <= 0x7f800000u; u += 31) {
+        float a = from_u32((uint32_t)u);
+        cr_one(&w, a, ml__exp_negf(a), exp(-(double)a));
+    }
+    static const float edges[] = {0.0f,   1e-45f,     0x1p-25f,   0.34657359f, 0.6931472f,
+                                  87.33f, 87.336548f, 87.336555f, 100.0f,      103.27893f,
+                                  103.9f, 103.97207f, 103.97208f, 104.0f,      200.0f,
+                                  FLT_MAX, INFINITY};
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+        cr_one(&w, edges[i], ml__exp_negf(edges[i]), exp(-(double)edges[i]));
+    cr_report("exp_negf", &w);
+    assert_true(w.ulps <= 2);
+    assert_true(ml__exp_negf(0.0f) == 1.0f && ml__exp_negf(INFINITY) == 0.0f);
+    assert_true(isnan(ml__exp_negf(NAN)));
+}
+
+/* The all-float log: every 31st positive float (subnormals included) and the specials. */
+static void test_logf(void **state)
+{
+    (void)state;
+    struct cr_worst w = {0, 0, 0, 0};
+    for (uint64_t u = 1; u < 0x7f800000u; u += 31) {
+        float x = from_u32((uint32_t)u);
+        cr_one(&w, x, ml__logf(x), log((double)x));
+    }
+    static const float edges[] = {1e-45f,      FLT_MIN,    0x1.fffffcp-127f, 1.0f,
+                                  0.99999994f, 1.0000001f, 0x1.6a09e6p0f,    0x1.6a09e8p0f,
+                                  0.70710677f, 2.0f,       0.5f,             1e-8f,
+                                  0.05f,       FLT_MAX};
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+        cr_one(&w, edges[i], ml__logf(edges[i]), log((double)edges[i]));
+    cr_report("logf", &w);
+    assert_true(w.ulps <= 2);
+    assert_true(ml__logf(0.0f) == -INFINITY && ml__logf(-0.0f) == -INFINITY);
+    assert_true(ml__logf(1.0f) == 0.0f && ml__logf(INFINITY) == INFINITY);
+    assert_true(isnan(ml__logf(-1.0f)) && isnan(ml__logf(-INFINITY)) && isnan(ml__logf(NAN)));
+}
+
+/* The sigmoid of the fused kernels (from exp(-|x|)), every 31st float of both signs. */
+static void test_sigmoidf(void **state)
+{
+    (void)state;
+    struct cr_worst w = {0, 0, 0, 0};
+    for (uint64_t u = 0; u <= 0xffffffffu; u += 31) {
+        float x = from_u32((uint32_t)u);
+        if (isnan(x))
+            continue;
+        cr_one(&w, x, ml__sigmoidf(x), 1.0 / (1.0 + exp(-(double)x)));
+    }
+    cr_report("sigmoidf", &w);
+    assert_true(w.ulps <= 2);
+    assert_true(ml__sigmoidf(0.0f) == 0.5f && ml__sigmoidf(INFINITY) == 1.0f);
+    assert_true(ml__sigmoidf(-INFINITY) == 0.0f && isnan(ml__sigmoidf(NAN)));
+}
+
+/* b^g for the integer g ml__powi4f takes, against pow in double. */
+static void test_powi4f(void **state)
+{
+    (void)state;
+    struct cr_worst w = {0, 0, 0, 0};
+    for (uint64_t u = 0; u <= 0x3f800000u; u += 7) {
+        float b = from_u32((uint32_t)u);
+        for (int g = 0; g <= 4; g++) {
+            double ref = pow((double)b, g);
+            if (ref < FLT_MIN)
+                continue; /* b^g in the subnormals: not what focusing terms meet */
+            cr_one(&w, b, ml__powi4f(b, (float)g), ref);
+        }
+    }
+    cr_report("powi4f", &w);
+    assert_true(w.ulps <= 2);
+    assert_true(ml__powi_small(4.0f) && !ml__powi_small(2.5f) && !ml__powi_small(5.0f));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expf),
         cmocka_unit_test(test_log1pf),
         cmocka_unit_test(test_softplus_negf),
+        cmocka_unit_test(test_exp_negf),
+        cmocka_unit_test(test_logf),
+        cmocka_unit_test(test_sigmoidf),
+        cmocka_unit_test(test_powi4f),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

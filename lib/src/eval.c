@@ -750,7 +750,7 @@ static int fast_candidate(const struct eval *e)
     double alpha = ml__param(e->info, &e->params, "alpha", 0.25);
     /* An invalid alpha goes to the general path, which reports it (prepare_elementwise). */
     int alpha_ok = (alpha >= 0 && alpha <= 1) || alpha == -1;
-    if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID &&
+    if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID && id != ML__ASL &&
         !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")) &&
         !(id == ML__TV_FOCAL && alpha_ok && (gamma == 0 || gamma == 1 || gamma == 2)))
         return 0;
@@ -793,6 +793,14 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     f.label_smoothing = (float)ml__param(e->info, &e->params, "label_smoothing", 0);
     f.gamma = (int)gamma;
     f.alpha = (float)ml__param(e->info, &e->params, "alpha", 0.25);
+    /* ASL as fill_common reads it for the general path. */
+    f.gamma_pos = (float)ml__param(e->info, &e->params, "gamma_pos", 0);
+    f.gamma_neg = (float)ml__param(e->info, &e->params, "gamma_neg", 0);
+    f.clip = (float)ml__param(e->info, &e->params, "clip", 0);
+    f.epsilon =
+        (float)ml__param(e->info, &e->params, "epsilon", ml__param(e->info, &e->params, "eps", 1e-7));
+    f.asl_focus = ml__param(e->info, &e->params, "gamma_neg", 0) > 0 ||
+                  ml__param(e->info, &e->params, "gamma_pos", 0) > 0;
     f.z = e->labels.data;
     f.x = e->pred.data;
     f.cols = x->shape[x->rank - 1];
@@ -816,7 +824,6 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
         f.w = e->weights.data;
     }
     f.den_sums = red->den == ML__DEN_WEIGHTS;
-    f.check_finite = e->labels.unchecked || e->pred.unchecked || e->weights.unchecked;
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
 
     /* Chunks, each with sums of its own, merged in order: the same bits however many
@@ -838,11 +845,13 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
         ml__lanes_merge(&total.den, &plan.sums[c].den);
         ml__lanes_merge(&total.sw, &plan.sums[c].sw);
         total.nonzero += plan.sums[c].nonzero;
-        total.non_finite |= plan.sums[c].non_finite;
     }
     free(plan.sums);
-    /* The kernel saw a NaN or an infinity: the deferred checks find and name the first. */
-    if (total.non_finite) {
+    double num = ml__lanes_get(&total.num);
+    /* A NaN or an infinity among the inputs makes num non-finite (fast.c): only then do the
+     * deferred checks look for it, and find and name the first. (Finite inputs can overflow
+     * too; then they find nothing and the sum stands, as on the general path.) */
+    if (!(num - num == 0)) {
         int rc = view_check_deferred(e, err);
         if (rc)
             return rc;
@@ -850,8 +859,7 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     double den = red->den == ML__DEN_COUNT     ? (double)plan.n
                  : red->den == ML__DEN_NONZERO ? (double)total.nonzero
                                                : ml__lanes_get(&total.den);
-    ml__reduce_totals(red, ml__lanes_get(&total.num), den, ml__lanes_get(&total.sw), total.nonzero,
-                      0, 0, res);
+    ml__reduce_totals(red, num, den, ml__lanes_get(&total.sw), total.nonzero, 0, 0, res);
     res->outputs = outputs | ML_OUT_LOSS;
     res->loss_name = e->info->name;
     res->reduction_name = red->name;

@@ -1,18 +1,27 @@
 /*
  * fast.c -- the fused float32 kernels of fast.h.
  *
- * Work goes in blocks of BLOCK elements (a multiple of the 8 lanes): a first loop computes
- * each element's weighted loss and weight into two small arrays that stay in L1, a second
- * adds them into the lanes. Both loops are plain C the compiler vectorises; within a block
- * the weight is read along row segments, so every weight layout is a contiguous or constant
- * stream.
+ * Work goes in blocks of ML__BLOCK elements. A first loop computes each element's loss into
+ * a float array that stays in L1: float only, so that the vectoriser packs 16 elements into
+ * an AVX-512 register (8 with AVX2). A second loop weighs the losses in double (the product
+ * of two floats is exact there) and adds them into the 16 plain lanes of the block, which
+ * are then folded into the chunk's compensated lanes (internal.h, the order reduce.c
+ * follows). Row and class weights are laid out for the block first, so the second loop
+ * always reads a contiguous stream or a constant.
+ *
+ * NaN and infinity: every formula here turns a non-finite label or logit into a non-finite
+ * loss, and a non-finite weight makes loss * w non-finite (inf * 0 is NaN), so a non-finite
+ * input always shows in the sum: the caller looks for the culprit only then, and no pass
+ * of its own tests every element. ASL clamps its probabilities (a NaN or infinite logit can
+ * give a finite loss), so its kernel adds x * 0 (NaN for those) to the loss it sums.
  */
+#include <math.h>
 #include <string.h>
 
 #include "fast.h"
 #include "vmath.h"
 
-#define BLOCK 1024
+#define BLOCK ML__BLOCK
 
 #if defined(__GNUC__)
 #define ALWAYS_INLINE __attribute__((always_inline))
@@ -31,8 +40,8 @@
 #define CLONES
 #endif
 
-/* The float formulas of kernels.h, term for term (same operations, same order); label
- * smoothing is applied by the caller. */
+/* ---- The losses, as kernels.h writes them in float (same operations, same order) ------ */
+
 static inline ALWAYS_INLINE float tf_sce(float z, float x)
 {
     float relu = x >= 0.0f ? x : 0.0f;
@@ -40,22 +49,22 @@ static inline ALWAYS_INLINE float tf_sce(float z, float x)
     return relu - x * z + ml__softplus_negf(ax);
 }
 
-static inline ALWAYS_INLINE float torch_bce(float z, float x)
+/* torch BCE-with-logits without pos_weight from e = exp(-|x|). */
+static inline ALWAYS_INLINE float torch_bce_e(float z, float x, float e)
 {
-    float ax = x < 0 ? -x : x;
     float m = x < 0.0f ? x : 0.0f;
-    float log_sig = m - ml__softplus_negf(ax);
+    float log_sig = m - ml__log1p_unitf(e);
     return (1.0f - z) * x - 1.0f * log_sig;
 }
 
-/* Weighted losses of elements [i0, i0 + len) of one row segment; w is the weight stream
- * (stride 1) or NULL with `scalar`. Inlined into each clone of ml__fast_run, so that it is
- * compiled for that clone's instruction set. */
-/* torchvision.ops.sigmoid_focal_loss as kernels.h writes it, for gamma 0, 1 or 2. */
+/* torchvision.ops.sigmoid_focal_loss for gamma 0, 1 or 2; alpha < 0 for none. exp(-|x|) is
+ * shared by the sigmoid and the softplus. */
 static inline ALWAYS_INLINE float tv_focal(float z, float x, int gamma, float alpha)
 {
-    float p = ml__sigmoidf(x);
-    float ce = torch_bce(z, x);
+    float ax = x < 0 ? -x : x;
+    float e = ml__exp_negf(ax);
+    float p = ml__sigmoid_ef(x, e);
+    float ce = torch_bce_e(z, x, e);
     float p_t = p * z + (1.0f - p) * (1.0f - z);
     float b = 1.0f - p_t;
     float f = gamma == 2 ? b * b : gamma == 1 ? b : 1.0f;
@@ -63,149 +72,240 @@ static inline ALWAYS_INLINE float tv_focal(float z, float x, int gamma, float al
     return alpha >= 0 ? (alpha * z + (1.0f - alpha) * (1.0f - z)) * loss : loss;
 }
 
-/* The loops of one formula: with a weight stream or one weight, storing the weights too or
- * not (they are summed only for a weights denominator or sum_weights). No branch inside any,
- * for the vectoriser. */
-#define LOOPS(expr)                                                                                \
-    do {                                                                                           \
-        if (w && wd)                                                                               \
-            for (int64_t k = 0; k < len; k++) {                                                    \
-                wv[k] = (double)(expr) * (double)w[k];                                             \
-                wd[k] = (double)w[k];                                                              \
-            }                                                                                      \
-        else if (w)                                                                                \
-            for (int64_t k = 0; k < len; k++)                                                      \
-                wv[k] = (double)(expr) * (double)w[k];                                             \
-        else if (wd)                                                                               \
-            for (int64_t k = 0; k < len; k++) {                                                    \
-                wv[k] = (double)(expr) * (double)scalar;                                           \
-                wd[k] = (double)scalar;                                                            \
-            }                                                                                      \
-        else                                                                                       \
-            for (int64_t k = 0; k < len; k++)                                                      \
-                wv[k] = (double)(expr) * (double)scalar;                                           \
-    } while (0)
+/* ASL (Alibaba-MIIL): the log-likelihood term l; its focusing power (1 - pt)^g is applied by
+ * the caller. The parameters come by value: read through f, they could alias the output
+ * array, and the vectoriser would give up. */
+struct asl_terms {
+    float l, pt;
+};
 
-/* Weighted losses of elements [i0, i0 + len) of one row segment; w is the weight stream
- * (stride 1) or NULL with `scalar`; wd (may be NULL) receives the weights. Inlined into each
- * clone of ml__fast_run, so that it is compiled for that clone's instruction set. */
-static inline ALWAYS_INLINE void segment(const struct ml__fast *f, int64_t i0, int64_t len,
-                                         const float *w, float scalar, double *wv, double *wd)
+static inline ALWAYS_INLINE struct asl_terms asl_l(float z, float x, int use_clip, float clip,
+                                                   float eps)
 {
-    const float *z = f->z + i0, *x = f->x + i0;
-    float ls = f->id == ML__TF_SIGMOID_CE ? f->label_smoothing : 0.0f;
-    if (f->id == ML__TORCH_BCE)
-        LOOPS(torch_bce(z[k], x[k]));
-    else if (f->id == ML__TV_FOCAL && f->gamma == 2)
-        LOOPS(tv_focal(z[k], x[k], 2, f->alpha));
-    else if (f->id == ML__TV_FOCAL && f->gamma == 1)
-        LOOPS(tv_focal(z[k], x[k], 1, f->alpha));
-    else if (f->id == ML__TV_FOCAL)
-        LOOPS(tv_focal(z[k], x[k], 0, f->alpha));
-    else if (ls > 0)
-        LOOPS(tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]));
-    else
-        LOOPS(tf_sce(z[k], x[k]));
-}
-
-static inline ALWAYS_INLINE uint32_t is_non_finite(float v)
-{
-    uint32_t u;
-    memcpy(&u, &v, sizeof(u));
-    return (u & 0x7f800000u) == 0x7f800000u;
-}
-
-/* Whether a segment's inputs hold a NaN or an infinity (read while they are in L1, instead
- * of a pass of their own over memory). */
-static inline ALWAYS_INLINE int non_finite(const float *z, const float *x, const float *w,
-                                           float scalar, int64_t len)
-{
-    uint32_t any = is_non_finite(scalar);
-    for (int64_t k = 0; k < len; k++)
-        any |= is_non_finite(z[k]) | is_non_finite(x[k]);
-    if (w)
-        for (int64_t k = 0; k < len; k++)
-            any |= is_non_finite(w[k]);
-    return any != 0;
-}
-
-/* Non-zero weights of a segment (NaN counts, as w != 0 does in reduce.c). */
-static inline ALWAYS_INLINE int64_t nonzero(const float *w, float scalar, int64_t len)
-{
-    if (!w)
-        return scalar != 0 ? len : 0;
-    int64_t nz = 0;
-    for (int64_t k = 0; k < len; k++)
-        nz += w[k] != 0;
-    return nz;
-}
-
-#undef LOOPS
-
-static inline ALWAYS_INLINE void lanes_add8(struct ml__lanes *a, const double *x)
-{
-    for (int j = 0; j < ML__LANES; j++) {
-        double t = a->s[j] + x[j];
-        double z = t - a->s[j];
-        a->c[j] += (a->s[j] - (t - z)) + (x[j] - z);
-        a->s[j] = t;
+    float xs_pos = ml__sigmoidf(x);
+    float xs_neg = 1.0f - xs_pos;
+    if (use_clip) {
+        xs_neg = xs_neg + clip;
+        xs_neg = xs_neg > 1.0f ? 1.0f : xs_neg;
     }
+    float lp = z * ml__logf(xs_pos > eps ? xs_pos : eps);
+    float ln = (1.0f - z) * ml__logf(xs_neg > eps ? xs_neg : eps);
+    struct asl_terms t = {lp + ln, xs_pos * z + xs_neg * (1.0f - z)};
+    return t;
+}
+
+/* The per-element losses of one contiguous run into out[]: one loop per formula, with no
+ * branch inside for the vectoriser. Returns 1 when an ASL element needs powf. */
+static inline ALWAYS_INLINE int losses(const struct ml__fast *f, const float *z, const float *x,
+                                       int64_t len, float *out)
+{
+    switch (f->id) {
+    case ML__TORCH_BCE:
+        for (int64_t k = 0; k < len; k++) {
+            float ax = x[k] < 0 ? -x[k] : x[k];
+            out[k] = torch_bce_e(z[k], x[k], ml__exp_negf(ax));
+        }
+        return 0;
+    case ML__TV_FOCAL: {
+        const float alpha = f->alpha;
+        if (f->gamma == 2)
+            for (int64_t k = 0; k < len; k++)
+                out[k] = tv_focal(z[k], x[k], 2, alpha);
+        else if (f->gamma == 1)
+            for (int64_t k = 0; k < len; k++)
+                out[k] = tv_focal(z[k], x[k], 1, alpha);
+        else
+            for (int64_t k = 0; k < len; k++)
+                out[k] = tv_focal(z[k], x[k], 0, alpha);
+        return 0;
+    }
+    case ML__ASL: {
+        /* One loop per (focus, clip > 0): a select on a loop-invariant condition stops the
+         * vectoriser. */
+        const float gp = f->gamma_pos, gn = f->gamma_neg, clip = f->clip, eps = f->epsilon;
+#define ASL_LOOP(use_clip, focus)                                                                  \
+    for (int64_t k = 0; k < len; k++) {                                                            \
+        struct asl_terms t = asl_l(z[k], x[k], use_clip, clip, eps);                               \
+        float g = gp * z[k] + gn * (1.0f - z[k]);                                                  \
+        float l = focus ? t.l * ml__powi4f(1.0f - t.pt, g) : t.l;                                  \
+        out[k] = -l + x[k] * 0.0f;                                                                 \
+    }
+        if (f->asl_focus && clip > 0)
+            ASL_LOOP(1, 1)
+        else if (f->asl_focus)
+            ASL_LOOP(0, 1)
+        else if (clip > 0)
+            ASL_LOOP(1, 0)
+        else
+            ASL_LOOP(0, 0)
+#undef ASL_LOOP
+        /* The elements that need powf (a loop of its own: this reduction would stop the
+         * vectoriser above). */
+        int odd = 0;
+        if (f->asl_focus)
+            for (int64_t k = 0; k < len; k++)
+                odd += !ml__powi_small(gp * z[k] + gn * (1.0f - z[k]));
+        return odd;
+    }
+    default:
+        if (f->id == ML__TF_SIGMOID_CE && f->label_smoothing > 0) {
+            const float ls = f->label_smoothing;
+            for (int64_t k = 0; k < len; k++)
+                out[k] = tf_sce(z[k] * (1.0f - ls) + 0.5f * ls, x[k]);
+        } else {
+            for (int64_t k = 0; k < len; k++)
+                out[k] = tf_sce(z[k], x[k]);
+        }
+        return 0;
+    }
+}
+
+/* The ASL elements whose focusing power is not a small integer, again with powf (what
+ * kernels.h does for them). Rare: soft labels or non-integer gammas. */
+static void asl_fixup(const struct ml__fast *f, const float *z, const float *x, int64_t len,
+                      float *out)
+{
+    const float gp = f->gamma_pos, gn = f->gamma_neg;
+    for (int64_t k = 0; k < len; k++) {
+        struct asl_terms t = asl_l(z[k], x[k], f->clip > 0, f->clip, f->epsilon);
+        float g = gp * z[k] + gn * (1.0f - z[k]);
+        if (!ml__powi_small(g))
+            out[k] = -(t.l * powf(1.0f - t.pt, g)) + x[k] * 0.0f;
+    }
+}
+
+/* ---- Weighting and the lanes ---------------------------------------------------------- */
+
+#if defined(__GNUC__)
+/* Eight lanes; unaligned loads of floats (macros: a function returning one would change the
+ * ABI between the clones). */
+typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t v8i __attribute__((vector_size(32)));
+#define LOAD8(p) (*(const v8f *)(p))
+#define WIDEN(v) __builtin_convertvector((v), v8d)
+#endif
+
+/* The sums of one block. */
+struct block_acc {
+    double num[ML__LANES], den[ML__LANES], sw[ML__LANES];
+    int64_t nonzero;
+};
+
+/*
+ * Adds loss[k] * w[k] (w NULL: the constant `scalar`; has_w 0: no weights at all, so no
+ * multiplication) of a block of len elements into lanes k mod 16, the weights into den (when
+ * den_sums) and sw (want_sw), and counts the non-zero weights.
+ */
+static inline ALWAYS_INLINE void block_sums(const float *loss, const float *w, float scalar,
+                                            int has_w, int64_t len, int den_sums, int want_sw,
+                                            struct block_acc *a)
+{
+    int64_t k = 0;
+    memset(a, 0, sizeof(*a));
+#if defined(__GNUC__)
+    v8d n0 = {0}, n1 = {0}, d0 = {0}, d1 = {0};
+    v8i nz = {0};
+    const v8d sv = {scalar, scalar, scalar, scalar, scalar, scalar, scalar, scalar};
+    for (; k + ML__LANES <= len; k += ML__LANES) {
+        v8d l0 = WIDEN(LOAD8(loss + k)), l1 = WIDEN(LOAD8(loss + k + 8));
+        if (w) {
+            v8f wf0 = LOAD8(w + k), wf1 = LOAD8(w + k + 8);
+            v8d w0 = WIDEN(wf0), w1 = WIDEN(wf1);
+            n0 += l0 * w0;
+            n1 += l1 * w1;
+            d0 += w0;
+            d1 += w1;
+            nz -= (v8i)(wf0 != 0) + (v8i)(wf1 != 0);
+        } else if (has_w) {
+            n0 += l0 * sv;
+            n1 += l1 * sv;
+            d0 += sv;
+            d1 += sv;
+        } else {
+            n0 += l0;
+            n1 += l1;
+            d0 += sv;
+            d1 += sv;
+        }
+    }
+    memcpy(a->num, &n0, sizeof(n0));
+    memcpy(a->num + 8, &n1, sizeof(n1));
+    if (den_sums || want_sw) {
+        memcpy(a->den, &d0, sizeof(d0));
+        memcpy(a->den + 8, &d1, sizeof(d1));
+    }
+    for (int j = 0; j < 8; j++)
+        a->nonzero += nz[j];
+#endif
+    for (; k < len; k++) {
+        int j = (int)(k & (ML__LANES - 1));
+        double wk = w ? (double)w[k] : (double)scalar;
+        a->num[j] += has_w ? (double)loss[k] * wk : (double)loss[k];
+        a->den[j] += wk;
+        if (w)
+            a->nonzero += w[k] != 0;
+    }
+    if (!w)
+        a->nonzero = scalar != 0 ? len : 0;
+    if (want_sw)
+        memcpy(a->sw, a->den, sizeof(a->sw));
+    if (!den_sums)
+        memset(a->den, 0, sizeof(a->den));
+}
+
+static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b)
+{
+    memcpy(l->b, b, sizeof(l->b));
+    ml__lanes_flush(l);
 }
 
 CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
                          struct ml__fast_sums *out)
 {
-    double wv[BLOCK], wd[BLOCK];
-    const int need_wd = f->den_sums || f->want_sw;
+    float loss[BLOCK], wbuf[BLOCK];
+    struct block_acc acc;
     memset(out, 0, sizeof(*out));
     for (int64_t b0 = begin; b0 < end; b0 += BLOCK) {
         int64_t len = end - b0 < BLOCK ? end - b0 : BLOCK;
-        /* Row segments of the block. */
-        for (int64_t i = b0; i < b0 + len;) {
-            int64_t row = i / f->cols, col = i - row * f->cols;
-            int64_t seg = f->cols - col;
-            if (seg > b0 + len - i)
-                seg = b0 + len - i;
-            const float *w = NULL;
-            float scalar = 1.0f;
-            switch (f->wmode) {
-            case ML__FW_SCALAR:
-                scalar = f->w[0];
-                break;
-            case ML__FW_DENSE:
-                w = f->w + i;
-                break;
-            case ML__FW_ROW:
-                scalar = f->w[row];
-                break;
-            case ML__FW_COL:
-                w = f->w + col;
-                break;
-            default:
-                break;
+        if (losses(f, f->z + b0, f->x + b0, len, loss))
+            asl_fixup(f, f->z + b0, f->x + b0, len, loss);
+        /* The weights of the block as one stream (or one constant). */
+        const float *w = NULL;
+        float scalar = 1.0f;
+        switch (f->wmode) {
+        case ML__FW_SCALAR:
+            scalar = f->w[0];
+            break;
+        case ML__FW_DENSE:
+            w = f->w + b0;
+            break;
+        case ML__FW_ROW:
+        case ML__FW_COL:
+            for (int64_t i = b0; i < b0 + len;) {
+                int64_t row = i / f->cols, col = i - row * f->cols;
+                int64_t seg = f->cols - col;
+                if (seg > b0 + len - i)
+                    seg = b0 + len - i;
+                if (f->wmode == ML__FW_COL)
+                    memcpy(wbuf + (i - b0), f->w + col, (size_t)seg * sizeof(float));
+                else
+                    for (int64_t k = 0; k < seg; k++)
+                        wbuf[i - b0 + k] = f->w[row];
+                i += seg;
             }
-            segment(f, i, seg, w, scalar, wv + (i - b0), need_wd ? wd + (i - b0) : NULL);
-            out->nonzero += nonzero(w, scalar, seg);
-            if (f->check_finite)
-                out->non_finite |= non_finite(f->z + i, f->x + i, w, scalar, seg);
-            i += seg;
+            w = wbuf;
+            break;
+        default:
+            break;
         }
-        /* The lanes: element b0 + k goes to lane k mod 8 (b0 is a multiple of 8). */
-        int64_t k = 0;
-        for (; k + ML__LANES <= len; k += ML__LANES) {
-            lanes_add8(&out->num, wv + k);
-            if (f->den_sums)
-                lanes_add8(&out->den, wd + k);
-            if (f->want_sw)
-                lanes_add8(&out->sw, wd + k);
-        }
-        for (; k < len; k++) {
-            ml__lanes_add(&out->num, k, wv[k]);
-            if (f->den_sums)
-                ml__lanes_add(&out->den, k, wd[k]);
-            if (f->want_sw)
-                ml__lanes_add(&out->sw, k, wd[k]);
-        }
+        block_sums(loss, w, scalar, f->wmode != ML__FW_NONE, len, f->den_sums, f->want_sw, &acc);
+        lanes_fold(&out->num, acc.num);
+        if (f->den_sums)
+            lanes_fold(&out->den, acc.den);
+        if (f->want_sw)
+            lanes_fold(&out->sw, acc.sw);
+        out->nonzero += acc.nonzero;
     }
 }
 

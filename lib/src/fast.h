@@ -23,27 +23,29 @@ enum ml__fast_weights {
 };
 
 struct ml__fast {
-    enum ml__loss_id id; /* ML__TF_SIGMOID_CE, ML__TFNN_SIGMOID, ML__TORCH_BCE, ML__TV_FOCAL */
+    enum ml__loss_id id; /* ML__TF_SIGMOID_CE, ML__TFNN_SIGMOID, ML__TORCH_BCE, ML__TV_FOCAL,
+                            ML__ASL */
     float label_smoothing;
     int gamma;   /* focal: 0, 1 or 2 */
     float alpha; /* focal: < 0 for none */
+    float gamma_pos, gamma_neg, clip, epsilon; /* ASL */
+    int asl_focus;                             /* ASL: gamma_pos > 0 or gamma_neg > 0 */
     const float *z, *x;
     int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */
     const float *w;
     enum ml__fast_weights wmode;
     int den_sums;     /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
-    int want_sw;      /* sum the weights for sum_weights */
-    int check_finite; /* look for NaN and Inf in z, x and w on the way */
+    int want_sw;  /* sum the weights for sum_weights */
 };
 
 struct ml__fast_sums {
     struct ml__lanes num, den, sw;
     int64_t nonzero; /* elements with a non-zero weight (NaN counts) */
-    int non_finite;  /* check_finite saw a NaN or an infinity */
 };
 
-/* Runs the kernel over elements [begin, end) of the rows * cols; begin is a multiple of 8
- * (a chunk's start), so that element i goes to lane i mod 8. */
+/* Runs the kernel over elements [begin, end) of the rows * cols; begin is a multiple of
+ * ML__BLOCK (a chunk's start), so that element i goes to lane i mod 16 as in reduce.c. A
+ * NaN or an infinity among the inputs makes the sum of num non-finite (fast.c says why). */
 void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out);
 
 /* The index of the first NaN or infinity, or -1 (vectorised scans). */

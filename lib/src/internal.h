@@ -138,26 +138,40 @@ static inline void ml__sum_add(struct ml__sum *a, double x)
 }
 
 /*
- * Eight interleaved compensated sums: element i goes to lane i mod 8. The order of the
- * additions is then fixed by the index alone, so the scalar loop and an 8-wide SIMD loop
- * (fast.c) produce the same bits; the lanes are combined in lane order at the end.
+ * Sixteen interleaved sums: element i goes to lane i mod 16, so that the order of the
+ * additions is fixed by the index alone and a scalar loop and a SIMD loop (fast.c) give the
+ * same bits. Within a block of ML__BLOCK elements (aligned on multiples of ML__BLOCK) each
+ * lane adds plainly into b; at the block's end b is folded into the compensated pair
+ * (s, c) by TwoSum. A block's lane adds 64 values, so its rounding stays near 2^-47
+ * relative, and the compensation makes the blocks' total as good as exact: far inside the
+ * 1e-8 bound at 16M elements, for one SIMD addition per 16 elements.
  */
-#define ML__LANES 8
+#define ML__LANES 16
+#define ML__BLOCK 1024
 
 struct ml__lanes {
-    double s[ML__LANES], c[ML__LANES];
+    double b[ML__LANES];               /* the open block */
+    double s[ML__LANES], c[ML__LANES]; /* the folded blocks: sum and correction */
 };
+
+static inline void ml__lanes_flush(struct ml__lanes *a)
+{
+    for (int j = 0; j < ML__LANES; j++) {
+        double x = a->b[j];
+        double t = a->s[j] + x;
+        double z = t - a->s[j];
+        a->c[j] += (a->s[j] - (t - z)) + (x - z);
+        a->s[j] = t;
+        a->b[j] = 0;
+    }
+}
 
 static inline void ml__lanes_add(struct ml__lanes *a, int64_t i, double x)
 {
-    int j = (int)(i & (ML__LANES - 1));
-    double t = a->s[j] + x;
-    double z = t - a->s[j];
-    a->c[j] += (a->s[j] - (t - z)) + (x - z);
-    a->s[j] = t;
+    a->b[i & (ML__LANES - 1)] += x;
+    if ((i & (ML__BLOCK - 1)) == ML__BLOCK - 1)
+        ml__lanes_flush(a);
 }
-
-static inline double ml__lanes_get(const struct ml__lanes *a);
 
 static inline double ml__sum_get(const struct ml__sum *a)
 {
@@ -173,24 +187,29 @@ static inline double ml__sum_get(const struct ml__sum *a)
  */
 #define ML__CHUNK 65536
 
+/* Folds part (its open block first) into total. */
 static inline void ml__lanes_merge(struct ml__lanes *total, const struct ml__lanes *part)
 {
+    struct ml__lanes p = *part;
+    ml__lanes_flush(&p);
     for (int j = 0; j < ML__LANES; j++) {
-        double x = part->s[j];
+        double x = p.s[j];
         double t = total->s[j] + x;
         double z = t - total->s[j];
-        total->c[j] += ((total->s[j] - (t - z)) + (x - z)) + part->c[j];
+        total->c[j] += ((total->s[j] - (t - z)) + (x - z)) + p.c[j];
         total->s[j] = t;
     }
 }
 
 static inline double ml__lanes_get(const struct ml__lanes *a)
 {
+    struct ml__lanes l = *a;
+    ml__lanes_flush(&l);
     struct ml__sum t = {0, 0};
     double c = 0;
     for (int j = 0; j < ML__LANES; j++) {
-        ml__sum_add(&t, a->s[j]);
-        c += a->c[j];
+        ml__sum_add(&t, l.s[j]);
+        c += l.c[j];
     }
     t.c += c;
     return ml__sum_get(&t);

@@ -152,7 +152,14 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     case ML__ASL: {
         /* ASL AsymmetricLoss.forward (Alibaba-MIIL/ASL src/loss_functions/losses.py);
          * returns the positive term -L of its -sum(L). */
+#ifdef ML__KERNEL_F32
+        /* The fused kernel's functions (fast.c), for the same bits. */
+        REAL xs_pos = ml__sigmoidf(x);
+#define ML__LOG ml__logf
+#else
         REAL xs_pos = FN(sigmoid)(x);
+#define ML__LOG log
+#endif
         REAL xs_neg = R(1) - xs_pos;
         if (k->clip > 0) {
             xs_neg = xs_neg + R(k->clip);
@@ -160,13 +167,20 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
                 xs_neg = R(1);
         }
         REAL eps = R(k->epsilon);
-        REAL lp = z * log(xs_pos > eps ? xs_pos : eps);
-        REAL ln = (R(1) - z) * log(xs_neg > eps ? xs_neg : eps);
+        REAL lp = z * ML__LOG(xs_pos > eps ? xs_pos : eps);
+        REAL ln = (R(1) - z) * ML__LOG(xs_neg > eps ? xs_neg : eps);
+#undef ML__LOG
         REAL l = lp + ln;
         if (k->gamma_neg > 0 || k->gamma_pos > 0) {
             REAL pt = xs_pos * z + xs_neg * (R(1) - z);
             REAL g = R(k->gamma_pos) * z + R(k->gamma_neg) * (R(1) - z);
+#ifdef ML__KERNEL_F32
+            /* Small integer powers (binary labels with the default gammas 4 and 1) by
+             * multiplication, as fast.c does. */
+            l = l * (ml__powi_small(g) ? ml__powi4f(R(1) - pt, g) : pow(R(1) - pt, g));
+#else
             l = l * pow(R(1) - pt, g);
+#endif
         }
         return -l;
     }

@@ -125,15 +125,16 @@ static inline float ml__from_bitsf(uint32_t u)
 }
 
 /*
- * log(1 + exp(-a)) for a >= 0 (the softplus tail of the sigmoid family), all in float so
- * that a 512-bit vector holds 16 of them: exp(-a) by Cody-Waite reduction and a degree-7
- * polynomial, then log1p(e) = 2 atanh(e / (2 + e)) by its series (e <= 1: no range
- * reduction). Measured against the double formula over every 31st float
- * (tests/test_vmath.c): within 2 ulp of the correctly rounded result. NaN stays NaN.
+ * The all-float functions of the fused kernels: float only, so that a 512-bit vector holds
+ * 16 of them. Each is measured against the double reference in tests/test_vmath.c (every
+ * 31st float and the edges): at most 2 ulp from the correctly rounded float.
  */
-static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
+
+/* e^-a for a >= 0 (or NaN, which stays NaN): Cody-Waite reduction and a degree-7
+ * polynomial; subnormal results are rounded once. */
+static inline ML__ALWAYS_INLINE float ml__exp_negf(float a)
 {
-    float t = a > 104.0f ? -104.0f : -a; /* exp(-104) is below every float: the result is 0 */
+    float t = a > 104.0f ? -104.0f : -a; /* exp(-104) is below every float */
     /* n = round(t / ln 2) with the 1.5 * 2^23 trick; the low 22 bits hold n. */
     const float shift = 0x1.8p23f;
     float kf = t * 0x1.715476p0f + shift;
@@ -148,16 +149,22 @@ static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
     q = q * r + 1.0f / 6;
     q = q * r + 0.5f;
     float p = 1.0f + (r + (r * r) * q);
-    /* e = p 2^n in two steps, so that 2^-150 < e < 2^-126 rounds once into the subnormals. */
+    /* p 2^n in two steps (n <= 0), so that 2^-150 < e < 2^-126 rounds once into the
+     * subnormals. */
     int32_t n1 = ni / 2, n2 = ni - n1;
-    float e =
-        p * ml__from_bitsf((uint32_t)(n1 + 127) << 23) * ml__from_bitsf((uint32_t)(n2 + 127) << 23);
-    /* log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3]: no 1 + e to lose e's low bits.
-     * The rounding of 2 + e is put back: s = (e / d)(1 - dl / d), dl = (2 + e) - d. */
+    return p * ml__from_bitsf((uint32_t)(n1 + 127) << 23) * ml__from_bitsf((uint32_t)(n2 + 127) << 23);
+}
+
+/* log(1 + e) for 0 <= e <= 1 (or NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3], by its
+ * series; no 1 + e that would lose e's low bits. */
+static inline ML__ALWAYS_INLINE float ml__log1p_unitf(float e)
+{
+    /* The rounding dl of d = 2 + e is put back: s = (e / d)(1 - dl / d). dl / d is below
+     * 2^-24, so 1 / d by a line through its ends (4% off) is plenty and saves a division. */
     float d = 2.0f + e;
     float dl = e - (d - 2.0f);
     float s0 = e / d;
-    float sv = s0 - s0 * (dl / d);
+    float sv = s0 - s0 * (dl * (0.5f - e * (1.0f / 6)));
     float s2 = sv * sv;
     float g = 1.0f / 17;
     g = g * s2 + 1.0f / 15;
@@ -168,20 +175,78 @@ static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
     g = g * s2 + 1.0f / 5;
     g = g * s2 + 1.0f / 3;
     float r1 = 2.0f * sv + 2.0f * sv * (s2 * g);
-    /* Where e < 2^-25 (a > 17.4), log1p(e) rounds to e itself. */
-    float res = e < 0x1p-25f ? e : r1;
-    return a != a ? a : res;
+    /* Below 2^-25 log1p(e) rounds to e (and e / 2 would lose a subnormal's last bit). */
+    return e < 0x1p-25f ? e : r1;
 }
 
-/* 1 / (1 + exp(-x)) without overflow, as kernels.h writes it: exp(-|x|), then 1 / (1 + e)
- * for x >= 0 and e / (1 + e) below. */
+/* log(1 + exp(-a)) for a >= 0: the softplus tail of the sigmoid family. */
+static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
+{
+    return ml__log1p_unitf(ml__exp_negf(a));
+}
+
+/* 1 / (1 + exp(-x)) without overflow, from e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e)
+ * below. */
+static inline ML__ALWAYS_INLINE float ml__sigmoid_ef(float x, float e)
+{
+    float d = 1.0f + e;
+    return x >= 0 ? 1.0f / d : e / d;
+}
+
 static inline ML__ALWAYS_INLINE float ml__sigmoidf(float x)
 {
     float ax = x < 0 ? -x : x;
-    float e = ml__expf(-ax);
-    float pos = 1.0f / (1.0f + e);
-    float neg = e / (1.0f + e);
-    return x >= 0 ? pos : neg;
+    return ml__sigmoid_ef(x, ml__exp_negf(ax));
+}
+
+/* log x: -inf at +-0, NaN below 0 and for NaN, +inf at +inf. x = m 2^k with m in
+ * [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716. */
+static inline ML__ALWAYS_INLINE float ml__logf(float x)
+{
+    /* Subnormals are scaled into the normals first. */
+    int sub = x < 0x1p-126f;
+    float xs = sub ? x * 0x1p23f : x;
+    uint32_t u = ml__bitsf(xs);
+    int32_t k = (int32_t)(u >> 23) - 127 - (sub ? 23 : 0);
+    float m = ml__from_bitsf((u & 0x7fffffu) | 0x3f800000u); /* [1, 2) */
+    int big = m > 0x1.6a09e6p0f;
+    m = big ? m * 0.5f : m;
+    k = big ? k + 1 : k;
+    float f = m - 1.0f; /* exact */
+    /* d = m + 1 rounds; its error dl (exact) is put back, 1 / d by a line (2% off). */
+    float d = m + 1.0f;
+    float dl = m - (d - 1.0f);
+    float s0 = f / d;
+    float s = s0 - s0 * (dl * (1.0f - 0.25f * d));
+    float s2 = s * s;
+    float g = 1.0f / 11;
+    g = g * s2 + 1.0f / 9;
+    g = g * s2 + 1.0f / 7;
+    g = g * s2 + 1.0f / 5;
+    g = g * s2 + 1.0f / 3;
+    float kf = (float)k;
+    /* k ln 2 in two parts: k * 0x1.62e4p-1 is exact for |k| < 2^9. */
+    float y = (kf * 0x1.62e4p-1f + 2.0f * s) + (2.0f * s * (s2 * g) + kf * 0x1.7f7d1cp-20f);
+    y = x == 0.0f ? -__builtin_inff() : y;
+    y = x < 0.0f ? __builtin_nanf("") : y;
+    y = x == __builtin_inff() ? x : y;
+    return x != x ? x : y;
+}
+
+/* b^g for an integer g in [0, 4], by multiplication (at most 1.5 ulp more than b^g's
+ * rounding); ml__powi_small says which g qualify. */
+static inline ML__ALWAYS_INLINE int ml__powi_small(float g)
+{
+    return g == 0.0f || g == 1.0f || g == 2.0f || g == 3.0f || g == 4.0f;
+}
+
+static inline ML__ALWAYS_INLINE float ml__powi4f(float b, float g)
+{
+    float b2 = b * b;
+    float r = g == 1.0f ? b : 1.0f;
+    r = g == 2.0f ? b2 : r;
+    r = g == 3.0f ? b2 * b : r;
+    return g == 4.0f ? b2 * b2 : r;
 }
 
 #endif /* ML_VMATH_H */
