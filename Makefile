@@ -50,9 +50,14 @@ SERVER_SRC = $(wildcard server/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-# test_fast again with the AVX2 path of the fused kernels pinned (the default build takes the
-# widest path the machine has).
-TEST_BIN_EXTRA = $(BUILD)/tests/test_fast_avx2
+# The fused kernels and the float32 formulas once more per x86-64 instruction set, picked at
+# run time (lib/src/simd.h); the objects above are the baseline (portable) variant.
+ISA_SRC = fast kernels_f32
+ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
+LIB_OBJ += $(foreach i,avx2 avx512,$(ISA_SRC:%=$(BUILD)/lib/isa/%_$(i).o))
+endif
+ISA_FLAGS_avx2 = -mavx2 -mfma -DML__ISA_AVX2
+ISA_FLAGS_avx512 = -mavx512f -mavx512vl -mavx512dq -mavx512bw -mavx2 -mfma -DML__ISA_AVX512
 PROTO_OBJ = $(PROTO_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o)
@@ -77,15 +82,25 @@ deps:
 deps-test:
 	@sh scripts/deps.sh $(DEPS_BUILD) $(DEPS_TEST)
 
-# The fused kernels: -O3 for the vectoriser, which also needs -fno-trapping-math to turn the
-# float selects into blends (values are unchanged: it only drops the promise about
-# floating-point exception flags). -ffp-contract=off, the -std=c11 default, said explicitly:
-# no FMA contraction, so every SIMD path gives the bits of the scalar one.
-$(BUILD)/lib/src/fast.o: OPT = -O3 -fno-trapping-math -ffp-contract=off
+# The kernels: -O3 for the vectoriser, which also needs -fno-trapping-math to turn the float
+# selects into blends (values are unchanged: it only drops the promise about floating-point
+# exception flags). -ffp-contract=off, the -std=c11 default, said explicitly: no implicit
+# FMA contraction (the explicit fmaf of vmath.h is the same everywhere), so every
+# instruction set gives the same bits.
+KERNEL_OPT = -O3 -fno-trapping-math -ffp-contract=off
+$(BUILD)/lib/src/fast.o $(BUILD)/lib/src/kernels_f32.o: OPT = $(KERNEL_OPT)
 
 $(BUILD)/lib/%.o: lib/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/lib/isa/%_avx2.o: lib/src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(KERNEL_OPT) $(ISA_FLAGS_avx2) -c $< -o $@
+
+$(BUILD)/lib/isa/%_avx512.o: lib/src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(KERNEL_OPT) $(ISA_FLAGS_avx512) -c $< -o $@
 
 $(BUILD)/proto/%.o: proto/%.c
 	@mkdir -p $(dir $@)
@@ -119,18 +134,12 @@ $(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm -lpthread
 
-$(BUILD)/tests/test_fast_avx2: tests/test_fast.c lib/src/fast.c $(LIBA)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -O3 -fno-trapping-math -ffp-contract=off -DML__FAST_FORCE_AVX2 \
-	    $(CMOCKA_CFLAGS) $(LDFLAGS_ALL) -o $@ tests/test_fast.c lib/src/fast.c $(LIBA) \
-	    $(CMOCKA_LIBS) -lm -lpthread
-
 # One build's tests: the cmocka suites (run from the root so tests/data is found), the
 # command-line tests against this build's CLI, then the end-to-end tests against this
 # build's server.
 check: deps-test
-	@$(MAKE) --no-print-directory build $(TEST_BIN) $(TEST_BIN_EXTRA)
-	@set -e; for t in $(TEST_BIN) $(TEST_BIN_EXTRA); do echo "== $$t"; ./$$t; done
+	@$(MAKE) --no-print-directory build $(TEST_BIN)
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@sh tests/cli_test.sh $(CLI)
 	@$(PYTHON) tests/npy_test.py $(CLI)
 	@sh tests/docker_check.sh $(SERVER)

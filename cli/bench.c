@@ -147,18 +147,25 @@ static volatile float sink_f;
 int maskloss_bench(int argc, char **argv)
 {
     int json = 0, quick = 0;
+    const char *only_loss = NULL;
+    long long only_n = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (!strcmp(argv[i], "--quick"))
             quick = 1;
+        else if (!strcmp(argv[i], "--loss") && i + 1 < argc)
+            only_loss = argv[++i];
+        else if (!strcmp(argv[i], "--n") && i + 1 < argc)
+            only_n = atoll(argv[++i]);
         else {
-            fprintf(stderr, "maskloss: bench takes --json and --quick\n");
+            fprintf(stderr, "maskloss: bench takes --json, --quick, --loss NAME and --n N (one of "
+                            "1024, 65536, 1048576, 16777216)\n");
             return 64;
         }
     }
     static const int64_t sizes[] = {1024, 65536, 1048576, 16777216};
-    const int nsizes = quick ? 3 : 4;
+    const int nsizes = quick && only_n != 16777216 ? 3 : 4;
     const int64_t cols = 64;
     int64_t maxn = sizes[nsizes - 1];
     float *z = malloc((size_t)maxn * sizeof(float)), *x = malloc((size_t)maxn * sizeof(float));
@@ -190,8 +197,12 @@ int maskloss_bench(int argc, char **argv)
         printf("%-42s %-7s %9s %-6s %10s %10s %8s %10s %10s  %s\n", "loss", "dtype", "n", "weights",
                "Melem/s", "naive", "speedup", "rel_error", "naive_err", "simd");
     for (size_t li = 0; li < sizeof(losses) / sizeof(losses[0]); li++) {
+        if (only_loss && strcmp(only_loss, losses[li].name))
+            continue;
         for (int si = 0; si < nsizes; si++) {
             int64_t n = sizes[si];
+            if (only_n && n != only_n)
+                continue;
             for (int dt = 0; dt < 2; dt++) {
                 for (int wk = 0; wk < 3; wk++) {
                     struct ml_tensor tz = {2,
@@ -239,8 +250,8 @@ int maskloss_bench(int argc, char **argv)
                     double rel = fabs(got - ref) / fabs(ref);
                     double nrel = fabs((double)nv - ref) / fabs(ref);
                     double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;
-                    /* The fused float32 path: the sigmoid family and focal (gamma 2). */
-                    const char *simd = dt == 0 && li <= 3 ? ml_simd_path() : "scalar";
+                    /* The fused float32 path: every loss of the table. */
+                    const char *simd = dt == 0 ? ml_simd_path() : "scalar";
                     if (json)
                         printf("{\"loss\":\"%s\",\"dtype\":\"%s\",\"n\":%lld,\"weights\":\"%s\","
                                "\"melem_per_s\":%.1f,\"reference_melem_per_s\":%.1f,"

@@ -1,14 +1,13 @@
 /*
- * test_fast.c -- the fused SIMD kernels (fast.c) give the bits of the general path.
+ * test_fast.c -- the fused SIMD kernels (fast.c) give the bits of the general path, on every
+ * instruction set.
  *
  * A request with only reduced outputs takes the fused path; the same request asking for
- * per_element too takes the general path (kernels.h + reduce.c, compiled for baseline
- * x86-64). Their losses and totals must be identical bit for bit, for every weight layout,
- * sizes around the 8-lane and 1024-element block edges, label smoothing, and each loss of
- * the family. The fused path runs the widest instruction set of the test machine
- * (ml_simd_path() says which), so this also checks that path against the scalar one; the
- * same file is built again as test_fast_avx2 with the AVX2 path pinned, and the sanitizer
- * build runs the baseline path: every path the machine supports.
+ * per_element too takes the general path (kernels.h + reduce.c). The general path runs
+ * pinned to baseline x86-64 (MASKLOSS_SIMD=baseline), the fused one on each path the
+ * machine has (AVX-512, AVX2 + FMA, baseline): their losses and totals must be identical bit
+ * for bit, for every weight layout, sizes around the 16-lane, 1024-element block and
+ * 65536-element chunk edges, the parameters that change the formulas, and each fused loss.
  */
 #include <math.h>
 #include <pthread.h>
@@ -98,12 +97,20 @@ static void test_fused_equals_general(void **state)
                                         {4, 9},   {13, 79},   {1, 1031},   {33, 64},
                                         {300, 7}, {3, 70001}, {1, 131072}, {2049, 64}};
     static const char *const wnames[] = {"none", "scalar", "dense", "row", "col"};
-#if defined(ML__FAST_FORCE_AVX2)
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2"))
-        skip(); /* this machine cannot run the pinned AVX2 path */
-#endif
-    printf("fused path: %s\n", ml_simd_path());
+    /* The paths this machine runs: MASKLOSS_SIMD pins narrower ones than the widest. */
+    static const char *const paths[] = {"avx512f", "avx2", "baseline"};
+    int npaths = 0;
+    const char *run[3];
+    for (int p = 0; p < 3; p++) {
+        setenv("MASKLOSS_SIMD", paths[p], 1);
+        if (!strcmp(ml_simd_path(), paths[p]))
+            run[npaths++] = paths[p];
+    }
+    unsetenv("MASKLOSS_SIMD");
+    printf("fused paths:");
+    for (int p = 0; p < npaths; p++)
+        printf(" %s", run[p]);
+    printf(" (widest: %s)\n", ml_simd_path());
     int checked = 0;
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int64_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
@@ -132,25 +139,31 @@ static void test_fused_equals_general(void **state)
                         req.params = variants[l][v].p;
                         req.num_params = variants[l][v].n;
                         struct ml_result fused, general;
-                        req.outputs = ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS |
-                                      ML_OUT_NUM_NONZERO_WEIGHTS;
-                        int rc1 = ml_eval(&req, &fused, NULL);
-                        req.outputs |= ML_OUT_PER_ELEMENT;
-                        int rc2 = ml_eval(&req, &general, NULL);
                         char ctx[200];
-                        snprintf(ctx, sizeof(ctx), "%s %s [%lld,%lld] weights %s%s", losses[l],
-                                 reds[l][r], (long long)rows, (long long)cols, wnames[wm],
-                                 v ? " with parameters" : "");
-                        if (rc1 || rc2)
-                            fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
-                        same_bits(fused.loss, general.loss, "loss", ctx);
-                        same_bits(fused.weighted_sum, general.weighted_sum, "weighted_sum", ctx);
-                        same_bits(fused.sum_weights, general.sum_weights, "sum_weights", ctx);
-                        same_bits(fused.num_nonzero_weights, general.num_nonzero_weights,
-                                  "num_nonzero_weights", ctx);
-                        ml_result_free(&fused);
+                        req.outputs = ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS |
+                                      ML_OUT_NUM_NONZERO_WEIGHTS | ML_OUT_PER_ELEMENT;
+                        setenv("MASKLOSS_SIMD", "baseline", 1);
+                        int rc2 = ml_eval(&req, &general, NULL);
+                        req.outputs &= ~(unsigned)ML_OUT_PER_ELEMENT;
+                        for (int p = 0; p < npaths; p++) {
+                            setenv("MASKLOSS_SIMD", run[p], 1);
+                            int rc1 = ml_eval(&req, &fused, NULL);
+                            snprintf(ctx, sizeof(ctx), "%s %s [%lld,%lld] weights %s%s (%s)",
+                                     losses[l], reds[l][r], (long long)rows, (long long)cols,
+                                     wnames[wm], v ? " with parameters" : "", run[p]);
+                            if (rc1 || rc2)
+                                fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
+                            same_bits(fused.loss, general.loss, "loss", ctx);
+                            same_bits(fused.weighted_sum, general.weighted_sum, "weighted_sum",
+                                      ctx);
+                            same_bits(fused.sum_weights, general.sum_weights, "sum_weights", ctx);
+                            same_bits(fused.num_nonzero_weights, general.num_nonzero_weights,
+                                      "num_nonzero_weights", ctx);
+                            ml_result_free(&fused);
+                            checked++;
+                        }
+                        unsetenv("MASKLOSS_SIMD");
                         ml_result_free(&general);
-                        checked++;
                     }
                 }
             }
@@ -159,7 +172,7 @@ static void test_fused_equals_general(void **state)
         free(x);
         free(w);
     }
-    printf("%d requests: fused == general, bit for bit\n", checked);
+    printf("%d requests: fused == general (baseline), bit for bit\n", checked);
 }
 
 /* A NaN or an infinity deep inside a large tensor is found (the fused kernel's sum turns

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "fast.h"
+#include "simd.h"
 #include "vmath.h"
 
 #define BLOCK ML__BLOCK
@@ -29,16 +30,6 @@
 #define ALWAYS_INLINE
 #endif
 
-#if defined(ML__FAST_FORCE_AVX2)
-/* A test build (tests/test_fast.c as test_fast_avx2) that pins the AVX2 path. */
-#define CLONES __attribute__((target("avx2")))
-#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                           \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-/* The sanitizers' runtimes are not ready when the loader resolves the clones' ifunc. */
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
-#endif
 
 /* ---- The losses, as kernels.h writes them in float (same operations, same order) ------ */
 
@@ -260,8 +251,8 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
     ml__lanes_flush(l);
 }
 
-CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
-                         struct ml__fast_sums *out)
+void ML__ISA(ml__fast_run)(const struct ml__fast *f, int64_t begin, int64_t end,
+                           struct ml__fast_sums *out)
 {
     float loss[BLOCK], wbuf[BLOCK];
     struct block_acc acc;
@@ -307,64 +298,4 @@ CLONES void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end,
             lanes_fold(&out->sw, acc.sw);
         out->nonzero += acc.nonzero;
     }
-}
-
-const char *ml_simd_path(void)
-{
-#if defined(ML__FAST_FORCE_AVX2)
-    return "avx2";
-#endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
-        return "avx512f";
-    if (__builtin_cpu_supports("avx2"))
-        return "avx2";
-#endif
-    return "baseline";
-}
-
-/* The first NaN or infinity of a float array, or -1: a vectorised scan of the exponent bits
- * (all ones), then the exact position within the block that has one. */
-CLONES int64_t ml__first_non_finite_f32(const float *v, int64_t n)
-{
-    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
-        int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
-        uint32_t any = 0;
-        for (int64_t k = 0; k < len; k++) {
-            uint32_t u;
-            memcpy(&u, &v[b0 + k], sizeof(u));
-            any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-        }
-        if (any)
-            for (int64_t k = 0; k < len; k++) {
-                uint32_t u;
-                memcpy(&u, &v[b0 + k], sizeof(u));
-                if ((u & 0x7f800000u) == 0x7f800000u)
-                    return b0 + k;
-            }
-    }
-    return -1;
-}
-
-CLONES int64_t ml__first_non_finite_f64(const double *v, int64_t n)
-{
-    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
-        int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
-        uint64_t any = 0;
-        for (int64_t k = 0; k < len; k++) {
-            uint64_t u;
-            memcpy(&u, &v[b0 + k], sizeof(u));
-            any |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
-        }
-        if (any)
-            for (int64_t k = 0; k < len; k++) {
-                uint64_t u;
-                memcpy(&u, &v[b0 + k], sizeof(u));
-                if ((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
-                    return b0 + k;
-            }
-    }
-    return -1;
 }

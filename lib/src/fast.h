@@ -3,9 +3,9 @@
  *
  * One pass reads labels, logits and weights once and leaves only the sums: no per-element
  * buffer. The results are the bits of the general path (kernels.h + reduce.c): the same
- * float formulas and exp/log1p (vmath.h), the same eight interleaved compensated lanes. The
- * loop is compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time
- * (target_clones); other architectures get the portable build.
+ * float formulas and functions (vmath.h), the same sixteen interleaved lanes (internal.h).
+ * The kernels are compiled for AVX-512, AVX2 + FMA and baseline x86-64 and picked at run
+ * time (simd.h); other architectures get the portable build.
  */
 #ifndef ML_FAST_H
 #define ML_FAST_H
@@ -36,6 +36,7 @@ struct ml__fast {
     enum ml__fast_weights wmode;
     int den_sums;     /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
     int want_sw;  /* sum the weights for sum_weights */
+    int simd;     /* enum ml__simd: the variant to run (simd.h) */
 };
 
 struct ml__fast_sums {
@@ -43,7 +44,7 @@ struct ml__fast_sums {
     int64_t nonzero; /* elements with a non-zero weight (NaN counts) */
 };
 
-/* Runs the kernel over elements [begin, end) of the rows * cols; begin is a multiple of
+/* Runs the kernel (the variant f->simd names) over elements [begin, end) of the rows * cols; begin is a multiple of
  * ML__BLOCK (a chunk's start), so that element i goes to lane i mod 16 as in reduce.c. A
  * NaN or an infinity among the inputs makes the sum of num non-finite (fast.c says why). */
 void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out);

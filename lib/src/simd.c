@@ -1,0 +1,116 @@
+/*
+ * simd.c -- the run-time choice of instruction set (simd.h), and the scans that do not
+ * need one.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "simd.h"
+
+static enum ml__simd cpu_best(void)
+{
+#ifdef ML__X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("fma"))
+        return ML__SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return ML__SIMD_AVX2;
+#endif
+    return ML__SIMD_BASELINE;
+}
+
+static const char *const simd_names[] = {"baseline", "avx2", "avx512f"};
+
+enum ml__simd ml__simd_pick(void)
+{
+    enum ml__simd best = cpu_best();
+    /* Read each time (no cached state): a getenv per request is noise. */
+    const char *pin = getenv("MASKLOSS_SIMD");
+    if (pin)
+        for (int s = ML__SIMD_BASELINE; s <= (int)best; s++)
+            if (!strcmp(pin, simd_names[s]))
+                return (enum ml__simd)s;
+    return best;
+}
+
+const char *ml_simd_path(void)
+{
+    return simd_names[ml__simd_pick()];
+}
+
+void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out)
+{
+    switch (f->simd) {
+#ifdef ML__X86_DISPATCH
+    case ML__SIMD_AVX512:
+        ml__fast_run_avx512(f, begin, end, out);
+        return;
+    case ML__SIMD_AVX2:
+        ml__fast_run_avx2(f, begin, end, out);
+        return;
+#endif
+    default:
+        ml__fast_run_base(f, begin, end, out);
+        return;
+    }
+}
+
+int ml__pointwise_f32(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index)
+{
+    switch (ml__simd_pick()) {
+#ifdef ML__X86_DISPATCH
+    case ML__SIMD_AVX512:
+        return ml__pointwise_f32_avx512(k, out, den, bad_index);
+    case ML__SIMD_AVX2:
+        return ml__pointwise_f32_avx2(k, out, den, bad_index);
+#endif
+    default:
+        return ml__pointwise_f32_base(k, out, den, bad_index);
+    }
+}
+
+/* The first NaN or infinity of a float array, or -1: a scan of the exponent bits (all
+ * ones) by blocks the compiler vectorises, then the exact position within the block. */
+int64_t ml__first_non_finite_f32(const float *v, int64_t n)
+{
+    for (int64_t b0 = 0; b0 < n; b0 += ML__BLOCK) {
+        int64_t len = n - b0 < ML__BLOCK ? n - b0 : ML__BLOCK;
+        uint32_t any = 0;
+        for (int64_t k = 0; k < len; k++) {
+            uint32_t u;
+            memcpy(&u, &v[b0 + k], sizeof(u));
+            any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (any)
+            for (int64_t k = 0; k < len; k++) {
+                uint32_t u;
+                memcpy(&u, &v[b0 + k], sizeof(u));
+                if ((u & 0x7f800000u) == 0x7f800000u)
+                    return b0 + k;
+            }
+    }
+    return -1;
+}
+
+int64_t ml__first_non_finite_f64(const double *v, int64_t n)
+{
+    for (int64_t b0 = 0; b0 < n; b0 += ML__BLOCK) {
+        int64_t len = n - b0 < ML__BLOCK ? n - b0 : ML__BLOCK;
+        uint64_t any = 0;
+        for (int64_t k = 0; k < len; k++) {
+            uint64_t u;
+            memcpy(&u, &v[b0 + k], sizeof(u));
+            any |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+        }
+        if (any)
+            for (int64_t k = 0; k < len; k++) {
+                uint64_t u;
+                memcpy(&u, &v[b0 + k], sizeof(u));
+                if ((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
+                    return b0 + k;
+            }
+    }
+    return -1;
+}
