@@ -826,6 +826,7 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     }
     f.den_sums = red->den == ML__DEN_WEIGHTS;
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
+    f.want_nz = red->den == ML__DEN_NONZERO || (outputs & ML_OUT_NUM_NONZERO_WEIGHTS);
     f.simd = (int)ml__simd_pick();
 
     /* Chunks, each with sums of its own, merged in order: the same bits however many

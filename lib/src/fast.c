@@ -36,7 +36,7 @@
 static inline ALWAYS_INLINE float tf_sce(float z, float x)
 {
     float relu = x >= 0.0f ? x : 0.0f;
-    float ax = x < 0 ? -x : x;
+    float ax = __builtin_fabsf(x);
     return relu - x * z + ml__softplus_negf(ax);
 }
 
@@ -52,7 +52,7 @@ static inline ALWAYS_INLINE float torch_bce_e(float z, float x, float e)
  * shared by the sigmoid and the softplus. */
 static inline ALWAYS_INLINE float tv_focal(float z, float x, int gamma, float alpha)
 {
-    float ax = x < 0 ? -x : x;
+    float ax = __builtin_fabsf(x);
     float e = ml__exp_negf(ax);
     float p = ml__sigmoid_ef(x, e);
     float ce = torch_bce_e(z, x, e);
@@ -93,7 +93,7 @@ static inline ALWAYS_INLINE int losses(const struct ml__fast *f, const float *z,
     switch (f->id) {
     case ML__TORCH_BCE:
         for (int64_t k = 0; k < len; k++) {
-            float ax = x[k] < 0 ? -x[k] : x[k];
+            float ax = __builtin_fabsf(x[k]);
             out[k] = torch_bce_e(z[k], x[k], ml__exp_negf(ax));
         }
         return 0;
@@ -174,22 +174,29 @@ typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
 typedef int32_t v8i __attribute__((vector_size(32)));
 #define LOAD8(p) (*(const v8f *)(p))
+#if defined(__AVX512F__)
+/* GCC splits the generic conversion into 128-bit pieces; one instruction does it. */
+#include <immintrin.h>
+#define WIDEN(v) ((v8d)_mm512_cvtps_pd((__m256)(v)))
+#else
 #define WIDEN(v) __builtin_convertvector((v), v8d)
+#endif
 #endif
 
 /* The sums of one block. */
 struct block_acc {
-    double num[ML__LANES], den[ML__LANES], sw[ML__LANES];
+    double num[ML__LANES], den[ML__LANES];
     int64_t nonzero;
 };
 
 /*
- * Adds loss[k] * w[k] (w NULL: the constant `scalar`; has_w 0: no weights at all, so no
- * multiplication) of a block of len elements into lanes k mod 16, the weights into den (when
- * den_sums) and sw (want_sw), and counts the non-zero weights.
+ * Adds loss[k] * w[k] of a block of len elements into lanes k mod 16, w[k] into den (when
+ * need_den) and counts the non-zero w[k] (when need_nz). w NULL: the constant `scalar` for
+ * every w[k] (has_w 0: no weights, so no multiplication either). Called with constant flags,
+ * so that each combination is a loop of its own without dead work.
  */
 static inline ALWAYS_INLINE void block_sums(const float *loss, const float *w, float scalar,
-                                            int has_w, int64_t len, int den_sums, int want_sw,
+                                            int has_w, int need_den, int need_nz, int64_t len,
                                             struct block_acc *a)
 {
     int64_t k = 0;
@@ -205,27 +212,25 @@ static inline ALWAYS_INLINE void block_sums(const float *loss, const float *w, f
             v8d w0 = WIDEN(wf0), w1 = WIDEN(wf1);
             n0 += l0 * w0;
             n1 += l1 * w1;
-            d0 += w0;
-            d1 += w1;
-            nz -= (v8i)(wf0 != 0) + (v8i)(wf1 != 0);
-        } else if (has_w) {
-            n0 += l0 * sv;
-            n1 += l1 * sv;
-            d0 += sv;
-            d1 += sv;
+            if (need_den) {
+                d0 += w0;
+                d1 += w1;
+            }
+            if (need_nz)
+                nz -= (v8i)(wf0 != 0) + (v8i)(wf1 != 0);
         } else {
-            n0 += l0;
-            n1 += l1;
-            d0 += sv;
-            d1 += sv;
+            n0 += has_w ? l0 * sv : l0;
+            n1 += has_w ? l1 * sv : l1;
+            if (need_den) {
+                d0 += sv;
+                d1 += sv;
+            }
         }
     }
     memcpy(a->num, &n0, sizeof(n0));
     memcpy(a->num + 8, &n1, sizeof(n1));
-    if (den_sums || want_sw) {
-        memcpy(a->den, &d0, sizeof(d0));
-        memcpy(a->den + 8, &d1, sizeof(d1));
-    }
+    memcpy(a->den, &d0, sizeof(d0));
+    memcpy(a->den + 8, &d1, sizeof(d1));
     for (int j = 0; j < 8; j++)
         a->nonzero += nz[j];
 #endif
@@ -239,10 +244,6 @@ static inline ALWAYS_INLINE void block_sums(const float *loss, const float *w, f
     }
     if (!w)
         a->nonzero = scalar != 0 ? len : 0;
-    if (want_sw)
-        memcpy(a->sw, a->den, sizeof(a->sw));
-    if (!den_sums)
-        memset(a->den, 0, sizeof(a->den));
 }
 
 static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b)
@@ -290,12 +291,24 @@ void ML__ISA(ml__fast_run)(const struct ml__fast *f, int64_t begin, int64_t end,
         default:
             break;
         }
-        block_sums(loss, w, scalar, f->wmode != ML__FW_NONE, len, f->den_sums, f->want_sw, &acc);
+        const int has_w = f->wmode != ML__FW_NONE, need_den = f->den_sums || f->want_sw;
+        if (w && need_den && f->want_nz)
+            block_sums(loss, w, 1.0f, 1, 1, 1, len, &acc);
+        else if (w && need_den)
+            block_sums(loss, w, 1.0f, 1, 1, 0, len, &acc);
+        else if (w && f->want_nz)
+            block_sums(loss, w, 1.0f, 1, 0, 1, len, &acc);
+        else if (w)
+            block_sums(loss, w, 1.0f, 1, 0, 0, len, &acc);
+        else if (has_w)
+            block_sums(loss, NULL, scalar, 1, need_den, 0, len, &acc);
+        else
+            block_sums(loss, NULL, 1.0f, 0, need_den, 0, len, &acc);
         lanes_fold(&out->num, acc.num);
         if (f->den_sums)
             lanes_fold(&out->den, acc.den);
         if (f->want_sw)
-            lanes_fold(&out->sw, acc.sw);
+            lanes_fold(&out->sw, acc.den);
         out->nonzero += acc.nonzero;
     }
 }

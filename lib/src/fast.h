@@ -36,6 +36,7 @@ struct ml__fast {
     enum ml__fast_weights wmode;
     int den_sums;     /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
     int want_sw;  /* sum the weights for sum_weights */
+    int want_nz;  /* count the non-zero weights (else nonzero is left 0 for a weight stream) */
     int simd;     /* enum ml__simd: the variant to run (simd.h) */
 };
 

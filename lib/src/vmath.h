@@ -146,7 +146,10 @@ static inline float ml__from_bitsf(uint32_t u)
  * rounded once. */
 static inline ML__ALWAYS_INLINE float ml__exp_negf(float a)
 {
-    float t = a > 104.0f ? -104.0f : -a; /* exp(-104) is below every float */
+    /* exp(-104) is below every float. This form of the clamp is one min instruction, and
+     * keeps a NaN. */
+    float ac = a > 104.0f ? 104.0f : a;
+    float t = -ac;
     /* kf = 1.5 * 2^23 + n, n = round(t / ln 2) in [-150, 0]: its bits are 0x4b400000 + n. */
     const float shift = 0x1.8p23f;
     float kf = ML__FMAF(t, 0x1.715476p0f, shift);
@@ -182,9 +185,9 @@ static inline ML__ALWAYS_INLINE float ml__log1p_unitf(float e)
     g = ML__FMAF(g, s2, 0x1.9996a8p-3f);
     g = ML__FMAF(g, s2, 0x1.555558p-2f);
     float tv = 2.0f * sv;
-    float r1 = ML__FMAF(tv, s2 * g, tv);
-    /* Below 2^-25 log1p(e) rounds to e (and e / 2 would lose a subnormal's last bit). */
-    return e < 0x1p-25f ? e : r1;
+    /* Below 2^-24 this is e itself, exactly for normal e; a subnormal e may be 1 ulp off,
+     * where e / 2 rounds. */
+    return ML__FMAF(tv, s2 * g, tv);
 }
 
 /* log(1 + exp(-a)) for a >= 0: the softplus tail of the sigmoid family. */
