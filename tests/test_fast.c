@@ -175,6 +175,63 @@ static void test_fused_equals_general(void **state)
     printf("%d requests: fused == general (baseline), bit for bit\n", checked);
 }
 
+/* ASL beyond binary labels: soft labels (and a NaN-free mix of 0, 1 and fractions) go through
+ * the fused kernel's per-element fixup, an epsilon of 0 through its general loop; each on
+ * every path, equal bit for bit to the general path on baseline. */
+static void test_asl_soft_labels(void **state)
+{
+    (void)state;
+    int64_t rows = 37, cols = 101, n = rows * cols;
+    float *z, *x, *w;
+    random_inputs(n, 0.4, 30, 0.3, 2, &z, &x, &w);
+    for (int64_t i = 0; i < n; i += 7)
+        z[i] = (float)uniform(); /* every 7th label soft */
+    struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
+    struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32, x};
+    struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
+    static const struct ml_param eps0[] = {{.name = "eps", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const struct ml_param gamma_soft[] = {
+        {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0},
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 2}};
+    const struct {
+        const struct ml_param *p;
+        size_t n;
+    } variants[] = {{NULL, 0}, {eps0, 1}, {gamma_soft, 2}};
+    static const char *const paths[] = {"avx512f", "avx2", "baseline"};
+    int checked = 0;
+    for (size_t v = 0; v < 3; v++) {
+        struct ml_request req;
+        struct ml_result general, fused;
+        ml_request_init(&req);
+        req.loss = "asymmetric_loss";
+        req.reduction = "sum";
+        req.labels = &tz;
+        req.logits = &tx;
+        req.weights = &tw;
+        req.params = variants[v].p;
+        req.num_params = variants[v].n;
+        req.outputs = ML_OUT_LOSS | ML_OUT_PER_ELEMENT;
+        setenv("MASKLOSS_SIMD", "baseline", 1);
+        assert_int_equal(ml_eval(&req, &general, NULL), 0);
+        req.outputs = ML_OUT_LOSS;
+        for (int p = 0; p < 3; p++) {
+            setenv("MASKLOSS_SIMD", paths[p], 1);
+            if (strcmp(ml_simd_path(), paths[p]))
+                continue; /* not on this machine */
+            assert_int_equal(ml_eval(&req, &fused, NULL), 0);
+            same_bits(fused.loss, general.loss, "loss", paths[p]);
+            ml_result_free(&fused);
+            checked++;
+        }
+        ml_result_free(&general);
+    }
+    unsetenv("MASKLOSS_SIMD");
+    printf("%d ASL requests with soft labels: fused == general\n", checked);
+    free(z);
+    free(x);
+    free(w);
+}
+
 /* A NaN or an infinity deep inside a large tensor is found (the fused kernel's sum turns
  * non-finite, then the scan finds the culprit), and the error names the tensor and the first
  * index, in the logits, the labels and the weights (dense, and one per class), for each
@@ -346,6 +403,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general),
+        cmocka_unit_test(test_asl_soft_labels),
         cmocka_unit_test(test_non_finite_scan),
         cmocka_unit_test(test_parallel_same_bits),
         cmocka_unit_test(test_fused_validates),

@@ -85,6 +85,90 @@ static inline ALWAYS_INLINE struct asl_terms asl_l(float z, float x, int use_cli
     return t;
 }
 
+/*
+ * ASL for a run, assuming binary labels: with z in {0, 1}, z log(a) + (1 - z) log(b) is
+ * log(z ? a : b) bit for bit (the other term is a signed zero: both logs are finite, since
+ * eps > 0 keeps their arguments positive normal floats), so one log per element instead of
+ * two; pt and g are selects for the same reason. Returns how many elements break the
+ * assumption (a label not 0 or 1, or a focusing power not a small integer): the caller
+ * recomputes those with the general formula (asl_fixup).
+ */
+static inline ALWAYS_INLINE int asl_binary(const struct ml__fast *f, const float *z,
+                                           const float *x, int64_t len, float *out)
+{
+    const float gp = f->gamma_pos, gn = f->gamma_neg, clip = f->clip, eps = f->epsilon;
+#define ASL_LOOP(use_clip, focus)                                                                  \
+    for (int64_t k = 0; k < len; k++) {                                                            \
+        float p = ml__sigmoidf(x[k]);                                                              \
+        float xs_neg = 1.0f - p;                                                                   \
+        if (use_clip) {                                                                            \
+            xs_neg = xs_neg + clip;                                                                \
+            xs_neg = xs_neg > 1.0f ? 1.0f : xs_neg;                                                \
+        }                                                                                          \
+        int pos = z[k] == 1.0f;                                                                    \
+        float arg = pos ? (p > eps ? p : eps) : (xs_neg > eps ? xs_neg : eps);                     \
+        float l = ml__log_normalf(arg);                                                            \
+        float g = pos ? gp : gn;                                                                   \
+        l = focus ? l * ml__powi4f(1.0f - (pos ? p : xs_neg), g) : l;                              \
+        out[k] = -l + x[k] * 0.0f;                                                                 \
+    }
+    if (f->asl_focus && clip > 0)
+        ASL_LOOP(1, 1)
+    else if (f->asl_focus)
+        ASL_LOOP(0, 1)
+    else if (clip > 0)
+        ASL_LOOP(1, 0)
+    else
+        ASL_LOOP(0, 0)
+#undef ASL_LOOP
+    /* A loop of its own: this reduction would stop the vectoriser above. */
+    int odd = 0;
+    const int small_powers = !f->asl_focus || (ml__powi_small(gp) && ml__powi_small(gn));
+    for (int64_t k = 0; k < len; k++)
+        odd += (z[k] != 0.0f && z[k] != 1.0f) | !small_powers;
+    return odd;
+}
+
+/* ASL by its general formula (asl_l), for soft labels or an epsilon below the normals. */
+static inline ALWAYS_INLINE int asl_general(const struct ml__fast *f, const float *z,
+                                            const float *x, int64_t len, float *out)
+{
+    /* One loop per (focus, clip > 0): a select on a loop-invariant condition stops the
+     * vectoriser. */
+    const float gp = f->gamma_pos, gn = f->gamma_neg, clip = f->clip, eps = f->epsilon;
+#define ASL_LOOP(use_clip, focus)                                                                  \
+    for (int64_t k = 0; k < len; k++) {                                                            \
+        struct asl_terms t = asl_l(z[k], x[k], use_clip, clip, eps);                               \
+        float g = gp * z[k] + gn * (1.0f - z[k]);                                                  \
+        float l = focus ? t.l * ml__powi4f(1.0f - t.pt, g) : t.l;                                  \
+        out[k] = -l + x[k] * 0.0f;                                                                 \
+    }
+    if (f->asl_focus && clip > 0)
+        ASL_LOOP(1, 1)
+    else if (f->asl_focus)
+        ASL_LOOP(0, 1)
+    else if (clip > 0)
+        ASL_LOOP(1, 0)
+    else
+        ASL_LOOP(0, 0)
+#undef ASL_LOOP
+    /* The elements that need powf (a loop of its own: this reduction would stop the
+     * vectoriser above). */
+    int odd = 0;
+    if (f->asl_focus)
+        for (int64_t k = 0; k < len; k++)
+            odd += !ml__powi_small(gp * z[k] + gn * (1.0f - z[k]));
+    return odd;
+}
+
+static inline ALWAYS_INLINE int asl_losses(const struct ml__fast *f, const float *z,
+                                           const float *x, int64_t len, float *out)
+{
+    if (f->epsilon >= 0x1p-126f)
+        return asl_binary(f, z, x, len, out);
+    return asl_general(f, z, x, len, out);
+}
+
 /* The per-element losses of one contiguous run into out[]: one loop per formula, with no
  * branch inside for the vectoriser. Returns 1 when an ASL element needs powf. */
 static inline ALWAYS_INLINE int losses(const struct ml__fast *f, const float *z, const float *x,
@@ -110,34 +194,8 @@ static inline ALWAYS_INLINE int losses(const struct ml__fast *f, const float *z,
                 out[k] = tv_focal(z[k], x[k], 0, alpha);
         return 0;
     }
-    case ML__ASL: {
-        /* One loop per (focus, clip > 0): a select on a loop-invariant condition stops the
-         * vectoriser. */
-        const float gp = f->gamma_pos, gn = f->gamma_neg, clip = f->clip, eps = f->epsilon;
-#define ASL_LOOP(use_clip, focus)                                                                  \
-    for (int64_t k = 0; k < len; k++) {                                                            \
-        struct asl_terms t = asl_l(z[k], x[k], use_clip, clip, eps);                               \
-        float g = gp * z[k] + gn * (1.0f - z[k]);                                                  \
-        float l = focus ? t.l * ml__powi4f(1.0f - t.pt, g) : t.l;                                  \
-        out[k] = -l + x[k] * 0.0f;                                                                 \
-    }
-        if (f->asl_focus && clip > 0)
-            ASL_LOOP(1, 1)
-        else if (f->asl_focus)
-            ASL_LOOP(0, 1)
-        else if (clip > 0)
-            ASL_LOOP(1, 0)
-        else
-            ASL_LOOP(0, 0)
-#undef ASL_LOOP
-        /* The elements that need powf (a loop of its own: this reduction would stop the
-         * vectoriser above). */
-        int odd = 0;
-        if (f->asl_focus)
-            for (int64_t k = 0; k < len; k++)
-                odd += !ml__powi_small(gp * z[k] + gn * (1.0f - z[k]));
-        return odd;
-    }
+    case ML__ASL:
+        return asl_losses(f, z, x, len, out);
     default:
         if (f->id == ML__TF_SIGMOID_CE && f->label_smoothing > 0) {
             const float ls = f->label_smoothing;
@@ -153,15 +211,24 @@ static inline ALWAYS_INLINE int losses(const struct ml__fast *f, const float *z,
 
 /* The ASL elements whose focusing power is not a small integer, again with powf (what
  * kernels.h does for them). Rare: soft labels or non-integer gammas. */
+/* The ASL elements the vectorised loops leave (asl_binary, asl_general say which), again by
+ * the general formula with powf where the power is not a small integer: what kernels.h
+ * does. Rare: soft labels, non-integer gammas. */
 static void asl_fixup(const struct ml__fast *f, const float *z, const float *x, int64_t len,
                       float *out)
 {
     const float gp = f->gamma_pos, gn = f->gamma_neg;
+    const int binary_loop = f->epsilon >= 0x1p-126f;
     for (int64_t k = 0; k < len; k++) {
-        struct asl_terms t = asl_l(z[k], x[k], f->clip > 0, f->clip, f->epsilon);
         float g = gp * z[k] + gn * (1.0f - z[k]);
-        if (!ml__powi_small(g))
-            out[k] = -(t.l * powf(1.0f - t.pt, g)) + x[k] * 0.0f;
+        int small = !f->asl_focus || ml__powi_small(g);
+        if (small && (!binary_loop || z[k] == 0.0f || z[k] == 1.0f))
+            continue; /* the loop's value is the general one */
+        struct asl_terms t = asl_l(z[k], x[k], f->clip > 0, f->clip, f->epsilon);
+        float l = t.l;
+        if (f->asl_focus)
+            l = l * (small ? ml__powi4f(1.0f - t.pt, g) : powf(1.0f - t.pt, g));
+        out[k] = -l + x[k] * 0.0f;
     }
 }
 

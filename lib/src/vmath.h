@@ -210,16 +210,13 @@ static inline ML__ALWAYS_INLINE float ml__sigmoidf(float x)
     return ml__sigmoid_ef(x, ml__exp_negf(ax));
 }
 
-/* log x: -inf at +-0, NaN below 0 and for NaN, +inf at +inf. x = m 2^k with m in
+/* log of xs 2^-kadj for a positive normal float xs: xs = m 2^k with m in
  * [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716, with
  * atanh(s) / s = 1 + s^2 g(s^2), g of degree 2 (relative error 8e-10). */
-static inline ML__ALWAYS_INLINE float ml__logf(float x)
+static inline ML__ALWAYS_INLINE float ml__log_core(float xs, int32_t kadj)
 {
-    /* Subnormals are scaled into the normals first. */
-    int sub = x < 0x1p-126f;
-    float xs = sub ? x * 0x1p23f : x;
     uint32_t u = ml__bitsf(xs);
-    int32_t k = (int32_t)(u >> 23) - 127 - (sub ? 23 : 0);
+    int32_t k = (int32_t)(u >> 23) - 127 - kadj;
     float m = ml__from_bitsf((u & 0x7fffffu) | 0x3f800000u); /* [1, 2) */
     int big = m > 0x1.6a09e6p0f;
     m = big ? m * 0.5f : m;
@@ -237,7 +234,21 @@ static inline ML__ALWAYS_INLINE float ml__logf(float x)
     float kf = (float)k;
     /* k ln 2 in two parts: k * 0x1.62e4p-1 is exact for |k| < 2^9. */
     float ts = 2.0f * s;
-    float y = ML__FMAF(kf, 0x1.62e4p-1f, ts) + ML__FMAF(ts, s2 * g, kf * 0x1.7f7d1cp-20f);
+    return ML__FMAF(kf, 0x1.62e4p-1f, ts) + ML__FMAF(ts, s2 * g, kf * 0x1.7f7d1cp-20f);
+}
+
+/* log x for a positive normal float x (no special values): the bits of ml__logf there. */
+static inline ML__ALWAYS_INLINE float ml__log_normalf(float x)
+{
+    return ml__log_core(x, 0);
+}
+
+/* log x: -inf at +-0, NaN below 0 and for NaN, +inf at +inf; subnormals are scaled into
+ * the normals first. */
+static inline ML__ALWAYS_INLINE float ml__logf(float x)
+{
+    int sub = x < 0x1p-126f;
+    float y = ml__log_core(sub ? x * 0x1p23f : x, sub ? 23 : 0);
     y = x == 0.0f ? -__builtin_inff() : y;
     y = x < 0.0f ? __builtin_nanf("") : y;
     y = x == __builtin_inff() ? x : y;
