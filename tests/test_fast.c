@@ -193,13 +193,17 @@ static void test_asl_soft_labels(void **state)
     static const struct ml_param gamma_soft[] = {
         {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0},
         {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 2}};
+    /* Without focusing, only the soft label itself sends an element to the fixup. */
+    static const struct ml_param no_focus[] = {
+        {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0},
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0}};
     const struct {
         const struct ml_param *p;
         size_t n;
-    } variants[] = {{NULL, 0}, {eps0, 1}, {gamma_soft, 2}};
+    } variants[] = {{NULL, 0}, {eps0, 1}, {gamma_soft, 2}, {no_focus, 2}};
     static const char *const paths[] = {"avx512f", "avx2", "baseline"};
     int checked = 0;
-    for (size_t v = 0; v < 3; v++) {
+    for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
         struct ml_request req;
         struct ml_result general, fused;
         ml_request_init(&req);
