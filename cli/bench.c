@@ -30,7 +30,13 @@ static const struct loss_case losses[] = {
     {"tf.nn.sigmoid_cross_entropy_with_logits", "SUM", {1, 1, 1}},
     {"sigmoid_focal_loss", "mean", {1, 1, 1}},
     {"asymmetric_loss", "mean", {1, 1, 1}},
+    {"mean_squared_error", NULL, {1, 1, 1}}, /* regression: predictions */
+    {"log_loss", NULL, {1, 1, 1}},           /* binary cross-entropy on probabilities */
 };
+
+/* Losses from here on take `predictions`: log_loss probabilities, MSE any number. */
+#define FIRST_PRED 5
+#define LOG_LOSS 6
 
 static double now(void)
 {
@@ -42,6 +48,10 @@ static double now(void)
 /* The pointwise loss in double, for the accuracy reference. */
 static double loss_d(int which, double z, double x)
 {
+    if (which == FIRST_PRED)
+        return (x - z) * (x - z);
+    if (which == LOG_LOSS)
+        return -z * log(x + 1e-7) - (1 - z) * log(1 - x + 1e-7);
     double sp = log1p(exp(-fabs(x)));
     double sce = fmax(x, 0) - x * z + sp;
     if (which <= 2)
@@ -62,6 +72,10 @@ static double loss_d(int which, double z, double x)
 /* The same in float with libm, for the naive loop. */
 static float loss_f(int which, float z, float x)
 {
+    if (which == FIRST_PRED)
+        return (x - z) * (x - z);
+    if (which == LOG_LOSS)
+        return -z * logf(x + 1e-7f) - (1 - z) * logf(1 - x + 1e-7f);
     float sp = log1pf(expf(-fabsf(x)));
     float sce = fmaxf(x, 0) - x * z + sp;
     if (which <= 2)
@@ -81,7 +95,7 @@ static float loss_f(int which, float z, float x)
 /* The reduction of each case: 0 masked mean (non-zero weights), 1 mean over all, 2 sum. */
 static int reduction_kind(int which)
 {
-    return which == 0 ? 0 : which == 2 ? 2 : 1;
+    return which == 0 || which >= FIRST_PRED ? 0 : which == 2 ? 2 : 1;
 }
 
 static double weight_at(enum wkind wk, const float *w, int64_t i, int64_t cols)
@@ -171,9 +185,12 @@ int maskloss_bench(int argc, char **argv)
     float *z = malloc((size_t)maxn * sizeof(float)), *x = malloc((size_t)maxn * sizeof(float));
     float *m = malloc((size_t)maxn * sizeof(float)), *cw = malloc((size_t)cols * sizeof(float));
     double *zd = malloc((size_t)maxn * sizeof(double)), *xd = malloc((size_t)maxn * sizeof(double));
+    /* Probabilities for log_loss: the sigmoid of the logits. */
+    float *pr = malloc((size_t)maxn * sizeof(float));
+    double *prd = malloc((size_t)maxn * sizeof(double));
     double *md = malloc((size_t)maxn * sizeof(double)),
            *cwd = malloc((size_t)cols * sizeof(double));
-    if (!z || !x || !m || !cw || !zd || !xd || !md || !cwd) {
+    if (!z || !x || !m || !cw || !zd || !xd || !md || !cwd || !pr || !prd) {
         fprintf(stderr, "maskloss: bench: out of memory\n");
         return 1;
     }
@@ -188,6 +205,7 @@ int maskloss_bench(int argc, char **argv)
         m[i] = (s >> 7) & 1 ? 1.0f : 0.0f;
         zd[i] = z[i];
         xd[i] = x[i];
+        prd[i] = pr[i] = (float)(1 / (1 + exp(-(double)x[i])));
         md[i] = m[i];
     }
     for (int64_t c = 0; c < cols; c++)
@@ -210,7 +228,8 @@ int maskloss_bench(int argc, char **argv)
                                            dt ? ML_FLOAT64 : ML_FLOAT32,
                                            dt ? (const void *)zd : (const void *)z};
                     struct ml_tensor tx = tz, tw = tz;
-                    tx.data = dt ? (const void *)xd : (const void *)x;
+                    const float *xin = li == LOG_LOSS ? pr : x;
+                    tx.data = dt ? (const void *)(li == LOG_LOSS ? prd : xd) : (const void *)xin;
                     tw.data = dt ? (const void *)md : (const void *)m;
                     if (wk == W_CLASS) {
                         tw.rank = 2;
@@ -224,7 +243,10 @@ int maskloss_bench(int argc, char **argv)
                     req.reduction = losses[li].reduction;
                     req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
                     req.labels = &tz;
-                    req.logits = &tx;
+                    if (li >= FIRST_PRED)
+                        req.predictions = &tx;
+                    else
+                        req.logits = &tx;
                     req.weights = wk == W_NONE ? NULL : &tw;
                     struct ml_result res;
                     struct ml_error err;
@@ -242,11 +264,11 @@ int maskloss_bench(int argc, char **argv)
                         return 1;
                     }
                     float nv = 0;
-                    TIME_MEDIAN(t_naive, nv = naive((int)li, z, x, wk == W_CLASS ? cw : m,
+                    TIME_MEDIAN(t_naive, nv = naive((int)li, z, xin, wk == W_CLASS ? cw : m,
                                                     (enum wkind)wk, n, cols));
                     sink_f = nv;
                     double ref =
-                        reference((int)li, z, x, wk == W_CLASS ? cw : m, (enum wkind)wk, n, cols);
+                        reference((int)li, z, xin, wk == W_CLASS ? cw : m, (enum wkind)wk, n, cols);
                     double rel = fabs(got - ref) / fabs(ref);
                     double nrel = fabs((double)nv - ref) / fabs(ref);
                     double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;
@@ -276,5 +298,7 @@ int maskloss_bench(int argc, char **argv)
     free(xd);
     free(md);
     free(cwd);
+    free(pr);
+    free(prd);
     return 0;
 }

@@ -58,10 +58,15 @@ static void same_bits(double a, double b, const char *what, const char *ctx)
 static void test_fused_equals_general(void **state)
 {
     (void)state;
-    static const char *const losses[] = {"sigmoid_cross_entropy",
-                                         "tf.nn.sigmoid_cross_entropy_with_logits",
-                                         "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
-                                         "asymmetric_loss"};
+    /* Losses 5 on take predictions (log_loss: probabilities, the others any number). */
+    enum { NLOSS = 10, FIRST_PRED = 5, LOG_LOSS = 9 };
+    static const char *const losses[NLOSS] = {
+        "sigmoid_cross_entropy",  "tf.nn.sigmoid_cross_entropy_with_logits",
+        "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+        "asymmetric_loss",        "mean_squared_error",
+        "absolute_difference",    "huber_loss",
+        "hinge_loss",             "log_loss"};
+    static const char *const tf_reds[3] = {"SUM_BY_NONZERO_WEIGHTS", "SUM", "SUM_OVER_BATCH_SIZE"};
     static const char *const reds[5][3] = {
         {"SUM_BY_NONZERO_WEIGHTS", "SUM", "SUM_OVER_BATCH_SIZE"},
         {"SUM_BY_NONZERO_WEIGHTS", "MEAN", "SUM"},
@@ -83,15 +88,24 @@ static void test_fused_equals_general(void **state)
         {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
     static const struct ml_param asl_powf[] = {
         {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 2.5}};
+    static const struct ml_param huber_delta[] = {
+        {.name = "delta", .kind = ML_PARAM_NUMBER, .number = 2.5}};
+    static const struct ml_param log_eps[] = {
+        {.name = "epsilon", .kind = ML_PARAM_NUMBER, .number = 1e-3}};
     static const struct {
         const struct ml_param *p;
         size_t n;
-    } variants[5][4] = {{{NULL, 0}, {smoothing, 1}},
-                        {{NULL, 0}},
-                        {{NULL, 0}},
-                        {{NULL, 0}, {focal1, 2}, {focal0, 1}},
-                        {{NULL, 0}, {asl_noclip, 1}, {asl_nofocus, 2}, {asl_powf, 1}}};
-    static const int nvariants[5] = {2, 1, 1, 3, 4};
+    } variants[NLOSS][4] = {{{NULL, 0}, {smoothing, 1}},
+                            {{NULL, 0}},
+                            {{NULL, 0}},
+                            {{NULL, 0}, {focal1, 2}, {focal0, 1}},
+                            {{NULL, 0}, {asl_noclip, 1}, {asl_nofocus, 2}, {asl_powf, 1}},
+                            {{NULL, 0}},
+                            {{NULL, 0}},
+                            {{NULL, 0}, {huber_delta, 1}},
+                            {{NULL, 0}},
+                            {{NULL, 0}, {log_eps, 1}}};
+    static const int nvariants[NLOSS] = {2, 1, 1, 3, 4, 1, 1, 2, 1, 2};
     /* Sizes around the 8 lanes, the 1024-element blocks and the 65536-element chunks. */
     static const int64_t shapes[][2] = {{1, 1},   {3, 5},     {1, 7},      {8, 1},
                                         {4, 9},   {13, 79},   {1, 1031},   {33, 64},
@@ -116,12 +130,17 @@ static void test_fused_equals_general(void **state)
         int64_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
         float *z, *x, *w;
         random_inputs(n, 0.4, 30, 0.3, 2, &z, &x, &w);
-        for (size_t l = 0; l < 5; l++) {
+        float *prob = malloc((size_t)n * sizeof(float));
+        assert_non_null(prob);
+        for (int64_t i = 0; i < n; i++)
+            prob[i] = (float)uniform();
+        for (size_t l = 0; l < NLOSS; l++) {
             for (int r = 0; r < 3; r++) {
                 for (int wm = 0; wm < 5; wm++) {
                     for (int v = 0; v < nvariants[l]; v++) {
                         struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
-                        struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32, x};
+                        struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32,
+                                               l == LOG_LOSS ? prob : x};
                         struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
                         if (wm == 1)
                             tw.rank = 0;
@@ -132,9 +151,12 @@ static void test_fused_equals_general(void **state)
                         struct ml_request req;
                         ml_request_init(&req);
                         req.loss = losses[l];
-                        req.reduction = reds[l][r];
+                        req.reduction = l < FIRST_PRED ? reds[l][r] : tf_reds[r];
                         req.labels = &tz;
-                        req.logits = &tx;
+                        if (l < FIRST_PRED || l == 8) /* hinge_loss takes logits */
+                            req.logits = &tx;
+                        else
+                            req.predictions = &tx;
                         req.weights = wm ? &tw : NULL;
                         req.params = variants[l][v].p;
                         req.num_params = variants[l][v].n;
@@ -149,7 +171,7 @@ static void test_fused_equals_general(void **state)
                             setenv("MASKLOSS_SIMD", run[p], 1);
                             int rc1 = ml_eval(&req, &fused, NULL);
                             snprintf(ctx, sizeof(ctx), "%s %s [%lld,%lld] weights %s%s (%s)",
-                                     losses[l], reds[l][r], (long long)rows, (long long)cols,
+                                     losses[l], req.reduction, (long long)rows, (long long)cols,
                                      wnames[wm], v ? " with parameters" : "", run[p]);
                             if (rc1 || rc2)
                                 fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
@@ -171,6 +193,7 @@ static void test_fused_equals_general(void **state)
         free(z);
         free(x);
         free(w);
+        free(prob);
     }
     printf("%d requests: fused == general (baseline), bit for bit\n", checked);
 }
@@ -262,8 +285,16 @@ static void test_non_finite_scan(void **state)
     } cases[] = {{x, 0, NULL, "logits"},     {x, 7, NULL, "logits"},    {x, 1023, NULL, "logits"},
                  {x, 1024, NULL, "logits"},  {x, 4999, NULL, "logits"}, {z, 4321, NULL, "labels"},
                  {w, 2500, &twd, "weights"}, {w, 77, &twc, "weights"},  {z, 0, &twd, "labels"}};
-    static const char *const losses[] = {"sigmoid_cross_entropy", "binary_cross_entropy_with_logits",
-                                         "sigmoid_focal_loss", "asymmetric_loss"};
+    /* From 4 on the second input is `predictions` (hinge_loss: logits, but relu drops NaN). */
+    static const char *const losses[] = {"sigmoid_cross_entropy",
+                                         "binary_cross_entropy_with_logits",
+                                         "sigmoid_focal_loss",
+                                         "asymmetric_loss",
+                                         "mean_squared_error",
+                                         "absolute_difference",
+                                         "huber_loss",
+                                         "log_loss",
+                                         "hinge_loss"};
     static const struct ml_param asl_nofocus[] = {
         {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0},
         {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
@@ -280,17 +311,23 @@ static void test_non_finite_scan(void **state)
                 ml_request_init(&req);
                 req.loss = losses[l];
                 req.labels = &tz;
-                req.logits = &tx;
+                int preds = l >= 4 && l != 8;
+                if (preds)
+                    req.predictions = &tx;
+                else
+                    req.logits = &tx;
                 req.weights = cases[k].weights;
+                const char *field = cases[k].field;
+                if (preds && !strcmp(field, "logits"))
+                    field = "predictions";
                 if (l == 3) {
                     req.params = asl_nofocus;
                     req.num_params = 2;
                 }
                 int rc = ml_eval(&req, &res, &err);
-                if (rc != ML_ENONFINITE || err.index != cases[k].at ||
-                    strcmp(err.field, cases[k].field))
+                if (rc != ML_ENONFINITE || err.index != cases[k].at || strcmp(err.field, field))
                     fail_msg("%s: %g in %s[%lld]: rc %d, field %s, index %lld", losses[l],
-                             (double)bad[b], cases[k].field, (long long)cases[k].at, rc,
+                             (double)bad[b], field, (long long)cases[k].at, rc,
                              rc ? err.field : "-", rc ? (long long)err.index : -1LL);
                 cases[k].where[cases[k].at] = saved;
                 checked++;

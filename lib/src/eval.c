@@ -751,7 +751,10 @@ static int fast_candidate(const struct eval *e)
     double alpha = ml__param(e->info, &e->params, "alpha", 0.25);
     /* An invalid alpha goes to the general path, which reports it (prepare_elementwise). */
     int alpha_ok = (alpha >= 0 && alpha <= 1) || alpha == -1;
-    if (id != ML__TF_SIGMOID_CE && id != ML__TFNN_SIGMOID && id != ML__ASL &&
+    int elementwise = id == ML__TF_SIGMOID_CE || id == ML__TFNN_SIGMOID || id == ML__ASL ||
+                      id == ML__TF_MSE || id == ML__TF_ABSDIFF || id == ML__TF_HUBER ||
+                      id == ML__TF_HINGE || id == ML__TF_LOG_LOSS;
+    if (!elementwise &&
         !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")) &&
         !(id == ML__TV_FOCAL && alpha_ok && (gamma == 0 || gamma == 1 || gamma == 2)))
         return 0;
@@ -800,6 +803,7 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     f.clip = (float)ml__param(e->info, &e->params, "clip", 0);
     f.epsilon =
         (float)ml__param(e->info, &e->params, "epsilon", ml__param(e->info, &e->params, "eps", 1e-7));
+    f.delta = (float)ml__param(e->info, &e->params, "delta", 1.0);
     f.asl_focus = ml__param(e->info, &e->params, "gamma_neg", 0) > 0 ||
                   ml__param(e->info, &e->params, "gamma_pos", 0) > 0;
     f.z = e->labels.data;

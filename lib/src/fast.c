@@ -196,6 +196,39 @@ static inline ALWAYS_INLINE int losses(const struct ml__fast *f, const float *z,
     }
     case ML__ASL:
         return asl_losses(f, z, x, len, out);
+    /* The TF v1 pointwise losses of predictions, as kernels.h writes them. */
+    case ML__TF_MSE:
+        for (int64_t k = 0; k < len; k++) {
+            float d = x[k] - z[k];
+            out[k] = d * d;
+        }
+        return 0;
+    case ML__TF_ABSDIFF:
+        for (int64_t k = 0; k < len; k++)
+            out[k] = __builtin_fabsf(x[k] - z[k]);
+        return 0;
+    case ML__TF_HUBER: {
+        const float delta = f->delta;
+        for (int64_t k = 0; k < len; k++) {
+            float a = __builtin_fabsf(x[k] - z[k]);
+            float q = a < delta ? a : delta;
+            out[k] = 0.5f * (q * q) + delta * (a - q);
+        }
+        return 0;
+    }
+    case ML__TF_HINGE:
+        /* relu drops a NaN: x * 0 + z * 0 (NaN for a non-finite input) puts it back. */
+        for (int64_t k = 0; k < len; k++) {
+            float m = 1.0f - (2.0f * z[k] - 1.0f) * x[k];
+            out[k] = (m > 0.0f ? m : 0.0f) + (x[k] * 0.0f + z[k] * 0.0f);
+        }
+        return 0;
+    case ML__TF_LOG_LOSS: {
+        const float eps = f->epsilon;
+        for (int64_t k = 0; k < len; k++)
+            out[k] = -(z[k] * ml__logf(x[k] + eps)) - (1.0f - z[k]) * ml__logf(1.0f - x[k] + eps);
+        return 0;
+    }
     default:
         if (f->id == ML__TF_SIGMOID_CE && f->label_smoothing > 0) {
             const float ls = f->label_smoothing;

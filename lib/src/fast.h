@@ -23,12 +23,12 @@ enum ml__fast_weights {
 };
 
 struct ml__fast {
-    enum ml__loss_id id; /* ML__TF_SIGMOID_CE, ML__TFNN_SIGMOID, ML__TORCH_BCE, ML__TV_FOCAL,
-                            ML__ASL */
+    enum ml__loss_id id; /* the sigmoid family, focal, ASL, TF pointwise losses (eval.c) */
     float label_smoothing;
     int gamma;   /* focal: 0, 1 or 2 */
     float alpha; /* focal: < 0 for none */
-    float gamma_pos, gamma_neg, clip, epsilon; /* ASL */
+    float gamma_pos, gamma_neg, clip, epsilon; /* ASL; epsilon also TF log_loss */
+    float delta;                               /* TF huber_loss */
     int asl_focus;                             /* ASL: gamma_pos > 0 or gamma_neg > 0 */
     const float *z, *x;
     int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */

@@ -102,7 +102,12 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     case ML__TF_LOG_LOSS: {
         /* losses_impl.log_loss: epsilon added inside the logs, no clipping. */
         REAL eps = R(k->epsilon);
+#ifdef ML__KERNEL_F32
+        /* The fused kernel's log (fast.c), for the same bits. */
+        return -(z * ml__logf(x + eps)) - (R(1) - z) * ml__logf(R(1) - x + eps);
+#else
         return -(z * log(x + eps)) - (R(1) - z) * log(R(1) - x + eps);
+#endif
     }
     case ML__TF_MSE: {
         REAL d = x - z;
