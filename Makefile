@@ -50,9 +50,9 @@ SERVER_SRC = $(wildcard server/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-# The fused kernels and the float32 formulas once more per x86-64 instruction set, picked at
+# The fused kernels and the pointwise formulas once more per x86-64 instruction set, picked at
 # run time (lib/src/simd.h); the objects above are the baseline (portable) variant.
-ISA_SRC = fast kernels_f32
+ISA_SRC = fast kernels_f32 kernels_f64
 ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
 LIB_OBJ += $(foreach i,avx2 avx512,$(ISA_SRC:%=$(BUILD)/lib/isa/%_$(i).o))
 endif
@@ -88,7 +88,7 @@ deps-test:
 # FMA contraction (the explicit fmaf of vmath.h is the same everywhere), so every
 # instruction set gives the same bits.
 KERNEL_OPT = -O3 -fno-trapping-math -ffp-contract=off
-$(BUILD)/lib/src/fast.o $(BUILD)/lib/src/kernels_f32.o: OPT = $(KERNEL_OPT)
+$(BUILD)/lib/src/fast.o $(BUILD)/lib/src/kernels_f32.o $(BUILD)/lib/src/kernels_f64.o: OPT = $(KERNEL_OPT)
 
 $(BUILD)/lib/%.o: lib/%.c
 	@mkdir -p $(dir $@)

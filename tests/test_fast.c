@@ -60,12 +60,16 @@ static void test_fused_equals_general(void **state)
     (void)state;
     /* Losses 5 on take predictions (log_loss: probabilities, the others any number). */
     enum { NLOSS = 10, FIRST_PRED = 5, LOG_LOSS = 9 };
-    static const char *const losses[NLOSS] = {
-        "sigmoid_cross_entropy",  "tf.nn.sigmoid_cross_entropy_with_logits",
-        "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
-        "asymmetric_loss",        "mean_squared_error",
-        "absolute_difference",    "huber_loss",
-        "hinge_loss",             "log_loss"};
+    static const char *const losses[NLOSS] = {"sigmoid_cross_entropy",
+                                              "tf.nn.sigmoid_cross_entropy_with_logits",
+                                              "binary_cross_entropy_with_logits",
+                                              "sigmoid_focal_loss",
+                                              "asymmetric_loss",
+                                              "mean_squared_error",
+                                              "absolute_difference",
+                                              "huber_loss",
+                                              "hinge_loss",
+                                              "log_loss"};
     static const char *const tf_reds[3] = {"SUM_BY_NONZERO_WEIGHTS", "SUM", "SUM_OVER_BATCH_SIZE"};
     static const char *const reds[5][3] = {
         {"SUM_BY_NONZERO_WEIGHTS", "SUM", "SUM_OVER_BATCH_SIZE"},
@@ -79,10 +83,13 @@ static void test_fused_equals_general(void **state)
      * a small integer (powf on the fused path too). */
     static const struct ml_param smoothing[] = {
         {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.15}};
-    static const struct ml_param focal1[] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 1},
-                                             {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};
-    static const struct ml_param focal0[] = {{.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0}};
-    static const struct ml_param asl_noclip[] = {{.name = "clip", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const struct ml_param focal1[] = {
+        {.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 1},
+        {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};
+    static const struct ml_param focal0[] = {
+        {.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0}};
+    static const struct ml_param asl_noclip[] = {
+        {.name = "clip", .kind = ML_PARAM_NUMBER, .number = 0}};
     static const struct ml_param asl_nofocus[] = {
         {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0},
         {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
@@ -134,66 +141,88 @@ static void test_fused_equals_general(void **state)
         assert_non_null(prob);
         for (int64_t i = 0; i < n; i++)
             prob[i] = (float)uniform();
-        for (size_t l = 0; l < NLOSS; l++) {
-            for (int r = 0; r < 3; r++) {
-                for (int wm = 0; wm < 5; wm++) {
-                    for (int v = 0; v < nvariants[l]; v++) {
-                        struct ml_tensor tz = {2, {rows, cols}, ML_FLOAT32, z};
-                        struct ml_tensor tx = {2, {rows, cols}, ML_FLOAT32,
-                                               l == LOG_LOSS ? prob : x};
-                        struct ml_tensor tw = {2, {rows, cols}, ML_FLOAT32, w};
-                        if (wm == 1)
-                            tw.rank = 0;
-                        else if (wm == 3)
-                            tw.shape[1] = 1;
-                        else if (wm == 4)
-                            tw.shape[0] = 1;
-                        struct ml_request req;
-                        ml_request_init(&req);
-                        req.loss = losses[l];
-                        req.reduction = l < FIRST_PRED ? reds[l][r] : tf_reds[r];
-                        req.labels = &tz;
-                        if (l < FIRST_PRED || l == 8) /* hinge_loss takes logits */
-                            req.logits = &tx;
-                        else
-                            req.predictions = &tx;
-                        req.weights = wm ? &tw : NULL;
-                        req.params = variants[l][v].p;
-                        req.num_params = variants[l][v].n;
-                        struct ml_result fused, general;
-                        char ctx[200];
-                        req.outputs = ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS |
-                                      ML_OUT_NUM_NONZERO_WEIGHTS | ML_OUT_PER_ELEMENT;
-                        setenv("MASKLOSS_SIMD", "baseline", 1);
-                        int rc2 = ml_eval(&req, &general, NULL);
-                        req.outputs &= ~(unsigned)ML_OUT_PER_ELEMENT;
-                        for (int p = 0; p < npaths; p++) {
-                            setenv("MASKLOSS_SIMD", run[p], 1);
-                            int rc1 = ml_eval(&req, &fused, NULL);
-                            snprintf(ctx, sizeof(ctx), "%s %s [%lld,%lld] weights %s%s (%s)",
-                                     losses[l], req.reduction, (long long)rows, (long long)cols,
-                                     wnames[wm], v ? " with parameters" : "", run[p]);
-                            if (rc1 || rc2)
-                                fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
-                            same_bits(fused.loss, general.loss, "loss", ctx);
-                            same_bits(fused.weighted_sum, general.weighted_sum, "weighted_sum",
-                                      ctx);
-                            same_bits(fused.sum_weights, general.sum_weights, "sum_weights", ctx);
-                            same_bits(fused.num_nonzero_weights, general.num_nonzero_weights,
-                                      "num_nonzero_weights", ctx);
-                            ml_result_free(&fused);
-                            checked++;
+        /* The same values in double, for the float64 kernels. */
+        double *zd = malloc((size_t)n * sizeof(double)), *xd = malloc((size_t)n * sizeof(double));
+        double *wd = malloc((size_t)n * sizeof(double)), *pd = malloc((size_t)n * sizeof(double));
+        assert_true(zd && xd && wd && pd);
+        for (int64_t i = 0; i < n; i++) {
+            zd[i] = z[i];
+            xd[i] = x[i] * (1 + 0x1p-30); /* bits beyond a float's */
+            wd[i] = w[i];
+            pd[i] = prob[i];
+        }
+        for (int dt = 0; dt < 2; dt++)
+            for (size_t l = 0; l < NLOSS; l++) {
+                for (int r = 0; r < 3; r++) {
+                    for (int wm = 0; wm < 5; wm++) {
+                        for (int v = 0; v < nvariants[l]; v++) {
+                            enum ml_dtype dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+                            struct ml_tensor tz = {2, {rows, cols}, dtype, dt ? (void *)zd : z};
+                            struct ml_tensor tx = {2,
+                                                   {rows, cols},
+                                                   dtype,
+                                                   l == LOG_LOSS ? (dt ? (void *)pd : prob)
+                                                                 : (dt ? (void *)xd : x)};
+                            struct ml_tensor tw = {2, {rows, cols}, dtype, dt ? (void *)wd : w};
+                            if (wm == 1)
+                                tw.rank = 0;
+                            else if (wm == 3)
+                                tw.shape[1] = 1;
+                            else if (wm == 4)
+                                tw.shape[0] = 1;
+                            struct ml_request req;
+                            ml_request_init(&req);
+                            req.loss = losses[l];
+                            req.dtype = dtype;
+                            req.reduction = l < FIRST_PRED ? reds[l][r] : tf_reds[r];
+                            req.labels = &tz;
+                            if (l < FIRST_PRED || l == 8) /* hinge_loss takes logits */
+                                req.logits = &tx;
+                            else
+                                req.predictions = &tx;
+                            req.weights = wm ? &tw : NULL;
+                            req.params = variants[l][v].p;
+                            req.num_params = variants[l][v].n;
+                            struct ml_result fused, general;
+                            char ctx[200];
+                            req.outputs = ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS |
+                                          ML_OUT_NUM_NONZERO_WEIGHTS | ML_OUT_PER_ELEMENT;
+                            setenv("MASKLOSS_SIMD", "baseline", 1);
+                            int rc2 = ml_eval(&req, &general, NULL);
+                            req.outputs &= ~(unsigned)ML_OUT_PER_ELEMENT;
+                            for (int p = 0; p < npaths; p++) {
+                                setenv("MASKLOSS_SIMD", run[p], 1);
+                                int rc1 = ml_eval(&req, &fused, NULL);
+                                snprintf(ctx, sizeof(ctx), "%s %s %s [%lld,%lld] weights %s%s (%s)",
+                                         dt ? "float64" : "float32", losses[l], req.reduction,
+                                         (long long)rows, (long long)cols, wnames[wm],
+                                         v ? " with parameters" : "", run[p]);
+                                if (rc1 || rc2)
+                                    fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
+                                same_bits(fused.loss, general.loss, "loss", ctx);
+                                same_bits(fused.weighted_sum, general.weighted_sum, "weighted_sum",
+                                          ctx);
+                                same_bits(fused.sum_weights, general.sum_weights, "sum_weights",
+                                          ctx);
+                                same_bits(fused.num_nonzero_weights, general.num_nonzero_weights,
+                                          "num_nonzero_weights", ctx);
+                                ml_result_free(&fused);
+                                checked++;
+                            }
+                            unsetenv("MASKLOSS_SIMD");
+                            ml_result_free(&general);
                         }
-                        unsetenv("MASKLOSS_SIMD");
-                        ml_result_free(&general);
                     }
                 }
             }
-        }
         free(z);
         free(x);
         free(w);
         free(prob);
+        free(zd);
+        free(xd);
+        free(wd);
+        free(pd);
     }
     printf("%d requests: fused == general (baseline), bit for bit\n", checked);
 }
@@ -299,39 +328,59 @@ static void test_non_finite_scan(void **state)
         {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0},
         {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
     static const float bad[] = {NAN, INFINITY, -INFINITY};
+    /* The same in double: the float64 kernels. */
+    double *xd = calloc((size_t)n, sizeof(double)), *zd = calloc((size_t)n, sizeof(double));
+    double *wd = calloc((size_t)n, sizeof(double));
+    assert_true(xd && zd && wd);
+    for (int64_t i = 0; i < n; i++)
+        wd[i] = 1;
+    struct ml_tensor tz64 = {2, {50, 100}, ML_FLOAT64, zd}, tx64 = {2, {50, 100}, ML_FLOAT64, xd};
+    struct ml_tensor twd64 = {2, {50, 100}, ML_FLOAT64, wd}, twc64 = {2, {1, 100}, ML_FLOAT64, wd};
     int checked = 0;
-    for (size_t l = 0; l < sizeof(losses) / sizeof(losses[0]); l++)
-        for (size_t b = 0; b < 3; b++)
-            for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-                float saved = cases[k].where[cases[k].at];
-                cases[k].where[cases[k].at] = bad[b];
-                struct ml_request req;
-                struct ml_result res;
-                struct ml_error err;
-                ml_request_init(&req);
-                req.loss = losses[l];
-                req.labels = &tz;
-                int preds = l >= 4 && l != 8;
-                if (preds)
-                    req.predictions = &tx;
-                else
-                    req.logits = &tx;
-                req.weights = cases[k].weights;
-                const char *field = cases[k].field;
-                if (preds && !strcmp(field, "logits"))
-                    field = "predictions";
-                if (l == 3) {
-                    req.params = asl_nofocus;
-                    req.num_params = 2;
+    for (int dt = 0; dt < 2; dt++)
+        for (size_t l = 0; l < sizeof(losses) / sizeof(losses[0]); l++)
+            for (size_t b = 0; b < 3; b++)
+                for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+                    float saved = cases[k].where[cases[k].at];
+                    cases[k].where[cases[k].at] = bad[b];
+                    double *where64 = cases[k].where == x ? xd : cases[k].where == z ? zd : wd;
+                    double saved64 = where64[cases[k].at];
+                    where64[cases[k].at] = bad[b];
+                    struct ml_request req;
+                    struct ml_result res;
+                    struct ml_error err;
+                    ml_request_init(&req);
+                    req.loss = losses[l];
+                    req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+                    req.labels = dt ? &tz64 : &tz;
+                    int preds = l >= 4 && l != 8;
+                    if (preds)
+                        req.predictions = dt ? &tx64 : &tx;
+                    else
+                        req.logits = dt ? &tx64 : &tx;
+                    req.weights = cases[k].weights;
+                    if (dt && req.weights)
+                        req.weights = req.weights == &twd ? &twd64 : &twc64;
+                    const char *field = cases[k].field;
+                    if (preds && !strcmp(field, "logits"))
+                        field = "predictions";
+                    if (l == 3) {
+                        req.params = asl_nofocus;
+                        req.num_params = 2;
+                    }
+                    int rc = ml_eval(&req, &res, &err);
+                    if (rc != ML_ENONFINITE || err.index != cases[k].at || strcmp(err.field, field))
+                        fail_msg("%s %s: %g in %s[%lld]: rc %d, field %s, index %lld",
+                                 dt ? "float64" : "float32", losses[l], (double)bad[b], field,
+                                 (long long)cases[k].at, rc, rc ? err.field : "-",
+                                 rc ? (long long)err.index : -1LL);
+                    cases[k].where[cases[k].at] = saved;
+                    where64[cases[k].at] = saved64;
+                    checked++;
                 }
-                int rc = ml_eval(&req, &res, &err);
-                if (rc != ML_ENONFINITE || err.index != cases[k].at || strcmp(err.field, field))
-                    fail_msg("%s: %g in %s[%lld]: rc %d, field %s, index %lld", losses[l],
-                             (double)bad[b], field, (long long)cases[k].at, rc,
-                             rc ? err.field : "-", rc ? (long long)err.index : -1LL);
-                cases[k].where[cases[k].at] = saved;
-                checked++;
-            }
+    free(xd);
+    free(zd);
+    free(wd);
     printf("%d non-finite inputs found\n", checked);
     free(w);
     free(x);
@@ -443,10 +492,8 @@ static void test_fused_validates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fused_equals_general),
-        cmocka_unit_test(test_asl_soft_labels),
-        cmocka_unit_test(test_non_finite_scan),
-        cmocka_unit_test(test_parallel_same_bits),
+        cmocka_unit_test(test_fused_equals_general), cmocka_unit_test(test_asl_soft_labels),
+        cmocka_unit_test(test_non_finite_scan),      cmocka_unit_test(test_parallel_same_bits),
         cmocka_unit_test(test_fused_validates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -196,9 +196,9 @@ static void test_exp_negf(void **state)
         float a = from_u32((uint32_t)u);
         cr_one(&w, a, ml__exp_negf(a), exp(-(double)a));
     }
-    static const float edges[] = {0.0f,   1e-45f,     0x1p-25f,   0.34657359f, 0.6931472f,
-                                  87.33f, 87.336548f, 87.336555f, 100.0f,      103.27893f,
-                                  103.9f, 103.97207f, 103.97208f, 104.0f,      200.0f,
+    static const float edges[] = {0.0f,    1e-45f,     0x1p-25f,   0.34657359f, 0.6931472f,
+                                  87.33f,  87.336548f, 87.336555f, 100.0f,      103.27893f,
+                                  103.9f,  103.97207f, 103.97208f, 104.0f,      200.0f,
                                   FLT_MAX, INFINITY};
     for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
         cr_one(&w, edges[i], ml__exp_negf(edges[i]), exp(-(double)edges[i]));
@@ -221,10 +221,10 @@ static void test_logf(void **state)
         if (x >= FLT_MIN && memcmp(&y, &(float){ml__log_normalf(x)}, sizeof(y)))
             fail_msg("log_normalf(%a) != logf", (double)x);
     }
-    static const float edges[] = {1e-45f,      FLT_MIN,    0x1.fffffcp-127f, 1.0f,
-                                  0.99999994f, 1.0000001f, 0x1.6a09e6p0f,    0x1.6a09e8p0f,
-                                  0.70710677f, 2.0f,       0.5f,             1e-8f,
-                                  0.05f,       FLT_MAX};
+    static const float edges[] = {
+        1e-45f,        FLT_MIN,       0x1.fffffcp-127f, 1.0f, 0.99999994f, 1.0000001f,
+        0x1.6a09e6p0f, 0x1.6a09e8p0f, 0.70710677f,      2.0f, 0.5f,        1e-8f,
+        0.05f,         FLT_MAX};
     for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
         cr_one(&w, edges[i], ml__logf(edges[i]), log((double)edges[i]));
     cr_report("logf", &w);
@@ -270,16 +270,101 @@ static void test_powi4f(void **state)
     assert_true(ml__powi_small(4.0f) && !ml__powi_small(2.5f) && !ml__powi_small(5.0f));
 }
 
+/* ---- float64: against long double references (64-bit significands) -------------------- */
+
+/* Whole ulps between got and the correctly rounded double of a long double reference. */
+static int64_t cr_ulps_d(double got, long double ref)
+{
+    double cr = (double)ref;
+    if (got == cr || (isnan(got) && isnan(cr)))
+        return 0;
+    if (isnan(got) || isnan(cr) || isinf(got) || isinf(cr) || signbit(got) != signbit(cr))
+        return INT64_MAX;
+    uint64_t ug, uc;
+    memcpy(&ug, &got, 8);
+    memcpy(&uc, &cr, 8);
+    return ug > uc ? (int64_t)(ug - uc) : (int64_t)(uc - ug);
+}
+
+struct d_worst {
+    int64_t ulps;
+    double x, got;
+};
+
+static void d_one(struct d_worst *w, double x, double got, long double ref)
+{
+    int64_t d = cr_ulps_d(got, ref);
+    if (d > w->ulps) {
+        w->ulps = d;
+        w->x = x;
+        w->got = got;
+    }
+}
+
+/* Inputs: 2^24 bit patterns spread over [lo, hi) (non-negative doubles), then 2^22
+ * uniform values in [ulo, uhi) where the function works hardest. */
+#define D_SWEEP(w, lo, hi, ulo, uhi, expr_got, expr_ref)                                           \
+    do {                                                                                           \
+        uint64_t lo_ = (lo), step_ = ((hi)-lo_) >> 24;                                             \
+        for (uint64_t u_ = lo_; u_ < (hi); u_ += step_) {                                          \
+            double x;                                                                              \
+            memcpy(&x, &u_, 8);                                                                    \
+            d_one(&(w), x, (expr_got), (expr_ref));                                                \
+        }                                                                                          \
+        uint64_t r_ = 99;                                                                          \
+        for (int i_ = 0; i_ < (1 << 22); i_++) {                                                   \
+            r_ = r_ * 6364136223846793005ull + 1442695040888963407ull;                             \
+            double x = (ulo) + ((uhi) - (ulo)) * ((double)(r_ >> 11) * 0x1p-53);                   \
+            d_one(&(w), x, (expr_got), (expr_ref));                                                \
+        }                                                                                          \
+    } while (0)
+
+static void test_float64(void **state)
+{
+    (void)state;
+    struct d_worst w;
+    /* exp(-a): 0 to 746 (past it, 0), subnormal results included. */
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 0, 0x4087500000000000ull, 0.0, 40.0, ml__exp_neg(x), expl(-(long double)x));
+    printf("exp_neg (double): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    /* log1p(e) on [0, 1]. */
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 0, 0x3ff0000000000001ull, 0.0, 1.0, ml__log1p_unit(x), log1pl((long double)x));
+    printf("log1p_unit (double): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    /* log over every positive double, subnormals included. */
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 1, 0x7ff0000000000000ull, 0.5, 2.0, ml__log(x), logl((long double)x));
+    printf("log (double): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    /* softplus tail and sigmoid, where they are not 0 or 1. */
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 0, 0x4087500000000000ull, 0.0, 40.0, ml__softplus_neg(x),
+            log1pl(expl(-(long double)x)));
+    printf("softplus_neg (double): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 0, 0x4087500000000000ull, 0.0, 40.0, ml__sigmoid(-x),
+            1.0L / (1.0L + expl((long double)x)));
+    printf("sigmoid (double, x <= 0): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    /* The specials. */
+    assert_true(ml__exp_neg(0.0) == 1.0 && ml__exp_neg(INFINITY) == 0.0 && isnan(ml__exp_neg(NAN)));
+    assert_true(ml__log(0.0) == -INFINITY && ml__log(1.0) == 0.0 && ml__log(INFINITY) == INFINITY);
+    assert_true(isnan(ml__log(-1.0)) && isnan(ml__log(NAN)) && ml__log(0x1p-1074) < -744);
+    assert_true(ml__sigmoid(0.0) == 0.5 && ml__sigmoid(INFINITY) == 1.0 &&
+                ml__sigmoid(-INFINITY) == 0);
+    assert_true(ml__log1p_unit(0.0) == 0.0 && isnan(ml__log1p_unit(NAN)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expf),
-        cmocka_unit_test(test_log1pf),
-        cmocka_unit_test(test_softplus_negf),
-        cmocka_unit_test(test_exp_negf),
-        cmocka_unit_test(test_logf),
-        cmocka_unit_test(test_sigmoidf),
-        cmocka_unit_test(test_powi4f),
+        cmocka_unit_test(test_expf),          cmocka_unit_test(test_log1pf),
+        cmocka_unit_test(test_softplus_negf), cmocka_unit_test(test_exp_negf),
+        cmocka_unit_test(test_logf),          cmocka_unit_test(test_sigmoidf),
+        cmocka_unit_test(test_powi4f),        cmocka_unit_test(test_float64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

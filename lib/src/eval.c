@@ -12,9 +12,9 @@
 
 #include "broadcast.h"
 #include "fast.h"
-#include "simd.h"
 #include "params.h"
 #include "reduce.h"
+#include "simd.h"
 
 /* Inputs larger than this are refused whatever the caller's limit: 2^40 elements keeps
  * every byte count below 2^43 and far from int64 overflow. */
@@ -745,7 +745,7 @@ static int fast_candidate(const struct eval *e)
     unsigned outputs = req->outputs ? req->outputs : ML_OUT_LOSS;
     const unsigned scalars =
         ML_OUT_LOSS | ML_OUT_WEIGHTED_SUM | ML_OUT_SUM_WEIGHTS | ML_OUT_NUM_NONZERO_WEIGHTS;
-    if (e->dtype != ML_FLOAT32 || (outputs & ~scalars))
+    if (outputs & ~scalars)
         return 0;
     double gamma = ml__param(e->info, &e->params, "gamma", 2.0);
     double alpha = ml__param(e->info, &e->params, "alpha", 0.25);
@@ -794,18 +794,19 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     struct ml__fast f;
     memset(&f, 0, sizeof(f));
     f.id = id;
-    f.label_smoothing = (float)ml__param(e->info, &e->params, "label_smoothing", 0);
+    f.label_smoothing = ml__param(e->info, &e->params, "label_smoothing", 0);
     f.gamma = (int)gamma;
-    f.alpha = (float)ml__param(e->info, &e->params, "alpha", 0.25);
+    f.alpha = ml__param(e->info, &e->params, "alpha", 0.25);
     /* ASL as fill_common reads it for the general path. */
-    f.gamma_pos = (float)ml__param(e->info, &e->params, "gamma_pos", 0);
-    f.gamma_neg = (float)ml__param(e->info, &e->params, "gamma_neg", 0);
-    f.clip = (float)ml__param(e->info, &e->params, "clip", 0);
+    f.gamma_pos = ml__param(e->info, &e->params, "gamma_pos", 0);
+    f.gamma_neg = ml__param(e->info, &e->params, "gamma_neg", 0);
+    f.clip = ml__param(e->info, &e->params, "clip", 0);
     f.epsilon =
-        (float)ml__param(e->info, &e->params, "epsilon", ml__param(e->info, &e->params, "eps", 1e-7));
-    f.delta = (float)ml__param(e->info, &e->params, "delta", 1.0);
+        ml__param(e->info, &e->params, "epsilon", ml__param(e->info, &e->params, "eps", 1e-7));
+    f.delta = ml__param(e->info, &e->params, "delta", 1.0);
     f.asl_focus = ml__param(e->info, &e->params, "gamma_neg", 0) > 0 ||
                   ml__param(e->info, &e->params, "gamma_pos", 0) > 0;
+    f.f64 = e->dtype == ML_FLOAT64;
     f.z = e->labels.data;
     f.x = e->pred.data;
     f.cols = x->shape[x->rank - 1];

@@ -1,5 +1,5 @@
 /*
- * fast.h -- fused elementwise-plus-reduction kernels for the hot float32 losses.
+ * fast.h -- fused elementwise-plus-reduction kernels for the hot losses, float32 and float64.
  *
  * One pass reads labels, logits and weights once and leaves only the sums: no per-element
  * buffer. The results are the bits of the general path (kernels.h + reduce.c): the same
@@ -23,18 +23,19 @@ enum ml__fast_weights {
 };
 
 struct ml__fast {
-    enum ml__loss_id id; /* the sigmoid family, focal, ASL, TF pointwise losses (eval.c) */
-    float label_smoothing;
-    int gamma;   /* focal: 0, 1 or 2 */
-    float alpha; /* focal: < 0 for none */
-    float gamma_pos, gamma_neg, clip, epsilon; /* ASL; epsilon also TF log_loss */
-    float delta;                               /* TF huber_loss */
-    int asl_focus;                             /* ASL: gamma_pos > 0 or gamma_neg > 0 */
-    const float *z, *x;
-    int64_t rows, cols; /* the loss as [rows, cols]; n = rows * cols */
-    const float *w;
+    enum ml__loss_id id;    /* the sigmoid family, focal, ASL, TF pointwise losses (eval.c) */
+    double label_smoothing; /* parameters in double: each kernel rounds them to its type */
+    int gamma;              /* focal: 0, 1 or 2 */
+    double alpha;           /* focal: < 0 for none */
+    double gamma_pos, gamma_neg, clip, epsilon; /* ASL; epsilon also TF log_loss */
+    double delta;                               /* TF huber_loss */
+    int asl_focus;                              /* ASL: gamma_pos > 0 or gamma_neg > 0 */
+    int f64;                                    /* the inputs are double (else float) */
+    const void *z, *x;                          /* labels, logits or predictions */
+    int64_t rows, cols;                         /* the loss as [rows, cols]; n = rows * cols */
+    const void *w;                              /* in the inputs' precision */
     enum ml__fast_weights wmode;
-    int den_sums;     /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
+    int den_sums; /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
     int want_sw;  /* sum the weights for sum_weights */
     int want_nz;  /* count the non-zero weights (else nonzero is left 0 for a weight stream) */
     int simd;     /* enum ml__simd: the variant to run (simd.h) */
@@ -45,9 +46,10 @@ struct ml__fast_sums {
     int64_t nonzero; /* elements with a non-zero weight (NaN counts) */
 };
 
-/* Runs the kernel (the variant f->simd names) over elements [begin, end) of the rows * cols; begin is a multiple of
- * ML__BLOCK (a chunk's start), so that element i goes to lane i mod 16 as in reduce.c. A
- * NaN or an infinity among the inputs makes the sum of num non-finite (fast.c says why). */
+/* Runs the kernel (the variant f->simd names) over elements [begin, end) of the rows * cols; begin
+ * is a multiple of ML__BLOCK (a chunk's start), so that element i goes to lane i mod 16 as in
+ * reduce.c. A NaN or an infinity among the inputs makes the sum of num non-finite (fast.c says
+ * why). */
 void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out);
 
 /* The index of the first NaN or infinity, or -1 (vectorised scans). */

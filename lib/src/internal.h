@@ -116,7 +116,7 @@ struct ml__kctx {
  * den receives each sample's denominator (its class weight, 0 when ignored).
  * Returns 0, or ML_ELABEL with *bad_index set when a class index is out of range.
  */
-/* The float32 one dispatches to the widest instruction set the CPU runs (simd.c). */
+/* Both dispatch to the widest instruction set the CPU runs (simd.c). */
 int ml__pointwise_f32(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index);
 int ml__pointwise_f64(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index);
 

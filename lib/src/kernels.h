@@ -17,17 +17,21 @@
 
 #define R(c) ((REAL)(c))
 
-/* log(1 + exp(-|x|)): the stable tail shared by the sigmoid family. In float32 the
- * library's own all-float version (vmath.h, within 2 ulp of the correctly rounded value on
- * every float tested), the one the fused SIMD kernels of fast.c use: both paths give the
- * same bits. */
+/* The library's own functions of this precision (vmath.h), shared with the fused kernels of
+ * fast.c so that both paths give the same bits. */
+#ifdef ML__KERNEL_F32
+#define VMK(name) name##f
+#define POWI_SMALL_K ml__powi_small
+#else
+#define VMK(name) name
+#define POWI_SMALL_K ml__powi_small_d
+#endif
+
+/* log(1 + exp(-|x|)): the stable tail shared by the sigmoid family, by the library's own
+ * functions (vmath.h, within 2 ulp of the correctly rounded value on every input tested). */
 static inline REAL FN(softplus_neg_abs)(REAL x)
 {
-#ifdef ML__KERNEL_F32
-    return ml__softplus_negf(fabs(x));
-#else
-    return log1p(exp(-fabs(x)));
-#endif
+    return VMK(ml__softplus_neg)(fabs(x));
 }
 
 /* tf.nn.sigmoid_cross_entropy_with_logits (nn_impl.py): max(x,0) - x*z + log1p(exp(-|x|)). */
@@ -102,12 +106,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     case ML__TF_LOG_LOSS: {
         /* losses_impl.log_loss: epsilon added inside the logs, no clipping. */
         REAL eps = R(k->epsilon);
-#ifdef ML__KERNEL_F32
-        /* The fused kernel's log (fast.c), for the same bits. */
-        return -(z * ml__logf(x + eps)) - (R(1) - z) * ml__logf(R(1) - x + eps);
-#else
-        return -(z * log(x + eps)) - (R(1) - z) * log(R(1) - x + eps);
-#endif
+        return -(z * VMK(ml__log)(x + eps)) - (R(1) - z) * VMK(ml__log)(R(1) - x + eps);
     }
     case ML__TF_MSE: {
         REAL d = x - z;
@@ -137,11 +136,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     }
     case ML__TV_FOCAL: {
         /* torchvision.ops.sigmoid_focal_loss. */
-#ifdef ML__KERNEL_F32
-        REAL p = ml__sigmoidf(x); /* the fused kernel's (fast.c), for the same bits */
-#else
-        REAL p = FN(sigmoid)(x);
-#endif
+        REAL p = VMK(ml__sigmoid)(x);
         REAL ce = FN(torch_bce)(z, x, R(1));
         REAL p_t = p * z + (R(1) - p) * (R(1) - z);
         /* Small integer gammas (2 is the default) by multiplication, as fast.c does. */
@@ -157,14 +152,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     case ML__ASL: {
         /* ASL AsymmetricLoss.forward (Alibaba-MIIL/ASL src/loss_functions/losses.py);
          * returns the positive term -L of its -sum(L). */
-#ifdef ML__KERNEL_F32
-        /* The fused kernel's functions (fast.c), for the same bits. */
-        REAL xs_pos = ml__sigmoidf(x);
-#define ML__LOG ml__logf
-#else
-        REAL xs_pos = FN(sigmoid)(x);
-#define ML__LOG log
-#endif
+        REAL xs_pos = VMK(ml__sigmoid)(x);
         REAL xs_neg = R(1) - xs_pos;
         if (k->clip > 0) {
             xs_neg = xs_neg + R(k->clip);
@@ -172,20 +160,15 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
                 xs_neg = R(1);
         }
         REAL eps = R(k->epsilon);
-        REAL lp = z * ML__LOG(xs_pos > eps ? xs_pos : eps);
-        REAL ln = (R(1) - z) * ML__LOG(xs_neg > eps ? xs_neg : eps);
-#undef ML__LOG
+        REAL lp = z * VMK(ml__log)(xs_pos > eps ? xs_pos : eps);
+        REAL ln = (R(1) - z) * VMK(ml__log)(xs_neg > eps ? xs_neg : eps);
         REAL l = lp + ln;
         if (k->gamma_neg > 0 || k->gamma_pos > 0) {
             REAL pt = xs_pos * z + xs_neg * (R(1) - z);
             REAL g = R(k->gamma_pos) * z + R(k->gamma_neg) * (R(1) - z);
-#ifdef ML__KERNEL_F32
             /* Small integer powers (binary labels with the default gammas 4 and 1) by
              * multiplication, as fast.c does. */
-            l = l * (ml__powi_small(g) ? ml__powi4f(R(1) - pt, g) : pow(R(1) - pt, g));
-#else
-            l = l * pow(R(1) - pt, g);
-#endif
+            l = l * (POWI_SMALL_K(g) ? VMK(ml__powi4)(R(1) - pt, g) : pow(R(1) - pt, g));
         }
         return -l;
     }

@@ -71,6 +71,20 @@ int ml__pointwise_f32(const struct ml__kctx *k, double *out, double *den, int64_
     }
 }
 
+int ml__pointwise_f64(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index)
+{
+    switch (ml__simd_pick()) {
+#ifdef ML__X86_DISPATCH
+    case ML__SIMD_AVX512:
+        return ml__pointwise_f64_avx512(k, out, den, bad_index);
+    case ML__SIMD_AVX2:
+        return ml__pointwise_f64_avx2(k, out, den, bad_index);
+#endif
+    default:
+        return ml__pointwise_f64_base(k, out, den, bad_index);
+    }
+}
+
 /* The first NaN or infinity of a float array, or -1: a scan of the exponent bits (all
  * ones) by blocks the compiler vectorises, then the exact position within the block. */
 int64_t ml__first_non_finite_f32(const float *v, int64_t n)

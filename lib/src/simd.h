@@ -1,8 +1,8 @@
 /*
  * simd.h -- one library, three instruction sets, picked at run time.
  *
- * fast.c (the fused kernels) and kernels_f32.c (the float32 formulas of the general path)
- * are compiled once per instruction set on x86-64 (see the Makefile): for AVX-512
+ * fast.c (the fused kernels) and kernels_f32.c, kernels_f64.c (the formulas of the general
+ * path) are compiled once per instruction set on x86-64 (see the Makefile): for AVX-512
  * (with FMA), for AVX2 + FMA, and for baseline x86-64, each defining its functions with the
  * suffix ML__ISA gives them. The dispatchers below call the widest variant the CPU runs.
  * Every variant gives the same bits: the same float operations in the same order, explicit
@@ -36,9 +36,11 @@ enum ml__simd { ML__SIMD_BASELINE, ML__SIMD_AVX2, ML__SIMD_AVX512 };
 enum ml__simd ml__simd_pick(void);
 
 #define ML__DECLARE_VARIANTS(sfx)                                                                  \
-    void ml__fast_run_##sfx(const struct ml__fast *f, int64_t begin, int64_t end,                \
+    void ml__fast_run_##sfx(const struct ml__fast *f, int64_t begin, int64_t end,                  \
                             struct ml__fast_sums *out);                                            \
-    int ml__pointwise_f32_##sfx(const struct ml__kctx *k, double *out, double *den,               \
+    int ml__pointwise_f32_##sfx(const struct ml__kctx *k, double *out, double *den,                \
+                                int64_t *bad_index);                                               \
+    int ml__pointwise_f64_##sfx(const struct ml__kctx *k, double *out, double *den,                \
                                 int64_t *bad_index);
 ML__DECLARE_VARIANTS(base)
 #ifdef ML__X86_DISPATCH

@@ -271,4 +271,138 @@ static inline ML__ALWAYS_INLINE float ml__powi4f(float b, float g)
     return g == 4.0f ? b2 * b2 : r;
 }
 
+/*
+ * The same functions in double, for the float64 kernels: the same reductions, longer
+ * series (Taylor and atanh coefficients, truncated below 2^-56), fma from the C library
+ * where the instruction set has none. Measured against long double references in
+ * tests/test_vmath.c: at most 2 ulp from the correctly rounded double.
+ */
+#if defined(__GNUC__)
+#define ML__FMA(a, b, c) __builtin_fma((a), (b), (c))
+#else
+#define ML__FMA(a, b, c) fma((a), (b), (c))
+#endif
+
+/* e^-a for a >= 0 (or NaN): e^r = 1 + r + r^2 q(r), q its Taylor series to r^11 / 13!
+ * (truncation below 5e-18 on |r| <= ln 2 / 2). */
+static inline ML__ALWAYS_INLINE double ml__exp_neg(double a)
+{
+    double ac = a > 746.0 ? 746.0 : a; /* exp(-746) rounds to 0 */
+    double t = -ac;
+    /* kf = 1.5 * 2^52 + n, n = round(t / ln 2) in [-1077, 0]. */
+    const double shift = 0x1.8p52;
+    double kf = ML__FMA(t, 0x1.71547652b82fep0, shift);
+    double n = kf - shift;
+    double r = ML__FMA(n, -0x1.62e42fefa39efp-1, t);
+    r = ML__FMA(n, -0x1.abc9e3b39803fp-56, r);
+    double q = 1.0 / 6227020800.0; /* 1 / 13! */
+    q = ML__FMA(q, r, 1.0 / 479001600.0);
+    q = ML__FMA(q, r, 1.0 / 39916800.0);
+    q = ML__FMA(q, r, 1.0 / 3628800.0);
+    q = ML__FMA(q, r, 1.0 / 362880.0);
+    q = ML__FMA(q, r, 1.0 / 40320.0);
+    q = ML__FMA(q, r, 1.0 / 5040.0);
+    q = ML__FMA(q, r, 1.0 / 720.0);
+    q = ML__FMA(q, r, 1.0 / 120.0);
+    q = ML__FMA(q, r, 1.0 / 24.0);
+    q = ML__FMA(q, r, 1.0 / 6.0);
+    q = ML__FMA(q, r, 0.5);
+    double p = 1.0 + ML__FMA(r * r, q, r);
+    /* p 2^(n + 512) is exact and normal; the final 2^-512 rounds once into the subnormals. */
+    double scale = ml__from_bits((ml__bits(kf) - 0x4338000000000000ull + 1535u) << 52);
+    return (p * scale) * 0x1p-512;
+}
+
+/* log(1 + e) for 0 <= e <= 1 (or NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3], its
+ * series to s^33 (truncation below 5e-18). */
+static inline ML__ALWAYS_INLINE double ml__log1p_unit(double e)
+{
+    /* s = s0 + sl in two parts: sl = (e - s0 (d + dl)) / (d + dl), from the division's exact
+     * remainder and the rounding dl of d = 2 + e; 1 / d by a line (4% off) is plenty for a
+     * term below 2^-53 s0. The result is then within a little more than half an ulp. */
+    double d = 2.0 + e;
+    double dl = e - (d - 2.0);
+    double s0 = e / d;
+    double rem = ML__FMA(-s0, d, e) - s0 * dl;
+    double sl = rem * ML__FMA(e, -1.0 / 6, 0.5);
+    double s2 = s0 * s0;
+    double g = 1.0 / 33;
+    for (int k = 15; k >= 1; k--) /* 1/31, ..., 1/3: unrolled by the compiler */
+        g = ML__FMA(g, s2, 1.0 / (2 * k + 1));
+    double tv = 2.0 * s0;
+    return tv + ML__FMA(tv, s2 * g, 2.0 * sl);
+}
+
+static inline ML__ALWAYS_INLINE double ml__softplus_neg(double a)
+{
+    return ml__log1p_unit(ml__exp_neg(a));
+}
+
+static inline ML__ALWAYS_INLINE double ml__sigmoid_e(double x, double e)
+{
+    double d = 1.0 + e;
+    return x >= 0 ? 1.0 / d : e / d;
+}
+
+static inline ML__ALWAYS_INLINE double ml__sigmoid(double x)
+{
+    return ml__sigmoid_e(x, ml__exp_neg(__builtin_fabs(x)));
+}
+
+/* log of xs 2^-kadj for a positive normal double xs; atanh series to s^23 (|s| <= 0.1716:
+ * truncation below 1e-18). k ln 2 in two parts, k * ln2_hi exact for |k| < 2^11. */
+static inline ML__ALWAYS_INLINE double ml__log_core_d(double xs, int64_t kadj)
+{
+    uint64_t u = ml__bits(xs);
+    int64_t k = (int64_t)(u >> 52) - 1023 - kadj;
+    double m = ml__from_bits((u & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
+    int big = m > 0x1.6a09e667f3bcdp0;
+    m = big ? m * 0.5 : m;
+    k = big ? k + 1 : k;
+    double f = m - 1.0;
+    double d = m + 1.0;
+    double dl = m - (d - 1.0);
+    /* s = s0 + sl, as in ml__log1p_unit: sl from the division's exact remainder and dl. */
+    double s0 = f / d;
+    double sl = (ML__FMA(-s0, d, f) - s0 * dl) * ML__FMA(d, -0.25, 1.0);
+    double s2 = s0 * s0;
+    double g = 1.0 / 23;
+    for (int j = 10; j >= 1; j--) /* 1/21, ..., 1/3 */
+        g = ML__FMA(g, s2, 1.0 / (2 * j + 1));
+    /* k as a double without an int64 conversion (|k| < 2^20), as ml__log1pf does. */
+    double kd = ml__from_bits(0x4330000000000000ull + (uint64_t)(k + 0x80000)) - (0x1p52 + 0x80000);
+    double ts = 2.0 * s0;
+    return ML__FMA(kd, 0x1.62e42feep-1, ts) +
+           ML__FMA(ts, s2 * g, ML__FMA(kd, 0x1.a39ef35793c76p-33, 2.0 * sl));
+}
+
+static inline ML__ALWAYS_INLINE double ml__log_normal(double x)
+{
+    return ml__log_core_d(x, 0);
+}
+
+static inline ML__ALWAYS_INLINE double ml__log(double x)
+{
+    int sub = x < 0x1p-1022;
+    double y = ml__log_core_d(sub ? x * 0x1p52 : x, sub ? 52 : 0);
+    y = x == 0.0 ? -__builtin_inf() : y;
+    y = x < 0.0 ? __builtin_nan("") : y;
+    y = x == __builtin_inf() ? x : y;
+    return x != x ? x : y;
+}
+
+static inline ML__ALWAYS_INLINE int ml__powi_small_d(double g)
+{
+    return g == 0.0 || g == 1.0 || g == 2.0 || g == 3.0 || g == 4.0;
+}
+
+static inline ML__ALWAYS_INLINE double ml__powi4(double b, double g)
+{
+    double b2 = b * b;
+    double r = g == 1.0 ? b : 1.0;
+    r = g == 2.0 ? b2 : r;
+    r = g == 3.0 ? b2 * b : r;
+    return g == 4.0 ? b2 * b2 : r;
+}
+
 #endif /* ML_VMATH_H */
