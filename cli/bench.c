@@ -31,13 +31,15 @@ static const struct loss_case losses[] = {
     {"tf.nn.sigmoid_cross_entropy_with_logits", "SUM", {1, 1, 1}},
     {"sigmoid_focal_loss", "mean", {1, 1, 1}},
     {"asymmetric_loss", "mean", {1, 1, 1}},
-    {"mean_squared_error", NULL, {1, 1, 1}}, /* regression: predictions */
-    {"log_loss", NULL, {1, 1, 1}},           /* binary cross-entropy on probabilities */
+    {"mean_squared_error", NULL, {1, 1, 1}},    /* regression: predictions */
+    {"log_loss", NULL, {1, 1, 1}},              /* binary cross-entropy on probabilities */
+    {"softmax_cross_entropy", NULL, {1, 1, 0}}, /* rows of 64 classes; the mask per sample */
 };
 
 /* Losses from here on take `predictions`: log_loss probabilities, MSE any number. */
 #define FIRST_PRED 5
 #define LOG_LOSS 6
+#define SOFTMAX 7
 
 static double now(void)
 {
@@ -151,6 +153,65 @@ static double naive_d(int which, const double *z, const double *x, const double 
     return r == 2 ? s : r == 1 ? s / (double)n : (nonzero ? s / (double)nonzero : 0);
 }
 
+/* softmax_cross_entropy (TF, masked mean over samples) of rows of `cols` classes: in double
+ * with a compensated sum (mode 0, the accuracy reference), or the naive loops of a float32
+ * (mode 1: expf, logf, float sums) or a float64 user (mode 2: exp, log, double sums). The
+ * mask is one weight per row, w[row]. */
+static double softmax_loss(int mode, const void *zv, const void *xv, const void *wv, enum wkind wk,
+                           int64_t n, int64_t cols)
+{
+    double s = 0, comp = 0;
+    float sf = 0;
+    int64_t nonzero = 0, rows = n / cols;
+    for (int64_t r = 0; r < rows; r++) {
+        double m = -INFINITY, se = 0, acc = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t i = r * cols + c;
+            double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
+            m = xi > m ? xi : m;
+        }
+        if (mode == 1) {
+            const float *x = (const float *)xv + r * cols, *z = (const float *)zv + r * cols;
+            float sef = 0, accf = 0;
+            for (int64_t c = 0; c < cols; c++)
+                sef += expf(x[c] - (float)m);
+            float lse = (float)m + logf(sef);
+            for (int64_t c = 0; c < cols; c++)
+                accf += z[c] * (x[c] - lse);
+            acc = accf;
+        } else {
+            for (int64_t c = 0; c < cols; c++) {
+                int64_t i = r * cols + c;
+                double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
+                se += exp(xi - m);
+            }
+            double lse = m + log(se);
+            for (int64_t c = 0; c < cols; c++) {
+                int64_t i = r * cols + c;
+                double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
+                double zi = mode == 2 ? ((const double *)zv)[i] : ((const float *)zv)[i];
+                acc += zi * (xi - lse);
+            }
+        }
+        double wr = wk == W_NONE ? 1.0
+                    : mode == 2  ? ((const double *)wv)[r]
+                                 : (double)((const float *)wv)[r];
+        double v = -acc * wr;
+        nonzero += wr != 0;
+        if (mode == 1) {
+            sf += (float)v;
+        } else if (mode == 2) {
+            s += v;
+        } else {
+            double t = s + v; /* Neumaier */
+            comp += fabs(s) >= fabs(v) ? (s - t) + v : (v - t) + s;
+            s = t;
+        }
+    }
+    double total = mode == 1 ? (double)sf : s + comp;
+    return nonzero ? total / (double)nonzero : 0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -239,6 +300,8 @@ int maskloss_bench(int argc, char **argv)
                 continue;
             for (int dt = 0; dt < 2; dt++) {
                 for (int wk = 0; wk < 3; wk++) {
+                    if (!losses[li].weights_ok[wk])
+                        continue;
                     struct ml_tensor tz = {2,
                                            {n / cols, cols},
                                            dt ? ML_FLOAT64 : ML_FLOAT32,
@@ -253,13 +316,17 @@ int maskloss_bench(int argc, char **argv)
                         tw.shape[1] = cols;
                         tw.data = dt ? (const void *)cwd : (const void *)cw;
                     }
+                    if (li == SOFTMAX && wk == W_MASK) { /* one weight per sample */
+                        tw.rank = 1;
+                        tw.shape[0] = n / cols;
+                    }
                     struct ml_request req;
                     ml_request_init(&req);
                     req.loss = losses[li].name;
                     req.reduction = losses[li].reduction;
                     req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
                     req.labels = &tz;
-                    if (li >= FIRST_PRED)
+                    if (li == FIRST_PRED || li == LOG_LOSS)
                         req.predictions = &tx;
                     else
                         req.logits = &tx;
@@ -281,7 +348,13 @@ int maskloss_bench(int argc, char **argv)
                     }
                     /* The naive loop in the request's precision. */
                     double nv = 0;
-                    if (dt)
+                    if (li == SOFTMAX)
+                        TIME_MEDIAN(t_naive,
+                                    nv = softmax_loss(dt ? 2 : 1, dt ? (const void *)zd : z,
+                                                      dt ? (const void *)xd : x,
+                                                      dt ? (const void *)md : m, (enum wkind)wk, n,
+                                                      cols));
+                    else if (dt)
                         TIME_MEDIAN(t_naive, nv = naive_d((int)li, zd, li == LOG_LOSS ? prd : xd,
                                                           wk == W_CLASS ? cwd : md, (enum wkind)wk,
                                                           n, cols));
@@ -289,8 +362,9 @@ int maskloss_bench(int argc, char **argv)
                         TIME_MEDIAN(t_naive, nv = naive((int)li, z, xin, wk == W_CLASS ? cw : m,
                                                         (enum wkind)wk, n, cols));
                     sink_f = (float)nv;
-                    double ref =
-                        reference((int)li, z, xin, wk == W_CLASS ? cw : m, (enum wkind)wk, n, cols);
+                    double ref = li == SOFTMAX ? softmax_loss(0, z, x, m, (enum wkind)wk, n, cols)
+                                               : reference((int)li, z, xin, wk == W_CLASS ? cw : m,
+                                                           (enum wkind)wk, n, cols);
                     double rel = fabs(got - ref) / fabs(ref);
                     double nrel = fabs(nv - ref) / fabs(ref);
                     double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;

@@ -288,6 +288,64 @@ static void test_asl_soft_labels(void **state)
     free(w);
 }
 
+/* The softmax family's rows (16 lanes per row, the library's exp and log): the same bits on
+ * every path, for class counts below, at and above the lanes, with and without smoothing,
+ * float32 and float64. */
+static void test_softmax_paths(void **state)
+{
+    (void)state;
+    static const int64_t classes[] = {1, 7, 16, 64, 1000};
+    static const char *const paths[] = {"avx512f", "avx2", "baseline"};
+    static const struct ml_param smoothing[] = {
+        {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.1}};
+    int checked = 0;
+    for (size_t ci = 0; ci < sizeof(classes) / sizeof(classes[0]); ci++) {
+        int64_t rows = 37, cols = classes[ci], n = rows * cols;
+        float *z, *x, *w;
+        random_inputs(n, 0.3, 20, 0.3, 2, &z, &x, &w);
+        double *zd = malloc((size_t)n * sizeof(double)), *xd = malloc((size_t)n * sizeof(double));
+        assert_true(zd && xd);
+        for (int64_t i = 0; i < n; i++) {
+            zd[i] = z[i];
+            xd[i] = x[i];
+        }
+        for (int dt = 0; dt < 2; dt++)
+            for (int smooth = 0; smooth < 2; smooth++) {
+                enum ml_dtype dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+                struct ml_tensor tz = {2, {rows, cols}, dtype, dt ? (void *)zd : z};
+                struct ml_tensor tx = {2, {rows, cols}, dtype, dt ? (void *)xd : x};
+                struct ml_request req;
+                struct ml_result base, res;
+                ml_request_init(&req);
+                req.loss = "softmax_cross_entropy";
+                req.dtype = dtype;
+                req.labels = &tz;
+                req.logits = &tx;
+                req.params = smooth ? smoothing : NULL;
+                req.num_params = smooth ? 1 : 0;
+                setenv("MASKLOSS_SIMD", "baseline", 1);
+                assert_int_equal(ml_eval(&req, &base, NULL), 0);
+                for (int p = 0; p < 2; p++) {
+                    setenv("MASKLOSS_SIMD", paths[p], 1);
+                    if (strcmp(ml_simd_path(), paths[p]))
+                        continue;
+                    assert_int_equal(ml_eval(&req, &res, NULL), 0);
+                    same_bits(res.loss, base.loss, "softmax loss", paths[p]);
+                    ml_result_free(&res);
+                    checked++;
+                }
+                ml_result_free(&base);
+            }
+        unsetenv("MASKLOSS_SIMD");
+        free(z);
+        free(x);
+        free(w);
+        free(zd);
+        free(xd);
+    }
+    printf("%d softmax requests: every path == baseline\n", checked);
+}
+
 /* A NaN or an infinity deep inside a large tensor is found (the fused kernel's sum turns
  * non-finite, then the scan finds the culprit), and the error names the tensor and the first
  * index, in the logits, the labels and the weights (dense, and one per class), for each
@@ -494,7 +552,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general), cmocka_unit_test(test_asl_soft_labels),
         cmocka_unit_test(test_non_finite_scan),      cmocka_unit_test(test_parallel_same_bits),
-        cmocka_unit_test(test_fused_validates),
+        cmocka_unit_test(test_fused_validates),      cmocka_unit_test(test_softmax_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,23 +214,80 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
     }
 }
 
-/* log(sum(exp(x))) of one strided row, max-shifted so that no term overflows. */
+/* Rows of classes are summed in 16 interleaved lanes (class c to lane c mod 16), combined in
+ * a fixed order: the compiler turns the lanes into SIMD registers, and the bits do not depend
+ * on the instruction set. */
+#define ML__ROW_LANES 16
+
+static REAL FN(lanes_total)(const REAL *lane)
+{
+    REAL t = R(0);
+    for (int j = 0; j < ML__ROW_LANES; j++)
+        t += lane[j];
+    return t;
+}
+
+/* log(sum(exp(x))) of one strided row, max-shifted so that no term overflows; exp(x - m) is
+ * the library's exp(-(m - x)) (vmath.h), m - x >= 0. */
 static REAL FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
 {
     if (len <= 0)
         return -INFINITY; /* log of an empty sum; the row's loss is then an empty sum too */
-    REAL m = x[0];
-    for (int64_t c = 1; c < len; c++)
-        if (x[c * stride] > m || m != m)
-            m = x[c * stride];
-    if (isinf(m))
-        return m; /* all -inf gives -inf; any +inf gives +inf (NaN downstream, as upstream) */
-    REAL s = R(0);
-    for (int64_t c = 0; c < len; c++)
-        s += exp(x[c * stride] - m);
-    /* s >= 1: the maximum contributes exp(0). */
-    // cppcheck-suppress invalidFunctionArg
-    return m + log(s);
+    REAL m = -INFINITY, s = R(0);
+    if (stride == 1) {
+        REAL mx[ML__ROW_LANES], lane[ML__ROW_LANES] = {0};
+        for (int j = 0; j < ML__ROW_LANES; j++)
+            mx[j] = -INFINITY;
+        int64_t c = 0;
+        for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+            for (int j = 0; j < ML__ROW_LANES; j++)
+                mx[j] = x[c + j] > mx[j] ? x[c + j] : mx[j]; /* NaN is left out here */
+        for (; c < len; c++)
+            mx[c % ML__ROW_LANES] = x[c] > mx[c % ML__ROW_LANES] ? x[c] : mx[c % ML__ROW_LANES];
+        for (int j = 0; j < ML__ROW_LANES; j++)
+            m = mx[j] > m ? mx[j] : m;
+        if (isinf(m))
+            return m; /* all -inf (or NaN) gives -inf; any +inf gives +inf (NaN downstream) */
+        for (c = 0; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+            for (int j = 0; j < ML__ROW_LANES; j++)
+                lane[j] += VMK(ml__exp_neg)(m - x[c + j]); /* a NaN shows here */
+        for (; c < len; c++)
+            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(m - x[c]);
+        s = FN(lanes_total)(lane);
+    } else {
+        for (int64_t c = 0; c < len; c++)
+            if (x[c * stride] > m)
+                m = x[c * stride];
+        if (isinf(m))
+            return m;
+        for (int64_t c = 0; c < len; c++)
+            s += VMK(ml__exp_neg)(m - x[c * stride]);
+    }
+    /* s >= 1 (the maximum contributes exp(0)), or NaN. */
+    return m + VMK(ml__log)(s);
+}
+
+/* -sum y_c (x_c - lse) of a row, y smoothed to y (1 - ls) + ls / K when `smooth`. */
+static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stride, REAL lse,
+                         int smooth, REAL ls, REAL lsk)
+{
+    REAL lane[ML__ROW_LANES] = {0};
+    int64_t c = 0;
+    if (stride == 1 && !smooth)
+        for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+            for (int j = 0; j < ML__ROW_LANES; j++)
+                lane[j] += y[c + j] * (x[c + j] - lse);
+    else if (stride == 1)
+        for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+            for (int j = 0; j < ML__ROW_LANES; j++)
+                lane[j] += (y[c + j] * (R(1) - ls) + lsk) * (x[c + j] - lse);
+    for (; c < len; c++) {
+        REAL yc = y[c * stride];
+        if (smooth)
+            yc = yc * (R(1) - ls) + lsk;
+        lane[c % ML__ROW_LANES] += yc * (x[c * stride] - lse);
+    }
+    return -FN(lanes_total)(lane);
 }
 
 /* One sample of the softmax family: the row of `len` classes at pred + base, stride inner. */
@@ -251,14 +308,8 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
             int smooth =
                 k->id == ML__TF_SOFTMAX_CE ? k->label_smoothing > 0 : k->label_smoothing != 0;
             REAL lse = FN(row_logsumexp)(x, len, st);
-            REAL acc = R(0);
-            for (int64_t c = 0; c < len; c++) {
-                REAL yc = y[c * st];
-                if (smooth)
-                    yc = yc * (R(1) - ls) + ls / R(k->smoothing_classes);
-                acc += yc * (x[c * st] - lse);
-            }
-            out[sample] = (double)(-acc);
+            out[sample] =
+                (double)FN(row_xent)(x, y, len, st, lse, smooth, ls, ls / R(k->smoothing_classes));
         } else {
             /* Keras categorical_crossentropy on probabilities: renormalise the row, clip
              * to [eps, 1 - eps], -sum y log o. */

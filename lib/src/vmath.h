@@ -200,8 +200,8 @@ static inline ML__ALWAYS_INLINE float ml__softplus_negf(float a)
  * below. */
 static inline ML__ALWAYS_INLINE float ml__sigmoid_ef(float x, float e)
 {
-    float d = 1.0f + e;
-    return x >= 0 ? 1.0f / d : e / d;
+    /* One division of a selected numerator, not two divisions and a select. */
+    return (x >= 0 ? 1.0f : e) / (1.0f + e);
 }
 
 static inline ML__ALWAYS_INLINE float ml__sigmoidf(float x)
@@ -340,8 +340,7 @@ static inline ML__ALWAYS_INLINE double ml__softplus_neg(double a)
 
 static inline ML__ALWAYS_INLINE double ml__sigmoid_e(double x, double e)
 {
-    double d = 1.0 + e;
-    return x >= 0 ? 1.0 / d : e / d;
+    return (x >= 0 ? 1.0 : e) / (1.0 + e);
 }
 
 static inline ML__ALWAYS_INLINE double ml__sigmoid(double x)
