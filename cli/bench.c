@@ -175,6 +175,8 @@ static double softmax_loss(int mode, const void *zv, const void *xv, const void 
             float sef = 0, accf = 0;
             for (int64_t c = 0; c < cols; c++)
                 sef += expf(x[c] - (float)m);
+            /* cols >= 1: the maximum's term makes sef >= 1. */
+            // cppcheck-suppress invalidFunctionArg
             float lse = (float)m + logf(sef);
             for (int64_t c = 0; c < cols; c++)
                 accf += z[c] * (x[c] - lse);
@@ -185,7 +187,8 @@ static double softmax_loss(int mode, const void *zv, const void *xv, const void 
                 double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
                 se += exp(xi - m);
             }
-            double lse = m + log(se);
+            // cppcheck-suppress invalidFunctionArg
+            double lse = m + log(se); /* se >= 1, as above */
             for (int64_t c = 0; c < cols; c++) {
                 int64_t i = r * cols + c;
                 double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
