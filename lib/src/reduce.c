@@ -4,7 +4,7 @@
  * Every reduction is sum(loss * w) / sum(d) for a per-element denominator d (1, w,
  * [w != 0], or the kernel's own), so one pass serves the whole tensor, every row
  * (per_sample) and every class (per_class). Sums are compensated in double; the totals in
- * eight interleaved lanes (ml__lanes), the order fast.c reproduces with SIMD.
+ * sixteen interleaved lanes (ml__lanes), the order fast.c reproduces with SIMD.
  */
 #include <stdlib.h>
 #include <string.h>

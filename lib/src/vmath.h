@@ -1,16 +1,16 @@
 /*
- * vmath.h -- exp and log1p for float32 elementwise work, written to vectorise.
+ * vmath.h -- the library's own exp, log1p, log and sigmoid, written to vectorise.
  *
- * Branch-free (selects, not branches), no calls, no integer<->float conversions the SIMD
- * instruction sets lack: a loop over these compiles to AVX2 or AVX-512 code (kernels built
- * with target_clones), and to the same bits on every path, because the float operations and
- * their order do not depend on the vector width and kernels are compiled without FMA
- * contraction (-ffp-contract=off).
+ * Branch-free (selects, not branches), no calls but fma, no integer<->float conversions the
+ * SIMD instruction sets lack: a loop over these compiles to AVX2 or AVX-512 code (the kernels
+ * are built once per instruction set, simd.h), and to the same bits on every path, because
+ * the operations and their order do not depend on the vector width, fused multiply-adds are
+ * explicit (correctly rounded everywhere) and nothing else is contracted (-ffp-contract=off).
  *
- * The float result is computed in double and rounded once: the double approximation's
- * relative error is below 3e-10, so the float result is within 0.5 ulp + 0.005 ulp of the
- * exact value (tests/test_vmath.c measures it against glibc's double functions over every
- * 31st float and the edges).
+ * ml__expf and ml__log1pf (general float arguments) compute in double and round once: within
+ * 0.5 ulp + 0.005 ulp of the exact value. The all-float and the double functions further down
+ * are those of the kernels. tests/test_vmath.c measures each against a correctly rounded
+ * reference (glibc's double functions for float, long double for double).
  */
 #ifndef ML_VMATH_H
 #define ML_VMATH_H
