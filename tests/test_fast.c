@@ -288,6 +288,93 @@ static void test_asl_soft_labels(void **state)
     free(w);
 }
 
+/* pos_weight (torch BCE, tf.nn.weighted_cross_entropy_with_logits) in the fused kernel: a
+ * number, one per class ([C]), one per row ([N,1]) and dense ([N,C]), float32 and float64,
+ * with a mask; every path equal to the general path on baseline, bit for bit. */
+static void test_pos_weight(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][2] = {{3, 5}, {1, 1031}, {33, 64}, {2049, 64}};
+    static const char *const losses[] = {"binary_cross_entropy_with_logits",
+                                         "tf.nn.weighted_cross_entropy_with_logits"};
+    static const char *const reds[] = {"mean", "SUM_BY_NONZERO_WEIGHTS"};
+    static const char *const paths[] = {"avx512f", "avx2", "baseline"};
+    int checked = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int64_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
+        float *z, *x, *w;
+        random_inputs(n, 0.4, 30, 0.3, 2, &z, &x, &w);
+        float *pwf = malloc((size_t)n * sizeof(float));
+        double *zd = malloc((size_t)n * sizeof(double)), *xd = malloc((size_t)n * sizeof(double));
+        double *wd = malloc((size_t)n * sizeof(double)), *pwd = malloc((size_t)n * sizeof(double));
+        assert_true(pwf && zd && xd && wd && pwd);
+        for (int64_t i = 0; i < n; i++) {
+            pwd[i] = pwf[i] = (float)(0.5 + 2.5 * uniform());
+            zd[i] = z[i];
+            xd[i] = x[i];
+            wd[i] = w[i];
+        }
+        for (int dt = 0; dt < 2; dt++)
+            for (size_t l = 0; l < 2; l++)
+                for (int v = 0; v < 4; v++) {
+                    enum ml_dtype dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+                    struct ml_tensor tz = {2, {rows, cols}, dtype, dt ? (void *)zd : z};
+                    struct ml_tensor tx = {2, {rows, cols}, dtype, dt ? (void *)xd : x};
+                    struct ml_tensor tw = {2, {rows, cols}, dtype, dt ? (void *)wd : w};
+                    /* v: 0 a number, 1 [C], 2 [N,1], 3 [N,C]. */
+                    struct ml_param pw = {
+                        .name = "pos_weight", .kind = ML_PARAM_NUMBER, .number = 2.5};
+                    if (v) {
+                        pw.kind = ML_PARAM_TENSOR;
+                        pw.tensor.dtype = dtype;
+                        pw.tensor.data = dt ? (void *)pwd : pwf;
+                        pw.tensor.rank = v == 1 ? 1 : 2;
+                        pw.tensor.shape[0] = v == 1 ? cols : rows;
+                        pw.tensor.shape[1] = v == 2 ? 1 : cols;
+                    }
+                    struct ml_request req;
+                    struct ml_result general, fused;
+                    ml_request_init(&req);
+                    req.loss = losses[l];
+                    req.reduction = reds[l];
+                    req.dtype = dtype;
+                    req.labels = &tz;
+                    req.logits = &tx;
+                    req.weights = &tw;
+                    req.params = &pw;
+                    req.num_params = 1;
+                    req.outputs = ML_OUT_LOSS | ML_OUT_PER_ELEMENT;
+                    setenv("MASKLOSS_SIMD", "baseline", 1);
+                    assert_int_equal(ml_eval(&req, &general, NULL), 0);
+                    req.outputs = ML_OUT_LOSS;
+                    for (int p = 0; p < 3; p++) {
+                        setenv("MASKLOSS_SIMD", paths[p], 1);
+                        if (strcmp(ml_simd_path(), paths[p]))
+                            continue;
+                        assert_int_equal(ml_eval(&req, &fused, NULL), 0);
+                        char ctx[160];
+                        snprintf(ctx, sizeof(ctx), "%s %s pos_weight variant %d [%lld,%lld] (%s)",
+                                 losses[l], dt ? "float64" : "float32", v, (long long)rows,
+                                 (long long)cols, paths[p]);
+                        same_bits(fused.loss, general.loss, "loss", ctx);
+                        ml_result_free(&fused);
+                        checked++;
+                    }
+                    ml_result_free(&general);
+                }
+        unsetenv("MASKLOSS_SIMD");
+        free(z);
+        free(x);
+        free(w);
+        free(pwf);
+        free(zd);
+        free(xd);
+        free(wd);
+        free(pwd);
+    }
+    printf("%d requests with pos_weight: fused == general\n", checked);
+}
+
 /* The softmax family's rows (16 lanes per row, the library's exp and log): the same bits on
  * every path, for class counts below, at and above the lanes, with and without smoothing,
  * float32 and float64. */
@@ -553,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_fused_equals_general), cmocka_unit_test(test_asl_soft_labels),
         cmocka_unit_test(test_non_finite_scan),      cmocka_unit_test(test_parallel_same_bits),
         cmocka_unit_test(test_fused_validates),      cmocka_unit_test(test_softmax_paths),
+        cmocka_unit_test(test_pos_weight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -753,9 +753,9 @@ static int fast_candidate(const struct eval *e)
     int alpha_ok = (alpha >= 0 && alpha <= 1) || alpha == -1;
     int elementwise = id == ML__TF_SIGMOID_CE || id == ML__TFNN_SIGMOID || id == ML__ASL ||
                       id == ML__TF_MSE || id == ML__TF_ABSDIFF || id == ML__TF_HUBER ||
-                      id == ML__TF_HINGE || id == ML__TF_LOG_LOSS;
+                      id == ML__TF_HINGE || id == ML__TF_LOG_LOSS || id == ML__TORCH_BCE ||
+                      id == ML__TFNN_WEIGHTED;
     if (!elementwise &&
-        !(id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight")) &&
         !(id == ML__TV_FOCAL && alpha_ok && (gamma == 0 || gamma == 1 || gamma == 2)))
         return 0;
     return red->den == ML__DEN_ONE || red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO ||
@@ -774,6 +774,47 @@ static int view_check_deferred(struct eval *e, struct ml_error *err)
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+/*
+ * pos_weight for the fused kernel (torch BCE, tf.nn.weighted_cross_entropy_with_logits): a
+ * number, or a tensor of the request's dtype, finite, whose numpy broadcast to the logits is
+ * one of fast.h's layouts, read in place. Returns 0 (f->pw, f->pwmode set; f->pwmode
+ * ML__FW_NONE for torch's pos_weight=None) or NOT_FAST: anything else, errors included, is
+ * left to the general path, which expands pos_weight and reports what is wrong.
+ */
+static int fast_pos_weight(const struct eval *e, struct ml__fast *f)
+{
+    const struct ml_tensor *x = e->pred.t;
+    f->pwmode = ML__FW_NONE;
+    if (e->def->id != ML__TORCH_BCE && e->def->id != ML__TFNN_WEIGHTED)
+        return 0;
+    if (e->def->id == ML__TORCH_BCE && !ml__param_given(e->info, &e->params, "pos_weight"))
+        return 0; /* pos_weight=None */
+    const struct ml_tensor *t = ml__param_tensor(e->info, &e->params, "pos_weight");
+    if (!t) {
+        f->pw_value = ml__param(e->info, &e->params, "pos_weight", 1.0);
+        if (!(f->pw_value - f->pw_value == 0))
+            return NOT_FAST;
+        f->pwmode = ML__FW_SCALAR;
+        f->pw = NULL;
+        return 0;
+    }
+    int64_t n = ml_shape_numel(t->rank, t->shape), aligned[ML_MAX_RANK], stride[ML_MAX_RANK];
+    int bad;
+    if (t->dtype != e->dtype || n < 0 || (n > 0 && !t->data) ||
+        ml__numpy_align(t->rank, t->shape, x->rank, x->shape, aligned, &bad))
+        return NOT_FAST;
+    if ((t->dtype == ML_FLOAT32 ? ml__first_non_finite_f32(t->data, n)
+                                : ml__first_non_finite_f64(t->data, n)) >= 0)
+        return NOT_FAST;
+    ml__strides(x->rank, aligned, stride);
+    int mode = fast_weights(x->rank, x->shape, stride);
+    if (mode < 0)
+        return NOT_FAST;
+    f->pwmode = (enum ml__fast_weights)mode;
+    f->pw = t->data;
     return 0;
 }
 
@@ -829,6 +870,8 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
         f.wmode = (enum ml__fast_weights)mode;
         f.w = e->weights.data;
     }
+    if (fast_pos_weight(e, &f))
+        return NOT_FAST;
     f.den_sums = red->den == ML__DEN_WEIGHTS;
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
     f.want_nz = red->den == ML__DEN_NONZERO || (outputs & ML_OUT_NUM_NONZERO_WEIGHTS);

@@ -35,6 +35,11 @@ struct ml__fast {
     int64_t rows, cols;                         /* the loss as [rows, cols]; n = rows * cols */
     const void *w;                              /* in the inputs' precision */
     enum ml__fast_weights wmode;
+    /* pos_weight (torch BCE, tf.nn weighted CE) in the same layouts as the weights, or the
+     * number pw_value (ML__FW_SCALAR with pw NULL); ML__FW_NONE: none. */
+    const void *pw;
+    enum ml__fast_weights pwmode;
+    double pw_value;
     int den_sums; /* sum the weights as the denominator (ML__DEN_WEIGHTS) */
     int want_sw;  /* sum the weights for sum_weights */
     int want_nz;  /* count the non-zero weights (else nonzero is left 0 for a weight stream) */

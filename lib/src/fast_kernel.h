@@ -17,12 +17,12 @@ static inline ALWAYS_INLINE REAL T(tf_sce)(REAL z, REAL x)
     return relu - x * z + VM(ml__softplus_neg)(ax);
 }
 
-/* torch BCE-with-logits without pos_weight from e = exp(-|x|). */
-static inline ALWAYS_INLINE REAL T(torch_bce_e)(REAL z, REAL x, REAL e)
+/* torch BCE-with-logits from e = exp(-|x|) and log_weight lw (1 without pos_weight). */
+static inline ALWAYS_INLINE REAL T(torch_bce_e)(REAL z, REAL x, REAL e, REAL lw)
 {
     REAL m = x < R(0.0) ? x : R(0.0);
     REAL log_sig = m - VM(ml__log1p_unit)(e);
-    return (R(1.0) - z) * x - R(1.0) * log_sig;
+    return (R(1.0) - z) * x - lw * log_sig;
 }
 
 /* torchvision.ops.sigmoid_focal_loss for gamma 0, 1 or 2; alpha < 0 for none. exp(-|x|) is
@@ -32,7 +32,7 @@ static inline ALWAYS_INLINE REAL T(tv_focal)(REAL z, REAL x, int gamma, REAL alp
     REAL ax = FABS(x);
     REAL e = VM(ml__exp_neg)(ax);
     REAL p = VM(ml__sigmoid_e)(x, e);
-    REAL ce = T(torch_bce_e)(z, x, e);
+    REAL ce = T(torch_bce_e)(z, x, e, R(1.0));
     REAL p_t = p * z + (R(1.0) - p) * (R(1.0) - z);
     REAL b = R(1.0) - p_t;
     REAL f = gamma == 2 ? b * b : gamma == 1 ? b : R(1.0);
@@ -147,13 +147,33 @@ static inline ALWAYS_INLINE int T(asl_losses)(const struct ml__fast *f, const RE
 /* The per-element losses of one contiguous run into out[]: one loop per formula, with no
  * branch inside for the vectoriser. Returns 1 when an ASL element needs powf. */
 static inline ALWAYS_INLINE int T(losses)(const struct ml__fast *f, const REAL *z, const REAL *x,
-                                          int64_t len, REAL *out)
+                                          const REAL *pw, REAL pws, int64_t len, REAL *out)
 {
     switch (f->id) {
     case ML__TORCH_BCE:
+        /* log_weight = 1 + (pos_weight - 1) z, or 1 for pos_weight=None (ATen Loss.cpp). */
+        if (pw)
+            for (int64_t k = 0; k < len; k++) {
+                REAL lw = R(1.0) + (pw[k] - R(1.0)) * z[k];
+                out[k] = T(torch_bce_e)(z[k], x[k], VM(ml__exp_neg)(FABS(x[k])), lw);
+            }
+        else if (f->pwmode != ML__FW_NONE)
+            for (int64_t k = 0; k < len; k++) {
+                REAL lw = R(1.0) + (pws - R(1.0)) * z[k];
+                out[k] = T(torch_bce_e)(z[k], x[k], VM(ml__exp_neg)(FABS(x[k])), lw);
+            }
+        else
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(torch_bce_e)(z[k], x[k], VM(ml__exp_neg)(FABS(x[k])), R(1.0));
+        return 0;
+    case ML__TFNN_WEIGHTED:
+        /* nn_impl.weighted_cross_entropy_with_logits, as kernels.h writes it. */
         for (int64_t k = 0; k < len; k++) {
-            REAL ax = FABS(x[k]);
-            out[k] = T(torch_bce_e)(z[k], x[k], VM(ml__exp_neg)(ax));
+            REAL q = pw ? pw[k] : pws;
+            REAL l = R(1.0) + (q - R(1.0)) * z[k];
+            REAL neg = -x[k] > R(0.0) ? -x[k] : R(0.0);
+            REAL sp = VM(ml__softplus_neg)(FABS(x[k]));
+            out[k] = (R(1.0) - z[k]) * x[k] + l * (sp + neg);
         }
         return 0;
     case ML__TV_FOCAL: {
@@ -301,44 +321,58 @@ static inline ALWAYS_INLINE void T(block_sums)(const REAL *loss, const REAL *w, 
         a->nonzero = scalar != 0 ? len : 0;
 }
 
+/* Elements [b0, b0 + len) of a tensor laid out as `mode` over the rows x cols: a pointer to
+ * a contiguous stream (into v, or into buf, where row and class values are laid out), or
+ * NULL with the one value in *scalar (ML__FW_NONE: `none`). */
+static inline ALWAYS_INLINE const REAL *T(stream)(enum ml__fast_weights mode, const REAL *v,
+                                                  REAL none, int64_t cols, int64_t b0, int64_t len,
+                                                  REAL *buf, REAL *scalar)
+{
+    *scalar = none;
+    switch (mode) {
+    case ML__FW_SCALAR:
+        *scalar = v[0];
+        return NULL;
+    case ML__FW_DENSE:
+        return v + b0;
+    case ML__FW_ROW:
+    case ML__FW_COL:
+        for (int64_t i = b0; i < b0 + len;) {
+            int64_t row = i / cols, col = i - row * cols;
+            int64_t seg = cols - col;
+            if (seg > b0 + len - i)
+                seg = b0 + len - i;
+            if (mode == ML__FW_COL)
+                memcpy(buf + (i - b0), v + col, (size_t)seg * sizeof(REAL));
+            else
+                for (int64_t k = 0; k < seg; k++)
+                    buf[i - b0 + k] = v[row];
+            i += seg;
+        }
+        return buf;
+    default:
+        return NULL;
+    }
+}
+
 static void T(run)(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out)
 {
-    REAL loss[BLOCK], wbuf[BLOCK];
+    REAL loss[BLOCK], wbuf[BLOCK], pwbuf[BLOCK];
     struct block_acc acc;
     memset(out, 0, sizeof(*out));
+    /* pos_weight given as a number: a one-element tensor of it. */
+    const REAL pw_number = (REAL)f->pw_value;
+    const REAL *pwv = f->pw ? (const REAL *)f->pw : &pw_number;
     for (int64_t b0 = begin; b0 < end; b0 += BLOCK) {
         int64_t len = end - b0 < BLOCK ? end - b0 : BLOCK;
-        if (T(losses)(f, (const REAL *)f->z + b0, (const REAL *)f->x + b0, len, loss))
+        REAL pws;
+        const REAL *pw = T(stream)(f->pwmode, pwv, R(1.0), f->cols, b0, len, pwbuf, &pws);
+        if (T(losses)(f, (const REAL *)f->z + b0, (const REAL *)f->x + b0, pw, pws, len, loss))
             T(asl_fixup)(f, (const REAL *)f->z + b0, (const REAL *)f->x + b0, len, loss);
         /* The weights of the block as one stream (or one constant). */
-        const REAL *w = NULL;
-        REAL scalar = R(1.0);
-        switch (f->wmode) {
-        case ML__FW_SCALAR:
-            scalar = ((const REAL *)f->w)[0];
-            break;
-        case ML__FW_DENSE:
-            w = (const REAL *)f->w + b0;
-            break;
-        case ML__FW_ROW:
-        case ML__FW_COL:
-            for (int64_t i = b0; i < b0 + len;) {
-                int64_t row = i / f->cols, col = i - row * f->cols;
-                int64_t seg = f->cols - col;
-                if (seg > b0 + len - i)
-                    seg = b0 + len - i;
-                if (f->wmode == ML__FW_COL)
-                    memcpy(wbuf + (i - b0), (const REAL *)f->w + col, (size_t)seg * sizeof(REAL));
-                else
-                    for (int64_t k = 0; k < seg; k++)
-                        wbuf[i - b0 + k] = ((const REAL *)f->w)[row];
-                i += seg;
-            }
-            w = wbuf;
-            break;
-        default:
-            break;
-        }
+        REAL scalar;
+        const REAL *w =
+            T(stream)(f->wmode, (const REAL *)f->w, R(1.0), f->cols, b0, len, wbuf, &scalar);
         const int has_w = f->wmode != ML__FW_NONE, need_den = f->den_sums || f->want_sw;
         if (w && need_den && f->want_nz)
             T(block_sums)(loss, w, R(1.0), 1, 1, 1, len, &acc);
