@@ -349,6 +349,26 @@ static void test_float64(void **state)
             1.0L / (1.0L + expl((long double)x)));
     printf("sigmoid (double, x <= 0): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
     assert_true(w.ulps <= 2);
+    /* exp over its whole range (overflow at 709.78, subnormals down to -745.13). */
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 0, 0x4086300000000000ull, -10.0, 10.0, ml__exp(x), expl((long double)x));
+    D_SWEEP(w, 0x8000000000000000ull, 0xc087500000000000ull, -746.0, 709.0, ml__exp(x),
+            expl((long double)x));
+    printf("exp (double): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    /* log1p over (-1, inf): negative and positive halves. */
+    memset(&w, 0, sizeof(w));
+    D_SWEEP(w, 0, 0x7ff0000000000000ull, -0.5, 2.0, ml__log1p(x), log1pl((long double)x));
+    D_SWEEP(w, 0x8000000000000000ull, 0xbff0000000000000ull, -1.0, 0.0, ml__log1p(x),
+            log1pl((long double)x));
+    printf("log1p (double): worst %lld ulp at %a\n", (long long)w.ulps, w.x);
+    assert_true(w.ulps <= 2);
+    assert_true(ml__exp(710.0) == INFINITY && ml__exp(-746.0) == 0.0 && ml__exp(0.0) == 1.0);
+    assert_true(ml__exp(INFINITY) == INFINITY && ml__exp(-INFINITY) == 0.0 && isnan(ml__exp(NAN)));
+    assert_true(ml__exp(-745.0) > 0.0 && ml__exp(709.7) < INFINITY);
+    assert_true(ml__log1p(-1.0) == -INFINITY && isnan(ml__log1p(-2.0)) && isnan(ml__log1p(NAN)));
+    assert_true(ml__log1p(INFINITY) == INFINITY && signbit(ml__log1p(-0.0)));
+    assert_true(ml__log1p(0x1p-1074) == 0x1p-1074 && ml__log1p(DBL_MAX) > 709.0);
     /* The specials. */
     assert_true(ml__exp_neg(0.0) == 1.0 && ml__exp_neg(INFINITY) == 0.0 && isnan(ml__exp_neg(NAN)));
     assert_true(ml__log(0.0) == -INFINITY && ml__log(1.0) == 0.0 && ml__log(INFINITY) == INFINITY);

@@ -390,6 +390,54 @@ static inline ML__ALWAYS_INLINE double ml__log(double x)
     return x != x ? x : y;
 }
 
+/* e^x for every double x (the kernels use ml__exp_neg): the same reduction and polynomial,
+ * 2^n applied in two halves so that neither overflows or underflows early. +-inf and NaN
+ * pass through as exp's limits. */
+static inline ML__ALWAYS_INLINE double ml__exp(double x)
+{
+    double xc = x > 709.8 ? 709.8 : x; /* beyond, exp overflows to +inf anyway */
+    xc = xc < -746.0 ? -746.0 : xc;    /* and rounds to 0 */
+    const double shift = 0x1.8p52;
+    double kf = ML__FMA(xc, 0x1.71547652b82fep0, shift);
+    double n = kf - shift; /* in [-1076, 1024] */
+    double r = ML__FMA(n, -0x1.62e42fefa39efp-1, xc);
+    r = ML__FMA(n, -0x1.abc9e3b39803fp-56, r);
+    double q = 1.0 / 6227020800.0;
+    q = ML__FMA(q, r, 1.0 / 479001600.0);
+    q = ML__FMA(q, r, 1.0 / 39916800.0);
+    q = ML__FMA(q, r, 1.0 / 3628800.0);
+    q = ML__FMA(q, r, 1.0 / 362880.0);
+    q = ML__FMA(q, r, 1.0 / 40320.0);
+    q = ML__FMA(q, r, 1.0 / 5040.0);
+    q = ML__FMA(q, r, 1.0 / 720.0);
+    q = ML__FMA(q, r, 1.0 / 120.0);
+    q = ML__FMA(q, r, 1.0 / 24.0);
+    q = ML__FMA(q, r, 1.0 / 6.0);
+    q = ML__FMA(q, r, 0.5);
+    double p = 1.0 + ML__FMA(r * r, q, r);
+    /* n = n1 + n2, n1 = round(n / 2): both halves give normal powers of two. */
+    double n1 = ML__FMA(n, 0.5, shift) - shift, n2 = n - n1;
+    double s1 = ml__from_bits((ml__bits(n1 + shift) - 0x4338000000000000ull + 1023u) << 52);
+    double s2 = ml__from_bits((ml__bits(n2 + shift) - 0x4338000000000000ull + 1023u) << 52);
+    double y = (p * s1) * s2;
+    return x != x ? x : y;
+}
+
+/* log(1 + x) for every double x: log(u) for u = 1 + x, plus c / u for the part c of x that
+ * the rounding of u lost (exact: c = x - (u - 1)). -inf at -1, NaN below, x itself at +-0. */
+static inline ML__ALWAYS_INLINE double ml__log1p(double x)
+{
+    double u = 1.0 + x;
+    double c = x - (u - 1.0);
+    double uc = u > 0x1p-1022 && u < __builtin_inf() ? u : 1.0; /* special u: see below */
+    double y = ml__log_core_d(uc, 0) + c / uc;
+    y = x == 0.0 ? x : y;
+    y = x == -1.0 ? -__builtin_inf() : y;
+    y = x < -1.0 ? __builtin_nan("") : y;
+    y = x == __builtin_inf() ? x : y;
+    return x != x ? x : y;
+}
+
 static inline ML__ALWAYS_INLINE int ml__powi_small_d(double g)
 {
     return g == 0.0 || g == 1.0 || g == 2.0 || g == 3.0 || g == 4.0;
