@@ -12,8 +12,10 @@
  * NaN and infinity: every formula here turns a non-finite label or logit into a non-finite
  * loss, and a non-finite weight makes loss * w non-finite (inf * 0 is NaN), so a non-finite
  * input always shows in the sum: the caller looks for the culprit only then, and no pass
- * of its own tests every element. ASL clamps its probabilities (a NaN or infinite logit can
- * give a finite loss), so its kernel adds x * 0 (NaN for those) to the loss it sums.
+ * of its own tests every element. ASL clamps its probabilities and hinge_loss its margin (a
+ * NaN or infinite input can give a finite loss there), so those kernels add x * 0 (and z * 0)
+ * to the loss they sum: NaN for exactly those inputs. pos_weight is checked before the
+ * kernel runs (eval.c).
  */
 #include <math.h>
 #include <string.h>

@@ -145,7 +145,8 @@ static inline ALWAYS_INLINE int T(asl_losses)(const struct ml__fast *f, const RE
 }
 
 /* The per-element losses of one contiguous run into out[]: one loop per formula, with no
- * branch inside for the vectoriser. Returns 1 when an ASL element needs powf. */
+ * branch inside for the vectoriser. Non-zero when some ASL elements need the general formula
+ * (asl_fixup). */
 static inline ALWAYS_INLINE int T(losses)(const struct ml__fast *f, const REAL *z, const REAL *x,
                                           const REAL *pw, REAL pws, int64_t len, REAL *out)
 {
