@@ -285,14 +285,13 @@ static inline ML__ALWAYS_INLINE float ml__powi4f(float b, float g)
 
 /* e^-a for a >= 0 (or NaN): e^r = 1 + r + r^2 q(r), q its Taylor series to r^11 / 13!
  * (truncation below 5e-18 on |r| <= ln 2 / 2). */
-static inline ML__ALWAYS_INLINE double ml__exp_neg(double a)
+/* e^t = p 2^n for a clamped t: n = round(t / ln 2) as kf = 1.5 * 2^52 + n (its bits are
+ * 0x4338000000000000 + n), p = e^r by the series. Shared by ml__exp_neg and ml__exp. */
+static inline ML__ALWAYS_INLINE double ml__exp_parts(double t, double *kf)
 {
-    double ac = a > 746.0 ? 746.0 : a; /* exp(-746) rounds to 0 */
-    double t = -ac;
-    /* kf = 1.5 * 2^52 + n, n = round(t / ln 2) in [-1077, 0]. */
     const double shift = 0x1.8p52;
-    double kf = ML__FMA(t, 0x1.71547652b82fep0, shift);
-    double n = kf - shift;
+    *kf = ML__FMA(t, 0x1.71547652b82fep0, shift);
+    double n = *kf - shift;
     double r = ML__FMA(n, -0x1.62e42fefa39efp-1, t);
     r = ML__FMA(n, -0x1.abc9e3b39803fp-56, r);
     double q = 1.0 / 6227020800.0; /* 1 / 13! */
@@ -307,7 +306,13 @@ static inline ML__ALWAYS_INLINE double ml__exp_neg(double a)
     q = ML__FMA(q, r, 1.0 / 24.0);
     q = ML__FMA(q, r, 1.0 / 6.0);
     q = ML__FMA(q, r, 0.5);
-    double p = 1.0 + ML__FMA(r * r, q, r);
+    return 1.0 + ML__FMA(r * r, q, r);
+}
+
+static inline ML__ALWAYS_INLINE double ml__exp_neg(double a)
+{
+    double ac = a > 746.0 ? 746.0 : a;      /* exp(-746) rounds to 0 */
+    double kf, p = ml__exp_parts(-ac, &kf); /* n in [-1077, 0] */
     /* p 2^(n + 512) is exact and normal; the final 2^-512 rounds once into the subnormals. */
     double scale = ml__from_bits((ml__bits(kf) - 0x4338000000000000ull + 1535u) << 52);
     return (p * scale) * 0x1p-512;
@@ -398,23 +403,8 @@ static inline ML__ALWAYS_INLINE double ml__exp(double x)
     double xc = x > 709.8 ? 709.8 : x; /* beyond, exp overflows to +inf anyway */
     xc = xc < -746.0 ? -746.0 : xc;    /* and rounds to 0 */
     const double shift = 0x1.8p52;
-    double kf = ML__FMA(xc, 0x1.71547652b82fep0, shift);
+    double kf, p = ml__exp_parts(xc, &kf);
     double n = kf - shift; /* in [-1076, 1024] */
-    double r = ML__FMA(n, -0x1.62e42fefa39efp-1, xc);
-    r = ML__FMA(n, -0x1.abc9e3b39803fp-56, r);
-    double q = 1.0 / 6227020800.0;
-    q = ML__FMA(q, r, 1.0 / 479001600.0);
-    q = ML__FMA(q, r, 1.0 / 39916800.0);
-    q = ML__FMA(q, r, 1.0 / 3628800.0);
-    q = ML__FMA(q, r, 1.0 / 362880.0);
-    q = ML__FMA(q, r, 1.0 / 40320.0);
-    q = ML__FMA(q, r, 1.0 / 5040.0);
-    q = ML__FMA(q, r, 1.0 / 720.0);
-    q = ML__FMA(q, r, 1.0 / 120.0);
-    q = ML__FMA(q, r, 1.0 / 24.0);
-    q = ML__FMA(q, r, 1.0 / 6.0);
-    q = ML__FMA(q, r, 0.5);
-    double p = 1.0 + ML__FMA(r * r, q, r);
     /* n = n1 + n2, n1 = round(n / 2): both halves give normal powers of two. */
     double n1 = ML__FMA(n, 0.5, shift) - shift, n2 = n - n1;
     double s1 = ml__from_bits((ml__bits(n1 + shift) - 0x4338000000000000ull + 1023u) << 52);
