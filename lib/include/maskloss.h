@@ -194,6 +194,16 @@ struct ml_result {
     double num_nonzero_weights;
     const char *loss_name;      /* the catalogue's name of the loss that ran (static) */
     const char *reduction_name; /* the reduction that ran, in its framework's spelling (static) */
+
+    /*
+     * How the result was computed, for tests and diagnostics (the numbers do not depend on
+     * it): `path` is ML_PATH_FUSED when one fused pass computed the sums without a
+     * per-element array (reduced outputs of the hot losses), ML_PATH_GENERAL otherwise;
+     * `simd` names the instruction set of the kernels that ran, as ml_simd_path() does
+     * (static).
+     */
+    enum ml_path { ML_PATH_GENERAL = 0, ML_PATH_FUSED = 1 } path;
+    const char *simd;
 };
 
 /* Set every field of a request to its default (dtype float32, outputs loss, no limit). */

@@ -211,6 +211,7 @@ struct eval {
     struct ml__params params;
     enum ml_dtype dtype;
     const struct ml__reduction *red;
+    enum ml__simd simd; /* the instruction set of this evaluation, picked once */
 
     struct view labels, pred, weights, pos_weight;
     const char *pred_field;
@@ -447,6 +448,7 @@ static void fill_common(const struct eval *e, struct ml__kctx *k)
     k->clip = ml__param(info, p, "clip", 0);
     k->from_logits = ml__param(info, p, "from_logits", 0) != 0;
     k->apply_class_balancing = ml__param(info, p, "apply_class_balancing", 0) != 0;
+    k->simd = (int)e->simd;
 }
 
 /* TF v1 pointwise losses, tf.nn ops, torch BCE, torchvision focal, ASL. */
@@ -875,7 +877,7 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     f.den_sums = red->den == ML__DEN_WEIGHTS;
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
     f.want_nz = red->den == ML__DEN_NONZERO || (outputs & ML_OUT_NUM_NONZERO_WEIGHTS);
-    f.simd = (int)ml__simd_pick();
+    f.simd = (int)e->simd;
 
     /* Chunks, each with sums of its own, merged in order: the same bits however many
      * threads ran them. */
@@ -914,6 +916,8 @@ static int try_fast(struct eval *e, struct ml_result *res, int wrank, const int6
     res->outputs = outputs | ML_OUT_LOSS;
     res->loss_name = e->info->name;
     res->reduction_name = red->name;
+    res->path = ML_PATH_FUSED;
+    res->simd = ml__simd_name(e->simd);
     return 0;
 }
 
@@ -933,6 +937,7 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     if (req->dtype != ML_FLOAT32 && req->dtype != ML_FLOAT64)
         return ml__fail(err, ML_EINVAL, "dtype", -1, "dtype must be float32 or float64");
     e->dtype = req->dtype;
+    e->simd = ml__simd_pick();
 
     rc = ml__params_parse(e->info, req, &e->params, err);
     if (rc)
@@ -1046,6 +1051,8 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     res->outputs = in.outputs | ML_OUT_LOSS;
     res->loss_name = e->info->name;
     res->reduction_name = e->red->name;
+    res->path = ML_PATH_GENERAL;
+    res->simd = ml__simd_name(e->simd);
     if (in.outputs & ML_OUT_PER_ELEMENT) {
         res->per_element.rank = vrank;
         memcpy(res->per_element.shape, vshape, sizeof(int64_t) * (size_t)vrank);

@@ -108,6 +108,7 @@ struct ml__kctx {
     double gamma_neg, gamma_pos, clip;
     double smoothing_classes; /* K of categorical label smoothing */
     int64_t ignore_index;
+    int simd; /* enum ml__simd: the instruction set to run (simd.h) */
 };
 
 /*
@@ -116,7 +117,7 @@ struct ml__kctx {
  * den receives each sample's denominator (its class weight, 0 when ignored).
  * Returns 0, or ML_ELABEL with *bad_index set when a class index is out of range.
  */
-/* Both dispatch to the widest instruction set the CPU runs (simd.c). */
+/* Both run the variant k->simd names (simd.c). */
 int ml__pointwise_f32(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index);
 int ml__pointwise_f64(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index);
 

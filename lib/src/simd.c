@@ -35,6 +35,11 @@ enum ml__simd ml__simd_pick(void)
     return best;
 }
 
+const char *ml__simd_name(enum ml__simd simd)
+{
+    return simd_names[simd];
+}
+
 const char *ml_simd_path(void)
 {
     return simd_names[ml__simd_pick()];
@@ -59,7 +64,7 @@ void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct m
 
 int ml__pointwise_f32(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index)
 {
-    switch (ml__simd_pick()) {
+    switch (k->simd) {
 #ifdef ML__X86_DISPATCH
     case ML__SIMD_AVX512:
         return ml__pointwise_f32_avx512(k, out, den, bad_index);
@@ -73,7 +78,7 @@ int ml__pointwise_f32(const struct ml__kctx *k, double *out, double *den, int64_
 
 int ml__pointwise_f64(const struct ml__kctx *k, double *out, double *den, int64_t *bad_index)
 {
-    switch (ml__simd_pick()) {
+    switch (k->simd) {
 #ifdef ML__X86_DISPATCH
     case ML__SIMD_AVX512:
         return ml__pointwise_f64_avx512(k, out, den, bad_index);

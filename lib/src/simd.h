@@ -35,6 +35,9 @@ enum ml__simd { ML__SIMD_BASELINE, ML__SIMD_AVX2, ML__SIMD_AVX512 };
 /* The path to run: the widest the CPU has, or the narrower one MASKLOSS_SIMD names. */
 enum ml__simd ml__simd_pick(void);
 
+/* The name of a path as ml_simd_path() gives it ("avx512f", "avx2", "baseline"). */
+const char *ml__simd_name(enum ml__simd simd);
+
 #define ML__DECLARE_VARIANTS(sfx)                                                                  \
     void ml__fast_run_##sfx(const struct ml__fast *f, int64_t begin, int64_t end,                  \
                             struct ml__fast_sums *out);                                            \
