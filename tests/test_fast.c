@@ -88,6 +88,9 @@ static void test_fused_equals_general(void **state)
         {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = -1}};
     static const struct ml_param focal0[] = {
         {.name = "gamma", .kind = ML_PARAM_NUMBER, .number = 0}};
+    /* torchvision applies an alpha above 1 as written. */
+    static const struct ml_param focal_alpha2[] = {
+        {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = 2}};
     static const struct ml_param asl_noclip[] = {
         {.name = "clip", .kind = ML_PARAM_NUMBER, .number = 0}};
     static const struct ml_param asl_nofocus[] = {
@@ -105,14 +108,14 @@ static void test_fused_equals_general(void **state)
     } variants[NLOSS][4] = {{{NULL, 0}, {smoothing, 1}},
                             {{NULL, 0}},
                             {{NULL, 0}},
-                            {{NULL, 0}, {focal1, 2}, {focal0, 1}},
+                            {{NULL, 0}, {focal1, 2}, {focal0, 1}, {focal_alpha2, 1}},
                             {{NULL, 0}, {asl_noclip, 1}, {asl_nofocus, 2}, {asl_powf, 1}},
                             {{NULL, 0}},
                             {{NULL, 0}},
                             {{NULL, 0}, {huber_delta, 1}},
                             {{NULL, 0}},
                             {{NULL, 0}, {log_eps, 1}}};
-    static const int nvariants[NLOSS] = {2, 1, 1, 3, 4, 1, 1, 2, 1, 2};
+    static const int nvariants[NLOSS] = {2, 1, 1, 4, 4, 1, 1, 2, 1, 2};
     /* Sizes around the 8 lanes, the 1024-element blocks and the 65536-element chunks. */
     static const int64_t shapes[][2] = {{1, 1},   {3, 5},     {1, 7},      {8, 1},
                                         {4, 9},   {13, 79},   {1, 1031},   {33, 64},
@@ -199,6 +202,16 @@ static void test_fused_equals_general(void **state)
                                          v ? " with parameters" : "", run[p]);
                                 if (rc1 || rc2)
                                     fail_msg("%s: rc %d / %d", ctx, rc1, rc2);
+                                /* Each fused candidate took the fused path, on the path asked
+                                 * for; per_element sends it to the general path. */
+                                if (fused.path != ML_PATH_FUSED || strcmp(fused.simd, run[p]) ||
+                                    general.path != ML_PATH_GENERAL ||
+                                    strcmp(general.simd, "baseline"))
+                                    fail_msg("%s: ran %s on %s and %s on %s", ctx,
+                                             fused.path == ML_PATH_FUSED ? "fused" : "general",
+                                             fused.simd,
+                                             general.path == ML_PATH_FUSED ? "fused" : "general",
+                                             general.simd);
                                 same_bits(fused.loss, general.loss, "loss", ctx);
                                 same_bits(fused.weighted_sum, general.weighted_sum, "weighted_sum",
                                           ctx);
@@ -519,6 +532,34 @@ static void test_non_finite_scan(void **state)
                                  dt ? "float64" : "float32", losses[l], (double)bad[b], field,
                                  (long long)cases[k].at, rc, rc ? err.field : "-",
                                  rc ? (long long)err.index : -1LL);
+                    /* Accepted with allow_non_finite: the fused path (reduced outputs) and the
+                     * general path (per_element asked too) give the same number, non-finite,
+                     * for mean and for sum. */
+                    req.allow_non_finite = 1;
+                    for (int r = 0; r < 2; r++) {
+                        /* Every one of these losses has both (names are case-insensitive). */
+                        req.reduction = r ? "sum" : "mean";
+                        struct ml_result fused, general;
+                        req.outputs = ML_OUT_LOSS;
+                        assert_int_equal(ml_eval(&req, &fused, NULL), 0);
+                        req.outputs = ML_OUT_LOSS | ML_OUT_PER_ELEMENT;
+                        assert_int_equal(ml_eval(&req, &general, NULL), 0);
+                        if (fused.path != ML_PATH_FUSED || general.path != ML_PATH_GENERAL)
+                            fail_msg("%s: paths %d %d", losses[l], fused.path, general.path);
+                        int same = isnan(fused.loss) ? isnan(general.loss)
+                                                     : fused.loss == general.loss;
+                        if (!same || isfinite(fused.loss))
+                            fail_msg("%s %s %s: %g in %s[%lld]: fused %g, general %g",
+                                     dt ? "float64" : "float32", losses[l],
+                                     req.reduction ? req.reduction : "default", (double)bad[b],
+                                     field, (long long)cases[k].at, fused.loss, general.loss);
+                        ml_result_free(&fused);
+                        ml_result_free(&general);
+                        checked++;
+                    }
+                    req.allow_non_finite = 0;
+                    req.reduction = NULL;
+                    req.outputs = ML_OUT_LOSS;
                     cases[k].where[cases[k].at] = saved;
                     where64[cases[k].at] = saved64;
                     checked++;
@@ -526,7 +567,9 @@ static void test_non_finite_scan(void **state)
     free(xd);
     free(zd);
     free(wd);
-    printf("%d non-finite inputs found\n", checked);
+    printf("%d non-finite inputs: found, and with allow_non_finite the same non-finite loss on "
+           "both paths\n",
+           checked);
     free(w);
     free(x);
     free(z);
@@ -611,35 +654,12 @@ static void test_parallel_same_bits(void **state)
 
 /* The fused path validates as the general one: a focal alpha outside [0, 1] (and not -1)
  * is a bad_parameter whatever the outputs and the reduction. */
-static void test_fused_validates(void **state)
-{
-    (void)state;
-    float z[4] = {1, 0, 0, 1}, x[4] = {0.5f, -0.5f, 2, -2};
-    struct ml_tensor tz = {2, {2, 2}, ML_FLOAT32, z}, tx = {2, {2, 2}, ML_FLOAT32, x};
-    struct ml_param alpha = {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = 2};
-    static const char *const reds[] = {"mean", "sum", "none"};
-    for (int r = 0; r < 3; r++) {
-        struct ml_request req;
-        struct ml_result res;
-        struct ml_error err;
-        ml_request_init(&req);
-        req.loss = "sigmoid_focal_loss";
-        req.reduction = reds[r];
-        req.labels = &tz;
-        req.logits = &tx;
-        req.params = &alpha;
-        req.num_params = 1;
-        assert_int_equal(ml_eval(&req, &res, &err), ML_EPARAM);
-        assert_string_equal(err.field, "params.alpha");
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general), cmocka_unit_test(test_asl_soft_labels),
         cmocka_unit_test(test_non_finite_scan),      cmocka_unit_test(test_parallel_same_bits),
-        cmocka_unit_test(test_fused_validates),      cmocka_unit_test(test_softmax_paths),
+        cmocka_unit_test(test_softmax_paths),
         cmocka_unit_test(test_pos_weight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

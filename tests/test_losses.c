@@ -480,7 +480,8 @@ static void test_focal_asl_random(void **state)
         const char *red;
         int asl = trial % 2;
         if (!asl) {
-            double alpha = (double[]){0.25, -1, 0.9, 0}[rng_int(&r, 0, 3)];
+            /* torchvision applies any alpha >= 0 as written and none below 0. */
+            double alpha = (double[]){0.25, -1, 0.9, 0, 2, -0.5}[rng_int(&r, 0, 5)];
             double gamma = (double[]){0, 1.5, 2, 3}[rng_int(&r, 0, 3)];
             p[0] = (struct ml_param){.name = "alpha", .kind = ML_PARAM_NUMBER, .number = alpha};
             p[1] = (struct ml_param){.name = "gamma", .kind = ML_PARAM_NUMBER, .number = gamma};
@@ -528,17 +529,6 @@ static void test_focal_asl_random(void **state)
                         res.loss, 1e-11, 1e-14, red, -1);
         ml_result_free(&res);
     }
-    /* torchvision rejects alpha outside [0, 1] and -1. */
-    struct ml_param bad = {.name = "alpha", .kind = ML_PARAM_NUMBER, .number = 2.0};
-    struct ml_request req;
-    struct ml_result res;
-    ml_request_init(&req);
-    req.loss = "sigmoid_focal_loss";
-    req.labels = mk(&z, 1, 2, 0, 0);
-    req.logits = mk(&x, 1, 2, 0, 0);
-    req.params = &bad;
-    req.num_params = 1;
-    run(&req, &res, ML_EPARAM, "focal alpha 2");
 }
 
 /* ---- Softmax family --------------------------------------------------------------------- */
@@ -1028,6 +1018,159 @@ static double eval1(const char *loss, const char *red, enum ml_dtype dt, double 
     return v;
 }
 
+/* Distance in units in the last place of `dt` between got and the exact value (rounded to
+ * dt first), counted through the ordered bit patterns. */
+static double ulps(double got, ld exact, enum ml_dtype dt)
+{
+    if (dt == ML_FLOAT32) {
+        float a = (float)got, b = (float)exact;
+        int32_t ia, ib;
+        memcpy(&ia, &a, 4);
+        memcpy(&ib, &b, 4);
+        ia = ia < 0 ? INT32_MIN - ia : ia;
+        ib = ib < 0 ? INT32_MIN - ib : ib;
+        return fabs((double)ia - (double)ib) + ((double)a != got ? 1e9 : 0);
+    }
+    double a = got, b = (double)exact;
+    int64_t ia, ib;
+    memcpy(&ia, &a, 8);
+    memcpy(&ib, &b, 8);
+    ia = ia < 0 ? INT64_MIN - ia : ia;
+    ib = ib < 0 ? INT64_MIN - ib : ib;
+    return fabs((double)ia - (double)ib);
+}
+
+/* One element's loss on both paths: the general path (per_element) and, for reduction sum of
+ * one element, the fused one where the loss has it; both within max_ulps of `exact`. */
+static void check_element(const char *loss, enum ml_dtype dt, double z, double x,
+                          const struct ml_param *p, size_t np, ld exact, double max_ulps)
+{
+    for (int general = 0; general < 2; general++) {
+        static struct T tz, tx;
+        mk(&tz, 1, 1, 0, 0);
+        mk(&tx, 1, 1, 0, 0);
+        tz.d[0] = z;
+        tx.d[0] = x;
+        struct ml_request req;
+        struct ml_result res;
+        ml_request_init(&req);
+        req.loss = loss;
+        req.reduction = "sum";
+        req.dtype = dt;
+        req.labels = &tz.t;
+        req.logits = &tx.t;
+        req.params = p;
+        req.num_params = np;
+        req.outputs = general ? ML_OUT_LOSS | ML_OUT_PER_ELEMENT : ML_OUT_LOSS;
+        run(&req, &res, 0, loss);
+        double got = general ? res.per_element.data[0] : res.loss;
+        double u = ulps(got, exact, dt);
+        if (u > max_ulps)
+            fail_msg("%s %s z=%g x=%.17g (%s path): got %.17g, exact %.20Lg: %.0f ulp", loss,
+                     dt == ML_FLOAT32 ? "float32" : "float64", z, x,
+                     res.path == ML_PATH_FUSED ? "fused" : "general", got, exact, u);
+        ml_result_free(&res);
+    }
+}
+
+/*
+ * Issue 10's accuracy defects, against exact values (mpmath at 50 digits: log1p(exp(-10)),
+ * log1p(exp(x)) for x = -13.419898768799802, 0.75 sigmoid(x)^2 log1p(exp(x)) for x = -26.98).
+ * Before the fix: the sigmoid family lost an ulp of |x| (5.1e-10 relative in float64, 8.3e-3
+ * in float32 at x = -10), focal 6.8e-4, and log-softmax an ulp of the largest logit.
+ */
+static void test_small_losses_exact(void **state)
+{
+    (void)state;
+    const ld sp10 = 4.5398899216864646769487829307105597e-05L; /* log1p(exp(-10)) */
+    const ld sp13 = 1.4852914958876284696334459839262409e-06L;
+    const ld focal27 = 5.2876889308087240422917019822767347e-36L;
+    static const char *const bce[] = {"binary_cross_entropy_with_logits", "sigmoid_cross_entropy",
+                                      "tf.nn.sigmoid_cross_entropy_with_logits"};
+    for (int l = 0; l < 3; l++) {
+        check_element(bce[l], ML_FLOAT64, 0, -13.419898768799802, NULL, 0, sp13, 2);
+        check_element(bce[l], ML_FLOAT64, 1, 13.419898768799802, NULL, 0, sp13, 2);
+        check_element(bce[l], ML_FLOAT32, 0, -10, NULL, 0, sp10, 2);
+        check_element(bce[l], ML_FLOAT32, 1, 10, NULL, 0, sp10, 2);
+    }
+    /* pos_weight leaves a negative's loss alone. */
+    struct ml_param pw = {.name = "pos_weight", .kind = ML_PARAM_NUMBER, .number = 3};
+    check_element("binary_cross_entropy_with_logits", ML_FLOAT64, 0, -13.419898768799802, &pw, 1,
+                  sp13, 2);
+    check_element("weighted_cross_entropy", ML_FLOAT32, 0, -10, &pw, 1, sp10, 2);
+    check_element("sigmoid_focal_loss", ML_FLOAT64, 0, -26.98, NULL, 0, focal27, 4);
+
+    /* Softmax rows with a dominant logit: the loss of the top class is log1p(exp(-10)). */
+    static const char *const ce[] = {"sparse_softmax_cross_entropy", "cross_entropy",
+                                      "softmax_cross_entropy"};
+    static const double rows[][2] = {{20, 10}, {10000, 9990}, {-5, -15}};
+    for (int l = 0; l < 3; l++)
+        for (int r = 0; r < 3; r++)
+            for (int dt = 0; dt < 2; dt++) {
+                static struct T tz, tx;
+                int dense = l == 2;
+                mk(&tx, 2, 1, 2, 0);
+                tx.d[0] = rows[r][0];
+                tx.d[1] = rows[r][1];
+                if (dense) {
+                    mk(&tz, 2, 1, 2, 0);
+                    tz.d[0] = 1;
+                    tz.d[1] = 0;
+                } else {
+                    mk(&tz, 1, 1, 0, 0);
+                    tz.d[0] = 0;
+                }
+                struct ml_request req;
+                struct ml_result res;
+                ml_request_init(&req);
+                req.loss = ce[l];
+                req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+                req.labels = &tz.t;
+                req.logits = &tx.t;
+                run(&req, &res, 0, ce[l]);
+                double u = ulps(res.loss, sp10, req.dtype);
+                if (u > 2)
+                    fail_msg("%s %s [[%g, %g]]: got %.17g, exact %.17Lg: %.0f ulp", ce[l],
+                             dt ? "float64" : "float32", rows[r][0], rows[r][1], res.loss, sp10,
+                             u);
+                ml_result_free(&res);
+            }
+}
+
+/* torch cross_entropy, mean, every kept target of class weight 0 and label smoothing: ATen
+ * adds (1 - ls) * 0/0 to the smoothing term, NaN (torch 1.13 prints nan), not +inf. */
+static void test_torch_ce_zero_weight_nan(void **state)
+{
+    (void)state;
+    static struct T tz, tx, tw;
+    double x[6] = {1, 2, 3, 0.5, 0.1, -1};
+    mk(&tx, 2, 2, 3, 0);
+    memcpy(tx.d, x, sizeof(x));
+    mk(&tz, 1, 2, 0, 0);
+    tz.d[0] = 0;
+    tz.d[1] = 2;
+    mk(&tw, 1, 3, 0, 0);
+    tw.d[0] = 0;
+    tw.d[1] = 1;
+    tw.d[2] = 0;
+    for (int smoothing = 0; smoothing < 2; smoothing++) {
+        struct ml_param ls = {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.1};
+        struct ml_request req;
+        struct ml_result res;
+        ml_request_init(&req);
+        req.loss = "cross_entropy";
+        req.dtype = ML_FLOAT64;
+        req.labels = &tz.t;
+        req.logits = &tx.t;
+        req.weights = &tw.t;
+        req.params = &ls;
+        req.num_params = (size_t)smoothing;
+        run(&req, &res, 0, "cross_entropy");
+        assert_true(isnan(res.loss));
+        ml_result_free(&res);
+    }
+}
+
 static void test_hand_derived(void **state)
 {
     (void)state;
@@ -1270,6 +1413,7 @@ int main(void)
         cmocka_unit_test(test_hand_derived),          cmocka_unit_test(test_errors),
         cmocka_unit_test(test_accuracy_1m),           cmocka_unit_test(test_catalogue),
         cmocka_unit_test(test_empty_class_axis),
+        cmocka_unit_test(test_small_losses_exact), cmocka_unit_test(test_torch_ce_zero_weight_nan),
     };
     return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
 }

@@ -137,7 +137,9 @@ static const struct ml_param_info torch_ce_params[] = {
     {"label_smoothing", ML_PARAM_NUMBER, 0.0, "in [0, 1]: targets mixed with the uniform 1/C"},
 };
 static const struct ml_param_info tv_focal_params[] = {
-    {"alpha", ML_PARAM_NUMBER, 0.25, "in [0, 1] weighs positives, or -1 to disable"},
+    {"alpha", ML_PARAM_NUMBER, 0.25,
+     "alpha >= 0 weighs positives by alpha and negatives by 1 - alpha (any value, as "
+     "torchvision applies it); below 0: no weighting"},
     {"gamma", ML_PARAM_NUMBER, 2.0, "the focusing exponent of (1 - p_t)"},
 };
 static const struct ml_param_info asl_params[] = {

@@ -466,12 +466,6 @@ static int prepare_elementwise(struct eval *e, struct ml__kctx *k, struct ml_err
         if (rc)
             return rc;
     }
-    if (e->def->id == ML__TV_FOCAL) {
-        double a = ml__param(e->info, &e->params, "alpha", 0.25);
-        if (!((a >= 0 && a <= 1) || a == -1))
-            return ml__fail(err, ML_EPARAM, "params.alpha", -1,
-                            "alpha must be in [0, 1] or -1 to ignore, got %g", a);
-    }
     e->vrank = x->rank;
     memcpy(e->vshape, x->shape, sizeof(e->vshape));
     int rc = alloc_values(e, err);
@@ -750,15 +744,12 @@ static int fast_candidate(const struct eval *e)
     if (outputs & ~scalars)
         return 0;
     double gamma = ml__param(e->info, &e->params, "gamma", 2.0);
-    double alpha = ml__param(e->info, &e->params, "alpha", 0.25);
-    /* An invalid alpha goes to the general path, which reports it (prepare_elementwise). */
-    int alpha_ok = (alpha >= 0 && alpha <= 1) || alpha == -1;
     int elementwise = id == ML__TF_SIGMOID_CE || id == ML__TFNN_SIGMOID || id == ML__ASL ||
                       id == ML__TF_MSE || id == ML__TF_ABSDIFF || id == ML__TF_HUBER ||
                       id == ML__TF_HINGE || id == ML__TF_LOG_LOSS || id == ML__TORCH_BCE ||
                       id == ML__TFNN_WEIGHTED;
     if (!elementwise &&
-        !(id == ML__TV_FOCAL && alpha_ok && (gamma == 0 || gamma == 1 || gamma == 2)))
+        !(id == ML__TV_FOCAL && (gamma == 0 || gamma == 1 || gamma == 2)))
         return 0;
     return red->den == ML__DEN_ONE || red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO ||
            red->den == ML__DEN_WEIGHTS;

@@ -67,7 +67,6 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #define FABS __builtin_fabsf
 #define POW powf
 #define POWI_SMALL ml__powi_small
-#define NORMAL_MIN 0x1p-126f
 #define LOADV(p) (*(const v8f *)(p))
 #define RAWV v8f
 #define WIDEN(v) WIDEN_F32(v)
@@ -79,7 +78,6 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #undef FABS
 #undef POW
 #undef POWI_SMALL
-#undef NORMAL_MIN
 #undef LOADV
 #undef RAWV
 #undef WIDEN
@@ -91,7 +89,6 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #define FABS __builtin_fabs
 #define POW pow
 #define POWI_SMALL ml__powi_small_d
-#define NORMAL_MIN 0x1p-1022
 #define LOADV(p) ((v8d)(*(const v8du *)(p)))
 #define RAWV v8d
 #define WIDEN(v) (v)

@@ -27,41 +27,13 @@
 #define POWI_SMALL_K ml__powi_small_d
 #endif
 
-/* log(1 + exp(-|x|)): the stable tail shared by the sigmoid family, by the library's own
- * functions (vmath.h, within 2 ulp of the correctly rounded value on every input tested). */
-static inline REAL FN(softplus_neg_abs)(REAL x)
-{
-    return VMK(ml__softplus_neg)(fabs(x));
-}
-
-/* tf.nn.sigmoid_cross_entropy_with_logits (nn_impl.py): max(x,0) - x*z + log1p(exp(-|x|)). */
-static inline REAL FN(tf_sigmoid_xent)(REAL z, REAL x)
-{
-    REAL relu = x >= R(0) ? x : R(0);
-    return relu - x * z + FN(softplus_neg_abs)(x);
-}
-
-/* log(sigmoid(x)) = min(x,0) - log1p(exp(-|x|)) (ATen log_sigmoid). */
-static inline REAL FN(log_sigmoid)(REAL x)
-{
-    REAL m = x < R(0) ? x : R(0);
-    return m - FN(softplus_neg_abs)(x);
-}
-
-/* torch binary_cross_entropy_with_logits (ATen Loss.cpp):
- * (1 - z) * x - log_weight * log_sigmoid(x), log_weight = 1 + (pos_weight - 1) * z. */
-static inline REAL FN(torch_bce)(REAL z, REAL x, REAL log_weight)
-{
-    return (R(1) - z) * x - log_weight * FN(log_sigmoid)(x);
-}
-
-static inline REAL FN(sigmoid)(REAL x)
-{
-    if (x >= R(0))
-        return R(1) / (R(1) + exp(-x));
-    REAL e = exp(x);
-    return e / (R(1) + e);
-}
+/* The formulas both paths share (formulas.h), in this type. */
+#define F(name) FN(name)
+#define VM(name) VMK(name)
+#define FABS fabs
+#define POW pow
+#define POWI_SMALL POWI_SMALL_K
+#include "formulas.h"
 
 /* Keras 3 backend binary_crossentropy on probabilities: clip to [eps, 1-eps], then
  * -(y log o + (1-y) log(1-o)). Keras 2 also adds eps inside both logs. */
@@ -77,132 +49,68 @@ static inline REAL FN(keras_bce_probs)(REAL y, REAL p, int keras2)
     return -(y * log(o) + (R(1) - y) * log(R(1) - o));
 }
 
-static inline REAL FN(smooth_binary)(REAL y, REAL ls)
-{
-    return y * (R(1) - ls) + R(0.5) * ls;
-}
-
 /* The elementwise value of the losses whose output keeps the input shape, and of the
  * Keras binary losses before their mean over `axis`. */
 static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
 {
     switch (k->id) {
-    case ML__TF_SIGMOID_CE: {
+    case ML__TF_SIGMOID_CE:
         /* losses_impl.sigmoid_cross_entropy: smoothing only when label_smoothing > 0. */
         if (k->label_smoothing > 0)
             z = FN(smooth_binary)(z, R(k->label_smoothing));
-        return FN(tf_sigmoid_xent)(z, x);
-    }
+        return FN(sigmoid_xent)(z, x);
     case ML__TFNN_SIGMOID:
-        return FN(tf_sigmoid_xent)(z, x);
-    case ML__TFNN_WEIGHTED: {
-        /* nn_impl.weighted_cross_entropy_with_logits:
-         * (1 - z) x + (1 + (q - 1) z) (log1p(exp(-|x|)) + max(-x, 0)). */
-        REAL q = ((const REAL *)k->aux)[i];
-        REAL l = R(1) + (q - R(1)) * z;
-        REAL neg = -x > R(0) ? -x : R(0);
-        return (R(1) - z) * x + l * (FN(softplus_neg_abs)(x) + neg);
-    }
-    case ML__TF_LOG_LOSS: {
-        /* losses_impl.log_loss: epsilon added inside the logs, no clipping. */
-        REAL eps = R(k->epsilon);
-        return -(z * VMK(ml__log)(x + eps)) - (R(1) - z) * VMK(ml__log)(R(1) - x + eps);
-    }
-    case ML__TF_MSE: {
-        REAL d = x - z;
-        return d * d;
-    }
+        return FN(sigmoid_xent)(z, x);
+    case ML__TFNN_WEIGHTED:
+        /* nn_impl.weighted_cross_entropy_with_logits. */
+        return FN(weighted_xent)(z, x, ((const REAL *)k->aux)[i]);
+    case ML__TF_LOG_LOSS:
+        return FN(log_loss)(z, x, R(k->epsilon));
+    case ML__TF_MSE:
+        return FN(squared_error)(z, x);
     case ML__TF_ABSDIFF:
-        return fabs(x - z);
-    case ML__TF_HUBER: {
-        /* losses_impl.huber_loss: 0.5 q^2 + delta (|e| - q), q = min(|e|, delta). */
-        REAL delta = R(k->delta);
-        REAL a = fabs(x - z);
-        REAL q = a < delta ? a : delta;
-        REAL lin = a - q;
-        return R(0.5) * (q * q) + delta * lin;
-    }
-    case ML__TF_HINGE: {
-        /* losses_impl.hinge_loss: relu(1 - (2z - 1) x). */
-        REAL y = R(2) * z - R(1);
-        REAL m = R(1) - y * x;
-        return m > R(0) ? m : R(0);
-    }
+        return FN(absolute_difference)(z, x);
+    case ML__TF_HUBER:
+        return FN(huber)(z, x, R(k->delta));
+    case ML__TF_HINGE:
+        return FN(hinge)(z, x);
     case ML__TF_CWL:
         return x;
-    case ML__TORCH_BCE: {
-        REAL lw = k->aux ? R(1) + (((const REAL *)k->aux)[i] - R(1)) * z : R(1);
-        return FN(torch_bce)(z, x, lw);
-    }
+    case ML__TORCH_BCE:
+        /* ATen binary_cross_entropy_with_logits; pos_weight=None is the plain formula. */
+        return k->aux ? FN(weighted_xent)(z, x, ((const REAL *)k->aux)[i])
+                      : FN(sigmoid_xent)(z, x);
     case ML__TV_FOCAL: {
-        /* torchvision.ops.sigmoid_focal_loss. */
-        REAL p = VMK(ml__sigmoid)(x);
-        REAL ce = FN(torch_bce)(z, x, R(1));
-        REAL p_t = p * z + (R(1) - p) * (R(1) - z);
-        /* Small integer gammas (2 is the default) by multiplication, as fast.c does. */
-        REAL b = R(1) - p_t, g = R(k->gamma);
-        REAL f = g == R(2) ? b * b : g == R(1) ? b : g == R(0) ? R(1) : pow(b, g);
-        REAL loss = ce * f;
-        if (k->alpha >= 0) {
-            REAL a = R(k->alpha);
-            loss = (a * z + (R(1) - a) * (R(1) - z)) * loss;
-        }
-        return loss;
+        REAL g = R(k->gamma);
+        int gk = g == R(2) ? 2 : g == R(1) ? 1 : g == R(0) ? 0 : -1;
+        return FN(tv_focal)(z, x, gk, g, R(k->alpha));
     }
-    case ML__ASL: {
-        /* ASL AsymmetricLoss.forward (Alibaba-MIIL/ASL src/loss_functions/losses.py);
-         * returns the positive term -L of its -sum(L). */
-        REAL xs_pos = VMK(ml__sigmoid)(x);
-        REAL xs_neg = R(1) - xs_pos;
-        if (k->clip > 0) {
-            xs_neg = xs_neg + R(k->clip);
-            if (xs_neg > R(1))
-                xs_neg = R(1);
-        }
-        REAL eps = R(k->epsilon);
-        REAL lp = z * VMK(ml__log)(xs_pos > eps ? xs_pos : eps);
-        REAL ln = (R(1) - z) * VMK(ml__log)(xs_neg > eps ? xs_neg : eps);
-        REAL l = lp + ln;
-        if (k->gamma_neg > 0 || k->gamma_pos > 0) {
-            REAL pt = xs_pos * z + xs_neg * (R(1) - z);
-            REAL g = R(k->gamma_pos) * z + R(k->gamma_neg) * (R(1) - z);
-            /* Small integer powers (binary labels with the default gammas 4 and 1) by
-             * multiplication, as fast.c does. */
-            l = l * (POWI_SMALL_K(g) ? VMK(ml__powi4)(R(1) - pt, g) : pow(R(1) - pt, g));
-        }
-        return -l;
-    }
+    case ML__ASL:
+        /* ASL AsymmetricLoss.forward (Alibaba-MIIL/ASL src/loss_functions/losses.py). */
+        return FN(asl)(z, x, FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg));
     case ML__K3_BCE:
     case ML__K2_BCE: {
         if (k->label_smoothing != 0)
             z = FN(smooth_binary)(z, R(k->label_smoothing));
         if (k->from_logits)
-            return FN(tf_sigmoid_xent)(z, x);
+            return FN(sigmoid_xent)(z, x);
         return FN(keras_bce_probs)(z, x, k->id == ML__K2_BCE);
     }
-    case ML__K3_FOCAL: {
-        /* keras/src/losses/losses.py binary_focal_crossentropy: the BCE term always takes
-         * the clipped-probability path, even from logits. */
-        if (k->label_smoothing != 0)
-            z = FN(smooth_binary)(z, R(k->label_smoothing));
-        REAL p = k->from_logits ? FN(sigmoid)(x) : x;
-        REAL bce = FN(keras_bce_probs)(z, p, 0);
-        REAL p_t = z * p + (R(1) - z) * (R(1) - p);
-        REAL fl = pow(R(1) - p_t, R(k->gamma)) * bce;
-        if (k->apply_class_balancing) {
-            REAL a = R(k->alpha);
-            fl = (z * a + (R(1) - z) * (R(1) - a)) * fl;
-        }
-        return fl;
-    }
+    case ML__K3_FOCAL:
     case ML__K2_FOCAL: {
-        /* keras/backend.py binary_focal_crossentropy (Keras 2): exact BCE from logits. */
+        /* keras/src/losses/losses.py binary_focal_crossentropy (Keras 3): the BCE term always
+         * takes the clipped-probability path, even from logits; keras/backend.py (Keras 2):
+         * the exact BCE from logits. 1 - p_t as z (1 - p) + (1 - z) p, no cancellation. */
         if (k->label_smoothing != 0)
             z = FN(smooth_binary)(z, R(k->label_smoothing));
-        REAL p = k->from_logits ? FN(sigmoid)(x) : x;
-        REAL p_t = z * p + (R(1) - z) * (R(1) - p);
-        REAL bce = k->from_logits ? FN(tf_sigmoid_xent)(z, x) : FN(keras_bce_probs)(z, x, 1);
-        REAL fl = pow(R(1) - p_t, R(k->gamma)) * bce;
+        struct FN(sigmoid_pair) s = {x, R(1) - x};
+        if (k->from_logits)
+            s = FN(sigmoid_pair_e)(x, VMK(ml__exp_neg)(fabs(x)));
+        REAL bce = k->id == ML__K3_FOCAL ? FN(keras_bce_probs)(z, s.p, 0)
+                   : k->from_logits      ? FN(sigmoid_xent)(z, x)
+                                         : FN(keras_bce_probs)(z, x, 1);
+        REAL b = z * s.q + (R(1) - z) * s.p;
+        REAL fl = pow(b, R(k->gamma)) * bce;
         if (k->apply_class_balancing) {
             REAL a = R(k->alpha);
             fl = (z * a + (R(1) - z) * (R(1) - a)) * fl;
@@ -227,12 +135,28 @@ static REAL FN(lanes_total)(const REAL *lane)
     return t;
 }
 
-/* log(sum(exp(x))) of one strided row, max-shifted so that no term overflows; exp(x - m) is
- * the library's exp(-(m - x)) (vmath.h), m - x >= 0. */
-static REAL FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
+/*
+ * The log-softmax of a row, as -log_softmax(x)_c = (m - x_c) + l: m the row's maximum and
+ * l = log(sum exp(x - m)) = log1p(r), r the sum without the maximum's own term exp(0) = 1.
+ * Two non-negative terms: nothing cancels, so the small losses of confident rows keep their
+ * digits (x_c - (m + log s) loses an ulp of m there). m = +-inf (or a row of NaN, or an empty
+ * row) gives l = 0, and m - x_c then the limits the frameworks give.
+ */
+struct FN(row_lse) {
+    REAL m, l;
+};
+
+static inline REAL FN(neg_log_softmax)(REAL x, struct FN(row_lse) r)
 {
-    if (len <= 0)
-        return -INFINITY; /* log of an empty sum; the row's loss is then an empty sum too */
+    return (r.m - x) + r.l;
+}
+
+/* exp(x - m) is the library's exp(-(m - x)) (vmath.h), m - x >= 0; the maximum's own term
+ * (the first element equal to m) is left out by an argument whose exp is 0. */
+static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
+{
+    struct FN(row_lse) r = {-INFINITY, R(0)};
+    const REAL out_of_range = R(1e30); /* exp(-1e30) = 0 */
     REAL m = -INFINITY, s = R(0);
     if (stride == 1) {
         REAL mx[ML__ROW_LANES], lane[ML__ROW_LANES] = {0};
@@ -246,48 +170,56 @@ static REAL FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
             mx[c % ML__ROW_LANES] = x[c] > mx[c % ML__ROW_LANES] ? x[c] : mx[c % ML__ROW_LANES];
         for (int j = 0; j < ML__ROW_LANES; j++)
             m = mx[j] > m ? mx[j] : m;
+        r.m = m;
         if (isinf(m))
-            return m; /* all -inf (or NaN) gives -inf; any +inf gives +inf (NaN downstream) */
+            return r; /* all -inf (or NaN, or none) gives -inf; any +inf gives +inf */
+        int64_t top = 0;
+        while (x[top] != m)
+            top++;
         for (c = 0; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int j = 0; j < ML__ROW_LANES; j++)
-                lane[j] += VMK(ml__exp_neg)(m - x[c + j]); /* a NaN shows here */
+                lane[j] += VMK(ml__exp_neg)(c + j == top ? out_of_range : m - x[c + j]);
         for (; c < len; c++)
-            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(m - x[c]);
-        s = FN(lanes_total)(lane);
+            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(c == top ? out_of_range : m - x[c]);
+        s = FN(lanes_total)(lane); /* a NaN shows here */
     } else {
         for (int64_t c = 0; c < len; c++)
             if (x[c * stride] > m)
                 m = x[c * stride];
+        r.m = m;
         if (isinf(m))
-            return m;
+            return r;
+        int64_t top = 0;
+        while (x[top * stride] != m)
+            top++;
         for (int64_t c = 0; c < len; c++)
-            s += VMK(ml__exp_neg)(m - x[c * stride]);
+            s += VMK(ml__exp_neg)(c == top ? out_of_range : m - x[c * stride]);
     }
-    /* s >= 1 (the maximum contributes exp(0)), or NaN. */
-    return m + VMK(ml__log)(s);
+    r.l = VMK(ml__log1p)(s);
+    return r;
 }
 
-/* -sum y_c (x_c - lse) of a row, y smoothed to y (1 - ls) + ls / K when `smooth`. */
-static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stride, REAL lse,
-                         int smooth, REAL ls, REAL lsk)
+/* sum y_c (-log_softmax(x)_c) of a row, y smoothed to y (1 - ls) + ls / K when `smooth`. */
+static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stride,
+                         struct FN(row_lse) r, int smooth, REAL ls, REAL lsk)
 {
     REAL lane[ML__ROW_LANES] = {0};
     int64_t c = 0;
     if (stride == 1 && !smooth)
         for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int j = 0; j < ML__ROW_LANES; j++)
-                lane[j] += y[c + j] * (x[c + j] - lse);
+                lane[j] += y[c + j] * FN(neg_log_softmax)(x[c + j], r);
     else if (stride == 1)
         for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int j = 0; j < ML__ROW_LANES; j++)
-                lane[j] += (y[c + j] * (R(1) - ls) + lsk) * (x[c + j] - lse);
+                lane[j] += (y[c + j] * (R(1) - ls) + lsk) * FN(neg_log_softmax)(x[c + j], r);
     for (; c < len; c++) {
         REAL yc = y[c * stride];
         if (smooth)
             yc = yc * (R(1) - ls) + lsk;
-        lane[c % ML__ROW_LANES] += yc * (x[c * stride] - lse);
+        lane[c % ML__ROW_LANES] += yc * FN(neg_log_softmax)(x[c * stride], r);
     }
-    return -FN(lanes_total)(lane);
+    return FN(lanes_total)(lane);
 }
 
 /* One sample of the softmax family: the row of `len` classes at pred + base, stride inner. */
@@ -307,9 +239,9 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
              * y (1 - ls) + ls / K (TF: only when ls > 0; Keras: when ls != 0). */
             int smooth =
                 k->id == ML__TF_SOFTMAX_CE ? k->label_smoothing > 0 : k->label_smoothing != 0;
-            REAL lse = FN(row_logsumexp)(x, len, st);
+            struct FN(row_lse) r = FN(row_logsumexp)(x, len, st);
             out[sample] =
-                (double)FN(row_xent)(x, y, len, st, lse, smooth, ls, ls / R(k->smoothing_classes));
+                (double)FN(row_xent)(x, y, len, st, r, smooth, ls, ls / R(k->smoothing_classes));
         } else {
             /* Keras categorical_crossentropy on probabilities: renormalise the row, clip
              * to [eps, 1 - eps], -sum y log o. */
@@ -331,7 +263,7 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
         return 0;
     case ML__TF_SPARSE_SOFTMAX_CE:
     case ML__TORCH_CE: {
-        REAL lse = FN(row_logsumexp)(x, len, st);
+        struct FN(row_lse) r = FN(row_logsumexp)(x, len, st);
         if (!k->sparse) {
             /* torch cross_entropy with probability targets (LossNLL.cpp
              * cross_entropy_loss_prob_target): -sum_c w_c t_c logp_c, t smoothed. */
@@ -341,9 +273,9 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
                 if (ls > 0)
                     t = t * (R(1) - ls) + ls / R(len);
                 REAL w = k->class_weight ? R(k->class_weight[c]) : R(1);
-                acc += w * t * (x[c * st] - lse);
+                acc += w * t * FN(neg_log_softmax)(x[c * st], r);
             }
-            out[sample] = (double)(-acc);
+            out[sample] = (double)acc;
             den[sample] = 1;
             return 0;
         }
@@ -359,21 +291,21 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
             *bad_index = sample;
             return ML_ELABEL;
         }
-        REAL logp = x[label * st] - lse;
+        REAL nlp = FN(neg_log_softmax)(x[label * st], r);
         if (k->id == ML__TF_SPARSE_SOFTMAX_CE) {
-            out[sample] = (double)(-logp);
+            out[sample] = (double)nlp;
             return 0;
         }
         /* LossNLL.cpp nll_loss / cross_entropy_loss_label_smoothing. */
         REAL w = k->class_weight ? R(k->class_weight[label]) : R(1);
-        REAL nll = -(w * logp);
+        REAL nll = w * nlp;
         if (ls > 0) {
             REAL smooth = R(0);
             for (int64_t c = 0; c < len; c++) {
                 REAL wc = k->class_weight ? R(k->class_weight[c]) : R(1);
-                smooth += wc * (x[c * st] - lse);
+                smooth += wc * FN(neg_log_softmax)(x[c * st], r);
             }
-            nll = (R(1) - ls) * nll + (ls / R(len)) * (-smooth);
+            nll = (R(1) - ls) * nll + (ls / R(len)) * smooth;
         }
         out[sample] = (double)nll;
         den[sample] = (double)w;
@@ -422,6 +354,14 @@ int FN(ml__pointwise)(const struct ml__kctx *k, double *out, double *den, int64_
         for (int64_t i = 0; i < k->n; i++)
             out[i] = (double)x[i];
         return 0;
+    case ML__ASL: {
+        /* The parameters (and log(eps)) once for the tensor, not per element. */
+        const struct FN(asl_params) a =
+            FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg);
+        for (int64_t i = 0; i < k->n; i++)
+            out[i] = (double)FN(asl)(z[i], x[i], a);
+        return 0;
+    }
     default:
         for (int64_t i = 0; i < k->n; i++)
             out[i] = (double)FN(elementwise)(k, i, z[i], x[i]);

@@ -6,17 +6,26 @@
  * (per_sample) and every class (per_class). Sums are compensated in double; the totals in
  * sixteen interleaved lanes (ml__lanes), the order fast.c reproduces with SIMD.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "reduce.h"
 
-/* TF/Keras divide_no_nan; torch divides plainly (0/0 = NaN). */
-static double divide(double num, double den, int nan_on_zero)
+/*
+ * TF/Keras divide_no_nan; torch divides plainly (0/0 = NaN). torch cross_entropy's mean
+ * (ML__DEN_EXPLICIT) with no class weight among its kept targets is NaN whatever the sum:
+ * with label smoothing ATen adds (1 - ls) * (sum w_y nll / sum w_y), which is 0/0, to the
+ * smoothing term's x/0 (LossNLL.cpp cross_entropy_loss_label_smoothing), and without it the
+ * whole is 0/0.
+ */
+static double divide(const struct ml__reduction *red, double num, double den)
 {
-    if (den == 0 && !nan_on_zero)
+    if (den == 0 && !red->nan_on_zero)
         return 0.0;
     return num / den;
+    if (den == 0 && red->den == ML__DEN_EXPLICIT)
+        return NAN;
 }
 
 struct group {
@@ -52,7 +61,7 @@ static int group_emit(const struct group *g, const struct ml__reduction *red, st
     for (int64_t i = 0; i < g->count; i++) {
         double num = ml__sum_get(&g->num[i]);
         out->data[i] =
-            red->den == ML__DEN_ONE ? num : divide(num, ml__sum_get(&g->den[i]), red->nan_on_zero);
+            red->den == ML__DEN_ONE ? num : divide(red, num, ml__sum_get(&g->den[i]));
     }
     return 0;
 }
@@ -66,9 +75,9 @@ void ml__reduce_totals(const struct ml__reduction *red, double num, double den, 
     if (red->den == ML__DEN_ONE)
         res->loss = num;
     else if (red->den == ML__DEN_RAW_SW && has_raw_sw)
-        res->loss = divide(num, raw_sw, red->nan_on_zero);
+        res->loss = divide(red, num, raw_sw);
     else
-        res->loss = divide(num, den, red->nan_on_zero);
+        res->loss = divide(red, num, den);
 }
 
 int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_error *err)
