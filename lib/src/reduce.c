@@ -23,9 +23,9 @@ static double divide(const struct ml__reduction *red, double num, double den)
 {
     if (den == 0 && !red->nan_on_zero)
         return 0.0;
-    return num / den;
     if (den == 0 && red->den == ML__DEN_EXPLICIT)
         return NAN;
+    return num / den;
 }
 
 struct group {
