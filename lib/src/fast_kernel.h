@@ -49,10 +49,17 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
     }
 #undef ASL_LOOPS
 #undef ASL_LOOP
-    /* A loop of its own: this reduction would stop the vectoriser above. */
+    /* Whether any element needs asl() again. In the common case (binary loop, small powers)
+     * those are the labels other than 0 and 1, counted in a loop of its own that vectorises
+     * (the reduction would stop the vectoriser above); otherwise asl_loop_exact decides per
+     * element. */
+    const int powers_ok = !a.focus || (POWI_SMALL(a.gp) && POWI_SMALL(a.gn));
     int odd = 0;
-    for (int64_t k = 0; k < len; k++)
-        odd += !T(asl_loop_exact)(z[k], a);
+    if (a.eps_normal && powers_ok)
+        for (int64_t k = 0; k < len; k++)
+            odd += (z[k] != R(0.0)) & (z[k] != R(1.0));
+    else
+        odd = a.eps_normal || a.focus; /* some powers are not small integers */
     if (odd)
         for (int64_t k = 0; k < len; k++)
             if (!T(asl_loop_exact)(z[k], a))

@@ -151,15 +151,17 @@ static inline REAL FN(neg_log_softmax)(REAL x, struct FN(row_lse) r)
     return (r.m - x) + r.l;
 }
 
-/* exp(x - m) is the library's exp(-(m - x)) (vmath.h), m - x >= 0; the maximum's own term
- * (the first element equal to m) is left out by an argument whose exp is 0. */
+/* exp(x - m) is the library's exp(-(m - x)) (vmath.h), m - x >= 0. The terms exp(0) = 1 of
+ * the elements equal to m are counted apart (ties), so that r is summed without the 1 that
+ * would round its small terms away: r = (ties - 1) + the others (whose exp is taken of an
+ * argument out of range, 0, at the ties: a select before the call vectorises). */
 static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
 {
     struct FN(row_lse) r = {-INFINITY, R(0)};
     const REAL out_of_range = R(1e30); /* exp(-1e30) = 0 */
-    REAL m = -INFINITY, s = R(0);
+    REAL m = -INFINITY, s = R(0), ties = R(0);
     if (stride == 1) {
-        REAL mx[ML__ROW_LANES], lane[ML__ROW_LANES] = {0};
+        REAL mx[ML__ROW_LANES], lane[ML__ROW_LANES] = {0}, tie[ML__ROW_LANES] = {0};
         for (int j = 0; j < ML__ROW_LANES; j++)
             mx[j] = -INFINITY;
         int64_t c = 0;
@@ -173,15 +175,19 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
         r.m = m;
         if (isinf(m))
             return r; /* all -inf (or NaN, or none) gives -inf; any +inf gives +inf */
-        int64_t top = 0;
-        while (x[top] != m)
-            top++;
         for (c = 0; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
-            for (int j = 0; j < ML__ROW_LANES; j++)
-                lane[j] += VMK(ml__exp_neg)(c + j == top ? out_of_range : m - x[c + j]);
-        for (; c < len; c++)
-            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(c == top ? out_of_range : m - x[c]);
-        s = FN(lanes_total)(lane); /* a NaN shows here */
+            for (int j = 0; j < ML__ROW_LANES; j++) {
+                REAL d = m - x[c + j];
+                lane[j] += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d); /* NaN shows here */
+                tie[j] += d == R(0) ? R(1) : R(0);
+            }
+        for (; c < len; c++) {
+            REAL d = m - x[c];
+            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d);
+            tie[c % ML__ROW_LANES] += d == R(0) ? R(1) : R(0);
+        }
+        s = FN(lanes_total)(lane);
+        ties = FN(lanes_total)(tie);
     } else {
         for (int64_t c = 0; c < len; c++)
             if (x[c * stride] > m)
@@ -189,13 +195,14 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
         r.m = m;
         if (isinf(m))
             return r;
-        int64_t top = 0;
-        while (x[top * stride] != m)
-            top++;
-        for (int64_t c = 0; c < len; c++)
-            s += VMK(ml__exp_neg)(c == top ? out_of_range : m - x[c * stride]);
+        for (int64_t c = 0; c < len; c++) {
+            REAL d = m - x[c * stride];
+            s += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d);
+            ties += d == R(0) ? R(1) : R(0);
+        }
     }
-    r.l = VMK(ml__log1p)(s);
+    /* ties >= 1: the maximum is an element. */
+    r.l = VMK(ml__log1p)((ties - R(1)) + s);
     return r;
 }
 
