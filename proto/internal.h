@@ -34,7 +34,9 @@ void mlp__shape_text(char *buf, size_t size, int rank, const int64_t *shape);
 int mlp__shape_decode(const json_t *shape, const char *field, const char *name, struct ml_tensor *t,
                       struct mlp_error *err);
 
-/* Elements of a shape; -1 for a negative dimension, -2 beyond 2^40. */
+/* Elements of a shape; -1 for a negative dimension, -2 when its footprint, the product of
+ * max(dim, 1), is beyond 2^40 (the library's absolute limit, lib/src/tensor.h): an empty
+ * shape such as [2^40, 0, 2^40] is refused here, before a size is computed from it. */
 int64_t mlp__numel_checked(int rank, const int64_t *shape);
 
 #endif /* MLP_INTERNAL_H */

@@ -197,12 +197,14 @@ int mlp__shape_decode(const json_t *shape, const char *field, const char *name, 
 
 int64_t mlp__numel_checked(int rank, const int64_t *shape)
 {
-    int64_t n = 1;
+    int64_t n = 1, footprint = 1;
     for (int d = 0; d < rank; d++) {
         if (shape[d] < 0)
             return -1;
-        if (shape[d] > 0 && n > (INT64_C(1) << 40) / shape[d])
+        int64_t dim = shape[d] > 1 ? shape[d] : 1;
+        if (dim > (INT64_C(1) << 40) / footprint)
             return -2;
+        footprint *= dim;
         n *= shape[d];
     }
     return n;
@@ -250,7 +252,10 @@ static int decode_b64(const json_t *v, const char *field, struct mlp_request *r,
     t->dtype = (enum ml_dtype)d;
     int64_t n = mlp__numel_checked(t->rank, t->shape);
     if (n < 0)
-        return mlp__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
+        return mlp__fail(err, ML_ETOOLARGE, field, -1,
+                         "%s has too many elements: more than 2^40, counting each empty "
+                         "dimension as 1",
+                         field);
     size_t esize = ml_dtype_size(t->dtype);
     size_t want = (size_t)n * esize;
     const char *text = json_string_value(b64);
@@ -342,7 +347,10 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
     }
     int64_t n = mlp__numel_checked(t->rank, t->shape);
     if (n < 0)
-        return mlp__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
+        return mlp__fail(err, ML_ETOOLARGE, field, -1,
+                         "%s has too many elements: more than 2^40, counting each empty "
+                         "dimension as 1",
+                         field);
 
     /* Declared shapes accept data nested to that shape, or flat. */
     struct filler f = {field, t->rank, t->shape, NULL, 0, {0}};

@@ -138,9 +138,14 @@ static int decode_shape(const json_t *shape, const char *field, struct ml_tensor
                              "%s: the product of the dimensions overflows 64 bits", field);
         n *= t->shape[d];
     }
-    if (mlp__numel_checked(t->rank, t->shape) < 0)
-        return mlp__fail(err, ML_ETOOLARGE, field, -1, "%s has %lld elements, too many", field,
-                         (long long)n);
+    if (mlp__numel_checked(t->rank, t->shape) < 0) {
+        char ss[128];
+        mlp__shape_text(ss, sizeof(ss), t->rank, t->shape);
+        return mlp__fail(err, ML_ETOOLARGE, field, -1,
+                         "%s %s is too large: more than 2^40 elements, counting each empty "
+                         "dimension as 1",
+                         field, ss);
+    }
     return 0;
 }
 

@@ -15,10 +15,7 @@
 #include "params.h"
 #include "reduce.h"
 #include "simd.h"
-
-/* Inputs larger than this are refused whatever the caller's limit: 2^40 elements keeps
- * every byte count below 2^43 and far from int64 overflow. */
-#define ML_ABSOLUTE_MAX_ELEMENTS (INT64_C(1) << 40)
+#include "tensor.h"
 
 void ml_request_init(struct ml_request *req)
 {
@@ -59,18 +56,16 @@ static int check_tensor(const char *field, const struct ml_tensor *t, int64_t ma
                         field, t->rank, ML_MAX_RANK);
     if (!ml_dtype_size(t->dtype))
         return ml__fail(err, ML_ETENSOR, field, -1, "%s has an unknown dtype", field);
-    int64_t n = 1;
-    for (int d = 0; d < t->rank; d++) {
+    for (int d = 0; d < t->rank; d++)
         if (t->shape[d] < 0)
             return ml__fail(err, ML_ETENSOR, field, -1, "%s has a negative dimension (%lld)", field,
                             (long long)t->shape[d]);
-        if (t->shape[d] > 0 && n > ML_ABSOLUTE_MAX_ELEMENTS / t->shape[d])
-            return ml__fail(err, ML_ETOOLARGE, field, -1, "%s has too many elements", field);
-        n *= t->shape[d];
-    }
-    if (max_elements > 0 && n > max_elements)
-        return ml__fail(err, ML_ETOOLARGE, field, -1, "%s has %lld elements; the limit is %lld",
-                        field, (long long)n, (long long)max_elements);
+    /* The footprint, empty dims counted as 1: the arrays made from this shape, empty or
+     * not, stay within the limit (tensor.h). It bounds n, which cannot overflow. */
+    int rc = ml__check_size(field, field, t->rank, t->shape, max_elements, err);
+    if (rc)
+        return rc;
+    int64_t n = ml_shape_numel(t->rank, t->shape);
     if (n > 0 && !t->data)
         return ml__fail(err, ML_ETENSOR, field, -1, "%s has no data", field);
     *numel = n;
@@ -403,6 +398,11 @@ static int open_pos_weight(struct eval *e, struct ml_error *err)
 
 static int alloc_values(struct eval *e, struct ml_error *err)
 {
+    /* The pointwise loss is also per_element and the reduction-none loss. */
+    int rc = ml__check_size(e->pred_field, "the pointwise loss", e->vrank, e->vshape,
+                            e->req->max_elements, err);
+    if (rc)
+        return rc;
     e->vn = ml_shape_numel(e->vrank, e->vshape);
     e->values = malloc((size_t)(e->vn > 0 ? e->vn : 1) * sizeof(double));
     if (!e->values)
@@ -1035,6 +1035,7 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     in.red = red;
     in.elementwise = e->def->elementwise;
     in.outputs = req->outputs ? req->outputs : ML_OUT_LOSS;
+    in.max_elements = req->max_elements;
     rc = ml__reduce(&in, res, err);
     if (rc)
         return rc;

@@ -6,10 +6,37 @@
 #include <string.h>
 
 #include "params.h"
+#include "tensor.h"
 
 static int is_integral(double v)
 {
     return isfinite(v) && floor(v) == v && fabs(v) < 9.0e15;
+}
+
+/*
+ * The value of a parameter given as a rank-0 tensor, through its dtype (ml__tensor_get): a
+ * number spelled as a tensor. Anything else -- another rank, no data, no known dtype -- is
+ * ML_EPARAM naming the field.
+ */
+static int scalar_value(const struct ml_param *given, const char *field, const char *name,
+                        double *out, struct ml_error *err)
+{
+    const struct ml_tensor *t = &given->tensor;
+    if (!ml_dtype_size(t->dtype))
+        return ml__fail(err, ML_EPARAM, field, -1, "'%s' is a tensor of an unknown dtype (%d)",
+                        name, (int)t->dtype);
+    if (t->rank != 0) {
+        char s[160] = "";
+        if (t->rank > 0 && t->rank <= ML_MAX_RANK)
+            ml__shape_str(s, sizeof(s), t->rank, t->shape);
+        return ml__fail(err, ML_EPARAM, field, -1,
+                        "'%s' must be a number or a rank-0 tensor, got a tensor of rank %d %s",
+                        name, t->rank, s);
+    }
+    if (!t->data)
+        return ml__fail(err, ML_EPARAM, field, -1, "'%s' is a rank-0 tensor without data", name);
+    *out = ml__tensor_get(t, 0);
+    return 0;
 }
 
 static void list_names(const struct ml_loss_info *info, char *buf, size_t size)
@@ -57,10 +84,10 @@ int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *r
             p->number[i] = given->boolean ? 1 : 0;
             break;
         case ML_PARAM_NUMBER:
-            if (given->kind == ML_PARAM_TENSOR && given->tensor.rank == 0 && given->tensor.data) {
-                p->number[i] = given->tensor.dtype == ML_FLOAT32
-                                   ? (double)*(const float *)given->tensor.data
-                                   : *(const double *)given->tensor.data;
+            if (given->kind == ML_PARAM_TENSOR) {
+                int rc = scalar_value(given, field, spec->name, &p->number[i], err);
+                if (rc)
+                    return rc;
             } else if (given->kind == ML_PARAM_NUMBER) {
                 p->number[i] = given->number;
             } else {
@@ -71,13 +98,26 @@ int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *r
                                 spec->name);
             break;
         case ML_PARAM_TENSOR:
-            if (given->kind == ML_PARAM_NUMBER) {
+            /* A rank-0 tensor is a number: the same value, the same paths, the same bits. */
+            if (given->kind == ML_PARAM_NUMBER ||
+                (given->kind == ML_PARAM_TENSOR && given->tensor.rank == 0)) {
                 p->number[i] = given->number;
-                if (!isfinite(p->number[i]) && !req->allow_non_finite)
+                if (given->kind == ML_PARAM_TENSOR) {
+                    int rc = scalar_value(given, field, spec->name, &p->number[i], err);
+                    if (rc)
+                        return rc;
+                }
+                /* As a tensor of the request's dtype would be checked (eval.c's view_check),
+                 * on the fused path as on the general one: a finite double that overflows
+                 * float32 is infinite there. */
+                double v = p->number[i];
+                int overflows = req->dtype == ML_FLOAT32 && isfinite(v) && !isfinite((float)v);
+                if ((!isfinite(v) || overflows) && !req->allow_non_finite)
                     return ml__fail(err, ML_ENONFINITE, field, 0,
-                                    "'%s' is not finite; non-finite inputs are rejected unless "
+                                    "'%s' is %s; non-finite inputs are rejected unless "
                                     "\"allow_non_finite\": true",
-                                    spec->name);
+                                    spec->name,
+                                    overflows ? "finite but overflows float32" : "not finite");
             } else if (given->kind == ML_PARAM_TENSOR) {
                 p->tensor[i] = &given->tensor;
             } else {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "reduce.h"
+#include "tensor.h"
 
 /*
  * TF/Keras divide_no_nan; torch divides plainly (0/0 = NaN). torch cross_entropy's mean
@@ -108,18 +109,33 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
     if (want_sample) {
         by_sample.rank = in->elementwise && in->rank > 0 ? in->rank - 1 : in->rank;
         memcpy(by_sample.shape, in->shape, sizeof(int64_t) * (size_t)by_sample.rank);
+        rc = ml__check_size("outputs", "per_sample", by_sample.rank, by_sample.shape,
+                            in->max_elements, err);
+        if (rc)
+            goto free_groups;
+        rc = ML_ENOMEM;
         if (group_alloc(&by_sample, ml_shape_numel(by_sample.rank, by_sample.shape)))
             goto free_groups;
     }
     if (want_class) {
         by_class.rank = in->rank > 0 ? 1 : 0;
         by_class.shape[0] = row_len;
+        rc = ml__check_size("outputs", "per_class", by_class.rank, by_class.shape, in->max_elements,
+                            err);
+        if (rc)
+            goto free_groups;
+        rc = ML_ENOMEM;
         if (group_alloc(&by_class, row_len))
             goto free_groups;
     }
 
     double *none_out = NULL;
     if (red->den == ML__DEN_NONE) {
+        rc = ml__check_size("outputs", "the loss of reduction none", in->rank, in->shape,
+                            in->max_elements, err);
+        if (rc)
+            goto free_groups;
+        rc = ML_ENOMEM;
         none_out = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
         if (!none_out)
             goto free_groups;
@@ -242,7 +258,7 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
 free_groups:
     group_free(&by_sample);
     group_free(&by_class);
-    if (rc)
+    if (rc == ML_ENOMEM)
         ml__fail(err, rc, "", -1, "out of memory while reducing %lld elements", (long long)n);
     return rc;
 }

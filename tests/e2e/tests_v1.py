@@ -638,3 +638,108 @@ def readme_examples(args):
             assert out.stdout.rstrip("\n") == want, f"README example\n  {cmd}\nprinted\n  {out.stdout}\nnot\n  {want}"
         print(f"    {len(pairs)} curl examples")
         stop_clean(srv)
+
+
+# ---- Scalar parameters of every dtype (issue 10, defect 1) ------------------------------------
+
+FOCAL = {"loss": "sigmoid_focal_loss", "reduction": "mean",
+         "labels": [[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0]],
+         "logits": [[0.5, -1.25, 2.0, -0.75], [3.5, 0.125, -2.5, 1.0], [0.0, 4.0, -3.0, 0.25]]}
+
+
+def b64_scalar(dtype, value):
+    """A rank-0 tensor of dtype as {"shape": [], "dtype", "b64"} (little-endian bytes)."""
+    import base64
+    import struct
+    fmt = {"float32": "<f", "float64": "<d", "uint8": "<B", "bool": "<?", "int32": "<i", "int64": "<q"}[dtype]
+    value = bool(value) if dtype == "bool" else value
+    return {"shape": [], "dtype": dtype, "b64": base64.b64encode(struct.pack(fmt, value)).decode()}
+
+
+@test
+def scalar_param_dtypes(args):
+    with Server(args.server) as srv:
+        conn = srv.connect()
+        # The issue's request: gamma an int32 2 in base64 (a heap overflow before the fix).
+        issue = dict(FOCAL, params={"gamma": {"shape": [], "dtype": "int32", "b64": "AgAAAA=="}})
+        st, h, got = exchange(conn, "POST", "/v1/loss", issue, JSON)
+        st2, h, want = exchange(conn, "POST", "/v1/loss", dict(FOCAL, params={"gamma": 2}), JSON)
+        assert st == 200 and st2 == 200, (st, got, st2, want)
+        assert got["loss"] == want["loss"], (got, want)
+        # Every dtype, for a numeric parameter and for pos_weight, on the fused path (loss only)
+        # and the general one (per_element too), in float32 and float64: the plain number's bits.
+        bce = {"loss": "binary_cross_entropy_with_logits", "labels": FOCAL["labels"], "logits": FOCAL["logits"]}
+        for base, name, value in ((FOCAL, "gamma", 2), (FOCAL, "alpha", 1), (bce, "pos_weight", 3)):
+            for dtype in ("float32", "float64", "uint8", "bool", "int32", "int64"):
+                v = 1 if dtype == "bool" else value
+                for precision in ("float32", "float64"):
+                    for outputs in (["loss"], ["loss", "per_element"]):
+                        req = dict(base, dtype=precision, outputs=outputs)
+                        st, h, got = exchange(conn, "POST", "/v1/loss", dict(req, params={name: b64_scalar(dtype, v)}), JSON)
+                        st2, h, want = exchange(conn, "POST", "/v1/loss", dict(req, params={name: v}), JSON)
+                        ctx = (name, dtype, precision, outputs, got, want)
+                        assert st == 200 and st2 == 200 and got == want, ctx
+        # A rank-0 JSON tensor is a number too; a tensor of rank 1 is not.
+        st, h, got = exchange(conn, "POST", "/v1/loss", dict(FOCAL, params={"gamma": {"shape": [], "data": 2}}), JSON)
+        assert st == 200 and got["loss"] == want_loss(conn, FOCAL, {"gamma": 2}), got
+        expect_error(exchange(conn, "POST", "/v1/loss", dict(FOCAL, params={"gamma": [2]}), JSON),
+                     422, "bad_parameter", "params.gamma")
+        expect_error(exchange(conn, "POST", "/v1/loss",
+                              dict(FOCAL, params={"gamma": {"shape": [1], "dtype": "int32", "b64": "AgAAAA=="}}), JSON),
+                     422, "bad_parameter", "params.gamma")
+        conn.close()
+        stop_clean(srv)
+
+
+def want_loss(conn, base, params):
+    st, h, body = exchange(conn, "POST", "/v1/loss", dict(base, params=params), JSON)
+    assert st == 200, body
+    return body["loss"]
+
+
+# ---- Empty tensors and the element limit (issue 10, defect 2) ---------------------------------
+
+def empty_request(shape, outputs, loss="sigmoid_cross_entropy"):
+    t = {"shape": shape, "data": []}
+    return {"loss": loss, "labels": t, "logits": t, "outputs": outputs}
+
+
+@test
+def zero_size_limits(args):
+    p40 = 2 ** 40
+    # The server's default limit (16777216 elements).
+    with Server(args.server) as srv:
+        conn = srv.connect(timeout=30)
+        issue = empty_request([p40, 0], ["per_element"])
+        assert len(json.dumps(issue, separators=(",", ":"))) < 200
+        # The message names the limit: the server's, or the absolute 2^40 that the decoder
+        # applies before any size is computed.
+        for req, limit in ((issue, "16777216"), (empty_request([0, 67108864], ["per_class"]), "16777216"),
+                           (empty_request([p40, 0, p40], ["per_class"]), "2^40"),
+                           (empty_request([p40, 0, p40], ["per_sample"]), "2^40"),
+                           (dict(empty_request([p40, 0], ["loss"]), reduction="NONE"), "16777216")):
+            b = expect_error(exchange(conn, "POST", "/v1/loss", req, JSON), 413, "too_large", "labels")
+            assert limit in b["error"], b
+        # The same through v2 (its JSON inputs).
+        v2 = {"inputs": [{"name": n, "shape": [p40, 0], "datatype": "FP32", "data": []} for n in ("LABELS", "LOGITS")],
+              "outputs": [{"name": "PER_ELEMENT"}]}
+        st, h, b = exchange(conn, "POST", "/v2/models/sigmoid_cross_entropy/infer", v2, JSON)
+        assert st == 413 and b["code"] == "too_large", (st, b)
+        # Ordinary empty requests keep their frameworks' answers: TF divides with div_no_nan
+        # (0), torch's mean of nothing is NaN.
+        st, h, b = exchange(conn, "POST", "/v1/loss", empty_request([0, 5], ["loss", "per_element", "per_class"]), JSON)
+        assert st == 200 and b["loss"] == 0.0 and b["per_element"] == [] and b["per_class"] == [0.0] * 5, (st, b)
+        st, h, b = exchange(conn, "POST", "/v1/loss", empty_request([0, 5], ["loss"], "binary_cross_entropy_with_logits"), JSON)
+        assert st == 200 and b["loss"] == "NaN", (st, b)
+        conn.close()
+        stop_clean(srv)
+    # A limit of 100.
+    with Server(args.server, "--max-elements", "100") as srv:
+        conn = srv.connect(timeout=30)
+        b = expect_error(exchange(conn, "POST", "/v1/loss", empty_request([0, 4000000], ["per_class"]), JSON),
+                         413, "too_large", "labels")
+        assert "100" in b["error"], b
+        st, h, b = exchange(conn, "POST", "/v1/loss", empty_request([0, 100], ["per_class"]), JSON)
+        assert st == 200 and b["per_class"] == [0.0] * 100, (st, b)
+        conn.close()
+        stop_clean(srv)
