@@ -2,7 +2,8 @@
  * test_golden.c -- the verified cases of tests/data/golden.json through the JSON protocol.
  *
  * Each case is a request (the case minus its metadata) with the expected loss, the
- * expected pointwise loss, an expected error, or an expected NaN. The values come from
+ * expected pointwise loss, an expected error (with the code maskloss must answer), or an
+ * expected NaN. The values come from
  * upstream tests and an independent float64 recomputation (see the file's _meta and each
  * case's `source`), never from maskloss.
  */
@@ -27,6 +28,7 @@ static const char *const meta_keys[] = {
     "expected",
     "expected_per_element",
     "expected_error",
+    "expected_code",
     "expected_special",
     "tolerance",
     "upstream",
@@ -155,9 +157,19 @@ static int run_case(const json_t *c)
         failed = 1;
     } else if (json_object_get(c, "expected_error") &&
                !json_is_null(json_object_get(c, "expected_error"))) {
-        if (rc == 0 || !json_object_get(body, "error") || !json_object_get(body, "code")) {
+        /* The error the case means, by its code: not just any error. */
+        const char *want_code = json_string_value(json_object_get(c, "expected_code"));
+        const char *got_code = json_string_value(json_object_get(body, "code"));
+        if (!want_code) {
+            print_message("%s: the case has expected_error but no expected_code\n", id);
+            failed = 1;
+        } else if (rc == 0 || !json_object_get(body, "error") || !got_code) {
             print_message("%s: expected an error (%s), got %s\n", id,
                           json_string_value(json_object_get(c, "expected_error")), out.data);
+            failed = 1;
+        } else if (strcmp(got_code, want_code) || strcmp(mlp_status_name(rc), want_code)) {
+            print_message("%s: error code %s (status %s), expected %s: %s\n", id, got_code,
+                          mlp_status_name(rc), want_code, out.data);
             failed = 1;
         }
     } else if (rc != 0) {

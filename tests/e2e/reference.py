@@ -76,8 +76,8 @@ def make_rng(seed):
 # ---- Golden cases (the rules of ../shared/tools/run_golden.py) -------------------------------
 
 
-META = {"id", "source", "notes", "expected", "expected_per_element", "expected_error", "expected_special",
-        "tolerance", "upstream", "computed_expected"}
+META = {"id", "source", "notes", "expected", "expected_per_element", "expected_error", "expected_code",
+        "expected_special", "tolerance", "upstream", "computed_expected"}
 
 
 def flat(v):
@@ -133,6 +133,10 @@ def golden_check(case, ok, body):
             return "accepted an input the reference rejects (%s)" % case["expected_error"][:80]
         if not isinstance(body, dict) or "error" not in body or "code" not in body:
             return "rejected without an error object"
+        if "expected_code" not in case:
+            return "the case has expected_error but no expected_code"
+        if body["code"] != case["expected_code"]:
+            return f"error code {body['code']!r}, expected {case['expected_code']!r}: {body['error'][:120]}"
         return None
     if not ok or not isinstance(body, dict):
         return f"failed: {str(body)[:200]}"
