@@ -35,8 +35,12 @@
 #define POWI_SMALL POWI_SMALL_K
 #include "formulas.h"
 
-/* Keras 3 backend binary_crossentropy on probabilities: clip to [eps, 1-eps], then
- * -(y log o + (1-y) log(1-o)). Keras 2 also adds eps inside both logs. */
+/*
+ * Keras 3 backend binary_crossentropy on probabilities: clip to [eps, 1-eps], then
+ * -(y log o + (1-y) log(1-o)). Keras 2 also adds eps inside both logs. Each log whose
+ * argument is near 1 is taken as log1p of the (exact, or once rounded) difference from 1:
+ * log(1 - o) of a small o, log(o + eps) of an o near 1; the others are direct.
+ */
 static inline REAL FN(keras_bce_probs)(REAL y, REAL p, int keras2)
 {
     const REAL eps = R(1e-7);
@@ -44,9 +48,14 @@ static inline REAL FN(keras_bce_probs)(REAL y, REAL p, int keras2)
     REAL o = p < eps ? eps : (p > hi ? hi : p);
     if (o != o)
         o = p; /* clip_by_value passes NaN through */
-    if (keras2)
-        return -(y * log(o + eps) + (R(1) - y) * log(R(1) - o + eps));
-    return -(y * log(o) + (R(1) - y) * log(R(1) - o));
+    int big = o > R(0.5); /* then 1 - o and o - 1 are exact */
+    if (keras2) {
+        REAL lo = big ? VMK(ml__log1p)((o - R(1)) + eps) : VMK(ml__log)(o + eps);
+        REAL lq = big ? VMK(ml__log)((R(1) - o) + eps) : VMK(ml__log1p)(eps - o);
+        return -(y * lo + (R(1) - y) * lq);
+    }
+    REAL lq = big ? VMK(ml__log)(R(1) - o) : VMK(ml__log1p)(-o);
+    return -(y * VMK(ml__log)(o) + (R(1) - y) * lq);
 }
 
 /* The elementwise value of the losses whose output keeps the input shape, and of the

@@ -6,7 +6,7 @@ every loss family, float32 and float64, on adversarial inputs, evaluated exactly
     /usr/bin/python3 tests/accuracy/gen.py            # rewrites tests/data/accuracy.json
 
 It needs Debian's python3-mpmath, python3-numpy, python3-torch (1.13) and
-python3-torchvision; `make test` needs none of them: tests/accuracy/test_accuracy.c only reads
+python3-torchvision; `make test` needs none of them: tests/test_accuracy.c only reads
 the data file, evaluates every case through ml_eval (general and fused path) and applies the
 bound below.
 
@@ -61,7 +61,7 @@ relative error of the formula as the framework writes it. Then:
     functions faithfully, and an ill-conditioned formula turns that difference into a
     factor of up to 2 between two honest evaluations. min(kappa, 16): where the formula's
     own guarantee is that small, what the framework happened to get is luck as much as
-    method. (tests/accuracy/test_accuracy.c applies the bounds.)
+    method. (tests/test_accuracy.c applies the bounds.)
 A loss that is exactly 0 where a perturbation makes it non-zero, or whose perturbation
 is not finite, has kappa infinite (written 1e300).
 
@@ -911,7 +911,7 @@ def main():
             print("%d/%d cases, %.0f s" % (i + 1, len(todo), time.time() - t0), file=sys.stderr)
     meta = {
         "what": "per-element losses on adversarial inputs, exact (mpmath) and as the framework's "
-                "own float computation; read by tests/accuracy/test_accuracy.c",
+                "own float computation; read by tests/test_accuracy.c",
         "generator": "tests/accuracy/gen.py (its docstring states the rules)",
         "versions": {"mpmath": mpmath.__version__, "numpy": np.__version__,
                      "torch": torch.__version__ if torch else None,
