@@ -546,8 +546,8 @@ static void test_non_finite_scan(void **state)
                         assert_int_equal(ml_eval(&req, &general, NULL), 0);
                         if (fused.path != ML_PATH_FUSED || general.path != ML_PATH_GENERAL)
                             fail_msg("%s: paths %d %d", losses[l], fused.path, general.path);
-                        int same = isnan(fused.loss) ? isnan(general.loss)
-                                                     : fused.loss == general.loss;
+                        int same =
+                            isnan(fused.loss) ? isnan(general.loss) : fused.loss == general.loss;
                         if (!same || isfinite(fused.loss))
                             fail_msg("%s %s %s: %g in %s[%lld]: fused %g, general %g",
                                      dt ? "float64" : "float32", losses[l],
@@ -659,8 +659,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general), cmocka_unit_test(test_asl_soft_labels),
         cmocka_unit_test(test_non_finite_scan),      cmocka_unit_test(test_parallel_same_bits),
-        cmocka_unit_test(test_softmax_paths),
-        cmocka_unit_test(test_pos_weight),
+        cmocka_unit_test(test_softmax_paths),        cmocka_unit_test(test_pos_weight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1102,7 +1102,7 @@ static void test_small_losses_exact(void **state)
 
     /* Softmax rows with a dominant logit: the loss of the top class is log1p(exp(-10)). */
     static const char *const ce[] = {"sparse_softmax_cross_entropy", "cross_entropy",
-                                      "softmax_cross_entropy"};
+                                     "softmax_cross_entropy"};
     static const double rows[][2] = {{20, 10}, {10000, 9990}, {-5, -15}};
     for (int l = 0; l < 3; l++)
         for (int r = 0; r < 3; r++)
@@ -1131,8 +1131,7 @@ static void test_small_losses_exact(void **state)
                 double u = ulps(res.loss, sp10, req.dtype);
                 if (u > 2)
                     fail_msg("%s %s [[%g, %g]]: got %.17g, exact %.17Lg: %.0f ulp", ce[l],
-                             dt ? "float64" : "float32", rows[r][0], rows[r][1], res.loss, sp10,
-                             u);
+                             dt ? "float64" : "float32", rows[r][0], rows[r][1], res.loss, sp10, u);
                 ml_result_free(&res);
             }
 }
@@ -1406,14 +1405,21 @@ static void test_catalogue(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tf_elementwise_random), cmocka_unit_test(test_tf_weight_shapes),
-        cmocka_unit_test(test_torch_bce_random),      cmocka_unit_test(test_focal_asl_random),
-        cmocka_unit_test(test_tf_softmax_random),     cmocka_unit_test(test_torch_ce_random),
-        cmocka_unit_test(test_keras_random),          cmocka_unit_test(test_note_identity),
-        cmocka_unit_test(test_hand_derived),          cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_accuracy_1m),           cmocka_unit_test(test_catalogue),
+        cmocka_unit_test(test_tf_elementwise_random),
+        cmocka_unit_test(test_tf_weight_shapes),
+        cmocka_unit_test(test_torch_bce_random),
+        cmocka_unit_test(test_focal_asl_random),
+        cmocka_unit_test(test_tf_softmax_random),
+        cmocka_unit_test(test_torch_ce_random),
+        cmocka_unit_test(test_keras_random),
+        cmocka_unit_test(test_note_identity),
+        cmocka_unit_test(test_hand_derived),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_accuracy_1m),
+        cmocka_unit_test(test_catalogue),
         cmocka_unit_test(test_empty_class_axis),
-        cmocka_unit_test(test_small_losses_exact), cmocka_unit_test(test_torch_ce_zero_weight_nan),
+        cmocka_unit_test(test_small_losses_exact),
+        cmocka_unit_test(test_torch_ce_zero_weight_nan),
     };
     return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
 }

@@ -123,6 +123,55 @@ static void test_issue_shapes(void **state)
 }
 
 /* The limit is inclusive, for empty and non-empty shapes alike. */
+/* Without a caller's limit, an array the evaluation makes may exceed its largest input by
+ * 2^24 elements at most (tensor.h): [2^40, 0] names 2^40 empty rows that no input pays for. */
+static void test_no_limit_outputs(void **state)
+{
+    (void)state;
+    const int64_t rows_no_cols[2] = {P40, 0}, wide[2] = {0, (INT64_C(1) << 24) + 1};
+    const int64_t narrow[2] = {0, 1000};
+    const struct {
+        const char *reduction;
+        unsigned outputs;
+        const int64_t *shape;
+        int code;
+    } cases[] = {
+        {NULL, ML_OUT_LOSS | ML_OUT_PER_ELEMENT, rows_no_cols, ML_ETOOLARGE},
+        {NULL, ML_OUT_LOSS | ML_OUT_PER_SAMPLE, rows_no_cols, ML_ETOOLARGE},
+        {"NONE", ML_OUT_LOSS, rows_no_cols, ML_ETOOLARGE},
+        {NULL, ML_OUT_LOSS, rows_no_cols, 0}, /* a number: nothing is made */
+        {NULL, ML_OUT_LOSS | ML_OUT_PER_CLASS, wide, ML_ETOOLARGE},
+        {NULL, ML_OUT_LOSS | ML_OUT_PER_CLASS, narrow, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ml_tensor z = empty_tensor(2, cases[i].shape), x = z;
+        struct ml_request req;
+        ml_request_init(&req);
+        req.loss = "sigmoid_cross_entropy";
+        req.reduction = cases[i].reduction;
+        req.labels = &z;
+        req.logits = &x;
+        req.outputs = cases[i].outputs;
+        struct ml_result res;
+        struct ml_error err;
+        int rc = ml_eval(&req, &res, &err);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: %s, expected %s (%s)", i, ml_status_name(rc),
+                     ml_status_name(cases[i].code), rc ? err.message : "");
+        if (rc) {
+            assert_non_null(strstr(err.message, "16777216"));
+            assert_non_null(strstr(err.message, "without max_elements"));
+            assert_null(res.per_element.data);
+            assert_null(res.per_sample.data);
+            assert_null(res.per_class.data);
+            assert_null(res.loss_tensor.data);
+        } else if (cases[i].outputs & ML_OUT_PER_CLASS) {
+            assert_int_equal(res.per_class.numel, 1000);
+        }
+        ml_result_free(&res);
+    }
+}
+
 static void test_limit_edges(void **state)
 {
     (void)state;
@@ -285,9 +334,13 @@ static void test_protocol(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue_shapes), cmocka_unit_test(test_limit_edges),
-        cmocka_unit_test(test_every_input),  cmocka_unit_test(test_empty_requests_work),
-        cmocka_unit_test(test_check_size),   cmocka_unit_test(test_protocol),
+        cmocka_unit_test(test_issue_shapes),
+        cmocka_unit_test(test_limit_edges),
+        cmocka_unit_test(test_no_limit_outputs),
+        cmocka_unit_test(test_every_input),
+        cmocka_unit_test(test_empty_requests_work),
+        cmocka_unit_test(test_check_size),
+        cmocka_unit_test(test_protocol),
     };
     return cmocka_run_group_tests_name("sizes", tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "params.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -150,6 +151,20 @@ static const struct ml_param_info asl_params[] = {
     {"disable_torch_grad_focal_loss", ML_PARAM_BOOL, 1,
      "accepted for compatibility: affects gradients only, never the value"},
 };
+
+/* params.c parses into arrays of ML__MAX_PARAMS. */
+_Static_assert(COUNT(tf_sce_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(tf_softmax_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(tf_log_loss_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(tf_huber_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(tfnn_weighted_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(keras_bce_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(keras_focal_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(keras_cce_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(torch_bce_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(torch_ce_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(tv_focal_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
+_Static_assert(COUNT(asl_params) <= ML__MAX_PARAMS, "ML__MAX_PARAMS");
 
 /* ---- Weight rules, as the catalogue documents them ------------------------------------ */
 

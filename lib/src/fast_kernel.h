@@ -69,8 +69,8 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
 /* The per-element losses of one contiguous run into out[]: one loop per formula, with no
  * branch inside for the vectoriser. */
 static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const REAL *z,
-                                               const REAL *x, const REAL *pw, REAL pws,
-                                               int64_t len, REAL *out)
+                                               const REAL *x, const REAL *pw, REAL pws, int64_t len,
+                                               REAL *out)
 {
     switch (f->id) {
     case ML__TORCH_BCE:
@@ -107,8 +107,8 @@ static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const R
         return;
     }
     case ML__ASL:
-        T(asl_loop)(T(asl_params_of)(f->clip, f->epsilon, f->gamma_pos, f->gamma_neg), z, x, len,
-                    out);
+        T(asl_loop)
+        (T(asl_params_of)(f->clip, f->epsilon, f->gamma_pos, f->gamma_neg), z, x, len, out);
         return;
     case ML__TF_MSE:
         for (int64_t k = 0; k < len; k++)

@@ -125,8 +125,8 @@ static inline ML__ALWAYS_INLINE struct F(asl_side) F(asl_pos)(struct F(sigmoid_p
     return r;
 }
 
-static inline ML__ALWAYS_INLINE struct F(asl_side) F(asl_neg)(struct F(sigmoid_pair) s,
-                                                              int use_clip, REAL clip)
+static inline ML__ALWAYS_INLINE struct F(asl_side)
+    F(asl_neg)(struct F(sigmoid_pair) s, int use_clip, REAL clip)
 {
     REAL u = s.q + clip, t = s.p - clip;
     struct F(asl_side) r = {s.q, s.p};
@@ -208,8 +208,8 @@ static inline ML__ALWAYS_INLINE int F(asl_eps_normal)(REAL eps)
     return eps >= (sizeof(REAL) == sizeof(float) ? (REAL)0x1p-126 : (REAL)0x1p-1022);
 }
 
-static inline struct F(asl_params) F(asl_params_of)(double clip, double eps, double gamma_pos,
-                                                    double gamma_neg)
+static inline struct F(asl_params)
+    F(asl_params_of)(double clip, double eps, double gamma_pos, double gamma_neg)
 {
     struct F(asl_params) a;
     a.clip = (REAL)clip;

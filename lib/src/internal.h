@@ -150,6 +150,9 @@ static inline void ml__sum_add(struct ml__sum *a, double x)
  */
 #define ML__LANES 16
 #define ML__BLOCK 1024
+_Static_assert((ML__LANES & (ML__LANES - 1)) == 0 && (ML__BLOCK & (ML__BLOCK - 1)) == 0 &&
+                   ML__BLOCK % ML__LANES == 0,
+               "lanes and blocks are powers of two (i & (n - 1)), a block a whole number of lanes");
 
 struct ml__lanes {
     double b[ML__LANES];               /* the open block */
@@ -188,6 +191,7 @@ static inline double ml__sum_get(const struct ml__sum *a)
  * fixed size keeps the bits independent of how many threads there were.
  */
 #define ML__CHUNK 65536
+_Static_assert(ML__CHUNK % ML__BLOCK == 0, "a chunk starts on a block (fast.h)");
 
 /* Folds part (its open block first) into total. */
 static inline void ml__lanes_merge(struct ml__lanes *total, const struct ml__lanes *part)

@@ -47,7 +47,7 @@ static inline REAL FN(keras_bce_probs)(REAL y, REAL p, int keras2)
     const REAL hi = R(1) - eps;
     REAL o = p < eps ? eps : (p > hi ? hi : p);
     if (o != o)
-        o = p; /* clip_by_value passes NaN through */
+        o = p;            /* clip_by_value passes NaN through */
     int big = o > R(0.5); /* then 1 - o and o - 1 are exact */
     if (keras2) {
         REAL lo = big ? VMK(ml__log1p)((o - R(1)) + eps) : VMK(ml__log)(o + eps);
@@ -87,8 +87,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         return x;
     case ML__TORCH_BCE:
         /* ATen binary_cross_entropy_with_logits; pos_weight=None is the plain formula. */
-        return k->aux ? FN(weighted_xent)(z, x, ((const REAL *)k->aux)[i])
-                      : FN(sigmoid_xent)(z, x);
+        return k->aux ? FN(weighted_xent)(z, x, ((const REAL *)k->aux)[i]) : FN(sigmoid_xent)(z, x);
     case ML__TV_FOCAL: {
         REAL g = R(k->gamma);
         int gk = g == R(2) ? 2 : g == R(1) ? 1 : g == R(0) ? 0 : -1;

@@ -2,6 +2,7 @@
  * params.c -- matching a request's parameters against the loss's catalogue entry.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,9 +51,93 @@ static void list_names(const struct ml_loss_info *info, char *buf, size_t size)
         snprintf(buf, size, "none");
 }
 
-int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *req,
-                     struct ml__params *p, struct ml_error *err)
+/* Values by the position of their spec in info->params, defaults filled in. */
+struct raw_params {
+    double number[ML__MAX_PARAMS];                  /* NUMBER, BOOL (0/1), scalar TENSOR */
+    const struct ml_tensor *tensor[ML__MAX_PARAMS]; /* TENSOR given as a tensor, else NULL */
+    int given[ML__MAX_PARAMS];
+};
+
+/* Where each parameter name of the catalogue goes in struct ml__params. */
+enum slot_kind { SLOT_REAL, SLOT_BOOL, SLOT_INT, SLOT_POS_WEIGHT, SLOT_NONE };
+
+static const struct slot {
+    const char *name;
+    enum slot_kind kind;
+    size_t offset;
+} slots[] = {
+    {"label_smoothing", SLOT_REAL, offsetof(struct ml__params, label_smoothing)},
+    {"gamma", SLOT_REAL, offsetof(struct ml__params, focal.gamma)},
+    {"alpha", SLOT_REAL, offsetof(struct ml__params, focal.alpha)},
+    {"apply_class_balancing", SLOT_BOOL, offsetof(struct ml__params, focal.apply_class_balancing)},
+    {"gamma_neg", SLOT_REAL, offsetof(struct ml__params, asl.gamma_neg)},
+    {"gamma_pos", SLOT_REAL, offsetof(struct ml__params, asl.gamma_pos)},
+    {"clip", SLOT_REAL, offsetof(struct ml__params, asl.clip)},
+    {"eps", SLOT_REAL, offsetof(struct ml__params, asl.eps)},
+    {"epsilon", SLOT_REAL, offsetof(struct ml__params, epsilon)},
+    {"delta", SLOT_REAL, offsetof(struct ml__params, delta)},
+    {"from_logits", SLOT_BOOL, offsetof(struct ml__params, keras.from_logits)},
+    {"axis", SLOT_INT, offsetof(struct ml__params, keras.axis)},
+    {"ignore_index", SLOT_INT, offsetof(struct ml__params, ignore_index)},
+    {"pos_weight", SLOT_POS_WEIGHT, offsetof(struct ml__params, pos_weight)},
+    /* ASL's switch of gradients only: accepted, never changes a value. */
+    {"disable_torch_grad_focal_loss", SLOT_NONE, 0},
+};
+
+/* Copies the matched values into their typed fields. */
+static int fill_slots(const struct ml_loss_info *info, const struct raw_params *raw,
+                      struct ml__params *p, struct ml_error *err)
 {
+    memset(p, 0, sizeof(*p));
+    for (size_t i = 0; i < info->num_params; i++) {
+        const char *name = info->params[i].name;
+        const struct slot *s = NULL;
+        for (size_t k = 0; k < sizeof(slots) / sizeof(slots[0]) && !s; k++)
+            if (!strcmp(slots[k].name, name))
+                s = &slots[k];
+        if (!s) /* a catalogue entry out of step with this table: test_catalogue catches it */
+            return ml__fail(err, ML_EINVAL, "params", -1,
+                            "internal: parameter '%s' of %s has no field", name, info->name);
+        char *field = (char *)p + s->offset;
+        double v = raw->number[i];
+        switch (s->kind) {
+        case SLOT_REAL:
+            memcpy(field, &v, sizeof(v));
+            break;
+        case SLOT_BOOL: {
+            int b = v != 0;
+            memcpy(field, &b, sizeof(b));
+            if (s->offset == offsetof(struct ml__params, keras.from_logits))
+                p->keras.from_logits_given = raw->given[i];
+            break;
+        }
+        case SLOT_INT: {
+            if (!is_integral(v)) {
+                char fname[64];
+                snprintf(fname, sizeof(fname), "params.%s", name);
+                return ml__fail(err, ML_EPARAM, fname, -1, "'%s' must be an integer, got %g", name,
+                                v);
+            }
+            int64_t n = (int64_t)v;
+            memcpy(field, &n, sizeof(n));
+            break;
+        }
+        case SLOT_POS_WEIGHT:
+            p->pos_weight.given = raw->given[i];
+            p->pos_weight.number = v;
+            p->pos_weight.tensor = raw->tensor[i];
+            break;
+        case SLOT_NONE:
+            break;
+        }
+    }
+    return 0;
+}
+
+int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *req,
+                     struct ml__params *typed, struct ml_error *err)
+{
+    struct raw_params raw, *p = &raw;
     memset(p, 0, sizeof(*p));
     for (size_t i = 0; i < info->num_params && i < ML__MAX_PARAMS; i++)
         p->number[i] = info->params[i].default_value;
@@ -131,46 +216,5 @@ int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *r
         if (isnan(info->params[i].default_value) && !p->given[i])
             return ml__fail(err, ML_EPARAM, "params", -1, "%s requires the parameter '%s'",
                             info->name, info->params[i].name);
-    return 0;
-}
-
-static int index_of(const struct ml_loss_info *info, const char *name)
-{
-    for (size_t i = 0; i < info->num_params; i++)
-        if (strcmp(info->params[i].name, name) == 0)
-            return (int)i;
-    return -1;
-}
-
-double ml__param(const struct ml_loss_info *info, const struct ml__params *p, const char *name,
-                 double fallback)
-{
-    int i = index_of(info, name);
-    return i < 0 ? fallback : p->number[i];
-}
-
-int ml__param_given(const struct ml_loss_info *info, const struct ml__params *p, const char *name)
-{
-    int i = index_of(info, name);
-    return i >= 0 && p->given[i];
-}
-
-const struct ml_tensor *ml__param_tensor(const struct ml_loss_info *info,
-                                         const struct ml__params *p, const char *name)
-{
-    int i = index_of(info, name);
-    return i < 0 ? NULL : p->tensor[i];
-}
-
-int ml__param_integer(const struct ml_loss_info *info, const struct ml__params *p, const char *name,
-                      int64_t *out, struct ml_error *err)
-{
-    double v = ml__param(info, p, name, 0);
-    if (!is_integral(v)) {
-        char field[64];
-        snprintf(field, sizeof(field), "params.%s", name);
-        return ml__fail(err, ML_EPARAM, field, -1, "'%s' must be an integer, got %g", name, v);
-    }
-    *out = (int64_t)v;
-    return 0;
+    return fill_slots(info, p, typed, err);
 }

@@ -61,8 +61,7 @@ static int group_emit(const struct group *g, const struct ml__reduction *red, st
         return -1;
     for (int64_t i = 0; i < g->count; i++) {
         double num = ml__sum_get(&g->num[i]);
-        out->data[i] =
-            red->den == ML__DEN_ONE ? num : divide(red, num, ml__sum_get(&g->den[i]));
+        out->data[i] = red->den == ML__DEN_ONE ? num : divide(red, num, ml__sum_get(&g->den[i]));
     }
     return 0;
 }
@@ -109,8 +108,8 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
     if (want_sample) {
         by_sample.rank = in->elementwise && in->rank > 0 ? in->rank - 1 : in->rank;
         memcpy(by_sample.shape, in->shape, sizeof(int64_t) * (size_t)by_sample.rank);
-        rc = ml__check_size("outputs", "per_sample", by_sample.rank, by_sample.shape,
-                            in->max_elements, err);
+        rc = ml__check_output_size("outputs", "per_sample", by_sample.rank, by_sample.shape,
+                                   in->max_elements, in->input_elements, err);
         if (rc)
             goto free_groups;
         rc = ML_ENOMEM;
@@ -120,8 +119,8 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
     if (want_class) {
         by_class.rank = in->rank > 0 ? 1 : 0;
         by_class.shape[0] = row_len;
-        rc = ml__check_size("outputs", "per_class", by_class.rank, by_class.shape, in->max_elements,
-                            err);
+        rc = ml__check_output_size("outputs", "per_class", by_class.rank, by_class.shape,
+                                   in->max_elements, in->input_elements, err);
         if (rc)
             goto free_groups;
         rc = ML_ENOMEM;
@@ -131,8 +130,8 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
 
     double *none_out = NULL;
     if (red->den == ML__DEN_NONE) {
-        rc = ml__check_size("outputs", "the loss of reduction none", in->rank, in->shape,
-                            in->max_elements, err);
+        rc = ml__check_output_size("outputs", "the loss of reduction none", in->rank, in->shape,
+                                   in->max_elements, in->input_elements, err);
         if (rc)
             goto free_groups;
         rc = ML_ENOMEM;

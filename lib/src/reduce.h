@@ -21,7 +21,8 @@ struct ml__reduce_in {
     int has_raw_sw;  /* Keras mean_with_sample_weight: divide by raw_sw_sum */
     double raw_sw_sum;
     unsigned outputs;
-    int64_t max_elements; /* the request's limit (0: none): per_sample and per_class count */
+    int64_t max_elements;   /* the request's limit (0: none) */
+    int64_t input_elements; /* of the largest input: the limit without one (tensor.h) */
 };
 
 /*

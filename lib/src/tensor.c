@@ -22,12 +22,10 @@ double ml__tensor_get(const struct ml_tensor *t, int64_t i)
     return 0; /* not reached: the caller checked the dtype */
 }
 
-int ml__check_size(const char *field, const char *what, int rank, const int64_t *shape,
-                   int64_t max_elements, struct ml_error *err)
+/* The footprint rule against `limit`, named in the message by `limit_name`. */
+static int check_footprint(const char *field, const char *what, int rank, const int64_t *shape,
+                           int64_t limit, const char *limit_name, struct ml_error *err)
 {
-    int64_t limit = max_elements > 0 && max_elements < ML_ABSOLUTE_MAX_ELEMENTS
-                        ? max_elements
-                        : ML_ABSOLUTE_MAX_ELEMENTS;
     /* footprint <= limit throughout, so footprint * dim never overflows: dim > limit /
      * footprint is exactly footprint * dim > limit. */
     int64_t footprint = 1;
@@ -41,15 +39,34 @@ int ml__check_size(const char *field, const char *what, int rank, const int64_t 
             ml__shape_str(s, sizeof(s), rank, shape);
             return ml__fail(err, ML_ETOOLARGE, field, -1,
                             "%s of shape %s is too large: %s more than %lld elements, the "
-                            "limit%s",
+                            "limit %s",
                             what, s,
                             empty ? "empty, but counting each empty dimension as 1 (as its "
                                     "nested JSON does) it spans"
                                   : "it has",
-                            (long long)limit,
-                            limit == max_elements ? " (max_elements)" : " of the library (2^40)");
+                            (long long)limit, limit_name);
         }
         footprint *= dim;
     }
     return 0;
+}
+
+int ml__check_size(const char *field, const char *what, int rank, const int64_t *shape,
+                   int64_t max_elements, struct ml_error *err)
+{
+    if (max_elements > 0 && max_elements < ML_ABSOLUTE_MAX_ELEMENTS)
+        return check_footprint(field, what, rank, shape, max_elements, "(max_elements)", err);
+    return check_footprint(field, what, rank, shape, ML_ABSOLUTE_MAX_ELEMENTS,
+                           "of the library (2^40)", err);
+}
+
+int ml__check_output_size(const char *field, const char *what, int rank, const int64_t *shape,
+                          int64_t max_elements, int64_t input_elements, struct ml_error *err)
+{
+    if (max_elements > 0 || input_elements >= ML_ABSOLUTE_MAX_ELEMENTS - ML__FREE_OUTPUT_ELEMENTS)
+        return ml__check_size(field, what, rank, shape, max_elements, err);
+    return check_footprint(field, what, rank, shape, input_elements + ML__FREE_OUTPUT_ELEMENTS,
+                           "of an output without max_elements (the elements of its largest "
+                           "input + 2^24)",
+                           err);
 }
