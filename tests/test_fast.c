@@ -548,7 +548,9 @@ static void test_non_finite_scan(void **state)
                             fail_msg("%s: paths %d %d", losses[l], fused.path, general.path);
                         int same =
                             isnan(fused.loss) ? isnan(general.loss) : fused.loss == general.loss;
-                        if (!same || isfinite(fused.loss))
+                        /* ASL's clamps give torch's finite values at x = +-inf. */
+                        int finite_ok = l == 3 && isinf(bad[b]) && cases[k].where == x;
+                        if (!same || (isfinite(fused.loss) && !finite_ok))
                             fail_msg("%s %s %s: %g in %s[%lld]: fused %g, general %g",
                                      dt ? "float64" : "float32", losses[l],
                                      req.reduction ? req.reduction : "default", (double)bad[b],

@@ -1136,6 +1136,91 @@ static void test_small_losses_exact(void **state)
             }
 }
 
+/* One element (or one row) with allow_non_finite, the loss as a number (reduction sum). */
+static double eval_nf(const char *loss, enum ml_dtype dt, int n, const double *z, const double *x,
+                      int sparse, const struct ml_param *p, size_t np)
+{
+    static struct T tz, tx;
+    mk(&tx, 2, 1, n, 0);
+    memcpy(tx.d, x, (size_t)n * sizeof(double));
+    if (sparse)
+        mk(&tz, 1, 1, 0, 0);
+    else
+        mk(&tz, 2, 1, n, 0);
+    memcpy(tz.d, z, (size_t)(sparse ? 1 : n) * sizeof(double));
+    struct ml_request req;
+    struct ml_result res;
+    ml_request_init(&req);
+    req.loss = loss;
+    req.reduction = "sum";
+    req.dtype = dt;
+    req.labels = &tz.t;
+    req.logits = &tx.t;
+    req.params = p;
+    req.num_params = np;
+    req.allow_non_finite = 1;
+    run(&req, &res, 0, loss);
+    double v = res.loss;
+    ml_result_free(&res);
+    return v;
+}
+
+/*
+ * The frameworks' own answers at their edges (torch 1.13 and torchvision 0.14 printed them;
+ * TF from its formula): non-finite logits with allow_non_finite, and label smoothing <= 0.
+ */
+static void test_framework_edges(void **state)
+{
+    (void)state;
+    const double inf = INFINITY, one = 1, zero = 0;
+    const double neg_inf = -INFINITY;
+    /* torch BCE: (1 - z) x + max(-x, 0) + ... is -inf + inf at x = -inf, whatever z. */
+    assert_true(isnan(
+        eval_nf("binary_cross_entropy_with_logits", ML_FLOAT32, 1, &one, &neg_inf, 0, NULL, 0)));
+    assert_true(isnan(
+        eval_nf("binary_cross_entropy_with_logits", ML_FLOAT32, 1, &zero, &neg_inf, 0, NULL, 0)));
+    assert_true(eval_nf("binary_cross_entropy_with_logits", ML_FLOAT32, 1, &zero, &inf, 0, NULL,
+                        0) == INFINITY);
+    struct ml_param pw = {.name = "pos_weight", .kind = ML_PARAM_NUMBER, .number = 2};
+    assert_true(isnan(
+        eval_nf("binary_cross_entropy_with_logits", ML_FLOAT64, 1, &one, &neg_inf, 0, &pw, 1)));
+    assert_true(isnan(eval_nf("sigmoid_focal_loss", ML_FLOAT32, 1, &one, &neg_inf, 0, NULL, 0)));
+    /* TF: max(x, 0) - x z + log1p(exp(-|x|)) at x = -inf, z = 1 is 0 + inf + 0. */
+    assert_true(eval_nf("sigmoid_cross_entropy", ML_FLOAT32, 1, &one, &neg_inf, 0, NULL, 0) ==
+                INFINITY);
+    /* A row with +inf: x - max is inf - inf in log_softmax, NaN for every class. */
+    double row[3] = {1, INFINITY, -21.5}, target = 0;
+    assert_true(isnan(eval_nf("cross_entropy", ML_FLOAT32, 3, &target, row, 1, NULL, 0)));
+    double onehot[3] = {1, 0, 0};
+    assert_true(isnan(eval_nf("softmax_cross_entropy", ML_FLOAT64, 3, onehot, row, 0, NULL, 0)));
+    /* ASL's sigmoid saturates and its clamps hold: finite at x = +-inf (torch: -0.0,
+     * 18.420681, and with eps 0, -log(0.05) (1 - 0.05)^4 in float32). */
+    assert_true(eval_nf("asymmetric_loss", ML_FLOAT32, 1, &one, &inf, 0, NULL, 0) == 0);
+    double v = eval_nf("asymmetric_loss", ML_FLOAT32, 1, &one, &neg_inf, 0, NULL, 0);
+    assert_true(fabs(v - 18.420680743952367) <= 4 * 0x1p-19);
+    struct ml_param eps0 = {.name = "eps", .kind = ML_PARAM_NUMBER, .number = 0};
+    v = eval_nf("asymmetric_loss", ML_FLOAT32, 1, &zero, &inf, 0, &eps0, 1);
+    ld clip = (ld)0.05f, want = -logl(clip) * powl(1 - clip, 4);
+    assert_true(fabsl((ld)v - want) <= 4 * 0x1p-22L);
+    /* ...and a NaN logit stays NaN. */
+    const double nan = NAN;
+    assert_true(isnan(eval_nf("asymmetric_loss", ML_FLOAT32, 1, &one, &nan, 0, NULL, 0)));
+    /* eps 0: the log of a sigmoid that underflows is the log-sigmoid, finite: x = -110 in
+     * float32 (sigmoid 1.7e-48 is 0) costs softplus(110) = 110 + log1p(e^-110). */
+    struct ml_param asl0[2] = {{.name = "eps", .kind = ML_PARAM_NUMBER, .number = 0},
+                               {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
+    const double x110 = -110;
+    assert_true(eval_nf("asymmetric_loss", ML_FLOAT32, 1, &one, &x110, 0, asl0, 2) == 110.0);
+    const double x800 = -800;
+    assert_true(eval_nf("asymmetric_loss", ML_FLOAT64, 1, &one, &x800, 0, asl0, 2) == 800.0);
+    /* torch 1.13 cross_entropy ignores label_smoothing <= 0 (and refuses > 1): 2.4076059644443806
+     * for logits [3, 2, 1], target 2, smoothing -0.1. */
+    struct ml_param ls = {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = -0.1};
+    double x321[3] = {3, 2, 1}, t2 = 2;
+    v = eval_nf("cross_entropy", ML_FLOAT64, 3, &t2, x321, 1, &ls, 1);
+    assert_true(fabs(v - 2.4076059644443806) <= 4 * 0x1p-51);
+}
+
 /* torch cross_entropy, mean, every kept target of class weight 0 and label smoothing: ATen
  * adds (1 - ls) * 0/0 to the smoothing term, NaN (torch 1.13 prints nan), not +inf. */
 static void test_torch_ce_zero_weight_nan(void **state)
@@ -1420,6 +1505,7 @@ int main(void)
         cmocka_unit_test(test_empty_class_axis),
         cmocka_unit_test(test_small_losses_exact),
         cmocka_unit_test(test_torch_ce_zero_weight_nan),
+        cmocka_unit_test(test_framework_edges),
     };
     return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
 }

@@ -135,7 +135,8 @@ static const struct ml_param_info torch_bce_params[] = {
 };
 static const struct ml_param_info torch_ce_params[] = {
     {"ignore_index", ML_PARAM_NUMBER, -100, "class-index targets equal to it are skipped"},
-    {"label_smoothing", ML_PARAM_NUMBER, 0.0, "in [0, 1]: targets mixed with the uniform 1/C"},
+    {"label_smoothing", ML_PARAM_NUMBER, 0.0,
+     "at most 1: targets mixed with the uniform 1/C (<= 0: none)"},
 };
 static const struct ml_param_info tv_focal_params[] = {
     {"alpha", ML_PARAM_NUMBER, 0.25,

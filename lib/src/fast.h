@@ -44,6 +44,7 @@ struct ml__fast {
     int want_sw;  /* sum the weights for sum_weights */
     int want_nz;  /* count the non-zero weights (else nonzero is left 0 for a weight stream) */
     int simd;     /* enum ml__simd: the variant to run (simd.h) */
+    int allow_non_finite; /* NaN/Inf inputs accepted: the frameworks' NaN (formulas.h) */
 };
 
 struct ml__fast_sums {

@@ -27,6 +27,7 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
         struct T(asl_params) c = a;                                                                \
         c.use_clip = USE_CLIP;                                                                     \
         c.focus = FOCUS;                                                                           \
+        c.poison = 1;                                                                              \
         for (int64_t k = 0; k < len; k++)                                                          \
             out[k] = BINARY ? T(asl_binary)(z[k] == R(1.0), x[k], c, 1)                            \
                             : T(asl_general)(z[k], x[k], c, 1);                                    \
@@ -49,21 +50,59 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
     }
 #undef ASL_LOOPS
 #undef ASL_LOOP
-    /* Whether any element needs asl() again. In the common case (binary loop, small powers)
-     * those are the labels other than 0 and 1, counted in a loop of its own that vectorises
-     * (the reduction would stop the vectoriser above); otherwise asl_loop_exact decides per
-     * element. */
+    /* Whether any element needs asl() again. In the common case (binary loop, small powers,
+     * non-finite inputs rejected) those are the labels other than 0 and 1, counted in a loop of
+     * its own that vectorises (the reduction would stop the vectoriser above); otherwise
+     * asl_loop_exact decides per element. The loops poison (x * 0); with non-finite inputs
+     * allowed, asl() redoes the non-finite logits without. */
     const int powers_ok = !a.focus || (POWI_SMALL(a.gp) && POWI_SMALL(a.gn));
     int odd = 0;
-    if (a.eps_normal && powers_ok)
+    if (a.eps_normal && powers_ok && a.poison)
         for (int64_t k = 0; k < len; k++)
             odd += (z[k] != R(0.0)) & (z[k] != R(1.0));
     else
-        odd = a.eps_normal || a.focus; /* some powers are not small integers */
+        odd = a.eps_normal || a.focus || !a.poison; /* some powers are not small integers */
     if (odd)
         for (int64_t k = 0; k < len; k++)
-            if (!T(asl_loop_exact)(z[k], a))
+            if (!T(asl_loop_exact)(z[k], x[k], a))
                 out[k] = T(asl)(z[k], x[k], a);
+}
+
+/* The losses whose x = -inf is NaN in their framework when nf (formulas.h: neg_inf_nan); nf
+ * constant, one loop per case. */
+static inline ML__ALWAYS_INLINE void T(torch_losses)(const struct ml__fast *f, const REAL *z,
+                                                     const REAL *x, const REAL *pw, REAL pws,
+                                                     int64_t len, REAL *out, int nf)
+{
+    switch (f->id) {
+    case ML__TORCH_BCE:
+    case ML__TFNN_WEIGHTED:
+        /* pos_weight per element, one number, or (torch) None: the plain formula. */
+        if (pw)
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(torch_weighted_xent)(z[k], x[k], pw[k], nf);
+        else if (f->pwmode != ML__FW_NONE)
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(torch_weighted_xent)(z[k], x[k], pws, nf);
+        else
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(torch_xent)(z[k], x[k], nf);
+        return;
+    default: {
+        /* torchvision.ops.sigmoid_focal_loss, gamma 0, 1 or 2. */
+        const REAL alpha = (REAL)f->alpha, g = (REAL)f->gamma;
+        if (f->gamma == 2)
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(tv_focal)(z[k], x[k], 2, g, alpha, nf);
+        else if (f->gamma == 1)
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(tv_focal)(z[k], x[k], 1, g, alpha, nf);
+        else
+            for (int64_t k = 0; k < len; k++)
+                out[k] = T(tv_focal)(z[k], x[k], 0, g, alpha, nf);
+        return;
+    }
+    }
 }
 
 /* The per-element losses of one contiguous run into out[]: one loop per formula, with no
@@ -74,41 +113,18 @@ static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const R
 {
     switch (f->id) {
     case ML__TORCH_BCE:
-        /* pos_weight per element, one number, or None (the plain formula). */
-        if (pw)
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(weighted_xent)(z[k], x[k], pw[k]);
-        else if (f->pwmode != ML__FW_NONE)
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(weighted_xent)(z[k], x[k], pws);
-        else
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(sigmoid_xent)(z[k], x[k]);
-        return;
     case ML__TFNN_WEIGHTED:
-        if (pw)
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(weighted_xent)(z[k], x[k], pw[k]);
+    case ML__TV_FOCAL:
+        if (f->allow_non_finite)
+            T(torch_losses)(f, z, x, pw, pws, len, out, 1);
         else
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(weighted_xent)(z[k], x[k], pws);
+            T(torch_losses)(f, z, x, pw, pws, len, out, 0);
         return;
-    case ML__TV_FOCAL: {
-        const REAL alpha = (REAL)f->alpha, g = (REAL)f->gamma;
-        if (f->gamma == 2)
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal)(z[k], x[k], 2, g, alpha);
-        else if (f->gamma == 1)
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal)(z[k], x[k], 1, g, alpha);
-        else
-            for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal)(z[k], x[k], 0, g, alpha);
-        return;
+    case ML__ASL: {
+        const struct T(asl_params) a =
+            T(asl_params_of)(f->clip, f->epsilon, f->gamma_pos, f->gamma_neg, f->allow_non_finite);
+        T(asl_loop)(a, z, x, len, out);
     }
-    case ML__ASL:
-        T(asl_loop)
-        (T(asl_params_of)(f->clip, f->epsilon, f->gamma_pos, f->gamma_neg), z, x, len, out);
         return;
     case ML__TF_MSE:
         for (int64_t k = 0; k < len; k++)

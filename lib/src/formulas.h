@@ -77,6 +77,30 @@ static inline ML__ALWAYS_INLINE REAL F(weighted_xent)(REAL z, REAL x, REAL q)
     return F(weighted_xent_t)(z, x, q, F(softplus_tail)(x));
 }
 
+/*
+ * torch's binary_cross_entropy_with_logits (1.13: (1 - z) x + m + log(e^-m + e^(-x-m)),
+ * m = max(-x, 0); later (1 - z) x - lw log_sigmoid(x)) and TF's weighted_cross_entropy_with_logits
+ * give NaN at x = -inf whatever the label (-inf + inf), where the softplus form gives the
+ * limit. Requests that allow non-finite inputs get the frameworks' NaN (`keep`, held
+ * constant by the caller); others have no infinite input to meet.
+ */
+static inline ML__ALWAYS_INLINE REAL F(neg_inf_nan)(REAL x, int keep)
+{
+    return keep && x < R(0.0) ? x - x : R(0.0);
+}
+
+/* torch binary_cross_entropy_with_logits without and with pos_weight (and TF's weighted
+ * cross-entropy), NaN at x = -inf when nf (neg_inf_nan). */
+static inline ML__ALWAYS_INLINE REAL F(torch_xent)(REAL z, REAL x, int nf)
+{
+    return F(sigmoid_xent)(z, x) + F(neg_inf_nan)(x, nf);
+}
+
+static inline ML__ALWAYS_INLINE REAL F(torch_weighted_xent)(REAL z, REAL x, REAL q, int nf)
+{
+    return F(weighted_xent)(z, x, q) + F(neg_inf_nan)(x, nf);
+}
+
 /* TF label smoothing of binary labels (losses_impl.sigmoid_cross_entropy, Keras BCE). */
 static inline ML__ALWAYS_INLINE REAL F(smooth_binary)(REAL y, REAL ls)
 {
@@ -89,13 +113,15 @@ static inline ML__ALWAYS_INLINE REAL F(smooth_binary)(REAL y, REAL ls)
  * ce (1 - p_t)^gamma, times alpha z + (1 - alpha)(1 - z) when alpha >= 0 (torchvision applies
  * any alpha >= 0 as written, and none below 0). 1 - p_t is z (1 - p) + (1 - z) p, with both
  * probabilities accurate (for binary labels it is one of them, exactly). gk selects the power:
- * 0, 1, 2 by multiplication, -1 for POW(b, gamma); callers pass a constant.
+ * 0, 1, 2 by multiplication, -1 for POW(b, gamma); callers pass a constant, and nf as to
+ * neg_inf_nan (the torch cross-entropy inside).
  */
-static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha)
+static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha,
+                                                 int nf)
 {
     REAL e = VM(ml__exp_neg)(FABS(x));
     struct F(sigmoid_pair) s = F(sigmoid_pair_e)(x, e);
-    REAL ce = F(sigmoid_xent_t)(z, x, VM(ml__log1p_unit)(e));
+    REAL ce = F(sigmoid_xent_t)(z, x, VM(ml__log1p_unit)(e)) + F(neg_inf_nan)(x, nf);
     REAL b = z * s.q + (R(1.0) - z) * s.p;
     REAL f = gk == 2 ? b * b : gk == 1 ? b : gk == 0 ? R(1.0) : POW(b, gamma);
     REAL loss = ce * f;
@@ -112,46 +138,14 @@ static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL ga
  * Each log argument u comes with its complement t = 1 - u, both accurate: u when it is at most
  * 1/2 (its log is then taken directly), t when u is above 1/2 (the log is then log1p(-t), as
  * log(w) + c / w for w = 1 - t and the part c that the rounding of w lost). t is also the base
- * of the focusing power, 1 - pt. The caller holds the flags constant.
+ * of the focusing power, 1 - pt. When eps is not a normal number (0, or below the normals),
+ * u itself may underflow: the log of an unclipped side is then taken as the log-sigmoid,
+ * -(max(-+x, 0) + log1p(exp(-|x|))), which does not. The caller holds the flags constant.
  */
 struct F(asl_side) {
     REAL u, t; /* the probability whose log is taken, and 1 - u */
+    REAL ls;   /* log(u) when u is a sigmoid (not clipped) and eps is not normal, else NaN */
 };
-
-/* The positive side (xs_pos) and the negative side (xs_neg, clipped when use_clip). */
-static inline ML__ALWAYS_INLINE struct F(asl_side) F(asl_pos)(struct F(sigmoid_pair) s)
-{
-    struct F(asl_side) r = {s.p, s.q};
-    return r;
-}
-
-static inline ML__ALWAYS_INLINE struct F(asl_side)
-    F(asl_neg)(struct F(sigmoid_pair) s, int use_clip, REAL clip)
-{
-    REAL u = s.q + clip, t = s.p - clip;
-    struct F(asl_side) r = {s.q, s.p};
-    if (use_clip) {
-        r.u = u < R(1.0) ? u : R(1.0);
-        r.t = t > R(0.0) ? t : R(0.0);
-    }
-    return r;
-}
-
-/*
- * log(max(u, eps)) from the side (u, t). eps_normal: eps is a positive normal number, so that
- * the log's argument is one (the vmath log of normal numbers, no special cases); otherwise the
- * full log. leps is log(eps), for arguments below eps.
- */
-static inline ML__ALWAYS_INLINE REAL F(asl_log)(struct F(asl_side) a, REAL eps, REAL leps,
-                                                int eps_normal)
-{
-    int direct = a.u <= R(0.5);
-    REAL w = direct ? (a.u > eps ? a.u : eps) : R(1.0) - a.t;
-    REAL c = direct ? R(0.0) : (R(1.0) - w) - a.t; /* exact: -t = (w - 1) + c */
-    REAL l = (eps_normal ? VM(ml__log_normal)(w) : VM(ml__log)(w)) + c * (R(2.0) - w);
-    /* c (2 - w) is c / w to within (1 - w)^2 relative: c matters only for w near 1. */
-    return l > leps ? l : leps;
-}
 
 /* ASL's parameters in this type; by value, so that nothing read through a pointer can alias
  * the output array of a loop (the vectoriser would give up). */
@@ -161,7 +155,49 @@ struct F(asl_params) {
     int use_clip;         /* clip > 0 */
     int eps_normal;       /* asl_eps_normal(eps) */
     int focus;            /* gamma_pos > 0 or gamma_neg > 0 */
+    int poison;           /* non-finite inputs are rejected: asl_poison adds x * 0 */
 };
+
+/* The positive side (xs_pos) and the negative side (xs_neg, clipped when use_clip), from the
+ * sigmoid pair of x and, when eps is not normal, tail = log1p(exp(-|x|)). */
+static inline ML__ALWAYS_INLINE struct F(asl_side)
+    F(asl_pos)(struct F(sigmoid_pair) s, REAL x, REAL tail, struct F(asl_params) a)
+{
+    REAL m = x < R(0.0) ? -x : R(0.0);
+    struct F(asl_side) r = {s.p, s.q, a.eps_normal ? R(0.0) : -(m + tail)};
+    return r;
+}
+
+static inline ML__ALWAYS_INLINE struct F(asl_side)
+    F(asl_neg)(struct F(sigmoid_pair) s, REAL x, REAL tail, struct F(asl_params) a)
+{
+    REAL m = x > R(0.0) ? x : R(0.0);
+    struct F(asl_side) r = {s.q, s.p, a.eps_normal ? R(0.0) : -(m + tail)};
+    if (a.use_clip) {
+        REAL u = s.q + a.clip, t = s.p - a.clip;
+        r.u = u < R(1.0) ? u : R(1.0);
+        r.t = t > R(0.0) ? t : R(0.0);
+    }
+    return r;
+}
+
+/*
+ * log(max(u, eps)) from the side (u, t). eps_normal: eps is a positive normal number, so that
+ * the log's argument is one (the vmath log of normal numbers, no special cases); otherwise the
+ * full log, or the side's log-sigmoid (pure: the side is not clipped). leps is log(eps).
+ */
+static inline ML__ALWAYS_INLINE REAL F(asl_log)(struct F(asl_side) s, struct F(asl_params) a,
+                                                int pure)
+{
+    int direct = s.u <= R(0.5);
+    REAL w = direct ? (s.u > a.eps ? s.u : a.eps) : R(1.0) - s.t;
+    REAL c = direct ? R(0.0) : (R(1.0) - w) - s.t; /* exact: -t = (w - 1) + c */
+    REAL l = (a.eps_normal ? VM(ml__log_normal)(w) : VM(ml__log)(w)) + c * (R(2.0) - w);
+    /* c (2 - w) is c / w to within (1 - w)^2 relative: c matters only for w near 1. */
+    if (!a.eps_normal && pure)
+        l = direct ? s.ls : l;
+    return l > a.leps ? l : a.leps;
+}
 
 /* The focusing power b^g: small integer powers by multiplication (vmath.h), others by POW
  * unless small_only (a vectorised loop, whose other elements are redone by asl()). */
@@ -170,36 +206,56 @@ static inline ML__ALWAYS_INLINE REAL F(asl_power)(REAL b, REAL g, int small_only
     return small_only || POWI_SMALL(g) ? VM(ml__powi4)(b, g) : POW(b, g);
 }
 
+/* The sigmoid pair and the tail of x (the tail only where asl_log needs it). */
+static inline ML__ALWAYS_INLINE struct F(sigmoid_pair)
+    F(asl_sigmoid)(REAL x, struct F(asl_params) a, REAL *tail)
+{
+    REAL e = VM(ml__exp_neg)(FABS(x));
+    *tail = a.eps_normal ? R(0.0) : VM(ml__log1p_unit)(e);
+    return F(sigmoid_pair_e)(x, e);
+}
+
+/*
+ * What ASL adds to its loss for the logit's sake: the clamps drop a NaN (and an infinite x gives
+ * a finite loss), so x * 0 brings a NaN or an infinity back when non-finite inputs are rejected
+ * (the fused path finds them by the sum), and only a NaN when they are allowed (torch's values
+ * at x = +-inf are finite).
+ */
+static inline ML__ALWAYS_INLINE REAL F(asl_poison)(REAL x, struct F(asl_params) a)
+{
+    return a.poison ? x * R(0.0) : (x != x ? x : R(0.0));
+}
+
 /*
  * ASL for a binary label (pos: z == 1): one log. For z in {0, 1} this is the general formula
- * below bit for bit (the other side is multiplied by +-0 and added, both finite). The x * 0
- * puts a NaN or infinite logit back (the clamps can hide it).
+ * below bit for bit (the other side is multiplied by +-0 and added, both finite).
  */
 static inline ML__ALWAYS_INLINE REAL F(asl_binary)(int pos, REAL x, struct F(asl_params) a,
                                                    int small_only)
 {
-    struct F(sigmoid_pair) s = F(sigmoid_pair_e)(x, VM(ml__exp_neg)(FABS(x)));
-    struct F(asl_side) ps = F(asl_pos)(s), ns = F(asl_neg)(s, a.use_clip, a.clip);
-    struct F(asl_side) side = {pos ? ps.u : ns.u, pos ? ps.t : ns.t};
-    REAL l = F(asl_log)(side, a.eps, a.leps, a.eps_normal);
+    REAL tail;
+    struct F(sigmoid_pair) s = F(asl_sigmoid)(x, a, &tail);
+    struct F(asl_side) ps = F(asl_pos)(s, x, tail, a), ns = F(asl_neg)(s, x, tail, a);
+    struct F(asl_side) side = {pos ? ps.u : ns.u, pos ? ps.t : ns.t, pos ? ps.ls : ns.ls};
+    REAL l = F(asl_log)(side, a, pos || !a.use_clip);
     if (a.focus)
         l = l * F(asl_power)(side.t, pos ? a.gp : a.gn, small_only);
-    return -l + x * R(0.0);
+    return -l + F(asl_poison)(x, a);
 }
 
 /* ASL for any label (soft labels, NaN). */
 static inline ML__ALWAYS_INLINE REAL F(asl_general)(REAL z, REAL x, struct F(asl_params) a,
                                                     int small_only)
 {
-    struct F(sigmoid_pair) s = F(sigmoid_pair_e)(x, VM(ml__exp_neg)(FABS(x)));
-    struct F(asl_side) ps = F(asl_pos)(s), ns = F(asl_neg)(s, a.use_clip, a.clip);
-    REAL l = z * F(asl_log)(ps, a.eps, a.leps, a.eps_normal) +
-             (R(1.0) - z) * F(asl_log)(ns, a.eps, a.leps, a.eps_normal);
+    REAL tail;
+    struct F(sigmoid_pair) s = F(asl_sigmoid)(x, a, &tail);
+    struct F(asl_side) ps = F(asl_pos)(s, x, tail, a), ns = F(asl_neg)(s, x, tail, a);
+    REAL l = z * F(asl_log)(ps, a, 1) + (R(1.0) - z) * F(asl_log)(ns, a, !a.use_clip);
     if (a.focus) {
         REAL base = z * ps.t + (R(1.0) - z) * ns.t; /* 1 - pt */
         l = l * F(asl_power)(base, a.gp * z + a.gn * (R(1.0) - z), small_only);
     }
-    return -l + x * R(0.0);
+    return -l + F(asl_poison)(x, a);
 }
 
 /* Whether eps is a positive normal number of this type (asl_log's eps_normal). */
@@ -208,8 +264,10 @@ static inline ML__ALWAYS_INLINE int F(asl_eps_normal)(REAL eps)
     return eps >= (sizeof(REAL) == sizeof(float) ? (REAL)0x1p-126 : (REAL)0x1p-1022);
 }
 
-static inline struct F(asl_params)
-    F(asl_params_of)(double clip, double eps, double gamma_pos, double gamma_neg)
+/* allow_non_finite: the request accepts NaN and infinite inputs (no poison: ASL's clamps
+ * then give torch's finite values at x = +-inf). */
+static inline struct F(asl_params) F(asl_params_of)(double clip, double eps, double gamma_pos,
+                                                    double gamma_neg, int allow_non_finite)
 {
     struct F(asl_params) a;
     a.clip = (REAL)clip;
@@ -220,6 +278,7 @@ static inline struct F(asl_params)
     a.use_clip = a.clip > R(0.0);
     a.eps_normal = F(asl_eps_normal)(a.eps);
     a.focus = gamma_neg > 0 || gamma_pos > 0;
+    a.poison = !allow_non_finite;
     return a;
 }
 
@@ -232,12 +291,12 @@ static inline REAL F(asl)(REAL z, REAL x, struct F(asl_params) a)
 }
 
 /* Whether a vectorised loop (asl_binary when eps is normal, else asl_general, with
- * small_only) gave asl()'s value for an element; the others are redone by asl(). */
-static inline ML__ALWAYS_INLINE int F(asl_loop_exact)(REAL z, struct F(asl_params) a)
+ * small_only and poison) gave asl()'s value for an element; the others are redone by asl(). */
+static inline ML__ALWAYS_INLINE int F(asl_loop_exact)(REAL z, REAL x, struct F(asl_params) a)
 {
     int binary = z == R(0.0) || z == R(1.0);
     REAL g = a.gp * z + a.gn * (R(1.0) - z);
-    return (binary || !a.eps_normal) && (!a.focus || POWI_SMALL(g));
+    return (binary || !a.eps_normal) && (!a.focus || POWI_SMALL(g)) && (a.poison || x - x == 0);
 }
 
 /* ---- The TF v1 losses of predictions (losses_impl.py) ------------------------------------ */

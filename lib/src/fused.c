@@ -178,6 +178,7 @@ int ml__try_fused(struct eval *e, struct ml_result *res, int wrank, const int64_
     f.want_sw = (outputs & ML_OUT_SUM_WEIGHTS) != 0;
     f.want_nz = red->den == ML__DEN_NONZERO || (outputs & ML_OUT_NUM_NONZERO_WEIGHTS);
     f.simd = (int)e->simd;
+    f.allow_non_finite = req->allow_non_finite != 0;
 
     /* Chunks, each with sums of its own, merged in order: the same bits however many
      * threads ran them. */

@@ -108,7 +108,8 @@ struct ml__kctx {
     double gamma_neg, gamma_pos, clip;
     double smoothing_classes; /* K of categorical label smoothing */
     int64_t ignore_index;
-    int simd; /* enum ml__simd: the instruction set to run (simd.h) */
+    int simd;             /* enum ml__simd: the instruction set to run (simd.h) */
+    int allow_non_finite; /* the request accepts NaN/Inf inputs: the frameworks' NaN (formulas.h) */
 };
 
 /*

@@ -72,7 +72,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         return FN(sigmoid_xent)(z, x);
     case ML__TFNN_WEIGHTED:
         /* nn_impl.weighted_cross_entropy_with_logits. */
-        return FN(weighted_xent)(z, x, ((const REAL *)k->aux)[i]);
+        return FN(torch_weighted_xent)(z, x, ((const REAL *)k->aux)[i], k->allow_non_finite);
     case ML__TF_LOG_LOSS:
         return FN(log_loss)(z, x, R(k->epsilon));
     case ML__TF_MSE:
@@ -87,15 +87,19 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         return x;
     case ML__TORCH_BCE:
         /* ATen binary_cross_entropy_with_logits; pos_weight=None is the plain formula. */
-        return k->aux ? FN(weighted_xent)(z, x, ((const REAL *)k->aux)[i]) : FN(sigmoid_xent)(z, x);
+        return k->aux
+                   ? FN(torch_weighted_xent)(z, x, ((const REAL *)k->aux)[i], k->allow_non_finite)
+                   : FN(torch_xent)(z, x, k->allow_non_finite);
     case ML__TV_FOCAL: {
         REAL g = R(k->gamma);
         int gk = g == R(2) ? 2 : g == R(1) ? 1 : g == R(0) ? 0 : -1;
-        return FN(tv_focal)(z, x, gk, g, R(k->alpha));
+        return FN(tv_focal)(z, x, gk, g, R(k->alpha), k->allow_non_finite);
     }
     case ML__ASL:
         /* ASL AsymmetricLoss.forward (Alibaba-MIIL/ASL src/loss_functions/losses.py). */
-        return FN(asl)(z, x, FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg));
+        return FN(asl)(z, x,
+                       FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg,
+                                         k->allow_non_finite));
     case ML__K3_BCE:
     case ML__K2_BCE: {
         if (k->label_smoothing != 0)
@@ -147,8 +151,9 @@ static REAL FN(lanes_total)(const REAL *lane)
  * The log-softmax of a row, as -log_softmax(x)_c = (m - x_c) + l: m the row's maximum and
  * l = log(sum exp(x - m)) = log1p(r), r the sum without the maximum's own term exp(0) = 1.
  * Two non-negative terms: nothing cancels, so the small losses of confident rows keep their
- * digits (x_c - (m + log s) loses an ulp of m there). m = +-inf (or a row of NaN, or an empty
- * row) gives l = 0, and m - x_c then the limits the frameworks give.
+ * digits (x_c - (m + log s) loses an ulp of m there). A row whose maximum is infinite (+inf
+ * anywhere, or every element -inf or NaN) is NaN throughout, as in TF and torch, whose
+ * x - m is then inf - inf; an empty row's sums are empty.
  */
 struct FN(row_lse) {
     REAL m, l;
@@ -181,8 +186,10 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
         for (int j = 0; j < ML__ROW_LANES; j++)
             m = mx[j] > m ? mx[j] : m;
         r.m = m;
-        if (isinf(m))
-            return r; /* all -inf (or NaN, or none) gives -inf; any +inf gives +inf */
+        if (isinf(m)) {
+            r.l = m - m; /* NaN */
+            return r;
+        }
         for (c = 0; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int j = 0; j < ML__ROW_LANES; j++) {
                 REAL d = m - x[c + j];
@@ -201,8 +208,10 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
             if (x[c * stride] > m)
                 m = x[c * stride];
         r.m = m;
-        if (isinf(m))
+        if (isinf(m)) {
+            r.l = m - m; /* NaN */
             return r;
+        }
         for (int64_t c = 0; c < len; c++) {
             REAL d = m - x[c * stride];
             s += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d);
@@ -372,7 +381,7 @@ int FN(ml__pointwise)(const struct ml__kctx *k, double *out, double *den, int64_
     case ML__ASL: {
         /* The parameters (and log(eps)) once for the tensor, not per element. */
         const struct FN(asl_params) a =
-            FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg);
+            FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg, k->allow_non_finite);
         for (int64_t i = 0; i < k->n; i++)
             out[i] = (double)FN(asl)(z[i], x[i], a);
         return 0;

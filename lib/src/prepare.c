@@ -85,6 +85,7 @@ static void fill_common(const struct eval *e, struct ml__kctx *k)
     k->from_logits = p->keras.from_logits;
     k->apply_class_balancing = p->focal.apply_class_balancing;
     k->simd = (int)e->simd;
+    k->allow_non_finite = e->req->allow_non_finite != 0;
 }
 
 /* TF v1 pointwise losses, tf.nn ops, torch BCE, torchvision focal, ASL. */
@@ -194,9 +195,13 @@ static int prepare_torch_ce(struct eval *e, struct ml__kctx *k, struct ml_error 
     int class_axis = x->rank == 1 ? 0 : 1;
     int64_t classes = x->shape[class_axis];
     double ls = e->params.label_smoothing;
-    if (ls < 0 || ls > 1)
+    /* torch 1.13 refuses only values above 1; those <= 0 mean no smoothing (ls > 0 in
+     * LossNLL.cpp), as in every other framework here. */
+    if (ls > 1)
         return ml__fail(err, ML_EPARAM, "params.label_smoothing", -1,
-                        "label_smoothing must be between 0.0 and 1.0, got %g", ls);
+                        "label_smoothing must be between 0.0 and 1.0 (values <= 0 mean none), "
+                        "got %g",
+                        ls);
     int64_t ignore_index = e->params.ignore_index;
     int rc;
 
