@@ -103,3 +103,29 @@ void ML__ISA(ml__fast_run)(const struct ml__fast *f, int64_t begin, int64_t end,
     else
         run_f32(f, begin, end, out);
 }
+
+/* The first NaN or infinity of an array, or -1 (fast.h): a scan of the exponent bits (all
+ * ones) by blocks that vectorises, then the exact position within the block. */
+#define FIRST_NON_FINITE(name, type, utype, mask)                                                  \
+    int64_t ML__ISA(name)(const type *v, int64_t n)                                                \
+    {                                                                                              \
+        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                                \
+            int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;                                         \
+            utype any = 0;                                                                         \
+            for (int64_t k = 0; k < len; k++) {                                                    \
+                utype u;                                                                           \
+                memcpy(&u, &v[b0 + k], sizeof(u));                                                 \
+                any |= (utype)((u & (mask)) == (mask));                                            \
+            }                                                                                      \
+            if (any)                                                                               \
+                for (int64_t k = 0; k < len; k++) {                                                \
+                    utype u;                                                                       \
+                    memcpy(&u, &v[b0 + k], sizeof(u));                                             \
+                    if ((u & (mask)) == (mask))                                                    \
+                        return b0 + k;                                                             \
+                }                                                                                  \
+        }                                                                                          \
+        return -1;                                                                                 \
+    }
+FIRST_NON_FINITE(ml__first_non_finite_f32, float, uint32_t, 0x7f800000u)
+FIRST_NON_FINITE(ml__first_non_finite_f64, double, uint64_t, 0x7ff0000000000000ull)

@@ -58,7 +58,8 @@ struct ml__fast_sums {
  * why). */
 void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out);
 
-/* The index of the first NaN or infinity, or -1 (vectorised scans). */
+/* The index of the first NaN or infinity, or -1 (vectorised scans, fast.c, picked like the
+ * kernels: simd.c). */
 int64_t ml__first_non_finite_f32(const float *v, int64_t n);
 int64_t ml__first_non_finite_f64(const double *v, int64_t n);
 

@@ -90,46 +90,31 @@ int ml__pointwise_f64(const struct ml__kctx *k, double *out, double *den, int64_
     }
 }
 
-/* The first NaN or infinity of a float array, or -1: a scan of the exponent bits (all
- * ones) by blocks the compiler vectorises, then the exact position within the block. */
+/* The first NaN or infinity of an array: fast.c's scans, per instruction set (vectorised). */
 int64_t ml__first_non_finite_f32(const float *v, int64_t n)
 {
-    for (int64_t b0 = 0; b0 < n; b0 += ML__BLOCK) {
-        int64_t len = n - b0 < ML__BLOCK ? n - b0 : ML__BLOCK;
-        uint32_t any = 0;
-        for (int64_t k = 0; k < len; k++) {
-            uint32_t u;
-            memcpy(&u, &v[b0 + k], sizeof(u));
-            any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-        }
-        if (any)
-            for (int64_t k = 0; k < len; k++) {
-                uint32_t u;
-                memcpy(&u, &v[b0 + k], sizeof(u));
-                if ((u & 0x7f800000u) == 0x7f800000u)
-                    return b0 + k;
-            }
+    switch (ml__simd_pick()) {
+#ifdef ML__X86_DISPATCH
+    case ML__SIMD_AVX512:
+        return ml__first_non_finite_f32_avx512(v, n);
+    case ML__SIMD_AVX2:
+        return ml__first_non_finite_f32_avx2(v, n);
+#endif
+    default:
+        return ml__first_non_finite_f32_base(v, n);
     }
-    return -1;
 }
 
 int64_t ml__first_non_finite_f64(const double *v, int64_t n)
 {
-    for (int64_t b0 = 0; b0 < n; b0 += ML__BLOCK) {
-        int64_t len = n - b0 < ML__BLOCK ? n - b0 : ML__BLOCK;
-        uint64_t any = 0;
-        for (int64_t k = 0; k < len; k++) {
-            uint64_t u;
-            memcpy(&u, &v[b0 + k], sizeof(u));
-            any |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
-        }
-        if (any)
-            for (int64_t k = 0; k < len; k++) {
-                uint64_t u;
-                memcpy(&u, &v[b0 + k], sizeof(u));
-                if ((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
-                    return b0 + k;
-            }
+    switch (ml__simd_pick()) {
+#ifdef ML__X86_DISPATCH
+    case ML__SIMD_AVX512:
+        return ml__first_non_finite_f64_avx512(v, n);
+    case ML__SIMD_AVX2:
+        return ml__first_non_finite_f64_avx2(v, n);
+#endif
+    default:
+        return ml__first_non_finite_f64_base(v, n);
     }
-    return -1;
 }

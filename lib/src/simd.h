@@ -44,7 +44,9 @@ const char *ml__simd_name(enum ml__simd simd);
     int ml__pointwise_f32_##sfx(const struct ml__kctx *k, double *out, double *den,                \
                                 int64_t *bad_index);                                               \
     int ml__pointwise_f64_##sfx(const struct ml__kctx *k, double *out, double *den,                \
-                                int64_t *bad_index);
+                                int64_t *bad_index);                                               \
+    int64_t ml__first_non_finite_f32_##sfx(const float *v, int64_t n);                             \
+    int64_t ml__first_non_finite_f64_##sfx(const double *v, int64_t n);
 ML__DECLARE_VARIANTS(base)
 #ifdef ML__X86_DISPATCH
 ML__DECLARE_VARIANTS(avx2)
