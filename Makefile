@@ -1,37 +1,67 @@
 # maskloss -- one Makefile, out-of-tree builds in $(BUILD).
 #
-#   make                 build/libmaskloss.a, build/libmaskloss.so, build/maskloss,
-#                        build/maskloss-server
-#   make run             build and start the server on 127.0.0.1:8080 (RUN_ARGS=... to add flags)
-#   make test            install missing Debian packages (as root), build, run every test
-#                        (unit, CLI, end-to-end against the server), then the same tests under
-#                        AddressSanitizer + UndefinedBehaviorSanitizer
+#   make                 build/libmaskloss.a, build/libmaskloss.so.0.1.0 (soname libmaskloss.so.0,
+#                        with the .so.0 and .so links), build/maskloss, build/maskloss-server.
+#                        Installs nothing: a missing -dev package stops it with the pkg-config
+#                        module and the Debian package to install
+#   make deps            install missing build packages (apt-get, as root; else print the command)
+#   make run             install missing packages, build and start the server on 127.0.0.1:8080
+#                        (RUN_ARGS=... to add flags)
+#   make test            install missing Debian packages (as root), build with -Werror, run every
+#                        test (unit, library packaging, CLI, end-to-end against the server), then
+#                        the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make check           one build's tests (-Werror; installs nothing)
 #   make bench           maskloss bench (kernels), then wrk against build/maskloss-server on a
 #                        free port (BENCH_ARGS=...)
 #   make bench-server    the server against nginx serving the same answer; one large request
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
-#   make install PREFIX=/usr/local
+#   make install [DESTDIR=...] [PREFIX=/usr/local] [BINDIR=...] [LIBDIR=...] [INCLUDEDIR=...]
+#                        (multiarch: LIBDIR=/usr/lib/x86_64-linux-gnu; maskloss.pc follows)
 #   make format | lint | clean
+#
+# CC, CPPFLAGS, CFLAGS and LDFLAGS are honoured (CFLAGS come after the project's own flags, so
+# -O and friends override them, except the kernels' flags, which the same bits depend on).
 
 PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 SAN ?=
 BUILD ?= $(if $(SAN),build/san,build)
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 OPT ?= -O2
-WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+# The warnings are always on; -Werror only in the project's own builds (make check and make
+# test set WERROR=-Werror): another compiler version may warn where ours does not.
+WERROR ?=
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 # _POSIX_C_SOURCE: uv.h needs pthread_rwlock_t, which strict C11 hides.
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g $(WARN) -fPIC -MMD -MP \
              -Ilib/include -Iproto $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer \
-             -fno-sanitize-recover=all) $(CFLAGS)
-LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(LDFLAGS)
+             -fno-sanitize-recover=all) $(CPPFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(if $(SAN),-fsanitize=$(SAN)) $(CFLAGS) $(LDFLAGS)
 
-# Debian packages behind each pkg-config name (scripts/deps.sh installs missing ones).
+# The version, read from lib/include/maskloss.h: the shared library is
+# libmaskloss.so.MAJOR.MINOR.PATCH, its soname libmaskloss.so.MAJOR.
+ml_version_part = $(shell sed -n 's/^\#define ML_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' lib/include/maskloss.h)
+VERSION_MAJOR := $(call ml_version_part,MAJOR)
+VERSION_MINOR := $(call ml_version_part,MINOR)
+VERSION_PATCH := $(call ml_version_part,PATCH)
+ifneq ($(words $(VERSION_MAJOR) $(VERSION_MINOR) $(VERSION_PATCH)),3)
+$(error cannot read ML_VERSION_MAJOR/MINOR/PATCH from lib/include/maskloss.h)
+endif
+VERSION = $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SONAME = libmaskloss.so.$(VERSION_MAJOR)
+
+# Debian packages behind each pkg-config name. scripts/deps.sh installs missing ones (make deps,
+# run, test, bench), or with --check only names them and fails (make, make install, make check).
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
+DEPS_SH = PKG_CONFIG="$(PKG_CONFIG)" sh scripts/deps.sh
 
 # The end-to-end tests use Debian's Python, where Debian's python3-* packages live.
 PYTHON ?= /usr/bin/python3
@@ -64,43 +94,50 @@ SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 LIBA = $(BUILD)/libmaskloss.a
-LIBSO = $(BUILD)/libmaskloss.so
+LIBSO = $(BUILD)/libmaskloss.so.$(VERSION)
+# Only the ml_* functions of maskloss.h are exported: the objects are compiled with hidden
+# visibility (the header marks the public functions ML_API) and linked with a version script.
+LIB_FLAGS = -fvisibility=hidden
+LIB_MAP = lib/maskloss.map
 CLI = $(BUILD)/maskloss
 SERVER = $(BUILD)/maskloss-server
 
 .PHONY: all build deps deps-test test check e2e run bench bench-server accuracy clean install \
         format lint
-# Dependencies first, then a fresh make that sees their pkg-config flags.
-all: deps
+# Check the build packages (never install them), then build in a make of its own so that no
+# compiler runs before the check has passed.
+all:
+	@$(DEPS_SH) --check $(DEPS_BUILD)
 	@$(MAKE) --no-print-directory build
 
-build: $(LIBA) $(LIBSO) $(CLI) $(SERVER)
+build: $(LIBA) $(LIBSO) $(BUILD)/$(SONAME) $(BUILD)/libmaskloss.so $(CLI) $(SERVER)
 
 deps:
-	@sh scripts/deps.sh $(DEPS_BUILD)
+	@$(DEPS_SH) $(DEPS_BUILD)
 
 deps-test:
-	@sh scripts/deps.sh $(DEPS_BUILD) $(DEPS_TEST)
+	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_TEST)
 
 # The kernels: -O3 for the vectoriser, which also needs -fno-trapping-math to turn the float
 # selects into blends (values are unchanged: it only drops the promise about floating-point
 # exception flags). -ffp-contract=off, the -std=c11 default, said explicitly: no implicit
 # FMA contraction (the explicit fmaf of vmath.h is the same everywhere), so every
 # instruction set gives the same bits.
+# They come after CFLAGS, which must not change the bits.
 KERNEL_OPT = -O3 -fno-trapping-math -ffp-contract=off
-$(BUILD)/lib/src/fast.o $(BUILD)/lib/src/kernels_f32.o $(BUILD)/lib/src/kernels_f64.o: OPT = $(KERNEL_OPT)
+$(BUILD)/lib/src/fast.o $(BUILD)/lib/src/kernels_f32.o $(BUILD)/lib/src/kernels_f64.o: LIB_FLAGS += $(KERNEL_OPT)
 
 $(BUILD)/lib/%.o: lib/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(LIB_FLAGS) -c $< -o $@
 
 $(BUILD)/lib/isa/%_avx2.o: lib/src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(KERNEL_OPT) $(ISA_FLAGS_avx2) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(LIB_FLAGS) $(KERNEL_OPT) $(ISA_FLAGS_avx2) -c $< -o $@
 
 $(BUILD)/lib/isa/%_avx512.o: lib/src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(KERNEL_OPT) $(ISA_FLAGS_avx512) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(LIB_FLAGS) $(KERNEL_OPT) $(ISA_FLAGS_avx512) -c $< -o $@
 
 $(BUILD)/proto/%.o: proto/%.c
 	@mkdir -p $(dir $@)
@@ -122,8 +159,12 @@ $(LIBA): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(LIBSO): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libmaskloss.so.0 $(LDFLAGS_ALL) -o $@ $^ -lm
+$(LIBSO): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(LIB_MAP) $(LDFLAGS_ALL) -o $@ \
+	    $(LIB_OBJ) -lm
+
+$(BUILD)/$(SONAME) $(BUILD)/libmaskloss.so: $(LIBSO)
+	ln -sf $(notdir $(LIBSO)) $@
 
 $(CLI): $(CLI_OBJ) $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) -lm
@@ -134,12 +175,15 @@ $(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm -lpthread
 
-# One build's tests: the cmocka suites (run from the root so tests/data is found), the
-# command-line tests against this build's CLI, then the end-to-end tests against this
-# build's server.
-check: deps-test
-	@$(MAKE) --no-print-directory build $(TEST_BIN)
+# One build's tests, with -Werror (unless WERROR is given): the cmocka suites (run from the root
+# so tests/data is found), the shared library and its installed tree, the command-line tests
+# against this build's CLI, then the end-to-end tests against this build's server.
+CHECK_WERROR = $(if $(filter command line,$(origin WERROR)),$(WERROR),-Werror)
+check:
+	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
+	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@MAKE="$(MAKE)" CC="$(CC)" sh tests/lib_check.sh $(BUILD) $(SAN)
 	@sh tests/cli_test.sh $(CLI)
 	@$(PYTHON) tests/npy_test.py $(CLI)
 	@sh tests/docker_check.sh $(SERVER)
@@ -149,19 +193,24 @@ e2e:
 	@echo "== tests/e2e against $(SERVER)"
 	@$(PYTHON) tests/e2e/run.py --server $(SERVER)
 
-run: all
+# run, bench, bench-server: install missing packages first, then build in a fresh make that
+# sees their pkg-config flags.
+run: deps
+	@$(MAKE) --no-print-directory build
 	exec ./$(SERVER) --bind 127.0.0.1 --port 8080 $(RUN_ARGS)
 
 # wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3").
-bench: all
-	@sh scripts/deps.sh $(DEPS_BENCH)
+bench:
+	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
+	@$(MAKE) --no-print-directory build
 	./$(CLI) bench
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
 
 # POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
 # binary v2 request end to end.
-bench-server: all
-	@sh scripts/deps.sh $(DEPS_BENCH)
+bench-server:
+	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
+	@$(MAKE) --no-print-directory build
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) --nginx $(BENCH_ARGS)
 
 test: deps-test
@@ -175,16 +224,19 @@ accuracy: all
 	@$(MAKE) --no-print-directory $(BUILD)/tests/accuracy
 	./$(BUILD)/tests/accuracy $(ACCURACY_N)
 
+# Builds (checking the build packages, installing none), then copies. DESTDIR for staging
+# (packaging); LIBDIR for multiarch.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
-	    $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libmaskloss.so.0
-	ln -sf libmaskloss.so.0 $(DESTDIR)$(PREFIX)/lib/libmaskloss.so
-	install -m 644 lib/include/maskloss.h $(DESTDIR)$(PREFIX)/include/
-	install -m 755 $(CLI) $(SERVER) $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define ML_VERSION "\(.*\)"/\1/p' lib/include/maskloss.h)|' \
-	    maskloss.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/maskloss.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(LIBA) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIBSO) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(LIBSO)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(notdir $(LIBSO)) $(DESTDIR)$(LIBDIR)/libmaskloss.so
+	install -m 644 lib/include/maskloss.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(CLI) $(SERVER) $(DESTDIR)$(BINDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' maskloss.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/maskloss.pc
 
 format:
 	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c
@@ -194,7 +246,8 @@ lint:
 	cppcheck --quiet --inline-suppr --error-exitcode=1 --enable=warning,portability --std=c11 \
 	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli server
 
+# This configuration's build directory (build, holding build/san, by default).
 clean:
-	rm -rf build
+	rm -rf $(BUILD)
 
 -include $(LIB_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:=.d)

@@ -20,7 +20,7 @@
  *     }
  *
  * The formulas, reduction rules and weight-broadcasting rules of every loss are those of
- * the framework named in the loss's fully-qualified name (see ml_loss_catalogue()); the
+ * the framework named in the loss's fully-qualified name (see ml_loss_find()); the
  * project's README and proto/README.md list them.
  */
 #ifndef MASKLOSS_H
@@ -33,7 +33,33 @@
 extern "C" {
 #endif
 
-#define ML_VERSION "0.1.0"
+/*
+ * The version of this header. ML_VERSION is "MAJOR.MINOR.PATCH" made from the three numbers;
+ * the shared library's soname is libmaskloss.so.MAJOR. ml_version() gives the version of the
+ * library actually loaded, which may be newer than the header a program was compiled with.
+ */
+#define ML_VERSION_MAJOR 0
+#define ML_VERSION_MINOR 1
+#define ML_VERSION_PATCH 0
+#define ML__STRINGIFY(x) #x
+#define ML__VERSION_STRING(major, minor, patch)                                                    \
+    ML__STRINGIFY(major) "." ML__STRINGIFY(minor) "." ML__STRINGIFY(patch)
+#define ML_VERSION ML__VERSION_STRING(ML_VERSION_MAJOR, ML_VERSION_MINOR, ML_VERSION_PATCH)
+
+/*
+ * Marks the functions libmaskloss exports. The library is built with -fvisibility=hidden and
+ * a version script (lib/maskloss.map): the shared object exports the ml_* functions declared
+ * here and nothing else.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define ML_API __attribute__((visibility("default")))
+#else
+#define ML_API
+#endif
+
+/* The version of the loaded library, "MAJOR.MINOR.PATCH" (ML_VERSION when it was built);
+ * static, never NULL. */
+ML_API const char *ml_version(void);
 
 /* Inputs may have any rank from 0 to ML_MAX_RANK. */
 #define ML_MAX_RANK 8
@@ -60,10 +86,10 @@ enum ml_status {
 };
 
 /* A short description of a status code ("shape mismatch"); never NULL. */
-const char *ml_strerror(int status);
+ML_API const char *ml_strerror(int status);
 
 /* The stable machine-readable name of a status code ("shape_mismatch"); never NULL. */
-const char *ml_status_name(int status);
+ML_API const char *ml_status_name(int status);
 
 /*
  * Detail of a failure, filled by functions that take a `struct ml_error *` (which may be
@@ -96,10 +122,10 @@ enum ml_dtype {
 };
 
 /* Bytes per element of a dtype; 0 for a value outside the enum. */
-size_t ml_dtype_size(enum ml_dtype dtype);
+ML_API size_t ml_dtype_size(enum ml_dtype dtype);
 
 /* The dtype's name ("float32", "float64", "uint8", "bool", "int32", "int64"), or NULL. */
-const char *ml_dtype_name(enum ml_dtype dtype);
+ML_API const char *ml_dtype_name(enum ml_dtype dtype);
 
 /*
  * A dense, row-major, read-only view of caller memory in native byte order. `data` points
@@ -114,7 +140,7 @@ struct ml_tensor {
 };
 
 /* Number of elements of a shape (1 for rank 0). */
-int64_t ml_shape_numel(int rank, const int64_t *shape);
+ML_API int64_t ml_shape_numel(int rank, const int64_t *shape);
 
 /* ---- Parameters ----------------------------------------------------------------------- */
 
@@ -207,18 +233,32 @@ struct ml_result {
 };
 
 /* Set every field of a request to its default (dtype float32, outputs loss, no limit). */
-void ml_request_init(struct ml_request *req);
+ML_API void ml_request_init(struct ml_request *req);
 
 /*
- * Evaluate one request. On success returns 0 and fills `res`, whose arrays the caller
- * releases with ml_result_free(). On failure returns a negative enum ml_status, fills
- * `err` (when not NULL), and leaves nothing to free. Thread-safe; allocates only the
- * result arrays and temporaries freed before returning.
+ * Evaluate one request.
+ *
+ * `res` is storage the caller provides (on the stack, say) and must not be NULL. ml_eval()
+ * never reads it: it zeroes it first and then overwrites it, so a result that still holds
+ * arrays from an earlier call must go through ml_result_free() before it is passed again,
+ * or those arrays leak.
+ *
+ * On success returns 0 and fills `res`: res->outputs says which outputs were computed, the
+ * data of an array not computed is NULL, and the caller owns the arrays and releases them
+ * with ml_result_free(res) (the names in it are static). On failure returns a negative
+ * enum ml_status, fills `err` (when not NULL) and leaves `res` holding no allocation: there
+ * is nothing to free (ml_result_free() on it is harmless) and its fields mean nothing. A
+ * NULL `req` is ML_EINVAL.
+ *
+ * `req`, its tensors and its parameters are only read, and not referenced after the call
+ * returns. Thread-safe: concurrent calls may share a request, each with its own `res` and
+ * `err`. Allocates only the result arrays and temporaries freed before returning.
  */
-int ml_eval(const struct ml_request *req, struct ml_result *res, struct ml_error *err);
+ML_API int ml_eval(const struct ml_request *req, struct ml_result *res, struct ml_error *err);
 
-/* Release the arrays of a result filled by ml_eval(); safe on a zeroed result. */
-void ml_result_free(struct ml_result *res);
+/* Release the arrays of a result filled by ml_eval() and set their data to NULL; safe on
+ * a zeroed result and on one already released. */
+ML_API void ml_result_free(struct ml_result *res);
 
 /* ---- The catalogue -------------------------------------------------------------------- */
 
@@ -233,8 +273,10 @@ enum ml_input_kind {
 struct ml_param_info {
     const char *name;
     enum ml_param_kind kind; /* ML_PARAM_TENSOR: a number or a broadcastable tensor */
-    double default_value;    /* NUMBER and BOOL (0/1); TENSOR: a scalar default */
-    const char *doc;         /* range and meaning */
+    /* NUMBER and BOOL (0/1); TENSOR: a scalar default. NaN means the parameter is
+     * required: ml_eval() fails with ML_EPARAM (field "params") when it is not given. */
+    double default_value;
+    const char *doc; /* range and meaning */
 };
 
 struct ml_loss_info {
@@ -253,20 +295,20 @@ struct ml_loss_info {
 };
 
 /* Number of catalogue entries; entries are static and never change. */
-size_t ml_loss_count(void);
+ML_API size_t ml_loss_count(void);
 
 /* The i-th entry (0 <= i < ml_loss_count()), or NULL. */
-const struct ml_loss_info *ml_loss_at(size_t i);
+ML_API const struct ml_loss_info *ml_loss_at(size_t i);
 
 /*
  * The instruction set of the fused float32 kernels on this CPU, chosen at run time:
  * "avx512f", "avx2" or "baseline". Every choice gives the same bits.
  */
-const char *ml_simd_path(void);
+ML_API const char *ml_simd_path(void);
 
 /* The entry of a name (exact, case-sensitive), or NULL. Short names resolve to the entry
  * they alias, with `name` kept as the short name. */
-const struct ml_loss_info *ml_loss_find(const char *name);
+ML_API const struct ml_loss_info *ml_loss_find(const char *name);
 
 #ifdef __cplusplus
 }
