@@ -14,6 +14,9 @@
 #   make bench           maskloss bench (kernels), then wrk against build/maskloss-server on a
 #                        free port (BENCH_ARGS=...)
 #   make bench-server    the server against nginx serving the same answer; one large request
+#   make difftest        maskloss against PyTorch 1.13 itself (-full: ~6000 cases); installs
+#                        python3-torch and friends (as root)
+#   make accuracy-data   regenerate tests/data/accuracy.json (mpmath, torch)
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
 #   make install [DESTDIR=...] [PREFIX=/usr/local] [BINDIR=...] [LIBDIR=...] [INCLUDEDIR=...]
 #                        (multiarch: LIBDIR=/usr/lib/x86_64-linux-gnu; maskloss.pc follows)
@@ -61,6 +64,9 @@ DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
+# The real frameworks and high precision: the differential test and the accuracy data.
+DEPS_DIFF = py:torch:python3-torch py:torchvision:python3-torchvision py:mpmath:python3-mpmath \
+            py:numpy:python3-numpy
 DEPS_SH = PKG_CONFIG="$(PKG_CONFIG)" sh scripts/deps.sh
 
 # The end-to-end tests use Debian's Python, where Debian's python3-* packages live.
@@ -103,7 +109,7 @@ CLI = $(BUILD)/maskloss
 SERVER = $(BUILD)/maskloss-server
 
 .PHONY: all build deps deps-test test check e2e run bench bench-server accuracy clean install \
-        format lint
+        format lint difftest difftest-full accuracy-data
 # Check the build packages (never install them), then build in a make of its own so that no
 # compiler runs before the check has passed.
 all:
@@ -223,6 +229,19 @@ ACCURACY_N ?= 16777216
 accuracy: all
 	@$(MAKE) --no-print-directory $(BUILD)/tests/accuracy
 	./$(BUILD)/tests/accuracy $(ACCURACY_N)
+
+# Against PyTorch 1.13 itself (tests/diff/README.md): ~430 cases (difftest) or ~6000
+# (difftest-full), every disagreement settled by the exact value (mpmath).
+difftest difftest-full:
+	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_DIFF)
+	@$(MAKE) --no-print-directory build
+	$(PYTHON) tests/diff/torch_diff.py $(if $(filter difftest,$@),--quick) --maskloss $(CLI)
+
+# Regenerates tests/data/accuracy.json (exact values by mpmath, the frameworks' own by torch
+# and numpy); make test only reads it.
+accuracy-data:
+	@$(DEPS_SH) $(DEPS_DIFF)
+	$(PYTHON) tests/accuracy/gen.py
 
 # Builds (checking the build packages, installing none), then copies. DESTDIR for staging
 # (packaging); LIBDIR for multiarch.
