@@ -192,8 +192,8 @@ static inline ML__ALWAYS_INLINE REAL F(asl_log)(struct F(asl_side) s, struct F(a
     int direct = s.u <= R(0.5);
     REAL w = direct ? (s.u > a.eps ? s.u : a.eps) : R(1.0) - s.t;
     REAL c = direct ? R(0.0) : (R(1.0) - w) - s.t; /* exact: -t = (w - 1) + c */
-    REAL l = (a.eps_normal ? VM(ml__log_normal)(w) : VM(ml__log)(w)) + c * (R(2.0) - w);
     /* c (2 - w) is c / w to within (1 - w)^2 relative: c matters only for w near 1. */
+    REAL l = VM(ml__fma)(c, R(2.0) - w, a.eps_normal ? VM(ml__log_normal)(w) : VM(ml__log)(w));
     if (!a.eps_normal && pure)
         l = direct ? s.ls : l;
     return l > a.leps ? l : a.leps;

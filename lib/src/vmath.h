@@ -428,6 +428,17 @@ static inline ML__ALWAYS_INLINE double ml__log1p(double x)
     return x != x ? x : y;
 }
 
+/* a b + c rounded once, by name for each type (formulas.h calls VM(ml__fma)). */
+static inline ML__ALWAYS_INLINE float ml__fmaf(float a, float b, float c)
+{
+    return ML__FMAF(a, b, c);
+}
+
+static inline ML__ALWAYS_INLINE double ml__fma(double a, double b, double c)
+{
+    return ML__FMA(a, b, c);
+}
+
 static inline ML__ALWAYS_INLINE int ml__powi_small_d(double g)
 {
     return g == 0.0 || g == 1.0 || g == 2.0 || g == 3.0 || g == 4.0;
