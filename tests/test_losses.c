@@ -1321,6 +1321,9 @@ static void test_errors(void **state)
     req.loss = "sigmoid_crossentropy";
     req.labels = &z.t;
     req.logits = &x.t;
+    /* No result to fill, no request: errors, not crashes. */
+    assert_int_equal(ml_eval(&req, NULL, &err), ML_EINVAL);
+    assert_int_equal(ml_eval(NULL, &res, &err), ML_EINVAL);
     assert_int_equal(ml_eval(&req, &res, &err), ML_EUNKNOWN_LOSS);
     assert_string_equal(err.field, "loss");
 

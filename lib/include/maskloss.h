@@ -238,7 +238,7 @@ ML_API void ml_request_init(struct ml_request *req);
 /*
  * Evaluate one request.
  *
- * `res` is storage the caller provides (on the stack, say) and must not be NULL. ml_eval()
+ * `res` is storage the caller provides (on the stack, say); NULL is ML_EINVAL. ml_eval()
  * never reads it: it zeroes it first and then overwrites it, so a result that still holds
  * arrays from an earlier call must go through ml_result_free() before it is passed again,
  * or those arrays leak.
@@ -249,6 +249,9 @@ ML_API void ml_request_init(struct ml_request *req);
  * enum ml_status, fills `err` (when not NULL) and leaves `res` holding no allocation: there
  * is nothing to free (ml_result_free() on it is harmless) and its fields mean nothing. A
  * NULL `req` is ML_EINVAL.
+ *
+ * How the result was computed is in res->path and res->simd (for tests and diagnostics; the
+ * numbers do not depend on it).
  *
  * `req`, its tensors and its parameters are only read, and not referenced after the call
  * returns. Thread-safe: concurrent calls may share a request, each with its own `res` and

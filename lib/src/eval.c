@@ -262,11 +262,13 @@ int ml_eval(const struct ml_request *req, struct ml_result *res, struct ml_error
 {
     struct eval e;
     memset(&e, 0, sizeof(e));
-    memset(res, 0, sizeof(*res));
     if (err) {
         memset(err, 0, sizeof(*err));
         err->index = -1;
     }
+    if (!res)
+        return ml__fail(err, ML_EINVAL, "", -1, "no result to fill (res is NULL)");
+    memset(res, 0, sizeof(*res));
     if (!req)
         return ml__fail(err, ML_EINVAL, "", -1, "no request");
     e.req = req;
