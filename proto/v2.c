@@ -1,6 +1,7 @@
 /*
  * v2.c -- Open Inference Protocol (KServe v2) inference requests and responses, with the
- * binary tensor data extension (see mlp_v2.h and ../shared/design/protocol-anchors.md §1).
+ * binary tensor data extension (see mlp_v2.h and the Open Inference Protocol's REST spec,
+ * with Triton's binary tensor data extension).
  *
  * Binary inputs are not copied: a tensor points into the request body when its bytes are
  * aligned for its type (the server aligns the start of the binary data), and is copied only

@@ -3,7 +3,7 @@
  * requests to the worker pool through libmicrohttpd's suspend/resume.
  *
  * Every handler call runs on libmicrohttpd's single epoll thread. The order of calls for one
- * request, and the rules this file keeps (../shared/design/server-mhd-libuv.md, 2.2-2.7):
+ * request, and the rules this file keeps (measured pitfalls of libmicrohttpd 0.9.75 + libuv):
  *   1. headers: route and check limits. Reply here only to refuse a body by its
  *      Content-Length (413, which closes the connection); any other reply waits for the final
  *      call, or keep-alive is lost.

@@ -3,7 +3,7 @@
  *
  * Our own pool rather than uv_queue_work(): the latter may only be called on the loop
  * thread and its queue is unbounded, so the HTTP thread would need an extra hop and its
- * own counting to refuse work (../shared/design/server-mhd-libuv.md, section 3).
+ * own counting to refuse work.
  */
 #include <stdlib.h>
 

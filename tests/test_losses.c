@@ -933,7 +933,8 @@ static void test_keras_random(void **state)
 /* ---- The note's identity --------------------------------------------------------------- */
 
 /* sigmoid_cross_entropy(labels, logits, weights=mask) == mean of the elementwise loss
- * gathered at mask > 0, and 0 for an empty mask (../shared/seed/masked-loss-note.txt). */
+ * gathered at mask > 0, and 0 for an empty mask (the note that started the project; README "The
+ * note's masked example"). */
 static void test_note_identity(void **state)
 {
     (void)state;
@@ -1219,6 +1220,79 @@ static void test_framework_edges(void **state)
     double x321[3] = {3, 2, 1}, t2 = 2;
     v = eval_nf("cross_entropy", ML_FLOAT64, 3, &t2, x321, 1, &ls, 1);
     assert_true(fabs(v - 2.4076059644443806) <= 4 * 0x1p-51);
+}
+
+/* The review's findings: answers that depended on the outputs asked, torch's +inf. */
+static void test_review_findings(void **state)
+{
+    (void)state;
+    /* A loss of no element reads no weight: a NaN among [1, C] weights is still an error, on
+     * both paths. */
+    static struct T z, x, w;
+    mk(&z, 2, 0, 3, 0);
+    mk(&x, 2, 0, 3, 0);
+    mk(&w, 2, 1, 3, 0);
+    w.d[0] = NAN;
+    w.d[1] = w.d[2] = 1;
+    for (int general = 0; general < 2; general++) {
+        struct ml_request req;
+        struct ml_result res;
+        struct ml_error err;
+        ml_request_init(&req);
+        req.loss = "sigmoid_cross_entropy";
+        req.labels = &z.t;
+        req.logits = &x.t;
+        req.weights = &w.t;
+        req.outputs = general ? ML_OUT_LOSS | ML_OUT_PER_ELEMENT : ML_OUT_LOSS;
+        assert_int_equal(ml_eval(&req, &res, &err), ML_ENONFINITE);
+        assert_string_equal(err.field, "weights");
+    }
+    /* A NaN label is found before a later error (predictions for a loss of logits), whatever
+     * the outputs. */
+    mk(&z, 2, 1, 2, 0);
+    mk(&x, 2, 1, 2, 0);
+    z.d[0] = NAN;
+    z.d[1] = 1;
+    x.d[0] = 0.5;
+    x.d[1] = 1;
+    for (int general = 0; general < 2; general++) {
+        struct ml_request req;
+        struct ml_result res;
+        struct ml_error err;
+        ml_request_init(&req);
+        req.loss = "sigmoid_cross_entropy";
+        req.labels = &z.t;
+        req.predictions = &x.t;
+        req.outputs = general ? ML_OUT_LOSS | ML_OUT_PER_ELEMENT : ML_OUT_LOSS;
+        assert_int_equal(ml_eval(&req, &res, &err), ML_ENONFINITE);
+        assert_string_equal(err.field, "labels");
+    }
+    /* torch 1.13: cross_entropy mean with class weights [-2, 2] over targets [1, 0] divides a
+     * positive sum by 0: +inf (NaN only when every kept target has weight 0). */
+    double row[4] = {1, 2, 3, -1}, t[2] = {1, 0};
+    static struct T tx, tz, tw;
+    mk(&tx, 2, 2, 2, 0);
+    memcpy(tx.d, row, sizeof(row));
+    mk(&tz, 1, 2, 0, 0);
+    memcpy(tz.d, t, sizeof(t));
+    mk(&tw, 1, 2, 0, 0);
+    tw.d[0] = -2;
+    tw.d[1] = 2;
+    struct ml_request req;
+    struct ml_result res;
+    ml_request_init(&req);
+    req.loss = "cross_entropy";
+    req.labels = &tz.t;
+    req.logits = &tx.t;
+    req.weights = &tw.t;
+    run(&req, &res, 0, "cross_entropy");
+    assert_true(res.loss == INFINITY);
+    ml_result_free(&res);
+    /* torch 1.13: pos_weight +inf, label 0.5, logit -800: +inf (not inf * 0 = NaN). */
+    struct ml_param pw = {.name = "pos_weight", .kind = ML_PARAM_NUMBER, .number = INFINITY};
+    double half = 0.5, x800 = -800;
+    assert_true(eval_nf("binary_cross_entropy_with_logits", ML_FLOAT64, 1, &half, &x800, 0, &pw,
+                        1) == INFINITY);
 }
 
 /* torch cross_entropy, mean, every kept target of class weight 0 and label smoothing: ATen
@@ -1509,6 +1583,7 @@ int main(void)
         cmocka_unit_test(test_small_losses_exact),
         cmocka_unit_test(test_torch_ce_zero_weight_nan),
         cmocka_unit_test(test_framework_edges),
+        cmocka_unit_test(test_review_findings),
     };
     return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
 }

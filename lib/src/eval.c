@@ -129,7 +129,18 @@ static int check_inputs(struct eval *e, struct ml_error *err)
     if (!pred)
         return ml__fail(err, ML_EINVAL, e->pred_field, -1, "%s needs `%s`", info->name,
                         info->input == ML_INPUT_KERAS ? "logits` or `predictions" : e->pred_field);
-    return ml__view_open(&e->pred, e->pred_field, pred, e->dtype, req, e->defer, err);
+    return ml__view_open(&e->pred, e->pred_field, pred, e, e->defer, err);
+}
+
+/*
+ * An error found after views whose NaN/Inf check was deferred (to the fused kernel) were
+ * opened: without the deferral, a NaN or an infinity in one of them would have been reported
+ * first, and the answer must not depend on which outputs were asked.
+ */
+static int deferred_first(struct eval *e, int rc, struct ml_error *err)
+{
+    int nonfinite = ml__view_check_deferred(e, err);
+    return nonfinite ? nonfinite : rc;
 }
 
 static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
@@ -158,20 +169,20 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
         return rc;
     e->defer = ml__fused_candidate(e);
     if (req->labels) {
-        rc = ml__view_open(&e->labels, "labels", req->labels, e->dtype, req, e->defer, err);
+        rc = ml__view_open(&e->labels, "labels", req->labels, e, e->defer, err);
         if (rc)
             return rc;
     }
     rc = check_inputs(e, err);
     if (rc)
-        return rc;
+        return deferred_first(e, rc, err);
 
     int wrank = -1;
     int64_t wshape[ML_MAX_RANK];
     if (req->weights) {
-        rc = ml__view_open(&e->weights, "weights", req->weights, e->dtype, req, e->defer, err);
+        rc = ml__view_open(&e->weights, "weights", req->weights, e, e->defer, err);
         if (rc)
-            return rc;
+            return deferred_first(e, rc, err);
         wrank = req->weights->rank;
         memcpy(wshape, req->weights->shape, sizeof(wshape));
     }

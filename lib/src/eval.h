@@ -55,8 +55,8 @@ struct eval {
 /* Opens a view of t in the compute precision `dtype`, within the request's size limits (its
  * footprint, tensor.h). `defer` leaves the NaN/Inf check to the fused kernel, which reads the
  * data anyway (ml__view_check_deferred runs it when the kernel does not). */
-int ml__view_open(struct view *v, const char *field, const struct ml_tensor *t, enum ml_dtype dtype,
-                  const struct ml_request *req, int defer, struct ml_error *err);
+int ml__view_open(struct view *v, const char *field, const struct ml_tensor *t,
+                  const struct eval *e, int defer, struct ml_error *err);
 void ml__view_close(struct view *v);
 /* Element i of an open view, as a double. */
 double ml__view_get(const struct view *v, enum ml_dtype dtype, int64_t i);

@@ -13,9 +13,10 @@
  * loss, and a non-finite weight makes loss * w non-finite (inf * 0 is NaN), so a non-finite
  * input always shows in the sum: the caller looks for the culprit only then, and no pass
  * of its own tests every element. ASL clamps its probabilities and hinge_loss its margin (a
- * NaN or infinite input can give a finite loss there), so those kernels add x * 0 (and z * 0)
- * to the loss they sum: NaN for exactly those inputs. pos_weight is checked before the
- * kernel runs (eval.c).
+ * NaN or infinite input can give a finite loss there), so hinge adds x * 0 + z * 0 and ASL
+ * x * 0 to the loss they sum: NaN for exactly those inputs (ASL's labels other than 0 and 1,
+ * NaN included, go through its general formula, which multiplies by them). pos_weight is
+ * checked before the kernel runs (fused.c).
  */
 #include <math.h>
 #include <string.h>

@@ -23,7 +23,7 @@ enum ml__fast_weights {
 };
 
 struct ml__fast {
-    enum ml__loss_id id;    /* the sigmoid family, focal, ASL, TF pointwise losses (eval.c) */
+    enum ml__loss_id id;    /* the sigmoid family, focal, ASL, TF pointwise losses (fused.c) */
     double label_smoothing; /* parameters in double: each kernel rounds them to its type */
     int gamma;              /* focal: 0, 1 or 2 */
     double alpha;           /* focal: < 0 for none */
@@ -58,9 +58,9 @@ struct ml__fast_sums {
  * why). */
 void ml__fast_run(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out);
 
-/* The index of the first NaN or infinity, or -1 (vectorised scans, fast.c, picked like the
- * kernels: simd.c). */
-int64_t ml__first_non_finite_f32(const float *v, int64_t n);
-int64_t ml__first_non_finite_f64(const double *v, int64_t n);
+/* The index of the first NaN or infinity, or -1: vectorised scans (fast.c) on the instruction
+ * set `simd` (enum ml__simd, the evaluation's one pick), dispatched by simd.c. */
+int64_t ml__first_non_finite_f32(int simd, const float *v, int64_t n);
+int64_t ml__first_non_finite_f64(int simd, const double *v, int64_t n);
 
 #endif /* ML_FAST_H */

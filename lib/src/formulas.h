@@ -10,7 +10,7 @@
  * The functions are branch-free (selects): a select on a parameter that the caller holds
  * constant folds away when the call is inlined into a loop.
  *
- * The frameworks' formulas are the reference (SEMANTICS: TensorFlow nn_impl.py and
+ * The frameworks' formulas are the reference (TensorFlow nn_impl.py and
  * losses_impl.py, ATen Loss.cpp, torchvision focal_loss.py, Alibaba-MIIL ASL losses.py), but
  * each is evaluated without the cancellations of its literal float transcription, so the
  * result is within a few ulp of the exact value of the formula where the literal one loses
@@ -68,8 +68,11 @@ static inline ML__ALWAYS_INLINE REAL F(sigmoid_xent)(REAL z, REAL x)
  */
 static inline ML__ALWAYS_INLINE REAL F(weighted_xent_t)(REAL z, REAL x, REAL q, REAL tail)
 {
+    /* Each weight times its own softplus: an infinite q meets a finite softplus (torch: +inf),
+     * never a tail that underflowed to 0. */
     REAL a = R(1.0) - z, b = q * z;
-    return FABS(x) * (x >= R(0.0) ? a : b) + (a + b) * tail;
+    REAL relu = x > R(0.0) ? x : R(0.0), nrelu = x < R(0.0) ? -x : R(0.0);
+    return a * (relu + tail) + b * (nrelu + tail);
 }
 
 static inline ML__ALWAYS_INLINE REAL F(weighted_xent)(REAL z, REAL x, REAL q)
@@ -116,13 +119,20 @@ static inline ML__ALWAYS_INLINE REAL F(smooth_binary)(REAL y, REAL ls)
  * 0, 1, 2 by multiplication, -1 for POW(b, gamma); callers pass a constant, and nf as to
  * neg_inf_nan (the torch cross-entropy inside).
  */
+/* 1 - p_t of the focal losses, p_t = p z + (1 - p)(1 - z): z (1 - p) + (1 - z) p, from the
+ * accurate pair, with no cancellation. */
+static inline ML__ALWAYS_INLINE REAL F(focal_base)(REAL z, struct F(sigmoid_pair) s)
+{
+    return z * s.q + (R(1.0) - z) * s.p;
+}
+
 static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha,
                                                  int nf)
 {
     REAL e = VM(ml__exp_neg)(FABS(x));
     struct F(sigmoid_pair) s = F(sigmoid_pair_e)(x, e);
     REAL ce = F(sigmoid_xent_t)(z, x, VM(ml__log1p_unit)(e)) + F(neg_inf_nan)(x, nf);
-    REAL b = z * s.q + (R(1.0) - z) * s.p;
+    REAL b = F(focal_base)(z, s);
     REAL f = gk == 2 ? b * b : gk == 1 ? b : gk == 0 ? R(1.0) : POW(b, gamma);
     REAL loss = ce * f;
     return alpha >= R(0.0) ? (alpha * z + (R(1.0) - alpha) * (R(1.0) - z)) * loss : loss;

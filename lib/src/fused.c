@@ -60,7 +60,7 @@ static int fast_weights(int rank, const int64_t *shape, const int64_t *wstride)
 }
 
 /* Whether the loss, precision, outputs and reduction suit the fused path (its inputs'
- * shapes and weight layout are checked later, in try_fast). */
+ * shapes and weight layout are checked later, in ml__try_fused). */
 int ml__fused_candidate(const struct eval *e)
 {
     const struct ml_request *req = e->req;
@@ -111,8 +111,8 @@ static int fast_pos_weight(const struct eval *e, struct ml__fast *f)
     if (t->dtype != e->dtype || n < 0 || (n > 0 && !t->data) ||
         ml__numpy_align(t->rank, t->shape, x->rank, x->shape, aligned, &bad))
         return ML__NOT_FUSED;
-    if ((t->dtype == ML_FLOAT32 ? ml__first_non_finite_f32(t->data, n)
-                                : ml__first_non_finite_f64(t->data, n)) >= 0)
+    if ((t->dtype == ML_FLOAT32 ? ml__first_non_finite_f32((int)e->simd, t->data, n)
+                                : ml__first_non_finite_f64((int)e->simd, t->data, n)) >= 0)
         return ML__NOT_FUSED;
     ml__strides(x->rank, aligned, stride);
     int mode = fast_weights(x->rank, x->shape, stride);
@@ -204,8 +204,9 @@ int ml__try_fused(struct eval *e, struct ml_result *res, int wrank, const int64_
     double num = ml__lanes_get(&total.num);
     /* A NaN or an infinity among the inputs makes num non-finite (fast.c): only then do the
      * deferred checks look for it, and find and name the first. (Finite inputs can overflow
-     * too; then they find nothing and the sum stands, as on the general path.) */
-    if (!(num - num == 0)) {
+     * too; then they find nothing and the sum stands, as on the general path.) A loss of no
+     * element reads no weight: its weights ([1, C], [C], a scalar) are checked here. */
+    if (!(num - num == 0) || plan.n == 0) {
         int rc = ml__view_check_deferred(e, err);
         if (rc)
             return rc;

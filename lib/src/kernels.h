@@ -8,7 +8,7 @@
  * 1 - 1e-7, which is 0.99999988 in float32). Every constant is cast to REAL for the same
  * reason: a bare 0.5 would promote the expression to double.
  *
- * Sources of the formulas are cited per loss; ../shared/golden/SEMANTICS.md collects them.
+ * The upstream source of each formula is cited where it is written (here and in formulas.h).
  */
 #include <tgmath.h>
 
@@ -83,8 +83,6 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         return FN(huber)(z, x, R(k->delta));
     case ML__TF_HINGE:
         return FN(hinge)(z, x);
-    case ML__TF_CWL:
-        return x;
     case ML__TORCH_BCE:
         /* ATen binary_cross_entropy_with_logits; pos_weight=None is the plain formula. */
         return k->aux
@@ -95,11 +93,6 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         int gk = g == R(2) ? 2 : g == R(1) ? 1 : g == R(0) ? 0 : -1;
         return FN(tv_focal)(z, x, gk, g, R(k->alpha), k->allow_non_finite);
     }
-    case ML__ASL:
-        /* ASL AsymmetricLoss.forward (Alibaba-MIIL/ASL src/loss_functions/losses.py). */
-        return FN(asl)(z, x,
-                       FN(asl_params_of)(k->clip, k->epsilon, k->gamma_pos, k->gamma_neg,
-                                         k->allow_non_finite));
     case ML__K3_BCE:
     case ML__K2_BCE: {
         if (k->label_smoothing != 0)
@@ -121,8 +114,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
         REAL bce = k->id == ML__K3_FOCAL ? FN(keras_bce_probs)(z, s.p, 0)
                    : k->from_logits      ? FN(sigmoid_xent)(z, x)
                                          : FN(keras_bce_probs)(z, x, 1);
-        REAL b = z * s.q + (R(1) - z) * s.p;
-        REAL fl = pow(b, R(k->gamma)) * bce;
+        REAL fl = pow(FN(focal_base)(z, s), R(k->gamma)) * bce;
         if (k->apply_class_balancing) {
             REAL a = R(k->alpha);
             fl = (z * a + (R(1) - z) * (R(1) - a)) * fl;

@@ -192,7 +192,7 @@ int ml__params_parse(const struct ml_loss_info *info, const struct ml_request *r
                     if (rc)
                         return rc;
                 }
-                /* As a tensor of the request's dtype would be checked (eval.c's view_check),
+                /* As a tensor of the request's dtype would be checked (view.c's view_check),
                  * on the fused path as on the general one: a finite double that overflows
                  * float32 is infinite there. */
                 double v = p->number[i];

@@ -34,15 +34,17 @@ static int shape_fail(struct ml_error *err, const char *field, const char *other
 
 static int alloc_values(struct eval *e, struct ml_error *err)
 {
-    /* Its elements are at most the input's, whose footprint passed; as per_element it is also
-     * an output, whose footprint counts (the reduction-none loss: reduce.c). */
-    if (e->req->outputs & ML_OUT_PER_ELEMENT) {
-        int rc = ml__check_output_size(e->pred_field, "per_element", e->vrank, e->vshape,
-                                       e->req->max_elements, e->input_elements, err);
-        if (rc)
-            return rc;
-    }
+    /* The array counts by its elements (a loss per sample has one per row, even where the
+     * rows hold no class: [2^30, 0] makes 2^30 of them from no input element); as per_element
+     * it is also an output, whose footprint counts (the reduction-none loss: reduce.c). */
     e->vn = ml_shape_numel(e->vrank, e->vshape);
+    int rc = ml__check_output_size(e->pred_field, "the pointwise loss", 1, &e->vn,
+                                   e->req->max_elements, e->input_elements, err);
+    if (!rc && (e->req->outputs & ML_OUT_PER_ELEMENT))
+        rc = ml__check_output_size("outputs", "per_element", e->vrank, e->vshape,
+                                   e->req->max_elements, e->input_elements, err);
+    if (rc)
+        return rc;
     e->values = malloc((size_t)(e->vn > 0 ? e->vn : 1) * sizeof(double));
     if (!e->values)
         return ml__fail(err, ML_ENOMEM, "", -1, "out of memory for %lld loss values",

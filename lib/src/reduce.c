@@ -15,16 +15,17 @@
 
 /*
  * TF/Keras divide_no_nan; torch divides plainly (0/0 = NaN). torch cross_entropy's mean
- * (ML__DEN_EXPLICIT) with no class weight among its kept targets is NaN whatever the sum:
- * with label smoothing ATen adds (1 - ls) * (sum w_y nll / sum w_y), which is 0/0, to the
- * smoothing term's x/0 (LossNLL.cpp cross_entropy_loss_label_smoothing), and without it the
- * whole is 0/0.
+ * (ML__DEN_EXPLICIT) whose kept targets all have class weight 0 (none_weighted) is NaN
+ * whatever the sum: with label smoothing ATen adds (1 - ls) * (sum w_y nll / sum w_y), which
+ * is 0/0, to the smoothing term's x/0 (LossNLL.cpp cross_entropy_loss_label_smoothing), and
+ * without it the whole is 0/0. Weights of both signs that sum to 0 divide plainly (torch:
+ * +-inf).
  */
-static double divide(const struct ml__reduction *red, double num, double den)
+static double divide(const struct ml__reduction *red, double num, double den, int none_weighted)
 {
     if (den == 0 && !red->nan_on_zero)
         return 0.0;
-    if (den == 0 && red->den == ML__DEN_EXPLICIT)
+    if (den == 0 && red->den == ML__DEN_EXPLICIT && none_weighted)
         return NAN;
     return num / den;
 }
@@ -51,6 +52,8 @@ static void group_free(struct group *g)
     free(g->den);
 }
 
+/* A group (per_sample, per_class) of torch cross_entropy with a zero denominator is taken as
+ * one whose targets all have class weight 0: NaN. */
 static int group_emit(const struct group *g, const struct ml__reduction *red, struct ml_array *out)
 {
     out->rank = g->rank;
@@ -61,7 +64,7 @@ static int group_emit(const struct group *g, const struct ml__reduction *red, st
         return -1;
     for (int64_t i = 0; i < g->count; i++) {
         double num = ml__sum_get(&g->num[i]);
-        out->data[i] = red->den == ML__DEN_ONE ? num : divide(red, num, ml__sum_get(&g->den[i]));
+        out->data[i] = red->den == ML__DEN_ONE ? num : divide(red, num, ml__sum_get(&g->den[i]), 1);
     }
     return 0;
 }
@@ -75,9 +78,9 @@ void ml__reduce_totals(const struct ml__reduction *red, double num, double den, 
     if (red->den == ML__DEN_ONE)
         res->loss = num;
     else if (red->den == ML__DEN_RAW_SW && has_raw_sw)
-        res->loss = divide(red, num, raw_sw);
+        res->loss = divide(red, num, raw_sw, nonzero == 0);
     else
-        res->loss = divide(red, num, den);
+        res->loss = divide(red, num, den, nonzero == 0);
 }
 
 int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_error *err)

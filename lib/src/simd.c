@@ -1,6 +1,6 @@
 /*
- * simd.c -- the run-time choice of instruction set (simd.h), and the scans that do not
- * need one.
+ * simd.c -- the run-time choice of instruction set (simd.h), and the dispatch of the
+ * kernels and scans built once per instruction set.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -91,9 +91,9 @@ int ml__pointwise_f64(const struct ml__kctx *k, double *out, double *den, int64_
 }
 
 /* The first NaN or infinity of an array: fast.c's scans, per instruction set (vectorised). */
-int64_t ml__first_non_finite_f32(const float *v, int64_t n)
+int64_t ml__first_non_finite_f32(int simd, const float *v, int64_t n)
 {
-    switch (ml__simd_pick()) {
+    switch (simd) {
 #ifdef ML__X86_DISPATCH
     case ML__SIMD_AVX512:
         return ml__first_non_finite_f32_avx512(v, n);
@@ -105,9 +105,9 @@ int64_t ml__first_non_finite_f32(const float *v, int64_t n)
     }
 }
 
-int64_t ml__first_non_finite_f64(const double *v, int64_t n)
+int64_t ml__first_non_finite_f64(int simd, const double *v, int64_t n)
 {
-    switch (ml__simd_pick()) {
+    switch (simd) {
 #ifdef ML__X86_DISPATCH
     case ML__SIMD_AVX512:
         return ml__first_non_finite_f64_avx512(v, n);

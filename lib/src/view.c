@@ -74,12 +74,12 @@ static void convert(void *dst, enum ml_dtype dst_dtype, const void *src, enum ml
 
 /* NaN or Inf in a float input (after its conversion to the compute precision): the error
  * names the first one. */
-static int view_check(const struct view *v, enum ml_dtype dtype, struct ml_error *err)
+static int view_check(const struct view *v, const struct eval *e, struct ml_error *err)
 {
     const struct ml_tensor *t = v->t;
     const char *field = v->field;
-    int64_t i = dtype == ML_FLOAT32 ? ml__first_non_finite_f32(v->data, v->n)
-                                    : ml__first_non_finite_f64(v->data, v->n);
+    int64_t i = e->dtype == ML_FLOAT32 ? ml__first_non_finite_f32((int)e->simd, v->data, v->n)
+                                       : ml__first_non_finite_f64((int)e->simd, v->data, v->n);
     if (i < 0)
         return 0;
     int orig_nan = t->dtype == ML_FLOAT32   ? isnan(((const float *)t->data)[i])
@@ -97,9 +97,11 @@ static int view_check(const struct view *v, enum ml_dtype dtype, struct ml_error
 
 /* Opens a view in the compute precision. `defer` leaves the NaN/Inf check to the fused kernel,
  * which reads the data anyway (view_check_deferred runs it when the kernel does not). */
-int ml__view_open(struct view *v, const char *field, const struct ml_tensor *t, enum ml_dtype dtype,
-                  const struct ml_request *req, int defer, struct ml_error *err)
+int ml__view_open(struct view *v, const char *field, const struct ml_tensor *t,
+                  const struct eval *e, int defer, struct ml_error *err)
 {
+    const struct ml_request *req = e->req;
+    const enum ml_dtype dtype = e->dtype;
     memset(v, 0, sizeof(*v));
     v->field = field;
     v->t = t;
@@ -121,7 +123,7 @@ int ml__view_open(struct view *v, const char *field, const struct ml_tensor *t, 
         if (defer)
             v->unchecked = 1;
         else
-            return view_check(v, dtype, err);
+            return view_check(v, e, err);
     }
     return 0;
 }
@@ -145,7 +147,7 @@ int ml__view_check_deferred(struct eval *e, struct ml_error *err)
         if (!views[i]->unchecked)
             continue;
         views[i]->unchecked = 0;
-        int rc = view_check(views[i], e->dtype, err);
+        int rc = view_check(views[i], e, err);
         if (rc)
             return rc;
     }
@@ -194,7 +196,7 @@ int ml__open_pos_weight(struct eval *e, struct ml_error *err)
         scalar.data = &value;
         t = &scalar;
     }
-    int rc = ml__view_open(&e->pos_weight, "params.pos_weight", t, e->dtype, e->req, 0, err);
+    int rc = ml__view_open(&e->pos_weight, "params.pos_weight", t, e, 0, err);
     if (rc)
         return rc;
     int64_t aligned[ML_MAX_RANK], stride[ML_MAX_RANK];

@@ -1,5 +1,6 @@
 """Expected values computed here, independently of maskloss: the published formulas in
-Python floats with math.fsum, and the golden-case checks of ../shared/tools/run_golden.py."""
+Python floats with math.fsum, and the golden-case checks (the rules of the project's shared
+golden-vector runner, restated here)."""
 import math
 import random
 
@@ -73,7 +74,7 @@ def check_answer(body, want, per):
 def make_rng(seed):
     return random.Random(seed)
 
-# ---- Golden cases (the rules of ../shared/tools/run_golden.py) -------------------------------
+# ---- Golden cases (the golden-vector runner's rules) --------------------------------------
 
 
 META = {"id", "source", "notes", "expected", "expected_per_element", "expected_error", "expected_code",

@@ -22,7 +22,7 @@ V2_TO_NP = {v: k for k, v in NP_TO_V2.items()}
 
 class TritonLikeClient:
     """What tritonclient.http's InferenceServerClient.infer puts on the wire and how it reads
-    the answer (../shared/design/protocol-anchors.md §1.8): no Content-Type; the
+    the answer (as tritonclient.http sends it): no Content-Type; the
     Inference-Header-Content-Length header only when binary data is present;
     "binary_data_output": true when no outputs are named; binary outputs sliced in the JSON
     order of the outputs."""
