@@ -14,7 +14,7 @@
  * losses_impl.py, ATen Loss.cpp, torchvision focal_loss.py, Alibaba-MIIL ASL losses.py), but
  * each is evaluated without the cancellations of its literal float transcription, so the
  * result is within a few ulp of the exact value of the formula where the literal one loses
- * digits (tests/test_accuracy.c measures it against 50-digit values):
+ * digits (tests/test_accuracy.c measures it against high-precision values):
  *  - the sigmoid family as a softplus(x) + b softplus(-x), a sum of non-negative terms,
  *    rather than max(x, 0) - x z + log1p(exp(-|x|)) or (1 - z) x - log_sigmoid(x), which
  *    subtract numbers of the size of |x| to leave a loss far smaller than |x|;
