@@ -112,20 +112,20 @@ static inline ML__ALWAYS_INLINE REAL F(smooth_binary)(REAL y, REAL ls)
 
 /* ---- torchvision.ops.sigmoid_focal_loss ------------------------------------------------- */
 
-/*
- * ce (1 - p_t)^gamma, times alpha z + (1 - alpha)(1 - z) when alpha >= 0 (torchvision applies
- * any alpha >= 0 as written, and none below 0). 1 - p_t is z (1 - p) + (1 - z) p, with both
- * probabilities accurate (for binary labels it is one of them, exactly). gk selects the power:
- * 0, 1, 2 by multiplication, -1 for POW(b, gamma); callers pass a constant, and nf as to
- * neg_inf_nan (the torch cross-entropy inside).
- */
-/* 1 - p_t of the focal losses, p_t = p z + (1 - p)(1 - z): z (1 - p) + (1 - z) p, from the
- * accurate pair, with no cancellation. */
+/* 1 - p_t of the focal losses (torchvision, Keras), p_t = p z + (1 - p)(1 - z): as
+ * z (1 - p) + (1 - z) p from the accurate pair, with no cancellation (for binary labels it is
+ * one of the pair, exactly). */
 static inline ML__ALWAYS_INLINE REAL F(focal_base)(REAL z, struct F(sigmoid_pair) s)
 {
     return z * s.q + (R(1.0) - z) * s.p;
 }
 
+/*
+ * ce (1 - p_t)^gamma, times alpha z + (1 - alpha)(1 - z) when alpha >= 0 (torchvision applies
+ * any alpha >= 0 as written, and none below 0). gk selects the power: 0, 1, 2 by
+ * multiplication, -1 for POW(b, gamma); callers pass a constant, and nf as to neg_inf_nan
+ * (the torch cross-entropy inside).
+ */
 static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha,
                                                  int nf)
 {
@@ -154,7 +154,7 @@ static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL ga
  */
 struct F(asl_side) {
     REAL u, t; /* the probability whose log is taken, and 1 - u */
-    REAL ls;   /* log(u) when u is a sigmoid (not clipped) and eps is not normal, else NaN */
+    REAL ls;   /* log(u) when eps is not normal (used only where u is a sigmoid), else 0 */
 };
 
 /* ASL's parameters in this type; by value, so that nothing read through a pointer can alias
