@@ -14,6 +14,8 @@
 
 #include "maskloss.h"
 
+#include "buf.h" /* struct mlp_buf, where every document is written */
+
 /* Status codes of the protocol layer, beyond enum ml_status. */
 #define MLP_EMALFORMED (-100) /* the text is not JSON ("malformed_json") */
 
@@ -72,20 +74,6 @@ size_t mlp_b64_decoded_size(const char *text, size_t len);
  */
 long long mlp_b64_decode(const char *text, size_t len, unsigned char *out);
 
-/* A growable text buffer; `data` is NUL-terminated; free with free(data). */
-struct mlp_buf {
-    char *data;
-    size_t len, cap;
-    int failed; /* an allocation failed: the content is incomplete */
-};
-
-void mlp_buf_append(struct mlp_buf *b, const char *s, size_t n);
-void mlp_buf_puts(struct mlp_buf *b, const char *s);
-/* A JSON number: the shortest text that reads back as the same double; NaN and the
- * infinities as the strings "NaN", "Infinity", "-Infinity". */
-void mlp_buf_number(struct mlp_buf *b, double v);
-/* A JSON string with escapes. */
-void mlp_buf_string(struct mlp_buf *b, const char *s);
 /* Reverses the byte order of each esize-byte element of data[0..bytes): little-endian
  * wire data on a big-endian host, or big-endian .npy data anywhere. */
 void mlp_swap_bytes(void *data, size_t bytes, size_t esize);

@@ -1,0 +1,95 @@
+/*
+ * buf.c -- the growable text buffer and its JSON tokens (see buf.h).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+void mlp_buf_append(struct mlp_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p) {
+            b->failed = 1;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void mlp_buf_puts(struct mlp_buf *b, const char *s)
+{
+    mlp_buf_append(b, s, strlen(s));
+}
+
+void mlp_buf_number(struct mlp_buf *b, double v)
+{
+    char tmp[40];
+    if (isnan(v)) {
+        mlp_buf_puts(b, "\"NaN\"");
+        return;
+    }
+    if (isinf(v)) {
+        mlp_buf_puts(b, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+        return;
+    }
+    if (v == 0) {
+        mlp_buf_puts(b, signbit(v) ? "-0.0" : "0.0");
+        return;
+    }
+    /* The shortest of 15, 16, 17 significant digits that reads back exactly. */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+        if (prec == 17 || strtod(tmp, NULL) == v)
+            break;
+    }
+    /* Keep a JSON number that parsers read as floating point: 2 -> 2.0. */
+    if (!strpbrk(tmp, ".eEn"))
+        strcat(tmp, ".0");
+    mlp_buf_puts(b, tmp);
+}
+
+void mlp_buf_string(struct mlp_buf *b, const char *s)
+{
+    mlp_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[8];
+        switch (*p) {
+        case '"':
+            mlp_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            mlp_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            mlp_buf_append(b, "\\n", 2);
+            break;
+        case '\t':
+            mlp_buf_append(b, "\\t", 2);
+            break;
+        case '\r':
+            mlp_buf_append(b, "\\r", 2);
+            break;
+        default:
+            if (*p < 0x20) {
+                snprintf(esc, sizeof(esc), "\\u%04x", *p);
+                mlp_buf_append(b, esc, 6);
+            } else {
+                mlp_buf_append(b, (const char *)p, 1);
+            }
+        }
+    }
+    mlp_buf_append(b, "\"", 1);
+}
