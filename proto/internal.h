@@ -1,6 +1,6 @@
 /*
- * internal.h -- pieces of the JSON decoder shared by the native (request.c) and the Open
- * Inference Protocol (v2.c) front ends. Not installed.
+ * internal.h -- pieces shared by the native (request.c, response.c) and the Open Inference
+ * Protocol (v2.c) front ends: the JSON tensor decoder and the table of outputs. Not installed.
  */
 #ifndef MLP_INTERNAL_H
 #define MLP_INTERNAL_H
@@ -38,5 +38,43 @@ int mlp__shape_decode(const json_t *shape, const char *field, const char *name, 
  * max(dim, 1), is beyond 2^40 (the library's absolute limit, lib/src/tensor.h): an empty
  * shape such as [2^40, 0, 2^40] is refused here, before a size is computed from it. */
 int64_t mlp__numel_checked(int rank, const int64_t *shape);
+
+/* ---- Outputs (outputs.c) ------------------------------------------------------------- */
+
+/* An output of an evaluation: its enum ml_output bit and its name on each protocol. */
+struct mlp__output {
+    unsigned bit;        /* ML_OUT_LOSS, ... */
+    const char *name;    /* /v1: "per_element" */
+    const char *v2_name; /* /v2: "PER_ELEMENT" */
+    int is_count;        /* an integer count (v2 INT64), not a double (FP64) */
+};
+
+#define MLP__NUM_OUTPUTS 7
+
+/* Every output, in the order responses list them (/v1 always; /v2 when none is named). */
+extern const struct mlp__output mlp__outputs[MLP__NUM_OUTPUTS];
+
+/* The output of that /v1 (v2 = 0) or /v2 (v2 = 1) name, or NULL; name may be NULL. */
+const struct mlp__output *mlp__output_named(const char *name, int v2);
+
+/* The output of that bit, or NULL. */
+const struct mlp__output *mlp__output_of(unsigned bit);
+
+/* "loss, per_element, ..." (or the v2 names) into buf, for error messages. */
+void mlp__output_list(char *buf, size_t size, int v2);
+
+/* One output of a result as doubles, as both encoders send it. */
+struct mlp__values {
+    const double *data;   /* numel values, row-major; points into res, or at `scalar` */
+    int64_t numel;        /* elements: the array's, or 1 */
+    int rank;             /* 0 for a scalar */
+    const int64_t *shape; /* rank dimensions (NULL for a scalar) */
+    int is_tensor;        /* an array of the result (loss for reduction none, per_element, ...) */
+    int is_count;         /* num_nonzero_weights: an integer */
+    double scalar;        /* the value of a scalar output */
+};
+
+/* Fills v with output `bit` of res. v->data may point at v->scalar: use v where it is. */
+void mlp__output_values(const struct ml_result *res, unsigned bit, struct mlp__values *v);
 
 #endif /* MLP_INTERNAL_H */

@@ -16,11 +16,25 @@
 
 #include "buf.h" /* struct mlp_buf, where every document is written */
 
-/* Status codes of the protocol layer, beyond enum ml_status. */
-#define MLP_EMALFORMED (-100) /* the text is not JSON ("malformed_json") */
+/*
+ * Status codes of the protocol layer, beyond the library's enum ml_status (-1 to -13): both
+ * front ends (/v1 and /v2) answer from these two sets alone, with the same code for the same
+ * mistake. Their names and texts are in one table (response.c).
+ */
+enum mlp_status {
+    MLP_EMALFORMED = -100, /* the text is not JSON, or has duplicate keys ("malformed_json") */
+    MLP_EBINARY = -101     /* v2: the binary data after the JSON header cannot be located:
+                              Inference-Header-Content-Length missing, unparsable or past the
+                              body, a binary_data_size that is not a byte count, a truncated
+                              body, bytes left over ("invalid_binary") */
+};
 
-/* The machine-readable name of an ml_status or MLP_ code. */
+/* The machine-readable name of an ml_status or mlp_status code ("malformed_json", ...);
+ * "internal_error" for any other number. */
 const char *mlp_status_name(int status);
+
+/* A short English text for an ml_status or mlp_status code ("malformed JSON", ...). */
+const char *mlp_strerror(int status);
 
 /* Where a parse failed (MLP_EMALFORMED): 1-based line and column, 0 when unknown. */
 struct mlp_error {
@@ -48,9 +62,19 @@ struct mlp_request {
 
 /*
  * Parses text (not necessarily NUL-terminated) into a JSON document. Returns 0 and a new
- * reference in *root, or MLP_EMALFORMED with line, column and jansson's message in err.
+ * reference in *root, or MLP_EMALFORMED with line, column and jansson's message in err, or
+ * ML_ENOMEM when jansson ran out of memory.
  */
 int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err);
+
+/*
+ * jansson's allocator for programs that parse requests: install it once at start-up with
+ * json_set_alloc_funcs(mlp_json_malloc, free). It is malloc, and it lets mlp_parse see an
+ * allocation that failed inside jansson (counted per thread): jansson's lexer drops a byte it
+ * cannot store and parses on, so a document read while memory ran out may hold a shortened
+ * number or string. With it mlp_parse answers ML_ENOMEM instead.
+ */
+void *mlp_json_malloc(size_t size);
 
 /*
  * Decodes a parsed request object. Takes a new reference to root. Returns 0, or a

@@ -18,9 +18,6 @@
 
 #include "mlp.h"
 
-/* A binary framing error: header length, byte counts, truncation ("invalid_binary"). */
-#define MLP_EBINARY (-101)
-
 #define MLP_V2_MAX_OUTPUTS 7
 
 struct mlp_v2_request {

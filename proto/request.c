@@ -29,12 +29,34 @@ int mlp__fail(struct mlp_error *err, int code, const char *field, long long inde
     return code;
 }
 
+/* Allocations that failed inside jansson on this thread (through mlp_json_malloc). Only
+ * compared before and after one json_loadb on the same thread: no state shared by calls. */
+static _Thread_local unsigned long json_alloc_failures;
+
+void *mlp_json_malloc(size_t size)
+{
+    void *p = malloc(size);
+    if (!p)
+        json_alloc_failures++;
+    return p;
+}
+
 int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err)
 {
     json_error_t je;
+    unsigned long failures = json_alloc_failures;
+    memset(&je, 0, sizeof(je));
     /* Numbers as doubles (no integer overflow), duplicate keys rejected: a request that
      * says "weights" twice is ambiguous. */
     *root = json_loadb(text, len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &je);
+    /* jansson 2.14 fails without a message when an allocation fails, and its lexer goes on
+     * without a byte it could not store (lex_save ignores strbuffer_append_byte's failure):
+     * a document read while an allocation failed may differ from the text. */
+    if (json_alloc_failures != failures || (!*root && !je.text[0])) {
+        json_decref(*root);
+        *root = NULL;
+        return mlp__fail(err, ML_ENOMEM, "", -1, "out of memory parsing the request");
+    }
     if (*root)
         return 0;
     mlp__fail(err, MLP_EMALFORMED, "", -1, "malformed JSON at line %d, column %d: %s", je.line,
@@ -391,33 +413,19 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
 
 /* ---- Requests -------------------------------------------------------------------------- */
 
-static const struct {
-    const char *name;
-    unsigned bit;
-} output_names[] = {
-    {"loss", ML_OUT_LOSS},
-    {"per_element", ML_OUT_PER_ELEMENT},
-    {"per_sample", ML_OUT_PER_SAMPLE},
-    {"per_class", ML_OUT_PER_CLASS},
-    {"weighted_sum", ML_OUT_WEIGHTED_SUM},
-    {"sum_weights", ML_OUT_SUM_WEIGHTS},
-    {"num_nonzero_weights", ML_OUT_NUM_NONZERO_WEIGHTS},
-};
-
 static int decode_output(const json_t *v, unsigned *bits, struct mlp_error *err)
 {
-    if (json_is_string(v))
-        for (size_t i = 0; i < sizeof(output_names) / sizeof(output_names[0]); i++)
-            if (!strcmp(json_string_value(v), output_names[i].name)) {
-                *bits |= output_names[i].bit;
-                return 0;
-            }
-    return mlp__fail(err, ML_EINVAL, "outputs", -1,
-                     "unknown output %s%s%s (expected loss, per_element, per_sample, per_class, "
-                     "weighted_sum, sum_weights, num_nonzero_weights)",
+    const struct mlp__output *o = mlp__output_named(json_string_value(v), 0);
+    if (o) {
+        *bits |= o->bit;
+        return 0;
+    }
+    char names[160];
+    mlp__output_list(names, sizeof(names), 0);
+    return mlp__fail(err, ML_EINVAL, "outputs", -1, "unknown output %s%s%s (expected %s)",
                      json_is_string(v) ? "'" : "",
                      json_is_string(v) ? json_string_value(v) : kind_of(v),
-                     json_is_string(v) ? "'" : "");
+                     json_is_string(v) ? "'" : "", names);
 }
 
 int mlp__params_decode(const json_t *obj, struct mlp_request *r, struct mlp_error *err)

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mlp.h"
+#include "internal.h"
 
 static void key(struct mlp_buf *b, const char *k)
 {
@@ -46,53 +46,42 @@ static void write_nested(struct mlp_buf *b, const double *data, int rank, const 
     mlp_buf_append(b, "]", 1);
 }
 
-static void write_array(struct mlp_buf *b, const struct ml_array *a)
+/* ---- Responses ------------------------------------------------------------------------- */
+
+/* One output: a nested array for an array of the result, else a number (a count as an
+ * integer). */
+static void write_values(struct mlp_buf *b, const struct mlp__values *v)
 {
     int64_t pos = 0;
-    write_nested(b, a->data, a->rank, a->shape, &pos);
+    if (v->is_tensor) {
+        write_nested(b, v->data, v->rank, v->shape, &pos);
+    } else if (v->is_count) {
+        char tmp[32];
+        snprintf(tmp, sizeof(tmp), "%.0f", v->scalar);
+        mlp_buf_puts(b, tmp);
+    } else {
+        mlp_buf_number(b, v->scalar);
+    }
 }
-
-/* ---- Responses ------------------------------------------------------------------------- */
 
 void mlp_response_write(struct mlp_buf *b, const struct ml_result *res,
                         const struct mlp_request *req)
 {
+    struct mlp__values loss;
+    mlp__output_values(res, ML_OUT_LOSS, &loss);
     mlp_buf_puts(b, "{\"loss\":");
-    if (res->loss_is_tensor)
-        write_array(b, &res->loss_tensor);
-    else
-        mlp_buf_number(b, res->loss);
-    if (res->outputs & ML_OUT_PER_ELEMENT) {
-        key(b, "per_element");
-        write_array(b, &res->per_element);
-    }
-    if (res->outputs & ML_OUT_PER_SAMPLE) {
-        key(b, "per_sample");
-        write_array(b, &res->per_sample);
-    }
-    if (res->outputs & ML_OUT_PER_CLASS) {
-        key(b, "per_class");
-        write_array(b, &res->per_class);
-    }
-    if (res->outputs & ML_OUT_WEIGHTED_SUM) {
-        key(b, "weighted_sum");
-        mlp_buf_number(b, res->weighted_sum);
-    }
-    if (res->outputs & ML_OUT_SUM_WEIGHTS) {
-        key(b, "sum_weights");
-        mlp_buf_number(b, res->sum_weights);
-    }
-    if (res->outputs & ML_OUT_NUM_NONZERO_WEIGHTS) {
-        char tmp[32];
-        key(b, "num_nonzero_weights");
-        snprintf(tmp, sizeof(tmp), "%.0f", res->num_nonzero_weights);
-        mlp_buf_puts(b, tmp);
+    write_values(b, &loss);
+    for (size_t k = 0; k < MLP__NUM_OUTPUTS; k++) {
+        const struct mlp__output *o = &mlp__outputs[k];
+        struct mlp__values v;
+        if (o->bit == ML_OUT_LOSS || !(res->outputs & o->bit))
+            continue;
+        mlp__output_values(res, o->bit, &v);
+        key(b, o->name);
+        write_values(b, &v);
     }
     key(b, "shape");
-    if (res->loss_is_tensor)
-        write_shape(b, res->loss_tensor.rank, res->loss_tensor.shape);
-    else
-        mlp_buf_puts(b, "[]");
+    write_shape(b, loss.rank, loss.shape);
     key(b, "loss_name");
     mlp_buf_string(b, res->loss_name ? res->loss_name : "");
     key(b, "reduction");
@@ -112,20 +101,37 @@ void mlp_response_write(struct mlp_buf *b, const struct ml_result *res,
     mlp_buf_append(b, "}", 1);
 }
 
+/* The protocol's own codes; the library's are in its table (ml_status_name, ml_strerror). */
+static const struct {
+    enum mlp_status code;
+    const char *name;
+    const char *text;
+} statuses[] = {
+    {MLP_EMALFORMED, "malformed_json", "malformed JSON"},
+    {MLP_EBINARY, "invalid_binary", "invalid binary tensor data"},
+};
+
 const char *mlp_status_name(int status)
 {
-    if (status == MLP_EMALFORMED)
-        return "malformed_json";
-    if (status == -101) /* MLP_EBINARY, mlp_v2.h */
-        return "invalid_binary";
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+        if ((int)statuses[i].code == status)
+            return statuses[i].name;
     return ml_status_name(status);
+}
+
+const char *mlp_strerror(int status)
+{
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+        if ((int)statuses[i].code == status)
+            return statuses[i].text;
+    return ml_strerror(status);
 }
 
 void mlp_error_write(struct mlp_buf *b, int status, const struct mlp_error *err)
 {
     char tmp[48];
     mlp_buf_puts(b, "{\"error\":");
-    mlp_buf_string(b, err && err->e.message[0] ? err->e.message : ml_strerror(status));
+    mlp_buf_string(b, err && err->e.message[0] ? err->e.message : mlp_strerror(status));
     key(b, "code");
     mlp_buf_string(b, mlp_status_name(status));
     key(b, "field");

@@ -37,20 +37,9 @@ static const struct {
     {"LOSSES", SLOT_LOSSES}, {"WEIGHTS", SLOT_WEIGHTS}, {"MASK", SLOT_WEIGHTS},
 };
 
-static const struct {
-    const char *name;
-    unsigned bit;
-} output_names[] = {
-    {"LOSS", ML_OUT_LOSS},
-    {"PER_ELEMENT", ML_OUT_PER_ELEMENT},
-    {"PER_SAMPLE", ML_OUT_PER_SAMPLE},
-    {"PER_CLASS", ML_OUT_PER_CLASS},
-    {"WEIGHTED_SUM", ML_OUT_WEIGHTED_SUM},
-    {"SUM_WEIGHTS", ML_OUT_SUM_WEIGHTS},
-    {"NUM_NONZERO_WEIGHTS", ML_OUT_NUM_NONZERO_WEIGHTS},
-};
-
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+_Static_assert(MLP_V2_MAX_OUTPUTS == MLP__NUM_OUTPUTS, "a v2 request names each output once");
 
 const char *mlp_v2_datatype(enum ml_dtype dtype)
 {
@@ -294,19 +283,17 @@ static int decode_outputs(const json_t *outputs, int binary_output, struct mlp_v
         const json_t *o = json_array_get(outputs, i);
         const json_t *n = json_is_object(o) ? json_object_get(o, "name") : NULL;
         const char *name = json_is_string(n) ? json_string_value(n) : NULL;
-        unsigned bit = 0;
+        const struct mlp__output *out = mlp__output_named(name, 1);
         char field[48];
         snprintf(field, sizeof(field), "outputs[%zu]", i);
-        for (size_t k = 0; name && k < COUNT(output_names); k++)
-            if (!strcmp(name, output_names[k].name))
-                bit = output_names[k].bit;
-        if (!bit)
-            return mlp__fail(err, ML_EOUTPUT, field, -1,
-                             "%s: unknown output %s%s%s; the outputs are LOSS, PER_ELEMENT, "
-                             "PER_SAMPLE, PER_CLASS, WEIGHTED_SUM, SUM_WEIGHTS, "
-                             "NUM_NONZERO_WEIGHTS",
-                             field, name ? "'" : "", name ? name : "without a name",
-                             name ? "'" : "");
+        if (!out) {
+            char names[160];
+            mlp__output_list(names, sizeof(names), 1);
+            return mlp__fail(
+                err, ML_EOUTPUT, field, -1, "%s: unknown output %s%s%s; the outputs are %s", field,
+                name ? "'" : "", name ? name : "without a name", name ? "'" : "", names);
+        }
+        unsigned bit = out->bit;
         if (bits & bit)
             return mlp__fail(err, ML_EINVAL, field, -1, "%s: output %s is requested twice", field,
                              name);
@@ -428,71 +415,11 @@ int mlp_v2_decode(const char *model, const char *body, size_t len, long long hea
 
 /* ---- Responses ------------------------------------------------------------------------- */
 
-/* One output's values as doubles (the library's result precision). */
-struct values {
-    const double *data;
-    int64_t n;
-    int rank;
-    const int64_t *shape;
-    double scalar;
-    int is_count; /* INT64 */
-};
-
-static void values_of(const struct ml_result *res, unsigned bit, struct values *v)
-{
-    const struct ml_array *a = NULL;
-    memset(v, 0, sizeof(*v));
-    switch (bit) {
-    case ML_OUT_LOSS:
-        if (res->loss_is_tensor)
-            a = &res->loss_tensor;
-        else
-            v->scalar = res->loss;
-        break;
-    case ML_OUT_PER_ELEMENT:
-        a = &res->per_element;
-        break;
-    case ML_OUT_PER_SAMPLE:
-        a = &res->per_sample;
-        break;
-    case ML_OUT_PER_CLASS:
-        a = &res->per_class;
-        break;
-    case ML_OUT_WEIGHTED_SUM:
-        v->scalar = res->weighted_sum;
-        break;
-    case ML_OUT_SUM_WEIGHTS:
-        v->scalar = res->sum_weights;
-        break;
-    default:
-        v->scalar = res->num_nonzero_weights;
-        v->is_count = 1;
-        break;
-    }
-    if (a) {
-        v->data = a->data;
-        v->n = a->numel;
-        v->rank = a->rank;
-        v->shape = a->shape;
-    } else {
-        v->data = &v->scalar;
-        v->n = 1;
-    }
-}
-
-static const char *output_name(unsigned bit)
-{
-    for (size_t k = 0; k < COUNT(output_names); k++)
-        if (output_names[k].bit == bit)
-            return output_names[k].name;
-    return "";
-}
-
-static void append_binary(struct mlp_buf *b, const struct values *v)
+static void append_binary(struct mlp_buf *b, const struct mlp__values *v)
 {
     unsigned char chunk[4096];
     size_t used = 0;
-    for (int64_t i = 0; i < v->n; i++) {
+    for (int64_t i = 0; i < v->numel; i++) {
         unsigned char bytes[8];
         if (v->is_count) {
             uint64_t x = (uint64_t)(int64_t)v->data[i];
@@ -533,12 +460,12 @@ void mlp_v2_response_write(struct mlp_buf *b, size_t *header_len, const char *mo
     mlp_buf_string(b, r->base.req.dtype == ML_FLOAT64 ? "float64" : "float32");
     mlp_buf_puts(b, "},\"outputs\":[");
     for (int i = 0; i < r->num_outputs; i++) {
-        struct values v;
-        values_of(res, r->output_bits[i], &v);
+        struct mlp__values v;
+        mlp__output_values(res, r->output_bits[i], &v);
         if (i)
             mlp_buf_append(b, ",", 1);
         mlp_buf_puts(b, "{\"name\":");
-        mlp_buf_string(b, output_name(r->output_bits[i]));
+        mlp_buf_string(b, mlp__output_of(r->output_bits[i])->v2_name);
         mlp_buf_puts(b, v.is_count ? ",\"datatype\":\"INT64\",\"shape\":["
                                    : ",\"datatype\":\"FP64\",\"shape\":[");
         for (int d = 0; d < v.rank; d++) {
@@ -547,12 +474,12 @@ void mlp_v2_response_write(struct mlp_buf *b, size_t *header_len, const char *mo
         }
         if (r->output_binary[i]) {
             snprintf(tmp, sizeof(tmp), "],\"parameters\":{\"binary_data_size\":%lld}}",
-                     (long long)v.n * 8);
+                     (long long)v.numel * 8);
             mlp_buf_puts(b, tmp);
             continue;
         }
         mlp_buf_puts(b, "],\"data\":[");
-        for (int64_t k = 0; k < v.n; k++) {
+        for (int64_t k = 0; k < v.numel; k++) {
             if (k)
                 mlp_buf_append(b, ",", 1);
             if (v.is_count) {
@@ -569,8 +496,8 @@ void mlp_v2_response_write(struct mlp_buf *b, size_t *header_len, const char *mo
     for (int i = 0; i < r->num_outputs; i++) {
         if (!r->output_binary[i])
             continue;
-        struct values v;
-        values_of(res, r->output_bits[i], &v);
+        struct mlp__values v;
+        mlp__output_values(res, r->output_bits[i], &v);
         append_binary(b, &v);
     }
 }
@@ -660,9 +587,8 @@ void mlp_v2_model_metadata(struct mlp_buf *b, const struct ml_loss_info *info)
     }
     tensor_meta(b, "WEIGHTS", "FP32", 0, "[-1,-1]");
     mlp_buf_puts(b, "],\"outputs\":[");
-    for (size_t k = 0; k < COUNT(output_names); k++)
-        tensor_meta(b, output_names[k].name,
-                    output_names[k].bit == ML_OUT_NUM_NONZERO_WEIGHTS ? "INT64" : "FP64", k == 0,
+    for (size_t k = 0; k < MLP__NUM_OUTPUTS; k++)
+        tensor_meta(b, mlp__outputs[k].v2_name, mlp__outputs[k].is_count ? "INT64" : "FP64", k == 0,
                     "[-1]");
     mlp_buf_puts(b, "]}");
 }

@@ -178,6 +178,57 @@ static void test_catalogue_json(void **state)
     free(b.data);
 }
 
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s (run from the repository root)", path);
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    return text;
+}
+
+/* Every status either protocol answers has one name, listed by the response schema's code
+ * enum and by the error table of proto/README.md, and a text of its own. */
+static void test_status_names(void **state)
+{
+    (void)state;
+    json_t *schema = json_load_file("proto/response.schema.json", 0, NULL);
+    assert_non_null(schema);
+    const json_t *error = json_array_get(json_object_get(schema, "oneOf"), 1);
+    const json_t *code = json_object_get(json_object_get(error, "properties"), "code");
+    const json_t *codes = json_object_get(code, "enum");
+    assert_true(json_array_size(codes) > 0);
+    char *readme = read_text("proto/README.md");
+    static const int statuses[] = {
+        ML_EINVAL,     ML_ETENSOR, ML_EUNKNOWN_LOSS, ML_EUNKNOWN_PARAM, ML_EPARAM,
+        ML_EREDUCTION, ML_ESHAPE,  ML_EBROADCAST,    ML_ENONFINITE,     ML_ELABEL,
+        ML_ETOOLARGE,  ML_ENOMEM,  ML_EOUTPUT,       MLP_EMALFORMED,    MLP_EBINARY,
+    };
+    const size_t count = sizeof(statuses) / sizeof(statuses[0]);
+    for (size_t k = 0; k < count; k++) {
+        const char *name = mlp_status_name(statuses[k]);
+        assert_string_not_equal(name, "internal_error");
+        assert_string_not_equal(mlp_strerror(statuses[k]), "unknown error");
+        for (size_t j = 0; j < k; j++)
+            assert_string_not_equal(name, mlp_status_name(statuses[j]));
+        int found = 0;
+        for (size_t i = 0; i < json_array_size(codes); i++)
+            found |= !strcmp(json_string_value(json_array_get(codes, i)), name);
+        if (!found)
+            fail_msg("%s is not in response.schema.json's code enum", name);
+        char cell[64];
+        snprintf(cell, sizeof(cell), "| `%s` |", name);
+        if (!strstr(readme, cell))
+            fail_msg("%s is not in proto/README.md's error table", name);
+    }
+    assert_int_equal(count, json_array_size(codes)); /* and the schema lists no other */
+    assert_string_equal(mlp_status_name(-14), "internal_error");
+    json_decref(schema);
+}
+
 /* RFC 4648 section 10 test vectors, with and without padding, and broken text. */
 static void test_base64(void **state)
 {
@@ -267,7 +318,7 @@ int main(void)
         cmocka_unit_test(test_bad_requests),   cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_number_writer),  cmocka_unit_test(test_ignored_fields),
         cmocka_unit_test(test_catalogue_json), cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_v2_alignment),
+        cmocka_unit_test(test_v2_alignment),   cmocka_unit_test(test_status_names),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
 }
