@@ -420,12 +420,14 @@ static int decode_output(const json_t *v, unsigned *bits, struct mlp_error *err)
         *bits |= o->bit;
         return 0;
     }
+    if (!json_is_string(v))
+        return mlp__fail(err, ML_EINVAL, "outputs", -1,
+                         "outputs must be an array of output names, not of %s", kind_of(v));
     char names[160];
     mlp__output_list(names, sizeof(names), 0);
-    return mlp__fail(err, ML_EINVAL, "outputs", -1, "unknown output %s%s%s (expected %s)",
-                     json_is_string(v) ? "'" : "",
-                     json_is_string(v) ? json_string_value(v) : kind_of(v),
-                     json_is_string(v) ? "'" : "", names);
+    /* A name no loss produces: unsupported_output, as on /v2. */
+    return mlp__fail(err, ML_EOUTPUT, "outputs", -1, "unknown output '%s' (expected %s)",
+                     json_string_value(v), names);
 }
 
 int mlp__params_decode(const json_t *obj, struct mlp_request *r, struct mlp_error *err)

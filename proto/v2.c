@@ -77,6 +77,8 @@ static int decode_parameters(const json_t *params, struct mlp_v2_request *r, int
     r->base.aux = loss_params;
     json_object_foreach((json_t *)params, key, val)
     {
+        if (json_is_null(val) && !ignored_parameter(key))
+            continue; /* the default, as a null on /v1 and a null loss parameter are */
         if (!strcmp(key, "reduction")) {
             if (!json_is_string(val))
                 return mlp__fail(err, ML_EINVAL, "parameters.reduction", -1,
@@ -113,21 +115,15 @@ static int decode_parameters(const json_t *params, struct mlp_v2_request *r, int
     return rc;
 }
 
-/* The shape of an input; a binary input's byte count is shape x datatype, so a product
- * that overflows is refused here, before any size is computed from it. */
+/* The shape of an input; a binary input's byte count is shape x datatype, so a shape beyond
+ * the library's absolute limit is refused here (too_large, as /v1 does), before any size is
+ * computed from it: within the limit, that product cannot overflow. */
 static int decode_shape(const json_t *shape, const char *field, struct ml_tensor *t,
                         struct mlp_error *err)
 {
     int rc = mlp__shape_decode(shape, field, field, t, err);
     if (rc)
         return rc;
-    int64_t n = 1;
-    for (int d = 0; d < t->rank; d++) {
-        if (t->shape[d] && n > INT64_MAX / t->shape[d])
-            return mlp__fail(err, ML_ETENSOR, field, -1,
-                             "%s: the product of the dimensions overflows 64 bits", field);
-        n *= t->shape[d];
-    }
     if (mlp__numel_checked(t->rank, t->shape) < 0) {
         char ss[128];
         mlp__shape_text(ss, sizeof(ss), t->rank, t->shape);
@@ -154,8 +150,10 @@ static int bind_binary(struct mlp_v2_request *r, const char *name, const json_t 
     size_t esize = ml_dtype_size(t->dtype);
     size_t want = (size_t)mlp__numel_checked(t->rank, t->shape) * esize;
     mlp__shape_text(ss, sizeof(ss), t->rank, t->shape);
+    /* Bytes that do not fill the shape are the tensor's fault, as /v1's b64 of the wrong
+     * length is: invalid_tensor. invalid_binary is for bytes that cannot be located. */
     if (size != want)
-        return mlp__fail(err, MLP_EBINARY, field, -1,
+        return mlp__fail(err, ML_ETENSOR, field, -1,
                          "input '%s': binary_data_size is %zu bytes but shape %s of %s needs %zu",
                          name, size, ss, mlp_v2_datatype(t->dtype), want);
     if (size > tail_len - *offset)
@@ -242,7 +240,7 @@ static int decode_input(struct mlp_v2_request *r, const json_t *in, int index, c
     const json_t *data = json_object_get(in, "data");
     if (size_v) {
         if (data)
-            return mlp__fail(err, MLP_EBINARY, field, -1,
+            return mlp__fail(err, ML_ETENSOR, field, -1,
                              "input '%s' has both data and binary_data_size; give one", name);
         if (!*has_binary)
             *first_binary = name;
@@ -286,12 +284,14 @@ static int decode_outputs(const json_t *outputs, int binary_output, struct mlp_v
         const struct mlp__output *out = mlp__output_named(name, 1);
         char field[48];
         snprintf(field, sizeof(field), "outputs[%zu]", i);
+        if (!name)
+            return mlp__fail(err, ML_EINVAL, field, -1,
+                             "%s must be an object with a \"name\" string", field);
         if (!out) {
             char names[160];
             mlp__output_list(names, sizeof(names), 1);
-            return mlp__fail(
-                err, ML_EOUTPUT, field, -1, "%s: unknown output %s%s%s; the outputs are %s", field,
-                name ? "'" : "", name ? name : "without a name", name ? "'" : "", names);
+            return mlp__fail(err, ML_EOUTPUT, field, -1,
+                             "%s: unknown output '%s'; the outputs are %s", field, name, names);
         }
         unsigned bit = out->bit;
         if (bits & bit)

@@ -229,6 +229,254 @@ static void test_status_names(void **state)
     json_decref(schema);
 }
 
+/*
+ * The same mistake sent to /v1 (mlp_eval_text) and to /v2 (mlp_v2_eval) gets the same code.
+ * The expected code of each is the one proto/README.md's error table gives for that mistake
+ * (the HTTP status may differ: the server answers /v2 with 400 where /v1 has 422).
+ */
+#define SCE "\"loss\": \"sigmoid_cross_entropy\", "
+#define V1_Y "\"labels\": [1, 0], "
+#define V1_X "\"logits\": [0.5, -1]"
+#define V2_IN(name, dt, shape, rest)                                                               \
+    "{\"name\": \"" name "\", \"datatype\": \"" dt "\", \"shape\": " shape ", " rest "}"
+#define V2_Y V2_IN("LABELS", "FP32", "[2]", "\"data\": [1, 0]")
+#define V2_X V2_IN("LOGITS", "FP32", "[2]", "\"data\": [0.5, -1]")
+#define BIN(n) "\"parameters\": {\"binary_data_size\": " #n "}"
+#define MISTAKE(what, code, v1, model, v2, tail, tail_len, max_elements)                           \
+    {                                                                                              \
+        what, code, v1, model, v2, tail, tail_len, max_elements                                    \
+    }
+
+static const struct mistake {
+    const char *what;
+    const char *code; /* what both must answer; NULL: both accept */
+    const char *v1;
+    const char *model; /* the /v2 model */
+    const char *v2;    /* the /v2 JSON header */
+    const char *tail;  /* the /v2 binary data after the header, NULL when all JSON */
+    size_t tail_len;
+    long long max_elements;
+} mistakes[] = {
+    MISTAKE("unknown loss", "unknown_loss", "{\"loss\": \"no_such_loss\", " V1_Y V1_X "}",
+            "no_such_loss", "{\"inputs\": [" V2_Y ", " V2_X "]}", NULL, 0, 0),
+    MISTAKE("request dtype", "invalid_request", "{" SCE V1_Y V1_X ", \"dtype\": \"float16\"}",
+            "sigmoid_cross_entropy",
+            "{\"parameters\": {\"dtype\": \"float16\"}, \"inputs\": [" V2_Y ", " V2_X "]}", NULL, 0,
+            0),
+    MISTAKE("tensor dtype", "invalid_tensor",
+            "{" SCE "\"labels\": {\"shape\": [2], \"dtype\": \"float16\", \"b64\": \"AAAA\"}, " V1_X
+            "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP16", "[2]", "\"data\": [1, 0]") ", " V2_X "]}",
+            NULL, 0, 0),
+    MISTAKE("shape mismatch", "shape_mismatch", "{" SCE "\"labels\": [1, 0, 1], " V1_X "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[3]", "\"data\": [1, 0, 1]") ", " V2_X "]}",
+            NULL, 0, 0),
+    MISTAKE("NaN in JSON", "non_finite_input", "{" SCE V1_Y "\"logits\": [0.5, \"NaN\"]}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_Y
+            ", " V2_IN("LOGITS", "FP32", "[2]", "\"data\": [0.5, \"NaN\"]") "]}",
+            NULL, 0, 0),
+    MISTAKE("Inf in bytes", "non_finite_input",
+            "{" SCE V1_Y
+            "\"logits\": {\"shape\": [2], \"dtype\": \"float32\", \"b64\": \"AAAAPwAAgH8=\"}}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_Y ", " V2_IN("LOGITS", "FP32", "[2]", BIN(8)) "]}",
+            "\x00\x00\x00\x3f\x00\x00\x80\x7f", 8, 0),
+    MISTAKE("beyond 2^40 elements", "too_large",
+            "{" SCE "\"labels\": {\"shape\": [4503599627370496, 4096], \"dtype\": \"float32\", "
+            "\"b64\": \"\"}, " V1_X "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[4503599627370496, 4096]", BIN(0)) ", " V2_X
+                                                                                         "]}",
+            "", 0, 0),
+    MISTAKE("over the element limit", "too_large", "{" SCE V1_Y V1_X "}", "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_Y ", " V2_X "]}", NULL, 0, 1),
+    MISTAKE("data short of the shape", "invalid_tensor",
+            "{" SCE "\"labels\": {\"shape\": [2, 2], \"data\": [1, 0, 1]}, " V1_X "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[2, 2]", "\"data\": [1, 0, 1]") ", " V2_X
+                                                                                      "]}",
+            NULL, 0, 0),
+    MISTAKE("bytes short of the shape", "invalid_tensor",
+            "{" SCE
+            "\"labels\": {\"shape\": [2], \"dtype\": \"float32\", \"b64\": \"AACAPw==\"}, " V1_X
+            "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[2]", BIN(4)) ", " V2_X "]}",
+            "\x00\x00\x80\x3f", 4, 0),
+    MISTAKE("data given twice", "invalid_tensor",
+            "{" SCE "\"labels\": {\"shape\": [2], \"data\": [1, 0], \"dtype\": \"float32\", "
+            "\"b64\": \"AACAPwAAAAA=\"}, " V1_X "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[2]", "\"data\": [1, 0], " BIN(8)) ", " V2_X
+                                                                                         "]}",
+            "\x00\x00\x80\x3f\x00\x00\x00\x00", 8, 0),
+    MISTAKE("base64 that is not", "invalid_tensor",
+            "{" SCE
+            "\"labels\": {\"shape\": [2], \"dtype\": \"float32\", \"b64\": \"AAC*PwAAAAA=\"}, " V1_X
+            "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[2]", "\"data\": \"AACAPwAAAAA=\"") ", " V2_X
+                                                                                          "]}",
+            NULL, 0, 0),
+    MISTAKE("unknown parameter", "unknown_parameter",
+            "{\"loss\": \"mean_squared_error\", " V1_Y
+            "\"predictions\": [0.5, 1], \"params\": {\"delta\": "
+            "1}}",
+            "mean_squared_error",
+            "{\"parameters\": {\"delta\": 1}, \"inputs\": [" V2_Y
+            ", " V2_IN("PREDICTIONS", "FP32", "[2]", "\"data\": [0.5, 1]") "]}",
+            NULL, 0, 0),
+    MISTAKE("boolean parameter as a number", "bad_parameter",
+            "{\"loss\": \"binary_crossentropy\", " V1_Y "\"predictions\": [0.5, 0.25], \"params\": "
+            "{\"from_logits\": 1}}",
+            "binary_crossentropy",
+            "{\"parameters\": {\"from_logits\": 1}, \"inputs\": [" V2_Y
+            ", " V2_IN("PREDICTIONS", "FP32", "[2]", "\"data\": [0.5, 0.25]") "]}",
+            NULL, 0, 0),
+    MISTAKE("number parameter as text", "bad_parameter",
+            "{\"loss\": \"huber_loss\", " V1_Y "\"predictions\": [0.5, 1], \"params\": {\"delta\": "
+            "\"big\"}}",
+            "huber_loss",
+            "{\"parameters\": {\"delta\": \"big\"}, \"inputs\": [" V2_Y
+            ", " V2_IN("PREDICTIONS", "FP32", "[2]", "\"data\": [0.5, 1]") "]}",
+            NULL, 0, 0),
+    MISTAKE("parameters not an object", "invalid_request", "{" SCE V1_Y V1_X ", \"params\": [1]}",
+            "sigmoid_cross_entropy", "{\"parameters\": [1], \"inputs\": [" V2_Y ", " V2_X "]}",
+            NULL, 0, 0),
+    MISTAKE("unknown reduction", "unknown_reduction",
+            "{" SCE V1_Y V1_X ", \"reduction\": \"average\"}", "sigmoid_cross_entropy",
+            "{\"parameters\": {\"reduction\": \"average\"}, \"inputs\": [" V2_Y ", " V2_X "]}",
+            NULL, 0, 0),
+    MISTAKE("reduction not a string", "invalid_request", "{" SCE V1_Y V1_X ", \"reduction\": 5}",
+            "sigmoid_cross_entropy",
+            "{\"parameters\": {\"reduction\": 5}, \"inputs\": [" V2_Y ", " V2_X "]}", NULL, 0, 0),
+    MISTAKE("allow_non_finite not a boolean", "invalid_request",
+            "{" SCE V1_Y V1_X ", \"allow_non_finite\": 1}", "sigmoid_cross_entropy",
+            "{\"parameters\": {\"allow_non_finite\": 1}, \"inputs\": [" V2_Y ", " V2_X "]}", NULL,
+            0, 0),
+    MISTAKE("null: the default", NULL,
+            "{" SCE V1_Y V1_X ", \"reduction\": null, \"dtype\": null, \"allow_non_finite\": null}",
+            "sigmoid_cross_entropy",
+            "{\"parameters\": {\"reduction\": null, \"dtype\": null, \"allow_non_finite\": null}, "
+            "\"inputs\": [" V2_Y ", " V2_X "]}",
+            NULL, 0, 0),
+    MISTAKE("unknown output", "unsupported_output",
+            "{" SCE V1_Y V1_X ", \"outputs\": [\"gradient\"]}", "sigmoid_cross_entropy",
+            "{\"outputs\": [{\"name\": \"GRADIENT\"}], \"inputs\": [" V2_Y ", " V2_X "]}", NULL, 0,
+            0),
+    MISTAKE("output not a name", "invalid_request", "{" SCE V1_Y V1_X ", \"outputs\": [3]}",
+            "sigmoid_cross_entropy", "{\"outputs\": [3], \"inputs\": [" V2_Y ", " V2_X "]}", NULL,
+            0, 0),
+    MISTAKE(
+        "output the reduction cannot give", "unsupported_output",
+        "{" SCE V1_Y V1_X ", \"reduction\": \"none\", \"outputs\": [\"per_sample\"]}",
+        "sigmoid_cross_entropy",
+        "{\"parameters\": {\"reduction\": \"none\"}, \"outputs\": [{\"name\": \"PER_SAMPLE\"}], "
+        "\"inputs\": [" V2_Y ", " V2_X "]}",
+        NULL, 0, 0),
+    MISTAKE(
+        "ragged data", "invalid_tensor",
+        "{" SCE "\"labels\": [[1, 0], [1]], \"logits\": [[0.5, -1], [0, 0]]}",
+        "sigmoid_cross_entropy",
+        "{\"inputs\": [" V2_IN("LABELS", "FP32", "[2, 2]", "\"data\": [[1, 0], [1]]") ", " V2_IN(
+            "LOGITS", "FP32", "[2, 2]", "\"data\": [0.5, -1, 0, 0]") "]}",
+        NULL, 0, 0),
+    MISTAKE("element not a number", "invalid_tensor", "{" SCE "\"labels\": [\"one\", 0], " V1_X "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[2]", "\"data\": [\"one\", 0]") ", " V2_X
+                                                                                      "]}",
+            NULL, 0, 0),
+    MISTAKE("negative dimension", "invalid_tensor",
+            "{" SCE "\"labels\": {\"shape\": [-2], \"data\": []}, " V1_X "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[-2]", "\"data\": []") ", " V2_X "]}", NULL,
+            0, 0),
+    MISTAKE("rank above 8", "invalid_tensor",
+            "{" SCE "\"labels\": {\"shape\": [1, 1, 1, 1, 1, 1, 1, 1, 1], \"data\": [1]}, " V1_X
+            "}",
+            "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "FP32", "[1, 1, 1, 1, 1, 1, 1, 1, 1]",
+                                   "\"data\": [1]") ", " V2_X "]}",
+            NULL, 0, 0),
+    MISTAKE("missing input", "invalid_request", "{" SCE V1_Y "\"dtype\": \"float64\"}",
+            "sigmoid_cross_entropy", "{\"inputs\": [" V2_Y "]}", NULL, 0, 0),
+    MISTAKE("input the loss does not take", "invalid_request",
+            "{\"loss\": \"mean_squared_error\", " V1_Y V1_X "}", "mean_squared_error",
+            "{\"inputs\": [" V2_Y ", " V2_X "]}", NULL, 0, 0),
+    MISTAKE("weights given twice", "invalid_request",
+            "{" SCE V1_Y V1_X ", \"weights\": [1, 1], \"mask\": [1, 1]}", "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_Y ", " V2_X
+            ", " V2_IN("WEIGHTS", "FP32", "[2]", "\"data\": [1, 1]") ", " V2_IN(
+                "MASK", "FP32", "[2]", "\"data\": [1, 1]") "]}",
+            NULL, 0, 0),
+    MISTAKE("weights that cannot broadcast", "broadcast_error",
+            "{" SCE V1_Y V1_X ", \"weights\": [1, 1, 1]}", "sigmoid_cross_entropy",
+            "{\"inputs\": [" V2_Y ", " V2_X
+            ", " V2_IN("WEIGHTS", "FP32", "[3]", "\"data\": [1, 1, 1]") "]}",
+            NULL, 0, 0),
+    MISTAKE("class index out of range", "invalid_label",
+            "{\"loss\": \"cross_entropy\", \"labels\": [7], \"logits\": [[1, 2]]}", "cross_entropy",
+            "{\"inputs\": [" V2_IN("LABELS", "INT64", "[1]", "\"data\": [7]") ", " V2_IN(
+                "LOGITS", "FP32", "[1, 2]", "\"data\": [[1, 2]]") "]}",
+            NULL, 0, 0),
+    MISTAKE("malformed JSON", "malformed_json", "{\"loss\": ", "sigmoid_cross_entropy",
+            "{\"inputs\": [", NULL, 0, 0),
+    MISTAKE("not an object", "invalid_request", "[1]", "sigmoid_cross_entropy", "[1]", NULL, 0, 0),
+};
+
+static const char *code_of(const struct mlp_buf *b, int rc, const char *what, const char *side)
+{
+    if (rc == 0)
+        return NULL;
+    json_t *body = json_loadb(b->data, b->len, 0, NULL);
+    if (!body)
+        fail_msg("%s (%s): the error is not JSON: %s", what, side, b->data);
+    const char *code = json_string_value(json_object_get(body, "code"));
+    if (!code || strcmp(code, mlp_status_name(rc)))
+        fail_msg("%s (%s): code %s but status %s", what, side, code ? code : "(none)",
+                 mlp_status_name(rc));
+    json_decref(body);
+    return mlp_status_name(rc); /* static */
+}
+
+static void test_same_code_v1_v2(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(mistakes) / sizeof(mistakes[0]); i++) {
+        const struct mistake *m = &mistakes[i];
+        struct mlp_buf b1 = {0}, b2 = {0};
+        int rc1 = mlp_eval_text(m->v1, strlen(m->v1), m->max_elements, &b1);
+        const char *c1 = code_of(&b1, rc1, m->what, "/v1");
+
+        size_t hlen = strlen(m->v2), len = hlen + m->tail_len;
+        char *body = malloc(len ? len : 1); /* exact size: ASan sees any over-read */
+        assert_non_null(body);
+        memcpy(body, m->v2, hlen);
+        if (m->tail)
+            memcpy(body + hlen, m->tail, m->tail_len);
+        struct mlp_exec exec = {m->max_elements, NULL, NULL};
+        size_t header_len = 0;
+        int rc2 = mlp_v2_eval(m->model, body, len, m->tail ? (long long)hlen : -1, &exec, &b2,
+                              &header_len, NULL);
+        const char *c2 = code_of(&b2, rc2, m->what, "/v2");
+        free(body);
+
+        if ((c1 == NULL) != (m->code == NULL) || (c1 && strcmp(c1, m->code)))
+            fail_msg("%s: /v1 answers %s, expected %s: %s", m->what, c1 ? c1 : "success",
+                     m->code ? m->code : "success", b1.data);
+        if ((c2 == NULL) != (m->code == NULL) || (c2 && strcmp(c2, m->code)))
+            fail_msg("%s: /v2 answers %s, expected %s: %s", m->what, c2 ? c2 : "success",
+                     m->code ? m->code : "success", b2.data);
+        free(b1.data);
+        free(b2.data);
+    }
+    print_message("%zu mistakes: the same code on /v1 and /v2\n",
+                  sizeof(mistakes) / sizeof(mistakes[0]));
+}
+
 /* RFC 4648 section 10 test vectors, with and without padding, and broken text. */
 static void test_base64(void **state)
 {
@@ -315,10 +563,11 @@ static void test_v2_alignment(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_requests),   cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_number_writer),  cmocka_unit_test(test_ignored_fields),
-        cmocka_unit_test(test_catalogue_json), cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_v2_alignment),   cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_bad_requests),    cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_number_writer),   cmocka_unit_test(test_ignored_fields),
+        cmocka_unit_test(test_catalogue_json),  cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_v2_alignment),    cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_same_code_v1_v2),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
 }

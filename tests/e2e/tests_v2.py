@@ -287,7 +287,8 @@ def v2_malformed(args):
         bad(body, 0, "invalid_binary", "raw binary")
         bad(body, len(js) + 3, "malformed_json")  # the header length cuts into the binary data
         js2, body2 = framing([meta("LABELS", "FP32", [4, 5], 79), good[1]], lab[:-1] + lg)
-        bad(body2, len(js2), "invalid_binary", "79", "80", "FP32", "[4, 5]")  # size vs shape x datatype
+        # bytes that do not fill shape x datatype: the tensor's fault, as a short b64 on /v1
+        bad(body2, len(js2), "invalid_tensor", "79", "80", "FP32", "[4, 5]")
         js2, body2 = framing(good, lab + lg[:-8])
         bad(body2, len(js2), "invalid_binary", "truncated")  # truncated body
         js2, body2 = framing(good, lab + lg + b"xx")
@@ -296,13 +297,14 @@ def v2_malformed(args):
         js2, body2 = framing([meta("LABELS", "FP32", [4, -5], 80), good[1]], lab + lg)
         bad(body2, len(js2), "invalid_tensor", "non-negative")
         js2, body2 = framing([meta("LABELS", "FP32", [2 ** 52, 2 ** 12], 80), good[1]], lab + lg)
-        bad(body2, len(js2), "invalid_tensor", "overflows")
+        b = expect_error(v2_post(srv, body2, len(js2)), 413, "too_large")  # as /v1 says
+        assert "2^40" in b["error"], b
         for dt in ("FP16", "BYTES", "XYZ", None):
             m = dict(good[0], datatype=dt) if dt else {k: v for k, v in good[0].items() if k != "datatype"}
             js2, body2 = framing([m, good[1]], lab + lg)
             bad(body2, len(js2), "invalid_tensor", "datatype")
         js2, body2 = framing([good[0], dict(good[1], data=[0] * 20)], lab + lg)
-        bad(body2, len(js2), "invalid_binary", "both")
+        bad(body2, len(js2), "invalid_tensor", "both")  # as /v1's data and b64 together
         js2, body2 = framing([good[0], dict(good[1], name="LOGITZ")], lab + lg)
         bad(body2, len(js2), "invalid_request", "LOGITZ")
         js2, body2 = framing([good[0], good[0]], lab + lab)
@@ -333,6 +335,56 @@ def v2_malformed(args):
             statuses.add(st)
         assert srv.request("GET", "/healthz")[0] == 200
         print(f"    framing errors answered 400 with the numbers; 300 damaged requests gave {sorted(statuses)}")
+        stop_clean(srv)
+
+
+def v2_json(inputs, **extra):
+    """A /v2 request of JSON inputs: (name, datatype, shape, data) each."""
+    return dict(extra, inputs=[{"name": n, "datatype": dt, "shape": sh, "data": d} for n, dt, sh, d in inputs])
+
+
+@test
+def same_code_v1_v2(args):
+    """The same mistake gets the same code on /v1 and /v2 (tests/test_proto.c has the full
+    table); only the HTTP status differs: 422 on /v1, 400 on /v2 as Triton, 404 for an unknown
+    model, 413 for too_large either way."""
+    y, x = ("LABELS", "FP32", [2], [1, 0]), ("LOGITS", "FP32", [2], [0.5, -1])
+    v1 = {"loss": "sigmoid_cross_entropy", "labels": [1, 0], "logits": [0.5, -1]}
+    b64 = lambda dtype, text: {"shape": [2], "dtype": dtype, "b64": text}  # noqa: E731
+    cases = [  # (code, /v1 request, /v2 model, /v2 request)
+        ("unknown_loss", dict(v1, loss="nope"), "nope", v2_json([y, x])),
+        ("invalid_request", dict(v1, dtype="float16"), None, v2_json([y, x], parameters={"dtype": "float16"})),
+        ("invalid_tensor", dict(v1, labels=b64("float16", "AAAA")), None,
+         v2_json([("LABELS", "FP16", [2], [1, 0]), x])),
+        ("shape_mismatch", dict(v1, labels=[1, 0, 1]), None, v2_json([("LABELS", "FP32", [3], [1, 0, 1]), x])),
+        ("non_finite_input", dict(v1, logits=[0.5, "NaN"]), None,
+         v2_json([y, ("LOGITS", "FP32", [2], [0.5, "NaN"])])),
+        ("too_large", dict(v1, labels={"shape": [2 ** 52, 2 ** 12], "dtype": "float32", "b64": ""}), None,
+         v2_json([("LABELS", "FP32", [2 ** 52, 2 ** 12], []), x])),
+        ("invalid_tensor", dict(v1, labels={"shape": [2, 2], "data": [1, 0, 1]}), None,
+         v2_json([("LABELS", "FP32", [2, 2], [1, 0, 1]), x])),
+        ("invalid_tensor", dict(v1, labels=b64("float32", "AAC*PwAAAAA=")), None,
+         v2_json([("LABELS", "FP32", [2], "AACAPwAAAAA="), x])),
+        ("unknown_parameter", dict(v1, params={"nope": 1}), None, v2_json([y, x], parameters={"nope": 1})),
+        ("bad_parameter", {"loss": "huber_loss", "labels": [1, 0], "predictions": [0.5, 1], "params": {"delta": "big"}},
+         "huber_loss", v2_json([y, ("PREDICTIONS", "FP32", [2], [0.5, 1])], parameters={"delta": "big"})),
+        ("unknown_reduction", dict(v1, reduction="average"), None, v2_json([y, x], parameters={"reduction": "average"})),
+        ("invalid_request", dict(v1, allow_non_finite=1), None, v2_json([y, x], parameters={"allow_non_finite": 1})),
+        ("unsupported_output", dict(v1, outputs=["gradient"]), None, v2_json([y, x], outputs=[{"name": "GRADIENT"}])),
+        ("invalid_request", {"loss": "sigmoid_cross_entropy", "labels": [1, 0]}, None, v2_json([y])),
+        ("broadcast_error", dict(v1, weights=[1, 1, 1]), None, v2_json([y, x, ("WEIGHTS", "FP32", [3], [1, 1, 1])])),
+        ("malformed_json", b'{"loss": ', None, b'{"inputs": ['),
+    ]
+    http_v1 = {"malformed_json": 400, "too_large": 413}
+    http_v2 = {"unknown_loss": 404, "too_large": 413}
+    with Server(args.server) as srv:
+        for code, r1, model, r2 in cases:
+            b1 = expect_error(srv.request("POST", "/v1/loss", r1, JSON), http_v1.get(code, 422), code)
+            model = model or (r1.get("loss") if isinstance(r1, dict) else "sigmoid_cross_entropy")
+            b2 = expect_error(v2_post(srv, r2 if isinstance(r2, bytes) else json.dumps(r2).encode(), model=model),
+                              http_v2.get(code, 400), code)
+            assert b1["code"] == b2["code"], (r1, b1, r2, b2)
+        print(f"    {len(cases)} mistakes: the same code on /v1 and /v2")
         stop_clean(srv)
 
 
