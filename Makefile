@@ -178,6 +178,8 @@ $(CLI): $(CLI_OBJ) $(PROTO_OBJ) $(LIBA)
 $(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA) $(SERVER_LIBS) -lm
 
+# test_alloc fails the N-th allocation of the statically linked library and protocol objects.
+$(BUILD)/tests/test_alloc: LDFLAGS_ALL += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm -lpthread
 
