@@ -579,6 +579,35 @@ static const char v2_json_body[] =
     " \"outputs\": [{\"name\": \"LOSS\"}, {\"name\": \"PER_ELEMENT\"},"
     " {\"name\": \"NUM_NONZERO_WEIGHTS\"}]}";
 
+/* The other families: Keras (its own shape rules, probabilities), ASL, tf.nn with a
+ * pos_weight tensor, compute_weighted_loss, sparse class indices as int64 bytes. */
+static const char req_keras_cce[] =
+    "{\"loss\": \"keras2.losses.BinaryFocalCrossentropy\", \"labels\": [[1,0,1],[0,0,1]],"
+    " \"logits\": [[0.5,-1,2],[-0.25,0.75,3]], \"params\": {\"gamma\": 1.5},"
+    " \"weights\": [[0.5],[2]], \"reduction\": \"sum\"}";
+static const char req_keras3_cce[] =
+    "{\"loss\": \"categorical_crossentropy\", \"labels\": [[0,0,1],[0,1,0]],"
+    " \"predictions\": [[0.2,0.3,0.5],[0.1,0.8,0.1]], \"weights\": [1, 0.25],"
+    " \"params\": {\"label_smoothing\": 0.1}, \"outputs\": [\"loss\", \"per_sample\"]}";
+static const char req_asl[] =
+    "{\"loss\": \"asymmetric_loss\", \"dtype\": \"float64\", \"labels\": [[1,0,1],[0,0,1]],"
+    " \"logits\": [[0.5,-1,2],[-0.25,0.75,3]], \"params\": {\"clip\": 0.05},"
+    " \"outputs\": [\"loss\", \"per_element\", \"sum_weights\"]}";
+static const char req_tfnn_weighted[] =
+    "{\"loss\": \"weighted_cross_entropy\", \"labels\": [[1,0,1],[0,0,1]],"
+    " \"logits\": [[0.5,-1,2],[-0.25,0.75,3]], \"params\": {\"pos_weight\": [[2],[0.5]]},"
+    " \"weights\": [[1,0,1],[1,1,0]], \"reduction\": \"MEAN\"}";
+static const char req_cwl[] =
+    "{\"loss\": \"compute_weighted_loss\", \"losses\": [[0.5,1,2],[0.25,0.75,3]],"
+    " \"weights\": [[1],[0]], \"reduction\": \"SUM_OVER_BATCH_SIZE\"}";
+/* labels [2, 0, 1] as int64 little-endian bytes. */
+static const char req_sparse_b64[] =
+    "{\"loss\": \"sparse_softmax_cross_entropy\","
+    " \"labels\": {\"shape\": [3], \"dtype\": \"int64\","
+    " \"b64\": \"AgAAAAAAAAAAAAAAAAAAAAEAAAAAAAAA\"},"
+    " \"logits\": [[1,2,3],[3,2,1],[0,0,1]], \"weights\": [1, 2, 0.5],"
+    " \"outputs\": [\"loss\", \"per_sample\", \"weighted_sum\"]}";
+
 /* Requests that fail after allocating: a class index out of range (found by the kernel), a
  * ragged tensor after another was decoded, a parameter the loss does not take. */
 static const char req_bad_label[] =
@@ -625,6 +654,12 @@ static void test_v1_requests(void **state)
         {"v1 torch bce pos_weight", req_bce_pos_weight},
         {"v1 torch bce pos_weight (fused)", req_bce_pos_weight_fused},
         {"v1 torch ce reduction none", req_torch_ce_none},
+        {"v1 keras2 focal sum", req_keras_cce},
+        {"v1 keras3 cce per_sample", req_keras3_cce},
+        {"v1 asl float64 per_element", req_asl},
+        {"v1 tf.nn weighted pos_weight", req_tfnn_weighted},
+        {"v1 compute_weighted_loss", req_cwl},
+        {"v1 sparse softmax int64 base64", req_sparse_b64},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct tally t;
@@ -641,12 +676,35 @@ static void test_batch(void **state)
     assert_true(t.oom > 0);
 }
 
+/* A loss parameter that is a tensor travels through a document of its own (aux). */
+static const char v2_json_pos_weight[] =
+    "{\"parameters\": {\"pos_weight\": [1.5, 0.5, 3], \"reduction\": \"sum\"},"
+    " \"inputs\": ["
+    "{\"name\": \"LABELS\", \"shape\": [2, 3], \"datatype\": \"INT32\", \"data\": [1,0,1,0,0,1]},"
+    "{\"name\": \"LOGITS\", \"shape\": [2, 3], \"datatype\": \"FP32\","
+    " \"data\": [0.5,-1,2,-0.25,0.75,3]}],"
+    " \"outputs\": [{\"name\": \"LOSS\"}, {\"name\": \"PER_SAMPLE\"}]}";
+
+/* A mistake found after the first input was decoded: a ragged second input. */
+static const char v2_json_ragged[] =
+    "{\"inputs\": ["
+    "{\"name\": \"LABELS\", \"shape\": [2, 3], \"datatype\": \"FP32\", \"data\": [1,0,1,0,0,1]},"
+    "{\"name\": \"LOGITS\", \"shape\": [2, 3], \"datatype\": \"FP32\","
+    " \"data\": [[0.5,-1,2],[-0.25,0.75]]}]}";
+
 static void test_v2_json(void **state)
 {
     (void)state;
     struct v2_case c = {"sigmoid_cross_entropy", v2_json_body, strlen(v2_json_body), -1};
     struct tally t;
     exercise("v2 json infer", run_v2, &c, 0, 0, 0, &t);
+    assert_true(t.oom > 0);
+    struct v2_case pw = {"binary_cross_entropy_with_logits", v2_json_pos_weight,
+                         strlen(v2_json_pos_weight), -1};
+    exercise("v2 json pos_weight", run_v2, &pw, 0, 0, 0, &t);
+    assert_true(t.oom > 0);
+    struct v2_case bad = {"sigmoid_cross_entropy", v2_json_ragged, strlen(v2_json_ragged), -1};
+    exercise("v2 json ragged (error)", run_v2, &bad, ML_ETENSOR, 0, 0, &t);
     assert_true(t.oom > 0);
 }
 
