@@ -2,10 +2,16 @@
  * maskloss -- evaluate loss requests offline, from files or pipes.
  *
  *   maskloss eval [--jsonl] [--max-elements N] [FILE|-]
+ *   maskloss eval --loss NAME --labels Y.npy --logits X.npy ...
  *   maskloss losses
+ *   maskloss bench [--json] [--quick]
  *   maskloss --help | --version
+ *
+ * Options are parsed with getopt_long, in the style of maskloss-server's (server/config.c):
+ * "+:h", our own messages, exit status 64 for a usage mistake.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +34,7 @@ static const char usage[] =
     "       maskloss --help | --version\n"
     "\n"
     "Evaluates masked, weighted losses with the semantics of TensorFlow, Keras and PyTorch.\n"
+    "Options take their value as --name VALUE or --name=VALUE; -- ends the options.\n"
     "\n"
     "  eval             read one JSON request from FILE (or standard input when FILE is - or\n"
     "                   absent) and print the response on standard output. A rejected request\n"
@@ -266,99 +273,165 @@ done:
     return rc;
 }
 
-static int cmd_eval_npy(int argc, char **argv)
+/* ---- Options ---------------------------------------------------------------------------- */
+
+/* Long options without a short form; every option is given in full or as an unambiguous
+ * prefix, its value as `--name value` or `--name=value` (getopt_long). */
+enum {
+    OPT_VERSION = 256,
+    OPT_JSONL,
+    OPT_MAX_ELEMENTS,
+    OPT_LOSS,
+    OPT_INPUT, /* OPT_INPUT + IN_LABELS, ...: --labels, --logits, ... */
+    OPT_MASK = OPT_INPUT + NUM_INPUTS,
+    OPT_REDUCTION,
+    OPT_DTYPE,
+    OPT_PARAM,
+    OPT_ALLOW_NON_FINITE,
+    OPT_PER_ELEMENT,
+    OPT_PER_SAMPLE,
+    OPT_PER_CLASS,
+};
+
+static const struct option main_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static const struct option eval_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"jsonl", no_argument, NULL, OPT_JSONL},
+    {"max-elements", required_argument, NULL, OPT_MAX_ELEMENTS},
+    /* The .npy form: any of these but --max-elements needs --loss. */
+    {"loss", required_argument, NULL, OPT_LOSS},
+    {"labels", required_argument, NULL, OPT_INPUT + IN_LABELS},
+    {"logits", required_argument, NULL, OPT_INPUT + IN_LOGITS},
+    {"predictions", required_argument, NULL, OPT_INPUT + IN_PREDICTIONS},
+    {"losses", required_argument, NULL, OPT_INPUT + IN_LOSSES},
+    {"weights", required_argument, NULL, OPT_INPUT + IN_WEIGHTS},
+    {"mask", required_argument, NULL, OPT_MASK},
+    {"reduction", required_argument, NULL, OPT_REDUCTION},
+    {"dtype", required_argument, NULL, OPT_DTYPE},
+    {"param", required_argument, NULL, OPT_PARAM},
+    {"allow-non-finite", no_argument, NULL, OPT_ALLOW_NON_FINITE},
+    {"per-element", required_argument, NULL, OPT_PER_ELEMENT},
+    {"per-sample", required_argument, NULL, OPT_PER_SAMPLE},
+    {"per-class", required_argument, NULL, OPT_PER_CLASS},
+    {NULL, 0, NULL, 0},
+};
+
+/* getopt_long's '?' (an unknown or ambiguous option) or ':' (a missing value) as a message
+ * from `who` ("maskloss", "maskloss eval"). */
+static int bad_option(int ch, char **argv, const char *who)
+{
+    if (ch == ':')
+        fprintf(stderr, "%s: %s needs a value (see --help)\n", who, argv[optind - 1]);
+    else if (optopt && optopt < 256)
+        fprintf(stderr, "%s: unknown option '-%c' (see --help)\n", who, optopt);
+    else
+        fprintf(stderr, "%s: unknown or ambiguous option '%s' (see --help)\n", who,
+                argv[optind - 1]);
+    return EXIT_USAGE;
+}
+
+static int parse_max_elements(const char *v, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end || errno || n < 0) {
+        fprintf(stderr, "maskloss: --max-elements takes a non-negative integer, not '%s'\n", v);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* ---- Commands --------------------------------------------------------------------------- */
+
+static int cmd_eval(int argc, char **argv)
 {
     struct npy_eval e;
     memset(&e, 0, sizeof(e));
     e.dtype = ML_FLOAT32;
-    static const struct {
-        const char *flag;
-        int input;
-    } in_flags[] = {{"--labels", IN_LABELS},           {"--logits", IN_LOGITS},
-                    {"--predictions", IN_PREDICTIONS}, {"--losses", IN_LOSSES},
-                    {"--weights", IN_WEIGHTS},         {"--mask", IN_WEIGHTS}};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--allow-non-finite")) {
-            e.allow_non_finite = 1;
-            continue;
-        }
-        if (i + 1 == argc) {
-            fprintf(stderr, "maskloss: %s needs a value\n%s", a, usage);
-            return EXIT_USAGE;
-        }
-        char *v = argv[++i];
-        int matched = 0;
-        for (size_t k = 0; k < sizeof(in_flags) / sizeof(in_flags[0]); k++)
-            if (!strcmp(a, in_flags[k].flag)) {
-                e.inputs[in_flags[k].input] = v;
-                matched = 1;
-            }
-        if (matched)
-            continue;
-        if (!strcmp(a, "--loss")) {
-            e.loss = v;
-        } else if (!strcmp(a, "--reduction")) {
-            e.reduction = v;
-        } else if (!strcmp(a, "--dtype")) {
-            if (strcmp(v, "float32") && strcmp(v, "float64")) {
+    int jsonl = 0;
+    const char *npy_option = NULL; /* the first option of the .npy form, for messages */
+    int ch, index;
+    optind = 0; /* a full reset of getopt's state: main() scanned its own options */
+    opterr = 0; /* our own messages, naming the option */
+    while ((ch = getopt_long(argc, argv, ":h", eval_options, &index)) != -1) {
+        if (ch >= OPT_LOSS && !npy_option)
+            npy_option = eval_options[index].name;
+        switch (ch) {
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case OPT_JSONL:
+            jsonl = 1;
+            break;
+        case OPT_MAX_ELEMENTS:
+            if (parse_max_elements(optarg, &e.max_elements))
+                return EXIT_USAGE;
+            break;
+        case OPT_LOSS:
+            e.loss = optarg;
+            break;
+        case OPT_MASK:
+            e.inputs[IN_WEIGHTS] = optarg;
+            break;
+        case OPT_REDUCTION:
+            e.reduction = optarg;
+            break;
+        case OPT_DTYPE:
+            if (strcmp(optarg, "float32") && strcmp(optarg, "float64")) {
                 fprintf(stderr, "maskloss: --dtype is float32 or float64\n");
                 return EXIT_USAGE;
             }
-            e.dtype = strcmp(v, "float64") ? ML_FLOAT32 : ML_FLOAT64;
-        } else if (!strcmp(a, "--param")) {
-            if (parse_param(&e, v))
+            e.dtype = strcmp(optarg, "float64") ? ML_FLOAT32 : ML_FLOAT64;
+            break;
+        case OPT_PARAM:
+            if (parse_param(&e, optarg))
                 return EXIT_USAGE;
-        } else if (!strcmp(a, "--per-element")) {
-            e.out_per_element = v;
-        } else if (!strcmp(a, "--per-sample")) {
-            e.out_per_sample = v;
-        } else if (!strcmp(a, "--per-class")) {
-            e.out_per_class = v;
-        } else if (!strcmp(a, "--max-elements")) {
-            char *end = NULL;
-            if ((e.max_elements = strtoll(v, &end, 10)) < 0 || *end) {
-                fprintf(stderr, "maskloss: --max-elements takes a non-negative integer\n");
-                return EXIT_USAGE;
+            break;
+        case OPT_ALLOW_NON_FINITE:
+            e.allow_non_finite = 1;
+            break;
+        case OPT_PER_ELEMENT:
+            e.out_per_element = optarg;
+            break;
+        case OPT_PER_SAMPLE:
+            e.out_per_sample = optarg;
+            break;
+        case OPT_PER_CLASS:
+            e.out_per_class = optarg;
+            break;
+        default:
+            if (ch >= OPT_INPUT && ch < OPT_INPUT + NUM_INPUTS) {
+                e.inputs[ch - OPT_INPUT] = optarg;
+                break;
             }
-        } else {
-            fprintf(stderr, "maskloss: unknown option '%s' for eval --loss\n%s", a, usage);
-            return EXIT_USAGE;
+            return bad_option(ch, argv, "maskloss eval");
         }
     }
-    return eval_npy(&e);
-}
-
-static int cmd_eval(int argc, char **argv)
-{
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--loss"))
-            return cmd_eval_npy(argc, argv);
-
-    int jsonl = 0;
-    long long max_elements = 0;
-    const char *path = NULL;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--jsonl")) {
-            jsonl = 1;
-        } else if (!strcmp(argv[i], "--max-elements")) {
-            char *end = NULL;
-            if (i + 1 == argc || (max_elements = strtoll(argv[i + 1], &end, 10)) < 0 || *end) {
-                fprintf(stderr, "maskloss: --max-elements takes a non-negative integer\n");
-                return EXIT_USAGE;
-            }
-            i++;
-        } else if (!strcmp(argv[i], "-") || argv[i][0] != '-') {
-            if (path) {
-                fprintf(stderr, "maskloss: eval takes one FILE\n%s", usage);
-                return EXIT_USAGE;
-            }
-            path = argv[i];
-        } else {
-            fprintf(stderr, "maskloss: unknown option '%s'\n%s", argv[i], usage);
+    if (e.loss) {
+        if (jsonl || optind < argc) {
+            fprintf(stderr, "maskloss: eval --loss reads .npy files: %s does not apply\n%s",
+                    jsonl ? "--jsonl" : argv[optind], usage);
             return EXIT_USAGE;
         }
+        return eval_npy(&e);
     }
+    if (npy_option) {
+        fprintf(stderr, "maskloss: --%s needs --loss (eval from .npy files)\n%s", npy_option,
+                usage);
+        return EXIT_USAGE;
+    }
+    if (argc - optind > 1) {
+        fprintf(stderr, "maskloss: eval takes one FILE\n%s", usage);
+        return EXIT_USAGE;
+    }
+    const char *path = optind < argc ? argv[optind] : NULL;
     FILE *in = stdin;
     const char *name = "standard input";
     if (path && strcmp(path, "-")) {
@@ -369,7 +442,7 @@ static int cmd_eval(int argc, char **argv)
         }
         name = path;
     }
-    int rc = jsonl ? eval_lines(in, name, max_elements) : eval_one(in, name, max_elements);
+    int rc = jsonl ? eval_lines(in, name, e.max_elements) : eval_one(in, name, e.max_elements);
     if (in != stdin)
         fclose(in);
     return rc;
@@ -377,29 +450,48 @@ static int cmd_eval(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
+    int ch;
+    opterr = 0; /* our own messages, naming the option */
+    /* "+": stop at the command; ":": a missing value returns ':'. */
+    while ((ch = getopt_long(argc, argv, "+:h", main_options, NULL)) != -1) {
+        switch (ch) {
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("maskloss %s\n", ML_VERSION);
+            return 0;
+        default:
+            return bad_option(ch, argv, "maskloss");
+        }
+    }
+    if (optind == argc) {
         fputs(usage, stderr);
         return EXIT_USAGE;
     }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    /* A command sees its own name as argv[0]. */
+    const char *command = argv[optind];
+    argc -= optind;
+    argv += optind;
+    if (!strcmp(command, "help")) {
         fputs(usage, stdout);
         return 0;
     }
-    if (!strcmp(argv[1], "--version")) {
-        printf("maskloss %s\n", ML_VERSION);
-        return 0;
-    }
-    if (!strcmp(argv[1], "eval"))
-        return cmd_eval(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "bench"))
-        return maskloss_bench(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "losses")) {
+    if (!strcmp(command, "eval"))
+        return cmd_eval(argc, argv);
+    if (!strcmp(command, "bench"))
+        return maskloss_bench(argc - 1, argv + 1);
+    if (!strcmp(command, "losses")) {
+        if (argc > 1) {
+            fprintf(stderr, "maskloss: losses takes no argument\n%s", usage);
+            return EXIT_USAGE;
+        }
         struct mlp_buf b = {0};
         mlp_catalogue_write(&b);
         int rc = write_out(&b);
         free(b.data);
         return rc;
     }
-    fprintf(stderr, "maskloss: unknown command '%s'\n%s", argv[1], usage);
+    fprintf(stderr, "maskloss: unknown command '%s'\n%s", command, usage);
     return EXIT_USAGE;
 }

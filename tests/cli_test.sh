@@ -56,5 +56,17 @@ check "losses prints the catalogue as JSON" $?
 "$cli" --version | grep -q "^maskloss [0-9]"; check "--version" $?
 "$cli" frobnicate 2>/dev/null; check "unknown command exits 64" $([ $? = 64 ]; echo $?)
 
+# Options (getopt_long): --name=value, "--" before a FILE, mistakes exit 64 with a message.
+out=$(printf '%s' "$blog" | "$cli" eval --max-elements=19 -); rc=$?
+case $out in *'"code":"too_large"'*) r=0 ;; *) r=1 ;; esac
+check "--max-elements=19 rejects 20 elements (got $rc $out)" $([ $rc = 2 ] && [ $r = 0 ]; echo $?)
+out=$(printf '%s' "$blog" | "$cli" eval --max-elements 20 -- -); rc=$?
+check "--max-elements 20 -- - accepts (got $rc)" $([ $rc = 0 ]; echo $?)
+for bad in "--bogus" "eval --bogus" "eval --max-elements" "eval --max-elements=-1" \
+           "eval --labels y.npy" "eval --loss mse --jsonl" "eval a b"; do
+    err=$("$cli" $bad </dev/null 2>&1 >/dev/null); rc=$?
+    check "'$bad' exits 64 with a message (got $rc: $err)" $([ $rc = 64 ] && [ -n "$err" ]; echo $?)
+done
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]
