@@ -11,9 +11,10 @@
  * k-th allocation failing and once with every allocation from the k-th on failing. Each such run
  * must answer out_of_memory (the status ML_ENOMEM with the error object of code out_of_memory, or
  * the protocol's other signal, an answer buffer marked failed), or, where a failed allocation has a
- * fallback, exactly the answer of the run without failures; and a run without failures afterwards
- * must give that answer again, bit for bit. Under AddressSanitizer, LeakSanitizer checks after each
- * request that nothing leaked.
+ * fallback, exactly the answer of the run without failures (a bad request: its error, or
+ * out_of_memory; a batch: each entry its answer or out_of_memory); and a run without failures
+ * afterwards must give that answer again, bit for bit. Under AddressSanitizer, LeakSanitizer checks
+ * after each request that nothing leaked.
  */
 #include <math.h>
 #include <pthread.h>
@@ -385,7 +386,7 @@ static int same_answer(const struct outcome *a, const struct outcome *b)
            a->header_len == b->header_len && (!a->len || !memcmp(a->text, b->text, a->len));
 }
 
-/* The error object's code, or NULL when the text is not one. */
+/* Whether the text is an error object of code out_of_memory. */
 static int is_oom_object(const char *text, size_t len)
 {
     json_t *j = json_loadb(text, len, 0, NULL);
