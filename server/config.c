@@ -4,11 +4,13 @@
  * One table drives parsing, the environment and --help, so the three cannot drift apart.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -54,6 +56,22 @@ static const struct opt opts[] = {
      "(default 30)"},
     {"access-log", "MASKLOSS_ACCESS_LOG", OPT_FLAG, OFF(access_log), 0, 1, NULL,
      "one JSON line per request on standard error (env: 1/0, true/false)"},
+    {"max-connections", "MASKLOSS_MAX_CONNECTIONS", OPT_UINT, OFF(max_connections), 1, 1000000, "N",
+     "open connections in all; more wait in the listen backlog (default 4096, lowered to "
+     "fit the open-files limit)"},
+    {"max-connections-per-ip", "MASKLOSS_MAX_CONNECTIONS_PER_IP", OPT_UINT,
+     OFF(max_connections_per_ip), 0, 1000000, "N",
+     "open connections from one client address; more are closed as they arrive; 0 = no "
+     "limit (default 64)"},
+    {"header-timeout", "MASKLOSS_HEADER_TIMEOUT", OPT_SECONDS, OFF(header_timeout), 0.001, 1e6, "S",
+     "seconds from a connection's opening to the end of its first request's headers; a "
+     "kept-alive connection has --connection-timeout from one answer to the next request's "
+     "headers (default 10)"},
+    {"max-inflight-bytes", "MASKLOSS_MAX_INFLIGHT_BYTES", OPT_BYTES, OFF(max_inflight_bytes), 1,
+     1e18, "B",
+     "memory the requests in flight may hold together: bodies and their decoding, counted "
+     "from Content-Length before the body is read; a request that does not fit gets 503 + "
+     "Retry-After (default: half the memory of the machine or its cgroup)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -71,6 +89,38 @@ static void defaults(struct mls_config *c)
     c->request_timeout = 30;
     c->connection_timeout = 60;
     c->drain_timeout = 30;
+    c->max_connections = 4096;
+    c->max_connections_per_ip = 64;
+    c->header_timeout = 10;
+    c->max_inflight_bytes = mls_config_default_inflight_bytes();
+}
+
+/* A cgroup v2 (or v1) memory limit, 0 when there is none. */
+static uint64_t cgroup_memory_limit(void)
+{
+    static const char *const files[] = {"/sys/fs/cgroup/memory.max",
+                                        "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        FILE *f = fopen(files[i], "r");
+        unsigned long long v = 0;
+        if (!f)
+            continue;
+        int n = fscanf(f, "%llu", &v); /* "max" reads as nothing: no limit */
+        fclose(f);
+        if (n == 1 && v > 0 && v < (1ull << 60))
+            return v;
+    }
+    return 0;
+}
+
+uint64_t mls_config_default_inflight_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : (4ull << 30);
+    uint64_t cg = cgroup_memory_limit();
+    if (cg && cg < mem)
+        mem = cg;
+    return mem / 2;
 }
 
 static void print_help(FILE *out)
@@ -92,7 +142,7 @@ static void print_help(FILE *out)
           "  --version                the version\n"
           "\n"
           "SIGTERM or SIGINT drains: /readyz answers 503, new requests get 503, every accepted\n"
-          "request is answered, then the server exits 0.\n",
+          "request is answered, then the server exits 0. SIGHUP is logged and ignored.\n",
           out);
 }
 
@@ -195,48 +245,50 @@ int mls_config_parse(struct mls_config *c, int argc, char **argv, FILE *out, FIL
             return MLS_CONFIG_ERROR;
         }
     }
-    for (int a = 1; a < argc; a++) {
-        const char *arg = argv[a];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+    /* The long options, from the same table: opts[i] returns OPT_BASE + i. */
+    enum { OPT_BASE = 256, VERSION = OPT_BASE + (int)NOPTS };
+    struct option longopts[NOPTS + 3];
+    for (size_t i = 0; i < NOPTS; i++)
+        longopts[i] = (struct option){
+            opts[i].flag, opts[i].kind == OPT_FLAG ? optional_argument : required_argument, NULL,
+            OPT_BASE + (int)i};
+    longopts[NOPTS] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[NOPTS + 1] = (struct option){"version", no_argument, NULL, VERSION};
+    longopts[NOPTS + 2] = (struct option){NULL, 0, NULL, 0};
+    optind = 0; /* a full reset of getopt's state: parsing may run more than once */
+    opterr = 0; /* our own messages, naming the option */
+    int ch;
+    /* "+": stop at the first operand; ":": a missing value returns ':'. */
+    while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+        if (ch == 'h') {
             print_help(out);
             return MLS_CONFIG_EXIT;
         }
-        if (!strcmp(arg, "--version")) {
+        if (ch == VERSION) {
             fprintf(out, "maskloss-server %s\n", ML_VERSION);
             return MLS_CONFIG_EXIT;
         }
-        if (strncmp(arg, "--", 2)) {
-            fprintf(err, "maskloss-server: unexpected argument '%s' (see --help)\n", arg);
+        if (ch == ':' && optopt >= OPT_BASE && optopt < VERSION) {
+            fprintf(err, "maskloss-server: --%s needs a value %s\n", opts[optopt - OPT_BASE].flag,
+                    opts[optopt - OPT_BASE].arg);
             return MLS_CONFIG_ERROR;
         }
-        const char *name = arg + 2;
-        const char *eq = strchr(name, '=');
-        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        const struct opt *o = NULL;
-        for (size_t i = 0; i < NOPTS; i++)
-            if (strlen(opts[i].flag) == nlen && !strncmp(opts[i].flag, name, nlen))
-                o = &opts[i];
-        if (!o) {
-            fprintf(err, "maskloss-server: unknown option '%s' (see --help)\n", arg);
+        if (ch < OPT_BASE || ch >= VERSION) {
+            fprintf(err, "maskloss-server: unknown option '%s' (see --help)\n", argv[optind - 1]);
             return MLS_CONFIG_ERROR;
         }
-        const char *v;
-        if (eq)
-            v = eq + 1;
-        else if (o->kind == OPT_FLAG)
-            v = "1";
-        else if (a + 1 < argc)
-            v = argv[++a];
-        else {
-            fprintf(err, "maskloss-server: --%s needs a value %s\n", o->flag, o->arg);
-            return MLS_CONFIG_ERROR;
-        }
+        const struct opt *o = &opts[ch - OPT_BASE];
+        const char *v = optarg ? optarg : "1"; /* a flag without a value turns it on */
         if (set_value(c, o, v, &why)) {
             fprintf(err, "maskloss-server: --%s '%s': %s", o->flag, v, why);
             range_hint(err, o);
             fputc('\n', err);
             return MLS_CONFIG_ERROR;
         }
+    }
+    if (optind < argc) {
+        fprintf(err, "maskloss-server: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return MLS_CONFIG_ERROR;
     }
     return MLS_CONFIG_OK;
 }

@@ -9,17 +9,26 @@
 #include <stdio.h>
 
 struct mls_config {
-    char bind[128];            /* address to listen on (numeric IPv4/IPv6 or a host name) */
-    unsigned port;             /* 0: pick a free port */
-    unsigned workers;          /* compute threads */
-    unsigned queue_depth;      /* jobs that may wait for a worker; more get 503 */
-    uint64_t max_body_bytes;   /* request bodies above this get 413 */
-    long long max_elements;    /* elements per input tensor; 0: no limit */
-    double request_timeout;    /* seconds a job may wait in the queue before 503 */
-    double connection_timeout; /* seconds: idle connections, and receiving one request */
-    double drain_timeout;      /* seconds allowed for SIGTERM/SIGINT draining */
-    int access_log;            /* one JSON line per request on stderr */
+    char bind[128];                  /* address to listen on (numeric IPv4/IPv6 or a host name) */
+    unsigned port;                   /* 0: pick a free port */
+    unsigned workers;                /* compute threads */
+    unsigned queue_depth;            /* jobs that may wait for a worker; more get 503 */
+    uint64_t max_body_bytes;         /* request bodies above this get 413 */
+    long long max_elements;          /* elements per input tensor; 0: no limit */
+    double request_timeout;          /* seconds a job may wait in the queue before 503 */
+    double connection_timeout;       /* seconds: idle connections, and receiving one request */
+    double drain_timeout;            /* seconds allowed for SIGTERM/SIGINT draining */
+    int access_log;                  /* one JSON line per request on stderr */
+    unsigned max_connections;        /* open connections in all; more are closed at once */
+    unsigned max_connections_per_ip; /* open connections from one address; 0: no limit */
+    double header_timeout;           /* seconds from a connection's opening to its first
+                                        request's complete headers */
+    uint64_t max_inflight_bytes;     /* memory all requests in flight may hold together */
 };
+
+/* The memory budget when none is given: half of the machine's memory, or of the cgroup's limit
+ * when that is lower (a container). */
+uint64_t mls_config_default_inflight_bytes(void);
 
 /* Outcomes of mls_config_parse(). */
 enum { MLS_CONFIG_OK = 0, MLS_CONFIG_EXIT = 1, MLS_CONFIG_ERROR = -1 };

@@ -9,11 +9,13 @@
  *      to new connections (quiesce) and the requests still being sent finish;
  *   3. the daemon stops, the workers are joined, and the process exits 0.
  * Past --drain-timeout, queued requests are answered 503 instead of computed.
+ * SIGHUP is logged and changes nothing: there is no configuration file to reload.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -24,7 +26,7 @@
 struct app {
     struct mls_server srv;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
     uint64_t drain_start; /* uv_hrtime() of the signal */
     int quiesced;
@@ -58,11 +60,13 @@ static void stop(struct app *a)
                 "receiving a request that was never accepted\n",
                 (long long)left);
     fprintf(stderr, "maskloss-server: stopped after draining for %.3f s\n", since(a->drain_start));
+    mls_conns_close(&s->conns);
     uv_walk(&a->loop, close_handle, NULL);
     /* Closing the signal handles restored the default actions: a late SIGTERM would kill
      * the process during its last cleanup and turn a clean exit into a failed one. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -105,6 +109,11 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
     struct mls_server *s = &a->srv;
+    if (signum == SIGHUP) {
+        /* Operators send it by habit (or a terminal closes): it must not stop the server. */
+        fprintf(stderr, "maskloss-server: SIGHUP: nothing to reload; still serving\n");
+        return;
+    }
     const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
     if (atomic_load(&s->state) == MLS_DRAINING) {
         fprintf(stderr, "maskloss-server: %s again: already draining (%.1f s of %g s)\n", name,
@@ -117,6 +126,33 @@ static void on_signal(uv_signal_t *h, int signum)
     fprintf(stderr, "maskloss-server: %s: draining %u accepted request(s), timeout %g s\n", name,
             mls_pool_in_flight(&s->pool), s->cfg.drain_timeout);
     uv_timer_start(&a->tick, on_tick, 0, 10);
+}
+
+/*
+ * Every connection is a descriptor: raise the soft open-files limit to the hard one, and
+ * lower --max-connections to what fits (with room for the listening socket, the loop, the
+ * workers' files and the lingering sockets), saying so.
+ */
+static void fit_open_files(struct mls_config *c)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t cur = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            rl.rlim_cur = cur;
+    }
+    rlim_t reserve = 64 + MLS_LINGER_MAX;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)c->max_connections + reserve) {
+        unsigned fit = rl.rlim_cur > reserve + 16 ? (unsigned)(rl.rlim_cur - reserve) : 16u;
+        fprintf(stderr,
+                "maskloss-server: --max-connections %u lowered to %u to fit the open-files "
+                "limit of %llu (ulimit -n)\n",
+                c->max_connections, fit, (unsigned long long)rl.rlim_cur);
+        c->max_connections = fit;
+    }
 }
 
 static int render_catalogue(struct mls_server *s)
@@ -170,10 +206,19 @@ int main(int argc, char **argv)
     }
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sigint);
+    uv_signal_init(&a->loop, &a->sighup);
     uv_timer_init(&a->loop, &a->tick);
-    a->sigterm.data = a->sigint.data = a->tick.data = a;
+    a->sigterm.data = a->sigint.data = a->sighup.data = a->tick.data = a;
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sighup, on_signal, SIGHUP);
+    if ((rc = mls_conns_init(&s->conns, &a->loop, s->cfg.header_timeout,
+                             s->cfg.connection_timeout))) {
+        fprintf(stderr, "maskloss-server: cannot start the connection sweep: %s\n",
+                uv_strerror(rc));
+        goto fail_loop;
+    }
+    fit_open_files(&s->cfg);
 
     if (mls_http_start(s, &port))
         goto fail_loop;
@@ -186,12 +231,19 @@ int main(int argc, char **argv)
 
     uv_run(&a->loop, UV_RUN_DEFAULT);
     uv_loop_close(&a->loop);
+    mls_conns_destroy(&s->conns);
     mls_pool_destroy(&s->pool);
     mls_metrics_free(&s->metrics);
     free(s->catalogue);
     return 0;
 
 fail_loop:
+    if (s->conns.loop) {
+        mls_conns_close(&s->conns);
+        uv_walk(&a->loop, close_handle, NULL);
+        uv_run(&a->loop, UV_RUN_DEFAULT);
+        mls_conns_destroy(&s->conns);
+    }
     uv_walk(&a->loop, close_handle, NULL);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     uv_loop_close(&a->loop);

@@ -219,6 +219,19 @@ void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct
     header(b, "maskloss_workers", "gauge", "Compute threads.");
     sample_u(b, "maskloss_workers", "", g->workers);
 
+    header(b, "maskloss_inflight_bytes", "gauge",
+           "Memory reserved by the requests in flight: bodies and their decoding.");
+    sample_u(b, "maskloss_inflight_bytes", "", g->inflight_bytes);
+    header(b, "maskloss_inflight_bytes_limit", "gauge",
+           "The memory budget of the requests in flight (--max-inflight-bytes).");
+    sample_u(b, "maskloss_inflight_bytes_limit", "", g->inflight_limit);
+    header(b, "maskloss_header_timeouts_total", "counter",
+           "Connections closed because a request's headers took longer than their deadline.");
+    sample_u(b, "maskloss_header_timeouts_total", "", g->header_timeouts);
+    header(b, "maskloss_lingering_closes_total", "counter",
+           "Connections answered before their request was read, then closed by lingering.");
+    sample_u(b, "maskloss_lingering_closes_total", "", g->lingered);
+
     header(b, "maskloss_split_parts_helped_total", "counter",
            "Parts of large requests computed by a worker other than the request's own.");
     sample_u(b, "maskloss_split_parts_helped_total", "", g->parts_helped);

@@ -37,9 +37,9 @@ const char *mls_route_path(enum mls_route r);
 /* The status codes the server answers with, in the order of the counters. */
 #define MLS_CODES                                                                                  \
     {                                                                                              \
-        200, 400, 404, 405, 408, 413, 415, 422, 500, 503                                           \
+        200, 400, 404, 405, 408, 413, 415, 422, 500, 501, 503                                      \
     }
-#define MLS_NUM_CODES 10
+#define MLS_NUM_CODES 11
 
 /* Why a request ended without a response. */
 enum mls_abort {
@@ -84,6 +84,8 @@ struct mls_gauges {
     unsigned queued, running, queue_capacity, workers;
     uint64_t parts_helped;
     int ready;
+    uint64_t inflight_bytes, inflight_limit; /* the memory budget, used and whole */
+    uint64_t header_timeouts, lingered;      /* connections (conn.h) */
 };
 
 /* Appends the exposition text. */

@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 
 #include "config.h"
+#include "conn.h"
 #include "metrics.h"
 #include "pool.h"
 
@@ -25,6 +26,9 @@ struct mls_server {
     _Atomic int state; /* enum mls_state */
     char *catalogue;   /* GET /v1/losses, rendered once */
     size_t catalogue_len;
+    struct mls_conns conns;
+    _Atomic uint64_t inflight_bytes; /* the memory budget's part in use (--max-inflight-bytes) */
+    _Atomic uint64_t log_window, log_count; /* libmicrohttpd's messages: a per-second cap */
 };
 
 /*

@@ -1,0 +1,276 @@
+/*
+ * conn.c -- the header deadline and the lingering close (see conn.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+
+/* How often the loop looks for connections past their deadline. */
+#define SWEEP_MS 100
+
+struct mls_conn {
+    struct mls_conn *prev, *next;
+    int fd;
+    uint64_t deadline; /* uv_hrtime() by which the next headers must be complete; 0: none */
+    int cut;           /* shut down at its deadline */
+    int linger;
+};
+
+struct mls_linger {
+    struct mls_linger *next;
+    struct mls_conns *table;
+    int fd;
+    uint64_t deadline;
+    uv_poll_t poll;
+};
+
+/* ---- libmicrohttpd's thread ------------------------------------------------------------- */
+
+void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code)
+{
+    struct mls_conns *t = cls;
+    struct mls_conn *conn = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn = info ? calloc(1, sizeof(*conn)) : NULL;
+        *socket_context = conn;
+        if (!conn)
+            return; /* no deadline and no lingering for this one; nothing else changes */
+        conn->fd = info->connect_fd;
+        conn->deadline = uv_hrtime() + t->header_ns;
+        uv_mutex_lock(&t->mu);
+        conn->next = t->head;
+        if (t->head)
+            t->head->prev = conn;
+        t->head = conn;
+        uv_mutex_unlock(&t->mu);
+        return;
+    }
+    if (!conn)
+        return;
+    *socket_context = NULL;
+    struct mls_linger *l = NULL;
+    uv_mutex_lock(&t->mu);
+    /* Out of the list before libmicrohttpd closes the descriptor: the sweep must never shut
+     * down a number that has been reused. */
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        t->head = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    if (conn->linger && !conn->cut && !t->closing && t->num_lingering < MLS_LINGER_MAX &&
+        (l = calloc(1, sizeof(*l)))) {
+        l->fd = fcntl(conn->fd, F_DUPFD_CLOEXEC, 0);
+        if (l->fd < 0) {
+            free(l);
+            l = NULL;
+        } else {
+            l->table = t;
+            l->next = t->handoff;
+            t->handoff = l;
+            t->num_lingering++;
+        }
+    }
+    uv_mutex_unlock(&t->mu);
+    if (l)
+        uv_async_send(&t->async);
+    free(conn);
+}
+
+struct mls_conn *mls_conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+void mls_conn_headers_done(struct mls_conns *t, struct mls_conn *conn)
+{
+    if (!conn)
+        return;
+    uv_mutex_lock(&t->mu);
+    conn->deadline = 0;
+    uv_mutex_unlock(&t->mu);
+}
+
+void mls_conn_request_done(struct mls_conns *t, struct mls_conn *conn)
+{
+    if (!conn)
+        return;
+    uint64_t d = uv_hrtime() + t->idle_ns;
+    uv_mutex_lock(&t->mu);
+    conn->deadline = d;
+    uv_mutex_unlock(&t->mu);
+}
+
+void mls_conn_set_linger(struct mls_conn *conn)
+{
+    if (conn)
+        conn->linger = 1; /* read on this thread only, in mls_conn_notify */
+}
+
+/* ---- The loop's thread ------------------------------------------------------------------ */
+
+static void linger_closed(uv_handle_t *h)
+{
+    struct mls_linger *l = h->data;
+    close(l->fd);
+    free(l);
+}
+
+/* Ends one lingering connection (l is already out of the lists). */
+static void linger_end(struct mls_linger *l)
+{
+    struct mls_conns *t = l->table;
+    atomic_fetch_add_explicit(&t->lingered, 1, memory_order_relaxed);
+    uv_mutex_lock(&t->mu);
+    t->num_lingering--;
+    uv_mutex_unlock(&t->mu);
+    uv_poll_stop(&l->poll);
+    uv_close((uv_handle_t *)&l->poll, linger_closed);
+}
+
+static void linger_unlink(struct mls_linger *l)
+{
+    struct mls_linger **p = &l->table->lingering;
+    while (*p != l)
+        p = &(*p)->next;
+    *p = l->next;
+}
+
+static void on_linger_readable(uv_poll_t *p, int status, int events)
+{
+    struct mls_linger *l = p->data;
+    char buf[16384];
+    (void)events;
+    if (status == 0) {
+        for (;;) {
+            ssize_t n = recv(l->fd, buf, sizeof(buf), 0);
+            if (n > 0)
+                continue; /* discarded */
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return; /* more may come */
+            if (n < 0 && errno == EINTR)
+                continue;
+            break; /* the client closed its side (or the connection failed) */
+        }
+    }
+    linger_unlink(l);
+    linger_end(l);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct mls_conns *t = a->data;
+    uv_mutex_lock(&t->mu);
+    struct mls_linger *l = t->handoff;
+    t->handoff = NULL;
+    uv_mutex_unlock(&t->mu);
+    while (l) {
+        struct mls_linger *next = l->next;
+        l->deadline = uv_hrtime() + (uint64_t)(MLS_LINGER_SECONDS * 1e9);
+        l->poll.data = l;
+        if (uv_poll_init_socket(t->loop, &l->poll, l->fd)) {
+            uv_mutex_lock(&t->mu);
+            t->num_lingering--;
+            uv_mutex_unlock(&t->mu);
+            close(l->fd);
+            free(l);
+        } else {
+            l->next = t->lingering;
+            t->lingering = l;
+            uv_poll_start(&l->poll, UV_READABLE | UV_DISCONNECT, on_linger_readable);
+        }
+        l = next;
+    }
+}
+
+static void on_sweep(uv_timer_t *timer)
+{
+    struct mls_conns *t = timer->data;
+    uint64_t now = uv_hrtime();
+    uint64_t cut = 0;
+    uv_mutex_lock(&t->mu);
+    for (struct mls_conn *c = t->head; c; c = c->next)
+        if (c->deadline && now > c->deadline && !c->cut) {
+            /* libmicrohttpd sees the end of the stream and closes the connection itself. */
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = 1;
+            cut++;
+        }
+    uv_mutex_unlock(&t->mu);
+    if (cut)
+        atomic_fetch_add_explicit(&t->header_timeouts, cut, memory_order_relaxed);
+    for (struct mls_linger *l = t->lingering, *next; l; l = next) {
+        next = l->next;
+        if (now > l->deadline) {
+            linger_unlink(l);
+            linger_end(l);
+        }
+    }
+}
+
+int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, double idle_timeout)
+{
+    int rc;
+    t->head = NULL;
+    t->handoff = t->lingering = NULL;
+    t->num_lingering = 0;
+    t->closing = 0;
+    t->header_ns = (uint64_t)(header_timeout * 1e9);
+    t->idle_ns = (uint64_t)(idle_timeout * 1e9);
+    t->loop = loop;
+    atomic_init(&t->header_timeouts, 0);
+    atomic_init(&t->lingered, 0);
+    if ((rc = uv_mutex_init(&t->mu)))
+        return rc;
+    if ((rc = uv_async_init(loop, &t->async, on_async))) {
+        uv_mutex_destroy(&t->mu);
+        return rc;
+    }
+    t->async.data = t;
+    uv_timer_init(loop, &t->sweep);
+    t->sweep.data = t;
+    uv_timer_start(&t->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    /* Neither handle keeps the loop alive: it runs until the drain ends. */
+    uv_unref((uv_handle_t *)&t->sweep);
+    uv_unref((uv_handle_t *)&t->async);
+    return 0;
+}
+
+void mls_conns_close(struct mls_conns *t)
+{
+    uv_mutex_lock(&t->mu);
+    t->closing = 1;
+    uv_mutex_unlock(&t->mu);
+    on_async(&t->async); /* take over what was handed off, to close it below */
+    while (t->lingering) {
+        struct mls_linger *l = t->lingering;
+        t->lingering = l->next;
+        linger_end(l);
+    }
+    uv_timer_stop(&t->sweep);
+    if (!uv_is_closing((uv_handle_t *)&t->sweep))
+        uv_close((uv_handle_t *)&t->sweep, NULL);
+    if (!uv_is_closing((uv_handle_t *)&t->async))
+        uv_close((uv_handle_t *)&t->async, NULL);
+}
+
+void mls_conns_destroy(struct mls_conns *t)
+{
+    /* Handed off after the close (none in practice: closing refuses new ones). */
+    for (struct mls_linger *l = t->handoff, *next; l; l = next) {
+        next = l->next;
+        close(l->fd);
+        free(l);
+    }
+    t->handoff = NULL;
+    uv_mutex_destroy(&t->mu);
+}

@@ -1,0 +1,77 @@
+/*
+ * conn.h -- connections as a whole, beyond one request: the deadline for a request's headers
+ * and the lingering close.
+ *
+ * libmicrohttpd 0.9.75 restarts its connection timeout on every byte, so a client that
+ * trickles a header byte now and then holds its connection for ever; and when it answers
+ * before reading a request's body (413 from Content-Length, 400, 501), it closes the socket
+ * with unread data, which makes the kernel send a reset that destroys the answer before the
+ * client reads it. This table fixes both from outside libmicrohttpd:
+ *
+ *   - every connection has a deadline for the headers of its next request: --header-timeout
+ *     after it opens, --connection-timeout after each answer. A sweep on the libuv loop shuts
+ *     down (shutdown(2)) the sockets past their deadline; libmicrohttpd then sees the end of
+ *     the stream and closes them as usual.
+ *   - a connection marked to linger keeps its socket open, through a dup(2) taken as
+ *     libmicrohttpd lets it go: libmicrohttpd has sent the answer and half-closed it
+ *     (shutdown(SHUT_WR)); the loop reads and discards what the client still sends, for at
+ *     most MLS_LINGER_SECONDS, then closes (RFC 9112 section 9.6; nginx's lingering_close).
+ *
+ * Threads: mls_conn_notify() and the mls_conn_* calls run on libmicrohttpd's thread, the
+ * sweep and the lingering on the libuv loop's; one mutex guards the list of connections.
+ */
+#ifndef MLS_CONN_H
+#define MLS_CONN_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <microhttpd.h>
+#include <uv.h>
+
+/* The longest a closed connection lingers, and how many may linger at once (more are closed
+ * at once, as libmicrohttpd would). */
+#define MLS_LINGER_SECONDS 5.0
+#define MLS_LINGER_MAX 1024
+
+struct mls_conn; /* one per TCP connection: libmicrohttpd's socket context */
+struct mls_linger;
+
+struct mls_conns {
+    uv_mutex_t mu;
+    struct mls_conn *head;        /* open connections */
+    struct mls_linger *handoff;   /* closed by libmicrohttpd, not yet seen by the loop */
+    struct mls_linger *lingering; /* on the loop: reading until EOF or the deadline */
+    unsigned num_lingering;       /* handoff + lingering */
+    uint64_t header_ns, idle_ns;  /* the two deadlines */
+    uv_loop_t *loop;
+    uv_async_t async;
+    uv_timer_t sweep;
+    int closing;
+    _Atomic uint64_t header_timeouts; /* connections shut down at their header deadline */
+    _Atomic uint64_t lingered;        /* connections closed by lingering */
+};
+
+/* Starts the sweep on loop. Returns 0 or a negative libuv error. */
+int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout,
+                   double idle_timeout);
+/* Closes every lingering socket and the loop's handles (the loop must then run to let them
+ * close); connections closed by libmicrohttpd later are closed at once. */
+void mls_conns_close(struct mls_conns *t);
+/* After the loop has stopped: releases what is left. */
+void mls_conns_destroy(struct mls_conns *t);
+
+/* libmicrohttpd's MHD_OPTION_NOTIFY_CONNECTION callback (cls is the table). */
+void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+
+/* The connection of a request (NULL when its context could not be allocated). */
+struct mls_conn *mls_conn_of(struct MHD_Connection *c);
+/* A request's headers arrived: no deadline while it is handled. */
+void mls_conn_headers_done(struct mls_conns *t, struct mls_conn *conn);
+/* A request was answered: the next one's headers have until the idle deadline. */
+void mls_conn_request_done(struct mls_conns *t, struct mls_conn *conn);
+/* The answer is sent before the request was read: linger when libmicrohttpd closes. */
+void mls_conn_set_linger(struct mls_conn *conn);
+
+#endif /* MLS_CONN_H */
