@@ -17,6 +17,8 @@
 #   make difftest        maskloss against PyTorch 1.13 itself (-full: ~6000 cases); installs
 #                        python3-torch and friends (as root)
 #   make accuracy-data   regenerate tests/data/accuracy.json (mpmath, torch)
+#   make soak            10 minutes of mixed, hostile traffic against the server, with RSS and
+#                        descriptors checked flat (SOAK_SECONDS=N, SOAK_SAN=thread: tests/soak)
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
 #   make install [DESTDIR=...] [PREFIX=/usr/local] [BINDIR=...] [LIBDIR=...] [INCLUDEDIR=...]
 #                        (multiarch: LIBDIR=/usr/lib/x86_64-linux-gnu; maskloss.pc follows)
@@ -270,5 +272,8 @@ lint:
 # This configuration's build directory (build, holding build/san, by default).
 clean:
 	rm -rf $(BUILD)
+
+# The soak (tests/soak/soak.mk).
+include tests/soak/soak.mk
 
 -include $(LIB_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:=.d)
