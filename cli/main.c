@@ -451,6 +451,8 @@ static int cmd_eval(int argc, char **argv)
 int main(int argc, char **argv)
 {
     int ch;
+    /* jansson's allocator reports failures to mlp_parse (mlp.h). */
+    json_set_alloc_funcs(mlp_json_malloc, free);
     opterr = 0; /* our own messages, naming the option */
     /* "+": stop at the command; ":": a missing value returns ':'. */
     while ((ch = getopt_long(argc, argv, "+:h", main_options, NULL)) != -1) {

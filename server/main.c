@@ -186,7 +186,9 @@ int main(int argc, char **argv)
     }
     /* Writes to a client that went away must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
-    /* jansson seeds its hash function on first use; do it before any thread exists. */
+    /* jansson seeds its hash function on first use; do it before any thread exists. Its
+     * allocator reports failures to mlp_parse (mlp.h). */
+    json_set_alloc_funcs(mlp_json_malloc, free);
     json_object_seed(0);
     a->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->state, MLS_STARTING);
