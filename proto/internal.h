@@ -39,7 +39,31 @@ int mlp__shape_decode(const json_t *shape, const char *field, const char *name, 
  * shape such as [2^40, 0, 2^40] is refused here, before a size is computed from it. */
 int64_t mlp__numel_checked(int rank, const int64_t *shape);
 
-/* ---- Outputs (outputs.c) ------------------------------------------------------------- */
+/* ---- Inputs and outputs (names.c) ------------------------------------------------------ */
+
+/* The inputs of a loss, as the slots of struct mlp_request.tensors. */
+enum mlp__slot { MLP__LABELS, MLP__LOGITS, MLP__PREDICTIONS, MLP__LOSSES, MLP__WEIGHTS };
+
+#define MLP__NUM_SLOTS 5
+#define MLP__NUM_INPUT_NAMES 6
+
+/* An input's names on each protocol. */
+struct mlp__input {
+    enum mlp__slot slot;
+    const char *name;    /* /v1: "labels" */
+    const char *v2_name; /* /v2: "LABELS" */
+};
+
+/* The inputs: mlp__inputs[s] is slot s for s < MLP__NUM_SLOTS, then the alias of weights
+ * ("mask", "MASK"). */
+extern const struct mlp__input mlp__inputs[MLP__NUM_INPUT_NAMES];
+
+/* Where req points at the tensor of a slot (&req->labels, ...). */
+const struct ml_tensor **mlp__input_slot(struct ml_request *req, enum mlp__slot slot);
+
+/* The slots a loss's main input may take (logits, predictions or losses; Keras losses take
+ * logits or predictions): returns their count, 1 or 2. */
+int mlp__main_inputs(enum ml_input_kind kind, enum mlp__slot slots[2]);
 
 /* An output of an evaluation: its enum ml_output bit and its name on each protocol. */
 struct mlp__output {

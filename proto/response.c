@@ -154,18 +154,25 @@ void mlp_error_write(struct mlp_buf *b, int status, const struct mlp_error *err)
 
 /* ---- The catalogue --------------------------------------------------------------------- */
 
-static const char *input_name(enum ml_input_kind k)
+/* The inputs of a loss in the catalogue: ["labels", "logits|predictions", "weights"]. */
+static void write_inputs(struct mlp_buf *b, const struct ml_loss_info *l)
 {
-    switch (k) {
-    case ML_INPUT_LOGITS:
-        return "logits";
-    case ML_INPUT_PREDICTIONS:
-        return "predictions";
-    case ML_INPUT_LOSSES:
-        return "losses";
-    default:
-        return "logits|predictions";
+    enum mlp__slot main[2];
+    int num_main = mlp__main_inputs(l->input, main);
+    mlp_buf_append(b, "[", 1);
+    if (l->takes_labels) {
+        mlp_buf_string(b, mlp__inputs[MLP__LABELS].name);
+        mlp_buf_append(b, ",", 1);
     }
+    mlp_buf_append(b, "\"", 1);
+    for (int i = 0; i < num_main; i++) {
+        if (i)
+            mlp_buf_append(b, "|", 1);
+        mlp_buf_puts(b, mlp__inputs[main[i]].name);
+    }
+    mlp_buf_append(b, "\",", 2);
+    mlp_buf_string(b, mlp__inputs[MLP__WEIGHTS].name);
+    mlp_buf_append(b, "]", 1);
 }
 
 void mlp_catalogue_write(struct mlp_buf *b)
@@ -188,9 +195,7 @@ void mlp_catalogue_write(struct mlp_buf *b)
         key(b, "formula");
         mlp_buf_string(b, l->doc);
         key(b, "inputs");
-        mlp_buf_puts(b, l->takes_labels ? "[\"labels\"," : "[");
-        mlp_buf_string(b, input_name(l->input));
-        mlp_buf_puts(b, ",\"weights\"]");
+        write_inputs(b, l);
         key(b, "weights");
         mlp_buf_string(b, l->weights_rule);
         key(b, "params");

@@ -26,17 +26,6 @@ static const struct {
 
 #define NDATATYPES (sizeof(datatypes) / sizeof(datatypes[0]))
 
-/* The slots of struct mlp_request.tensors. */
-enum { SLOT_LABELS, SLOT_LOGITS, SLOT_PREDICTIONS, SLOT_LOSSES, SLOT_WEIGHTS };
-
-static const struct {
-    const char *name;
-    int slot;
-} input_names[] = {
-    {"LABELS", SLOT_LABELS}, {"LOGITS", SLOT_LOGITS},   {"PREDICTIONS", SLOT_PREDICTIONS},
-    {"LOSSES", SLOT_LOSSES}, {"WEIGHTS", SLOT_WEIGHTS}, {"MASK", SLOT_WEIGHTS},
-};
-
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 _Static_assert(MLP_V2_MAX_OUTPUTS == MLP__NUM_OUTPUTS, "a v2 request names each output once");
@@ -197,23 +186,19 @@ static int decode_input(struct mlp_v2_request *r, const json_t *in, int index, c
     const json_t *name_v = json_object_get(in, "name");
     const char *name = json_is_string(name_v) ? json_string_value(name_v) : NULL;
     int slot = -1;
-    for (size_t i = 0; name && i < COUNT(input_names); i++)
-        if (!strcmp(name, input_names[i].name))
-            slot = input_names[i].slot;
+    for (size_t i = 0; name && i < MLP__NUM_INPUT_NAMES; i++)
+        if (!strcmp(name, mlp__inputs[i].v2_name))
+            slot = (int)mlp__inputs[i].slot;
     if (slot < 0)
         return mlp__fail(err, ML_EINVAL, field, -1,
                          "%s: unknown input %s%s%s; a loss takes LABELS, LOGITS (or PREDICTIONS "
                          "or LOSSES) and optionally WEIGHTS (or MASK)",
                          field, name ? "'" : "", name ? name : "without a name", name ? "'" : "");
     struct ml_tensor *t = &r->base.tensors[slot];
-    const struct ml_tensor **dst = slot == SLOT_LABELS        ? &r->base.req.labels
-                                   : slot == SLOT_LOGITS      ? &r->base.req.logits
-                                   : slot == SLOT_PREDICTIONS ? &r->base.req.predictions
-                                   : slot == SLOT_LOSSES      ? &r->base.req.losses
-                                                              : &r->base.req.weights;
+    const struct ml_tensor **dst = mlp__input_slot(&r->base.req, (enum mlp__slot)slot);
     if (*dst)
         return mlp__fail(err, ML_EINVAL, field, -1, "%s: input %s is given twice%s", field, name,
-                         slot == SLOT_WEIGHTS ? " (WEIGHTS and MASK are the same input)" : "");
+                         slot == MLP__WEIGHTS ? " (WEIGHTS and MASK are the same input)" : "");
 
     const json_t *dt = json_object_get(in, "datatype");
     const char *dtname = json_is_string(dt) ? json_string_value(dt) : NULL;
@@ -565,27 +550,14 @@ void mlp_v2_model_metadata(struct mlp_buf *b, const struct ml_loss_info *info)
     mlp_buf_puts(b, "{\"name\":");
     mlp_buf_string(b, info->name);
     mlp_buf_puts(b, ",\"versions\":[\"1\"],\"platform\":\"maskloss\",\"inputs\":[");
-    int first = 1;
-    if (info->takes_labels) {
-        tensor_meta(b, "LABELS", "FP32", first, "[-1,-1]");
-        first = 0;
-    }
-    switch (info->input) {
-    case ML_INPUT_LOGITS:
-        tensor_meta(b, "LOGITS", "FP32", first, "[-1,-1]");
-        break;
-    case ML_INPUT_PREDICTIONS:
-        tensor_meta(b, "PREDICTIONS", "FP32", first, "[-1,-1]");
-        break;
-    case ML_INPUT_LOSSES:
-        tensor_meta(b, "LOSSES", "FP32", first, "[-1,-1]");
-        break;
-    default:
-        tensor_meta(b, "LOGITS", "FP32", first, "[-1,-1]");
-        tensor_meta(b, "PREDICTIONS", "FP32", 0, "[-1,-1]");
-        break;
-    }
-    tensor_meta(b, "WEIGHTS", "FP32", 0, "[-1,-1]");
+    enum mlp__slot main[2];
+    int num_main = mlp__main_inputs(info->input, main);
+    if (info->takes_labels)
+        tensor_meta(b, mlp__inputs[MLP__LABELS].v2_name, "FP32", 1, "[-1,-1]");
+    for (int i = 0; i < num_main; i++)
+        tensor_meta(b, mlp__inputs[main[i]].v2_name, "FP32", !info->takes_labels && i == 0,
+                    "[-1,-1]");
+    tensor_meta(b, mlp__inputs[MLP__WEIGHTS].v2_name, "FP32", 0, "[-1,-1]");
     mlp_buf_puts(b, "],\"outputs\":[");
     for (size_t k = 0; k < MLP__NUM_OUTPUTS; k++)
         tensor_meta(b, mlp__outputs[k].v2_name, mlp__outputs[k].is_count ? "INT64" : "FP64", k == 0,

@@ -1,11 +1,59 @@
 /*
- * outputs.c -- the outputs of an evaluation as both protocols name and send them: one table
- * for the /v1 and /v2 decoders and encoders, and each output's values and element count.
+ * names.c -- the inputs and outputs of an evaluation as both protocols name them: one table
+ * each for the /v1 and /v2 decoders and encoders, and each output's values and element count.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
+
+_Static_assert(MLP__NUM_SLOTS ==
+                   sizeof(((struct mlp_request *)0)->tensors) / sizeof(struct ml_tensor),
+               "one tensor of struct mlp_request per slot");
+
+const struct mlp__input mlp__inputs[MLP__NUM_INPUT_NAMES] = {
+    {MLP__LABELS, "labels", "LABELS"},
+    {MLP__LOGITS, "logits", "LOGITS"},
+    {MLP__PREDICTIONS, "predictions", "PREDICTIONS"},
+    {MLP__LOSSES, "losses", "LOSSES"},
+    {MLP__WEIGHTS, "weights", "WEIGHTS"},
+    {MLP__WEIGHTS, "mask", "MASK"},
+};
+
+const struct ml_tensor **mlp__input_slot(struct ml_request *req, enum mlp__slot slot)
+{
+    switch (slot) {
+    case MLP__LABELS:
+        return &req->labels;
+    case MLP__LOGITS:
+        return &req->logits;
+    case MLP__PREDICTIONS:
+        return &req->predictions;
+    case MLP__LOSSES:
+        return &req->losses;
+    default:
+        return &req->weights;
+    }
+}
+
+int mlp__main_inputs(enum ml_input_kind kind, enum mlp__slot slots[2])
+{
+    switch (kind) {
+    case ML_INPUT_LOGITS:
+        slots[0] = MLP__LOGITS;
+        return 1;
+    case ML_INPUT_PREDICTIONS:
+        slots[0] = MLP__PREDICTIONS;
+        return 1;
+    case ML_INPUT_LOSSES:
+        slots[0] = MLP__LOSSES;
+        return 1;
+    default: /* Keras: logits with from_logits=true, predictions otherwise */
+        slots[0] = MLP__LOGITS;
+        slots[1] = MLP__PREDICTIONS;
+        return 2;
+    }
+}
 
 const struct mlp__output mlp__outputs[MLP__NUM_OUTPUTS] = {
     {ML_OUT_LOSS, "loss", "LOSS", 0},
