@@ -64,10 +64,10 @@ static int parse_header(struct npy_array *a, const char *path, const char *h, si
         descr[n++] = *p;
     descr[n] = '\0';
     char order = descr[0];
-    const char *code = descr + 1;
+    const char *code = n ? descr + 1 : descr; /* "" when descr is empty */
     int found = 0;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-        if (!strcmp(code, types[i].descr) && strchr("<>|=", order)) {
+        if (!strcmp(code, types[i].descr) && order && strchr("<>|=", order)) {
             a->t.dtype = types[i].dtype;
             found = 1;
         }
@@ -93,17 +93,20 @@ static int parse_header(struct npy_array *a, const char *path, const char *h, si
             break;
         if (a->t.rank == ML_MAX_RANK)
             return bad(why, why_size, path, "the array has more than 8 dimensions");
-        char *end;
-        errno = 0;
-        long long dim = strtoll(p, &end, 10);
-        if (end == p || errno || dim < 0)
+        /* Digits read within the header: it is not NUL-terminated (strtoll would run on
+         * into the data, or past the end of the file). */
+        int64_t dim = 0;
+        const char *digits = p;
+        while (p < h + hlen && *p >= '0' && *p <= '9' && dim <= (INT64_MAX - 9) / 10)
+            dim = dim * 10 + (*p++ - '0');
+        if (p == digits || (p < h + hlen && *p >= '0' && *p <= '9'))
             return bad(why, why_size, path, "the .npy header's shape is not a tuple of sizes");
         a->t.shape[a->t.rank++] = dim;
-        p = end;
         while (p < h + hlen && *p == 'L') /* Python 2 longs */
             p++;
     }
-    if (!strncmp(f, "True", 4)) {
+    size_t flen = (size_t)(h + hlen - f);
+    if (flen >= 4 && !strncmp(f, "True", 4)) {
         int nontrivial = 0;
         for (int i = 0; i < a->t.rank; i++)
             nontrivial += a->t.shape[i] > 1;
@@ -111,15 +114,72 @@ static int parse_header(struct npy_array *a, const char *path, const char *h, si
             return bad(why, why_size, path,
                        "the array is in Fortran (column-major) order; save it with "
                        "np.save(path, np.ascontiguousarray(a))");
-    } else if (strncmp(f, "False", 5)) {
+    } else if (flen < 5 || strncmp(f, "False", 5)) {
         return bad(why, why_size, path, "the .npy header's fortran_order is not True or False");
     }
     return 0;
 }
 
-int npy_open(struct npy_array *a, const char *path, char *why, size_t why_size)
+int npy_parse(struct npy_array *a, const void *buf, size_t len, const char *name, char *why,
+              size_t why_size)
 {
     char msg[200];
+    const unsigned char *m = buf;
+    memset(&a->t, 0, sizeof(a->t));
+    a->owned = NULL;
+    if (len < 10 || memcmp(m, "\x93NUMPY", 6))
+        return bad(why, why_size, name,
+                   len < 10 ? "not a .npy file (too short)"
+                            : "not a .npy file (no \\x93NUMPY magic)");
+    size_t hstart, hlen;
+    if (m[6] == 1) {
+        hstart = 10;
+        hlen = m[8] | (size_t)m[9] << 8;
+    } else if ((m[6] == 2 || m[6] == 3) && len >= 12) {
+        hstart = 12;
+        hlen = m[8] | (size_t)m[9] << 8 | (size_t)m[10] << 16 | (size_t)m[11] << 24;
+    } else {
+        snprintf(msg, sizeof(msg), "unsupported .npy format version %u.%u", m[6], m[7]);
+        return bad(why, why_size, name, msg);
+    }
+    if (hlen > len - hstart)
+        return bad(why, why_size, name, "truncated .npy header");
+    int swap = 0;
+    if (parse_header(a, name, (const char *)m + hstart, hlen, &swap, why, why_size))
+        return -1;
+    size_t offset = hstart + hlen;
+    size_t esize = ml_dtype_size(a->t.dtype);
+    int64_t n = 1;
+    for (int i = 0; i < a->t.rank; i++) {
+        if (a->t.shape[i] && n > (INT64_MAX / (int64_t)esize) / a->t.shape[i])
+            return bad(why, why_size, name, "the shape's size overflows");
+        n *= a->t.shape[i];
+    }
+    size_t need = (size_t)n * esize;
+    if (need > len - offset) {
+        snprintf(msg, sizeof(msg),
+                 "truncated: the shape needs %zu bytes of data but the file holds %zu", need,
+                 len - offset);
+        return bad(why, why_size, name, msg);
+    }
+    const unsigned char *data = m + offset;
+    if (swap || (uintptr_t)data % esize) {
+        /* Big-endian (or oddly aligned) data: a converted copy. */
+        unsigned char *c = malloc(need ? need : 1);
+        if (!c)
+            return bad(why, why_size, name, "out of memory");
+        memcpy(c, data, need);
+        if (swap)
+            mlp_swap_bytes(c, need, esize);
+        a->owned = c;
+        data = c;
+    }
+    a->t.data = data;
+    return 0;
+}
+
+int npy_open(struct npy_array *a, const char *path, char *why, size_t why_size)
+{
     memset(a, 0, sizeof(*a));
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -139,65 +199,10 @@ int npy_open(struct npy_array *a, const char *path, char *why, size_t why_size)
         snprintf(why, why_size, "%s: cannot map: %s", path, strerror(errno));
         return -1;
     }
-    const unsigned char *m = a->map;
-    if (memcmp(m, "\x93NUMPY", 6)) {
-        npy_close(a);
-        return bad(why, why_size, path, "not a .npy file (no \\x93NUMPY magic)");
-    }
-    size_t hstart, hlen;
-    if (m[6] == 1) {
-        hstart = 10;
-        hlen = m[8] | (size_t)m[9] << 8;
-    } else if ((m[6] == 2 || m[6] == 3) && a->map_len >= 12) {
-        hstart = 12;
-        hlen = m[8] | (size_t)m[9] << 8 | (size_t)m[10] << 16 | (size_t)m[11] << 24;
-    } else {
-        snprintf(msg, sizeof(msg), "unsupported .npy format version %u.%u", m[6], m[7]);
-        npy_close(a); /* m is gone from here */
-        return bad(why, why_size, path, msg);
-    }
-    if (hlen > a->map_len - hstart) {
-        npy_close(a);
-        return bad(why, why_size, path, "truncated .npy header");
-    }
-    int swap = 0;
-    if (parse_header(a, path, (const char *)m + hstart, hlen, &swap, why, why_size)) {
+    if (npy_parse(a, a->map, a->map_len, path, why, why_size)) {
         npy_close(a);
         return -1;
     }
-    size_t offset = hstart + hlen;
-    size_t esize = ml_dtype_size(a->t.dtype);
-    int64_t n = 1;
-    for (int i = 0; i < a->t.rank; i++) {
-        if (a->t.shape[i] && n > (INT64_MAX / (int64_t)esize) / a->t.shape[i]) {
-            npy_close(a);
-            return bad(why, why_size, path, "the shape's size overflows");
-        }
-        n *= a->t.shape[i];
-    }
-    size_t need = (size_t)n * esize;
-    if (need > a->map_len - offset) {
-        snprintf(msg, sizeof(msg),
-                 "truncated: the shape needs %zu bytes of data but the file holds %zu", need,
-                 a->map_len - offset);
-        npy_close(a);
-        return bad(why, why_size, path, msg);
-    }
-    const unsigned char *data = m + offset;
-    if (swap || (uintptr_t)data % esize) {
-        /* Big-endian (or oddly aligned) data: a converted copy. */
-        unsigned char *c = malloc(need ? need : 1);
-        if (!c) {
-            npy_close(a);
-            return bad(why, why_size, path, "out of memory");
-        }
-        memcpy(c, data, need);
-        if (swap)
-            mlp_swap_bytes(c, need, esize);
-        a->owned = c;
-        data = c;
-    }
-    a->t.data = data;
     return 0;
 }
 

@@ -61,6 +61,22 @@ void mlp_buf_number(struct mlp_buf *b, double v)
     mlp_buf_puts(b, tmp);
 }
 
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong form, no
+ * surrogate, nothing past U+10FFFF), or 0. A NUL ends any sequence. */
+static int utf8_sequence(const unsigned char *p)
+{
+    int n = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC0 ? 2 : 0;
+    if (!n || p[0] > 0xF4 || p[0] == 0xC0 || p[0] == 0xC1)
+        return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0) ||
+        (p[0] == 0xF0 && p[1] < 0x90) || (p[0] == 0xF4 && p[1] >= 0x90))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return n;
+}
+
 void mlp_buf_string(struct mlp_buf *b, const char *s)
 {
     mlp_buf_append(b, "\"", 1);
@@ -86,8 +102,18 @@ void mlp_buf_string(struct mlp_buf *b, const char *s)
             if (*p < 0x20) {
                 snprintf(esc, sizeof(esc), "\\u%04x", *p);
                 mlp_buf_append(b, esc, 6);
-            } else {
+            } else if (*p < 0x80) {
                 mlp_buf_append(b, (const char *)p, 1);
+            } else {
+                /* Text that is not UTF-8 (bytes of a malformed body quoted by jansson, a
+                 * message cut inside a character) would make the document invalid JSON. */
+                int n = utf8_sequence(p);
+                if (n) {
+                    mlp_buf_append(b, (const char *)p, (size_t)n);
+                    p += n - 1;
+                } else {
+                    mlp_buf_append(b, "\\ufffd", 6);
+                }
             }
         }
     }

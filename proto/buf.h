@@ -31,7 +31,8 @@ void mlp_buf_puts(struct mlp_buf *b, const char *s);
  * infinities as the strings "NaN", "Infinity", "-Infinity". */
 void mlp_buf_number(struct mlp_buf *b, double v);
 
-/* A JSON string with escapes. */
+/* A JSON string with escapes; a byte that does not begin a well-formed UTF-8 sequence is
+ * written as U+FFFD, so that the document stays valid JSON whatever s holds. */
 void mlp_buf_string(struct mlp_buf *b, const char *s);
 
 #endif /* MLP_BUF_H */
