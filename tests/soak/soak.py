@@ -34,6 +34,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -274,6 +275,7 @@ class Record:
         self.outdir = outdir
         self.phase = "main"  # main, hup (after SIGHUP), drain (after SIGTERM)
         self.counts = collections.Counter()  # (kind, method, path, status) -> n
+        self.by_phase = collections.Counter()  # (phase, status) -> n
         self.received = collections.Counter()  # (method, path, status) -> n, for the access log check
         self.latency = collections.defaultdict(list)  # kind -> seconds
         self.failures = collections.Counter()  # category -> n
@@ -286,6 +288,7 @@ class Record:
     def count(self, kind, method, path, status, seconds=None):
         with self.lock:
             self.counts[(kind, method, path, status)] += 1
+            self.by_phase[(self.phase, status)] += 1
             self.received[(method, path, status)] += 1
             if seconds is not None:
                 self.latency[kind].append(seconds)
@@ -328,7 +331,8 @@ def is_json_error(h, body):
 ACTIONS = [  # (name, weight)
     ("loss", 30), ("batch", 8), ("chunked", 3), ("invalid", 12), ("large", 2), ("over_elements", 1),
     ("over_body", 1), ("slow", 1), ("abort_body", 1), ("abort_after", 1), ("abort_answer", 1),
-    ("v2", 12), ("v2_invalid", 2), ("probe", 8), ("metrics", 1), ("wrong_route", 2),
+    ("v2", 12), ("v2_invalid", 2), ("probe", 8), ("metrics", 1), ("wrong_route", 2), ("pipelined", 2),
+    ("expect_continue", 1),
 ]
 
 
@@ -586,15 +590,103 @@ class Client:
         self.expect_200("slow", "POST", "/v1/loss", (st, h, b), lambda b: ref.check_answer(b, case.want, case.per),
                         req)
 
+    def do_pipelined(self):
+        """2-4 requests in one write on one connection (HTTP/1.1 pipelining; the last with
+        Connection: close): every answer, in order."""
+        cases = [self.rng.choice(self.R["pool"]) for _ in range(self.rng.randint(2, 4))]
+        reqs = [raw_request("POST", "/v1/loss", c.body, JSON_CT) for c in cases[:-1]]
+        reqs.append(raw_request("POST", "/v1/loss", cases[-1].body, dict(JSON_CT, Connection="close")))
+        req = b"".join(reqs)
+        t0 = time.monotonic()
+        try:
+            s = self.socket()
+            try:
+                s.sendall(req)
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            finally:
+                s.close()
+        except OSError as e:
+            self.transport_error("pipelined", "POST", "/v1/loss", e, req)
+            return
+        dt = time.monotonic() - t0
+        for i, case in enumerate(cases):
+            parsed = parse_raw(data)
+            if parsed is None:
+                if data or self.rec.phase != "drain":
+                    self.rec.fail("incomplete_answer", f"pipelined: answer {i} of {len(cases)} missing or "
+                                  f"incomplete: {data[:200]!r}", req)
+                return
+            st, h, b = parsed
+            head_len = data.index(b"\r\n\r\n") + 4
+            data = data[head_len + len(b):]
+            self.rec.count("pipelined", "POST", "/v1/loss", st, dt)
+            try:
+                b = json.loads(b)
+            except ValueError:
+                pass
+            self.expect_200("pipelined", "POST", "/v1/loss", (st, h, b),
+                            lambda b, c=case: ref.check_answer(b, c.want, c.per), req)
+            if h.get("connection", "").lower() == "close":
+                break
+        if data:
+            self.rec.fail("unexpected_bytes", f"pipelined: {len(data)} bytes after the answers: {data[:200]!r}", req)
+
+    def do_expect_continue(self):
+        """Expect: 100-continue: the body is sent after the interim 100 (or a final answer)."""
+        case = self.rng.choice(self.R["pool"])
+        head = raw_request("POST", "/v1/loss", b"", dict(JSON_CT, Expect="100-continue"), length=len(case.body))
+        t0 = time.monotonic()
+        try:
+            s = self.socket()
+            try:
+                s.sendall(head)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data.startswith(b"HTTP/1.1 100"):
+                    data = data[data.index(b"\r\n\r\n") + 4:]
+                    s.sendall(case.body)
+                elif self.rec.phase != "drain":
+                    self.rec.fail("unexpected_status", f"expect_continue: no 100 Continue: {data[:200]!r}",
+                                  head)
+                data += self.read_answer(s, data)
+            finally:
+                s.close()
+        except OSError as e:
+            self.transport_error("expect_continue", "POST", "/v1/loss", e, head)
+            return
+        parsed = parse_raw(data)
+        if parsed is None:
+            if data or self.rec.phase != "drain":
+                self.rec.fail("incomplete_answer", f"expect_continue: {data[:200]!r}", head)
+            return
+        st, h, b = parsed
+        self.rec.count("expect_continue", "POST", "/v1/loss", st, time.monotonic() - t0)
+        try:
+            b = json.loads(b)
+        except ValueError:
+            pass
+        self.expect_200("expect_continue", "POST", "/v1/loss", (st, h, b),
+                        lambda b: ref.check_answer(b, case.want, case.per), head + case.body)
+
     @staticmethod
-    def read_answer(s):
-        data = b""
-        while parse_raw(data) is None:
+    def read_answer(s, data=b""):
+        """What follows data on s until a whole answer is there (or the connection closes)."""
+        more = b""
+        while parse_raw(data + more) is None:
             chunk = s.recv(65536)
             if not chunk:
                 break
-            data += chunk
-        return data
+            more += chunk
+        return more
 
     def do_abort_body(self):
         """Headers and half the body, then leave (half the time with a reset)."""
@@ -868,7 +960,9 @@ class Soak:
         self.t_main_end = time.monotonic() - self.t0
         alive = self.srv.proc.poll() is None
         # SIGHUP during the traffic: the server must log it and keep serving.
+        self.hup_sent = False
         if alive:
+            self.hup_sent = True
             self.rec.phase = "hup"
             self.srv.proc.send_signal(signal.SIGHUP)
             time.sleep(2)
@@ -980,6 +1074,9 @@ class Soak:
             xs = rec.latency.get(kind, [])
             lat[kind] = (percentile(xs, 50) * 1e3, percentile(xs, 99) * 1e3)
             st = " ".join(f"{s}:{n}" for s, n in sorted(kinds[kind].items()))
+            if not xs:
+                p(f"   {kind:14} {sum(kinds[kind].values()):8}  {'':34}{st}")
+                continue
             p(f"   {kind:14} {sum(kinds[kind].values()):8}  p50 {lat[kind][0]:8.2f}  p99 {lat[kind][1]:8.2f}  {st}")
         allx = [x for xs in rec.latency.values() for x in xs]
         p(f"   {'all':14} {len(allx):8}  p50 {percentile(allx, 50) * 1e3:8.2f}  p99 {percentile(allx, 99) * 1e3:8.2f}")
@@ -1046,11 +1143,23 @@ class Soak:
         tsan = [line for line in other if "ThreadSanitizer" in line]
         if tsan:
             failed.append(f"{sum(1 for line in tsan if 'WARNING' in line)} ThreadSanitizer report(s)")
-        interesting = [line for line in other if "ThreadSanitizer" not in line]
-        if interesting:
-            p("-- the server's other stderr lines (first 15):")
-            for line in interesting[:15]:
+        if tsan:
+            p("-- ThreadSanitizer (first 40 lines of its reports):")
+            start = next(i for i, line in enumerate(other) if "ThreadSanitizer" in line)
+            for line in other[start:start + 40]:
                 p("   " + line[:300])
+        kinds_of = collections.Counter(re.sub(r"\d+", "N", line)[:200] for line in other)
+        if kinds_of:
+            p("-- the server's other stderr lines, by kind (digits as N):")
+            for line, n in kinds_of.most_common(25):
+                p(f"   {n:6}  {line}")
+        if self.hup_sent and not any("SIGHUP" in line for line in other):
+            failed.append("the server did not log the SIGHUP")
+        phases = collections.defaultdict(dict)
+        for (ph, st), n in sorted(rec.by_phase.items(), key=str):
+            phases[ph][st] = n
+        p("-- statuses by phase (main: before SIGHUP; hup: after it; drain: after SIGTERM): "
+          + "; ".join(f"{ph} {d}" for ph, d in phases.items()))
         # Per-request failures.
         p("-- failures by category: " + (", ".join(f"{c} {n}" for c, n in sorted(rec.failures.items())) or "none"))
         for cat, msgs in sorted(rec.examples.items()):
