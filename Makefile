@@ -17,6 +17,8 @@
 #   make difftest        maskloss against PyTorch 1.13 itself (-full: ~6000 cases); installs
 #                        python3-torch and friends (as root)
 #   make accuracy-data   regenerate tests/data/accuracy.json (mpmath, torch)
+#   make fuzz            every libFuzzer target for FUZZ_SECONDS (default 60) under ASan+UBSan
+#                        (tests/fuzz/fuzz.mk); make check replays their corpus
 #   make soak            10 minutes of mixed, hostile traffic against the server, with RSS and
 #                        descriptors checked flat (SOAK_SECONDS=N, SOAK_SAN=thread: tests/soak)
 #   make SAN=address,undefined check   one sanitizer build and run (in build/san)
@@ -196,6 +198,8 @@ check:
 	@MAKE="$(MAKE)" CC="$(CC)" sh tests/lib_check.sh $(BUILD) $(SAN)
 	@sh tests/cli_test.sh $(CLI)
 	@$(PYTHON) tests/npy_test.py $(CLI)
+	@echo "== the fuzz targets over their seed corpus and regressions"
+	@$(MAKE) --no-print-directory fuzz-replay
 	@sh tests/docker_check.sh $(SERVER)
 	@$(MAKE) --no-print-directory e2e
 
@@ -273,7 +277,9 @@ lint:
 clean:
 	rm -rf $(BUILD)
 
-# The soak (tests/soak/soak.mk).
+# The soak (tests/soak/soak.mk) and the fuzz targets (tests/fuzz/fuzz.mk: make fuzz,
+# fuzz-replay).
 include tests/soak/soak.mk
+include tests/fuzz/fuzz.mk
 
 -include $(LIB_OBJ:.o=.d) $(PROTO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:=.d)

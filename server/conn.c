@@ -9,9 +9,6 @@
 
 #include "conn.h"
 
-/* How often the loop looks for connections past their deadline. */
-#define SWEEP_MS 100
-
 struct mls_conn {
     struct mls_conn *prev, *next;
     int fd;
@@ -198,13 +195,23 @@ static void on_sweep(uv_timer_t *timer)
     uint64_t now = uv_hrtime();
     uint64_t cut = 0;
     uv_mutex_lock(&t->mu);
-    for (struct mls_conn *c = t->head; c; c = c->next)
-        if (c->deadline && now > c->deadline && !c->cut) {
+    for (struct mls_conn *c = t->head; c; c = c->next) {
+        if (!c->deadline || c->cut)
+            continue; /* a request is being handled, or the connection is already closing */
+        char byte;
+        if (now > c->deadline) {
             /* libmicrohttpd sees the end of the stream and closes the connection itself. */
             shutdown(c->fd, SHUT_RDWR);
             c->cut = 1;
             cut++;
+        } else if (recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+            /* Waiting for a request from a client that has closed its side: libmicrohttpd
+             * does not notice an end of stream that arrived with the previous request (its
+             * epoll is edge-triggered) and would keep the connection until its timeout. */
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = 1;
         }
+    }
     uv_mutex_unlock(&t->mu);
     if (cut)
         atomic_fetch_add_explicit(&t->header_timeouts, cut, memory_order_relaxed);
@@ -217,7 +224,8 @@ static void on_sweep(uv_timer_t *timer)
     }
 }
 
-int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, double idle_timeout)
+int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, double idle_timeout,
+                   unsigned sweep_ms)
 {
     int rc;
     t->head = NULL;
@@ -238,7 +246,7 @@ int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, 
     t->async.data = t;
     uv_timer_init(loop, &t->sweep);
     t->sweep.data = t;
-    uv_timer_start(&t->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_timer_start(&t->sweep, on_sweep, sweep_ms, sweep_ms);
     /* Neither handle keeps the loop alive: it runs until the drain ends. */
     uv_unref((uv_handle_t *)&t->sweep);
     uv_unref((uv_handle_t *)&t->async);

@@ -10,8 +10,9 @@
  *
  *   - every connection has a deadline for the headers of its next request: --header-timeout
  *     after it opens, --connection-timeout after each answer. A sweep on the libuv loop shuts
- *     down (shutdown(2)) the sockets past their deadline; libmicrohttpd then sees the end of
- *     the stream and closes them as usual.
+ *     down (shutdown(2)) the sockets past their deadline, and those waiting for a request
+ *     from a client that has closed its side; libmicrohttpd then sees the end of the stream
+ *     and closes them as usual.
  *   - a connection marked to linger keeps its socket open, through a dup(2) taken as
  *     libmicrohttpd lets it go: libmicrohttpd has sent the answer and half-closed it
  *     (shutdown(SHUT_WR)); the loop reads and discards what the client still sends, for at
@@ -52,9 +53,12 @@ struct mls_conns {
     _Atomic uint64_t lingered;        /* connections closed by lingering */
 };
 
-/* Starts the sweep on loop. Returns 0 or a negative libuv error. */
-int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout,
-                   double idle_timeout);
+/* How often the loop looks for connections past their deadline (or half-closed), by default. */
+#define MLS_SWEEP_MS 100
+
+/* Starts the sweep on loop, every sweep_ms. Returns 0 or a negative libuv error. */
+int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, double idle_timeout,
+                   unsigned sweep_ms);
 /* Closes every lingering socket and the loop's handles (the loop must then run to let them
  * close); connections closed by libmicrohttpd later are closed at once. */
 void mls_conns_close(struct mls_conns *t);

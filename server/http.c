@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "errors.h"
 #include "mlp_v2.h"
 #include "server.h"
 
@@ -45,7 +46,7 @@ struct request {
 
     /* An answer decided from the headers (404, 405, 415), sent by the final call. */
     unsigned early_status;
-    const char *early_code;
+    enum mls_error early_err;
     const char *early_field;
     char early_message[256];
 
@@ -81,14 +82,21 @@ struct request {
 
 /* ---- Answers --------------------------------------------------------------------------- */
 
-static void error_object(struct mlp_buf *b, const char *code, const char *field, const char *msg)
+/* The members of an error object, without its braces. */
+static void error_members(struct mlp_buf *b, const char *code, const char *field, const char *msg)
 {
-    mlp_buf_puts(b, "{\"error\":");
+    mlp_buf_puts(b, "\"error\":");
     mlp_buf_string(b, msg);
     mlp_buf_puts(b, ",\"code\":");
     mlp_buf_string(b, code);
     mlp_buf_puts(b, ",\"field\":");
     mlp_buf_string(b, field ? field : "");
+}
+
+static void error_object(struct mlp_buf *b, const char *code, const char *field, const char *msg)
+{
+    mlp_buf_puts(b, "{");
+    error_members(b, code, field, msg);
     mlp_buf_puts(b, "}");
 }
 
@@ -173,6 +181,8 @@ static struct MHD_Response *response_of(struct mlp_buf *b, struct stream **st)
     return resp;
 }
 
+/* The answer when memory ran out writing one: static, as nothing can be allocated (its code
+ * is mls_error_name(MLS_ERR_OUT_OF_MEMORY); the fuzz target checks every code it sees). */
 static const char oom_body[] =
     "{\"error\":\"the server ran out of memory writing the answer\",\"code\":\"out_of_memory\","
     "\"field\":\"\"}";
@@ -223,12 +233,12 @@ static enum MHD_Result send_static(struct request *r, unsigned status, const cha
     return queue(r, status, resp, content_type, len);
 }
 
-static enum MHD_Result send_error(struct request *r, unsigned status, const char *code,
-                                  const char *field, const char *msg)
+static enum MHD_Result send_error(struct request *r, enum mls_error e, const char *field,
+                                  const char *msg)
 {
     struct mlp_buf b = {0};
-    error_object(&b, code, field, msg);
-    return send_json(r, status, &b);
+    error_object(&b, mls_error_name(e), field, msg);
+    return send_json(r, mls_error_status(e), &b);
 }
 
 /* The HTTP status of a v2 failure: 400 like Triton and KServe, but 404 for an unknown model
@@ -319,8 +329,8 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
     r->queue_ns = wait_ns;
     mls_metrics_queue_wait(&s->metrics, wait_ns);
     if (cancelled) {
-        r->answer_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        error_object(&r->out, "draining", "",
+        r->answer_status = mls_error_status(MLS_ERR_DRAINING);
+        error_object(&r->out, mls_error_name(MLS_ERR_DRAINING), "",
                      "the server is shutting down and its drain timeout passed before this "
                      "request was computed; retry on another instance");
     } else if ((double)wait_ns * 1e-9 > s->cfg.request_timeout) {
@@ -329,8 +339,8 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
                  "the request waited %.3f s in the queue, longer than the request timeout "
                  "of %g s; it was not computed",
                  (double)wait_ns * 1e-9, s->cfg.request_timeout);
-        r->answer_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        error_object(&r->out, "deadline_exceeded", "", msg);
+        r->answer_status = mls_error_status(MLS_ERR_DEADLINE_EXCEEDED);
+        error_object(&r->out, mls_error_name(MLS_ERR_DEADLINE_EXCEEDED), "", msg);
     } else {
         compute(s, r);
     }
@@ -395,12 +405,11 @@ static int media_type_is(const char *v, const char *want)
     return *v == '\0' || *v == ';';
 }
 
-static void early(struct request *r, unsigned status, const char *code, const char *field,
-                  const char *fmt, ...)
+static void early(struct request *r, enum mls_error e, const char *field, const char *fmt, ...)
 {
     va_list ap;
-    r->early_status = status;
-    r->early_code = code;
+    r->early_status = mls_error_status(e);
+    r->early_err = e;
     r->early_field = field;
     va_start(ap, fmt);
     vsnprintf(r->early_message, sizeof(r->early_message), fmt, ap);
@@ -474,14 +483,14 @@ static enum MHD_Result send_over_budget(struct request *r, uint64_t cost)
                  "server's budget of %llu for all requests (--max-inflight-bytes); send "
                  "smaller requests, or binary tensors",
                  (unsigned long long)cost, (unsigned long long)s->cfg.max_inflight_bytes);
-        return send_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "body", msg);
+        return send_error(r, MLS_ERR_TOO_LARGE, "body", msg);
     }
     snprintf(msg, sizeof(msg),
              "the server's memory for requests in flight is in use (%llu of %llu bytes) and "
              "this request needs about %llu; retry later",
              (unsigned long long)atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed),
              (unsigned long long)s->cfg.max_inflight_bytes, (unsigned long long)cost);
-    return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "memory_budget_full", "", msg);
+    return send_error(r, MLS_ERR_MEMORY_BUDGET_FULL, "", msg);
 }
 
 /* ---- Headers ---------------------------------------------------------------------------- */
@@ -517,20 +526,20 @@ static int check_framing(struct request *r)
     struct framing f = {0, NULL, 0};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
     if (f.content_lengths > 1) {
-        early(r, MHD_HTTP_BAD_REQUEST, "invalid_http", "Content-Length",
+        early(r, MLS_ERR_INVALID_HTTP, "Content-Length",
               "the request has %u Content-Length headers: send one", f.content_lengths);
         return -1;
     }
     if (f.transfer_encodings > 1 ||
         (f.transfer_encoding && strcasecmp(f.transfer_encoding, "chunked"))) {
-        early(r, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented", "Transfer-Encoding",
+        early(r, MLS_ERR_NOT_IMPLEMENTED, "Transfer-Encoding",
               "Transfer-Encoding '%.60s' is not supported: send the body with Content-Length "
               "or Transfer-Encoding: chunked alone",
               f.transfer_encoding ? f.transfer_encoding : "");
         return -1;
     }
     if (f.transfer_encoding && f.content_lengths) {
-        early(r, MHD_HTTP_BAD_REQUEST, "invalid_http", "Transfer-Encoding",
+        early(r, MLS_ERR_INVALID_HTTP, "Transfer-Encoding",
               "the request has both Content-Length and Transfer-Encoding: send one of them");
         return -1;
     }
@@ -542,7 +551,7 @@ static int check_framing(struct request *r)
 static enum MHD_Result refuse_now(struct request *r)
 {
     mls_conn_set_linger(r->cx);
-    return send_error(r, r->early_status, r->early_code, r->early_field, r->early_message);
+    return send_error(r, r->early_err, r->early_field, r->early_message);
 }
 
 static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *conn,
@@ -579,27 +588,26 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
     if (r->route == MLS_ROUTE_OTHER) {
-        early(r, MHD_HTTP_NOT_FOUND, "not_found", "path",
+        early(r, MLS_ERR_NOT_FOUND, "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
               "GET /v1/losses, GET /healthz, GET /readyz, GET /metrics, and the v2 protocol "
               "under /v2",
               method, url);
     } else if (r->model[0] && !ml_loss_find(r->model)) {
-        early(r, MHD_HTTP_NOT_FOUND, "unknown_loss", "model",
+        early(r, MLS_ERR_UNKNOWN_MODEL, "model",
               "unknown model '%.100s': every loss of GET /v1/losses is a model", r->model);
     } else if (version && !(version_len == 1 && version[0] == '1')) {
-        early(r, MHD_HTTP_NOT_FOUND, "unknown_version", "version",
-              "model %.100s has version 1 only, not '%.*s'", r->model,
-              (int)(version_len > 40 ? 40 : version_len), version);
+        early(r, MLS_ERR_UNKNOWN_VERSION, "version", "model %.100s has version 1 only, not '%.*s'",
+              r->model, (int)(version_len > 40 ? 40 : version_len), version);
     } else if (is_compute(r->route) ? !post : !get) {
-        early(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "method",
-              "method %.40s is not allowed on %s: use %s", method, url, allowed_methods(r->route));
+        early(r, MLS_ERR_METHOD_NOT_ALLOWED, "method", "method %.40s is not allowed on %s: use %s",
+              method, url, allowed_methods(r->route));
     }
 
     if (r->content_length > s->cfg.max_body_bytes) {
         /* Refuse now, before a byte of the body is read: the alternative is to read it all. */
         if (!r->early_status)
-            early(r, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "body",
+            early(r, MLS_ERR_TOO_LARGE, "body",
                   "the request body of %llu bytes exceeds the limit of %llu",
                   (unsigned long long)r->content_length, (unsigned long long)s->cfg.max_body_bytes);
         return refuse_now(r);
@@ -620,7 +628,7 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
         if (ih) {
             r->ihcl = strtoll(ih, &end, 10);
             if (end == ih || *end || r->ihcl < 0)
-                early(r, MHD_HTTP_BAD_REQUEST, "invalid_binary", "Inference-Header-Content-Length",
+                early(r, MLS_ERR_INVALID_BINARY_HEADER, "Inference-Header-Content-Length",
                       "Inference-Header-Content-Length '%.40s' is not a byte count", ih);
             else
                 /* Align the binary data that follows the JSON header, so that tensors can be
@@ -629,7 +637,7 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
         }
     } else if (ct && !media_type_is(ct, "application/json")) {
         /* A missing Content-Type is accepted (some clients send none); a wrong one is not. */
-        early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type",
+        early(r, MLS_ERR_UNSUPPORTED_MEDIA_TYPE, "Content-Type",
               "Content-Type '%.100s' is not supported: send application/json%s", ct,
               /* the commonest way to get here */
               media_type_is(ct, "application/x-www-form-urlencoded")
@@ -637,7 +645,7 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                   : "");
     }
     if (!r->early_status && ce && !media_type_is(ce, "identity"))
-        early(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Encoding",
+        early(r, MLS_ERR_UNSUPPORTED_MEDIA_TYPE, "Content-Encoding",
               "Content-Encoding '%.100s' is not supported: send the body uncompressed", ce);
     if (!r->early_status && r->content_length) {
         /* Admitted with its whole cost, or refused before its body is read. */
@@ -712,22 +720,18 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
 static enum MHD_Result send_ready(struct request *r)
 {
     static const char ready[] = "{\"ready\":true}";
-    static const char starting[] =
-        "{\"ready\":false,\"error\":\"the server is starting\",\"code\":\"starting\","
-        "\"field\":\"\"}";
-    static const char draining[] =
-        "{\"ready\":false,\"error\":\"the server is draining before it stops\","
-        "\"code\":\"draining\",\"field\":\"\"}";
-    switch (atomic_load_explicit(&r->srv->state, memory_order_relaxed)) {
-    case MLS_READY:
+    int state = atomic_load_explicit(&r->srv->state, memory_order_relaxed);
+    if (state == MLS_READY)
         return send_static(r, MHD_HTTP_OK, ready, sizeof(ready) - 1, "application/json");
-    case MLS_STARTING:
-        return send_static(r, MHD_HTTP_SERVICE_UNAVAILABLE, starting, sizeof(starting) - 1,
-                           "application/json");
-    default:
-        return send_static(r, MHD_HTTP_SERVICE_UNAVAILABLE, draining, sizeof(draining) - 1,
-                           "application/json");
-    }
+    /* Not ready: the error object, with "ready": false first. */
+    enum mls_error e = state == MLS_STARTING ? MLS_ERR_STARTING : MLS_ERR_DRAINING;
+    struct mlp_buf b = {0};
+    mlp_buf_puts(&b, "{\"ready\":false,");
+    error_members(&b, mls_error_name(e), "",
+                  state == MLS_STARTING ? "the server is starting"
+                                        : "the server is draining before it stops");
+    mlp_buf_puts(&b, "}");
+    return send_json(r, mls_error_status(e), &b);
 }
 
 static enum MHD_Result send_metrics(struct request *r)
@@ -745,7 +749,7 @@ static enum MHD_Result send_metrics(struct request *r)
     mls_metrics_write(&s->metrics, &g, &b);
     if (b.failed) {
         free(b.data);
-        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out_of_memory", "",
+        return send_error(r, MLS_ERR_OUT_OF_MEMORY, "",
                           "the server ran out of memory writing the metrics");
     }
     struct MHD_Response *resp =
@@ -764,10 +768,10 @@ static enum MHD_Result submit(struct request *r)
         char msg[160];
         snprintf(msg, sizeof(msg), "the request body exceeds the limit of %llu bytes",
                  (unsigned long long)s->cfg.max_body_bytes);
-        return send_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "body", msg);
+        return send_error(r, MLS_ERR_TOO_LARGE, "body", msg);
     }
     if (r->body_oom)
-        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out_of_memory", "body",
+        return send_error(r, MLS_ERR_OUT_OF_MEMORY, "body",
                           "the server ran out of memory storing the request body");
     if (r->over_budget)
         return send_over_budget(r, body_cost(r, r->bytes_in));
@@ -786,10 +790,10 @@ static enum MHD_Result submit(struct request *r)
         snprintf(msg, sizeof(msg),
                  "the server is busy: its queue of %u waiting requests is full; retry later",
                  s->cfg.queue_depth);
-        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "queue_full", "", msg);
+        return send_error(r, MLS_ERR_QUEUE_FULL, "", msg);
     }
     case MLS_POOL_CLOSED:
-        return send_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "draining", "",
+        return send_error(r, MLS_ERR_DRAINING, "",
                           "the server is shutting down and accepts no new requests");
     default:
         break;
@@ -808,7 +812,7 @@ static enum MHD_Result on_final(struct request *r)
     if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE)
         return send_json(r, r->answer_status, &r->out);
     if (r->early_status)
-        return send_error(r, r->early_status, r->early_code, r->early_field, r->early_message);
+        return send_error(r, r->early_err, r->early_field, r->early_message);
     switch (r->route) {
     case MLS_ROUTE_HEALTHZ: {
         static const char ok[] = "{\"status\":\"ok\"}";

@@ -214,8 +214,8 @@ int main(int argc, char **argv)
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sighup, on_signal, SIGHUP);
-    if ((rc = mls_conns_init(&s->conns, &a->loop, s->cfg.header_timeout,
-                             s->cfg.connection_timeout))) {
+    if ((rc = mls_conns_init(&s->conns, &a->loop, s->cfg.header_timeout, s->cfg.connection_timeout,
+                             MLS_SWEEP_MS))) {
         fprintf(stderr, "maskloss-server: cannot start the connection sweep: %s\n",
                 uv_strerror(rc));
         goto fail_loop;

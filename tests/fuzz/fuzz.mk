@@ -21,12 +21,13 @@
 ifndef FUZZ_MK_READ
 FUZZ_MK_READ := 1
 # Read on its own (make -f tests/fuzz/fuzz.mk): the Makefile's variables and rules first.
-ifeq ($(filter Makefile,$(MAKEFILE_LIST)),)
+# (Included by the Makefile, after its variables, CFLAGS_ALL is already defined.)
+ifeq ($(origin CFLAGS_ALL),undefined)
 include Makefile
 endif
 
 FUZZ_MK := tests/fuzz/fuzz.mk
-FUZZ_TARGETS ?= loss batch v2 b64 npy
+FUZZ_TARGETS ?= loss batch v2 b64 npy http
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD ?= build/fuzz
 FUZZ_CC ?= clang
@@ -37,6 +38,7 @@ FUZZ_MAX_LEN_batch = 16384
 FUZZ_MAX_LEN_v2 = 16384
 FUZZ_MAX_LEN_b64 = 1024
 FUZZ_MAX_LEN_npy = 4096
+FUZZ_MAX_LEN_http = 8192
 
 # clang, and its libFuzzer runtime (libclang-rt-N-dev, N the major version of clang), which
 # has no command or pkg-config module to look for: when a probe program does not link with
@@ -59,18 +61,25 @@ FUZZ_REPLAY_BIN = $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/fuzz_%)
 
 $(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) -Icli -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) -Icli $(FUZZ_EXTRA_CFLAGS) -c $< -o $@
+
+# The HTTP front end runs the server in the target's process: its objects, main.c aside.
+FUZZ_SERVER_OBJ = $(filter-out %/server/main.o,$(SERVER_OBJ))
+$(BUILD)/tests/fuzz/fuzz_http.o: FUZZ_EXTRA_CFLAGS = $(SERVER_CFLAGS) -Iserver
+$(BUILD)/tests/fuzz/fuzz_http $(BUILD)/fuzz_http: $(FUZZ_SERVER_OBJ)
+$(BUILD)/tests/fuzz/fuzz_http $(BUILD)/fuzz_http: FUZZ_EXTRA_LIBS = $(SERVER_LIBS) -lpthread
 
 # With the replay driver: the project's compiler and flags.
 $(BUILD)/tests/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o \
         $(FUZZ_OBJ) $(PROTO_OBJ) $(LIBA)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBA) $(JANSSON_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBA) $(JANSSON_LIBS) $(FUZZ_EXTRA_LIBS) -lm
 
 # With libFuzzer: made by the sub-make of `fuzz`, where BUILD is $(FUZZ_BUILD), CC clang and
 # SAN fuzzer-no-link,address,undefined (so the library and proto objects are clang's and
 # instrumented, by the Makefile's own rules and flags, the ISA-specific ones included).
 $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_OBJ) $(PROTO_OBJ) $(LIBA)
-	$(CC) $(LDFLAGS_ALL) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(LIBA) $(JANSSON_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(LIBA) $(JANSSON_LIBS) \
+	    $(FUZZ_EXTRA_LIBS) -lm
 
 fuzz-bin: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
 
