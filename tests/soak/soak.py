@@ -38,6 +38,7 @@ import re
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -68,8 +69,11 @@ ABORT_ANSWER_PATH = "/v2/models/tf.compat.v1.losses.sigmoid_cross_entropy/infer"
 ABORT_PATHS = (ABORT_BODY_PATH, ABORT_AFTER_PATH, ABORT_ANSWER_PATH)
 V2_PATH = "/v2/models/sigmoid_cross_entropy/infer"
 
+# A memory budget that a few large requests fill (where the server has --max-inflight-bytes).
+MAX_INFLIGHT = 64 * 1024 * 1024
+
 # 503 codes the traffic may meet before the drain; "draining" only after SIGTERM.
-BUSY_CODES = {"queue_full", "deadline_exceeded"}
+BUSY_CODES = {"queue_full", "deadline_exceeded", "memory_budget_full"}
 
 # ---- The requests, built once with their expected answers -----------------------------------
 
@@ -284,6 +288,7 @@ class Record:
         self.saved = 0
         self.ok200 = 0
         self.intentional = collections.Counter()
+        self.busy = collections.Counter()  # 503 code -> n
 
     def count(self, kind, method, path, status, seconds=None):
         with self.lock:
@@ -416,6 +421,8 @@ class Client:
         if st != 503:
             return False
         codes = BUSY_CODES | ({"draining"} if self.rec.phase == "drain" else set())
+        with self.rec.lock:
+            self.rec.busy[b.get("code") if isinstance(b, dict) else None] += 1
         if not h.get("retry-after", "").isdigit():
             self.rec.fail("503_without_retry_after", f"{kind}: {method} {path}: {h} {str(b)[:200]}", request)
         elif not is_json_error(h, b) or b["code"] not in codes:
@@ -654,9 +661,7 @@ class Client:
                 if data.startswith(b"HTTP/1.1 100"):
                     data = data[data.index(b"\r\n\r\n") + 4:]
                     s.sendall(case.body)
-                elif self.rec.phase != "drain":
-                    self.rec.fail("unexpected_status", f"expect_continue: no 100 Continue: {data[:200]!r}",
-                                  head)
+                # Else a final answer instead of the 100 (503 from the memory budget): checked below.
                 data += self.read_answer(s, data)
             finally:
                 s.close()
@@ -879,6 +884,7 @@ class Soak:
         self.samples = []  # (t, rss_kb, fds, threads)
         self.notes = []
         self.findings = []  # (what, detail): assertion failures outside the per-request checks
+        self.drain_probes = []
 
     def sampler(self):
         while not self.sampler_stop.is_set():
@@ -896,6 +902,27 @@ class Soak:
                                   + tail(self.srv)))
             return False
         return True
+
+    def drain_probe(self):
+        """New connections every 0.5 s of the drain: GET /healthz must be answered (200, or 503
+        draining) or the connection refused, never left hanging in the listen backlog and reset."""
+        t_term = time.monotonic()
+        while self.srv.proc.poll() is None:
+            time.sleep(0.5)
+            t = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=DRAIN_TIMEOUT + 60) as s:
+                    s.sendall(raw_request("GET", "/healthz", b"", {"Connection": "close"}))
+                    data = Client.read_answer(s)
+                parsed = parse_raw(data)
+                if parsed:
+                    self.rec.count("drain_probe", "GET", "/healthz", parsed[0])
+                what = f"HTTP {parsed[0]}" if parsed else f"{len(data)} bytes: {data[:100]!r}"
+            except OSError as e:
+                what = f"{type(e).__name__}: {e}"
+            self.drain_probes.append(f"at {t - t_term:.1f} s: {what} after {time.monotonic() - t:.2f} s")
+            if what.startswith("ConnectionRefusedError"):
+                break
 
     def one_request(self, method, path, body=None, headers=None, tries=50):
         """A request on a fresh connection, retried while the server is busy (503)."""
@@ -918,6 +945,9 @@ class Soak:
                        "--max-body-bytes", str(MAX_BODY), "--max-elements", str(MAX_ELEMENTS),
                        "--connection-timeout", str(CONN_TIMEOUT), "--drain-timeout", str(DRAIN_TIMEOUT),
                        "--access-log"]
+        help_text = subprocess.run([args.server, "--help"], capture_output=True, text=True).stdout
+        if "--max-inflight-bytes" in help_text:
+            server_args += ["--max-inflight-bytes", str(MAX_INFLIGHT)]
         env = {}
         if os.environ.get("TSAN_OPTIONS"):
             env["TSAN_OPTIONS"] = os.environ["TSAN_OPTIONS"]
@@ -983,6 +1013,8 @@ class Soak:
             self.t_term = time.monotonic()
             self.srv.signalled = True
             self.srv.proc.send_signal(signal.SIGTERM)
+            probe = threading.Thread(target=self.drain_probe, daemon=True)
+            probe.start()
             try:
                 rc = self.srv.proc.wait(DRAIN_TIMEOUT + 60)
                 self.drain_seconds = time.monotonic() - self.t_term
@@ -992,6 +1024,12 @@ class Soak:
                 rc = self.srv.proc.wait()
             if rc != 0:
                 self.findings.append(("exit status", f"exit status {rc} after SIGTERM; stderr tail:\n" + tail(self.srv)))
+        if rc is not None:
+            probe.join(60)
+            bad = [w for w in self.drain_probes if not (": HTTP" in w or "ConnectionRefusedError" in w)]
+            if bad:
+                self.findings.append(("drain", "new connections during the drain neither answered nor refused: "
+                                      + "; ".join(bad)))
         self.rc = rc if rc is not None else self.srv.proc.poll()
         self.stop.set()
         self.sampler_stop.set()
@@ -1055,6 +1093,7 @@ class Soak:
         lines = []
         p = lines.append
         done, aborted, other = self.access_log()
+        failed = []
         total = sum(rec.counts.values())
         p(f"== soak report: {self.t_main_end:.0f} s of traffic from {self.args.clients} clients, "
           f"{total} requests answered ({total / max(self.t_main_end, 1):.0f}/s), {rec.ok200} checked 200s")
@@ -1081,6 +1120,19 @@ class Soak:
         allx = [x for xs in rec.latency.values() for x in xs]
         p(f"   {'all':14} {len(allx):8}  p50 {percentile(allx, 50) * 1e3:8.2f}  p99 {percentile(allx, 99) * 1e3:8.2f}")
         p(f"-- deliberate aborts: {dict(rec.intentional)}")
+        p(f"-- 503 answers by code: {dict(rec.busy)}")
+        # What the traffic must have exercised, or the soak proves less than it says.
+        missing = [f"{kind} {st}" for kind, st in (
+            ("loss", 200), ("batch", 200), ("chunked", 200), ("large", 200), ("slow", 200), ("v2_json", 200),
+            ("v2_binary", 200), ("pipelined", 200), ("expect_continue", 200), ("over_body", 413),
+            ("over_elements", 413), ("invalid", 400), ("invalid", 422), ("v2_invalid", 400))
+            if not kinds[kind][st]]
+        if not rec.busy["queue_full"]:
+            missing.append("503 queue_full")
+        if not rec.intentional["abort_answer_mid_200"]:
+            missing.append("a client leaving mid-answer")
+        if missing:
+            failed.append("never exercised: " + ", ".join(missing))
         if rec.not_accepted:
             p(f"-- after SIGTERM, not accepted (refused or closed before a request was read): {dict(rec.not_accepted)}")
         # Resources.
@@ -1105,7 +1157,6 @@ class Soak:
             p(f"-- max RSS MiB / max fds per {step:.0f} s: {' '.join(series)}")
         how, flat = self.flatness()
         p(f"-- flatness, comparing the max over {how}:")
-        failed = []
         for name, a, b, ok, unit in flat:
             if a is None:
                 p(f"   {name}: not enough samples")
@@ -1171,7 +1222,8 @@ class Soak:
             p(f"-- FINDING ({what}): {detail}")
             failed.append(f"{what}: {detail.splitlines()[0]}")
         if getattr(self, "drain_seconds", None) is not None:
-            p(f"-- SIGTERM: exit status {self.rc} after {self.drain_seconds:.2f} s")
+            p(f"-- SIGTERM: exit status {self.rc} after {self.drain_seconds:.2f} s; new connections during the "
+              f"drain: {'; '.join(self.drain_probes) or 'none tried'}")
         p("== " + ("PASS" if not failed else "FAIL: " + "; ".join(failed)))
         text = "\n".join(lines)
         print(text, flush=True)
