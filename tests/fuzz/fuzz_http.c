@@ -9,8 +9,8 @@
  * then half-closes, as a client may after a complete request. Invariants:
  *   - the server closes the connection within a few seconds, whatever was sent (no hang);
  *   - what it sent is a sequence of HTTP/1.1 answers, each with a status of the server's
- *     own (or of libmicrohttpd's refusals of malformed HTTP: 400, 413, 414, 431, 505, all
- *     text/html), never 500 of its own;
+ *     own, never 500, or ends with libmicrohttpd's refusal of malformed HTTP (400, 413, 414,
+ *     431, 505, text/html);
  *   - an application/json answer is one valid JSON document; an error among them is an
  *     error object whose code is a known one (errors.h, the protocol's table).
  */
@@ -220,6 +220,11 @@ static void check_answers(const char *out, size_t n, int head_first)
             p = hend + 4;
             continue;
         }
+        if (!json && mhd_status(st))
+            /* libmicrohttpd's own refusal of malformed HTTP, and the connection's end. Its
+             * 0.9.75 sends the status line and headers twice when it refuses an unparsable or
+             * too large Content-Length (seen with this target): what follows is not checked. */
+            return;
         size_t body = 0;
         if (header(p, hlen, "Content-Length", clen, sizeof(clen)))
             body = (size_t)strtoull(clen, NULL, 10);
