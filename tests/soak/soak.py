@@ -206,6 +206,11 @@ V2_LEFTOVER = (b'{"inputs":[{"name":"LABELS","datatype":"FP32","shape":[2],"para
                + b"\0" * 20)
 
 
+V2_SHORT = (b'{"inputs":[{"name":"LABELS","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":4}},'
+            b'{"name":"LOGITS","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}}]}'
+            + b"\0" * 12)
+
+
 def v2_path(case):
     return f"/v2/models/{case.req['loss']}/infer"
 
@@ -262,6 +267,9 @@ def build_requests(seed):
         # Bytes left over after the binary inputs.
         (V2_LEFTOVER, {"Inference-Header-Content-Length": str(V2_LEFTOVER.index(b"}]}") + 3)}, V2_PATH, 400,
          "invalid_binary"),
+        # binary_data_size that disagrees with shape x datatype (proto/README.md: invalid_tensor).
+        (V2_SHORT, {"Inference-Header-Content-Length": str(V2_SHORT.index(b"}]}") + 3)}, V2_PATH, 400,
+         "invalid_tensor"),
         (b'{"inputs": [', {}, V2_PATH, 400, "malformed_json"),
         (b'{"inputs":[]}', {}, "/v2/models/no_such_loss/infer", 404, "unknown_loss"),
     ]
