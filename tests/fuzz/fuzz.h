@@ -48,4 +48,18 @@ void fuzz_check_error(const json_t *answer, int status);
  * "loss_name", "reduction" and "dtype" strings, no "error". */
 void fuzz_check_v1_success(const json_t *answer);
 
+/*
+ * The request as a /v1/loss body (proto has no request encoder): loss, reduction, dtype,
+ * allow_non_finite, outputs, tensors, params, and the unknown keys (as null). Tensors as
+ * JSON numbers where these are exact (float64 data whose NaNs are the decoder's own), as
+ * b64 bytes of their dtype otherwise or when all_b64. `weights_key` is the key for the
+ * weights ("weights" or its alias "mask"), so that messages name the original field.
+ */
+void fuzz_encode_request(struct mlp_buf *b, const struct mlp_request *r, int all_b64,
+                         const char *weights_key);
+
+/* Aborts unless a and b are the same request: strings, flags, outputs, params (numbers bit
+ * for bit), unknown keys, tensors (dtype, shape, bytes). */
+void fuzz_same_request(const struct mlp_request *a, const struct mlp_request *b);
+
 #endif /* FUZZ_H */

@@ -12,7 +12,8 @@
  * is an error object with a known code and no binary part; a success names the model, has one output per requested name, each FP64 or
  * INT64 with a shape, its values either as `data` (as many as the shape says) or as
  * binary_data_size bytes (8 per value), and the binary sizes add up to what follows the
- * header.
+ * header; a request that decodes, written as a /v1 body (fuzz_encode_request), decodes on
+ * /v1 to the same request (tensors' dtypes, shapes and bytes, params, outputs, ...).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     json_decref(doc);
     free(b.data);
+
+    /* What /v2 accepted, written as a /v1 body: /v1 takes it as the same request. */
+    struct mlp_v2_request r;
+    struct mlp_error err;
+    int drc = mlp_v2_decode(model, body, len, header_len, &r, &err);
+    if (drc == 0) {
+        struct mlp_buf enc = {0};
+        struct mlp_request r1;
+        json_t *root;
+        fuzz_encode_request(&enc, &r.base, 1, "weights");
+        FUZZ_CHECK(!enc.failed, "out of memory");
+        FUZZ_CHECK(mlp_parse(enc.data, enc.len, &root, &err) == 0,
+                   "the /v1 form is not JSON: %s", enc.data);
+        int rc1 = mlp_request_decode(root, &r1, &err);
+        FUZZ_CHECK(rc1 == 0, "/v1 refuses what /v2 accepted (%s: %s): %s", mlp_status_name(rc1),
+                   err.e.message, enc.data);
+        fuzz_same_request(&r.base, &r1);
+        mlp_request_free(&r1);
+        json_decref(root);
+        free(enc.data);
+        mlp_request_free(&r.base);
+    } else {
+        FUZZ_CHECK(drc == rc, "mlp_v2_decode says %d, mlp_v2_eval %d", drc, rc);
+    }
     free(mem);
     return 0;
 }
