@@ -3,7 +3,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +17,11 @@ struct mls_conn {
     uint64_t deadline; /* uv_hrtime() by which the next headers must be complete; 0: none */
     int cut;           /* shut down at its deadline */
     int linger;
+    /* A body being received: how far it got, and at the last sweep that found the client's
+     * side closed (eof_seen). */
+    int receiving, eof_seen;
+    uint64_t progress, eof_progress;
+    unsigned char addr[16]; /* the client's address (IPv4 in the first 4 bytes) */
 };
 
 struct mls_linger {
@@ -22,8 +29,32 @@ struct mls_linger {
     struct mls_conns *table;
     int fd;
     uint64_t deadline;
+    unsigned char addr[16];
     uv_poll_t poll;
 };
+
+static void address_of(struct MHD_Connection *c, unsigned char addr[16])
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = info ? info->client_addr : NULL;
+    memset(addr, 0, 16);
+    if (sa && sa->sa_family == AF_INET)
+        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    else if (sa && sa->sa_family == AF_INET6)
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+}
+
+/* Lingering sockets of the address (the mutex held). */
+static unsigned lingering_from(const struct mls_conns *t, const unsigned char addr[16])
+{
+    unsigned n = 0;
+    for (const struct mls_linger *l = t->handoff; l; l = l->next)
+        n += !memcmp(l->addr, addr, 16);
+    for (const struct mls_linger *l = t->lingering; l; l = l->next)
+        n += !memcmp(l->addr, addr, 16);
+    return n;
+}
 
 /* ---- libmicrohttpd's thread ------------------------------------------------------------- */
 
@@ -41,6 +72,7 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
             return; /* no deadline and no lingering for this one; nothing else changes */
         conn->fd = info->connect_fd;
         conn->deadline = uv_hrtime() + t->header_ns;
+        address_of(c, conn->addr);
         uv_mutex_lock(&t->mu);
         conn->next = t->head;
         if (t->head)
@@ -62,8 +94,10 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
         t->head = conn->next;
     if (conn->next)
         conn->next->prev = conn->prev;
+    /* One address may not fill the table: the others' early answers would be lost again. */
     if (conn->linger && !conn->cut && !t->closing && t->num_lingering < MLS_LINGER_MAX &&
-        (l = calloc(1, sizeof(*l)))) {
+        lingering_from(t, conn->addr) < MLS_LINGER_PER_ADDRESS && (l = calloc(1, sizeof(*l)))) {
+        memcpy(l->addr, conn->addr, 16);
         l->fd = fcntl(conn->fd, F_DUPFD_CLOEXEC, 0);
         if (l->fd < 0) {
             free(l);
@@ -94,6 +128,27 @@ void mls_conn_headers_done(struct mls_conns *t, struct mls_conn *conn)
         return;
     uv_mutex_lock(&t->mu);
     conn->deadline = 0;
+    conn->receiving = 1;
+    conn->eof_seen = 0;
+    conn->progress = 0;
+    uv_mutex_unlock(&t->mu);
+}
+
+void mls_conn_body_progress(struct mls_conns *t, struct mls_conn *conn, uint64_t bytes)
+{
+    if (!conn)
+        return;
+    uv_mutex_lock(&t->mu);
+    conn->progress = bytes;
+    uv_mutex_unlock(&t->mu);
+}
+
+void mls_conn_body_done(struct mls_conns *t, struct mls_conn *conn)
+{
+    if (!conn)
+        return;
+    uv_mutex_lock(&t->mu);
+    conn->receiving = 0;
     uv_mutex_unlock(&t->mu);
 }
 
@@ -136,10 +191,12 @@ static void linger_end(struct mls_linger *l)
 
 static void linger_unlink(struct mls_linger *l)
 {
+    uv_mutex_lock(&l->table->mu);
     struct mls_linger **p = &l->table->lingering;
     while (*p != l)
         p = &(*p)->next;
     *p = l->next;
+    uv_mutex_unlock(&l->table->mu);
 }
 
 static void on_linger_readable(uv_poll_t *p, int status, int events)
@@ -181,8 +238,10 @@ static void on_async(uv_async_t *a)
             close(l->fd);
             free(l);
         } else {
+            uv_mutex_lock(&t->mu);
             l->next = t->lingering;
             t->lingering = l;
+            uv_mutex_unlock(&t->mu);
             uv_poll_start(&l->poll, UV_READABLE | UV_DISCONNECT, on_linger_readable);
         }
         l = next;
@@ -196,9 +255,27 @@ static void on_sweep(uv_timer_t *timer)
     uint64_t cut = 0;
     uv_mutex_lock(&t->mu);
     for (struct mls_conn *c = t->head; c; c = c->next) {
+        char byte;
+        if (c->receiving && !c->cut) {
+            /* libmicrohttpd does not notice a client that closes in the middle of a body
+             * either: it would hold the connection (its slot, its budget) until the
+             * connection timeout. Closed with nothing left to read at two sweeps in a row
+             * with no progress in between, the body can only be incomplete: a complete one
+             * would have reached the handler (mls_conn_body_done) within a sweep. */
+            if (recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+                if (c->eof_seen && c->eof_progress == c->progress) {
+                    shutdown(c->fd, SHUT_RDWR);
+                    c->cut = 1;
+                }
+                c->eof_seen = 1;
+                c->eof_progress = c->progress;
+            } else {
+                c->eof_seen = 0;
+            }
+            continue;
+        }
         if (!c->deadline || c->cut)
             continue; /* a request is being handled, or the connection is already closing */
-        char byte;
         if (now > c->deadline) {
             /* libmicrohttpd sees the end of the stream and closes the connection itself. */
             shutdown(c->fd, SHUT_RDWR);
@@ -259,9 +336,14 @@ void mls_conns_close(struct mls_conns *t)
     t->closing = 1;
     uv_mutex_unlock(&t->mu);
     on_async(&t->async); /* take over what was handed off, to close it below */
-    while (t->lingering) {
+    for (;;) {
+        uv_mutex_lock(&t->mu);
         struct mls_linger *l = t->lingering;
-        t->lingering = l->next;
+        if (l)
+            t->lingering = l->next;
+        uv_mutex_unlock(&t->mu);
+        if (!l)
+            break;
         linger_end(l);
     }
     uv_timer_stop(&t->sweep);

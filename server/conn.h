@@ -12,7 +12,7 @@
  *     after it opens, --connection-timeout after each answer. A sweep on the libuv loop shuts
  *     down (shutdown(2)) the sockets past their deadline, and those waiting for a request
  *     from a client that has closed its side; libmicrohttpd then sees the end of the stream
- *     and closes them as usual.
+ *     and closes them as usual. The same for a client that closed in the middle of a body.
  *   - a connection marked to linger keeps its socket open, through a dup(2) taken as
  *     libmicrohttpd lets it go: libmicrohttpd has sent the answer and half-closed it
  *     (shutdown(SHUT_WR)); the loop reads and discards what the client still sends, for at
@@ -30,10 +30,11 @@
 #include <microhttpd.h>
 #include <uv.h>
 
-/* The longest a closed connection lingers, and how many may linger at once (more are closed
- * at once, as libmicrohttpd would). */
+/* The longest a closed connection lingers, how many may linger at once, and from one client
+ * address (more are closed at once, as libmicrohttpd would). */
 #define MLS_LINGER_SECONDS 5.0
 #define MLS_LINGER_MAX 1024
+#define MLS_LINGER_PER_ADDRESS 32
 
 struct mls_conn; /* one per TCP connection: libmicrohttpd's socket context */
 struct mls_linger;
@@ -42,7 +43,8 @@ struct mls_conns {
     uv_mutex_t mu;
     struct mls_conn *head;        /* open connections */
     struct mls_linger *handoff;   /* closed by libmicrohttpd, not yet seen by the loop */
-    struct mls_linger *lingering; /* on the loop: reading until EOF or the deadline */
+    struct mls_linger *lingering; /* on the loop: reading until EOF or the deadline (the
+                                     list is changed under the mutex, by the loop only) */
     unsigned num_lingering;       /* handoff + lingering */
     uint64_t header_ns, idle_ns;  /* the two deadlines */
     uv_loop_t *loop;
@@ -71,8 +73,12 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
 
 /* The connection of a request (NULL when its context could not be allocated). */
 struct mls_conn *mls_conn_of(struct MHD_Connection *c);
-/* A request's headers arrived: no deadline while it is handled. */
+/* A request's headers arrived: no deadline while it is handled; its body is being received. */
 void mls_conn_headers_done(struct mls_conns *t, struct mls_conn *conn);
+/* `bytes` of the body have arrived. */
+void mls_conn_body_progress(struct mls_conns *t, struct mls_conn *conn, uint64_t bytes);
+/* The whole request arrived (the handler's final call). */
+void mls_conn_body_done(struct mls_conns *t, struct mls_conn *conn);
 /* A request was answered: the next one's headers have until the idle deadline. */
 void mls_conn_request_done(struct mls_conns *t, struct mls_conn *conn);
 /* The answer is sent before the request was read: linger when libmicrohttpd closes. */

@@ -16,6 +16,7 @@
  * NOTIFY_COMPLETED frees the request, counts it and writes the access log line.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -436,11 +437,13 @@ static void remote_address(struct request *r)
  * makes an object of every JSON number (with its array slot and the decoded element, about
  * 56 bytes), and the shortest number costs 2 bytes ("0,"). Measured: the peak RSS of
  * `maskloss eval` on 2M-element requests is 18.5 times the text for "0, " (3 bytes a
- * number), 10.6 for "0.5, ", 3.6 for 17-digit numbers. Binary tensors are used where they
- * lie; the answer's own bytes are at most as many again.
+ * number), 10.6 for "0.5, ", 3.6 for 17-digit numbers; 31.5 for "0," with every element
+ * answered (reduction none). Binary tensors are used where they lie, but an answer of every
+ * element in JSON text costs about 20 bytes an element: measured 4.3 times the body for two
+ * float32 inputs answered as JSON.
  */
-#define JSON_COST_PER_BYTE 29
-#define BINARY_COST_PER_BYTE 2
+#define JSON_COST_PER_BYTE 32
+#define BINARY_COST_PER_BYTE 5
 
 /* The memory a body of `bytes` may cost (saturating). */
 static uint64_t body_cost(const struct request *r, uint64_t bytes)
@@ -499,14 +502,42 @@ struct framing {
     unsigned content_lengths;
     const char *transfer_encoding;
     unsigned transfer_encodings;
+    unsigned hosts, ihcls;
+    const char *bad_name; /* a header whose name or value is not what RFC 9110 allows */
 };
 
+/* RFC 9110 5.1: a field name is a token. */
+static int is_token(const char *s, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (!n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+              (c && strchr(extra, c))))
+            return 0;
+    }
+    return 1;
+}
+
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+                                     size_t key_size, const char *value, size_t value_size)
 {
     struct framing *f = cls;
     (void)kind;
-    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+    /* libmicrohttpd 0.9.75 lets through names with spaces ("Content-Length : 5", which it
+     * then ignores, so that the body is read as the next request), obsolete line folding
+     * (appended to the name), and CR or NUL inside values (NUL cuts the value short). */
+    if (!f->bad_name && (!is_token(key, key_size) || (value && (strlen(value) != value_size ||
+                                                                memchr(value, '\r', value_size) ||
+                                                                memchr(value, '\n', value_size)))))
+        f->bad_name = key;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_HOST))
+        f->hosts++;
+    else if (!strcasecmp(key, "Inference-Header-Content-Length"))
+        f->ihcls++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
         f->content_lengths++;
     else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
         f->transfer_encodings++;
@@ -521,10 +552,27 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  * for another request (request smuggling). libmicrohttpd takes the first Content-Length,
  * prefers chunked to Content-Length, and waits for ever on another transfer coding.
  */
-static int check_framing(struct request *r)
+static int check_framing(struct request *r, int http11)
 {
-    struct framing f = {0, NULL, 0};
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
+    struct framing f = {0, NULL, 0, 0, 0, NULL};
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.bad_name) {
+        early(r, MLS_ERR_INVALID_HTTP, "headers",
+              "the header '%.60s' is malformed: a field name is a token (no spaces, no "
+              "folded lines) and a value has no CR, LF or NUL",
+              f.bad_name);
+        return -1;
+    }
+    if (f.hosts != 1 && http11) {
+        early(r, MLS_ERR_INVALID_HTTP, "Host",
+              "an HTTP/1.1 request has exactly one Host header, this one has %u", f.hosts);
+        return -1;
+    }
+    if (f.ihcls > 1) {
+        early(r, MLS_ERR_INVALID_HTTP, "Inference-Header-Content-Length",
+              "the request has %u Inference-Header-Content-Length headers: send one", f.ihcls);
+        return -1;
+    }
     if (f.content_lengths > 1) {
         early(r, MLS_ERR_INVALID_HTTP, "Content-Length",
               "the request has %u Content-Length headers: send one", f.content_lengths);
@@ -555,7 +603,8 @@ static enum MHD_Result refuse_now(struct request *r)
 }
 
 static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *conn,
-                                  const char *url, const char *method, void **con_cls)
+                                  const char *url, const char *method, const char *http_version,
+                                  void **con_cls)
 {
     struct request *r = calloc(1, sizeof(*r));
     if (!r)
@@ -572,7 +621,7 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     snprintf(r->path, sizeof(r->path), "%s", url);
     if (s->cfg.access_log)
         remote_address(r);
-    if (check_framing(r))
+    if (check_framing(r, !strcmp(http_version, MHD_HTTP_VERSION_1_1)))
         return refuse_now(r);
 
     const char *cl =
@@ -626,8 +675,9 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
         char *end = NULL;
         if (ih) {
-            r->ihcl = strtoll(ih, &end, 10);
-            if (end == ih || *end || r->ihcl < 0)
+            errno = 0;
+            r->ihcl = *ih >= '0' && *ih <= '9' ? strtoll(ih, &end, 10) : -1;
+            if (!end || *end || errno || r->ihcl < 0)
                 early(r, MLS_ERR_INVALID_BINARY_HEADER, "Inference-Header-Content-Length",
                       "Inference-Header-Content-Length '%.40s' is not a byte count", ih);
             else
@@ -663,6 +713,7 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
 {
     struct mls_server *s = r->srv;
     r->bytes_in += n;
+    mls_conn_body_progress(&s->conns, r->cx, r->bytes_in);
     /* libmicrohttpd's timeout is an idle one: a client trickling a byte at a time would
      * hold the connection for ever. Bound the whole body instead. */
     if ((double)(uv_hrtime() - r->t_start) * 1e-9 > s->cfg.connection_timeout) {
@@ -809,6 +860,7 @@ static enum MHD_Result submit(struct request *r)
 static enum MHD_Result on_final(struct request *r)
 {
     struct mls_server *s = r->srv;
+    mls_conn_body_done(&s->conns, r->cx);
     if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE)
         return send_json(r, r->answer_status, &r->out);
     if (r->early_status)
@@ -859,9 +911,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   size_t *upload_data_size, void **con_cls)
 {
     struct request *r = *con_cls;
-    (void)version;
     if (!r)
-        return on_headers(cls, conn, url, method, con_cls);
+        return on_headers(cls, conn, url, method, version, con_cls);
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -935,8 +986,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             why = MLS_ABORT_TIMEOUT;
         else if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
                  toe == MHD_REQUEST_TERMINATED_READ_ERROR ||
-                 /* once an answer is queued, the only errors are the client's socket's */
-                 (toe == MHD_REQUEST_TERMINATED_WITH_ERROR && r->status))
+                 /* a socket error while the body arrives or once an answer is queued: the
+                  * client's side failed (a reset between two reads of the body) */
+                 (toe == MHD_REQUEST_TERMINATED_WITH_ERROR &&
+                  (r->status ||
+                   atomic_load_explicit(&r->state, memory_order_relaxed) == REQ_RECEIVING)))
             why = MLS_ABORT_CLIENT;
         else if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
             why = MLS_ABORT_SHUTDOWN;
@@ -958,6 +1012,37 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* ---- Start ----------------------------------------------------------------------------- */
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * libmicrohttpd's percent-decoding of paths, except that %00 stays as it is: decoded, it
+ * would end the C string, and "/v1/loss%00anything" would be routed as /v1/loss. Left
+ * encoded, such a path matches no route (404).
+ */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *text)
+{
+    char *w = text;
+    (void)cls;
+    (void)c;
+    for (const char *p = text; *p; p++) {
+        int hi, lo;
+        if (*p == '%' && (hi = hex_digit(p[1])) >= 0 && (lo = hex_digit(p[2])) >= 0 && (hi || lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            p += 2;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - text);
+}
 
 /* At most this many libmicrohttpd messages a second: a flood of refused connections must not
  * flood the log too. */
@@ -1013,7 +1098,8 @@ int mls_http_start(struct mls_server *s, unsigned *port)
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, mls_conn_notify,
         &s->conns, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.max_connections_per_ip, MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.max_connections_per_ip,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {
         fprintf(stderr, "maskloss-server: cannot listen on %s port %u\n", s->cfg.bind, s->cfg.port);

@@ -11,11 +11,13 @@
  * Past --drain-timeout, queued requests are answered 503 instead of computed.
  * SIGHUP is logged and changes nothing: there is no configuration file to reload.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -29,6 +31,7 @@ struct app {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
     uint64_t drain_start; /* uv_hrtime() of the signal */
+    uint64_t last_sighup; /* uv_hrtime() of the last SIGHUP logged */
     int quiesced;
     int cancelled;
     MHD_socket listen_fd;
@@ -46,6 +49,19 @@ static void close_handle(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+/* The signals the server handles. Only the main thread (the loop's) takes them: the other
+ * threads start with them blocked, and the main thread blocks them again before its handles
+ * close (see stop()). */
+static void signals_mask(int how)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(how, &set, NULL);
+}
+
 static void stop(struct app *a)
 {
     struct mls_server *s = &a->srv;
@@ -60,10 +76,12 @@ static void stop(struct app *a)
                 "receiving a request that was never accepted\n",
                 (long long)left);
     fprintf(stderr, "maskloss-server: stopped after draining for %.3f s\n", since(a->drain_start));
+    /* Closing the signal handles restores the default actions: a late SIGTERM would kill
+     * the process during its last cleanup and turn a clean exit into a failed one. Blocked
+     * in every thread from here, signals then find them ignored. */
+    signals_mask(SIG_BLOCK);
     mls_conns_close(&s->conns);
     uv_walk(&a->loop, close_handle, NULL);
-    /* Closing the signal handles restored the default actions: a late SIGTERM would kill
-     * the process during its last cleanup and turn a clean exit into a failed one. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
@@ -81,6 +99,12 @@ static void on_tick(uv_timer_t *t)
             /* Every accepted job was answered (and no connection is suspended, so stopping
              * the daemon later is safe). Stop accepting connections. */
             a->listen_fd = MHD_quiesce_daemon(s->mhd);
+            /* Refuse new connections now (and reset those waiting in the backlog, which
+             * libmicrohttpd will not accept any more) rather than leave them waiting for the
+             * exit. Linux stops a listening socket on shutdown(2); it is closed after
+             * MHD_stop_daemon, as libmicrohttpd asks. */
+            if (a->listen_fd != MHD_INVALID_SOCKET)
+                shutdown(a->listen_fd, SHUT_RDWR);
             a->quiesced = 1;
         } else if (elapsed > s->cfg.drain_timeout && !a->cancelled) {
             fprintf(stderr,
@@ -110,8 +134,13 @@ static void on_signal(uv_signal_t *h, int signum)
     struct app *a = h->data;
     struct mls_server *s = &a->srv;
     if (signum == SIGHUP) {
-        /* Operators send it by habit (or a terminal closes): it must not stop the server. */
-        fprintf(stderr, "maskloss-server: SIGHUP: nothing to reload; still serving\n");
+        /* Operators send it by habit (or a terminal closes): it must not stop the server.
+         * Logged once a second at most: a flood of them must not flood the log. */
+        uint64_t now = uv_hrtime();
+        if (!a->last_sighup || now - a->last_sighup >= 1000000000u) {
+            a->last_sighup = now;
+            fprintf(stderr, "maskloss-server: SIGHUP: nothing to reload; still serving\n");
+        }
         return;
     }
     const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
@@ -144,7 +173,11 @@ static void fit_open_files(struct mls_config *c)
         if (setrlimit(RLIMIT_NOFILE, &rl))
             rl.rlim_cur = cur;
     }
-    rlim_t reserve = 64 + MLS_LINGER_MAX;
+    /* Lingering sockets take up to MLS_LINGER_MAX descriptors, or an eighth of a small limit. */
+    rlim_t linger = rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 8 < MLS_LINGER_MAX
+                        ? rl.rlim_cur / 8
+                        : MLS_LINGER_MAX;
+    rlim_t reserve = 64 + linger;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)c->max_connections + reserve) {
         unsigned fit = rl.rlim_cur > reserve + 16 ? (unsigned)(rl.rlim_cur - reserve) : 16u;
         fprintf(stderr,
@@ -152,6 +185,15 @@ static void fit_open_files(struct mls_config *c)
                 "limit of %llu (ulimit -n)\n",
                 c->max_connections, fit, (unsigned long long)rl.rlim_cur);
         c->max_connections = fit;
+    }
+    /* One address must not be able to take every connection. */
+    if (c->max_connections_per_ip > c->max_connections / 2) {
+        unsigned per = c->max_connections / 2 ? c->max_connections / 2 : 1;
+        fprintf(stderr,
+                "maskloss-server: --max-connections-per-ip %u lowered to %u, half of "
+                "--max-connections\n",
+                c->max_connections_per_ip, per);
+        c->max_connections_per_ip = per;
     }
 }
 
@@ -197,6 +239,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "maskloss-server: out of memory\n");
         return 1;
     }
+    signals_mask(SIG_BLOCK); /* inherited by the workers and libmicrohttpd's thread */
     if ((rc = mls_pool_init(&s->pool, s->cfg.workers, s->cfg.queue_depth, mls_http_run_job, s))) {
         fprintf(stderr, "maskloss-server: cannot start %u workers: %s\n", s->cfg.workers,
                 uv_strerror(rc));
@@ -224,6 +267,7 @@ int main(int argc, char **argv)
 
     if (mls_http_start(s, &port))
         goto fail_loop;
+    signals_mask(SIG_UNBLOCK);
     atomic_store(&s->state, MLS_READY);
     int v6 = strchr(s->cfg.bind, ':') != NULL;
     printf("maskloss-server %s listening on http://%s%s%s:%u (%u workers, queue depth %u)\n",
