@@ -151,12 +151,14 @@ static const char *path_str(const struct filler *f, int depth, char *buf, size_t
     return buf;
 }
 
-/* Copies a rectangular nested array of the given shape, leaves in row-major order. */
+/* Copies a rectangular nested array of the given shape, leaves in row-major order; with
+ * f->out NULL, only checks it. */
 static int fill(struct filler *f, const json_t *v, int depth, struct mlp_error *err)
 {
     char where[128];
     if (depth == f->rank) {
-        if (leaf_value(v, &f->out[f->pos]) != 0)
+        double ignored;
+        if (leaf_value(v, f->out ? &f->out[f->pos] : &ignored) != 0)
             return mlp__fail(err, ML_ETENSOR, f->field, (long long)f->pos,
                              "%s is %s; tensor elements must be numbers (or true/false, \"NaN\", "
                              "\"Infinity\", \"-Infinity\")",
@@ -396,6 +398,13 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
         }
     }
 
+    /* The data is checked against the shape before memory is taken for it: a nested array
+     * claims its shape through its first elements alone, so a ragged one of a few hundred
+     * bytes ([[[[...], 0, 0], 0, 0], ...]) would otherwise ask for terabytes. */
+    rc = fill(&f, data, 0, err);
+    if (rc)
+        return rc;
+    f.pos = 0;
     double *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
     if (!buf)
         return mlp__fail(err, ML_ENOMEM, field, -1, "out of memory for %lld elements of %s",
