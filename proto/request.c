@@ -571,22 +571,19 @@ static int decode(json_t *root, struct mlp_request *r, struct mlp_error *err)
     if (weights && !json_is_null(weights) && mask && !json_is_null(mask))
         return mlp__fail(err, ML_EINVAL, "mask", -1,
                          "give either \"weights\" or its alias \"mask\", not both");
-    static const char *const names[5] = {"labels", "logits", "predictions", "losses", "weights"};
-    const struct ml_tensor **slots[5] = {&req->labels, &req->logits, &req->predictions,
-                                         &req->losses, &req->weights};
-    for (int i = 0; i < 5; i++) {
-        const json_t *v = json_object_get(root, names[i]);
-        const char *field = names[i];
-        if (i == 4 && (!v || json_is_null(v)) && mask) {
+    for (int i = 0; i < MLP__NUM_SLOTS; i++) {
+        const char *field = mlp__inputs[i].name;
+        const json_t *v = json_object_get(root, field);
+        if (i == MLP__WEIGHTS && (!v || json_is_null(v)) && mask) {
             v = mask;
-            field = "mask";
+            field = mlp__inputs[MLP__NUM_SLOTS].name; /* "mask" */
         }
         if (!v || json_is_null(v))
             continue;
         int rc = mlp__tensor_decode(v, field, r, &r->tensors[i], err);
         if (rc)
             return rc;
-        *slots[i] = &r->tensors[i];
+        *mlp__input_slot(req, (enum mlp__slot)i) = &r->tensors[i];
     }
 
     const json_t *params = json_object_get(root, "params");
