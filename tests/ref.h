@@ -1,6 +1,6 @@
 /*
- * ref.h -- an independent reference for the tests: the formulas of SEMANTICS.md written
- * the plain (textbook) way in long double, without the stable rewrites the library uses.
+ * ref.h -- an independent reference for the tests: the frameworks' documented formulas
+ * (TensorFlow, Keras, PyTorch) written the plain (textbook) way in long double, without the stable rewrites the library uses.
  * Inputs in the tests are kept moderate so that the plain forms are accurate to ~1e-16.
  */
 #ifndef ML_TEST_REF_H
