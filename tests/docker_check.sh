@@ -24,6 +24,7 @@ runtime=$(sed -n '/^FROM debian:bookworm-slim$/,$p' $df | grep -o 'install -y --
 for needed in $(readelf -d "$server" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
     case $needed in
     libasan* | libubsan* | libtsan*) continue ;;
+    ld-linux* | ld64.so*) continue ;; # the dynamic loader (libc6; thread-local storage needs it)
     esac
     lib=$(ldd "$server" | awk -v n="$needed" '$1 == n {print $3}')
     [ -n "$lib" ] || { note "$server needs $needed, which ldd cannot resolve"; continue; }
