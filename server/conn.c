@@ -21,7 +21,8 @@ struct mls_conn {
      * side closed (eof_seen). */
     int receiving, eof_seen;
     uint64_t progress, eof_progress;
-    unsigned char addr[16]; /* the client's address (IPv4 in the first 4 bytes) */
+    uint64_t idle_eof_deadline; /* the deadline when an idle connection was last seen closed */
+    unsigned char addr[16];     /* the client's address (IPv4 in the first 4 bytes) */
 };
 
 struct mls_linger {
@@ -95,7 +96,7 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
     if (conn->next)
         conn->next->prev = conn->prev;
     /* One address may not fill the table: the others' early answers would be lost again. */
-    if (conn->linger && !conn->cut && !t->closing && t->num_lingering < MLS_LINGER_MAX &&
+    if (conn->linger && !conn->cut && !t->closing && t->num_lingering < t->linger_max &&
         lingering_from(t, conn->addr) < MLS_LINGER_PER_ADDRESS && (l = calloc(1, sizeof(*l)))) {
         memcpy(l->addr, conn->addr, 16);
         l->fd = fcntl(conn->fd, F_DUPFD_CLOEXEC, 0);
@@ -205,7 +206,8 @@ static void on_linger_readable(uv_poll_t *p, int status, int events)
     char buf[16384];
     (void)events;
     if (status == 0) {
-        for (;;) {
+        /* A bounded amount per call: the loop has other work (the poll calls again). */
+        for (int reads = 0; reads < 64; reads++) {
             ssize_t n = recv(l->fd, buf, sizeof(buf), 0);
             if (n > 0)
                 continue; /* discarded */
@@ -213,9 +215,11 @@ static void on_linger_readable(uv_poll_t *p, int status, int events)
                 return; /* more may come */
             if (n < 0 && errno == EINTR)
                 continue;
-            break; /* the client closed its side (or the connection failed) */
+            goto end; /* the client closed its side (or the connection failed) */
         }
+        return;
     }
+end:
     linger_unlink(l);
     linger_end(l);
 }
@@ -284,9 +288,16 @@ static void on_sweep(uv_timer_t *timer)
         } else if (recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
             /* Waiting for a request from a client that has closed its side: libmicrohttpd
              * does not notice an end of stream that arrived with the previous request (its
-             * epoll is edge-triggered) and would keep the connection until its timeout. */
-            shutdown(c->fd, SHUT_RDWR);
-            c->cut = 1;
+             * epoll is edge-triggered) and would keep the connection until its timeout.
+             * Seen at two sweeps with the same deadline: a pipelined request already in
+             * libmicrohttpd's buffer would have reached the handler in between. */
+            if (c->idle_eof_deadline == c->deadline) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->cut = 1;
+            }
+            c->idle_eof_deadline = c->deadline;
+        } else {
+            c->idle_eof_deadline = 0;
         }
     }
     uv_mutex_unlock(&t->mu);
@@ -302,7 +313,7 @@ static void on_sweep(uv_timer_t *timer)
 }
 
 int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, double idle_timeout,
-                   unsigned sweep_ms)
+                   unsigned sweep_ms, unsigned linger_max)
 {
     int rc;
     t->head = NULL;
@@ -311,7 +322,8 @@ int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, 
     t->closing = 0;
     t->header_ns = (uint64_t)(header_timeout * 1e9);
     t->idle_ns = (uint64_t)(idle_timeout * 1e9);
-    t->loop = loop;
+    t->linger_max = linger_max < MLS_LINGER_MAX ? linger_max : MLS_LINGER_MAX;
+    t->loop = NULL; /* set once everything is: the sign that there is something to close */
     atomic_init(&t->header_timeouts, 0);
     atomic_init(&t->lingered, 0);
     if ((rc = uv_mutex_init(&t->mu)))
@@ -327,6 +339,7 @@ int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, 
     /* Neither handle keeps the loop alive: it runs until the drain ends. */
     uv_unref((uv_handle_t *)&t->sweep);
     uv_unref((uv_handle_t *)&t->async);
+    t->loop = loop;
     return 0;
 }
 

@@ -47,6 +47,7 @@ struct mls_conns {
                                      list is changed under the mutex, by the loop only) */
     unsigned num_lingering;       /* handoff + lingering */
     uint64_t header_ns, idle_ns;  /* the two deadlines */
+    unsigned linger_max;          /* sockets that may linger at once, at most MLS_LINGER_MAX */
     uv_loop_t *loop;
     uv_async_t async;
     uv_timer_t sweep;
@@ -58,9 +59,10 @@ struct mls_conns {
 /* How often the loop looks for connections past their deadline (or half-closed), by default. */
 #define MLS_SWEEP_MS 100
 
-/* Starts the sweep on loop, every sweep_ms. Returns 0 or a negative libuv error. */
+/* Starts the sweep on loop, every sweep_ms; at most linger_max sockets linger at once (the
+ * descriptors kept for them). Returns 0 or a negative libuv error. */
 int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, double idle_timeout,
-                   unsigned sweep_ms);
+                   unsigned sweep_ms, unsigned linger_max);
 /* Closes every lingering socket and the loop's handles (the loop must then run to let them
  * close); connections closed by libmicrohttpd later are closed at once. */
 void mls_conns_close(struct mls_conns *t);

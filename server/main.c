@@ -160,13 +160,14 @@ static void on_signal(uv_signal_t *h, int signum)
 /*
  * Every connection is a descriptor: raise the soft open-files limit to the hard one, and
  * lower --max-connections to what fits (with room for the listening socket, the loop, the
- * workers' files and the lingering sockets), saying so.
+ * workers' files and the lingering sockets), saying so. Returns the descriptors kept for
+ * lingering sockets.
  */
-static void fit_open_files(struct mls_config *c)
+static unsigned fit_open_files(struct mls_config *c)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl))
-        return;
+        return MLS_LINGER_MAX;
     if (rl.rlim_cur < rl.rlim_max) {
         rlim_t cur = rl.rlim_cur;
         rl.rlim_cur = rl.rlim_max;
@@ -195,6 +196,7 @@ static void fit_open_files(struct mls_config *c)
                 c->max_connections_per_ip, per);
         c->max_connections_per_ip = per;
     }
+    return (unsigned)linger;
 }
 
 static int render_catalogue(struct mls_server *s)
@@ -257,13 +259,13 @@ int main(int argc, char **argv)
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sighup, on_signal, SIGHUP);
+    unsigned linger_max = fit_open_files(&s->cfg);
     if ((rc = mls_conns_init(&s->conns, &a->loop, s->cfg.header_timeout, s->cfg.connection_timeout,
-                             MLS_SWEEP_MS))) {
+                             MLS_SWEEP_MS, linger_max))) {
         fprintf(stderr, "maskloss-server: cannot start the connection sweep: %s\n",
                 uv_strerror(rc));
         goto fail_loop;
     }
-    fit_open_files(&s->cfg);
 
     if (mls_http_start(s, &port))
         goto fail_loop;

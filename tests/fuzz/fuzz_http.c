@@ -84,7 +84,7 @@ static void start(void)
         "pool");
     FUZZ_CHECK(uv_loop_init(&loop) == 0, "loop");
     FUZZ_CHECK(mls_conns_init(&srv.conns, &loop, srv.cfg.header_timeout, srv.cfg.connection_timeout,
-                              2) == 0,
+                              2, MLS_LINGER_MAX) == 0,
                "conns");
     uv_timer_init(&loop, &keep_alive);
     uv_timer_start(&keep_alive, on_keep_alive, 1000, 1000);
