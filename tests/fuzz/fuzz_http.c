@@ -110,8 +110,18 @@ static char *exchange(const uint8_t *data, size_t size, size_t *n)
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %s",
-               strerror(errno));
+    /* libFuzzer's timer interrupts system calls: a connect interrupted goes on in the
+     * background, and is waited for. */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        FUZZ_CHECK(errno == EINTR, "connect: %s", strerror(errno));
+        struct pollfd pw = {fd, POLLOUT, 0};
+        while (poll(&pw, 1, CLOSE_WITHIN_MS) < 0 && errno == EINTR)
+            ;
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        FUZZ_CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0,
+                   "connect: %s", strerror(soerr));
+    }
     size_t cap = 65536, len = 0, sent = 0;
     char *out = malloc(cap);
     FUZZ_CHECK(out != NULL, "out of memory");
