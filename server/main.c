@@ -248,6 +248,13 @@ int main(int argc, char **argv)
     default:
         break;
     }
+#ifdef __GLIBC__
+    /* Bodies, tensors and answers of large requests come and go: a fixed mmap threshold
+     * keeps each in its own mapping, returned whole when freed. glibc's default threshold
+     * rises after the first large free, and later large buffers then stay in the arenas
+     * (the 10-minute soak saw RSS settle 8% above its first minute). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
     /* Writes to a client that went away must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     /* jansson seeds its hash function on first use; do it before any thread exists. Its
