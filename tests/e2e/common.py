@@ -1,6 +1,7 @@
 """Shared pieces of the end-to-end tests: the test registry, the note's example, checks."""
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -42,6 +43,17 @@ def stop_clean(srv, timeout=60):
     rc = srv.stop(timeout=timeout)
     assert rc == 0, f"exit status {rc}; stderr:\n{srv.log()[-3000:]}"
 
+
+
+def wait_until(fn, timeout=20, every=0.1):
+    """fn()'s last value once it is true, or after `timeout` seconds: for what the server
+    finishes after the answer (a lingering close, an access-log line), on a loaded machine."""
+    end = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got or time.monotonic() >= end:
+            return got
+        time.sleep(every)
 
 
 def metric_value(text, name, labels=None):
