@@ -72,6 +72,11 @@ static const struct opt opts[] = {
      "memory the requests in flight may hold together: bodies and their decoding, counted "
      "from Content-Length before the body is read; a request that does not fit gets 503 + "
      "Retry-After (default: half the memory of the machine or its cgroup)"},
+    {"max-inflight-bytes-per-ip", "MASKLOSS_MAX_INFLIGHT_BYTES_PER_IP", OPT_BYTES,
+     OFF(max_inflight_bytes_per_ip), 1, 1e18, "B",
+     "the part of --max-inflight-bytes the requests from one client address may hold "
+     "together, so that one client cannot fill it with large bodies it never sends (default: "
+     "half of --max-inflight-bytes)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -93,6 +98,7 @@ static void defaults(struct mls_config *c)
     c->max_connections_per_ip = 64;
     c->header_timeout = 10;
     c->max_inflight_bytes = mls_config_default_inflight_bytes();
+    c->max_inflight_bytes_per_ip = 0; /* not given: half of max_inflight_bytes, once known */
 }
 
 /* A cgroup v2 (or v1) memory limit, 0 when there is none. */
@@ -290,5 +296,9 @@ int mls_config_parse(struct mls_config *c, int argc, char **argv, FILE *out, FIL
         fprintf(err, "maskloss-server: unexpected argument '%s' (see --help)\n", argv[optind]);
         return MLS_CONFIG_ERROR;
     }
+    if (!c->max_inflight_bytes_per_ip)
+        c->max_inflight_bytes_per_ip = c->max_inflight_bytes / 2 ? c->max_inflight_bytes / 2 : 1;
+    if (c->max_inflight_bytes_per_ip > c->max_inflight_bytes)
+        c->max_inflight_bytes_per_ip = c->max_inflight_bytes; /* the whole budget: no share */
     return MLS_CONFIG_OK;
 }

@@ -24,6 +24,7 @@ struct mls_config {
     double header_timeout;           /* seconds from a connection's opening to its first
                                         request's complete headers */
     uint64_t max_inflight_bytes;     /* memory all requests in flight may hold together */
+    uint64_t max_inflight_bytes_per_ip; /* the part of it one client address may hold */
 };
 
 /* The memory budget when none is given: half of the machine's memory, or of the cgroup's limit

@@ -22,7 +22,7 @@ struct mls_conn {
     int receiving, eof_seen;
     uint64_t progress, eof_progress;
     uint64_t idle_eof_deadline; /* the deadline when an idle connection was last seen closed */
-    unsigned char addr[16];     /* the client's address (IPv4 in the first 4 bytes) */
+    struct mls_peer *peer;      /* its client's address */
 };
 
 struct mls_linger {
@@ -30,8 +30,16 @@ struct mls_linger {
     struct mls_conns *table;
     int fd;
     uint64_t deadline;
-    unsigned char addr[16];
+    struct mls_peer *peer;
     uv_poll_t poll;
+};
+
+/* Kept while the address has a connection, a lingering socket or bytes of the budget. */
+struct mls_peer {
+    struct mls_peer *next;  /* in its bucket */
+    unsigned char addr[16]; /* IPv4 in the first 4 bytes */
+    unsigned conns, lingering;
+    uint64_t bytes;
 };
 
 static void address_of(struct MHD_Connection *c, unsigned char addr[16])
@@ -46,15 +54,43 @@ static void address_of(struct MHD_Connection *c, unsigned char addr[16])
         memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
 }
 
-/* Lingering sockets of the address (the mutex held). */
-static unsigned lingering_from(const struct mls_conns *t, const unsigned char addr[16])
+/* ---- Client addresses (the mutex held) ------------------------------------------------- */
+
+static struct mls_peer **bucket_of(struct mls_conns *t, const unsigned char addr[16])
 {
-    unsigned n = 0;
-    for (const struct mls_linger *l = t->handoff; l; l = l->next)
-        n += !memcmp(l->addr, addr, 16);
-    for (const struct mls_linger *l = t->lingering; l; l = l->next)
-        n += !memcmp(l->addr, addr, 16);
-    return n;
+    uint32_t h = 2166136261u ^ t->seed; /* FNV-1a, seeded: addresses chosen to collide are
+                                            not known in advance */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ addr[i]) * 16777619u;
+    return &t->peers[h & (MLS_PEER_BUCKETS - 1)];
+}
+
+/* The address's entry, made if it has none; NULL when out of memory. */
+static struct mls_peer *peer_get(struct mls_conns *t, const unsigned char addr[16])
+{
+    struct mls_peer **b = bucket_of(t, addr);
+    for (struct mls_peer *p = *b; p; p = p->next)
+        if (!memcmp(p->addr, addr, 16))
+            return p;
+    struct mls_peer *p = calloc(1, sizeof(*p));
+    if (p) {
+        memcpy(p->addr, addr, 16);
+        p->next = *b;
+        *b = p;
+    }
+    return p;
+}
+
+/* Frees the entry once nothing refers to it. */
+static void peer_release(struct mls_conns *t, struct mls_peer *p)
+{
+    if (p->conns || p->lingering || p->bytes)
+        return;
+    struct mls_peer **b = bucket_of(t, p->addr);
+    while (*b != p)
+        b = &(*b)->next;
+    *b = p->next;
+    free(p);
 }
 
 /* ---- libmicrohttpd's thread ------------------------------------------------------------- */
@@ -73,8 +109,16 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
             return; /* no deadline and no lingering for this one; nothing else changes */
         conn->fd = info->connect_fd;
         conn->deadline = uv_hrtime() + t->header_ns;
-        address_of(c, conn->addr);
+        unsigned char addr[16];
+        address_of(c, addr);
         uv_mutex_lock(&t->mu);
+        if (!(conn->peer = peer_get(t, addr))) {
+            uv_mutex_unlock(&t->mu);
+            free(conn);
+            *socket_context = NULL;
+            return;
+        }
+        conn->peer->conns++;
         conn->next = t->head;
         if (t->head)
             t->head->prev = conn;
@@ -97,19 +141,22 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
         conn->next->prev = conn->prev;
     /* One address may not fill the table: the others' early answers would be lost again. */
     if (conn->linger && !conn->cut && !t->closing && t->num_lingering < t->linger_max &&
-        lingering_from(t, conn->addr) < MLS_LINGER_PER_ADDRESS && (l = calloc(1, sizeof(*l)))) {
-        memcpy(l->addr, conn->addr, 16);
+        conn->peer->lingering < MLS_LINGER_PER_ADDRESS && (l = calloc(1, sizeof(*l)))) {
         l->fd = fcntl(conn->fd, F_DUPFD_CLOEXEC, 0);
         if (l->fd < 0) {
             free(l);
             l = NULL;
         } else {
             l->table = t;
+            l->peer = conn->peer;
+            l->peer->lingering++;
             l->next = t->handoff;
             t->handoff = l;
             t->num_lingering++;
         }
     }
+    conn->peer->conns--;
+    peer_release(t, conn->peer);
     uv_mutex_unlock(&t->mu);
     if (l)
         uv_async_send(&t->async);
@@ -169,6 +216,35 @@ void mls_conn_set_linger(struct mls_conn *conn)
         conn->linger = 1; /* read on this thread only, in mls_conn_notify */
 }
 
+int mls_peer_take(struct mls_conns *t, struct mls_conn *conn, struct mls_peer **peer, uint64_t n,
+                  uint64_t max, uint64_t *held)
+{
+    if (!*peer && !conn)
+        return 0;
+    int rc = 0;
+    uv_mutex_lock(&t->mu);
+    struct mls_peer *p = *peer ? *peer : conn->peer;
+    *held = p->bytes;
+    if (n > max || p->bytes > max - n)
+        rc = -1;
+    else {
+        p->bytes += n;
+        *peer = p;
+    }
+    uv_mutex_unlock(&t->mu);
+    return rc;
+}
+
+void mls_peer_give(struct mls_conns *t, struct mls_peer *peer, uint64_t n)
+{
+    if (!peer || !n)
+        return;
+    uv_mutex_lock(&t->mu);
+    peer->bytes -= n;
+    peer_release(t, peer);
+    uv_mutex_unlock(&t->mu);
+}
+
 /* ---- The loop's thread ------------------------------------------------------------------ */
 
 static void linger_closed(uv_handle_t *h)
@@ -185,6 +261,8 @@ static void linger_end(struct mls_linger *l)
     atomic_fetch_add_explicit(&t->lingered, 1, memory_order_relaxed);
     uv_mutex_lock(&t->mu);
     t->num_lingering--;
+    l->peer->lingering--;
+    peer_release(t, l->peer);
     uv_mutex_unlock(&t->mu);
     uv_poll_stop(&l->poll);
     uv_close((uv_handle_t *)&l->poll, linger_closed);
@@ -238,6 +316,8 @@ static void on_async(uv_async_t *a)
         if (uv_poll_init_socket(t->loop, &l->poll, l->fd)) {
             uv_mutex_lock(&t->mu);
             t->num_lingering--;
+            l->peer->lingering--;
+            peer_release(t, l->peer);
             uv_mutex_unlock(&t->mu);
             close(l->fd);
             free(l);
@@ -319,6 +399,8 @@ int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, 
     t->head = NULL;
     t->handoff = t->lingering = NULL;
     t->num_lingering = 0;
+    memset(t->peers, 0, sizeof(t->peers));
+    t->seed = (uint32_t)uv_hrtime() ^ (uint32_t)(uintptr_t)t;
     t->closing = 0;
     t->header_ns = (uint64_t)(header_timeout * 1e9);
     t->idle_ns = (uint64_t)(idle_timeout * 1e9);
@@ -375,5 +457,11 @@ void mls_conns_destroy(struct mls_conns *t)
         free(l);
     }
     t->handoff = NULL;
+    /* Addresses left (none when every connection and request has ended). */
+    for (size_t i = 0; i < MLS_PEER_BUCKETS; i++)
+        for (struct mls_peer *p = t->peers[i], *next; p; p = next) {
+            next = p->next;
+            free(p);
+        }
     uv_mutex_destroy(&t->mu);
 }

@@ -18,6 +18,10 @@
  *     (shutdown(SHUT_WR)); the loop reads and discards what the client still sends, for at
  *     most MLS_LINGER_SECONDS, then closes (RFC 9112 section 9.6; nginx's lingering_close).
  *
+ * The table also knows each client address (struct mls_peer): its lingering sockets (at most
+ * MLS_LINGER_PER_ADDRESS) and the bytes of the memory budget its requests hold, so that one
+ * client cannot take all of either.
+ *
  * Threads: mls_conn_notify() and the mls_conn_* calls run on libmicrohttpd's thread, the
  * sweep and the lingering on the libuv loop's; one mutex guards the list of connections.
  */
@@ -36,8 +40,13 @@
 #define MLS_LINGER_MAX 1024
 #define MLS_LINGER_PER_ADDRESS 32
 
-struct mls_conn; /* one per TCP connection: libmicrohttpd's socket context */
+struct mls_conn;  /* one per TCP connection: libmicrohttpd's socket context */
 struct mls_linger;
+struct mls_peer; /* one per client address with a connection, a lingering socket or a share
+                    of the memory budget */
+
+/* Buckets of the table of client addresses (a power of two). */
+#define MLS_PEER_BUCKETS 1024
 
 struct mls_conns {
     uv_mutex_t mu;
@@ -46,6 +55,8 @@ struct mls_conns {
     struct mls_linger *lingering; /* on the loop: reading until EOF or the deadline (the
                                      list is changed under the mutex, by the loop only) */
     unsigned num_lingering;       /* handoff + lingering */
+    struct mls_peer *peers[MLS_PEER_BUCKETS]; /* by address */
+    uint32_t seed;                            /* of their hash */
     uint64_t header_ns, idle_ns;  /* the two deadlines */
     unsigned linger_max;          /* sockets that may linger at once, at most MLS_LINGER_MAX */
     uv_loop_t *loop;
@@ -85,5 +96,17 @@ void mls_conn_body_done(struct mls_conns *t, struct mls_conn *conn);
 void mls_conn_request_done(struct mls_conns *t, struct mls_conn *conn);
 /* The answer is sent before the request was read: linger when libmicrohttpd closes. */
 void mls_conn_set_linger(struct mls_conn *conn);
+
+/*
+ * One client address's share of the memory budget: the bytes its requests hold together.
+ * Takes n bytes for a request on conn when that leaves the address's requests at most max:
+ * 0, or -1 (nothing taken) when they would hold more, with what they hold in *held. *peer is
+ * the request's address: NULL before its first take, set by it. A connection without a
+ * context (its allocation failed) has no share to count: 0. Any thread.
+ */
+int mls_peer_take(struct mls_conns *t, struct mls_conn *conn, struct mls_peer **peer, uint64_t n,
+                  uint64_t max, uint64_t *held);
+/* Gives back n bytes taken for peer (also once its connection has closed). */
+void mls_peer_give(struct mls_conns *t, struct mls_peer *peer, uint64_t n);
 
 #endif /* MLS_CONN_H */

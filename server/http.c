@@ -62,9 +62,11 @@ struct request {
     int too_large;   /* the body crossed --max-body-bytes */
     int body_oom;    /* the body could not be stored */
     int timed_out;   /* the body took longer than --connection-timeout */
-    int over_budget; /* a chunked body outgrew the memory budget */
+    int over_budget; /* a chunked body outgrew the memory budget: why (BUDGET_*), else 0 */
     int final_seen;  /* the final call came once (submit()) */
-    uint64_t budget; /* bytes of the memory budget held until completion */
+    uint64_t budget;      /* bytes of the memory budget held until completion */
+    uint64_t budget_held; /* when refused: what the full budget or share held */
+    struct mls_peer *peer; /* the client address whose share holds bytes of budget */
     struct mls_conn *cx;
     struct stream *stream; /* a large answer being sent: how far it got */
 
@@ -457,42 +459,74 @@ static uint64_t body_cost(const struct request *r, uint64_t bytes)
     return json * JSON_COST_PER_BYTE + binary * BINARY_COST_PER_BYTE;
 }
 
-/* Takes n bytes of the budget: 0, or -1 when they do not fit. */
-static int budget_take(struct mls_server *s, uint64_t n)
-{
-    uint64_t used = atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed);
-    do {
-        if (n > s->cfg.max_inflight_bytes || used > s->cfg.max_inflight_bytes - n)
-            return -1;
-    } while (!atomic_compare_exchange_weak_explicit(&s->inflight_bytes, &used, used + n,
-                                                    memory_order_relaxed, memory_order_relaxed));
-    return 0;
-}
+/* Why a request's bytes did not fit the budget. */
+enum { BUDGET_OK, BUDGET_ADDRESS, BUDGET_SERVER };
 
-static void budget_give(struct mls_server *s, uint64_t n)
-{
-    if (n)
-        atomic_fetch_sub_explicit(&s->inflight_bytes, n, memory_order_relaxed);
-}
-
-/* The refusal of a body that cannot fit the budget (413 when it never could). */
-static enum MHD_Result send_over_budget(struct request *r, uint64_t cost)
+/* Takes n more bytes of the budget for r: its client address's share, then the server's. */
+static int budget_take(struct request *r, uint64_t n)
 {
     struct mls_server *s = r->srv;
-    char msg[300];
-    if (cost > s->cfg.max_inflight_bytes) {
+    uint64_t held;
+    if (mls_peer_take(&s->conns, r->cx, &r->peer, n, s->cfg.max_inflight_bytes_per_ip, &held)) {
+        r->budget_held = held;
+        return BUDGET_ADDRESS;
+    }
+    uint64_t used = atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed);
+    do {
+        if (n > s->cfg.max_inflight_bytes || used > s->cfg.max_inflight_bytes - n) {
+            mls_peer_give(&s->conns, r->peer, n);
+            r->budget_held = used;
+            return BUDGET_SERVER;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&s->inflight_bytes, &used, used + n,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    r->budget += n;
+    return BUDGET_OK;
+}
+
+/* Gives back all r holds. */
+static void budget_give(struct request *r)
+{
+    struct mls_server *s = r->srv;
+    if (!r->budget)
+        return;
+    atomic_fetch_sub_explicit(&s->inflight_bytes, r->budget, memory_order_relaxed);
+    mls_peer_give(&s->conns, r->peer, r->budget);
+    r->budget = 0;
+}
+
+/* The refusal of a body that does not fit the budget: 413 when it never could, 503 when the
+ * server's budget, or its client address's share, is in use (why: budget_take's answer). */
+static enum MHD_Result send_over_budget(struct request *r, uint64_t cost, int why)
+{
+    struct mls_server *s = r->srv;
+    const struct mls_config *c = &s->cfg;
+    char msg[400];
+    if (cost > c->max_inflight_bytes || cost > c->max_inflight_bytes_per_ip) {
+        int server = cost > c->max_inflight_bytes;
         snprintf(msg, sizeof(msg),
                  "decoding this request body needs about %llu bytes of memory, more than the "
-                 "server's budget of %llu for all requests (--max-inflight-bytes); send "
-                 "smaller requests, or binary tensors",
-                 (unsigned long long)cost, (unsigned long long)s->cfg.max_inflight_bytes);
+                 "server's budget of %llu for %s (%s); send smaller requests, or binary "
+                 "tensors",
+                 (unsigned long long)cost,
+                 (unsigned long long)(server ? c->max_inflight_bytes : c->max_inflight_bytes_per_ip),
+                 server ? "all requests" : "the requests of one client address",
+                 server ? "--max-inflight-bytes" : "--max-inflight-bytes-per-ip");
         return send_error(r, MLS_ERR_TOO_LARGE, "body", msg);
     }
-    snprintf(msg, sizeof(msg),
-             "the server's memory for requests in flight is in use (%llu of %llu bytes) and "
-             "this request needs about %llu; retry later",
-             (unsigned long long)atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed),
-             (unsigned long long)s->cfg.max_inflight_bytes, (unsigned long long)cost);
+    if (why == BUDGET_ADDRESS)
+        snprintf(msg, sizeof(msg),
+                 "the memory for requests in flight from your address is in use (%llu of %llu "
+                 "bytes, --max-inflight-bytes-per-ip) and this request needs about %llu; retry "
+                 "once your other requests are answered",
+                 (unsigned long long)r->budget_held, (unsigned long long)c->max_inflight_bytes_per_ip,
+                 (unsigned long long)cost);
+    else
+        snprintf(msg, sizeof(msg),
+                 "the server's memory for requests in flight is in use (%llu of %llu bytes) and "
+                 "this request needs about %llu; retry later",
+                 (unsigned long long)r->budget_held, (unsigned long long)c->max_inflight_bytes,
+                 (unsigned long long)cost);
     return send_error(r, MLS_ERR_MEMORY_BUDGET_FULL, "", msg);
 }
 
@@ -700,11 +734,11 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     if (!r->early_status && r->content_length) {
         /* Admitted with its whole cost, or refused before its body is read. */
         uint64_t cost = body_cost(r, r->content_length);
-        if (budget_take(s, cost)) {
+        int why = budget_take(r, cost);
+        if (why != BUDGET_OK) {
             mls_conn_set_linger(r->cx);
-            return send_over_budget(r, cost);
+            return send_over_budget(r, cost, why);
         }
-        r->budget = cost;
     }
     return MHD_YES;
 }
@@ -732,15 +766,12 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
     if (!r->content_length) {
         /* Chunked: the budget grows with the body. */
         uint64_t cost = body_cost(r, r->len + n);
-        if (cost > r->budget && budget_take(s, cost - r->budget)) {
-            r->over_budget = 1;
+        if (cost > r->budget && (r->over_budget = budget_take(r, cost - r->budget)) != BUDGET_OK) {
             free(r->body_base);
             r->body = r->body_base = NULL;
             r->len = r->cap = 0;
             return MHD_YES;
         }
-        if (cost > r->budget)
-            r->budget = cost;
     }
     if (r->len + n > r->cap) {
         /* The declared length at once when known, else doubling, never past the limit. */
@@ -825,7 +856,7 @@ static enum MHD_Result submit(struct request *r)
         return send_error(r, MLS_ERR_OUT_OF_MEMORY, "body",
                           "the server ran out of memory storing the request body");
     if (r->over_budget)
-        return send_over_budget(r, body_cost(r, r->bytes_in));
+        return send_over_budget(r, body_cost(r, r->bytes_in), r->over_budget);
     if (!r->final_seen) {
         /* Return once without an answer: libmicrohttpd then stops reading this connection
          * (it waits for the answer). Suspended at once, it would keep reading it across the
@@ -1002,7 +1033,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (s->cfg.access_log)
         access_log(r, aborted, total);
-    budget_give(s, r->budget);
+    budget_give(r);
     mls_conn_request_done(&s->conns, r->cx);
     free(r->body_base);
     free(r->out.data);

@@ -956,6 +956,9 @@ class Soak:
         help_text = subprocess.run([args.server, "--help"], capture_output=True, text=True).stdout
         if "--max-inflight-bytes" in help_text:
             server_args += ["--max-inflight-bytes", str(MAX_INFLIGHT)]
+        if "--max-inflight-bytes-per-ip" in help_text:
+            # Every client of the soak has the same address: the whole budget is theirs.
+            server_args += ["--max-inflight-bytes-per-ip", str(MAX_INFLIGHT)]
         env = {}
         if os.environ.get("TSAN_OPTIONS"):
             env["TSAN_OPTIONS"] = os.environ["TSAN_OPTIONS"]
