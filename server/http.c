@@ -891,7 +891,8 @@ static enum MHD_Result submit(struct request *r)
 static enum MHD_Result on_final(struct request *r)
 {
     struct mls_server *s = r->srv;
-    mls_conn_body_done(&s->conns, r->cx);
+    if (!r->final_seen) /* called again for the same request: once is enough */
+        mls_conn_body_done(&s->conns, r->cx);
     if (atomic_load_explicit(&r->state, memory_order_acquire) == REQ_DONE)
         return send_json(r, r->answer_status, &r->out);
     if (r->early_status)

@@ -197,11 +197,14 @@ static const char *header(const char *head, size_t n, const char *name, char *bu
     return NULL;
 }
 
+/* A status the server answers with: 100 Continue, 200, the protocol's failures (400, 422 and
+ * the limits' codes) and the server's own error table. */
 static int server_status(unsigned st)
 {
-    static const unsigned ours[] = {100, 200, 400, 404, 405, 413, 415, 422, 501, 503};
-    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
-        if (ours[i] == st)
+    if (st == 100 || st == 200 || st == 400 || st == 422)
+        return 1;
+    for (int e = 0; e < MLS_ERR_COUNT; e++)
+        if (mls_error_status((enum mls_error)e) == st)
             return 1;
     return 0;
 }
