@@ -356,6 +356,22 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
 
 /* ---- Handler --------------------------------------------------------------------------- */
 
+/* The path of a request target: the origin-form ("/v1/loss") as it is, the absolute-form
+ * ("http://host:8080/v1/loss", which RFC 9112 3.2.2 says a server must accept, though only
+ * proxies are sent it) from its path on. */
+static const char *target_path(const char *url)
+{
+    const char *p;
+    if (!strncasecmp(url, "http://", 7))
+        p = url + 7;
+    else if (!strncasecmp(url, "https://", 8))
+        p = url + 8;
+    else
+        return url;
+    const char *slash = strchr(p, '/');
+    return slash ? slash : "/";
+}
+
 /* The route of a path; v2 model routes also give the model and version segments. */
 static enum mls_route route_of(const char *url, char *model, size_t model_size,
                                const char **version, size_t *version_len)
@@ -620,6 +636,14 @@ static int check_framing(struct request *r, int http11)
               f.transfer_encoding ? f.transfer_encoding : "");
         return -1;
     }
+    if (f.transfer_encoding && !http11) {
+        /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (an
+         * HTTP/1.0 proxy in front would not have read it as chunked). */
+        early(r, MLS_ERR_INVALID_HTTP, "Transfer-Encoding",
+              "an HTTP/1.0 request cannot use Transfer-Encoding: send Content-Length, or use "
+              "HTTP/1.1");
+        return -1;
+    }
     if (f.transfer_encoding && f.content_lengths) {
         early(r, MLS_ERR_INVALID_HTTP, "Transfer-Encoding",
               "the request has both Content-Length and Transfer-Encoding: send one of them");
@@ -651,6 +675,7 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     *con_cls = r;
     r->cx = mls_conn_of(conn);
     mls_conn_headers_done(&s->conns, r->cx);
+    url = target_path(url);
     snprintf(r->method, sizeof(r->method), "%s", method);
     snprintf(r->path, sizeof(r->path), "%s", url);
     if (s->cfg.access_log)

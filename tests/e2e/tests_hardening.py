@@ -392,6 +392,24 @@ def request_smuggling(args):
             expect_error((st, h, json.loads(b)), status, code, field)
             # Answered at once, the connection closed: the smuggled GET is never answered.
             assert closed and time.monotonic() - t0 < 5 and out.count(b"HTTP/1.1") == 1, (extra, out)
+        # HTTP/1.0 with Transfer-Encoding: faulty framing (RFC 9112 6.1), refused and closed.
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"POST /v1/loss HTTP/1.0\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(note) + note + b"\r\n0\r\n\r\n")
+        out, closed = recv_all(s, timeout=10)
+        s.close()
+        st, h, b = parse_raw(out)
+        expect_error((st, h, json.loads(b)), 400, "invalid_http", "Transfer-Encoding")
+        assert closed, out
+        # The absolute-form of a request target (RFC 9112 3.2.2) is routed by its path.
+        for target in (b"http://127.0.0.1:%d/v1/loss" % srv.port, b"HTTP://x/v1/loss"):
+            st, h, b = raw_request(srv.port, b"POST " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Type: application/json\r\nConnection: close\r\n"
+                                   b"Content-Length: %d\r\n\r\n" % len(note) + note)
+            assert st == 200 and ref.close(json.loads(b)["loss"], NOTE_LOSS), (target, st, b)
+        st, h, b = raw_request(srv.port, b"GET https://x/healthz HTTP/1.1\r\nHost: x\r\n"
+                               b"Connection: close\r\n\r\n")
+        assert st == 200, (st, b)
         # A chunked request alone is fine.
         conn = srv.connect()
         conn.putrequest("POST", "/v1/loss")
