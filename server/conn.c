@@ -42,6 +42,11 @@ struct mls_peer {
     uint64_t bytes;
 };
 
+/*
+ * The client's address as the key of its entry: IPv4 in the first 4 bytes; IPv6 by its /64
+ * prefix, since one host commonly has a whole /64 to choose its addresses from (an
+ * IPv4-mapped address is its IPv4 address).
+ */
 static void address_of(struct MHD_Connection *c, unsigned char addr[16])
 {
     const union MHD_ConnectionInfo *info =
@@ -50,8 +55,14 @@ static void address_of(struct MHD_Connection *c, unsigned char addr[16])
     memset(addr, 0, 16);
     if (sa && sa->sa_family == AF_INET)
         memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-    else if (sa && sa->sa_family == AF_INET6)
-        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+    else if (sa && sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            memcpy(addr, &a6->s6_addr[12], 4);
+        else
+            memcpy(addr, a6->s6_addr, 8);
+        addr[15] = 6; /* never equal to an IPv4 key */
+    }
 }
 
 /* ---- Client addresses (the mutex held) ------------------------------------------------- */
@@ -250,6 +261,11 @@ void mls_peer_give(struct mls_conns *t, struct mls_peer *peer, uint64_t n)
 static void linger_closed(uv_handle_t *h)
 {
     struct mls_linger *l = h->data;
+    /* What the client sent last is read first: a close with unread data would reset the
+     * connection, and the client lose the answer it has not read yet. */
+    char buf[16384];
+    for (int reads = 0; reads < 64 && recv(l->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; reads++)
+        ;
     close(l->fd);
     free(l);
 }

@@ -18,7 +18,8 @@
  *     (shutdown(SHUT_WR)); the loop reads and discards what the client still sends, for at
  *     most MLS_LINGER_SECONDS, then closes (RFC 9112 section 9.6; nginx's lingering_close).
  *
- * The table also knows each client address (struct mls_peer): its lingering sockets (at most
+ * The table also knows each client address (struct mls_peer; an IPv6 /64 counts as one
+ * address): its lingering sockets (at most
  * MLS_LINGER_PER_ADDRESS) and the bytes of the memory budget its requests hold, so that one
  * client cannot take all of either.
  *

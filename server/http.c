@@ -65,7 +65,7 @@ struct request {
     int over_budget; /* a chunked body outgrew the memory budget: why (BUDGET_*), else 0 */
     int final_seen;  /* the final call came once (submit()) */
     uint64_t budget;      /* bytes of the memory budget held until completion */
-    uint64_t budget_held; /* when refused: what the full budget or share held */
+    uint64_t budget_held; /* when refused: what the other requests held of the budget or share */
     struct mls_peer *peer; /* the client address whose share holds bytes of budget */
     struct mls_conn *cx;
     struct stream *stream; /* a large answer being sent: how far it got */
@@ -122,9 +122,13 @@ static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Resp
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allowed_methods(r->route));
-    /* While draining, end keep-alive so that clients reconnect elsewhere. */
-    if (atomic_load_explicit(&r->srv->state, memory_order_relaxed) == MLS_DRAINING)
+    /* While draining, end keep-alive so that clients reconnect elsewhere; the close lingers,
+     * or requests a client pipelined behind this one would make the kernel reset the
+     * connection and destroy the answers it has not read yet. */
+    if (atomic_load_explicit(&r->srv->state, memory_order_relaxed) == MLS_DRAINING) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+        mls_conn_set_linger(r->cx);
+    }
     r->status = status;
     r->bytes_out = r->head ? 0 : len; /* libmicrohttpd sends no body for HEAD */
     ret = MHD_queue_response(r->conn, status, resp);
@@ -483,15 +487,18 @@ static int budget_take(struct request *r, uint64_t n)
 {
     struct mls_server *s = r->srv;
     uint64_t held;
+    /* budget_held: what the others hold (r's own part is given back with the refusal). */
     if (mls_peer_take(&s->conns, r->cx, &r->peer, n, s->cfg.max_inflight_bytes_per_ip, &held)) {
-        r->budget_held = held;
+        r->budget_held = held - (held < r->budget ? held : r->budget);
         return BUDGET_ADDRESS;
     }
     uint64_t used = atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed);
     do {
         if (n > s->cfg.max_inflight_bytes || used > s->cfg.max_inflight_bytes - n) {
             mls_peer_give(&s->conns, r->peer, n);
-            r->budget_held = used;
+            if (!r->budget)
+                r->peer = NULL; /* its address may go once its connection does */
+            r->budget_held = used - (used < r->budget ? used : r->budget);
             return BUDGET_SERVER;
         }
     } while (!atomic_compare_exchange_weak_explicit(&s->inflight_bytes, &used, used + n,
@@ -795,6 +802,7 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
             free(r->body_base);
             r->body = r->body_base = NULL;
             r->len = r->cap = 0;
+            budget_give(r); /* nothing is kept while the rest is read and dropped */
             return MHD_YES;
         }
     }

@@ -109,28 +109,27 @@ void mls_metrics_elements(struct mls_metrics *m, const char *loss_name, long lon
 
 /* ---- Exposition ------------------------------------------------------------------------ */
 
-/* A sanitizer replaces malloc with its own allocator, which mallinfo2 knows nothing of. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZER_HEAP 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZER_HEAP 1
-#endif
-#endif
+/* A sanitizer's runtime replaces malloc with its own allocator, which mallinfo2 knows nothing
+ * of, and says what it holds here; a weak reference: NULL without a sanitizer. */
+extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
 
-#ifdef SANITIZER_HEAP
-size_t __sanitizer_get_current_allocated_bytes(void); /* sanitizer/allocator_interface.h */
-#endif
-
-/* Bytes allocated and not freed, in the whole process: the soak's measure of growth where
- * the resident size also holds a sanitizer's shadow memory and caches. */
+/*
+ * Bytes allocated and not freed, in the whole process (glibc counts what its per-thread
+ * caches hold as allocated): the soak's measure of growth, where the resident size also
+ * holds the allocator's free pages, or a sanitizer's shadow memory. 0 when unknown.
+ */
 static uint64_t heap_bytes(void)
 {
-#ifdef SANITIZER_HEAP
-    return __sanitizer_get_current_allocated_bytes();
-#else
+    if (__sanitizer_get_current_allocated_bytes) {
+        size_t n = __sanitizer_get_current_allocated_bytes();
+        if (n)
+            return n;
+    }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
     struct mallinfo2 mi = mallinfo2();
     return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd; /* in use in the arenas + mmapped */
+#else
+    return 0;
 #endif
 }
 
@@ -251,11 +250,13 @@ void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct
     header(b, "maskloss_inflight_bytes_limit", "gauge",
            "The memory budget of the requests in flight (--max-inflight-bytes).");
     sample_u(b, "maskloss_inflight_bytes_limit", "", g->inflight_limit);
-    header(b, "maskloss_heap_bytes", "gauge",
-           "Memory the process's allocator has handed out and not taken back (glibc's "
-           "mallinfo2, or a sanitizer's allocator): the server's own use, without what the "
-           "allocator keeps free.");
-    sample_u(b, "maskloss_heap_bytes", "", heap_bytes());
+    uint64_t heap = heap_bytes();
+    if (heap) { /* left out where the allocator does not say */
+        header(b, "maskloss_heap_bytes", "gauge",
+               "Memory the process's allocator has handed out and not taken back (glibc's "
+               "mallinfo2, with what its per-thread caches hold, or a sanitizer's allocator).");
+        sample_u(b, "maskloss_heap_bytes", "", heap);
+    }
     header(b, "maskloss_header_timeouts_total", "counter",
            "Connections closed because a request's headers took longer than their deadline.");
     sample_u(b, "maskloss_header_timeouts_total", "", g->header_timeouts);

@@ -337,9 +337,11 @@ def memory_budget_per_address(args):
     declares and never sends cannot shut the others out."""
     mib = 1 << 20
     with Server(args.server, "--max-inflight-bytes", "64M", "--max-body-bytes", "32M") as srv:
+        def inflight():
+            return metric_value(srv.metrics()[1], "maskloss_inflight_bytes")
         # The attacker's first stalled body (cost 32 MiB) fills its share; the next are refused.
         held = open_body(srv.port, mib, source="127.0.0.2")
-        time.sleep(0.3)
+        assert wait_until(lambda: inflight() == 32 * mib), inflight()
         assert answer_now(held, 0.5) is None
         for _ in range(3):
             s = open_body(srv.port, mib, source="127.0.0.2")
@@ -348,6 +350,20 @@ def memory_budget_per_address(args):
             body = expect_error((got[0], got[1], json.loads(got[2])), 503, "memory_budget_full")
             assert "--max-inflight-bytes-per-ip" in body["error"], body
             s.close()
+        # A chunked body from the same address crosses the share as it grows: its part is given
+        # back at once, and it is refused at its end.
+        conn = socket.create_connection(("127.0.0.1", srv.port), source_address=("127.0.0.2", 0))
+        conn.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"0," * 32768
+        conn.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        time.sleep(0.3)
+        assert inflight() == 32 * mib, inflight()
+        conn.sendall(b"1\r\n0\r\n0\r\n\r\n")
+        got = answer_now(conn)
+        conn.close()
+        body = expect_error((got[0], got[1], json.loads(got[2])), 503, "memory_budget_full")
+        assert "--max-inflight-bytes-per-ip" in body["error"] and "(33554432 of 33554432" in body["error"], body
         # Another address still has the rest: a 640 KiB request (cost 20 MiB) is answered.
         labels = [[0] * 10] * 16384
         req = {"loss": "sigmoid_cross_entropy", "dtype": "float64", "labels": labels, "logits": labels}
@@ -361,8 +377,47 @@ def memory_budget_per_address(args):
         assert got[0] == 413 and "--max-inflight-bytes-per-ip" in json.loads(got[2])["error"], got
         e.close()
         held.close()
-        assert wait_until(lambda: metric_value(srv.metrics()[1], "maskloss_inflight_bytes") == 0)
+        assert wait_until(lambda: inflight() == 0), inflight()
+        # The share came back: the attacker's address may hold a body again.
+        again = open_body(srv.port, mib, source="127.0.0.2")
+        assert answer_now(again, 0.5) is None and wait_until(lambda: inflight() == 32 * mib)
+        again.close()
+        assert wait_until(lambda: inflight() == 0), inflight()
         stop_clean(srv)
+
+
+@test
+def drain_pipelined(args):
+    """A client pipelines a request with a large answer and more behind it, then SIGTERM: the
+    answer ends its connection (draining), the requests behind it are read and dropped
+    (lingering), and the client, reading slowly, gets the whole answer. Before: the close
+    with unread requests reset the connection and destroyed the answer mid-way."""
+    rows = 20000
+    first = {"loss": "sigmoid_cross_entropy", "reduction": "none", "labels": [[0] * 10] * rows,
+             "logits": [[0.5] * 10] * rows}
+    note = json.dumps(NOTE).encode()
+
+    def post(body):
+        return (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    payload = post(json.dumps(first).encode()) + post(note) + post(b"x" * (1 << 20))
+    for trial in range(3):
+        with Server(args.server, "--drain-timeout", "20", "--workers", "1") as srv:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            sender = threading.Thread(target=lambda: s.sendall(payload), daemon=True)
+            sender.start()
+            time.sleep(0.3)
+            srv.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # the answer waits in the buffers while the client does not read
+            out, closed = recv_all(s, timeout=20)
+            s.close()
+            got = parse_raw(out)
+            assert got is not None and closed, (trial, len(out), out[:300])
+            st, h, b = got
+            assert st == 200 and len(json.loads(b)["loss"]) == rows, (trial, st, len(b))
+            assert srv.proc.wait(30) == 0, srv.log()[-2000:]
 
 
 # ---- 5, 6. Ambiguous framing, unknown transfer codings -----------------------------------------

@@ -24,10 +24,12 @@ accepted request answered, exit status 0).
 Asserts: no unexpected status or error code; no 5xx other than 503 with Retry-After; every 200
 complete and correct; the access log agrees with what the clients received (no answer lost,
 no accepted request left unanswered); RSS and open descriptors flat (the last minute's max
-within 5% of the first minute's; the first and last quarters for runs under 2 minutes), and
-the heap in use too (its median: its peaks are the requests in flight; with --sanitizer, RSS
-is reported but not held to the bound: it also holds the sanitizer's shadow memory and
-caches, which grow with the addresses the process has touched, not with what it holds); no
+within 5% of the first minute's; the first and last quarters for runs under 2 minutes; with
+--sanitizer, RSS is reported but not held to the bound: it also holds the sanitizer's shadow
+memory and caches, which grow with the addresses the process has touched, not with what it
+holds); the heap in use flat between two quiet points (after the warm-up and at the end,
+every client closes its connection and waits until the server holds nothing for a request:
+the heap then is what the server keeps, within 5%); no
 ThreadSanitizer report; exit status 0. Prints a report and writes it as JSON to DIR; the
 first failing requests of each kind are saved there as raw HTTP (replay: nc HOST PORT < F).
 Exit status 1 if any assertion failed.
@@ -39,7 +41,6 @@ import json
 import os
 import random
 import re
-import statistics
 import signal
 import socket
 import struct
@@ -843,6 +844,10 @@ class Client:
 
     def run(self):
         while not self.soak.stop.is_set():
+            if self.soak.quiet.is_set():
+                self.drop()  # no connection left open while the server's heap is read
+                self.soak.pause_here()
+                continue
             if self.rec.phase == "drain" and self.soak.refused.is_set() and self.rng.random() < 0.5:
                 time.sleep(0.05)  # the listener is gone: slow down, but keep probing
             name = self.rng.choices(self.names, self.weights)[0]
@@ -872,18 +877,29 @@ def sample(pid):
         return None
 
 
-def heap_bytes(port):
-    """(HTTP status or None, the server's heap in use from maskloss_heap_bytes or None)."""
+def metrics_text(port):
+    """(HTTP status, the text of /metrics), or (None, None) when it could not be read."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/metrics")
         resp = conn.getresponse()
         text = resp.read().decode()
         conn.close()
+        return resp.status, text
     except (OSError, http.client.HTTPException):
         return None, None
-    m = re.search(r"^maskloss_heap_bytes (\d+)$", text, re.M)
-    return resp.status, int(m.group(1)) if m else None
+
+
+def metric_values(text, names):
+    """The values of unlabelled metrics in /metrics text, in the order of names; None when
+    one is missing."""
+    out = []
+    for name in names:
+        m = re.search(r"^%s (\S+)$" % re.escape(name), text or "", re.M)
+        if not m:
+            return None
+        out.append(float(m.group(1)))
+    return out
 
 
 def percentile(xs, p):
@@ -912,16 +928,21 @@ class Soak:
         self.notes = []
         self.findings = []  # (what, detail): assertion failures outside the per-request checks
         self.drain_probes = []
+        # Quiet points: every client closes its connection and waits, the server finishes
+        # what it has, and its heap in use is read with nothing in flight.
+        self.quiet = threading.Event()
+        self.resume = threading.Event()
+        self.paused = 0
+        self.paused_lock = threading.Lock()
+        self.quiet_heap = []  # (label, t, heap bytes or None, settled)
 
     def sampler(self):
         while not self.sampler_stop.is_set():
             s = sample(self.pid)
             if s is None:
                 break
-            st, heap = heap_bytes(self.port)
-            if st is not None:  # an answer like any other, for the access-log check
-                self.rec.count("heap_sample", "GET", "/metrics", st)
-            self.samples.append((time.monotonic() - self.t0,) + s + (heap,))
+            heap = self.metrics(("maskloss_heap_bytes",))
+            self.samples.append((time.monotonic() - self.t0,) + s + (int(heap[0]) if heap else None,))
             self.sampler_stop.wait(1.0)
 
     def check_alive(self, what):
@@ -982,6 +1003,10 @@ class Soak:
             # Every client of the soak has the same address: the whole budget is theirs.
             server_args += ["--max-inflight-bytes-per-ip", str(MAX_INFLIGHT)]
         env = {}
+        if not args.sanitizer:
+            # glibc counts the chunks its per-thread caches hold as allocated: without them,
+            # the heap in use at a quiet point is what the server keeps, to the byte.
+            env["GLIBC_TUNABLES"] = "glibc.malloc.tcache_count=0"
         if os.environ.get("TSAN_OPTIONS"):
             env["TSAN_OPTIONS"] = os.environ["TSAN_OPTIONS"]
         self.srv = Server(args.server, *server_args, env=env, startup_timeout=120)
@@ -996,6 +1021,50 @@ class Soak:
                 self.srv.proc.wait()
         return self.report()
 
+    def metrics(self, names):
+        """Values of the server's unlabelled metrics (None if unreadable); the request is
+        counted like any other, for the access-log check."""
+        st, text = metrics_text(self.port)
+        if st is not None:
+            self.rec.count("own_metrics", "GET", "/metrics", st)
+        return metric_values(text, names) if st == 200 else None
+
+    def pause_here(self):
+        with self.paused_lock:
+            self.paused += 1
+        self.resume.wait()
+        with self.paused_lock:
+            self.paused -= 1
+
+    def quiet_point(self, label, clients):
+        """Stops the traffic, waits until the server holds nothing for a request, and records
+        its heap in use: the measure of a leak, without the requests in flight."""
+        self.resume.clear()
+        self.quiet.set()
+        deadline = time.monotonic() + 60
+        while self.paused < clients and time.monotonic() < deadline:
+            time.sleep(0.1)
+        settled = False
+        while not settled and time.monotonic() < deadline:
+            g = self.metrics(("maskloss_http_requests_in_flight", "maskloss_queue_jobs",
+                              "maskloss_running_jobs", "maskloss_inflight_bytes"))
+            # The /metrics request that asks is itself in flight.
+            settled = g is not None and g[0] <= 1 and g[1] == 0 and g[2] == 0 and g[3] == 0
+            if not settled:
+                time.sleep(0.2)
+        heaps = []
+        for _ in range(3):
+            time.sleep(0.3)
+            h = self.metrics(("maskloss_heap_bytes",))
+            if h:
+                heaps.append(int(h[0]))
+        heap = min(heaps, default=None)
+        self.quiet_heap.append((label, time.monotonic() - self.t0, heap, settled and self.paused >= clients))
+        print(f"soak: quiet point ({label}): heap in use {heap} bytes"
+              f"{'' if settled else ' (the server did not settle)'}", flush=True)
+        self.quiet.clear()
+        self.resume.set()
+
     def traffic(self):
         args = self.args
         self.t0 = time.monotonic()
@@ -1007,9 +1076,12 @@ class Soak:
         for t in threads:
             t.start()
         last_print = 0
+        first_quiet = min(60.0, args.seconds / 4)  # after the warm-up
         while time.monotonic() - self.t0 < args.seconds:
             time.sleep(0.5)
             el = time.monotonic() - self.t0
+            if not self.quiet_heap and el >= first_quiet:
+                self.quiet_point("after the warm-up", len(clients))
             if not self.check_alive("traffic"):
                 break
             if el - last_print >= 30:
@@ -1021,6 +1093,8 @@ class Soak:
                 heap = f"  heap {s[4] / 2**20:.1f} MiB" if s[4] is not None else ""
                 print(f"soak: {el:5.0f} s  {n} requests  {bad} failures  RSS {s[1] / 1024:.1f} MiB  "
                       f"{s[2]} fds  {s[3]} threads{heap}", flush=True)
+        if self.srv.proc.poll() is None:
+            self.quiet_point("at the end", len(clients))
         self.t_main_end = time.monotonic() - self.t0
         alive = self.srv.proc.poll() is None
         # SIGHUP during the traffic: the server must log it and keep serving.
@@ -1105,20 +1179,28 @@ class Soak:
         first = [s for s in self.samples if s[0] <= w]
         last = [s for s in self.samples if T - w <= s[0] <= T]
         out = []
-        # (index, name, unit, held to the bound, statistic). The heap in use is mostly the
-        # requests in flight, whose peaks come and go: a leak shows in its median.
-        kinds = [(1, "RSS (max)", "kB", not self.args.sanitizer, max),
-                 (2, "open descriptors (max)", "", True, max),
-                 (4, "heap in use (median)", "bytes", True, statistics.median)]
-        for i, name, unit, bound, stat in kinds:
-            a = [s[i] for s in first if s[i] is not None]
-            b = [s[i] for s in last if s[i] is not None]
-            a = int(stat(a)) if a else None
-            b = int(stat(b)) if b else None
-            if a is None or b is None:
+        # (index, name, unit, held to the bound)
+        rss = "RSS (max)" if not self.args.sanitizer else \
+            f"RSS (max; with {self.args.sanitizer}'s shadow memory and caches)"
+        kinds = [(1, rss, "kB", not self.args.sanitizer), (2, "open descriptors (max)", "", True)]
+        for i, name, unit, bound in kinds:
+            if not first or not last:
                 out.append((name, None, None, False, unit, bound))
                 continue
+            a = max(s[i] for s in first)
+            b = max(s[i] for s in last)
             out.append((name, a, b, b <= a * 1.05, unit, bound))
+        # The heap in use at the two quiet points, with nothing in flight (while traffic runs
+        # it is mostly the requests in flight, whose peaks come and go): growth is a leak.
+        name = "heap in use at the quiet points"
+        q = self.quiet_heap
+        if len(q) == 2 and all(x[2] is not None and x[3] for x in q):
+            a, b = q[0][2], q[1][2]
+            out.append((name, a, b, b <= a * 1.05, "bytes", True))
+        elif len(q) == 2 and all(x[2] is None and x[3] for x in q):
+            out.append((name + " (the server's allocator does not say)", 0, 0, True, "bytes", False))
+        else:
+            out.append((name, None, None, False, "bytes", True))
         return how, out
 
     def report(self):
@@ -1201,12 +1283,12 @@ class Soak:
         p(f"-- flatness, comparing {how}:")
         for name, a, b, ok, unit, bound in flat:
             if a is None:
-                p(f"   {name}: not enough samples")
-                failed.append(f"{name}: not enough samples")
+                p(f"   {name}: not measured (too few samples, or the server did not settle)")
+                failed.append(f"{name}: not measured")
                 continue
-            verdict = ("ok" if ok else "GROWS") if bound else \
-                f"(not held to the bound under {self.args.sanitizer}: shadow memory and caches)"
-            p(f"   {name}: {a} -> {b} {unit} ({(b / a - 1) * 100:+.1f}%) {verdict}")
+            verdict = ("ok" if ok else "GROWS") if bound else "(not held to the bound)"
+            change = f"({(b / a - 1) * 100:+.1f}%)" if a else ""
+            p(f"   {name}: {a} -> {b} {unit} {change} {verdict}")
             if bound and not ok:
                 failed.append(f"{name} grew from {a} to {b} {unit} (more than 5%)")
         # The access log against what the clients received.
