@@ -74,9 +74,9 @@ static const struct opt opts[] = {
      "Retry-After (default: half the memory of the machine or its cgroup)"},
     {"max-inflight-bytes-per-ip", "MASKLOSS_MAX_INFLIGHT_BYTES_PER_IP", OPT_BYTES,
      OFF(max_inflight_bytes_per_ip), 1, 1e18, "B",
-     "the part of --max-inflight-bytes the requests from one client address may hold "
-     "together, so that one client cannot fill it with large bodies it never sends (default: "
-     "half of --max-inflight-bytes)"},
+     "the part of --max-inflight-bytes the requests from one client address (an IPv6 /64) "
+     "may hold together, so that one client cannot fill it with large bodies it never sends "
+     "(default: half of --max-inflight-bytes)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
