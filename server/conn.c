@@ -6,8 +6,12 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
 
 #include "conn.h"
 
@@ -63,6 +67,21 @@ static void address_of(struct MHD_Connection *c, unsigned char addr[16])
             memcpy(addr, a6->s6_addr, 8);
         addr[15] = 6; /* never equal to an IPv4 key */
     }
+}
+
+/* Whether closing fd now could lose what it carries: the client has sent bytes not read yet
+ * (the close would reset the connection), or the answer has not all reached it. */
+static int in_transit(int fd)
+{
+    char byte;
+    if (recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+        return 1;
+#ifdef SIOCOUTQ
+    int unsent = 0;
+    if (ioctl(fd, SIOCOUTQ, &unsent) == 0 && unsent > 0)
+        return 1;
+#endif
+    return 0;
 }
 
 /* ---- Client addresses (the mutex held) ------------------------------------------------- */
@@ -462,6 +481,24 @@ void mls_conns_close(struct mls_conns *t)
         uv_close((uv_handle_t *)&t->sweep, NULL);
     if (!uv_is_closing((uv_handle_t *)&t->async))
         uv_close((uv_handle_t *)&t->async, NULL);
+}
+
+unsigned mls_conns_in_transit(struct mls_conns *t)
+{
+    unsigned n = 0;
+    uv_mutex_lock(&t->mu);
+    for (struct mls_conn *c = t->head; c; c = c->next)
+        n += !c->cut && in_transit(c->fd);
+    uv_mutex_unlock(&t->mu);
+    return n;
+}
+
+unsigned mls_conns_lingering(struct mls_conns *t)
+{
+    uv_mutex_lock(&t->mu);
+    unsigned n = t->num_lingering;
+    uv_mutex_unlock(&t->mu);
+    return n;
 }
 
 void mls_conns_destroy(struct mls_conns *t)

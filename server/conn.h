@@ -78,6 +78,12 @@ int mls_conns_init(struct mls_conns *t, uv_loop_t *loop, double header_timeout, 
 /* Closes every lingering socket and the loop's handles (the loop must then run to let them
  * close); connections closed by libmicrohttpd later are closed at once. */
 void mls_conns_close(struct mls_conns *t);
+/* Open connections that closing now could lose something on: the client has sent bytes not
+ * read yet, or not all of an answer has reached it (any thread). libmicrohttpd's stop shuts
+ * every socket down (SHUT_RDWR) and closes it: the drain waits for these first. */
+unsigned mls_conns_in_transit(struct mls_conns *t);
+/* Sockets lingering now (any thread). */
+unsigned mls_conns_lingering(struct mls_conns *t);
 /* After the loop has stopped: releases what is left. */
 void mls_conns_destroy(struct mls_conns *t);
 

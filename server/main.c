@@ -7,7 +7,9 @@
  *   1. /readyz turns 503 and new requests get 503 (draining) with Connection: close;
  *   2. once no accepted request is queued or computing, the listening socket is closed
  *      to new connections (quiesce) and the requests still being sent finish;
- *   3. the daemon stops, the workers are joined, and the process exits 0.
+ *   3. the daemon stops; connections closed with requests behind their last answer linger
+ *      until the client has closed its side (at most MLS_LINGER_SECONDS), so that it reads
+ *      the answer; the workers are joined, and the process exits 0.
  * Past --drain-timeout, queued requests are answered 503 instead of computed.
  * SIGHUP is logged and changes nothing: there is no configuration file to reload.
  */
@@ -38,6 +40,8 @@ struct app {
     uint64_t last_sighup; /* uv_hrtime() of the last SIGHUP logged */
     int quiesced;
     int cancelled;
+    uint64_t settling; /* uv_hrtime() since when nothing was in flight; 0 before */
+    uint64_t stopped;  /* uv_hrtime() when the daemon stopped; 0 before */
     MHD_socket listen_fd;
 };
 
@@ -66,7 +70,8 @@ static void signals_mask(int how)
     pthread_sigmask(how, &set, NULL);
 }
 
-static void stop(struct app *a)
+/* Stops libmicrohttpd: every connection closes, the lingering ones through conn.c. */
+static void stop_daemon(struct app *a)
 {
     struct mls_server *s = &a->srv;
     int64_t left = atomic_load(&s->metrics.in_flight);
@@ -79,6 +84,13 @@ static void stop(struct app *a)
                 "maskloss-server: drain timeout: closed %lld connection(s) still sending or "
                 "receiving a request that was never accepted\n",
                 (long long)left);
+    a->stopped = uv_hrtime();
+}
+
+/* The end: the last lingering sockets close, then the loop's handles. */
+static void stop(struct app *a)
+{
+    struct mls_server *s = &a->srv;
     fprintf(stderr, "maskloss-server: stopped after draining for %.3f s\n", since(a->drain_start));
     /* Closing the signal handles restores the default actions: a late SIGTERM would kill
      * the process during its last cleanup and turn a clean exit into a failed one. Blocked
@@ -129,7 +141,28 @@ static void on_tick(uv_timer_t *t)
         if (!a->quiesced)
             return;
     }
-    if (atomic_load(&s->metrics.in_flight) == 0 || elapsed > s->cfg.drain_timeout)
+    if (!a->stopped) {
+        /* Nothing in flight: the daemon may stop once the answers written to the sockets
+         * have reached their clients and no request waits unread (a pipelined one is then
+         * read and answered 503 first), at most MLS_LINGER_SECONDS. libmicrohttpd's stop
+         * shuts every socket down at once, and a close with unread data resets the
+         * connection and drops what the client has not received yet. */
+        int idle = atomic_load(&s->metrics.in_flight) == 0;
+        if (!idle)
+            a->settling = 0;
+        else if (!a->settling)
+            a->settling = uv_hrtime();
+        if (elapsed > s->cfg.drain_timeout ||
+            (idle && (!mls_conns_in_transit(&s->conns) ||
+                      since(a->settling) > MLS_LINGER_SECONDS)))
+            stop_daemon(a);
+        return;
+    }
+    /* A connection closed with requests behind its last answer lingers: closed now, with
+     * what the client still sends unread, it would be reset, and the kernel would drop the
+     * part of the answer the client has not received yet (libmicrohttpd counts an answer
+     * as sent once the socket took it). */
+    if (!mls_conns_lingering(&s->conns) || since(a->stopped) > MLS_LINGER_SECONDS)
         stop(a);
 }
 

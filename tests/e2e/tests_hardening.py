@@ -420,6 +420,44 @@ def drain_pipelined(args):
             assert srv.proc.wait(30) == 0, srv.log()[-2000:]
 
 
+@test
+def drain_slow_reader(args):
+    """SIGTERM while an answer waits in the socket's buffers for a client that reads slowly,
+    which then sends one more request: the server stops only once the answer has reached the
+    client (at most 5 s), and answers the late request 503. Before: libmicrohttpd's stop closed
+    the socket, the late request was answered by a reset, and the rest of the answer lost."""
+    rows = 400
+    first = {"loss": "sigmoid_cross_entropy", "reduction": "none", "labels": [[0] * 10] * rows,
+             "logits": [[0.5] * 10] * rows}
+    note = json.dumps(NOTE).encode()
+
+    def post(body):
+        return (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with Server(args.server, "--drain-timeout", "20", "--workers", "1") as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(post(json.dumps(first).encode()))
+        time.sleep(0.3)
+        srv.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        try:
+            s.sendall(post(note))
+        except OSError:
+            pass  # the old behaviour: the answer below is then incomplete
+        time.sleep(1.0)
+        out, closed = recv_all(s, timeout=20)
+        s.close()
+        got = parse_raw(out)
+        assert got is not None and closed, (len(out), out[:300])
+        st, h, b = got
+        assert st == 200 and len(json.loads(b)["loss"]) == rows, (st, len(b))
+        rest = parse_raw(out[out.index(b"\r\n\r\n") + 4 + len(b):])
+        assert rest is not None and rest[0] == 503 and json.loads(rest[2])["code"] == "draining", out[-300:]
+        assert srv.proc.wait(30) == 0, srv.log()[-2000:]
+
+
 # ---- 5, 6. Ambiguous framing, unknown transfer codings -----------------------------------------
 
 @test
