@@ -386,6 +386,18 @@ def memory_budget_per_address(args):
         stop_clean(srv)
 
 
+def post_raw(body):
+    """A POST /v1/loss of body, as bytes to send."""
+    return (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def every_element(rows):
+    """A request answered with every element's loss: rows x 10, about 19 bytes an element."""
+    return json.dumps({"loss": "sigmoid_cross_entropy", "reduction": "none",
+                       "labels": [[0] * 10] * rows, "logits": [[0.5] * 10] * rows}).encode()
+
+
 @test
 def drain_pipelined(args):
     """A client pipelines a request with a large answer and more behind it, then SIGTERM: the
@@ -393,14 +405,8 @@ def drain_pipelined(args):
     (lingering), and the client, reading slowly, gets the whole answer. Before: the close
     with unread requests reset the connection and destroyed the answer mid-way."""
     rows = 20000
-    first = {"loss": "sigmoid_cross_entropy", "reduction": "none", "labels": [[0] * 10] * rows,
-             "logits": [[0.5] * 10] * rows}
     note = json.dumps(NOTE).encode()
-
-    def post(body):
-        return (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    payload = post(json.dumps(first).encode()) + post(note) + post(b"x" * (1 << 20))
+    payload = post_raw(every_element(rows)) + post_raw(note) + post_raw(b"x" * (1 << 20))
     for trial in range(3):
         with Server(args.server, "--drain-timeout", "20", "--workers", "1") as srv:
             s = socket.socket()
@@ -427,23 +433,17 @@ def drain_slow_reader(args):
     client (at most 5 s), and answers the late request 503. Before: libmicrohttpd's stop closed
     the socket, the late request was answered by a reset, and the rest of the answer lost."""
     rows = 400
-    first = {"loss": "sigmoid_cross_entropy", "reduction": "none", "labels": [[0] * 10] * rows,
-             "logits": [[0.5] * 10] * rows}
     note = json.dumps(NOTE).encode()
-
-    def post(body):
-        return (b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body) + body)
     with Server(args.server, "--drain-timeout", "20", "--workers", "1") as srv:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", srv.port))
-        s.sendall(post(json.dumps(first).encode()))
+        s.sendall(post_raw(every_element(rows)))
         time.sleep(0.3)
         srv.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         try:
-            s.sendall(post(note))
+            s.sendall(post_raw(note))
         except OSError:
             pass  # the old behaviour: the answer below is then incomplete
         time.sleep(1.0)
