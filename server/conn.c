@@ -277,14 +277,28 @@ void mls_peer_give(struct mls_conns *t, struct mls_peer *peer, uint64_t n)
 
 /* ---- The loop's thread ------------------------------------------------------------------ */
 
+/* Reads and drops what the client has sent, a bounded amount (the loop has other work):
+ * 1 while its side is open, 0 once it has closed it (or the connection failed). */
+static int discard_input(int fd)
+{
+    char buf[16384];
+    for (int reads = 0; reads < 64; reads++) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return 1;
+}
+
 static void linger_closed(uv_handle_t *h)
 {
     struct mls_linger *l = h->data;
     /* What the client sent last is read first: a close with unread data would reset the
      * connection, and the client lose the answer it has not read yet. */
-    char buf[16384];
-    for (int reads = 0; reads < 64 && recv(l->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; reads++)
-        ;
+    discard_input(l->fd);
     close(l->fd);
     free(l);
 }
@@ -316,23 +330,9 @@ static void linger_unlink(struct mls_linger *l)
 static void on_linger_readable(uv_poll_t *p, int status, int events)
 {
     struct mls_linger *l = p->data;
-    char buf[16384];
     (void)events;
-    if (status == 0) {
-        /* A bounded amount per call: the loop has other work (the poll calls again). */
-        for (int reads = 0; reads < 64; reads++) {
-            ssize_t n = recv(l->fd, buf, sizeof(buf), 0);
-            if (n > 0)
-                continue; /* discarded */
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return; /* more may come */
-            if (n < 0 && errno == EINTR)
-                continue;
-            goto end; /* the client closed its side (or the connection failed) */
-        }
-        return;
-    }
-end:
+    if (status == 0 && discard_input(l->fd))
+        return; /* more may come */
     linger_unlink(l);
     linger_end(l);
 }
