@@ -561,7 +561,7 @@ def client_leaves_mid_answer(args):
             lines = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
             return [x for x in lines if x.get("aborted")]
         left = wait_until(lambda: len(aborted()) == 3 and aborted()) or aborted()
-        assert len(left) == 3, srv.log()[-3000:]
+        assert len(left) == 3, (len(left), left, srv.log()[-3000:])
         for x in left:
             assert x["aborted"] == "client_abort" and x["status"] == 200, x
             assert x["bytes_out"] < total // 2, (x, total)
