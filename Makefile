@@ -66,7 +66,7 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 # run, test, bench), or with --check only names them and fails (make, make install, make check).
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
-            cmd:curl:curl
+            cmd:curl:curl cmd:promtool:prometheus
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
 # The real frameworks and high precision: the differential test and the accuracy data.
 DEPS_DIFF = py:torch:python3-torch py:torchvision:python3-torchvision py:mpmath:python3-mpmath \
@@ -197,6 +197,9 @@ check:
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@MAKE="$(MAKE)" CC="$(CC)" sh tests/lib_check.sh $(BUILD) $(SAN)
 	@sh tests/cli_test.sh $(CLI)
+	@echo "== promtool: docker/prometheus rules, tests/prometheus" && \
+	    promtool check rules docker/prometheus/*.rules.yml && \
+	    promtool test rules tests/prometheus/*.test.yml
 	@$(PYTHON) tests/npy_test.py $(CLI)
 	@echo "== the fuzz targets over their seed corpus and regressions"
 	@$(MAKE) --no-print-directory fuzz-replay
