@@ -5,6 +5,7 @@
  *   maskloss eval --loss NAME --labels Y.npy --logits X.npy ...
  *   maskloss losses
  *   maskloss bench [--json] [--quick]
+ *   maskloss monitor create|observe|show|series|list|delete ...   (monitor.c)
  *   maskloss --help | --version
  *
  * Options are parsed with getopt_long, in the style of maskloss-server's (server/config.c):
@@ -19,6 +20,7 @@
 #include "bench.h"
 #include "maskloss.h"
 #include "mlp.h"
+#include "monitor.h"
 #include "npy.h"
 
 #define EXIT_INVALID 2 /* the request was rejected: the error object is on stdout */
@@ -31,6 +33,7 @@ static const char usage[] =
     "                     [--per-element OUT.npy] [--per-sample OUT.npy] [--per-class OUT.npy]\n"
     "       maskloss losses\n"
     "       maskloss bench [--json] [--quick]\n"
+    "       maskloss monitor create|observe|show|series|list|delete ... [--server URL]\n"
     "       maskloss --help | --version\n"
     "\n"
     "Evaluates masked, weighted losses with the semantics of TensorFlow, Keras and PyTorch.\n"
@@ -55,6 +58,11 @@ static const char usage[] =
     "                   naive scalar loop on the same data, with both errors against a\n"
     "                   compensated double reference; --json for JSON lines, --quick to stop\n"
     "                   at 1M elements.\n"
+    "  monitor          the monitors of a running maskloss-server (--server URL, default\n"
+    "                   $MASKLOSS_SERVER or http://127.0.0.1:8080): create, observe, show,\n"
+    "                   series, list, delete. Exit status 0, 1 (local failure), 2 (the server\n"
+    "                   answered an error), 3 (the server cannot be reached); see\n"
+    "                   maskloss monitor --help.\n"
     "\n"
     "Example (the masked mean of sigmoid cross-entropy, TensorFlow's default reduction):\n"
     "  echo '{\"loss\": \"sigmoid_cross_entropy\", \"labels\": [[1,0]], \"logits\": [[0.2,0.8]],\n"
@@ -483,6 +491,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc, argv);
     if (!strcmp(command, "bench"))
         return maskloss_bench(argc - 1, argv + 1);
+    if (!strcmp(command, "monitor"))
+        return maskloss_monitor(argc - 1, argv + 1);
     if (!strcmp(command, "losses")) {
         if (argc > 1) {
             fprintf(stderr, "maskloss: losses takes no argument\n%s", usage);

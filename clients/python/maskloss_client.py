@@ -8,15 +8,26 @@ Protocol (POST /v2/models/{loss}/infer with Triton's binary data extension), so 
     client = Client("http://127.0.0.1:8080")
     loss = client.loss("sigmoid_cross_entropy", labels=y, logits=x, weights=mask)
 
+Monitors (a loss tracked over time, per slice, with drift) go over /v1/monitors as JSON, numpy
+arrays as base64 tensors:
+
+    ctr = client.monitor("ctr")
+    ctr.create({"loss": "sigmoid_cross_entropy", "slices": ["model_version"]})
+    ctr.observe(labels=y, logits=x, mask=mask, slice={"model_version": "7"})
+    ctr.show()["windows"]["5m"]["loss"]
+
 A Client keeps one HTTP/1.1 connection open; use one Client per thread.
 """
+import base64
+import datetime
 import http.client
 import json
+import numbers
 import urllib.parse
 
 import numpy as np
 
-__all__ = ["Client", "MasklossError", "OUTPUTS"]
+__all__ = ["Client", "Monitor", "MasklossError", "OUTPUTS"]
 
 # numpy dtype -> Open Inference Protocol datatype, for the types the server takes.
 _DATATYPES = {
@@ -67,6 +78,114 @@ def _tensor(name, value):
     raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
     return {"name": name, "shape": list(a.shape), "datatype": datatype,
             "parameters": {"binary_data_size": len(raw)}}, raw
+
+
+def _json_tensor(name, value):
+    """A tensor of a JSON request: numpy arrays (and numpy scalars) as base64 of their
+    little-endian bytes, nested lists and Python numbers as they are."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        a = np.asarray(value)
+        if a.dtype in _WIDEN:
+            a = a.astype(_WIDEN[a.dtype])
+        if a.dtype not in _DATATYPES and a.dtype.newbyteorder("=") in _DATATYPES:
+            a = a.astype(a.dtype.newbyteorder("="))
+        if a.dtype not in _DATATYPES:
+            raise TypeError(f"{name}: numpy dtype {a.dtype} is not supported; use float32, "
+                            "float64, bool, uint8, int32 or int64")
+        raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        return {"shape": list(a.shape), "dtype": np.dtype(a.dtype).name,
+                "b64": base64.b64encode(raw).decode("ascii")}
+    return value
+
+
+def _when(name, value):
+    """Unix seconds (int or float) or an RFC 3339 string, from those or an aware datetime."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name}: a naive datetime is ambiguous; give it a tzinfo")
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise TypeError(f"{name}: Unix seconds, an RFC 3339 string or an aware datetime")
+    return float(value) if isinstance(value, np.generic) else value
+
+
+class Monitor:
+    """One monitor of the server, /v1/monitors/{name}: Client.monitor(name). Every method
+    raises MasklossError when the server refuses (code "monitor_not_found",
+    "monitor_conflict", "invalid_observation", a tensor error of /v1/loss, ...)."""
+
+    def __init__(self, client, name):
+        self.client = client
+        self.name = name
+        self._path = f"/v1/monitors/{urllib.parse.quote(name, safe='')}"
+
+    def __repr__(self):
+        return f"Monitor({self.name!r})"
+
+    def create(self, config, force=False):
+        """PUT the config (a dict: loss, params, reduction, dtype, classes or num_classes,
+        slices, windows, retention, drift, export_classes). Returns {"name", "config"} with
+        the normalized config; the same config again is no change. A different one raises
+        MasklossError code "monitor_conflict" unless force=True, which replaces it and clears
+        the monitor's data."""
+        return self.client._call("PUT", self._path + ("?force=true" if force else ""), config)
+
+    def observe(self, labels=None, logits=None, mask=None, time=None, slice=None, id=None,
+                **tensors):
+        """POSTs one observation: the tensors of a /v1/loss request (labels, logits or
+        predictions or losses, mask or weights; numpy arrays or nested lists), at `time` (Unix
+        seconds, an RFC 3339 string or an aware datetime; default: the server's clock), in
+        `slice` (a dict of the config's slice keys to strings), with `id` (an idempotency key:
+        a repeat is counted once and answered with "duplicate": True). Returns the answer:
+        loss, weighted_sum, denominator, sum_weights, num_nonzero_weights, elements, samples,
+        time, bucket, duplicate."""
+        body = {}
+        for key, value in (("labels", labels), ("logits", logits), ("mask", mask)):
+            if value is not None:
+                body[key] = _json_tensor(key, value)
+        for key, value in tensors.items():
+            if value is not None:
+                body[key] = _json_tensor(key, value)
+        if time is not None:
+            body["time"] = _when("time", time)
+        if slice is not None:
+            body["slice"] = dict(slice)
+        if id is not None:
+            body["id"] = id
+        return self.client._call("POST", self._path + "/observe", body)
+
+    def show(self):
+        """The figures: {"name", "config", "now", "total", "windows", "slices", "drift"}."""
+        return self.client._call("GET", self._path)
+
+    def series(self, step=None, from_=None, to=None, slice=None, class_=None):
+        """The loss per `step` (a duration string such as "5m", or seconds) between `from_` and
+        `to` (Unix seconds, RFC 3339 strings or aware datetimes; default the last 24 h), over
+        the observations in every slice of `slice` (a dict, or "key=value" strings), or for one
+        class (`class_`: a name or an index). Returns {"name", "step", "from", "to", "points"}."""
+        query = []
+        if step is not None:
+            if isinstance(step, numbers.Real) and not isinstance(step, bool):
+                step = f"{int(step)}s" if float(step).is_integer() else f"{step}s"
+            query.append(("step", step))
+        if from_ is not None:
+            query.append(("from", _when("from_", from_)))
+        if to is not None:
+            query.append(("to", _when("to", to)))
+        items = slice.items() if isinstance(slice, dict) else \
+            (s.split("=", 1) for s in ([slice] if isinstance(slice, str) else slice or ()))
+        for key, value in items:
+            query.append(("slice", f"{key}={value}"))
+        if class_ is not None:
+            query.append(("class", class_))
+        path = self._path + "/series"
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        return self.client._call("GET", path)
+
+    def delete(self):
+        """Deletes the monitor and its data."""
+        self.client._call("DELETE", self._path)
 
 
 class Client:
@@ -177,6 +296,26 @@ class Client:
     def loss(self, loss, **kwargs):
         """The reduced loss as a float (or an array for reduction none)."""
         return self.evaluate(loss, outputs=("loss",), **kwargs)["loss"]
+
+    def _call(self, method, path, body=None):
+        """A JSON request: the parsed answer of a 2xx (None when it has no body), else
+        MasklossError."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            body = json.dumps(body, allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        resp, data = self._request(method, path, body, headers)
+        if not 200 <= resp.status < 300:
+            self._raise(resp, data)
+        return json.loads(data) if data else None
+
+    def monitor(self, name):
+        """The monitor `name` (nothing is sent until one of its methods is called)."""
+        return Monitor(self, name)
+
+    def monitors(self):
+        """Every monitor: a list of {"name", "config"}, sorted by name."""
+        return self._call("GET", "/v1/monitors")["monitors"]
 
     def losses(self):
         """The catalogue: every loss with its parameters, defaults and reductions."""

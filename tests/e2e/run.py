@@ -16,6 +16,7 @@ from common import TESTS  # noqa: E402
 import tests_v1  # noqa: E402,F401  (registers its tests)
 import tests_v2  # noqa: E402,F401
 import tests_hardening  # noqa: E402,F401
+import tests_cli_monitor  # noqa: E402,F401
 
 
 def main():

@@ -1,0 +1,261 @@
+"""`maskloss monitor` (the CLI's HTTP client, cli/http_client.c) and the Python client's
+monitor API, end to end.
+
+The CLI against a scripted HTTP peer: the framings the server may use or a proxy may add,
+the bounds, the failures and their exit statuses."""
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+
+from common import NOTE, test
+
+NOTE_TENSORS = {k: NOTE[k] for k in ("labels", "logits", "mask")}
+
+
+def cli(args, *argv, stdin=None, env=None, timeout=60):
+    """Runs `maskloss monitor ARGV...`: (exit status, stdout, stderr)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MASKLOSS_")}
+    environ.update(env or {})
+    p = subprocess.run([args.cli, "monitor", *argv], input=stdin, capture_output=True,
+                       env=environ, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+# ---- A scripted HTTP peer -------------------------------------------------------------------
+
+
+class Peer:
+    """Listens on a free port of 127.0.0.1; each connection gets the next scripted answer
+    (bytes; None: accept, read the request, then stay silent until the test ends). Records the
+    requests: (request line and header lines, body)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _read_request(self, conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        length = 0
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "content-length":
+                length = int(v)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return lines, body
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set() and self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(10)
+                self.requests.append(self._read_request(conn))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    self.stop.wait(30)
+                    continue
+                # The client may close early (an answer over its bounds): nothing to report.
+                with contextlib.suppress(OSError):
+                    conn.sendall(answer)
+                    conn.shutdown(socket.SHUT_WR)
+                    # Wait for the client's close, so that nothing resets the connection early.
+                    while conn.recv(65536):
+                        pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+
+def answer(status, body=b"", headers=(), reason="X"):
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return head.encode() + b"\r\n" + body
+
+
+ERROR = b'{"error":"no monitor named ctr","code":"monitor_not_found","field":"name"}'
+
+
+@test
+def cli_monitor_http_framing(args):
+    """The CLI reads a body by Content-Length, chunked framing (with extensions and trailers)
+    and up to the close, skips a 100 Continue, and sends what the contract says."""
+    figures = json.dumps({"name": "ctr", "total": {"loss": 0.1, "per_class": []},
+                          "windows": {}}, separators=(",", ":")).encode()
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (figures[:7], figures[7:]))
+    chunked += b"0\r\nX-Trailer: 1\r\n\r\n"
+    answers = [
+        answer(200, figures, [("Content-Type", "application/json"),
+                              ("Content-Length", len(figures))]),
+        answer(200, chunked, [("Content-Type", "application/json"),
+                              ("Transfer-Encoding", "chunked")]),
+        answer(200, figures, [("Content-Type", "application/json")]),  # ends at the close
+        b"HTTP/1.1 100 Continue\r\n\r\n" + answer(200, figures, [
+            ("Content-Type", "application/json"), ("Content-Length", len(figures))]),
+    ]
+    with Peer(answers) as peer:
+        for i in range(len(answers)):
+            st, out, err = cli(args, "show", "ctr", "--server", peer.url + "/")
+            assert st == 0, (i, st, err)
+            # Indented, numbers as the server wrote them (0.1, not 0.10000000000000001).
+            assert out == ('{\n  "name": "ctr",\n  "total": {\n    "loss": 0.1,\n'
+                           '    "per_class": []\n  },\n  "windows": {}\n}\n'), (i, out)
+            assert json.loads(out) == json.loads(figures)
+        lines, body = peer.requests[0]
+        assert lines[0] == "GET /v1/monitors/ctr HTTP/1.1", lines
+        assert f"Host: 127.0.0.1:{peer.port}" in lines and body == b"", lines
+
+    # observe: the file's tensors with --time, --slice and --id added (replacing the file's
+    # own), POSTed with Content-Length; the name percent-encoded; a path prefix kept;
+    # MASKLOSS_SERVER read.
+    reply = b'{"monitor":"a b","loss":0.5,"duplicate":false}'
+    with Peer([answer(200, reply, [("Content-Type", "application/json"),
+                                   ("Content-Length", len(reply))])] * 2) as peer:
+        request = dict(NOTE_TENSORS, time=1, id="old")
+        st, out, err = cli(args, "observe", "a b", "--time", "2026-12-01T09:00:00Z", "--slice",
+                           "model_version=7", "--slice", "region=eu=west", "--id", "k1", "-",
+                           stdin=json.dumps(request).encode(),
+                           env={"MASKLOSS_SERVER": peer.url + "/prefix"})
+        assert st == 0 and out == reply.decode() + "\n", (st, out, err)
+        lines, body = peer.requests[0]
+        assert lines[0] == "POST /prefix/v1/monitors/a%20b/observe HTTP/1.1", lines
+        assert f"Content-Length: {len(body)}" in lines, lines
+        assert "Content-Type: application/json" in lines, lines
+        sent = json.loads(body)
+        assert sent == dict(NOTE_TENSORS, time="2026-12-01T09:00:00Z", id="k1",
+                            slice={"model_version": "7", "region": "eu=west"}), sent
+        # A number is Unix seconds; without options the file goes byte for byte.
+        tmp = tempfile.NamedTemporaryFile(suffix=".json", delete=False)
+        tmp.write(b'{"labels": [1], "logits": [0.1]}')
+        tmp.close()
+        try:
+            st, out, err = cli(args, "observe", "c", "--server", peer.url, tmp.name)
+        finally:
+            os.unlink(tmp.name)
+        assert st == 0, err
+        assert peer.requests[1][1] == b'{"labels": [1], "logits": [0.1]}', peer.requests[1]
+
+    # series: the query, percent-encoded; create: PUT with ?force=true; delete: 204, no output.
+    ok = answer(200, b"{}", [("Content-Type", "application/json"), ("Content-Length", 2)])
+    with Peer([ok, ok, answer(204), ok]) as peer:
+        st, out, err = cli(args, "series", "ctr", "--server", peer.url, "--step", "5m",
+                           "--from", "2026-12-01T09:00:00+01:00", "--to", "1764579600",
+                           "--slice", "model_version=7", "--class", "dog cat")
+        assert st == 0 and out == "{}\n", (st, out, err)
+        assert peer.requests[0][0][0] == (
+            "GET /v1/monitors/ctr/series?step=5m&from=2026-12-01T09%3A00%3A00%2B01%3A00"
+            "&to=1764579600&slice=model_version%3D7&class=dog%20cat HTTP/1.1"), peer.requests[0]
+        config = b'{"loss": "sigmoid_cross_entropy"}'
+        st, out, err = cli(args, "create", "ctr", "--config", "-", "--force", "--server",
+                           peer.url, stdin=config)
+        assert st == 0 and out == "{}\n", (st, out, err)
+        assert peer.requests[1][0][0] == "PUT /v1/monitors/ctr?force=true HTTP/1.1"
+        assert peer.requests[1][1] == config
+        st, out, err = cli(args, "delete", "ctr", "--server", peer.url)
+        assert st == 0 and out == "" and err == "", (st, out, err)
+        assert peer.requests[2][0][0] == "DELETE /v1/monitors/ctr HTTP/1.1"
+        st, out, err = cli(args, "list", "--server", peer.url)
+        assert st == 0 and peer.requests[3][0][0] == "GET /v1/monitors HTTP/1.1"
+    print("    Content-Length, chunked, close-delimited, 100 Continue; observe/series/create/"
+          "delete/list requests")
+
+
+@test
+def cli_monitor_failures(args):
+    """Exit 2 with the error object on stderr for an HTTP error; 3 when the server cannot be
+    reached or its answer cannot be read (bounded before allocation); 64 for usage; 1 for a
+    local failure."""
+    err_answer = answer(404, ERROR, [("Content-Type", "application/json"),
+                                     ("Content-Length", len(ERROR))], "Not Found")
+    cases = [
+        (err_answer, 2, ERROR.decode() + "\n"),
+        (answer(502, b"<html>bad gateway</html>", [("Content-Type", "text/html"),
+                                                   ("Content-Length", 24)]),
+         2, "maskloss monitor: HTTP 502: <html>bad gateway</html>\n"),
+        (answer(200, b"", [("Content-Length", "99999999999999999999999")]), 3,
+         "announced a body of 99999999999999999999999 bytes, over the limit"),
+        (answer(200, b"fff\r\n", [("Transfer-Encoding", "chunked")]), 3,
+         "closed the connection before the answer was complete"),
+        (answer(200, b"ffffffffffffffffffff\r\n", [("Transfer-Encoding", "chunked")]), 3,
+         "over the limit of"),
+        (answer(200, b"zz\r\n", [("Transfer-Encoding", "chunked")]), 3, "a bad chunk size"),
+        (answer(200, b"{}", [("Content-Length", 5)]), 3,
+         "closed the connection before the answer was complete"),
+        (answer(200, b"", [("Content-Length", "2, 3")]), 3, "Content-Length values that differ"),
+        (answer(200, b"", [("Transfer-Encoding", "gzip")]), 3, "Transfer-Encoding 'gzip'"),
+        (b"SSH-2.0-OpenSSH\r\n", 3, "malformed answer: no HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 3, "header line over 8192"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 20000 + b"\r\n", 3, "header over 65536"),
+        (None, 3, "did not answer within 1 s"),
+    ]
+    with Peer([c[0] for c in cases]) as peer:
+        for i, (_, status, text) in enumerate(cases):
+            st, out, err = cli(args, "show", "ctr", "--server", peer.url, "--timeout", "1")
+            assert st == status and out == "", (i, st, out, err)
+            assert (err == text) if text.endswith("\n") else (text in err), (i, err)
+            if status == 3:
+                assert err.startswith(f"maskloss monitor: 127.0.0.1:{peer.port} ") or \
+                    "cannot" in err, err
+    # Nothing listens on a port just closed.
+    s = socket.create_server(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    st, out, err = cli(args, "list", "--server", f"127.0.0.1:{port}")
+    assert st == 3 and err == f"maskloss monitor: cannot connect to 127.0.0.1:{port}: " \
+                              "Connection refused\n", (st, err)
+    st, out, err = cli(args, "list", "--server", "http://no-such-host.invalid")
+    assert st == 3 and "cannot resolve no-such-host.invalid" in err, (st, err)
+    for argv, words in [(["show"], "needs the monitor's NAME"),
+                        (["show", "a", "b"], "unexpected argument 'b'"),
+                        (["observe", "a", "--config", "x"], "--config does not apply"),
+                        (["create", "a"], "needs --config"),
+                        (["frob"], "unknown command 'frob'"),
+                        (["list", "--server", "https://h"], "https is not supported yet"),
+                        (["list", "--server", "http://h:0"], "port must be a number"),
+                        (["list", "--timeout", "0"], "--timeout takes seconds"),
+                        (["observe", "a", "--slice", "novalue"], "--slice takes KEY=VALUE"),
+                        ([], "usage: maskloss monitor")]:
+        st, out, err = cli(args, *argv)
+        assert st == 64 and words in err and out == "", (argv, st, out, err)
+    st, out, err = cli(args, "--help")
+    assert st == 0 and "Exit status" in out, (st, out)
+    st, out, err = cli(args, "observe", "a", "/no/such/file.json", "--server", "127.0.0.1:1")
+    assert st == 1 and "cannot open /no/such/file.json" in err, (st, err)
+    st, out, err = cli(args, "observe", "a", "--id", "x", "-", "--server", "127.0.0.1:1",
+                       stdin=b"[1, 2]")
+    assert st == 1 and "must be a JSON object" in err, (st, err)
+    print("    exit 2 (error object on stderr), 3 (refused, unresolved, timeout, malformed, "
+          "over the bounds), 64, 1")
