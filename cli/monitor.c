@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,11 +484,13 @@ static char *observation(const struct args *a, size_t *len, int *status)
         goto done;
     }
     if (a->time) {
-        /* A number is Unix seconds; anything else goes as a string (RFC 3339). */
+        /* A number is Unix seconds; anything else goes as a string (RFC 3339, or for the
+         * server to refuse: "nan" is no time). */
         char *end = NULL;
         errno = 0;
         double t = strtod(a->time, &end);
-        json_t *v = (end != a->time && !*end && !errno) ? json_real(t) : json_string(a->time);
+        int is_number = end != a->time && !*end && !errno && isfinite(t);
+        json_t *v = is_number ? json_real(t) : json_string(a->time);
         if (!v || json_object_set_new(root, "time", v))
             goto oom;
     }
