@@ -167,7 +167,9 @@ enum ml_output {
     ML_OUT_PER_CLASS = 1u << 3,          /* the reduction applied per class of the last axis */
     ML_OUT_WEIGHTED_SUM = 1u << 4,       /* sum of loss * weight */
     ML_OUT_SUM_WEIGHTS = 1u << 5,        /* sum of the broadcast weights */
-    ML_OUT_NUM_NONZERO_WEIGHTS = 1u << 6 /* count of broadcast weights != 0 */
+    ML_OUT_NUM_NONZERO_WEIGHTS = 1u << 6, /* count of broadcast weights != 0 */
+    ML_OUT_SUMS = 1u << 7,                /* res->sums: every additive part of the loss */
+    ML_OUT_CLASS_SUMS = 1u << 8           /* res->class_sums: the same per class (last axis) */
 };
 
 struct ml_request {
@@ -198,6 +200,49 @@ struct ml_request {
     void (*parallel_for)(void *ctx, int64_t n, void (*fn)(void *arg, int64_t i), void *arg);
     void *parallel_ctx;
 };
+
+/*
+ * The additive parts of a reduced loss. Every reduction is sum(w * l) / sum(d) for a
+ * per-element denominator d, so the loss of a union of evaluations (the concatenation of
+ * several requests, a time window of a monitor, the replicas of a service) is
+ * ml_sums_loss() of the field-wise sum of their ml_sums: keeping these, never the losses,
+ * makes aggregates exact and mergeable.
+ */
+struct ml_sums {
+    double weighted_sum;        /* sum of loss * weight */
+    double denominator;         /* sum of d: what the reduction divides by (sum: the elements) */
+    double sum_weights;         /* sum of the weights (torch cross_entropy: of w[target]) */
+    double num_nonzero_weights; /* count of weights != 0 */
+    double sum_sq;              /* sum of weight * loss^2, for variances (torch cross_entropy:
+                                   w[target] * nll^2) */
+    double elements;            /* elements of the pointwise loss */
+    double samples;             /* its rows: elements / classes for an elementwise loss */
+};
+
+/* into += s, field by field. */
+ML_API void ml_sums_add(struct ml_sums *into, const struct ml_sums *s);
+
+/* How a reduction turns sums into the loss (filled by ml_reduction_ratio). */
+struct ml_ratio {
+    const char *reduction; /* the reduction's canonical spelling (static) */
+    int divides;           /* 0 for sum reductions: the loss is the weighted sum */
+    int plain_division;    /* torch: x / 0 is NaN or infinite; TF and Keras: 0 (divide_no_nan) */
+    int unweighted_is_nan; /* torch cross_entropy's mean: NaN when no weight is non-zero */
+    int elementwise;       /* the pointwise loss has the prediction's shape (last axis: classes) */
+};
+
+/*
+ * The ratio of a loss and reduction (NULL: the loss's default), as ml_eval() would apply it.
+ * Returns 0, or ML_EUNKNOWN_LOSS / ML_EREDUCTION with err naming the field. Reduction none
+ * is ML_EREDUCTION: it does not reduce. (tf.nn ops given weights reduce by
+ * SUM_BY_NONZERO_WEIGHTS in ml_eval; here their NULL default is their own, none.)
+ */
+ML_API int ml_reduction_ratio(const char *loss, const char *reduction, struct ml_ratio *out,
+                              struct ml_error *err);
+
+/* The loss of sums under a ratio: what ml_eval() answers for the concatenated inputs (up to
+ * the rounding of the summation). */
+ML_API double ml_sums_loss(const struct ml_ratio *ratio, const struct ml_sums *s);
 
 /* A dense row-major array of doubles owned by a struct ml_result. */
 struct ml_array {
@@ -230,6 +275,13 @@ struct ml_result {
      */
     enum ml_path { ML_PATH_GENERAL = 0, ML_PATH_FUSED = 1 } path;
     const char *simd;
+
+    /* ML_OUT_SUMS: the additive parts of the loss (zero when not requested). */
+    struct ml_sums sums;
+    /* ML_OUT_CLASS_SUMS: num_classes sums, one per class of the last axis of an
+     * elementwise loss (NULL when not requested). */
+    struct ml_sums *class_sums;
+    int64_t num_classes;
 };
 
 /* Set every field of a request to its default (dtype float32, outputs loss, no limit). */

@@ -31,8 +31,21 @@ void ml_result_free(struct ml_result *res)
     free(res->per_element.data);
     free(res->per_sample.data);
     free(res->per_class.data);
+    free(res->class_sums);
+    res->class_sums = NULL;
     res->loss_tensor.data = res->per_element.data = NULL;
     res->per_sample.data = res->per_class.data = NULL;
+}
+
+static int find_loss(struct eval *e, const char *name, struct ml_error *err)
+{
+    e->info = ml_loss_find(name);
+    if (!e->info)
+        return ml__fail(err, ML_EUNKNOWN_LOSS, "loss", -1,
+                        "unknown loss '%s' (`maskloss losses` or GET /v1/losses lists them)",
+                        name);
+    e->def = ml__loss_def(e->info);
+    return 0;
 }
 
 static int resolve_reduction(struct eval *e, struct ml_error *err)
@@ -150,12 +163,9 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
 
     if (!req->loss)
         return ml__fail(err, ML_EINVAL, "loss", -1, "the request names no loss");
-    e->info = ml_loss_find(req->loss);
-    if (!e->info)
-        return ml__fail(err, ML_EUNKNOWN_LOSS, "loss", -1,
-                        "unknown loss '%s' (`maskloss losses` or GET /v1/losses lists them)",
-                        req->loss);
-    e->def = ml__loss_def(e->info);
+    rc = find_loss(e, req->loss, err);
+    if (rc)
+        return rc;
     if (req->dtype != ML_FLOAT32 && req->dtype != ML_FLOAT64)
         return ml__fail(err, ML_EINVAL, "dtype", -1, "dtype must be float32 or float64");
     e->dtype = req->dtype;
@@ -234,8 +244,8 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     if (e->def->weight_rule == ML__W_KERAS3 && red->den != ML__DEN_NONE) {
         if (vrank == 0)
             red = &keras_scalar;
-        else if (vrank == 1 && vshape[0] == 0)
-            red = &keras_unreduced;
+        else if (vrank == 1 && vshape[0] == 0 && !(req->outputs & (ML_OUT_SUMS | ML_OUT_CLASS_SUMS)))
+            red = &keras_unreduced; /* (asked for sums, an empty batch has zero sums) */
     }
 
     in.loss_name = e->info->name;
@@ -266,6 +276,38 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
         res->per_element.data = e->values;
         e->values = NULL; /* ownership moves to the result */
     }
+    return 0;
+}
+
+int ml_reduction_ratio(const char *loss, const char *reduction, struct ml_ratio *out,
+                       struct ml_error *err)
+{
+    struct eval e;
+    struct ml_request req;
+    memset(&e, 0, sizeof(e));
+    if (err) {
+        memset(err, 0, sizeof(*err));
+        err->index = -1;
+    }
+    if (!out)
+        return ml__fail(err, ML_EINVAL, "", -1, "no ratio to fill (out is NULL)");
+    memset(out, 0, sizeof(*out));
+    if (!loss)
+        return ml__fail(err, ML_EINVAL, "loss", -1, "no loss named");
+    ml_request_init(&req);
+    req.loss = loss;
+    req.reduction = reduction;
+    e.req = &req;
+    int rc = find_loss(&e, loss, err);
+    if (!rc)
+        rc = resolve_reduction(&e, err);
+    if (rc)
+        return rc;
+    if (e.red->den == ML__DEN_NONE)
+        return ml__fail(err, ML_EREDUCTION, "reduction", -1,
+                        "reduction %s does not reduce: a ratio of sums needs one that does",
+                        e.red->name);
+    ml__ratio_of(e.red, e.def->elementwise, out);
     return 0;
 }
 

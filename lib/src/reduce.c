@@ -21,13 +21,49 @@
  * without it the whole is 0/0. Weights of both signs that sum to 0 divide plainly (torch:
  * +-inf).
  */
-static double divide(const struct ml__reduction *red, double num, double den, int none_weighted)
+/* The one rule of every reduction's division (ml_sums_loss and the reductions below). */
+static double ratio_value(int divides, int plain, int unweighted_is_nan, double num, double den,
+                          int none_weighted)
 {
-    if (den == 0 && !red->nan_on_zero)
+    if (!divides)
+        return num;
+    if (den == 0 && !plain)
         return 0.0;
-    if (den == 0 && red->den == ML__DEN_EXPLICIT && none_weighted)
+    if (den == 0 && unweighted_is_nan && none_weighted)
         return NAN;
     return num / den;
+}
+
+static double divide(const struct ml__reduction *red, double num, double den, int none_weighted)
+{
+    return ratio_value(1, red->nan_on_zero, red->den == ML__DEN_EXPLICIT, num, den,
+                       none_weighted);
+}
+
+void ml__ratio_of(const struct ml__reduction *red, int elementwise, struct ml_ratio *out)
+{
+    out->reduction = red->name;
+    out->divides = red->den != ML__DEN_ONE;
+    out->plain_division = red->nan_on_zero;
+    out->unweighted_is_nan = red->den == ML__DEN_EXPLICIT;
+    out->elementwise = elementwise;
+}
+
+double ml_sums_loss(const struct ml_ratio *r, const struct ml_sums *s)
+{
+    return ratio_value(r->divides, r->plain_division, r->unweighted_is_nan, s->weighted_sum,
+                       s->denominator, s->num_nonzero_weights == 0);
+}
+
+void ml_sums_add(struct ml_sums *into, const struct ml_sums *s)
+{
+    into->weighted_sum += s->weighted_sum;
+    into->denominator += s->denominator;
+    into->sum_weights += s->sum_weights;
+    into->num_nonzero_weights += s->num_nonzero_weights;
+    into->sum_sq += s->sum_sq;
+    into->elements += s->elements;
+    into->samples += s->samples;
 }
 
 struct group {
@@ -50,6 +86,34 @@ static void group_free(struct group *g)
 {
     free(g->num);
     free(g->den);
+}
+
+/* ML_OUT_SUMS and ML_OUT_CLASS_SUMS: compensated sums of every additive part. */
+struct parts {
+    struct ml__sum num, den, sw, sq;
+    int64_t nonzero, count;
+};
+
+static void parts_add(struct parts *p, double wv, double d, double w_eff, double sq)
+{
+    ml__sum_add(&p->num, wv);
+    ml__sum_add(&p->den, d);
+    ml__sum_add(&p->sw, w_eff);
+    ml__sum_add(&p->sq, sq);
+    p->nonzero += w_eff != 0;
+    p->count++;
+}
+
+static void parts_emit(const struct parts *p, const struct ml__reduction *red, int64_t rows,
+                       struct ml_sums *out)
+{
+    out->weighted_sum = ml__sum_get(&p->num);
+    out->denominator = red->den == ML__DEN_ONE ? (double)p->count : ml__sum_get(&p->den);
+    out->sum_weights = ml__sum_get(&p->sw);
+    out->num_nonzero_weights = (double)p->nonzero;
+    out->sum_sq = ml__sum_get(&p->sq);
+    out->elements = (double)p->count;
+    out->samples = (double)rows;
 }
 
 /* A group (per_sample, per_class) of torch cross_entropy with a zero denominator is taken as
@@ -75,12 +139,9 @@ void ml__reduce_totals(const struct ml__reduction *red, double num, double den, 
     res->weighted_sum = num;
     res->sum_weights = sum_w;
     res->num_nonzero_weights = (double)nonzero;
-    if (red->den == ML__DEN_ONE)
-        res->loss = num;
-    else if (red->den == ML__DEN_RAW_SW && has_raw_sw)
-        res->loss = divide(red, num, raw_sw, nonzero == 0);
-    else
-        res->loss = divide(red, num, den, nonzero == 0);
+    if (red->den == ML__DEN_RAW_SW && has_raw_sw)
+        den = raw_sw;
+    res->loss = red->den == ML__DEN_ONE ? num : divide(red, num, den, nonzero == 0);
 }
 
 int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_error *err)
@@ -89,15 +150,20 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
     const int64_t n = in->n;
     const int want_sample = (in->outputs & ML_OUT_PER_SAMPLE) != 0;
     const int want_class = (in->outputs & ML_OUT_PER_CLASS) != 0;
+    const int want_sums = (in->outputs & ML_OUT_SUMS) != 0;
+    const int want_class_sums = (in->outputs & ML_OUT_CLASS_SUMS) != 0;
     struct group by_sample = {0}, by_class = {0};
+    struct parts total_parts;
+    struct parts *class_parts = NULL;
     int rc = ML_ENOMEM;
+    memset(&total_parts, 0, sizeof(total_parts));
 
-    if ((want_sample || want_class) && red->den == ML__DEN_NONE)
+    if ((want_sample || want_class || want_sums || want_class_sums) && red->den == ML__DEN_NONE)
         return ml__fail(err, ML_EOUTPUT, "outputs", -1,
-                        "per_sample and per_class apply the reduction to groups of elements; "
-                        "reduction %s does not reduce",
+                        "per_sample, per_class and sums apply the reduction to groups of "
+                        "elements; reduction %s does not reduce",
                         red->name);
-    if (want_class && !in->elementwise)
+    if ((want_class || want_class_sums) && !in->elementwise)
         return ml__fail(err, ML_EOUTPUT, "outputs", -1,
                         "per_class needs an elementwise loss (one value per class); %s gives "
                         "one value per sample",
@@ -130,6 +196,19 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
         if (group_alloc(&by_class, row_len))
             goto free_groups;
     }
+    if (want_class_sums) {
+        int64_t classes = in->rank > 0 ? row_len : 1;
+        rc = ml__check_output_size("outputs", "class_sums", 1, &classes, in->max_elements,
+                                   in->input_elements, err);
+        if (rc)
+            goto free_groups;
+        rc = ML_ENOMEM;
+        class_parts = calloc((size_t)(classes > 0 ? classes : 1), sizeof(*class_parts));
+        res->class_sums = calloc((size_t)(classes > 0 ? classes : 1), sizeof(struct ml_sums));
+        if (!class_parts || !res->class_sums)
+            goto free_groups;
+        res->num_classes = classes;
+    }
 
     double *none_out = NULL;
     if (red->den == ML__DEN_NONE) {
@@ -157,7 +236,7 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
      * common reductions, the same bits. */
     const int den_counts = red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO;
     const int den_sums = !den_counts && red->den != ML__DEN_ONE && red->den != ML__DEN_NONE;
-    const int want_sw = (in->outputs & ML_OUT_SUM_WEIGHTS) != 0;
+    const int want_sw = (in->outputs & (ML_OUT_SUM_WEIGHTS | ML_OUT_SUMS)) != 0;
     int64_t den_count = 0;
     int64_t idx[ML_MAX_RANK] = {0};
     int64_t woff = 0;
@@ -218,6 +297,15 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
             ml__sum_add(&by_class.num[gi], wv);
             ml__sum_add(&by_class.den[gi], d);
         }
+        if (want_sums || class_parts) {
+            /* w * l^2 with l the unweighted loss: torch cross_entropy's values already carry
+             * their weight w_eff (= den), so theirs is value^2 / w_eff. */
+            double sq = in->den ? (w_eff != 0 ? wv * wv / w_eff : 0.0) : wv * in->values[i];
+            if (want_sums)
+                ml__sum_add(&total_parts.sq, sq);
+            if (class_parts)
+                parts_add(&class_parts[row_len ? i % row_len : 0], wv, d, w_eff, sq);
+        }
         /* Advance the weight offset with the loss's multi-index (last axis fastest). */
         if (dense_w) {
             woff++;
@@ -251,6 +339,23 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
                           ml__lanes_get(&tsum_w), nonzero, in->has_raw_sw, in->raw_sw_sum, res);
     }
 
+    /* The rows of the loss: an elementwise loss's rows are all but its last axis. */
+    int64_t rows = in->elementwise && in->rank > 0 ? (row_len ? n / row_len : 0) : n;
+    if (want_sums) {
+        struct ml_sums *t = &res->sums;
+        t->weighted_sum = res->weighted_sum;
+        t->denominator = red->den == ML__DEN_ONE                     ? (double)n
+                         : red->den == ML__DEN_RAW_SW && in->has_raw_sw ? in->raw_sw_sum
+                         : den_counts                                   ? (double)den_count
+                                                                        : ml__lanes_get(&tden);
+        t->sum_weights = ml__lanes_get(&tsum_w);
+        t->num_nonzero_weights = (double)nonzero;
+        t->sum_sq = ml__sum_get(&total_parts.sq);
+        t->elements = (double)n;
+        t->samples = (double)rows;
+    }
+    for (int64_t c = 0; class_parts && c < res->num_classes; c++)
+        parts_emit(&class_parts[c], red, rows, &res->class_sums[c]);
     if (want_sample && group_emit(&by_sample, red, &res->per_sample))
         goto free_groups;
     if (want_class && group_emit(&by_class, red, &res->per_class))
@@ -260,6 +365,7 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
 free_groups:
     group_free(&by_sample);
     group_free(&by_class);
+    free(class_parts);
     if (rc == ML_ENOMEM)
         ml__fail(err, rc, "", -1, "out of memory while reducing %lld elements", (long long)n);
     return rc;

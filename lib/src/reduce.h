@@ -37,4 +37,7 @@ int ml__reduce(const struct ml__reduce_in *in, struct ml_result *res, struct ml_
 void ml__reduce_totals(const struct ml__reduction *red, double num, double den, double sum_w,
                        int64_t nonzero, int has_raw_sw, double raw_sw, struct ml_result *res);
 
+/* The public view of a reduction's division (ml_reduction_ratio). */
+void ml__ratio_of(const struct ml__reduction *red, int elementwise, struct ml_ratio *out);
+
 #endif /* ML_REDUCE_H */
