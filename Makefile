@@ -64,7 +64,7 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 
 # Debian packages behind each pkg-config name. scripts/deps.sh installs missing ones (make deps,
 # run, test, bench), or with --check only names them and fails (make, make install, make check).
-DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev
+DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl cmd:promtool:prometheus
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
@@ -80,8 +80,8 @@ JANSSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 JANSSON_LIBS = $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null)
 CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
-SERVER_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd libuv jansson 2>/dev/null)
-SERVER_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd libuv jansson 2>/dev/null)
+SERVER_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd libuv jansson sqlite3 2>/dev/null)
+SERVER_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd libuv jansson sqlite3 2>/dev/null)
 
 LIB_SRC = $(wildcard lib/src/*.c)
 PROTO_SRC = $(wildcard proto/*.c)

@@ -15,8 +15,11 @@
 
 #include "config.h"
 #include "maskloss.h"
+#include "monitor.h"
 
-enum opt_kind { OPT_STRING, OPT_UINT, OPT_BYTES, OPT_LLONG, OPT_SECONDS, OPT_FLAG };
+/* OPT_STRING's max is the size of its field; OPT_DURATION is whole seconds from "90s", "5m",
+ * "48h", "30d" (into a long long). */
+enum opt_kind { OPT_STRING, OPT_UINT, OPT_BYTES, OPT_LLONG, OPT_SECONDS, OPT_FLAG, OPT_DURATION };
 
 struct opt {
     const char *flag; /* without the leading "--" */
@@ -29,9 +32,10 @@ struct opt {
 };
 
 #define OFF(f) offsetof(struct mls_config, f)
+#define SIZE(f) sizeof(((struct mls_config *)0)->f)
 
 static const struct opt opts[] = {
-    {"bind", "MASKLOSS_BIND", OPT_STRING, OFF(bind), 0, 0, "ADDR",
+    {"bind", "MASKLOSS_BIND", OPT_STRING, OFF(bind), 0, SIZE(bind), "ADDR",
      "address to listen on; 0.0.0.0 or :: for every interface (default 127.0.0.1)"},
     {"port", "MASKLOSS_PORT", OPT_UINT, OFF(port), 0, 65535, "N",
      "TCP port; 0 picks a free one and prints it (default 8080)"},
@@ -77,6 +81,19 @@ static const struct opt opts[] = {
      "the part of --max-inflight-bytes the requests from one client address (an IPv6 /64) "
      "may hold together, so that one client cannot fill it with large bodies it never sends "
      "(default: half of --max-inflight-bytes)"},
+    {"state", "MASKLOSS_STATE", OPT_STRING, OFF(state), 0, SIZE(state), "PATH",
+     "the monitors' SQLite file, created when absent; :memory: keeps nothing (default "
+     "maskloss-state.db in the working directory)"},
+    {"max-monitors", "MASKLOSS_MAX_MONITORS", OPT_UINT, OFF(max_monitors), 1, 1000000, "N",
+     "monitors the server holds; creating one more is 422 limit_exceeded (default 1000)"},
+    {"max-classes", "MASKLOSS_MAX_CLASSES", OPT_UINT, OFF(max_classes), 1, 1000000, "N",
+     "classes of one monitor (default 4096)"},
+    {"max-slice-values", "MASKLOSS_MAX_SLICE_VALUES", OPT_UINT, OFF(max_slice_values), 1, 1000000,
+     "N",
+     "distinct combinations of slice values of one monitor; an observation that would add "
+     "one more is 422 limit_exceeded (default 1000)"},
+    {"rollup-after", "MASKLOSS_ROLLUP_AFTER", OPT_DURATION, OFF(rollup_after), 60, 3650.0 * 86400,
+     "DURATION", "minute buckets older than this are merged into hour buckets (default 48h)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -99,6 +116,11 @@ static void defaults(struct mls_config *c)
     c->header_timeout = 10;
     c->max_inflight_bytes = mls_config_default_inflight_bytes();
     c->max_inflight_bytes_per_ip = 0; /* not given: half of max_inflight_bytes, once known */
+    strcpy(c->state, "maskloss-state.db");
+    c->max_monitors = 1000;
+    c->max_classes = 4096;
+    c->max_slice_values = 1000;
+    c->rollup_after = 48 * 3600;
 }
 
 /* A cgroup v2 (or v1) memory limit, 0 when there is none. */
@@ -160,12 +182,21 @@ static int set_value(struct mls_config *c, const struct opt *o, const char *v, c
     errno = 0;
     switch (o->kind) {
     case OPT_STRING:
-        if (!*v || strlen(v) >= sizeof(c->bind)) {
-            *why = "expected a non-empty address of at most 127 characters";
+        if (!*v || strlen(v) >= (size_t)o->max) {
+            *why = "expected a non-empty value, shorter than that";
             return -1;
         }
         strcpy((char *)field, v);
         return 0;
+    case OPT_DURATION: {
+        int64_t d = mls_duration_parse(v);
+        if (d < o->min || d > o->max) {
+            *why = "expected a duration such as 90m, 48h or 7d, from 1m to 3650d";
+            return -1;
+        }
+        *(long long *)field = d;
+        return 0;
+    }
     case OPT_FLAG:
         if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") ||
             !strcasecmp(v, "on")) {

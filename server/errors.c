@@ -27,6 +27,13 @@ static const struct {
     [MLS_ERR_STARTING] = {"starting", 0, 503},
     [MLS_ERR_DEADLINE_EXCEEDED] = {"deadline_exceeded", 0, 503},
     [MLS_ERR_OUT_OF_MEMORY] = {NULL, ML_ENOMEM, 503},
+    [MLS_ERR_MONITOR_NOT_FOUND] = {"monitor_not_found", 0, 404},
+    [MLS_ERR_MONITOR_CONFLICT] = {"monitor_conflict", 0, 409},
+    [MLS_ERR_INVALID_MONITOR] = {"invalid_monitor", 0, 422},
+    [MLS_ERR_INVALID_OBSERVATION] = {"invalid_observation", 0, 422},
+    [MLS_ERR_LIMIT_EXCEEDED] = {"limit_exceeded", 0, 422},
+    [MLS_ERR_STATE_UNAVAILABLE] = {"state_unavailable", 0, 503},
+    [MLS_ERR_INVALID_QUERY] = {"invalid_query", 0, 400},
 };
 
 const char *mls_error_name(enum mls_error e)
@@ -37,6 +44,23 @@ const char *mls_error_name(enum mls_error e)
 unsigned mls_error_status(enum mls_error e)
 {
     return errors[e].status;
+}
+
+void mls_error_members(struct mlp_buf *b, const char *code, const char *field, const char *msg)
+{
+    mlp_buf_puts(b, "\"error\":");
+    mlp_buf_string(b, msg);
+    mlp_buf_puts(b, ",\"code\":");
+    mlp_buf_string(b, code);
+    mlp_buf_puts(b, ",\"field\":");
+    mlp_buf_string(b, field ? field : "");
+}
+
+void mls_error_write(struct mlp_buf *b, const char *code, const char *field, const char *msg)
+{
+    mlp_buf_puts(b, "{");
+    mls_error_members(b, code, field, msg);
+    mlp_buf_puts(b, "}");
 }
 
 int mls_error_code_known(const char *code)

@@ -9,6 +9,8 @@
 #ifndef MLS_ERRORS_H
 #define MLS_ERRORS_H
 
+#include "buf.h"
+
 enum mls_error {
     MLS_ERR_NOT_FOUND,              /* 404 no route */
     MLS_ERR_UNKNOWN_MODEL,          /* 404 /v2/models/{loss}: no such loss (unknown_loss) */
@@ -25,6 +27,13 @@ enum mls_error {
     MLS_ERR_STARTING,               /* 503 /readyz before the server is ready */
     MLS_ERR_DEADLINE_EXCEEDED,      /* 503 waited in the queue past --request-timeout */
     MLS_ERR_OUT_OF_MEMORY,          /* 503 the server could not allocate */
+    MLS_ERR_MONITOR_NOT_FOUND,      /* 404 no monitor of that name */
+    MLS_ERR_MONITOR_CONFLICT,       /* 409 another config exists (PUT without ?force=true) */
+    MLS_ERR_INVALID_MONITOR,        /* 422 a monitor's name or config field is wrong */
+    MLS_ERR_INVALID_OBSERVATION,    /* 422 an observation's time, slice, id or shape is wrong */
+    MLS_ERR_LIMIT_EXCEEDED,         /* 422 --max-monitors, --max-classes, --max-slice-values */
+    MLS_ERR_STATE_UNAVAILABLE,      /* 503 the monitors' state cannot be written now */
+    MLS_ERR_INVALID_QUERY,          /* 400 a query parameter is wrong */
     MLS_ERR_COUNT
 };
 
@@ -32,6 +41,11 @@ enum mls_error {
 const char *mls_error_name(enum mls_error e);
 /* Its HTTP status. */
 unsigned mls_error_status(enum mls_error e);
+/* The members of an error object, without its braces: "error", "code", "field". */
+void mls_error_members(struct mlp_buf *b, const char *code, const char *field, const char *msg);
+/* The error object {"error", "code", "field"}. */
+void mls_error_write(struct mlp_buf *b, const char *code, const char *field, const char *msg);
+
 /* Whether code is a code any answer of the server may carry: the server's or the protocol's. */
 int mls_error_code_known(const char *code);
 

@@ -30,6 +30,7 @@
 
 #include "errors.h"
 #include "mlp_v2.h"
+#include "monitor_http.h"
 #include "server.h"
 
 enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE };
@@ -55,20 +56,24 @@ struct request {
     size_t len, cap;
     uint64_t bytes_in;
     uint64_t content_length; /* 0 when unknown */
-    char model[128];         /* v2 model routes: the loss name from the path */
+    char model[160];         /* v2 model routes: the loss name; monitor routes: the monitor's */
     long long ihcl;          /* v2 infer: Inference-Header-Content-Length, -1 when absent */
     size_t pad;              /* body = body_base + pad, so that the binary data is aligned */
     char *body_base;
-    int too_large;   /* the body crossed --max-body-bytes */
-    int body_oom;    /* the body could not be stored */
-    int timed_out;   /* the body took longer than --connection-timeout */
-    int over_budget; /* a chunked body outgrew the memory budget: why (BUDGET_*), else 0 */
-    int final_seen;  /* the final call came once (submit()) */
-    uint64_t budget;      /* bytes of the memory budget held until completion */
-    uint64_t budget_held; /* when refused: what the other requests held of the budget or share */
+    int too_large;         /* the body crossed --max-body-bytes */
+    int body_oom;          /* the body could not be stored */
+    int timed_out;         /* the body took longer than --connection-timeout */
+    int over_budget;       /* a chunked body outgrew the memory budget: why (BUDGET_*), else 0 */
+    int final_seen;        /* the final call came once (submit()) */
+    uint64_t budget;       /* bytes of the memory budget held until completion */
+    uint64_t budget_held;  /* when refused: what the other requests held of the budget or share */
     struct mls_peer *peer; /* the client address whose share holds bytes of budget */
     struct mls_conn *cx;
     struct stream *stream; /* a large answer being sent: how far it got */
+
+    struct mls_query query; /* monitor routes: the query arguments */
+    struct mls_mcall mcall; /* monitor routes: the call the worker and the writer answer */
+    int handed_off;         /* the writer thread answers (mcall.finish) */
 
     /* Written by the worker before the resume, read by the HTTP thread after it. */
     _Atomic int state;
@@ -85,31 +90,30 @@ struct request {
 
 /* ---- Answers --------------------------------------------------------------------------- */
 
-/* The members of an error object, without its braces. */
-static void error_members(struct mlp_buf *b, const char *code, const char *field, const char *msg)
-{
-    mlp_buf_puts(b, "\"error\":");
-    mlp_buf_string(b, msg);
-    mlp_buf_puts(b, ",\"code\":");
-    mlp_buf_string(b, code);
-    mlp_buf_puts(b, ",\"field\":");
-    mlp_buf_string(b, field ? field : "");
-}
-
-static void error_object(struct mlp_buf *b, const char *code, const char *field, const char *msg)
-{
-    mlp_buf_puts(b, "{");
-    error_members(b, code, field, msg);
-    mlp_buf_puts(b, "}");
-}
+#define error_members mls_error_members
+#define error_object mls_error_write
 
 static int is_compute(enum mls_route route)
 {
     return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH || route == MLS_ROUTE_V2_INFER;
 }
 
+static int is_monitor(enum mls_route route)
+{
+    return route == MLS_ROUTE_MONITORS || route == MLS_ROUTE_MONITOR ||
+           route == MLS_ROUTE_MONITOR_OBSERVE || route == MLS_ROUTE_MONITOR_SERIES;
+}
+
+/* Whether the request's body is read (others are dropped). */
+static int takes_body(const struct request *r)
+{
+    return is_compute(r->route) || mls_monitor_takes_body(r->route, r->method);
+}
+
 static const char *allowed_methods(enum mls_route route)
 {
+    if (is_monitor(route))
+        return mls_monitor_methods(route);
     return is_compute(route) ? "POST" : "GET, HEAD";
 }
 
@@ -292,6 +296,16 @@ static void count_entry(void *cls, int status, const struct mlp_eval_info *info)
     mls_metrics_elements(&s->metrics, info->loss_name, info->elements);
 }
 
+/* The writer thread's answer to a monitor change is ready: as a worker's would be. */
+static void monitor_finish(struct mls_mcall *c)
+{
+    struct request *r = (struct request *)((char *)c - offsetof(struct request, mcall));
+    r->answer_status = c->status;
+    atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
+    /* The last touch: from here the HTTP thread may answer and free r. */
+    MHD_resume_connection(r->conn);
+}
+
 static void compute(struct mls_server *s, struct request *r)
 {
     struct mlp_error err;
@@ -301,6 +315,23 @@ static void compute(struct mls_server *s, struct request *r)
 
     /* Large requests are split across the idle workers (the library decides what is large). */
     struct mlp_exec exec = {s->cfg.max_elements, mls_pool_parallel_for, &s->pool};
+    if (is_monitor(r->route)) {
+        struct mls_mcall *c = &r->mcall;
+        c->srv = s;
+        c->route = r->route;
+        c->method = r->method;
+        c->name = r->model;
+        c->body = r->body;
+        c->len = r->len;
+        c->query = &r->query;
+        c->exec = &exec;
+        c->out = &r->out;
+        c->finish = monitor_finish;
+        r->handed_off = mls_monitor_route(c);
+        c->exec = NULL; /* (on this stack) */
+        r->answer_status = c->status;
+        return;
+    }
     if (r->route == MLS_ROUTE_V2_INFER) {
         struct mlp_eval_info info;
         int rc = mlp_v2_eval(r->model, r->body ? r->body : "", r->len, r->ihcl, &exec, &r->out,
@@ -353,6 +384,11 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
     }
     free(r->body_base);
     r->body = r->body_base = NULL;
+    if (r->handed_off) {
+        /* The last touch: the writer thread answers (monitor_finish), maybe at once. */
+        mls_writer_submit(&s->writer, r->mcall.submit);
+        return;
+    }
     atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
     /* The last touch: from here the HTTP thread may answer and free r. */
     MHD_resume_connection(r->conn);
@@ -527,14 +563,15 @@ static enum MHD_Result send_over_budget(struct request *r, uint64_t cost, int wh
     char msg[400];
     if (cost > c->max_inflight_bytes || cost > c->max_inflight_bytes_per_ip) {
         int server = cost > c->max_inflight_bytes;
-        snprintf(msg, sizeof(msg),
-                 "decoding this request body needs about %llu bytes of memory, more than the "
-                 "server's budget of %llu for %s (%s); send smaller requests, or binary "
-                 "tensors",
-                 (unsigned long long)cost,
-                 (unsigned long long)(server ? c->max_inflight_bytes : c->max_inflight_bytes_per_ip),
-                 server ? "all requests" : "the requests of one client address",
-                 server ? "--max-inflight-bytes" : "--max-inflight-bytes-per-ip");
+        snprintf(
+            msg, sizeof(msg),
+            "decoding this request body needs about %llu bytes of memory, more than the "
+            "server's budget of %llu for %s (%s); send smaller requests, or binary "
+            "tensors",
+            (unsigned long long)cost,
+            (unsigned long long)(server ? c->max_inflight_bytes : c->max_inflight_bytes_per_ip),
+            server ? "all requests" : "the requests of one client address",
+            server ? "--max-inflight-bytes" : "--max-inflight-bytes-per-ip");
         return send_error(r, MLS_ERR_TOO_LARGE, "body", msg);
     }
     if (why == BUDGET_ADDRESS)
@@ -542,8 +579,8 @@ static enum MHD_Result send_over_budget(struct request *r, uint64_t cost, int wh
                  "the memory for requests in flight from your address is in use (%llu of %llu "
                  "bytes, --max-inflight-bytes-per-ip) and this request needs about %llu; retry "
                  "once your other requests are answered",
-                 (unsigned long long)r->budget_held, (unsigned long long)c->max_inflight_bytes_per_ip,
-                 (unsigned long long)cost);
+                 (unsigned long long)r->budget_held,
+                 (unsigned long long)c->max_inflight_bytes_per_ip, (unsigned long long)cost);
     else
         snprintf(msg, sizeof(msg),
                  "the server's memory for requests in flight is in use (%llu of %llu bytes) and "
@@ -698,23 +735,28 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     const char *version = NULL;
     size_t version_len = 0;
     r->ihcl = -1;
-    r->route = route_of(url, r->model, sizeof(r->model), &version, &version_len);
+    r->route = mls_monitor_route_of(url, r->model, MLS_MONITOR_NAME_MAX + 1);
+    if (r->route == MLS_ROUTE_OTHER)
+        r->route = route_of(url, r->model, sizeof(r->model), &version, &version_len);
     int post = !strcmp(method, MHD_HTTP_METHOD_POST);
     r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
     if (r->route == MLS_ROUTE_OTHER) {
         early(r, MLS_ERR_NOT_FOUND, "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
-              "GET /v1/losses, GET /healthz, GET /readyz, GET /metrics, and the v2 protocol "
+              "GET /v1/losses, /v1/monitors, GET /healthz, GET /readyz, GET /metrics, and the v2 "
+              "protocol "
               "under /v2",
               method, url);
-    } else if (r->model[0] && !ml_loss_find(r->model)) {
+    } else if (!is_monitor(r->route) && r->model[0] && !ml_loss_find(r->model)) {
         early(r, MLS_ERR_UNKNOWN_MODEL, "model",
               "unknown model '%.100s': every loss of GET /v1/losses is a model", r->model);
     } else if (version && !(version_len == 1 && version[0] == '1')) {
         early(r, MLS_ERR_UNKNOWN_VERSION, "version", "model %.100s has version 1 only, not '%.*s'",
               r->model, (int)(version_len > 40 ? 40 : version_len), version);
-    } else if (is_compute(r->route) ? !post : !get) {
+    } else if (is_monitor(r->route)   ? !mls_monitor_method_ok(r->route, method)
+               : is_compute(r->route) ? !post
+                                      : !get) {
         early(r, MLS_ERR_METHOD_NOT_ALLOWED, "method", "method %.40s is not allowed on %s: use %s",
               method, url, allowed_methods(r->route));
     }
@@ -727,7 +769,9 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                   (unsigned long long)r->content_length, (unsigned long long)s->cfg.max_body_bytes);
         return refuse_now(r);
     }
-    if (r->early_status || !is_compute(r->route))
+    if (is_monitor(r->route))
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mls_monitor_query_arg, &r->query);
+    if (r->early_status || !takes_body(r))
         return MHD_YES;
 
     const char *ct =
@@ -786,7 +830,7 @@ static enum MHD_Result on_body(struct request *r, const char *data, size_t n)
         r->timed_out = 1;
         return MHD_NO; /* closes the connection; no answer can be queued mid-body */
     }
-    if (r->early_status || !is_compute(r->route) || r->too_large || r->body_oom || r->over_budget)
+    if (r->early_status || !takes_body(r) || r->too_large || r->body_oom || r->over_budget)
         return MHD_YES; /* dropped */
     if (r->len + n > s->cfg.max_body_bytes) {
         r->too_large = 1;
@@ -862,6 +906,7 @@ static enum MHD_Result send_metrics(struct request *r)
     g.header_timeouts = atomic_load_explicit(&s->conns.header_timeouts, memory_order_relaxed);
     g.lingered = atomic_load_explicit(&s->conns.lingered, memory_order_relaxed);
     mls_metrics_write(&s->metrics, &g, &b);
+    mls_registry_write_metrics(&s->monitors, &b);
     if (b.failed) {
         free(b.data);
         return send_error(r, MLS_ERR_OUT_OF_MEMORY, "",

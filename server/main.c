@@ -35,7 +35,7 @@ struct app {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
-    uv_timer_t trim; /* gives freed memory back to the system */
+    uv_timer_t trim;      /* gives freed memory back to the system */
     uint64_t drain_start; /* uv_hrtime() of the signal */
     uint64_t last_sighup; /* uv_hrtime() of the last SIGHUP logged */
     int quiesced;
@@ -108,7 +108,8 @@ static void on_tick(uv_timer_t *t)
     struct app *a = t->data;
     struct mls_server *s = &a->srv;
     double elapsed = since(a->drain_start);
-    unsigned jobs = mls_pool_in_flight(&s->pool);
+    /* Jobs: computing or queued, and monitor changes waiting for their commit. */
+    unsigned jobs = mls_pool_in_flight(&s->pool) + mls_writer_pending(&s->writer);
 
     if (!a->quiesced) {
         if (jobs == 0) {
@@ -153,8 +154,7 @@ static void on_tick(uv_timer_t *t)
         else if (!a->settling)
             a->settling = uv_hrtime();
         if (elapsed > s->cfg.drain_timeout ||
-            (idle && (!mls_conns_in_transit(&s->conns) ||
-                      since(a->settling) > MLS_LINGER_SECONDS)))
+            (idle && (!mls_conns_in_transit(&s->conns) || since(a->settling) > MLS_LINGER_SECONDS)))
             stop_daemon(a);
         return;
     }
@@ -252,6 +252,15 @@ static void on_trim(uv_timer_t *t)
 #endif
 }
 
+static void close_state(struct mls_server *s)
+{
+    mls_writer_stop(&s->writer);
+    if (s->store)
+        s->store->vt->close(s->store);
+    s->store = NULL;
+    mls_registry_free(&s->monitors);
+}
+
 static int render_catalogue(struct mls_server *s)
 {
     struct mlp_buf b = {0};
@@ -262,6 +271,30 @@ static int render_catalogue(struct mls_server *s)
     }
     s->catalogue = b.data;
     s->catalogue_len = b.len;
+    return 0;
+}
+
+/* The monitors: the store opened and loaded into memory, and the writer thread started. */
+static int open_state(struct mls_server *s)
+{
+    char err[512];
+    struct mls_monitor_limits lim = {s->cfg.max_monitors, s->cfg.max_classes,
+                                     s->cfg.max_slice_values, s->cfg.rollup_after};
+    if (mls_registry_init(&s->monitors, &lim)) {
+        fprintf(stderr, "maskloss-server: out of memory\n");
+        return -1;
+    }
+    if (mls_store_open_sqlite(s->cfg.state, &s->store, err, sizeof(err)) ||
+        s->store->vt->load(s->store, &s->monitors, err, sizeof(err))) {
+        fprintf(stderr, "maskloss-server: --state %s: %s\n", s->cfg.state, err);
+        close_state(s);
+        return -1;
+    }
+    if (mls_writer_start(&s->writer, s->store, &s->monitors)) {
+        fprintf(stderr, "maskloss-server: cannot start the monitors' writer thread\n");
+        close_state(s);
+        return -1;
+    }
     return 0;
 }
 
@@ -302,6 +335,8 @@ int main(int argc, char **argv)
         return 1;
     }
     signals_mask(SIG_BLOCK); /* inherited by the workers and libmicrohttpd's thread */
+    if (open_state(s))
+        goto fail_metrics;
     if ((rc = mls_pool_init(&s->pool, s->cfg.workers, s->cfg.queue_depth, mls_http_run_job, s))) {
         fprintf(stderr, "maskloss-server: cannot start %u workers: %s\n", s->cfg.workers,
                 uv_strerror(rc));
@@ -344,6 +379,7 @@ int main(int argc, char **argv)
     uv_loop_close(&a->loop);
     mls_conns_destroy(&s->conns);
     mls_pool_destroy(&s->pool);
+    close_state(s);
     mls_metrics_free(&s->metrics);
     free(s->catalogue);
     return 0;
@@ -360,6 +396,7 @@ fail_loop:
     uv_loop_close(&a->loop);
 fail_pool:
     mls_pool_destroy(&s->pool);
+    close_state(s);
 fail_metrics:
     mls_metrics_free(&s->metrics);
     free(s->catalogue);

@@ -23,6 +23,10 @@ static const char *const route_paths[MLS_ROUTE_COUNT] = {
     "/v2",
     "/v2/health/live",
     "/v2/health/ready",
+    "/v1/monitors",
+    "/v1/monitors/{name}",
+    "/v1/monitors/{name}/observe",
+    "/v1/monitors/{name}/series",
     "other",
 };
 

@@ -27,7 +27,12 @@ enum mls_route {
     MLS_ROUTE_V2_SERVER,      /* GET /v2 */
     MLS_ROUTE_V2_LIVE,        /* GET /v2/health/live */
     MLS_ROUTE_V2_READY,       /* GET /v2/health/ready */
-    MLS_ROUTE_OTHER,          /* anything else (404) */
+    /* Monitors; {name} stands for any monitor's name. */
+    MLS_ROUTE_MONITORS,        /* GET /v1/monitors */
+    MLS_ROUTE_MONITOR,         /* GET, PUT, DELETE /v1/monitors/{name} */
+    MLS_ROUTE_MONITOR_OBSERVE, /* POST /v1/monitors/{name}/observe */
+    MLS_ROUTE_MONITOR_SERIES,  /* GET /v1/monitors/{name}/series */
+    MLS_ROUTE_OTHER,           /* anything else (404) */
     MLS_ROUTE_COUNT
 };
 
@@ -37,9 +42,9 @@ const char *mls_route_path(enum mls_route r);
 /* The status codes the server answers with, in the order of the counters. */
 #define MLS_CODES                                                                                  \
     {                                                                                              \
-        200, 400, 404, 405, 408, 413, 415, 422, 500, 501, 503                                      \
+        200, 201, 204, 400, 404, 405, 408, 409, 413, 415, 422, 500, 501, 503                       \
     }
-#define MLS_NUM_CODES 11
+#define MLS_NUM_CODES 14
 
 /* Why a request ended without a response. */
 enum mls_abort {

@@ -14,7 +14,10 @@
 #include "config.h"
 #include "conn.h"
 #include "metrics.h"
+#include "monitor.h"
 #include "pool.h"
+#include "store.h"
+#include "writer.h"
 
 enum mls_state { MLS_STARTING, MLS_READY, MLS_DRAINING };
 
@@ -29,6 +32,9 @@ struct mls_server {
     struct mls_conns conns;
     _Atomic uint64_t inflight_bytes; /* the memory budget's part in use (--max-inflight-bytes) */
     _Atomic uint64_t log_window, log_count; /* libmicrohttpd's messages: a per-second cap */
+    struct mls_registry monitors; /* loaded from the store at start */
+    struct mls_store *store;
+    struct mls_writer writer;
 };
 
 /*

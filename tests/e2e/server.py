@@ -22,6 +22,9 @@ class Server:
         argv = [binary]
         if not any(a == "--port" or a.startswith("--port=") for a in args) and "MASKLOSS_PORT" not in environ:
             argv += ["--port", "0"]
+        # No state file left in the working directory by tests that do not ask for one.
+        if not any(a == "--state" or a.startswith("--state=") for a in args) and "MASKLOSS_STATE" not in environ:
+            argv += ["--state", ":memory:"]
         argv += list(args)
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, env=environ)

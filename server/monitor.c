@@ -1,0 +1,344 @@
+/*
+ * monitor.c -- the in-memory model of monitors: the registry, each monitor's combinations of
+ * slice values, and their time buckets. Only the writer thread changes it (monitor.h).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "monitor.h"
+
+int mls_monitor_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 1 || n > MLS_MONITOR_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)name[i]) || name[i] == '_' || name[i] == '.' ||
+              name[i] == '-'))
+            return 0;
+    return 1;
+}
+
+struct mls_monitor *mls_monitor_new(const char *name, struct mls_mconfig *cfg)
+{
+    struct mls_monitor *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    if (pthread_rwlock_init(&m->lock, NULL)) {
+        free(m);
+        return NULL;
+    }
+    atomic_init(&m->refs, 1);
+    snprintf(m->name, sizeof(m->name), "%s", name);
+    m->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    return m;
+}
+
+static void combo_free(const struct mls_monitor *m, struct mls_combo *c)
+{
+    for (size_t i = 0; i < c->num_buckets; i++)
+        free(c->buckets[i].classes);
+    free(c->buckets);
+    for (int k = 0; c->values && k < m->cfg.num_slice_keys; k++)
+        free(c->values[k]);
+    free(c->values);
+    free(c->key);
+    free(c->ingested_classes);
+}
+
+void mls_monitor_ref(struct mls_monitor *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void mls_monitor_unref(struct mls_monitor *m)
+{
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < m->num_combos; i++)
+        combo_free(m, &m->combos[i]);
+    free(m->combos);
+    mls_mconfig_free(&m->cfg);
+    pthread_rwlock_destroy(&m->lock);
+    free(m);
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char *const *values,
+                                    unsigned max_combos, int *over_limit)
+{
+    *over_limit = 0;
+    for (size_t i = 0; i < m->num_combos; i++)
+        if (!strcmp(m->combos[i].key, key))
+            return &m->combos[i];
+    if (m->num_combos >= max_combos) {
+        *over_limit = 1;
+        return NULL;
+    }
+    if (m->num_combos == m->cap_combos) {
+        size_t cap = m->cap_combos ? m->cap_combos * 2 : 4;
+        struct mls_combo *n = realloc(m->combos, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        m->combos = n;
+        m->cap_combos = cap;
+    }
+    struct mls_combo *c = &m->combos[m->num_combos];
+    memset(c, 0, sizeof(*c));
+    int nk = m->cfg.num_slice_keys;
+    c->key = dup_str(key);
+    c->values = calloc(nk > 0 ? (size_t)nk : 1, sizeof(char *));
+    if (m->cfg.num_classes)
+        c->ingested_classes = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums));
+    int ok = c->key && c->values && (!m->cfg.num_classes || c->ingested_classes);
+    for (int k = 0; ok && k < nk; k++)
+        if (values[k] && !(c->values[k] = dup_str(values[k])))
+            ok = 0;
+    if (!ok) {
+        combo_free(m, c);
+        return NULL;
+    }
+    m->num_combos++;
+    return c;
+}
+
+/* The index of the bucket (start, width), or where it would go (*found = 0). */
+static size_t bucket_find(const struct mls_combo *c, int64_t start, int32_t width, int *found)
+{
+    size_t lo = 0, hi = c->num_buckets;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct mls_bucket *b = &c->buckets[mid];
+        if (b->start < start || (b->start == start && b->width < width))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < c->num_buckets && c->buckets[lo].start == start && c->buckets[lo].width == width;
+    return lo;
+}
+
+static void cell_add(struct mls_cell *into, const struct mls_cell *d)
+{
+    ml_sums_add(&into->s, &d->s);
+    into->observations += d->observations;
+}
+
+static void classes_add(struct mls_class_sums *into, const struct mls_class_sums *d, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        into[i].weighted_sum += d[i].weighted_sum;
+        into[i].denominator += d[i].denominator;
+        into[i].sum_weights += d[i].sum_weights;
+        into[i].num_nonzero_weights += d[i].num_nonzero_weights;
+        into[i].sum_sq += d[i].sum_sq;
+    }
+}
+
+int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int32_t width,
+                  const struct mls_cell *total, const struct mls_class_sums *classes, int ingested)
+{
+    int64_t nc = m->cfg.num_classes;
+    int found;
+    size_t i = bucket_find(c, start, width, &found);
+    if (!found) {
+        struct mls_class_sums *cl = NULL;
+        if (nc && !(cl = calloc((size_t)nc, sizeof(*cl))))
+            return -1;
+        if (c->num_buckets == c->cap_buckets) {
+            size_t cap = c->cap_buckets ? c->cap_buckets * 2 : 16;
+            struct mls_bucket *n = realloc(c->buckets, cap * sizeof(*n));
+            if (!n) {
+                free(cl);
+                return -1;
+            }
+            c->buckets = n;
+            c->cap_buckets = cap;
+        }
+        memmove(&c->buckets[i + 1], &c->buckets[i], (c->num_buckets - i) * sizeof(*c->buckets));
+        c->num_buckets++;
+        memset(&c->buckets[i], 0, sizeof(c->buckets[i]));
+        c->buckets[i].start = start;
+        c->buckets[i].width = width;
+        c->buckets[i].classes = cl;
+    }
+    struct mls_bucket *b = &c->buckets[i];
+    cell_add(&b->total, total);
+    if (nc && classes)
+        classes_add(b->classes, classes, nc);
+    if (ingested) {
+        cell_add(&c->ingested, total);
+        if (nc && classes)
+            classes_add(c->ingested_classes, classes, nc);
+    }
+    return 0;
+}
+
+void mls_combo_drop(struct mls_combo *c, size_t index)
+{
+    free(c->buckets[index].classes);
+    memmove(&c->buckets[index], &c->buckets[index + 1],
+            (c->num_buckets - index - 1) * sizeof(*c->buckets));
+    c->num_buckets--;
+}
+
+char *mls_combo_key(char *const *values, int n)
+{
+    struct mlp_buf b = {0};
+    mlp_buf_puts(&b, "[");
+    for (int k = 0; k < n; k++) {
+        if (k)
+            mlp_buf_puts(&b, ",");
+        if (values[k])
+            mlp_buf_string(&b, values[k]);
+        else
+            mlp_buf_puts(&b, "null");
+    }
+    mlp_buf_puts(&b, "]");
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    return b.data;
+}
+
+int mls_combo_values(const char *key, int n, char **values)
+{
+    json_t *a = json_loads(key, 0, NULL);
+    int rc = json_is_array(a) && json_array_size(a) == (size_t)n ? 0 : -1;
+    for (int k = 0; k < n; k++)
+        values[k] = NULL;
+    for (int k = 0; !rc && k < n; k++) {
+        const json_t *v = json_array_get(a, (size_t)k);
+        if (json_is_string(v))
+            rc = (values[k] = dup_str(json_string_value(v))) ? 0 : -1;
+        else if (!json_is_null(v))
+            rc = -1;
+    }
+    if (rc)
+        for (int k = 0; k < n; k++) {
+            free(values[k]);
+            values[k] = NULL;
+        }
+    json_decref(a);
+    return rc;
+}
+
+/* ---- The registry ------------------------------------------------------------------------ */
+
+int mls_registry_init(struct mls_registry *g, const struct mls_monitor_limits *lim)
+{
+    memset(g, 0, sizeof(*g));
+    g->limits = *lim;
+    return pthread_rwlock_init(&g->lock, NULL) ? -1 : 0;
+}
+
+void mls_registry_free(struct mls_registry *g)
+{
+    for (size_t i = 0; i < g->count; i++)
+        mls_monitor_unref(g->items[i]);
+    free(g->items);
+    pthread_rwlock_destroy(&g->lock);
+    memset(g, 0, sizeof(*g));
+}
+
+static size_t registry_find(const struct mls_registry *g, const char *name, int *found)
+{
+    size_t lo = 0, hi = g->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(g->items[mid]->name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < g->count && !strcmp(g->items[lo]->name, name);
+    return lo;
+}
+
+struct mls_monitor *mls_registry_get(struct mls_registry *g, const char *name)
+{
+    int found;
+    pthread_rwlock_rdlock(&g->lock);
+    size_t i = registry_find(g, name, &found);
+    struct mls_monitor *m = found ? g->items[i] : NULL;
+    if (m)
+        mls_monitor_ref(m);
+    pthread_rwlock_unlock(&g->lock);
+    return m;
+}
+
+int mls_registry_put(struct mls_registry *g, struct mls_monitor *m)
+{
+    int found;
+    pthread_rwlock_wrlock(&g->lock);
+    size_t i = registry_find(g, m->name, &found);
+    struct mls_monitor *old = NULL;
+    if (found) {
+        old = g->items[i];
+        g->items[i] = m;
+    } else {
+        if (g->count == g->cap) {
+            size_t cap = g->cap ? g->cap * 2 : 8;
+            struct mls_monitor **n = realloc(g->items, cap * sizeof(*n));
+            if (!n) {
+                pthread_rwlock_unlock(&g->lock);
+                return -1;
+            }
+            g->items = n;
+            g->cap = cap;
+        }
+        memmove(&g->items[i + 1], &g->items[i], (g->count - i) * sizeof(*g->items));
+        g->items[i] = m;
+        g->count++;
+    }
+    pthread_rwlock_unlock(&g->lock);
+    mls_monitor_unref(old);
+    return 0;
+}
+
+void mls_registry_remove(struct mls_registry *g, const char *name)
+{
+    int found;
+    pthread_rwlock_wrlock(&g->lock);
+    size_t i = registry_find(g, name, &found);
+    struct mls_monitor *old = NULL;
+    if (found) {
+        old = g->items[i];
+        memmove(&g->items[i], &g->items[i + 1], (g->count - i - 1) * sizeof(*g->items));
+        g->count--;
+    }
+    pthread_rwlock_unlock(&g->lock);
+    mls_monitor_unref(old);
+}
+
+void mls_json_whole(struct mlp_buf *b, double v)
+{
+    if (v == (double)(long long)v && v > -9007199254740992.0 && v < 9007199254740992.0) {
+        char t[32];
+        snprintf(t, sizeof(t), "%lld", (long long)v);
+        mlp_buf_puts(b, t);
+    } else {
+        mlp_buf_number(b, v);
+    }
+}
+
+void mls_monitor_write_config(const struct mls_monitor *m, struct mlp_buf *b)
+{
+    mlp_buf_puts(b, "{\"name\":");
+    mlp_buf_string(b, m->name);
+    mlp_buf_puts(b, ",\"config\":");
+    mlp_buf_puts(b, m->cfg.json);
+    mlp_buf_puts(b, "}");
+}

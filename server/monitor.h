@@ -1,0 +1,200 @@
+/*
+ * monitor.h -- monitors: named, persistent streams of observations evaluated with one loss
+ * configuration, kept as exact, mergeable sums per time bucket, slice and class.
+ *
+ * The model lives in memory (queries read it, never the store); the store (store.h) is its
+ * durable copy, written by the writer thread (writer.c) before a change reaches memory. Only
+ * the writer thread changes the registry and the monitors; queries and /metrics read them
+ * under each monitor's read lock.
+ *
+ * Every figure is a sum of ml_sums (lib): the loss of a window, slice or class is
+ * ml_sums_loss() of the sum of its buckets, which is what one /v1/loss call over the
+ * concatenated observations answers, up to summation rounding.
+ */
+#ifndef MLS_MONITOR_H
+#define MLS_MONITOR_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "maskloss.h"
+#include "mlp.h"
+
+#define MLS_MONITOR_NAME_MAX 128
+#define MLS_MAX_SLICE_KEYS 8
+#define MLS_MAX_WINDOWS 8
+#define MLS_SLICE_VALUE_MAX 128
+#define MLS_ID_MAX 128
+#define MLS_ID_TTL (24 * 3600) /* seconds an idempotency key is remembered */
+#define MLS_MAX_FUTURE 300     /* seconds an event time may be ahead of the clock */
+#define MLS_BUCKET 60          /* the finest bucket */
+#define MLS_HOUR 3600          /* minute buckets older than --rollup-after become hours */
+
+/* Per class: the parts of ml_sums that differ between classes (a class has one element per
+ * sample, so its elements and samples are the bucket's samples). */
+struct mls_class_sums {
+    double weighted_sum, denominator, sum_weights, num_nonzero_weights, sum_sq;
+};
+#define MLS_CLASS_FIELDS 5
+
+/* A bucket's or a window's totals: the library's sums and the count of observations. */
+struct mls_cell {
+    struct ml_sums s;
+    double observations;
+};
+#define MLS_CELL_FIELDS 8
+
+/* A parsed, normalized monitor configuration. */
+struct mls_mconfig {
+    char *loss;      /* as given */
+    char *reduction; /* canonical spelling */
+    int f64;         /* dtype float64 */
+    json_t *params;  /* the "params" object, or NULL */
+    struct ml_ratio ratio;
+    int64_t num_classes; /* 0: no per-class figures */
+    char **class_names;  /* num_classes names, or NULL (classes by index) */
+    int num_slice_keys;
+    char *slice_keys[MLS_MAX_SLICE_KEYS];
+    int num_windows;
+    int64_t windows[MLS_MAX_WINDOWS]; /* seconds */
+    char *window_names[MLS_MAX_WINDOWS];
+    int64_t retention; /* seconds */
+    double drift_z, drift_min_weight;
+    int export_classes;
+    char *json; /* the normalized config as JSON text */
+};
+
+/* Server-wide limits of monitors (flags). */
+struct mls_monitor_limits {
+    unsigned max_monitors;
+    unsigned max_classes;
+    unsigned max_slice_values; /* distinct slice combinations per monitor */
+    int64_t rollup_after;      /* seconds */
+};
+
+/* A config status beside the library's: a server limit is passed (limit_exceeded). */
+#define MLS_CFG_LIMIT 1
+
+/* Parses and normalizes a config object. Returns 0; MLS_CFG_LIMIT; ML_ENOMEM; or another
+ * negative status for a field that is wrong (invalid_monitor); err names the field. */
+int mls_mconfig_parse(const json_t *obj, const struct mls_monitor_limits *lim,
+                      struct mls_mconfig *out, struct mlp_error *err);
+void mls_mconfig_free(struct mls_mconfig *c);
+
+/* A duration "90s", "5m", "1h", "30d" in seconds; -1 when malformed. */
+int64_t mls_duration_parse(const char *s);
+/* An event time: a JSON number (Unix seconds) or an RFC 3339 string. Returns 0 or -1. */
+int mls_time_parse(const json_t *v, double *out);
+int mls_time_parse_text(const char *s, double *out);
+
+struct mls_bucket {
+    int64_t start;
+    int32_t width; /* MLS_BUCKET or MLS_HOUR */
+    struct mls_cell total;
+    struct mls_class_sums *classes; /* num_classes, or NULL */
+};
+
+/* One combination of slice values, with its buckets in (start, width) order. */
+struct mls_combo {
+    char *key;     /* canonical: a JSON array of the values in key order, null when absent */
+    char **values; /* num_slice_keys values, NULL when absent */
+    struct mls_bucket *buckets;
+    size_t num_buckets, cap_buckets;
+    /* What this process ingested (for /metrics counters): never decreases. */
+    struct mls_cell ingested;
+    struct mls_class_sums *ingested_classes;
+};
+
+struct mls_monitor {
+    _Atomic int refs;
+    char name[MLS_MONITOR_NAME_MAX + 1];
+    struct mls_mconfig cfg;
+    pthread_rwlock_t lock; /* the writer changes combos under it; readers read under it */
+    struct mls_combo *combos;
+    size_t num_combos, cap_combos;
+};
+
+/* All monitors, by name. */
+struct mls_registry {
+    pthread_rwlock_t lock;
+    struct mls_monitor **items; /* sorted by name */
+    size_t count, cap;
+    struct mls_monitor_limits limits;
+};
+
+int mls_registry_init(struct mls_registry *g, const struct mls_monitor_limits *lim);
+void mls_registry_free(struct mls_registry *g);
+/* The monitor of that name with a new reference (release with mls_monitor_unref), or NULL. */
+struct mls_monitor *mls_registry_get(struct mls_registry *g, const char *name);
+/* Writer thread only: insert or replace (the registry takes m's reference); remove. */
+int mls_registry_put(struct mls_registry *g, struct mls_monitor *m);
+void mls_registry_remove(struct mls_registry *g, const char *name);
+
+/* A new monitor holding cfg (moved into it), one reference; NULL when out of memory. */
+struct mls_monitor *mls_monitor_new(const char *name, struct mls_mconfig *cfg);
+void mls_monitor_ref(struct mls_monitor *m);
+void mls_monitor_unref(struct mls_monitor *m);
+
+/* Canonical combo keys: a JSON array of the slice values in key order, null when absent
+ * (the caller frees it); NULL when out of memory. */
+char *mls_combo_key(char *const *values, int n);
+/* Parses a combo key back into n values (malloc'ed, NULL for null). 0 or -1. */
+int mls_combo_values(const char *key, int n, char **values);
+
+/* Whether a name is [A-Za-z0-9_.-]{1,128}. */
+int mls_monitor_name_ok(const char *name);
+
+/* ---- Changes (writer thread) ----------------------------------------------------------- */
+
+/* One observation's sums, or the sum of several for the same place. */
+struct mls_delta {
+    char *combo_key; /* canonical key */
+    char **values;   /* the combo's values (for a new combo) */
+    int64_t start;
+    int32_t width;
+    struct mls_cell total;
+    struct mls_class_sums *classes; /* num_classes, or NULL */
+};
+
+/* The combo of a key, created when absent (with `values`, copied); NULL when out of memory or
+ * when creating it would pass the slice limit (*over_limit set). Call with m->lock held for
+ * writing. */
+struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char *const *values,
+                                    unsigned max_combos, int *over_limit);
+/* Adds a delta into a combo's bucket (created when absent); ingested: also to the counters.
+ * m->lock held for writing. Returns 0 or -1 (out of memory). */
+int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int32_t width,
+                  const struct mls_cell *total, const struct mls_class_sums *classes, int ingested);
+/* Removes a bucket (rollup, retention). m->lock held for writing. */
+void mls_combo_drop(struct mls_combo *c, size_t index);
+
+/* ---- Queries (any thread) ---------------------------------------------------------------- */
+
+/* GET /v1/monitors/{name}: figures at time `now`. */
+void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_buf *b);
+
+/* GET /v1/monitors/{name}/series. filters: slice (key index, value) pairs; cls: -1 or a class. */
+struct mls_series_query {
+    int64_t step, from, to;
+    int num_filters;
+    int filter_key[MLS_MAX_SLICE_KEYS];
+    const char *filter_value[MLS_MAX_SLICE_KEYS];
+    int64_t cls;
+};
+/* Returns 0, or -1 with *field and msg filled (a bad query). */
+int mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_query *q,
+                             struct mlp_buf *b);
+
+/* The monitor lines of /metrics. */
+void mls_registry_write_metrics(struct mls_registry *g, struct mlp_buf *b);
+
+/* A count or a time as a JSON integer (mlp_buf_number writes 3.0); others as numbers. */
+void mls_json_whole(struct mlp_buf *b, double v);
+
+/* Writes {"name": ..., "config": ...}. */
+void mls_monitor_write_config(const struct mls_monitor *m, struct mlp_buf *b);
+
+#endif /* MLS_MONITOR_H */

@@ -1,0 +1,730 @@
+/*
+ * monitor_http.c -- the /v1/monitors routes: decoding, checks and answers. Reads run here,
+ * on the worker thread; changes are handed to the writer thread (writer.h), which answers
+ * once they are durable.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "errors.h"
+#include "monitor_http.h"
+#include "server.h"
+
+static const char prefix[] = "/v1/monitors";
+
+enum mls_route mls_monitor_route_of(const char *url, char *name, size_t size)
+{
+    size_t np = sizeof(prefix) - 1;
+    name[0] = '\0';
+    if (strncmp(url, prefix, np))
+        return MLS_ROUTE_OTHER;
+    const char *p = url + np;
+    if (!*p)
+        return MLS_ROUTE_MONITORS;
+    if (*p++ != '/' || !*p)
+        return MLS_ROUTE_OTHER;
+    const char *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (n < size) { /* longer names stay "": not a valid name, and not found */
+        memcpy(name, p, n);
+        name[n] = '\0';
+    }
+    if (!slash)
+        return MLS_ROUTE_MONITOR;
+    if (!strcmp(slash, "/observe"))
+        return MLS_ROUTE_MONITOR_OBSERVE;
+    if (!strcmp(slash, "/series"))
+        return MLS_ROUTE_MONITOR_SERIES;
+    return MLS_ROUTE_OTHER;
+}
+
+const char *mls_monitor_methods(enum mls_route route)
+{
+    switch (route) {
+    case MLS_ROUTE_MONITOR:
+        return "GET, HEAD, PUT, DELETE";
+    case MLS_ROUTE_MONITOR_OBSERVE:
+        return "POST";
+    default:
+        return "GET, HEAD";
+    }
+}
+
+int mls_monitor_method_ok(enum mls_route route, const char *method)
+{
+    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    switch (route) {
+    case MLS_ROUTE_MONITOR:
+        return get || !strcmp(method, "PUT") || !strcmp(method, "DELETE");
+    case MLS_ROUTE_MONITOR_OBSERVE:
+        return !strcmp(method, "POST");
+    default:
+        return get;
+    }
+}
+
+int mls_monitor_takes_body(enum mls_route route, const char *method)
+{
+    return route == MLS_ROUTE_MONITOR_OBSERVE ||
+           (route == MLS_ROUTE_MONITOR && !strcmp(method, "PUT"));
+}
+
+enum MHD_Result mls_monitor_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    struct mls_query *q = cls;
+    (void)kind;
+    if (q->bad[0])
+        return MHD_NO;
+    static const struct {
+        const char *name;
+        size_t off, size;
+    } args[] = {
+        {"force", offsetof(struct mls_query, force), sizeof(q->force)},
+        {"step", offsetof(struct mls_query, step), sizeof(q->step)},
+        {"from", offsetof(struct mls_query, from), sizeof(q->from)},
+        {"to", offsetof(struct mls_query, to), sizeof(q->to)},
+        {"class", offsetof(struct mls_query, cls), sizeof(q->cls)},
+    };
+    const char *v = value ? value : "";
+    if (!strcmp(key, "slice")) {
+        if (q->num_slices == MLS_QUERY_MAX || strlen(v) >= sizeof(q->slices[0])) {
+            snprintf(q->bad, sizeof(q->bad), "slice");
+            return MHD_NO;
+        }
+        strcpy(q->slices[q->num_slices++], v);
+        return MHD_YES;
+    }
+    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+        if (strcmp(key, args[i].name))
+            continue;
+        char *field = (char *)q + args[i].off;
+        if (field[0] || !*v || strlen(v) >= args[i].size) {
+            snprintf(q->bad, sizeof(q->bad), "%s", key);
+            return MHD_NO;
+        }
+        strcpy(field, v);
+        return MHD_YES;
+    }
+    snprintf(q->bad, sizeof(q->bad), "%.60s", key);
+    return MHD_NO;
+}
+
+/* ---- Answers ------------------------------------------------------------------------------- */
+
+static int answer_error(struct mls_mcall *c, enum mls_error e, const char *field, const char *fmt,
+                        ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static int answer_error(struct mls_mcall *c, enum mls_error e, const char *field, const char *fmt,
+                        ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    mls_error_write(c->out, mls_error_name(e), field, msg);
+    c->status = mls_error_status(e);
+    return 0;
+}
+
+/* A library or protocol failure, as /v1/loss answers it. */
+static int answer_status(struct mls_mcall *c, int rc, const struct mlp_error *err)
+{
+    mlp_error_write(c->out, rc, err);
+    c->status = rc == MLP_EMALFORMED ? 400 : rc == ML_ETOOLARGE ? 413 : rc == ML_ENOMEM ? 503 : 422;
+    return 0;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* A JSON string of 1..max bytes without NUL. */
+static int short_string(const json_t *v, size_t max)
+{
+    return json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= max &&
+           strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/* ---- Create, replace, delete -------------------------------------------------------------- */
+
+struct put_op {
+    struct mls_op op;
+    struct mls_mcall *call;
+    char *config; /* the normalized config, for the answer */
+};
+
+static void put_done(struct mls_op *op, void *cls)
+{
+    struct put_op *p = cls;
+    struct mls_mcall *c = p->call;
+    switch (op->result) {
+    case MLS_OPR_CREATED:
+    case MLS_OPR_SAME:
+    case MLS_OPR_REPLACED:
+        mlp_buf_puts(c->out, "{\"name\":");
+        mlp_buf_string(c->out, op->name);
+        mlp_buf_puts(c->out, ",\"config\":");
+        mlp_buf_puts(c->out, p->config);
+        mlp_buf_puts(c->out, "}");
+        c->status = op->result == MLS_OPR_CREATED ? 201 : 200;
+        break;
+    case MLS_OPR_CONFLICT:
+        answer_error(c, MLS_ERR_MONITOR_CONFLICT, "config", "%s", op->message);
+        break;
+    case MLS_OPR_LIMIT:
+        answer_error(c, MLS_ERR_LIMIT_EXCEEDED, "name", "%s", op->message);
+        break;
+    case MLS_OPR_NOMEM:
+        answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "%s", op->message);
+        break;
+    default:
+        answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
+        break;
+    }
+    mls_op_clear(op);
+    free(p->config);
+    free(p);
+    c->finish(c);
+}
+
+static int do_put(struct mls_mcall *c)
+{
+    struct mls_server *s = c->srv;
+    if (!mls_monitor_name_ok(c->name))
+        return answer_error(c, MLS_ERR_INVALID_MONITOR, "name",
+                            "a monitor's name is 1 to %d characters from A-Z a-z 0-9 _ . -",
+                            MLS_MONITOR_NAME_MAX);
+    int force = 0;
+    if (c->query->force[0]) {
+        if (!strcmp(c->query->force, "true") || !strcmp(c->query->force, "1"))
+            force = 1;
+        else if (strcmp(c->query->force, "false") && strcmp(c->query->force, "0"))
+            return answer_error(c, MLS_ERR_INVALID_QUERY, "force", "force is true or false");
+    }
+    json_t *root = NULL;
+    struct mlp_error err;
+    int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);
+    if (rc)
+        return answer_status(c, rc, &err);
+    struct put_op *p = calloc(1, sizeof(*p));
+    if (!p) {
+        json_decref(root);
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+    }
+    rc = mls_mconfig_parse(root, &s->monitors.limits, &p->op.cfg, &err);
+    json_decref(root);
+    if (rc) {
+        free(p);
+        if (rc == ML_ENOMEM)
+            return answer_error(c, MLS_ERR_OUT_OF_MEMORY, err.e.field, "%s", err.e.message);
+        return answer_error(c,
+                            rc == MLS_CFG_LIMIT ? MLS_ERR_LIMIT_EXCEEDED : MLS_ERR_INVALID_MONITOR,
+                            err.e.field, "%s", err.e.message);
+    }
+    if (!(p->config = dup_str(p->op.cfg.json))) {
+        mls_op_clear(&p->op);
+        free(p);
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+    }
+    p->op.kind = MLS_OP_PUT;
+    snprintf(p->op.name, sizeof(p->op.name), "%s", c->name);
+    p->op.force = force;
+    p->op.done = put_done;
+    p->op.cls = p;
+    p->call = c;
+    c->submit = &p->op;
+    return 1;
+}
+
+struct delete_op {
+    struct mls_op op;
+    struct mls_mcall *call;
+};
+
+static void delete_done(struct mls_op *op, void *cls)
+{
+    struct delete_op *d = cls;
+    struct mls_mcall *c = d->call;
+    if (op->result == MLS_OPR_OK)
+        c->status = 204;
+    else if (op->result == MLS_OPR_NOT_FOUND)
+        answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %s", op->name);
+    else
+        answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
+    mls_op_clear(op);
+    free(d);
+    c->finish(c);
+}
+
+static int do_delete(struct mls_mcall *c)
+{
+    struct delete_op *d = calloc(1, sizeof(*d));
+    if (!d)
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+    d->op.kind = MLS_OP_DELETE;
+    snprintf(d->op.name, sizeof(d->op.name), "%s", c->name);
+    d->op.done = delete_done;
+    d->op.cls = d;
+    d->call = c;
+    c->submit = &d->op;
+    return 1;
+}
+
+/* ---- Observe ------------------------------------------------------------------------------ */
+
+struct observe_op {
+    struct mls_op op;
+    struct mls_mcall *call;
+    double loss;
+    struct ml_sums sums;
+    double time;
+};
+
+static void observe_done(struct mls_op *op, void *cls)
+{
+    struct observe_op *o = cls;
+    struct mls_mcall *c = o->call;
+    switch (op->result) {
+    case MLS_OPR_OK:
+    case MLS_OPR_DUPLICATE: {
+        struct mlp_buf *b = c->out;
+        mlp_buf_puts(b, "{\"monitor\":");
+        mlp_buf_string(b, op->name);
+        static const char *const names[] = {
+            "loss",     "weighted_sum", "denominator", "sum_weights", "num_nonzero_weights",
+            "elements", "samples",      "time",        "bucket"};
+        const double v[] = {o->loss,
+                            o->sums.weighted_sum,
+                            o->sums.denominator,
+                            o->sums.sum_weights,
+                            o->sums.num_nonzero_weights,
+                            o->sums.elements,
+                            o->sums.samples,
+                            o->time,
+                            (double)(op->start)};
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+            mlp_buf_puts(b, ",\"");
+            mlp_buf_puts(b, names[i]);
+            mlp_buf_puts(b, "\":");
+            if (i >= 4 && i != 7) /* counts and the bucket */
+                mls_json_whole(b, v[i]);
+            else
+                mlp_buf_number(b, v[i]);
+        }
+        mlp_buf_puts(b, op->result == MLS_OPR_DUPLICATE ? ",\"duplicate\":true}"
+                                                        : ",\"duplicate\":false}");
+        c->status = 200;
+        break;
+    }
+    case MLS_OPR_NOT_FOUND:
+        answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %s", op->name);
+        break;
+    case MLS_OPR_STALE:
+        answer_error(c, MLS_ERR_MONITOR_CONFLICT, "name", "%s", op->message);
+        break;
+    case MLS_OPR_LIMIT:
+        answer_error(c, MLS_ERR_LIMIT_EXCEEDED, "slice", "%s", op->message);
+        break;
+    case MLS_OPR_NOMEM:
+        answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "%s", op->message);
+        break;
+    default:
+        answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
+        break;
+    }
+    mls_op_clear(op);
+    free(o);
+    c->finish(c);
+}
+
+/* Keys an observation may carry beside its tensors, and those that come from the config. */
+static const char *const tensor_keys[] = {"labels",  "logits", "predictions",     "losses",
+                                          "weights", "mask",   "allow_non_finite"};
+static const char *const config_keys[] = {"loss", "params", "reduction", "dtype", "outputs"};
+
+static int check_keys(struct mls_mcall *c, json_t *root)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        int known = !strcmp(key, "time") || !strcmp(key, "slice") || !strcmp(key, "id");
+        for (size_t i = 0; !known && i < sizeof(tensor_keys) / sizeof(tensor_keys[0]); i++)
+            known = !strcmp(key, tensor_keys[i]);
+        if (known)
+            continue;
+        for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++)
+            if (!strcmp(key, config_keys[i]))
+                return answer_error(c, MLS_ERR_INVALID_OBSERVATION, key,
+                                    "%s comes from the monitor's config, not from an observation "
+                                    "(PUT /v1/monitors/%s to change it)",
+                                    key, c->name) -
+                       1;
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, key,
+                            "unknown field \"%.60s\": an observation has the tensors of /v1/loss "
+                            "(labels, logits or predictions or losses, weights or mask) and "
+                            "time, slice, id",
+                            key) -
+               1;
+    }
+    return 0;
+}
+
+/* time, slice and id into the op; -1 when answered (refused). */
+static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, json_t *root,
+                        struct observe_op *o, double now)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    const json_t *t = json_object_get(root, "time");
+    double when = now;
+    if (t && !json_is_null(t)) {
+        if (mls_time_parse(t, &when))
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
+                                "time is the event's time: Unix seconds (a number) or an RFC "
+                                "3339 string such as \"2026-12-01T09:30:00Z\"") -
+                   1;
+        if (when > now + MLS_MAX_FUTURE)
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
+                                "time %.3f is %.0f s in the future; at most %d s ahead of the "
+                                "server's clock is accepted",
+                                when, when - now, MLS_MAX_FUTURE) -
+                   1;
+        if (when < now - (double)cfg->retention)
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
+                                "time %.3f is older than the monitor's retention (%lld s)", when,
+                                (long long)cfg->retention) -
+                   1;
+    }
+    o->time = when;
+    int64_t sec = (int64_t)floor(when);
+    int64_t minute = sec / MLS_BUCKET * MLS_BUCKET;
+    if (minute < (int64_t)now - c->srv->monitors.limits.rollup_after) {
+        o->op.start = sec / MLS_HOUR * MLS_HOUR;
+        o->op.width = MLS_HOUR;
+    } else {
+        o->op.start = minute;
+        o->op.width = MLS_BUCKET;
+    }
+    o->op.t = (int64_t)now;
+
+    const json_t *slice = json_object_get(root, "slice");
+    if (slice && !json_is_null(slice)) {
+        if (!json_is_object(slice))
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "slice",
+                                "slice is an object of slice keys to values") -
+                   1;
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)slice, key, val)
+        {
+            char field[96];
+            snprintf(field, sizeof(field), "slice.%.60s", key);
+            int k = 0;
+            while (k < cfg->num_slice_keys && strcmp(cfg->slice_keys[k], key))
+                k++;
+            if (k == cfg->num_slice_keys)
+                return answer_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                                    "\"%.60s\" is not a slice key of monitor %s (its config "
+                                    "lists them in \"slices\")",
+                                    key, m->name) -
+                       1;
+            if (json_is_null(val))
+                continue;
+            if (!short_string(val, MLS_SLICE_VALUE_MAX))
+                return answer_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                                    "a slice value is a string of 1 to %d bytes",
+                                    MLS_SLICE_VALUE_MAX) -
+                       1;
+            if (!(o->op.values[k] = dup_str(json_string_value(val))))
+                return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+        }
+    }
+    if (!(o->op.combo_key = mls_combo_key(o->op.values, cfg->num_slice_keys)))
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+
+    const json_t *id = json_object_get(root, "id");
+    if (id && !json_is_null(id)) {
+        if (!short_string(id, MLS_ID_MAX))
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "id",
+                                "id is the observation's idempotency key, a string of 1 to %d "
+                                "bytes",
+                                MLS_ID_MAX) -
+                   1;
+        snprintf(o->op.id, sizeof(o->op.id), "%s", json_string_value(id));
+    }
+    return 0;
+}
+
+/* The observation's tensors evaluated with the monitor's config, into the op. */
+static int observe_eval(struct mls_mcall *c, struct mls_monitor *m, json_t *root,
+                        struct observe_op *o)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    json_object_del(root, "time");
+    json_object_del(root, "slice");
+    json_object_del(root, "id");
+    if (json_object_set_new(root, "loss", json_string(cfg->loss)) ||
+        json_object_set_new(root, "reduction", json_string(cfg->reduction)) ||
+        json_object_set_new(root, "dtype", json_string(cfg->f64 ? "float64" : "float32")) ||
+        (cfg->params && json_object_set(root, "params", cfg->params)))
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+    struct mlp_request req;
+    struct mlp_error err;
+    int rc = mlp_request_decode(root, &req, &err);
+    if (rc)
+        return answer_status(c, rc, &err) - 1;
+    req.req.outputs = ML_OUT_LOSS | ML_OUT_SUMS | (cfg->num_classes ? ML_OUT_CLASS_SUMS : 0);
+    if (c->exec) {
+        req.req.max_elements = c->exec->max_elements;
+        req.req.parallel_for = c->exec->parallel_for;
+        req.req.parallel_ctx = c->exec->parallel_ctx;
+    }
+    struct ml_result res;
+    rc = ml_eval(&req.req, &res, &err.e);
+    const char *input = req.req.logits ? "logits" : req.req.predictions ? "predictions" : "losses";
+    mlp_request_free(&req);
+    if (rc)
+        return answer_status(c, rc, &err) - 1;
+    mls_metrics_elements(&c->srv->metrics, res.loss_name, (long long)res.sums.elements);
+    if (cfg->num_classes && res.num_classes != cfg->num_classes) {
+        ml_result_free(&res);
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, input,
+                            "the last axis of %s has %lld classes; monitor %s has %lld", input,
+                            (long long)res.num_classes, m->name, (long long)cfg->num_classes) -
+               1;
+    }
+    o->loss = res.loss;
+    o->sums = res.sums;
+    o->op.total.s = res.sums;
+    o->op.total.observations = 1;
+    if (cfg->num_classes) {
+        o->op.classes = malloc((size_t)cfg->num_classes * sizeof(*o->op.classes));
+        if (!o->op.classes) {
+            ml_result_free(&res);
+            return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+        }
+        for (int64_t i = 0; i < cfg->num_classes; i++) {
+            const struct ml_sums *k = &res.class_sums[i];
+            o->op.classes[i] = (struct mls_class_sums){
+                k->weighted_sum, k->denominator, k->sum_weights, k->num_nonzero_weights, k->sum_sq};
+        }
+    }
+    ml_result_free(&res);
+    return 0;
+}
+
+static int do_observe(struct mls_mcall *c)
+{
+    struct mls_server *s = c->srv;
+    struct mls_monitor *m = mls_registry_get(&s->monitors, c->name);
+    if (!m)
+        return answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name",
+                            "no monitor named %.130s (PUT /v1/monitors/%.130s creates one)",
+                            c->name, c->name);
+    json_t *root = NULL;
+    struct mlp_error err;
+    int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);
+    if (rc) {
+        mls_monitor_unref(m);
+        return answer_status(c, rc, &err);
+    }
+    struct observe_op *o = calloc(1, sizeof(*o));
+    if (!o) {
+        json_decref(root);
+        mls_monitor_unref(m);
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+    }
+    o->op.monitor = m; /* the op's reference from here */
+    if (!json_is_object(root)) {
+        answer_error(c, MLS_ERR_INVALID_OBSERVATION, "",
+                     "an observation is a JSON object with the tensors of /v1/loss");
+    } else if (!check_keys(c, root) && !observe_meta(c, m, root, o, wall_now()) &&
+               !observe_eval(c, m, root, o)) {
+        json_decref(root);
+        o->op.kind = MLS_OP_OBSERVE;
+        snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
+        o->op.done = observe_done;
+        o->op.cls = o;
+        o->call = c;
+        c->submit = &o->op;
+        return 1;
+    }
+    json_decref(root);
+    mls_op_clear(&o->op);
+    free(o);
+    return 0;
+}
+
+/* ---- Reads -------------------------------------------------------------------------------- */
+
+static int do_list(struct mls_mcall *c)
+{
+    struct mls_registry *g = &c->srv->monitors;
+    mlp_buf_puts(c->out, "{\"monitors\":[");
+    pthread_rwlock_rdlock(&g->lock);
+    for (size_t i = 0; i < g->count; i++) {
+        if (i)
+            mlp_buf_puts(c->out, ",");
+        mls_monitor_write_config(g->items[i], c->out);
+    }
+    pthread_rwlock_unlock(&g->lock);
+    mlp_buf_puts(c->out, "]}");
+    c->status = 200;
+    return 0;
+}
+
+static int do_get(struct mls_mcall *c)
+{
+    struct mls_monitor *m = mls_registry_get(&c->srv->monitors, c->name);
+    if (!m)
+        return answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
+                            c->name);
+    mls_monitor_write_figures(m, (int64_t)floor(wall_now()), c->out);
+    mls_monitor_unref(m);
+    c->status = 200;
+    return 0;
+}
+
+/* A time argument: Unix seconds or RFC 3339. */
+static int query_time(const char *v, int64_t *out)
+{
+    char *end;
+    double t = strtod(v, &end);
+    if (end == v || *end) {
+        if (mls_time_parse_text(v, &t))
+            return -1;
+    }
+    if (!(t >= 0 && t < 253402300800.0))
+        return -1;
+    *out = (int64_t)floor(t);
+    return 0;
+}
+
+static int do_series(struct mls_mcall *c)
+{
+    const struct mls_query *q = c->query;
+    struct mls_monitor *m = mls_registry_get(&c->srv->monitors, c->name);
+    if (!m)
+        return answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
+                            c->name);
+    const struct mls_mconfig *cfg = &m->cfg;
+    struct mls_series_query sq;
+    memset(&sq, 0, sizeof(sq));
+    sq.cls = -1;
+    sq.step = q->step[0] ? mls_duration_parse(q->step) : MLS_BUCKET;
+    int64_t now = (int64_t)floor(wall_now());
+    sq.to = now + MLS_BUCKET;
+    int bad = 0;
+    if (sq.step < MLS_BUCKET || sq.step % MLS_BUCKET)
+        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "step",
+                           "step is a whole number of minutes (\"1m\", \"15m\", \"1h\")") +
+              1;
+    else if (q->to[0] && query_time(q->to, &sq.to))
+        bad =
+            answer_error(c, MLS_ERR_INVALID_QUERY, "to", "to is Unix seconds or an RFC 3339 time") +
+            1;
+    sq.from = sq.to - 86400;
+    if (!bad && q->from[0] && query_time(q->from, &sq.from))
+        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "from",
+                           "from is Unix seconds or an RFC 3339 time") +
+              1;
+    if (!bad && sq.from >= sq.to)
+        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "from", "from must be before to") + 1;
+    if (!bad && (sq.to - sq.from) / sq.step > 10000)
+        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "step",
+                           "the range holds more than 10000 steps: choose a longer step or a "
+                           "shorter range") +
+              1;
+    for (int i = 0; !bad && i < q->num_slices; i++) {
+        const char *eq = strchr(q->slices[i], '=');
+        int k = 0;
+        size_t klen = eq ? (size_t)(eq - q->slices[i]) : 0;
+        while (eq && k < cfg->num_slice_keys &&
+               !(strlen(cfg->slice_keys[k]) == klen &&
+                 !strncmp(cfg->slice_keys[k], q->slices[i], klen)))
+            k++;
+        if (!eq || k == cfg->num_slice_keys) {
+            bad = answer_error(c, MLS_ERR_INVALID_QUERY, "slice",
+                               "slice is KEY=VALUE with a slice key of the monitor, not "
+                               "\"%.100s\"",
+                               q->slices[i]) +
+                  1;
+            break;
+        }
+        sq.filter_key[sq.num_filters] = k;
+        sq.filter_value[sq.num_filters++] = eq + 1;
+    }
+    if (!bad && q->cls[0]) {
+        if (!cfg->num_classes) {
+            bad = answer_error(c, MLS_ERR_INVALID_QUERY, "class",
+                               "monitor %s has no classes (its config gives neither classes "
+                               "nor num_classes)",
+                               m->name) +
+                  1;
+        } else {
+            for (int64_t i = 0; cfg->class_names && i < cfg->num_classes; i++)
+                if (!strcmp(cfg->class_names[i], q->cls))
+                    sq.cls = i;
+            char *end;
+            long long v = strtoll(q->cls, &end, 10);
+            if (sq.cls < 0 && !*end && end != q->cls && v >= 0 && v < cfg->num_classes)
+                sq.cls = v;
+            if (sq.cls < 0)
+                bad = answer_error(c, MLS_ERR_INVALID_QUERY, "class",
+                                   "class \"%.100s\" is neither a class name nor an index below "
+                                   "%lld",
+                                   q->cls, (long long)cfg->num_classes) +
+                      1;
+        }
+    }
+    if (!bad) {
+        mls_monitor_write_series(m, &sq, c->out);
+        c->status = 200;
+    }
+    mls_monitor_unref(m);
+    return 0;
+}
+
+int mls_monitor_route(struct mls_mcall *c)
+{
+    if (c->query->bad[0])
+        return answer_error(c, MLS_ERR_INVALID_QUERY, c->query->bad,
+                            "query argument \"%s\" is unknown, repeated, empty or too long",
+                            c->query->bad);
+    switch (c->route) {
+    case MLS_ROUTE_MONITORS:
+        return do_list(c);
+    case MLS_ROUTE_MONITOR_OBSERVE:
+        return do_observe(c);
+    case MLS_ROUTE_MONITOR_SERIES:
+        return do_series(c);
+    default:
+        if (!strcmp(c->method, "PUT"))
+            return do_put(c);
+        if (!strcmp(c->method, "DELETE"))
+            return do_delete(c);
+        return do_get(c);
+    }
+}

@@ -1,0 +1,583 @@
+/*
+ * monitor_query.c -- what a monitor answers: its figures (total, windows, slices, drift), its
+ * series, and its Prometheus counters. Every figure is a sum of buckets read under the
+ * monitor's read lock; nothing here changes the model.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "monitor.h"
+
+/* A sum of buckets: the totals and, with classes, the per-class parts. */
+struct acc {
+    struct mls_cell cell;
+    struct mls_class_sums *cls; /* num_classes, or NULL */
+};
+
+static int acc_init(struct acc *a, int64_t nc)
+{
+    memset(a, 0, sizeof(*a));
+    if (nc && !(a->cls = calloc((size_t)nc, sizeof(*a->cls))))
+        return -1;
+    return 0;
+}
+
+static void acc_add(struct acc *a, const struct mls_cell *cell, const struct mls_class_sums *cls,
+                    int64_t nc)
+{
+    ml_sums_add(&a->cell.s, &cell->s);
+    a->cell.observations += cell->observations;
+    for (int64_t i = 0; a->cls && cls && i < nc; i++) {
+        a->cls[i].weighted_sum += cls[i].weighted_sum;
+        a->cls[i].denominator += cls[i].denominator;
+        a->cls[i].sum_weights += cls[i].sum_weights;
+        a->cls[i].num_nonzero_weights += cls[i].num_nonzero_weights;
+        a->cls[i].sum_sq += cls[i].sum_sq;
+    }
+}
+
+static void acc_free(struct acc *a)
+{
+    free(a->cls);
+    a->cls = NULL;
+}
+
+/* A class's parts as library sums (for ml_sums_loss). */
+static struct ml_sums class_as_sums(const struct mls_class_sums *c, double samples)
+{
+    struct ml_sums s = {c->weighted_sum, c->denominator, c->sum_weights, c->num_nonzero_weights,
+                        c->sum_sq,       samples,        samples};
+    return s;
+}
+
+static void key(struct mlp_buf *b, const char *k)
+{
+    mlp_buf_string(b, k);
+    mlp_buf_puts(b, ":");
+}
+
+static void member(struct mlp_buf *b, const char *k, double v)
+{
+    mlp_buf_puts(b, ",");
+    key(b, k);
+    mlp_buf_number(b, v);
+}
+
+static void member_whole(struct mlp_buf *b, const char *k, double v)
+{
+    mlp_buf_puts(b, ",");
+    key(b, k);
+    mls_json_whole(b, v);
+}
+
+static void write_class_id(struct mlp_buf *b, const struct mls_mconfig *cfg, int64_t c)
+{
+    if (cfg->class_names)
+        mlp_buf_string(b, cfg->class_names[c]);
+    else
+        mls_json_whole(b, (double)c);
+}
+
+/* F: {"loss", the sums, "observations", ["from"], ["per_class"]} */
+static void write_figure(struct mlp_buf *b, const struct mls_mconfig *cfg, const struct acc *a,
+                         int64_t from)
+{
+    const struct ml_sums *s = &a->cell.s;
+    mlp_buf_puts(b, "{\"loss\":");
+    mlp_buf_number(b, ml_sums_loss(&cfg->ratio, s));
+    member(b, "weighted_sum", s->weighted_sum);
+    member(b, "denominator", s->denominator);
+    member(b, "sum_weights", s->sum_weights);
+    member_whole(b, "num_nonzero_weights", s->num_nonzero_weights);
+    member_whole(b, "elements", s->elements);
+    member_whole(b, "samples", s->samples);
+    member_whole(b, "observations", a->cell.observations);
+    if (from != INT64_MIN)
+        member_whole(b, "from", (double)from);
+    if (a->cls) {
+        mlp_buf_puts(b, ",\"per_class\":[");
+        for (int64_t c = 0; c < cfg->num_classes; c++) {
+            const struct mls_class_sums *k = &a->cls[c];
+            struct ml_sums cs = class_as_sums(k, s->samples);
+            mlp_buf_puts(b, c ? ",{\"class\":" : "{\"class\":");
+            write_class_id(b, cfg, c);
+            member(b, "loss", ml_sums_loss(&cfg->ratio, &cs));
+            member(b, "weighted_sum", k->weighted_sum);
+            member(b, "denominator", k->denominator);
+            member(b, "sum_weights", k->sum_weights);
+            member_whole(b, "num_nonzero_weights", k->num_nonzero_weights);
+            member(b, "sum_sq", k->sum_sq);
+            mlp_buf_puts(b, "}");
+        }
+        mlp_buf_puts(b, "]");
+    }
+    mlp_buf_puts(b, "}");
+}
+
+/* Totals, windows and baselines of one set of buckets. */
+struct span {
+    struct acc total;
+    struct acc win[MLS_MAX_WINDOWS];
+    struct acc base[MLS_MAX_WINDOWS];
+};
+
+static int span_init(struct span *s, int nw, int64_t nc, int with_base)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = acc_init(&s->total, nc);
+    for (int w = 0; w < nw; w++) {
+        rc |= acc_init(&s->win[w], nc);
+        if (with_base)
+            rc |= acc_init(&s->base[w], nc);
+    }
+    return rc;
+}
+
+static void span_free(struct span *s)
+{
+    acc_free(&s->total);
+    for (int w = 0; w < MLS_MAX_WINDOWS; w++) {
+        acc_free(&s->win[w]);
+        acc_free(&s->base[w]);
+    }
+}
+
+static void span_merge(struct span *into, const struct span *s, int nw, int64_t nc)
+{
+    acc_add(&into->total, &s->total.cell, s->total.cls, nc);
+    for (int w = 0; w < nw; w++) {
+        acc_add(&into->win[w], &s->win[w].cell, s->win[w].cls, nc);
+        acc_add(&into->base[w], &s->base[w].cell, s->base[w].cls, nc);
+    }
+}
+
+/* One combo's buckets into a span (from[w]: the window's first bucket start). */
+static void span_scan(struct span *s, const struct mls_mconfig *cfg, const struct mls_combo *c,
+                      const int64_t *from)
+{
+    int64_t nc = cfg->num_classes;
+    for (size_t i = 0; i < c->num_buckets; i++) {
+        const struct mls_bucket *bk = &c->buckets[i];
+        acc_add(&s->total, &bk->total, bk->classes, nc);
+        for (int w = 0; w < cfg->num_windows; w++) {
+            if (bk->start >= from[w])
+                acc_add(&s->win[w], &bk->total, bk->classes, nc);
+            else if (bk->start >= from[w] - cfg->windows[w])
+                acc_add(&s->base[w], &bk->total, bk->classes, nc);
+        }
+    }
+}
+
+struct drift {
+    int window;
+    int64_t cls; /* -1: the whole */
+    double loss, base_loss, z, weight, base_weight;
+};
+
+static int drift_order(const void *pa, const void *pb)
+{
+    const struct drift *a = pa, *b = pb;
+    double za = fabs(a->z), zb = fabs(b->z);
+    if (za != zb)
+        return za > zb ? -1 : 1;
+    if (a->window != b->window)
+        return a->window < b->window ? -1 : 1;
+    return a->cls < b->cls ? -1 : a->cls > b->cls;
+}
+
+/* The drift of one class (or the whole) between a window and its baseline; 1 when listed. */
+static int drift_of(const struct mls_mconfig *cfg, double ws, double sw, double nz, double sq,
+                    double bws, double bsw, double bnz, double bsq, struct drift *d)
+{
+    double minw = cfg->drift_min_weight;
+    if (!(sw > 0 && bsw > 0 && sw >= minw && bsw >= minw && nz > 0 && bnz > 0))
+        return 0;
+    double m = ws / sw, bm = bws / bsw;
+    double var = fmax(sq / sw - m * m, 0), bvar = fmax(bsq / bsw - bm * bm, 0);
+    double se = sqrt(var / nz + bvar / bnz);
+    double z = se > 0 ? (m - bm) / se : m == bm ? 0 : (m > bm ? INFINITY : -INFINITY);
+    if (!(fabs(z) >= cfg->drift_z))
+        return 0;
+    d->loss = m;
+    d->base_loss = bm;
+    d->z = z;
+    d->weight = sw;
+    d->base_weight = bsw;
+    return 1;
+}
+
+static void write_drift(struct mlp_buf *b, const struct mls_mconfig *cfg, const struct span *s,
+                        const int64_t *from)
+{
+    int64_t nc = cfg->num_classes;
+    size_t cap = (size_t)cfg->num_windows * (size_t)(nc ? nc : 1), n = 0;
+    struct drift *list = malloc((cap ? cap : 1) * sizeof(*list));
+    if (!list) {
+        b->failed = 1;
+        return;
+    }
+    for (int w = 0; w < cfg->num_windows; w++) {
+        const struct acc *cur = &s->win[w], *base = &s->base[w];
+        if (!nc) {
+            const struct ml_sums *x = &cur->cell.s, *y = &base->cell.s;
+            if (drift_of(cfg, x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
+                         y->weighted_sum, y->sum_weights, y->num_nonzero_weights, y->sum_sq,
+                         &list[n])) {
+                list[n].window = w;
+                list[n++].cls = -1;
+            }
+            continue;
+        }
+        for (int64_t c = 0; c < nc; c++) {
+            const struct mls_class_sums *x = &cur->cls[c], *y = &base->cls[c];
+            if (drift_of(cfg, x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
+                         y->weighted_sum, y->sum_weights, y->num_nonzero_weights, y->sum_sq,
+                         &list[n])) {
+                list[n].window = w;
+                list[n++].cls = c;
+            }
+        }
+    }
+    qsort(list, n, sizeof(*list), drift_order);
+    mlp_buf_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        const struct drift *d = &list[i];
+        mlp_buf_puts(b, i ? ",{\"window\":" : "{\"window\":");
+        mlp_buf_string(b, cfg->window_names[d->window]);
+        mlp_buf_puts(b, ",\"class\":");
+        if (d->cls < 0)
+            mlp_buf_puts(b, "null");
+        else
+            write_class_id(b, cfg, d->cls);
+        member(b, "loss", d->loss);
+        member(b, "baseline_loss", d->base_loss);
+        member(b, "change", d->loss - d->base_loss);
+        member(b, "z", d->z);
+        member(b, "weight", d->weight);
+        member(b, "baseline_weight", d->base_weight);
+        member_whole(b, "from", (double)from[d->window]);
+        mlp_buf_puts(b, "}");
+    }
+    mlp_buf_puts(b, "]");
+    free(list);
+}
+
+/* A slice marginal: key index and value, and the span of every combo that has it. */
+struct marginal {
+    int key;
+    const char *value;
+    struct span span;
+};
+
+static void write_windows(struct mlp_buf *b, const struct mls_mconfig *cfg, const struct span *s,
+                          const int64_t *from)
+{
+    mlp_buf_puts(b, "{");
+    for (int w = 0; w < cfg->num_windows; w++) {
+        if (w)
+            mlp_buf_puts(b, ",");
+        key(b, cfg->window_names[w]);
+        write_figure(b, cfg, &s->win[w], from[w]);
+    }
+    mlp_buf_puts(b, "}");
+}
+
+void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_buf *b)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    int nw = cfg->num_windows;
+    int64_t nc = cfg->num_classes;
+    int64_t minute = now / MLS_BUCKET * MLS_BUCKET, from[MLS_MAX_WINDOWS];
+    for (int w = 0; w < nw; w++)
+        from[w] = minute - cfg->windows[w] + MLS_BUCKET;
+
+    struct span all, one;
+    struct marginal *marg = NULL;
+    size_t nmarg = 0, cap = 0;
+    int oom = span_init(&all, nw, nc, 1);
+    pthread_rwlock_rdlock(&m->lock);
+    for (size_t i = 0; i < m->num_combos && !oom; i++) {
+        const struct mls_combo *c = &m->combos[i];
+        if (span_init(&one, nw, nc, 1)) {
+            span_free(&one);
+            oom = 1;
+            break;
+        }
+        span_scan(&one, cfg, c, from);
+        span_merge(&all, &one, nw, nc);
+        for (int k = 0; k < cfg->num_slice_keys && !oom; k++) {
+            if (!c->values[k])
+                continue;
+            size_t j = 0;
+            while (j < nmarg && !(marg[j].key == k && !strcmp(marg[j].value, c->values[k])))
+                j++;
+            if (j == nmarg) {
+                if (nmarg == cap) {
+                    size_t ncap = cap ? cap * 2 : 8;
+                    struct marginal *n = realloc(marg, ncap * sizeof(*n));
+                    if (!n) {
+                        oom = 1;
+                        break;
+                    }
+                    marg = n;
+                    cap = ncap;
+                }
+                marg[j].key = k;
+                marg[j].value = c->values[k];
+                nmarg++;
+                if (span_init(&marg[j].span, nw, nc, 0)) {
+                    oom = 1;
+                    break;
+                }
+            }
+            span_merge(&marg[j].span, &one, nw, nc);
+        }
+        span_free(&one);
+    }
+
+    if (!oom) {
+        mlp_buf_puts(b, "{\"name\":");
+        mlp_buf_string(b, m->name);
+        mlp_buf_puts(b, ",\"config\":");
+        mlp_buf_puts(b, cfg->json);
+        member_whole(b, "now", (double)now);
+        mlp_buf_puts(b, ",\"total\":");
+        write_figure(b, cfg, &all.total, INT64_MIN);
+        mlp_buf_puts(b, ",\"windows\":");
+        write_windows(b, cfg, &all, from);
+        mlp_buf_puts(b, ",\"slices\":{");
+        for (size_t j = 0; j < nmarg; j++) {
+            char name[MLS_SLICE_VALUE_MAX + 80];
+            snprintf(name, sizeof(name), "%s=%s", cfg->slice_keys[marg[j].key], marg[j].value);
+            if (j)
+                mlp_buf_puts(b, ",");
+            key(b, name);
+            mlp_buf_puts(b, "{\"total\":");
+            write_figure(b, cfg, &marg[j].span.total, INT64_MIN);
+            mlp_buf_puts(b, ",\"windows\":");
+            write_windows(b, cfg, &marg[j].span, from);
+            mlp_buf_puts(b, "}");
+        }
+        mlp_buf_puts(b, "},\"drift\":");
+        write_drift(b, cfg, &all, from);
+        mlp_buf_puts(b, "}");
+    }
+    pthread_rwlock_unlock(&m->lock);
+    for (size_t j = 0; j < nmarg; j++)
+        span_free(&marg[j].span);
+    free(marg);
+    span_free(&all);
+    if (oom)
+        b->failed = 1;
+}
+
+int mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_query *q,
+                             struct mlp_buf *b)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    int64_t first = q->from / q->step, last = (q->to - 1) / q->step;
+    size_t n = q->to > q->from ? (size_t)(last - first + 1) : 0;
+    struct mls_cell *cells = calloc(n ? n : 1, sizeof(*cells));
+    struct mls_class_sums *cls = calloc(n ? n : 1, sizeof(*cls));
+    if (!cells || !cls) {
+        free(cells);
+        free(cls);
+        b->failed = 1;
+        return 0;
+    }
+    pthread_rwlock_rdlock(&m->lock);
+    for (size_t i = 0; i < m->num_combos; i++) {
+        const struct mls_combo *c = &m->combos[i];
+        int match = 1;
+        for (int f = 0; f < q->num_filters && match; f++) {
+            const char *v = c->values[q->filter_key[f]];
+            match = v && !strcmp(v, q->filter_value[f]);
+        }
+        if (!match)
+            continue;
+        for (size_t j = 0; j < c->num_buckets; j++) {
+            const struct mls_bucket *bk = &c->buckets[j];
+            if (bk->start < q->from || bk->start >= q->to)
+                continue;
+            size_t p = (size_t)(bk->start / q->step - first);
+            ml_sums_add(&cells[p].s, &bk->total.s);
+            cells[p].observations += bk->total.observations;
+            if (q->cls >= 0) {
+                const struct mls_class_sums *k = &bk->classes[q->cls];
+                cls[p].weighted_sum += k->weighted_sum;
+                cls[p].denominator += k->denominator;
+                cls[p].sum_weights += k->sum_weights;
+                cls[p].num_nonzero_weights += k->num_nonzero_weights;
+                cls[p].sum_sq += k->sum_sq;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&m->lock);
+
+    mlp_buf_puts(b, "{\"name\":");
+    mlp_buf_string(b, m->name);
+    member_whole(b, "step", (double)q->step);
+    member_whole(b, "from", (double)q->from);
+    member_whole(b, "to", (double)q->to);
+    if (q->cls >= 0) {
+        mlp_buf_puts(b, ",\"class\":");
+        write_class_id(b, cfg, q->cls);
+    }
+    mlp_buf_puts(b, ",\"points\":[");
+    int any = 0;
+    for (size_t p = 0; p < n; p++) {
+        if (cells[p].observations == 0)
+            continue;
+        struct ml_sums s = q->cls >= 0 ? class_as_sums(&cls[p], cells[p].s.samples) : cells[p].s;
+        mlp_buf_puts(b, any++ ? ",{\"t\":" : "{\"t\":");
+        mls_json_whole(b, (double)((first + (int64_t)p) * q->step));
+        member(b, "loss", ml_sums_loss(&cfg->ratio, &s));
+        member(b, "weighted_sum", s.weighted_sum);
+        member(b, "denominator", s.denominator);
+        member(b, "sum_weights", s.sum_weights);
+        member_whole(b, "num_nonzero_weights", s.num_nonzero_weights);
+        member_whole(b, "elements", cells[p].s.elements);
+        member_whole(b, "observations", cells[p].observations);
+        mlp_buf_puts(b, "}");
+    }
+    mlp_buf_puts(b, "]}");
+    free(cells);
+    free(cls);
+    return 0;
+}
+
+/* ---- Prometheus ---------------------------------------------------------------------------- */
+
+static void label_value(struct mlp_buf *b, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\')
+            mlp_buf_puts(b, "\\\\");
+        else if (*p == '"')
+            mlp_buf_puts(b, "\\\"");
+        else if (*p == '\n')
+            mlp_buf_puts(b, "\\n");
+        else
+            mlp_buf_append(b, p, 1);
+    }
+}
+
+static void prom_number(struct mlp_buf *b, double v)
+{
+    if (isnan(v))
+        mlp_buf_puts(b, "NaN");
+    else if (isinf(v))
+        mlp_buf_puts(b, v > 0 ? "+Inf" : "-Inf");
+    else
+        mlp_buf_number(b, v);
+}
+
+/* The labels of a combo: monitor and every slice key ("" when absent). */
+static void combo_labels(struct mlp_buf *b, const struct mls_monitor *m, const struct mls_combo *c)
+{
+    mlp_buf_puts(b, "{monitor=\"");
+    label_value(b, m->name);
+    mlp_buf_puts(b, "\"");
+    for (int k = 0; k < m->cfg.num_slice_keys; k++) {
+        mlp_buf_puts(b, ",");
+        mlp_buf_puts(b, m->cfg.slice_keys[k]);
+        mlp_buf_puts(b, "=\"");
+        label_value(b, c->values[k] ? c->values[k] : "");
+        mlp_buf_puts(b, "\"");
+    }
+}
+
+enum { F_WS, F_DEN, F_SW, F_NZ, F_EL, F_OBS, F_COUNT };
+static const struct {
+    const char *name, *help;
+    int per_class;
+} families[] = {
+    {"maskloss_monitor_weighted_loss_sum", "Sum of loss * weight this process ingested", 1},
+    {"maskloss_monitor_denominator_sum", "Sum of the reduction's denominators ingested", 1},
+    {"maskloss_monitor_weights_sum", "Sum of the weights ingested", 1},
+    {"maskloss_monitor_nonzero_weights_total", "Count of non-zero weights ingested", 1},
+    {"maskloss_monitor_elements_total", "Loss elements ingested", 0},
+    {"maskloss_monitor_observations_total", "Observations ingested (duplicates once)", 0},
+};
+
+static double cell_field(const struct mls_cell *c, int f)
+{
+    switch (f) {
+    case F_WS:
+        return c->s.weighted_sum;
+    case F_DEN:
+        return c->s.denominator;
+    case F_SW:
+        return c->s.sum_weights;
+    case F_NZ:
+        return c->s.num_nonzero_weights;
+    case F_EL:
+        return c->s.elements;
+    default:
+        return c->observations;
+    }
+}
+
+static double class_field(const struct mls_class_sums *c, int f)
+{
+    return f == F_WS    ? c->weighted_sum
+           : f == F_DEN ? c->denominator
+           : f == F_SW  ? c->sum_weights
+                        : c->num_nonzero_weights;
+}
+
+void mls_registry_write_metrics(struct mls_registry *g, struct mlp_buf *b)
+{
+    pthread_rwlock_rdlock(&g->lock);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int f = 0; f < F_COUNT; f++) {
+            if (pass && !families[f].per_class)
+                continue;
+            char head[300];
+            const char *prefix = pass ? "maskloss_monitor_class_" : "";
+            const char *base = families[f].name + (pass ? strlen("maskloss_monitor_") : 0);
+            snprintf(head, sizeof(head), "# HELP %s%s %s%s\n# TYPE %s%s counter\n", prefix, base,
+                     families[f].help, pass ? ", per class" : "", prefix, base);
+            int wrote_head = 0;
+            for (size_t i = 0; i < g->count; i++) {
+                struct mls_monitor *m = g->items[i];
+                if (pass && !m->cfg.export_classes)
+                    continue;
+                pthread_rwlock_rdlock(&m->lock);
+                for (size_t j = 0; j < m->num_combos; j++) {
+                    const struct mls_combo *c = &m->combos[j];
+                    if (!wrote_head++)
+                        mlp_buf_puts(b, head);
+                    if (!pass) {
+                        mlp_buf_puts(b, families[f].name);
+                        combo_labels(b, m, c);
+                        mlp_buf_puts(b, "} ");
+                        prom_number(b, cell_field(&c->ingested, f));
+                        mlp_buf_puts(b, "\n");
+                        continue;
+                    }
+                    for (int64_t k = 0; k < m->cfg.num_classes; k++) {
+                        mlp_buf_puts(b, prefix);
+                        mlp_buf_puts(b, base);
+                        combo_labels(b, m, c);
+                        mlp_buf_puts(b, ",class=\"");
+                        if (m->cfg.class_names) {
+                            label_value(b, m->cfg.class_names[k]);
+                        } else {
+                            char idx[24];
+                            snprintf(idx, sizeof(idx), "%lld", (long long)k);
+                            mlp_buf_puts(b, idx);
+                        }
+                        mlp_buf_puts(b, "\"} ");
+                        prom_number(b, class_field(&c->ingested_classes[k], f));
+                        mlp_buf_puts(b, "\n");
+                    }
+                }
+                pthread_rwlock_unlock(&m->lock);
+            }
+        }
+    }
+    pthread_rwlock_unlock(&g->lock);
+}

@@ -1,0 +1,55 @@
+/*
+ * store.h -- the durable copy of the monitors, behind an interface: SQLite now
+ * (store_sqlite.c); a shared database for replicas is another file implementing the same.
+ *
+ * Only the writer thread (writer.c) calls a store after it is loaded. Every change happens
+ * inside begin() .. commit(); commit() returns only once the transaction is durable (for
+ * SQLite: synchronous=FULL), and a failed call leaves the caller to rollback(). Sums are
+ * additive: add_bucket() adds to what the store holds (an upsert), never replaces it, so that
+ * the store's figures are the sum of every committed delta in order, as memory's are.
+ */
+#ifndef MLS_STORE_H
+#define MLS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "monitor.h"
+
+struct mls_store;
+
+struct mls_store_vt {
+    /* Reads every monitor and bucket into the (empty) registry. 0 or -1 (message in err). */
+    int (*load)(struct mls_store *s, struct mls_registry *g, char *err, size_t errlen);
+    int (*begin)(struct mls_store *s);
+    /* Creates or replaces a monitor's config; clear: also drop its buckets and ids. */
+    int (*put_monitor)(struct mls_store *s, const char *name, const char *config, int clear);
+    int (*delete_monitor)(struct mls_store *s, const char *name);
+    /* Records an idempotency key: 1 when new, 0 when already known, -1 on failure. */
+    int (*claim_id)(struct mls_store *s, const char *monitor, const char *id, int64_t t);
+    int (*add_bucket)(struct mls_store *s, const char *monitor, const char *combo, int64_t start,
+                      int32_t width, const struct mls_cell *total,
+                      const struct mls_class_sums *classes, int64_t num_classes);
+    int (*drop_bucket)(struct mls_store *s, const char *monitor, const char *combo, int64_t start,
+                       int32_t width);
+    /* Forgets idempotency keys recorded before t. */
+    int (*purge_ids)(struct mls_store *s, int64_t before);
+    int (*commit)(struct mls_store *s);
+    void (*rollback)(struct mls_store *s);
+    /* Why the last call failed, for logs and answers. */
+    const char *(*errmsg)(struct mls_store *s);
+    void (*close)(struct mls_store *s);
+};
+
+struct mls_store {
+    const struct mls_store_vt *vt;
+};
+
+/*
+ * Opens (creating when absent) the SQLite state at path (":memory:" keeps nothing). Returns
+ * 0, or -1 with a message in err. A file that cannot be written is opened all the same: reads
+ * (the load) work, and every write fails, which observers see as 503.
+ */
+int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, size_t errlen);
+
+#endif /* MLS_STORE_H */

@@ -1,0 +1,455 @@
+/*
+ * store_sqlite.c -- the monitors' state in one SQLite file (store.h).
+ *
+ * WAL mode, synchronous=FULL: a commit has reached the disk when it returns (an application
+ * crash or a power loss keeps it; sqlite.org/pragma.html#pragma_synchronous). The writer
+ * thread batches many observations into one transaction (group commit), so the fsync is
+ * shared. Sums are stored as blobs of doubles and added in SQL by an application function,
+ * mls_addv(old, new), so that an upsert adds a delta without reading the row back.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define SCHEMA_VERSION 1
+
+struct sqlite_store {
+    struct mls_store base;
+    sqlite3 *db;
+    sqlite3_stmt *add, *drop, *claim, *purge;
+    char err[256];
+};
+
+/* The byte order of the blobs: the file is refused by a machine of the other order. */
+static const char *byte_order(void)
+{
+    const uint16_t one = 1;
+    return *(const unsigned char *)&one ? "little" : "big";
+}
+
+/* mls_addv(a, b): a + b element by element, for blobs of doubles of the same length; a NULL
+ * (an absent row's column) is taken as zeros. */
+static void addv(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    int na = sqlite3_value_bytes(argv[0]), nb = sqlite3_value_bytes(argv[1]);
+    const void *a = sqlite3_value_blob(argv[0]), *b = sqlite3_value_blob(argv[1]);
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+        sqlite3_result_value(ctx, argv[1]);
+        return;
+    }
+    if (sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+        sqlite3_result_value(ctx, argv[0]);
+        return;
+    }
+    if (na != nb || na % (int)sizeof(double)) {
+        sqlite3_result_error(ctx, "mls_addv: blobs of different lengths", -1);
+        return;
+    }
+    double *out = sqlite3_malloc(na > 0 ? na : 1);
+    if (!out) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    size_t n = (size_t)na / sizeof(double);
+    for (size_t i = 0; i < n; i++) {
+        double x, y;
+        memcpy(&x, (const char *)a + i * sizeof(double), sizeof(double));
+        memcpy(&y, (const char *)b + i * sizeof(double), sizeof(double));
+        out[i] = x + y;
+    }
+    sqlite3_result_blob(ctx, out, na, sqlite3_free);
+}
+
+static int fail(struct sqlite_store *s, const char *what)
+{
+    snprintf(s->err, sizeof(s->err), "%s: %s (SQLite error %d)", what, sqlite3_errmsg(s->db),
+             sqlite3_extended_errcode(s->db));
+    return -1;
+}
+
+static int exec(struct sqlite_store *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(s->err, sizeof(s->err), "%s (SQLite error %d)", msg ? msg : "?",
+                 sqlite3_extended_errcode(s->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static struct sqlite_store *self(struct mls_store *s)
+{
+    return (struct sqlite_store *)s;
+}
+
+static int step_done(struct sqlite_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : fail(s, what);
+}
+
+static int st_begin(struct mls_store *b)
+{
+    return exec(self(b), "BEGIN IMMEDIATE");
+}
+
+static int st_commit(struct mls_store *b)
+{
+    return exec(self(b), "COMMIT");
+}
+
+static void st_rollback(struct mls_store *b)
+{
+    struct sqlite_store *s = self(b);
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int st_put_monitor(struct mls_store *b, const char *name, const char *config, int clear)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_stmt *st;
+    if (clear) {
+        static const char *const sql[] = {"DELETE FROM buckets WHERE monitor = ?1",
+                                          "DELETE FROM ids WHERE monitor = ?1"};
+        for (int i = 0; i < 2; i++) {
+            if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+                return fail(s, "preparing a delete");
+            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+            int rc = step_done(s, st, "clearing a monitor");
+            sqlite3_finalize(st);
+            if (rc)
+                return rc;
+        }
+    }
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO monitors(name, config) VALUES(?1, ?2) "
+                           "ON CONFLICT(name) DO UPDATE SET config = excluded.config",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fail(s, "preparing a monitor's insert");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, config, -1, SQLITE_STATIC);
+    int rc = step_done(s, st, "writing a monitor");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int st_delete_monitor(struct mls_store *b, const char *name)
+{
+    struct sqlite_store *s = self(b);
+    static const char *const sql[] = {"DELETE FROM buckets WHERE monitor = ?1",
+                                      "DELETE FROM ids WHERE monitor = ?1",
+                                      "DELETE FROM monitors WHERE name = ?1"};
+    for (int i = 0; i < 3; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+            return fail(s, "preparing a delete");
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        int rc = step_done(s, st, "deleting a monitor");
+        sqlite3_finalize(st);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int st_claim_id(struct mls_store *b, const char *monitor, const char *id, int64_t t)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_bind_text(s->claim, 1, monitor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->claim, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->claim, 3, t);
+    if (step_done(s, s->claim, "recording an observation id"))
+        return -1;
+    return sqlite3_changes(s->db) > 0;
+}
+
+static int st_add_bucket(struct mls_store *b, const char *monitor, const char *combo, int64_t start,
+                         int32_t width, const struct mls_cell *total,
+                         const struct mls_class_sums *classes, int64_t num_classes)
+{
+    struct sqlite_store *s = self(b);
+    _Static_assert(sizeof(struct mls_cell) == MLS_CELL_FIELDS * sizeof(double), "cell blob");
+    _Static_assert(sizeof(struct mls_class_sums) == MLS_CLASS_FIELDS * sizeof(double),
+                   "class blob");
+    sqlite3_bind_text(s->add, 1, monitor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->add, 2, combo, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->add, 3, start);
+    sqlite3_bind_int(s->add, 4, width);
+    sqlite3_bind_blob(s->add, 5, total, (int)sizeof(*total), SQLITE_STATIC);
+    if (classes && num_classes)
+        sqlite3_bind_blob64(s->add, 6, classes,
+                            (sqlite3_uint64)num_classes * sizeof(struct mls_class_sums),
+                            SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s->add, 6);
+    return step_done(s, s->add, "adding to a bucket");
+}
+
+static int st_drop_bucket(struct mls_store *b, const char *monitor, const char *combo,
+                          int64_t start, int32_t width)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_bind_text(s->drop, 1, monitor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->drop, 2, combo, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->drop, 3, start);
+    sqlite3_bind_int(s->drop, 4, width);
+    return step_done(s, s->drop, "dropping a bucket");
+}
+
+static int st_purge_ids(struct mls_store *b, int64_t before)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_bind_int64(s->purge, 1, before);
+    return step_done(s, s->purge, "forgetting old observation ids");
+}
+
+static const char *st_errmsg(struct mls_store *b)
+{
+    return self(b)->err;
+}
+
+static void st_close(struct mls_store *b)
+{
+    struct sqlite_store *s = self(b);
+    if (!s)
+        return;
+    sqlite3_finalize(s->add);
+    sqlite3_finalize(s->drop);
+    sqlite3_finalize(s->claim);
+    sqlite3_finalize(s->purge);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_t errlen)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_stmt *st;
+    int rc = -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT name, config FROM monitors ORDER BY name", -1, &st,
+                           NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "reading monitors: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *text = (const char *)sqlite3_column_text(st, 1);
+        json_error_t jerr;
+        json_t *obj = json_loads(text ? text : "", 0, &jerr);
+        struct mls_mconfig cfg;
+        struct mlp_error perr;
+        /* The limits apply to new configs, not to what was accepted before a restart. */
+        struct mls_monitor_limits lim = g->limits;
+        lim.max_classes = UINT32_MAX;
+        int prc = obj ? mls_mconfig_parse(obj, &lim, &cfg, &perr) : -1;
+        json_decref(obj);
+        if (prc) {
+            snprintf(err, errlen, "monitor %s: its stored config no longer parses: %s",
+                     name ? name : "?", obj ? perr.e.message : jerr.text);
+            goto out;
+        }
+        struct mls_monitor *m = mls_monitor_new(name, &cfg);
+        if (!m || mls_registry_put(g, m)) {
+            mls_mconfig_free(&cfg);
+            mls_monitor_unref(m);
+            snprintf(err, errlen, "out of memory loading monitor %s", name);
+            goto out;
+        }
+    }
+    if (step != SQLITE_DONE) {
+        snprintf(err, errlen, "reading monitors: %s", sqlite3_errmsg(s->db));
+        goto out;
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT monitor, combo, start, width, totals, classes FROM buckets "
+                           "ORDER BY monitor, combo, start, width",
+                           -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "reading buckets: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    struct mls_monitor *m = NULL;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        if (!m || strcmp(m->name, name)) {
+            mls_monitor_unref(m);
+            m = mls_registry_get(g, name);
+        }
+        if (!m || !key)
+            continue; /* a bucket of no monitor: left over, ignored */
+        int nk = m->cfg.num_slice_keys, over;
+        char *values[MLS_MAX_SLICE_KEYS] = {0};
+        if (mls_combo_values(key, nk, values)) {
+            snprintf(err, errlen, "monitor %s: a stored slice key does not parse: %.80s", name,
+                     key);
+            mls_monitor_unref(m);
+            goto out;
+        }
+        struct mls_combo *c = mls_monitor_combo(m, key, values, UINT32_MAX, &over);
+        for (int k = 0; k < nk; k++)
+            free(values[k]);
+        struct mls_cell cell;
+        int64_t nc = m->cfg.num_classes;
+        const void *tb = sqlite3_column_blob(st, 4);
+        const void *cb = sqlite3_column_blob(st, 5);
+        if (sqlite3_column_bytes(st, 4) != (int)sizeof(cell) ||
+            (nc &&
+             (sqlite3_column_type(st, 5) != SQLITE_NULL &&
+              (size_t)sqlite3_column_bytes(st, 5) != (size_t)nc * sizeof(struct mls_class_sums)))) {
+            snprintf(err, errlen, "monitor %s: a stored bucket has the wrong size", name);
+            mls_monitor_unref(m);
+            goto out;
+        }
+        memcpy(&cell, tb, sizeof(cell));
+        struct mls_class_sums *cls = NULL;
+        if (nc && cb) {
+            cls = malloc((size_t)nc * sizeof(*cls));
+            if (cls)
+                memcpy(cls, cb, (size_t)nc * sizeof(*cls));
+        }
+        if (!c || (nc && cb && !cls) ||
+            mls_combo_add(m, c, sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3), &cell, cls,
+                          0)) {
+            free(cls);
+            snprintf(err, errlen, "out of memory loading monitor %s", name);
+            mls_monitor_unref(m);
+            goto out;
+        }
+        free(cls);
+    }
+    mls_monitor_unref(m);
+    if (step != SQLITE_DONE) {
+        snprintf(err, errlen, "reading buckets: %s", sqlite3_errmsg(s->db));
+        goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static const struct mls_store_vt sqlite_vt = {
+    st_load,        st_begin,     st_put_monitor, st_delete_monitor, st_claim_id, st_add_bucket,
+    st_drop_bucket, st_purge_ids, st_commit,      st_rollback,       st_errmsg,   st_close,
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS monitors(name TEXT PRIMARY KEY, config TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS buckets(monitor TEXT NOT NULL, combo TEXT NOT NULL,"
+    "  start INTEGER NOT NULL, width INTEGER NOT NULL, totals BLOB NOT NULL, classes BLOB,"
+    "  PRIMARY KEY(monitor, combo, start, width)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS ids(monitor TEXT NOT NULL, id TEXT NOT NULL,"
+    "  t INTEGER NOT NULL, PRIMARY KEY(monitor, id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS ids_t ON ids(t);";
+
+int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, size_t errlen)
+{
+    struct sqlite_store *s = calloc(1, sizeof(*s));
+    *out = NULL;
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->base.vt = &sqlite_vt;
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open the state %s: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        st_close(&s->base);
+        return -1;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 5000);
+    if (sqlite3_create_function(s->db, "mls_addv", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                                addv, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot register mls_addv: %s", sqlite3_errmsg(s->db));
+        st_close(&s->base);
+        return -1;
+    }
+    /* A file that cannot be written still loads; then every write fails (503). */
+    int writable = !sqlite3_db_readonly(s->db, "main");
+    if (writable) {
+        if (exec(s, "PRAGMA journal_mode=WAL") || exec(s, "PRAGMA synchronous=FULL") ||
+            exec(s, schema)) {
+            if (sqlite3_extended_errcode(s->db) != SQLITE_READONLY &&
+                (sqlite3_extended_errcode(s->db) & 0xff) != SQLITE_READONLY) {
+                snprintf(err, errlen, "cannot prepare the state %s: %s", path, s->err);
+                st_close(&s->base);
+                return -1;
+            }
+            writable = 0;
+        }
+    }
+    if (writable) {
+        char sql[200];
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR IGNORE INTO meta VALUES('schema', '%d');"
+                 "INSERT OR IGNORE INTO meta VALUES('byte_order', '%s');",
+                 SCHEMA_VERSION, byte_order());
+        if (exec(s, sql))
+            writable = 0;
+    }
+    /* What the file says about itself, however it was opened. */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT key, value FROM meta", -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *k = (const char *)sqlite3_column_text(st, 0);
+            const char *v = (const char *)sqlite3_column_text(st, 1);
+            if (k && v && !strcmp(k, "schema") && atoi(v) != SCHEMA_VERSION) {
+                snprintf(err, errlen, "the state %s has schema %s; this server reads schema %d",
+                         path, v, SCHEMA_VERSION);
+                sqlite3_finalize(st);
+                st_close(&s->base);
+                return -1;
+            }
+            if (k && v && !strcmp(k, "byte_order") && strcmp(v, byte_order())) {
+                snprintf(err, errlen, "the state %s was written on a %s-endian machine", path, v);
+                sqlite3_finalize(st);
+                st_close(&s->base);
+                return -1;
+            }
+        }
+        sqlite3_finalize(st);
+    }
+    static const struct {
+        size_t off;
+        const char *sql;
+    } stmts[] = {
+        {offsetof(struct sqlite_store, add),
+         "INSERT INTO buckets(monitor, combo, start, width, totals, classes) "
+         "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(monitor, combo, start, width) DO UPDATE SET "
+         "totals = mls_addv(totals, excluded.totals), classes = mls_addv(classes, "
+         "excluded.classes)"},
+        {offsetof(struct sqlite_store, drop),
+         "DELETE FROM buckets WHERE monitor = ?1 AND combo = ?2 AND start = ?3 AND width = ?4"},
+        {offsetof(struct sqlite_store, claim),
+         "INSERT OR IGNORE INTO ids(monitor, id, t) VALUES(?1, ?2, ?3)"},
+        {offsetof(struct sqlite_store, purge), "DELETE FROM ids WHERE t < ?1"},
+    };
+    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+        sqlite3_stmt **slot = (sqlite3_stmt **)((char *)s + stmts[i].off);
+        if (sqlite3_prepare_v3(s->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) !=
+            SQLITE_OK) {
+            /* An empty file opened read-only has no tables: nothing to load, nothing to write. */
+            snprintf(err, errlen, "cannot prepare the state %s: %s", path, sqlite3_errmsg(s->db));
+            st_close(&s->base);
+            return -1;
+        }
+    }
+    *out = &s->base;
+    return 0;
+}

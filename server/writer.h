@@ -1,0 +1,87 @@
+/*
+ * writer.h -- the one thread that changes monitors: it takes every change waiting in its
+ * queue, writes them to the store in one transaction (group commit), and only once that is
+ * durable applies them to memory and answers each (op->done). Also, about once a minute,
+ * the upkeep: minute buckets older than --rollup-after merged into hours, buckets past a
+ * monitor's retention and idempotency keys past MLS_ID_TTL dropped.
+ */
+#ifndef MLS_WRITER_H
+#define MLS_WRITER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "monitor.h"
+#include "store.h"
+
+enum mls_op_kind { MLS_OP_PUT, MLS_OP_DELETE, MLS_OP_OBSERVE };
+
+/* How an op ended. */
+enum mls_op_result {
+    MLS_OPR_OK,        /* observe counted; delete done */
+    MLS_OPR_CREATED,   /* put: a new monitor */
+    MLS_OPR_SAME,      /* put: the same config was there */
+    MLS_OPR_REPLACED,  /* put with force: replaced and cleared */
+    MLS_OPR_DUPLICATE, /* observe: its id was already counted */
+    MLS_OPR_CONFLICT,  /* put: another config is there (no force) */
+    MLS_OPR_NOT_FOUND, /* delete, observe: no such monitor */
+    MLS_OPR_STALE,     /* observe: the monitor was replaced or deleted meanwhile */
+    MLS_OPR_LIMIT,     /* put: --max-monitors; observe: --max-slice-values */
+    MLS_OPR_STORE,     /* the store failed (disk full, read-only, I/O): 503 */
+    MLS_OPR_NOMEM      /* out of memory: 503 */
+};
+
+struct mls_op {
+    struct mls_op *next;
+    enum mls_op_kind kind;
+    char name[MLS_MONITOR_NAME_MAX + 1];
+    /* put */
+    struct mls_mconfig cfg; /* moved into the monitor when it is created */
+    int force;
+    /* observe: the monitor it was computed for (a reference), and its delta */
+    struct mls_monitor *monitor;
+    char *combo_key;
+    char *values[MLS_MAX_SLICE_KEYS];
+    int64_t start;
+    int32_t width;
+    struct mls_cell total;
+    struct mls_class_sums *classes; /* num_classes, owned */
+    char id[MLS_ID_MAX + 1];        /* "" when none */
+    int64_t t;                      /* event time (for the id's age) */
+    /* outcome, set before done() */
+    enum mls_op_result result;
+    char message[512];
+    /* Called on the writer thread once the op is decided (and durable when it changed
+     * anything). The op may be freed by it. */
+    void (*done)(struct mls_op *op, void *cls);
+    void *cls;
+};
+
+/* Frees what an op owns (not the op itself). */
+void mls_op_clear(struct mls_op *op);
+
+struct mls_writer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct mls_op *head, *tail;
+    unsigned pending; /* submitted, not yet done */
+    int stopping;
+    int started;
+    struct mls_store *store;
+    struct mls_registry *registry;
+    int64_t next_upkeep;
+    /* Counters for /metrics (writer thread writes, readers load relaxed). */
+    _Atomic uint64_t commits, ops_committed, store_failures;
+    _Atomic uint64_t commit_ns; /* total time in commits */
+};
+
+int mls_writer_start(struct mls_writer *w, struct mls_store *store, struct mls_registry *g);
+/* Queues an op; its done() will be called on the writer thread. */
+void mls_writer_submit(struct mls_writer *w, struct mls_op *op);
+/* Ops submitted and not yet answered. */
+unsigned mls_writer_pending(struct mls_writer *w);
+/* Finishes what is queued, then stops the thread. */
+void mls_writer_stop(struct mls_writer *w);
+
+#endif /* MLS_WRITER_H */
