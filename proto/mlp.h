@@ -84,6 +84,10 @@ int mlp_request_decode(json_t *root, struct mlp_request *out, struct mlp_error *
 
 void mlp_request_free(struct mlp_request *r);
 
+/* Decodes a "params" object (names to numbers, booleans or tensors) into r's params, and
+ * points r->req at them. Returns 0 or a negative status with err naming the field. */
+int mlp_params_decode(const json_t *obj, struct mlp_request *r, struct mlp_error *err);
+
 /* ---- Bytes in JSON ----------------------------------------------------------------------- */
 
 /* The dtype named "float32", "float64", "uint8", "bool", "int32" or "int64"; -1 otherwise. */

@@ -26,6 +26,13 @@ struct mlp_v2_request {
     int num_outputs;
     unsigned output_bits[MLP_V2_MAX_OUTPUTS]; /* in the order requested */
     int output_binary[MLP_V2_MAX_OUTPUTS];
+    int dtype_given; /* parameters.dtype was given */
+    /* Request parameters monitor, monitor_time, monitor_slice, monitor_id (values in the
+     * document), for the server to feed a monitor; NULL when absent. */
+    const json_t *monitor, *monitor_time, *monitor_slice, *monitor_id;
+    /* Set by the caller: JSON members (",\"k\":v...") appended to the response's
+     * parameters, or NULL. */
+    const char *extra_parameters;
 };
 
 /* The v2 name of a dtype ("FP32", ...), or NULL. */
@@ -49,6 +56,11 @@ int mlp_v2_decode(const char *model, const char *body, size_t len, long long hea
  */
 void mlp_v2_response_write(struct mlp_buf *b, size_t *header_len, const char *model,
                            const struct ml_result *res, const struct mlp_v2_request *r);
+
+/* Evaluates a decoded request and encodes its response (0) or error object (negative), then
+ * releases the request. */
+int mlp_v2_eval_decoded(const char *model, struct mlp_v2_request *r, const struct mlp_exec *exec,
+                        struct mlp_buf *b, size_t *header_len_out, struct mlp_eval_info *info);
 
 /* Decode, evaluate, encode: appends the response (0) or the error object (negative). */
 int mlp_v2_eval(const char *model, const char *body, size_t len, long long header_len,

@@ -477,6 +477,17 @@ int mlp__params_decode(const json_t *obj, struct mlp_request *r, struct mlp_erro
     return 0;
 }
 
+int mlp_params_decode(const json_t *obj, struct mlp_request *r, struct mlp_error *err)
+{
+    free(r->params); /* an earlier decoding's list (its tensors stay in r->buffers) */
+    r->params = NULL;
+    r->num_params = 0;
+    int rc = mlp__params_decode(obj, r, err);
+    r->req.params = r->params;
+    r->req.num_params = r->num_params;
+    return rc;
+}
+
 void mlp_request_free(struct mlp_request *r)
 {
     if (!r)

@@ -75,6 +75,7 @@ static int decode_parameters(const json_t *params, struct mlp_v2_request *r, int
             r->base.req.reduction = json_string_value(val);
         } else if (!strcmp(key, "dtype")) {
             const char *d = json_is_string(val) ? json_string_value(val) : "";
+            r->dtype_given = 1;
             if (!strcmp(d, "float32") || !strcmp(d, "FP32"))
                 r->base.req.dtype = ML_FLOAT32;
             else if (!strcmp(d, "float64") || !strcmp(d, "FP64"))
@@ -88,6 +89,15 @@ static int decode_parameters(const json_t *params, struct mlp_v2_request *r, int
                 return mlp__fail(err, ML_EINVAL, "parameters.allow_non_finite", -1,
                                  "parameters.allow_non_finite must be true or false");
             r->base.req.allow_non_finite = json_is_true(val);
+        } else if (!strncmp(key, "monitor", 7) &&
+                   (!key[7] || !strcmp(key + 7, "_time") || !strcmp(key + 7, "_slice") ||
+                    !strcmp(key + 7, "_id"))) {
+            /* Feeding a monitor: the server's business (the values stay in the document). */
+            const json_t **slot = !key[7]         ? &r->monitor
+                                  : key[8] == 't' ? &r->monitor_time
+                                  : key[8] == 's' ? &r->monitor_slice
+                                                  : &r->monitor_id;
+            *slot = val;
         } else if (!strcmp(key, "binary_data_output")) {
             if (!json_is_boolean(val))
                 return mlp__fail(err, ML_EINVAL, "parameters.binary_data_output", -1,
@@ -443,6 +453,8 @@ void mlp_v2_response_write(struct mlp_buf *b, size_t *header_len, const char *mo
     mlp_buf_string(b, res->reduction_name ? res->reduction_name : "");
     mlp_buf_puts(b, ",\"dtype\":");
     mlp_buf_string(b, r->base.req.dtype == ML_FLOAT64 ? "float64" : "float32");
+    if (r->extra_parameters)
+        mlp_buf_puts(b, r->extra_parameters);
     mlp_buf_puts(b, "},\"outputs\":[");
     for (int i = 0; i < r->num_outputs; i++) {
         struct mlp__values v;
@@ -493,40 +505,55 @@ static long long main_input_elements(const struct ml_request *q)
     return t ? (long long)ml_shape_numel(t->rank, t->shape) : 0;
 }
 
-int mlp_v2_eval(const char *model, const char *body, size_t len, long long header_len,
-                const struct mlp_exec *exec, struct mlp_buf *b, size_t *header_len_out,
-                struct mlp_eval_info *info)
+int mlp_v2_eval_decoded(const char *model, struct mlp_v2_request *r, const struct mlp_exec *exec,
+                        struct mlp_buf *b, size_t *header_len_out, struct mlp_eval_info *info)
 {
-    struct mlp_v2_request r;
     struct mlp_error err;
     struct ml_result res;
     if (info) {
         info->loss_name = NULL;
         info->elements = 0;
     }
-    int rc = mlp_v2_decode(model, body, len, header_len, &r, &err);
-    if (!rc) {
-        if (exec) {
-            r.base.req.max_elements = exec->max_elements;
-            r.base.req.parallel_for = exec->parallel_for;
-            r.base.req.parallel_ctx = exec->parallel_ctx;
-        }
-        rc = ml_eval(&r.base.req, &res, &err.e);
-        if (!rc) {
-            mlp_v2_response_write(b, header_len_out, model, &res, &r);
-            if (info) {
-                info->loss_name = res.loss_name;
-                info->elements = main_input_elements(&r.base.req);
-            }
-            ml_result_free(&res);
-        }
-        mlp_request_free(&r.base);
+    if (exec) {
+        r->base.req.max_elements = exec->max_elements;
+        r->base.req.parallel_for = exec->parallel_for;
+        r->base.req.parallel_ctx = exec->parallel_ctx;
     }
+    int rc = ml_eval(&r->base.req, &res, &err.e);
+    if (!rc) {
+        mlp_v2_response_write(b, header_len_out, model, &res, r);
+        if (info) {
+            info->loss_name = res.loss_name;
+            info->elements = main_input_elements(&r->base.req);
+        }
+        ml_result_free(&res);
+    }
+    mlp_request_free(&r->base);
     if (rc) {
+        err.line = err.column = 0;
         mlp_error_write(b, rc, &err);
         *header_len_out = b->len;
     }
     return rc;
+}
+
+int mlp_v2_eval(const char *model, const char *body, size_t len, long long header_len,
+                const struct mlp_exec *exec, struct mlp_buf *b, size_t *header_len_out,
+                struct mlp_eval_info *info)
+{
+    struct mlp_v2_request r;
+    struct mlp_error err;
+    if (info) {
+        info->loss_name = NULL;
+        info->elements = 0;
+    }
+    int rc = mlp_v2_decode(model, body, len, header_len, &r, &err);
+    if (rc) {
+        mlp_error_write(b, rc, &err);
+        *header_len_out = b->len;
+        return rc;
+    }
+    return mlp_v2_eval_decoded(model, &r, exec, b, header_len_out, info);
 }
 
 /* ---- Metadata -------------------------------------------------------------------------- */

@@ -306,6 +306,24 @@ static void monitor_finish(struct mls_mcall *c)
     MHD_resume_connection(r->conn);
 }
 
+static struct mls_mcall *monitor_call(struct mls_server *s, struct request *r,
+                                      const struct mlp_exec *exec)
+{
+    struct mls_mcall *c = &r->mcall;
+    c->srv = s;
+    c->route = r->route;
+    c->method = r->method;
+    c->name = r->model;
+    c->body = r->body;
+    c->len = r->len;
+    c->query = &r->query;
+    c->exec = exec;
+    c->out = &r->out;
+    c->out_header_len = &r->out_header_len;
+    c->finish = monitor_finish;
+    return c;
+}
+
 static void compute(struct mls_server *s, struct request *r)
 {
     struct mlp_error err;
@@ -316,26 +334,29 @@ static void compute(struct mls_server *s, struct request *r)
     /* Large requests are split across the idle workers (the library decides what is large). */
     struct mlp_exec exec = {s->cfg.max_elements, mls_pool_parallel_for, &s->pool};
     if (is_monitor(r->route)) {
-        struct mls_mcall *c = &r->mcall;
-        c->srv = s;
-        c->route = r->route;
-        c->method = r->method;
-        c->name = r->model;
-        c->body = r->body;
-        c->len = r->len;
-        c->query = &r->query;
-        c->exec = &exec;
-        c->out = &r->out;
-        c->finish = monitor_finish;
+        struct mls_mcall *c = monitor_call(s, r, &exec);
         r->handed_off = mls_monitor_route(c);
         c->exec = NULL; /* (on this stack) */
         r->answer_status = c->status;
         return;
     }
     if (r->route == MLS_ROUTE_V2_INFER) {
-        struct mlp_eval_info info;
-        int rc = mlp_v2_eval(r->model, r->body ? r->body : "", r->len, r->ihcl, &exec, &r->out,
-                             &r->out_header_len, &info);
+        struct mlp_eval_info info = {0};
+        struct mlp_v2_request v2;
+        int rc = mlp_v2_decode(r->model, r->body ? r->body : "", r->len, r->ihcl, &v2, &err);
+        if (rc) {
+            mlp_error_write(&r->out, rc, &err);
+            r->out_header_len = r->out.len;
+        } else if (v2.monitor) {
+            struct mls_mcall *c = monitor_call(s, r, &exec);
+            r->handed_off = mls_monitor_v2(c, r->model, &v2);
+            c->exec = NULL; /* (on this stack) */
+            r->loss_name = ml_loss_find(r->model)->name;
+            r->answer_status = c->status;
+            return;
+        } else {
+            rc = mlp_v2_eval_decoded(r->model, &v2, &exec, &r->out, &r->out_header_len, &info);
+        }
         r->loss_name = info.loss_name;
         mls_metrics_elements(&s->metrics, info.loss_name, info.elements);
         r->answer_status = v2_status_of(rc);

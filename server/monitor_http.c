@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "errors.h"
+#include "mlp_v2.h"
 #include "monitor_http.h"
 #include "server.h"
 
@@ -300,7 +301,32 @@ struct observe_op {
     double loss;
     struct ml_sums sums;
     double time;
+    /* v2: the response, rendered before the commit with "monitor_duplicate":false */
+    int v2;
+    struct mlp_buf v2_out;
+    size_t v2_header_len;
 };
+
+/* The member the v2 response carries; a duplicate's is the same length, so that the JSON
+ * header's length and the binary data after it stay where they are. */
+static const char dup_false[] = "\"monitor_duplicate\":false";
+static const char dup_true[] = "\"monitor_duplicate\":true ";
+_Static_assert(sizeof(dup_false) == sizeof(dup_true), "same length");
+
+static void observe_v2_answer(struct observe_op *o)
+{
+    struct mls_mcall *c = o->call;
+    if (o->op.result == MLS_OPR_DUPLICATE) {
+        /* The first occurrence is ours: a string in the header (the id) escapes its quotes. */
+        char *p = o->v2_out.data ? strstr(o->v2_out.data, dup_false) : NULL;
+        if (p && (size_t)(p - o->v2_out.data) < o->v2_header_len)
+            memcpy(p, dup_true, sizeof(dup_true) - 1);
+    }
+    *c->out = o->v2_out;
+    *c->out_header_len = o->v2_header_len;
+    o->v2_out = (struct mlp_buf){0};
+    c->status = 200;
+}
 
 static void observe_done(struct mls_op *op, void *cls)
 {
@@ -309,6 +335,10 @@ static void observe_done(struct mls_op *op, void *cls)
     switch (op->result) {
     case MLS_OPR_OK:
     case MLS_OPR_DUPLICATE: {
+        if (o->v2) {
+            observe_v2_answer(o);
+            break;
+        }
         struct mlp_buf *b = c->out;
         mlp_buf_puts(b, "{\"monitor\":");
         mlp_buf_string(b, op->name);
@@ -345,7 +375,10 @@ static void observe_done(struct mls_op *op, void *cls)
         answer_error(c, MLS_ERR_MONITOR_CONFLICT, "name", "%s", op->message);
         break;
     case MLS_OPR_LIMIT:
-        answer_error(c, MLS_ERR_LIMIT_EXCEEDED, "slice", "%s", op->message);
+        answer_error(c, MLS_ERR_LIMIT_EXCEEDED, o->v2 ? "parameters.monitor_slice" : "slice", "%s",
+                     op->message);
+        if (o->v2)
+            c->status = 400; /* v2 answers a client's mistake 400 */
         break;
     case MLS_OPR_NOMEM:
         answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "%s", op->message);
@@ -354,7 +387,10 @@ static void observe_done(struct mls_op *op, void *cls)
         answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
         break;
     }
+    if (o->v2 && c->status != 200)
+        *c->out_header_len = c->out->len;
     mls_op_clear(op);
+    free(o->v2_out.data);
     free(o);
     c->finish(c);
 }
@@ -392,27 +428,36 @@ static int check_keys(struct mls_mcall *c, json_t *root)
     return 0;
 }
 
-/* time, slice and id into the op; -1 when answered (refused). */
-static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, json_t *root,
+/* How the fields of an observation's time, slice and id are called: /v1 and v2. */
+struct meta_names {
+    const char *time, *slice, *id;
+};
+static const struct meta_names v1_names = {"time", "slice", "id"};
+static const struct meta_names v2_names = {"parameters.monitor_time", "parameters.monitor_slice",
+                                           "parameters.monitor_id"};
+
+/* time, slice and id into the op (t, slice, id: NULL when absent); -1 when answered
+ * (refused). */
+static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t *t,
+                        const json_t *slice, const json_t *id, const struct meta_names *names,
                         struct observe_op *o, double now)
 {
     const struct mls_mconfig *cfg = &m->cfg;
-    const json_t *t = json_object_get(root, "time");
     double when = now;
     if (t && !json_is_null(t)) {
         if (mls_time_parse(t, &when))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
                                 "time is the event's time: Unix seconds (a number) or an RFC "
                                 "3339 string such as \"2026-12-01T09:30:00Z\"") -
                    1;
         if (when > now + MLS_MAX_FUTURE)
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
                                 "time %.3f is %.0f s in the future; at most %d s ahead of the "
                                 "server's clock is accepted",
                                 when, when - now, MLS_MAX_FUTURE) -
                    1;
         if (when < now - (double)cfg->retention)
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
                                 "time %.3f is older than the monitor's retention (%lld s)", when,
                                 (long long)cfg->retention) -
                    1;
@@ -429,10 +474,9 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, json_t *root
     }
     o->op.t = (int64_t)now;
 
-    const json_t *slice = json_object_get(root, "slice");
     if (slice && !json_is_null(slice)) {
         if (!json_is_object(slice))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "slice",
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->slice,
                                 "slice is an object of slice keys to values") -
                    1;
         const char *key;
@@ -440,7 +484,7 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, json_t *root
         json_object_foreach((json_t *)slice, key, val)
         {
             char field[96];
-            snprintf(field, sizeof(field), "slice.%.60s", key);
+            snprintf(field, sizeof(field), "%s.%.60s", names->slice, key);
             int k = 0;
             while (k < cfg->num_slice_keys && strcmp(cfg->slice_keys[k], key))
                 k++;
@@ -464,10 +508,9 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, json_t *root
     if (!(o->op.combo_key = mls_combo_key(o->op.values, cfg->num_slice_keys)))
         return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
 
-    const json_t *id = json_object_get(root, "id");
     if (id && !json_is_null(id)) {
         if (!short_string(id, MLS_ID_MAX))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "id",
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->id,
                                 "id is the observation's idempotency key, a string of 1 to %d "
                                 "bytes",
                                 MLS_ID_MAX) -
@@ -477,36 +520,25 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, json_t *root
     return 0;
 }
 
-/* The observation's tensors evaluated with the monitor's config, into the op. */
-static int observe_eval(struct mls_mcall *c, struct mls_monitor *m, json_t *root,
-                        struct observe_op *o)
+/* A decoded request evaluated with the monitor's config, its sums into the op; `extra`: outputs
+ * beyond the sums; `keep`: receives the result (else it is freed). -1 when answered. */
+static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_request *req,
+                       unsigned extra, struct observe_op *o, struct ml_result *keep)
 {
     const struct mls_mconfig *cfg = &m->cfg;
-    json_object_del(root, "time");
-    json_object_del(root, "slice");
-    json_object_del(root, "id");
-    if (json_object_set_new(root, "loss", json_string(cfg->loss)) ||
-        json_object_set_new(root, "reduction", json_string(cfg->reduction)) ||
-        json_object_set_new(root, "dtype", json_string(cfg->f64 ? "float64" : "float32")) ||
-        (cfg->params && json_object_set(root, "params", cfg->params)))
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
-    struct mlp_request req;
-    struct mlp_error err;
-    int rc = mlp_request_decode(root, &req, &err);
-    if (rc)
-        return answer_status(c, rc, &err) - 1;
-    req.req.outputs = ML_OUT_LOSS | ML_OUT_SUMS | (cfg->num_classes ? ML_OUT_CLASS_SUMS : 0);
+    req->outputs = extra | ML_OUT_LOSS | ML_OUT_SUMS | (cfg->num_classes ? ML_OUT_CLASS_SUMS : 0);
     if (c->exec) {
-        req.req.max_elements = c->exec->max_elements;
-        req.req.parallel_for = c->exec->parallel_for;
-        req.req.parallel_ctx = c->exec->parallel_ctx;
+        req->max_elements = c->exec->max_elements;
+        req->parallel_for = c->exec->parallel_for;
+        req->parallel_ctx = c->exec->parallel_ctx;
     }
     struct ml_result res;
-    rc = ml_eval(&req.req, &res, &err.e);
-    const char *input = req.req.logits ? "logits" : req.req.predictions ? "predictions" : "losses";
-    mlp_request_free(&req);
+    struct mlp_error err;
+    memset(&err, 0, sizeof(err));
+    int rc = ml_eval(req, &res, &err.e);
     if (rc)
         return answer_status(c, rc, &err) - 1;
+    const char *input = req->logits ? "logits" : req->predictions ? "predictions" : "losses";
     mls_metrics_elements(&c->srv->metrics, res.loss_name, (long long)res.sums.elements);
     if (cfg->num_classes && res.num_classes != cfg->num_classes) {
         ml_result_free(&res);
@@ -531,8 +563,34 @@ static int observe_eval(struct mls_mcall *c, struct mls_monitor *m, json_t *root
                 k->weighted_sum, k->denominator, k->sum_weights, k->num_nonzero_weights, k->sum_sq};
         }
     }
-    ml_result_free(&res);
+    if (keep)
+        *keep = res;
+    else
+        ml_result_free(&res);
     return 0;
+}
+
+/* /v1: the observation's tensors, with the monitor's config, evaluated into the op. */
+static int observe_eval(struct mls_mcall *c, struct mls_monitor *m, json_t *root,
+                        struct observe_op *o)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    json_object_del(root, "time");
+    json_object_del(root, "slice");
+    json_object_del(root, "id");
+    if (json_object_set_new(root, "loss", json_string(cfg->loss)) ||
+        json_object_set_new(root, "reduction", json_string(cfg->reduction)) ||
+        json_object_set_new(root, "dtype", json_string(cfg->f64 ? "float64" : "float32")) ||
+        (cfg->params && json_object_set(root, "params", cfg->params)))
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+    struct mlp_request req;
+    struct mlp_error err;
+    int rc = mlp_request_decode(root, &req, &err);
+    if (rc)
+        return answer_status(c, rc, &err) - 1;
+    rc = observe_run(c, m, &req.req, 0, o, NULL);
+    mlp_request_free(&req);
+    return rc;
 }
 
 static int do_observe(struct mls_mcall *c)
@@ -560,7 +618,9 @@ static int do_observe(struct mls_mcall *c)
     if (!json_is_object(root)) {
         answer_error(c, MLS_ERR_INVALID_OBSERVATION, "",
                      "an observation is a JSON object with the tensors of /v1/loss");
-    } else if (!check_keys(c, root) && !observe_meta(c, m, root, o, wall_now()) &&
+    } else if (!check_keys(c, root) &&
+               !observe_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"),
+                             json_object_get(root, "id"), &v1_names, o, wall_now()) &&
                !observe_eval(c, m, root, o)) {
         json_decref(root);
         o->op.kind = MLS_OP_OBSERVE;
@@ -575,6 +635,108 @@ static int do_observe(struct mls_mcall *c)
     mls_op_clear(&o->op);
     free(o);
     return 0;
+}
+
+/* v2: an inference request with parameters.monitor feeds that monitor. */
+static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *model,
+                      struct mlp_v2_request *v2, struct observe_op *o)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    if (ml_loss_find(model) != ml_loss_find(cfg->loss))
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
+                            "monitor %s evaluates %s, not %.100s: infer on "
+                            "/v2/models/%s/infer",
+                            m->name, cfg->loss, model, cfg->loss) -
+               1;
+    if (v2->base.req.reduction || v2->dtype_given || v2->base.num_params)
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters",
+                            "the reduction, dtype and loss parameters come from monitor %s's "
+                            "config; a request that feeds it sends none",
+                            m->name) -
+               1;
+    json_t *slice = NULL;
+    const json_t *sv = v2->monitor_slice;
+    if (json_is_string(sv)) { /* Triton's parameters are strings, numbers and booleans */
+        slice = json_loads(json_string_value(sv), 0, NULL);
+        if (!json_is_object(slice)) {
+            json_decref(slice);
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor_slice",
+                                "monitor_slice is a JSON object of slice keys to values, or "
+                                "its text") -
+                   1;
+        }
+        sv = slice;
+    }
+    int rc = observe_meta(c, m, v2->monitor_time, sv, v2->monitor_id, &v2_names, o, wall_now());
+    json_decref(slice);
+    if (rc)
+        return rc;
+    v2->base.req.reduction = cfg->reduction;
+    v2->base.req.dtype = cfg->f64 ? ML_FLOAT64 : ML_FLOAT32;
+    struct mlp_error err;
+    if (cfg->params && (rc = mlp_params_decode(cfg->params, &v2->base, &err)))
+        return answer_status(c, rc, &err) - 1;
+    unsigned extra = 0;
+    for (int i = 0; i < v2->num_outputs; i++)
+        extra |= v2->output_bits[i];
+    struct ml_result res;
+    if ((rc = observe_run(c, m, &v2->base.req, extra, o, &res)))
+        return rc;
+    struct mlp_buf members = {0};
+    mlp_buf_puts(&members, ",\"monitor\":");
+    mlp_buf_string(&members, m->name);
+    mlp_buf_puts(&members, ",");
+    mlp_buf_puts(&members, dup_false);
+    v2->extra_parameters = members.data;
+    mlp_v2_response_write(&o->v2_out, &o->v2_header_len, model, &res, v2);
+    v2->extra_parameters = NULL;
+    ml_result_free(&res);
+    int failed = members.failed || o->v2_out.failed;
+    free(members.data);
+    if (failed)
+        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+    o->v2 = 1;
+    return 0;
+}
+
+int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request *v2)
+{
+    struct mls_server *s = c->srv;
+    int rc = 0;
+    const char *name = json_is_string(v2->monitor) ? json_string_value(v2->monitor) : "";
+    struct mls_monitor *m = mls_registry_get(&s->monitors, name);
+    if (!m) {
+        answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "parameters.monitor",
+                     "no monitor named %.130s (PUT /v1/monitors/{name} creates one)", name);
+    } else {
+        struct observe_op *o = calloc(1, sizeof(*o));
+        if (!o) {
+            mls_monitor_unref(m);
+            answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+        } else {
+            o->op.monitor = m;
+            if (!v2_observe(c, m, model, v2, o)) {
+                o->op.kind = MLS_OP_OBSERVE;
+                snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
+                o->op.done = observe_done;
+                o->op.cls = o;
+                o->call = c;
+                c->submit = &o->op;
+                rc = 1;
+            } else {
+                mls_op_clear(&o->op);
+                free(o->v2_out.data);
+                free(o);
+            }
+        }
+    }
+    mlp_request_free(&v2->base);
+    if (!rc) {
+        if (c->status == 422)
+            c->status = 400; /* v2 answers a client's mistake 400, as Triton does */
+        *c->out_header_len = c->out->len;
+    }
+    return rc;
 }
 
 /* ---- Reads -------------------------------------------------------------------------------- */

@@ -43,6 +43,7 @@ struct mls_mcall {
     /* The answer. */
     unsigned status;
     struct mlp_buf *out;
+    size_t *out_header_len; /* v2: the JSON header's length in out */
     void (*finish)(struct mls_mcall *c); /* the writer's answer is ready (writer thread) */
     /* A change for the writer thread, set when mls_monitor_route() returns 1: the caller
      * submits it (mls_writer_submit) as its last touch of the request, since the answer may
@@ -53,6 +54,11 @@ struct mls_mcall {
 /* Answers c. Returns 0 when the answer is in c->out; 1 when c->submit is to be submitted,
  * after which finish() will be called. */
 int mls_monitor_route(struct mls_mcall *c);
+
+struct mlp_v2_request;
+/* A v2 inference request whose parameters name a monitor: evaluated with the monitor's config
+ * and observed. Takes the request (released here). Returns as mls_monitor_route(). */
+int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request *v2);
 
 /* The routes' paths beneath /v1/monitors: the name in name (size bytes), the route. */
 enum mls_route mls_monitor_route_of(const char *url, char *name, size_t size);
