@@ -185,6 +185,13 @@ int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int
     return 0;
 }
 
+long mls_combo_find(const struct mls_combo *c, int64_t start, int32_t width)
+{
+    int found;
+    size_t i = bucket_find(c, start, width, &found);
+    return found ? (long)i : -1;
+}
+
 void mls_combo_drop(struct mls_combo *c, size_t index)
 {
     free(c->buckets[index].classes);

@@ -168,6 +168,8 @@ struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char
  * m->lock held for writing. Returns 0 or -1 (out of memory). */
 int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int32_t width,
                   const struct mls_cell *total, const struct mls_class_sums *classes, int ingested);
+/* The index of bucket (start, width) in c, or -1. */
+long mls_combo_find(const struct mls_combo *c, int64_t start, int32_t width);
 /* Removes a bucket (rollup, retention). m->lock held for writing. */
 void mls_combo_drop(struct mls_combo *c, size_t index);
 

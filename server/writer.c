@@ -332,14 +332,6 @@ struct action {
     int roll; /* 1: into its hour; 0: dropped */
 };
 
-static int find_bucket(const struct mls_combo *c, int64_t start, int32_t width)
-{
-    for (size_t i = 0; i < c->num_buckets; i++)
-        if (c->buckets[i].start == start && c->buckets[i].width == width)
-            return (int)i;
-    return -1;
-}
-
 static void upkeep(struct mls_writer *w, int64_t now)
 {
     struct mls_store *s = w->store;
@@ -382,7 +374,7 @@ static void upkeep(struct mls_writer *w, int64_t now)
     for (size_t a = 0; a < n && !failed; a++) {
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];
-        int b = find_bucket(c, x->start, x->width);
+        long b = mls_combo_find(c, x->start, x->width);
         if (b < 0)
             continue;
         if (x->roll) {
@@ -411,13 +403,12 @@ static void upkeep(struct mls_writer *w, int64_t now)
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];
         pthread_rwlock_wrlock(&x->m->lock);
-        int b = find_bucket(c, x->start, x->width);
+        long b = mls_combo_find(c, x->start, x->width);
         if (b >= 0 && x->roll) {
-            int h = find_bucket(c, x->start / MLS_HOUR * MLS_HOUR, MLS_HOUR);
+            long h = mls_combo_find(c, x->start / MLS_HOUR * MLS_HOUR, MLS_HOUR);
             struct mls_bucket *bk = &c->buckets[b];
             if (h >= 0)
                 mls_combo_add(x->m, c, c->buckets[h].start, MLS_HOUR, &bk->total, bk->classes, 0);
-            b = find_bucket(c, x->start, x->width); /* (no allocation: indices unchanged) */
         }
         if (b >= 0)
             mls_combo_drop(c, (size_t)b);

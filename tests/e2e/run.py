@@ -17,6 +17,7 @@ import tests_v1  # noqa: E402,F401  (registers its tests)
 import tests_v2  # noqa: E402,F401
 import tests_hardening  # noqa: E402,F401
 import tests_cli_monitor  # noqa: E402,F401
+import tests_monitor_rollup  # noqa: E402,F401
 
 
 def main():
