@@ -12,7 +12,7 @@
 #                        the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check           one build's tests (-Werror; installs nothing)
 #   make bench           maskloss bench (kernels), then wrk against build/maskloss-server on a
-#                        free port (BENCH_ARGS=...)
+#                        free port (BENCH_ARGS=...), and the monitors against /v1/loss
 #   make bench-server    the server against nginx serving the same answer; one large request
 #   make difftest        maskloss against PyTorch 1.13 itself (-full: ~6000 cases); installs
 #                        python3-torch and friends (as root)
@@ -216,12 +216,15 @@ run: deps
 	@$(MAKE) --no-print-directory build
 	exec ./$(SERVER) --bind 127.0.0.1 --port 8080 $(RUN_ARGS)
 
-# wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3").
+# wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3"); then
+# the monitors against /v1/loss on a server with a state file (observe, a 1000x1000 observation,
+# GET over 30 days of buckets; about 75 s at the defaults).
 bench:
 	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory build
 	./$(CLI) bench
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
+	@$(PYTHON) tests/bench/monitors.py $(SERVER) $(BENCH_ARGS)
 
 # POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
 # binary v2 request end to end.
