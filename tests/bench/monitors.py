@@ -23,7 +23,6 @@ was sent (GET /v1/monitors/{name}, /metrics), so the figures are of real work.
 import argparse
 import base64
 import concurrent.futures
-import http.client
 import json
 import math
 import os
