@@ -687,11 +687,21 @@ def monitor_crud(args):
         st, h, b = api.call("GET", "/v1/monitors")
         assert [m["name"] for m in b["monitors"]] == ["B_2", "m.1", "y" * 128], b
         created(api, "fifth", base)  # room again after the delete
+        # The methods each route takes (405 names them, as for the other routes).
+        for method, path, allow in (("POST", "/v1/monitors", "GET, HEAD"), ("PATCH", "/v1/monitors/m.1", None),
+                                    ("GET", "/v1/monitors/m.1/observe", "POST"),
+                                    ("POST", "/v1/monitors/m.1/series", "GET, HEAD")):
+            st, h, b = api.call(method, path, {} if method != "GET" else None)
+            assert st == 405 and (allow is None or h.get("allow") == allow), (method, path, st, h, b)
         # A deleted then recreated monitor starts empty.
         assert api.observe("B_2", Obs(np.array([[1.0, 0]]), np.array([[0.5, -1]])).body())[0] == 200
         assert api.call("DELETE", "/v1/monitors/B_2")[0] == 204
         created(api, "B_2", {"loss": BCE, "reduction": "mean", "classes": ["x", "y"]})
         assert api.get("B_2")["total"]["observations"] == 0
+        # ?force=true on a name not taken creates it: 201.
+        assert api.call("DELETE", "/v1/monitors/fifth")[0] == 204
+        st, h, b = api.put("fifth", base, force=True)
+        assert st == 201 and b["name"] == "fifth", (st, b)
         api.close()
         stop_clean(srv)
     print(f"    {len(cases)} refused configs, each with its field")
@@ -1200,6 +1210,17 @@ def monitor_errors(args):
             st, h, b = api.observe("e", o.body())
             assert st == 200, (t, st, b)
             accepted.append(o)
+        # RFC 3339's other spellings: nanoseconds, +00:00, a negative offset, a fraction and offset.
+        base = int(now) - 120
+        utc = datetime.fromtimestamp(base, timezone.utc)
+        minus = datetime.fromtimestamp(base, timezone(timedelta(hours=-7)))
+        for text, t in ((utc.strftime("%Y-%m-%dT%H:%M:%S.123456789Z"), base + 0.123456789),
+                        (utc.strftime("%Y-%m-%dT%H:%M:%S+00:00"), base),
+                        (minus.strftime("%Y-%m-%dT%H:%M:%S-07:00"), base),
+                        (minus.strftime("%Y-%m-%dT%H:%M:%S.25-07:00"), base + 0.25)):
+            st, h, b = api.observe("e", dict(good.tensors(), time=text, slice={"region": "us"}))
+            assert st == 200 and abs(b["time"] - t) < 1e-6, (text, t, st, b)
+            accepted.append(Obs(good.labels, good.x, good.weights, round(t * 1000), {"region": "us"}))
         # Nothing refused was counted.
         after = api.get("e")
         assert comparable(mid)["total"]["observations"] == comparable(before)["total"]["observations"] + 3
@@ -1217,8 +1238,58 @@ def monitor_errors(args):
                          ([("slice", "colour=red")], "slice"), ([("slice", "region")], "slice")):
             expect_error(api.series("e", q), 400, "invalid_query", field)
         expect_error(api.series("nope", []), 404, "monitor_not_found")
+        b = expect_error(api.series("e", [("from", str(int(now))), ("to", str(int(now) - 60))]), 400, "invalid_query")
+        assert b["field"] in ("from", "to"), b
+        # At most 10000 steps: 10000 are answered, 10001 refused.
+        t0 = int(now) // 60 * 60
+        assert api.series("e", [("step", "1m"), ("from", str(t0 - 600000)), ("to", str(t0))])[0] == 200
+        expect_error(api.series("e", [("step", "1m"), ("from", str(t0 - 600060)), ("to", str(t0))]),
+                     400, "invalid_query", "step")
         api.close()
         print(f"    {len(cases)} refused observations, {len(tensor_cases)} tensor errors as /v1/loss; nothing counted")
+        stop_clean(srv)
+
+
+# ---- Concurrency -------------------------------------------------------------------------------
+
+@test
+def monitor_concurrent(args):
+    """8 clients at once, every id sent by two of them at the same time: each id is counted
+    once (one answer says duplicate: false, the other true), and the figures are numpy's."""
+    rng = np.random.default_rng(31)
+    now_ms = int(time.time() * 1000)
+    obs = random_observations(rng, now_ms, 160, C=4)
+    for i, o in enumerate(obs):
+        o.oid = f"c-{i}"
+        if o.t_ms is None:
+            o.t_ms = now_ms - 1000 * i
+    with state_dir() as tmp, start(args, os.path.join(tmp, "state.db"), "--workers", "4") as srv:
+        api = Api(srv)
+        config = created(api, "cc", {"loss": SCE, "dtype": "float64", "num_classes": 4, "slices": SLICES})
+        answers = {}
+        lock = threading.Lock()
+
+        def client(k):
+            c = Api(srv)
+            # Clients 2j and 2j+1 send the same quarter of the ids, in opposite orders.
+            part = obs[(k // 2) * 40:(k // 2 + 1) * 40]
+            for o in (part if k % 2 == 0 else part[::-1]):
+                st, h, b = c.observe("cc", o.body())
+                with lock:
+                    answers.setdefault(o.oid, []).append((st, b.get("duplicate") if isinstance(b, dict) else b))
+            c.close()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bad = {oid: a for oid, a in answers.items() if sorted(a, key=str) != [(200, False), (200, True)]}
+        assert len(answers) == len(obs) and not bad, f"{len(bad)} ids answered wrongly: {list(bad.items())[:5]}"
+        d = Diff()
+        check_monitor(d, api.get("cc"), obs, config, 4)
+        d.done(" after concurrent observations")
+        api.close()
+        print(f"    {len(obs)} ids sent twice at once by 8 clients: each counted once")
         stop_clean(srv)
 
 
