@@ -698,6 +698,15 @@ def monitor_crud(args):
         assert api.call("DELETE", "/v1/monitors/B_2")[0] == 204
         created(api, "B_2", {"loss": BCE, "reduction": "mean", "classes": ["x", "y"]})
         assert api.get("B_2")["total"]["observations"] == 0
+        # Neither a deleted monitor's ids nor a replaced one's live on.
+        one = {"labels": [[1, 0]], "logits": [[0.5, -1]], "id": "once"}
+        assert api.observe("B_2", one)[2]["duplicate"] is False
+        assert api.call("DELETE", "/v1/monitors/B_2")[0] == 204
+        created(api, "B_2", {"loss": BCE, "reduction": "mean", "classes": ["x", "y"]})
+        assert api.observe("B_2", one)[2]["duplicate"] is False, "an id outlived its monitor's DELETE"
+        assert api.put("B_2", {"loss": BCE, "reduction": "mean", "classes": ["x", "y"]}, force=True)[0] == 200
+        assert api.observe("B_2", one)[2]["duplicate"] is False, "an id outlived ?force=true"
+        assert api.get("B_2")["total"]["observations"] == 1
         # ?force=true on a name not taken creates it: 201.
         assert api.call("DELETE", "/v1/monitors/fifth")[0] == 204
         st, h, b = api.put("fifth", base, force=True)
@@ -1238,6 +1247,16 @@ def monitor_errors(args):
                          ([("slice", "colour=red")], "slice"), ([("slice", "region")], "slice")):
             expect_error(api.series("e", q), 400, "invalid_query", field)
         expect_error(api.series("nope", []), 404, "monitor_not_found")
+        # Slice values with "=", non-ASCII and URL-special characters, as keys and as filters.
+        created(api, "u", {"loss": SCE, "dtype": "float64", "slices": ["region"]})
+        values = ("a=b", "z\u00fcrich", "x y&z%2F")
+        for v in values:
+            assert api.observe("u", dict(good.tensors(), slice={"region": v}))[0] == 200, v
+        assert sorted(api.get("u")["slices"]) == sorted(f"region={v}" for v in values)
+        for v in values:
+            st, h, b = api.series("u", [("slice", "region=" + v)])
+            assert st == 200 and [p["observations"] for p in b["points"]] == [1], (v, st, b)
+        expect_error(api.series("u", [("class", "0")]), 400, "invalid_query", "class")  # no classes
         b = expect_error(api.series("e", [("from", str(int(now))), ("to", str(int(now) - 60))]), 400, "invalid_query")
         assert b["field"] in ("from", "to"), b
         # At most 10000 steps: 10000 are answered, 10001 refused.
