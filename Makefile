@@ -222,7 +222,7 @@ run: deps
 bench:
 	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory build
-	./$(CLI) bench
+	$(CLI) bench
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/monitors.py $(SERVER) $(BENCH_ARGS)
 
