@@ -209,7 +209,8 @@ def figures(obs, reduction, classes=None, cls=None):
     key, rule = REDUCTIONS[reduction]
     st = [o.stats() for o in obs]
     C = len(st[0]["ws"]) if st else (len(classes) if isinstance(classes, list) else classes or 1)
-    tot = {k: np.zeros(C, dtype=np.int64 if k in ("nnz", "el") else np.float64) for k in ("ws", "sw", "nnz", "el", "sq")}
+    tot = {k: np.zeros(C, dtype=np.int64 if k in ("nnz", "el") else np.float64)
+           for k in ("ws", "sw", "nnz", "el", "sq")}
     for s in st:
         for k in tot:
             tot[k] = tot[k] + s[k]
@@ -743,7 +744,8 @@ def monitor_drift(args):
                            input_name="losses"))
     monitors = {
         "d": ({"loss": SCE, "dtype": "float64", "classes": classes, "windows": ["1h", "2h"]}, classes, obs),
-        "whole": ({"loss": SCE, "dtype": "float64", "windows": ["1h"], "drift": {"z": 2, "min_weight": 100}}, None, obs),
+        "whole": ({"loss": SCE, "dtype": "float64", "windows": ["1h"], "drift": {"z": 2, "min_weight": 100}},
+                  None, obs),
         "edge": ({"loss": SCE, "dtype": "float64", "classes": classes, "windows": ["1h"],
                   "drift": {"z": 4, "min_weight": 240}}, classes, obs),   # Σw = 240 on each side: listed
         "over": ({"loss": SCE, "dtype": "float64", "classes": classes, "windows": ["1h"],
@@ -956,11 +958,21 @@ def monitor_state_unavailable(args):
         done.append("RLIMIT_FSIZE")
         stop_clean(srv)
     if os.geteuid() != 0:
-        print("    not root: the immutable-file, full-disk and read-only-mount cases are skipped")
-        print(f"    503 state_unavailable with Retry-After, /v1/loss 200: {', '.join(done)}")
+        skipped.append("not root: immutable files, full disk, read-only mount")
+    else:
+        immutable_files(args, done, skipped)
+        full_then_read_only(args, done, skipped)
+    print(f"    503 state_unavailable with Retry-After, /v1/loss 200: {', '.join(done)}"
+          + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
+
+
+def immutable_files(args, done, skipped):
+    """Root: the state's files made immutable while the server runs (EPERM on every write), a
+    file that turned read-only under the server. Needs chattr and a file system with the
+    attribute (ext4, xfs)."""
+    if not shutil.which("chattr"):
+        skipped.append("immutable files (no chattr)")
         return
-    # 2. Root: the state's files made immutable while the server runs (EPERM on every write):
-    # a file that turned read-only under the server. Needs a file system with chattr (ext4, xfs).
     with state_dir() as tmp:
         state = os.path.join(tmp, "state.db")
         # Not SQLite's -shm: it is mapped in memory, and a store to a page of an immutable file's
@@ -984,22 +996,26 @@ def monitor_state_unavailable(args):
                 stop_clean(srv)
         finally:
             subprocess.run(["chattr", "-i"] + files(), capture_output=True)
-    # 3. Root: a full file system (a small tmpfs), then the same file system read-only.
+
+
+def full_then_read_only(args, done, skipped):
+    """Root: a full file system (a small tmpfs), then the same file system read-only."""
+    if not (shutil.which("mount") and shutil.which("umount")):
+        skipped.append("full disk (no mount)")
+        return
     with state_dir() as tmp:
         mnt = os.path.join(tmp, "mnt")
         os.mkdir(mnt)
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt], capture_output=True, text=True)
         if r.returncode != 0:
             skipped.append(f"full disk ({r.stderr.strip()[:80]})")
-        else:
-            try:
-                full_disk(args, mnt)
-                done.append("full tmpfs")
-                done.append(read_only_mount(args, mnt))
-            finally:
-                subprocess.run(["umount", "-l", mnt])
-    print(f"    503 state_unavailable with Retry-After, /v1/loss 200: {', '.join(done)}"
-          + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
+            return
+        try:
+            full_disk(args, mnt)
+            done.append("full tmpfs")
+            done.append(read_only_mount(args, mnt))
+        finally:
+            subprocess.run(["umount", "-l", mnt])
 
 
 def full_disk(args, mnt):
@@ -1187,7 +1203,8 @@ def monitor_errors(args):
             {"labels": [[1, 0, 1]], "logits": [[0.5, "NaN", 1]]},
             {"labels": [[1, 0, 1]], "logits": [[0.5, 1, 1]], "weights": [1, 1]},
             {"labels": [[1, 0, 1]], "logits": [[0.5, [1], 1]]},
-            {"labels": {"shape": [1, 3], "dtype": "float32", "b64": tensor(lab, "b64")["b64"][:-4]}, "logits": [[0.5, 1, 1]]},
+            {"labels": {"shape": [1, 3], "dtype": "float32", "b64": tensor(lab, "b64")["b64"][:-4]},
+             "logits": [[0.5, 1, 1]]},
             {"labels": {"shape": [1, 3], "dtype": "float16", "b64": "AAAA"}, "logits": [[0.5, 1, 1]]},
             {"logits": [[0.5, 1, 1]]},
             {"labels": [[1, 0, 1]], "predictions": [[0.5, 1, 1]]},
