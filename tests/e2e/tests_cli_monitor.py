@@ -1,18 +1,30 @@
 """`maskloss monitor` (the CLI's HTTP client, cli/http_client.c) and the Python client's
 monitor API, end to end.
 
-The CLI against a scripted HTTP peer: the framings the server may use or a proxy may add,
-the bounds, the failures and their exit statuses."""
+Two parts: the CLI against a scripted HTTP peer (the framings the server may use or a proxy
+may add, the bounds, the failures and their exit statuses), then the CLI and
+clients/python/maskloss_client.py against the real server, checked against the server's own
+GET and against the note's 4x5 example computed here (common.NOTE_LOSS, math.fsum of the
+formula) and in the README (0.5375321135555567)."""
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 
-from common import NOTE, test
+import numpy as np
 
+from common import NOTE, NOTE_LOSS, ROOT, ref, stop_clean, test
+from server import Server
+
+sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
+
+README_NOTE_LOSS = 0.5375321135555567  # the README's value of the note's example (float64)
 NOTE_TENSORS = {k: NOTE[k] for k in ("labels", "logits", "mask")}
 
 
@@ -259,3 +271,218 @@ def cli_monitor_failures(args):
     assert st == 1 and "must be a JSON object" in err, (st, err)
     print("    exit 2 (error object on stderr), 3 (refused, unresolved, timeout, malformed, "
           "over the bounds), 64, 1")
+
+
+# ---- Against the server -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def monitor_server(args):
+    d = tempfile.mkdtemp(prefix="maskloss-cli-mon-")
+    try:
+        with Server(args.server, "--state", os.path.join(d, "state.db")) as srv:
+            yield srv
+            stop_clean(srv)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def note_figures_ok(f, loss_rtol=1e-12):
+    """f (a figures object or an observe answer) holds the note's example once, observed
+    under SUM_BY_NONZERO_WEIGHTS: 9 non-zero weights of 1 out of 20 elements in 4 samples."""
+    assert ref.close(f["loss"], NOTE_LOSS, rtol=loss_rtol), (f["loss"], NOTE_LOSS)
+    assert ref.close(f["loss"], README_NOTE_LOSS, rtol=loss_rtol), f["loss"]
+    assert ref.close(f["weighted_sum"], 9 * NOTE_LOSS, rtol=loss_rtol), f
+    assert f["denominator"] == 9 and f["sum_weights"] == 9 and f["num_nonzero_weights"] == 9, f
+    assert f["elements"] == 20 and f["samples"] == 4, f
+
+
+@test
+def cli_monitor_server(args):
+    """create, observe, show, series, list and delete through the CLI against the server."""
+    config = {"loss": "sigmoid_cross_entropy", "dtype": "float64", "slices": ["model_version"]}
+    with monitor_server(args) as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        st, out, err = cli(args, "create", "note", "--config", "-", "--server", url,
+                           stdin=json.dumps(config).encode())
+        assert st == 0, (st, out, err)
+        created = json.loads(out)
+        assert created["name"] == "note" and created["config"]["loss"] == "sigmoid_cross_entropy"
+        assert created["config"]["reduction"] == "SUM_BY_NONZERO_WEIGHTS", created
+        # The same config again: 200, no change; another one: 409, exit 2.
+        st, out, err = cli(args, "create", "note", "--config", "-", "--server", url,
+                           stdin=json.dumps(config).encode())
+        assert st == 0 and json.loads(out) == created, (st, out, err)
+        st, out, err = cli(args, "create", "note", "--config", "-", "--server", url,
+                           stdin=json.dumps(dict(config, dtype="float32")).encode())
+        assert st == 2 and out == "" and json.loads(err)["code"] == "monitor_conflict", (st, err)
+
+        now = int(time.time())
+        note = json.dumps(NOTE_TENSORS).encode()
+        st, out, err = cli(args, "observe", "note", "--time", str(now), "--slice",
+                           "model_version=7", "--id", "obs-1", "--server", url, stdin=note)
+        assert st == 0, (st, out, err)
+        obs = json.loads(out)
+        note_figures_ok(obs)
+        assert obs["monitor"] == "note" and obs["duplicate"] is False, obs
+        assert obs["time"] == now and obs["bucket"] == now // 60 * 60, obs
+        # The same id again: answered, counted once.
+        st, out, err = cli(args, "observe", "note", "--time", str(now), "--slice",
+                           "model_version=7", "--id", "obs-1", "--server", url, stdin=note)
+        assert st == 0 and json.loads(out)["duplicate"] is True, (st, out, err)
+        # A slice key the config does not have: 422 from the server, exit 2.
+        st, out, err = cli(args, "observe", "note", "--slice", "region=eu", "--server", url,
+                           stdin=note)
+        assert st == 2 and out == "", (st, out, err)
+        e = json.loads(err)
+        assert e["code"] == "invalid_observation" and e["field"] == "slice.region", e
+
+        # show: the CLI's indented JSON is the server's GET, figure for figure.
+        st, out, err = cli(args, "show", "note", "--server", url)
+        assert st == 0 and out.startswith("{\n  \"name\": \"note\""), (st, out[:200], err)
+        shown = json.loads(out)
+        got = srv.request("GET", "/v1/monitors/note")[2]
+        for key in ("name", "config", "total", "slices"):
+            assert shown[key] == got[key], (key, shown[key], got[key])
+        note_figures_ok(shown["total"])
+        assert shown["total"]["observations"] == 1, shown["total"]
+        note_figures_ok(shown["windows"]["5m"])
+        note_figures_ok(shown["slices"]["model_version=7"]["total"])
+
+        # series: one point, the minute of the observation.
+        st, out, err = cli(args, "series", "note", "--server", url, "--step", "1m",
+                           "--from", str(now - 3600), "--to", str(now + 120),
+                           "--slice", "model_version=7")
+        assert st == 0, (st, out, err)
+        series = json.loads(out)
+        assert series["step"] == 60 and len(series["points"]) == 1, series
+        point = series["points"][0]
+        assert point["t"] == now // 60 * 60 and point["observations"] == 1, point
+        note_figures_ok(dict(point, samples=4))
+        st, out, err = cli(args, "series", "note", "--server", url, "--slice", "model_version=8")
+        assert st == 0 and json.loads(out)["points"] == [], (st, out, err)
+
+        st, out, err = cli(args, "list", "--server", url)
+        assert st == 0 and [m["name"] for m in json.loads(out)["monitors"]] == ["note"], out
+        st, out, err = cli(args, "delete", "note", "--server", url)
+        assert st == 0 and out == "", (st, out, err)
+        st, out, err = cli(args, "show", "note", "--server", url)
+        assert st == 2 and json.loads(err)["code"] == "monitor_not_found", (st, err)
+        st, out, err = cli(args, "delete", "note", "--server", url)
+        assert st == 2 and json.loads(err)["code"] == "monitor_not_found", (st, err)
+    print(f"    the note's example observed through the CLI: {obs['loss']!r} "
+          f"(computed here {NOTE_LOSS!r}, README {README_NOTE_LOSS!r})")
+
+
+def column_loss(j):
+    """The masked mean of the note's column j (TF's SUM_BY_NONZERO_WEIGHTS on that class)."""
+    terms = [ref.sigmoid_ce(NOTE["labels"][i][j], NOTE["logits"][i][j])
+             for i in range(4) if NOTE["mask"][i][j]]
+    return sum(terms) / len(terms) if terms else 0.0
+
+
+@test
+def python_client_monitor(args):
+    """Client.monitor(name).create / observe / show / series / delete and Client.monitors()."""
+    from maskloss_client import Client, MasklossError
+    config = {"loss": "sigmoid_cross_entropy", "dtype": "float64", "slices": ["model_version"],
+              "classes": ["c0", "c1", "c2", "c3", "c4"]}
+    with monitor_server(args) as srv, Client(f"http://127.0.0.1:{srv.port}") as c:
+        assert c.monitors() == []
+        mon = c.monitor("note")
+        created = mon.create(config)
+        assert created["name"] == "note" and created["config"]["classes"] == config["classes"]
+        assert mon.create(config) == created
+        try:
+            mon.create(dict(config, dtype="float32"))
+            raise AssertionError("no conflict")
+        except MasklossError as e:
+            assert e.status == 409 and e.code == "monitor_conflict", e
+        y = np.array(NOTE["labels"], np.uint8)
+        x = np.array(NOTE["logits"], np.float64)
+        m = np.array(NOTE["mask"], bool)
+        now = time.time()
+        # numpy arrays (base64 tensors) and nested lists give the same observation.
+        a = mon.observe(labels=y, logits=x, mask=m, time=now, slice={"model_version": "7"},
+                        id="py-1")
+        note_figures_ok(a)
+        assert a["duplicate"] is False and abs(a["time"] - now) < 1e-3, a
+        b = mon.observe(labels=NOTE["labels"], logits=NOTE["logits"], weights=NOTE["mask"],
+                        time=now, slice={"model_version": "8"})
+        assert b["loss"] == a["loss"], (a, b)
+        assert mon.observe(labels=y, logits=x, mask=m, time=now, slice={"model_version": "7"},
+                           id="py-1")["duplicate"] is True
+        try:
+            mon.observe(labels=y, logits=x[:, :4], mask=m)
+            raise AssertionError("no error")
+        except MasklossError as e:
+            assert e.status in (400, 422) and e.field in ("logits", "labels"), e
+
+        shown = mon.show()
+        got = srv.request("GET", "/v1/monitors/note")[2]
+        for key in ("name", "config", "total", "slices"):
+            assert shown[key] == got[key], (key, shown[key], got[key])
+        total = shown["total"]
+        assert total["observations"] == 2, total
+        assert ref.close(total["loss"], NOTE_LOSS) and total["num_nonzero_weights"] == 18, total
+        # Per class: the masked mean of each column of the note's example, by the formula.
+        assert len(total["per_class"]) == 5, total
+        for j, (cls, entry) in enumerate(zip(config["classes"], total["per_class"])):
+            want = column_loss(j)
+            assert entry["class"] == cls, entry
+            assert entry["num_nonzero_weights"] == 2 * sum(r[j] for r in NOTE["mask"]), entry
+            assert ref.close(entry["loss"], want), (cls, entry, want)
+        assert ref.close(shown["slices"]["model_version=8"]["total"]["loss"], NOTE_LOSS)
+
+        series = mon.series(step=60, from_=now - 3600, to=now + 120,
+                            slice={"model_version": "7"})
+        assert series["step"] == 60 and len(series["points"]) == 1, series
+        assert ref.close(series["points"][0]["loss"], NOTE_LOSS), series
+        per_class = mon.series(step="1m", class_="c2")
+        assert ref.close(per_class["points"][0]["loss"], column_loss(2)), per_class
+
+        assert [m["name"] for m in c.monitors()] == ["note"]
+        assert mon.delete() is None and c.monitors() == []
+        try:
+            mon.show()
+            raise AssertionError("no error")
+        except MasklossError as e:
+            assert e.status == 404 and e.code == "monitor_not_found" and e.field == "name", e
+    print("    create / observe (numpy and lists) / show (per class by hand) / series / delete")
+
+
+@test
+def cli_monitor_large_answer(args):
+    """An answer over the server's 64 KiB block (sent a block at a time): a monitor of 2000
+    named classes, its figures shown by the CLI equal to the server's GET, per class by hand."""
+    from maskloss_client import Client
+    C = 2000
+    classes = [f"class-{j:04d}-" + "x" * 40 for j in range(C)]
+    config = {"loss": "sigmoid_cross_entropy", "dtype": "float64", "classes": classes}
+    rng = np.random.default_rng(12)
+    y = (rng.random((3, C)) < 0.5).astype(np.float64)
+    x = np.round(rng.normal(0, 2, (3, C)), 6)
+    m = (rng.random((3, C)) < 0.7).astype(np.float64)
+    with monitor_server(args) as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        st, out, err = cli(args, "create", "wide", "--config", "-", "--server", url,
+                           stdin=json.dumps(config).encode())
+        assert st == 0, (st, err)
+        with Client(url) as c:
+            c.monitor("wide").observe(labels=y, logits=x, mask=m)
+        st, out, err = cli(args, "show", "wide", "--server", url)
+        assert st == 0 and len(out) > 4 * 65536, (st, len(out), err[:500])
+        shown_bytes = len(out)
+        shown = json.loads(out)
+        got = srv.request("GET", "/v1/monitors/wide")[2]
+        for key in ("name", "config", "total", "slices"):
+            assert shown[key] == got[key], key
+        per_class = shown["total"]["per_class"]
+        assert [e["class"] for e in per_class] == classes
+        for j in (0, 1, 777, C - 1):
+            terms = [ref.sigmoid_ce(y[i, j], x[i, j]) for i in range(3) if m[i, j]]
+            want = sum(terms) / len(terms) if terms else 0.0
+            assert ref.close(per_class[j]["loss"], want), (j, per_class[j], want)
+        st, out, err = cli(args, "list", "--server", url)
+        assert st == 0 and json.loads(out)["monitors"][0]["config"]["classes"] == classes
+    print(f"    {shown_bytes} bytes of figures through the CLI, equal to the server's GET")
