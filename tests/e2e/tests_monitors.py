@@ -662,6 +662,9 @@ def monitor_crud(args):
             (dict(base, num_classes=7), "num_classes", ("invalid_monitor", "limit_exceeded")),  # --max-classes 6
             (dict(base, classes=list("abcdefg")), "classes", ("invalid_monitor", "limit_exceeded")),
             (dict(base, num_classes=2.5), "num_classes", ("invalid_monitor",)),
+            # Per-class figures need one loss value per class: not of a per-sample loss.
+            ({"loss": "binary_crossentropy", "num_classes": 3}, "num_classes", ("invalid_monitor",)),
+            ({"loss": "torch.nn.functional.cross_entropy", "classes": ["a", "b"]}, "classes", ("invalid_monitor",)),
             (dict(base, drift={"z": 0}), ("drift.z", "drift"), ("invalid_monitor",)),
             (dict(base, drift={"min_weight": -1}), ("drift.min_weight", "drift"), ("invalid_monitor",)),
             (dict(base, export_classes="yes"), "export_classes", ("invalid_monitor",)),
@@ -1283,6 +1286,104 @@ def monitor_errors(args):
                      400, "invalid_query", "step")
         api.close()
         print(f"    {len(cases)} refused observations, {len(tensor_cases)} tensor errors as /v1/loss; nothing counted")
+        stop_clean(srv)
+
+
+# ---- Reductions' denominators ------------------------------------------------------------------
+
+def log_softmax(x):
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+@test
+def monitor_denominators(args):
+    """The denominator rule of each framework, summed over observations (proto/README.md's
+    table): torch cross_entropy's Σ w[target] (ignored targets out), Keras' one per sample,
+    TF's SUM_OVER_BATCH_SIZE (every element) and SUM (the weighted sum itself); an empty
+    monitor's loss is 0 for TF and Keras (div_no_nan) and NaN for torch (0/0)."""
+    rng = np.random.default_rng(17)
+    now = int(time.time())
+    C = 4
+    cw = np.array([1.0, 2.0, 0.0, 0.5])
+    ce, keras, tf_all = [], [], []
+    for i in range(6):
+        N = int(rng.integers(2, 6))
+        x = rng.normal(0, 2, (N, C)).astype(np.float32).astype(np.float64)
+        y = rng.integers(0, C, N)
+        if i % 2:
+            y[0] = -100  # torch's ignore_index: no loss, no weight
+        ce.append((x, y))
+        z = (rng.random((N, 3)) < 0.5).astype(np.float64)
+        p = rng.uniform(0.05, 0.95, (N, 3)).astype(np.float32).astype(np.float64)
+        sw = rng.choice(np.array([0, 0.5, 1, 2]), N)
+        keras.append((z, p, sw))
+        tf_all.append(Obs((rng.random((N, C)) < 0.5).astype(np.float64),
+                          rng.normal(0, 2, (N, C)).astype(np.float32).astype(np.float64),
+                          (rng.random((N, C)) < 0.5).astype(np.float64)))
+    with state_dir() as tmp, start(args, os.path.join(tmp, "state.db")) as srv:
+        api = Api(srv)
+        created(api, "ce", {"loss": "torch.nn.functional.cross_entropy", "dtype": "float64"})
+        created(api, "keras", {"loss": "keras3.losses.BinaryCrossentropy", "dtype": "float64"})
+        created(api, "batch", {"loss": SCE, "dtype": "float64", "reduction": "SUM_OVER_BATCH_SIZE", "num_classes": C})
+        created(api, "sum", {"loss": SCE, "dtype": "float64", "reduction": "SUM"})
+        # Empty: TF's div_no_nan gives 0, torch's 0/0 is NaN, Keras divides by no sample: 0.
+        for name, want in (("ce", "NaN"), ("keras", 0), ("batch", 0), ("sum", 0)):
+            t = api.get(name)["total"]
+            assert t["loss"] == want and t["observations"] == 0, (name, t)
+        for x, y in ce:
+            assert api.observe("ce", {"labels": y.tolist(), "logits": x.tolist(), "weights": cw.tolist(),
+                                      "time": now - 60})[0] == 200
+        for z, p, sw in keras:
+            assert api.observe("keras", {"labels": z.tolist(), "predictions": p.tolist(), "weights": sw.tolist(),
+                                         "time": now - 60})[0] == 200
+        for o in tf_all:
+            assert api.observe("batch", dict(o.body(), time=now - 60))[0] == 200
+            assert api.observe("sum", dict(o.body(), time=now - 60))[0] == 200
+        d = Diff()
+        # torch cross_entropy, class weights: l_i = −w[y_i]·log_softmax(x_i)[y_i], mean = Σ l / Σ w[y].
+        ws = den = 0.0
+        nnz = samples = 0
+        for x, y in ce:
+            keep = y != -100
+            wy = cw[y[keep]]
+            ws += float((-wy * log_softmax(x[keep])[np.arange(keep.sum()), y[keep]]).sum())
+            den += float(wy.sum())
+            nnz += int((wy != 0).sum())
+            samples += len(y)
+        t = api.get("ce")["total"]
+        d.num("ce.weighted_sum", t["weighted_sum"], ws)
+        d.num("ce.denominator", t["denominator"], den)
+        d.num("ce.sum_weights", t["sum_weights"], den)
+        d.num("ce.loss", t["loss"], ws / den)
+        d.num("ce.num_nonzero_weights", t["num_nonzero_weights"], nnz, exact=True)
+        d.num("ce.samples", t["samples"], samples, exact=True)
+        # Keras 3 BinaryCrossentropy: per sample the mean over the last axis, times its weight;
+        # sum_over_batch_size divides by the samples, weighted or not.
+        ws = sw_sum = 0.0
+        nnz = n = 0
+        for z, p, sw in keras:
+            per = (-(z * np.log(p) + (1 - z) * np.log(1 - p))).mean(axis=-1)
+            ws += float((per * sw).sum())
+            sw_sum += float(sw.sum())
+            nnz += int((sw != 0).sum())
+            n += len(sw)
+        t = api.get("keras")["total"]
+        d.num("keras.weighted_sum", t["weighted_sum"], ws)
+        d.num("keras.denominator", t["denominator"], float(n))
+        d.num("keras.sum_weights", t["sum_weights"], sw_sum)
+        d.num("keras.num_nonzero_weights", t["num_nonzero_weights"], nnz, exact=True)
+        d.num("keras.loss", t["loss"], ws / n)
+        d.num("keras.samples", t["samples"], n, exact=True)
+        # TF SUM_OVER_BATCH_SIZE: every element counts, masked or not; per class too.
+        d.figures("batch.total", api.get("batch")["total"], figures(tf_all, "SUM_OVER_BATCH_SIZE", C))
+        # SUM: the loss is the weighted sum.
+        t = api.get("sum")["total"]
+        want = figures(tf_all, "SUM_OVER_BATCH_SIZE")["weighted_sum"]
+        d.num("sum.weighted_sum", t["weighted_sum"], want)
+        d.num("sum.loss", t["loss"], want)
+        d.done(" in the reductions' denominators")
+        api.close()
         stop_clean(srv)
 
 
