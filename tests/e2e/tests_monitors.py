@@ -433,7 +433,8 @@ def random_observations(rng, now_ms, count, C=5):
         elif kind == 5:
             w = None  # no weights: all ones
         else:
-            w = np.zeros((N, C)) if i % 16 == 7 else np.ones((N, C))
+            # All masked; a scalar weight (broadcast to every element); all ones.
+            w = np.zeros((N, C)) if i % 16 == 7 else np.array(2.5) if i % 32 == 15 else np.ones((N, C))
         # Event times: the last two hours, a few up to 200 s ahead, two on the server's clock.
         if i in (11, 29):
             t_ms = None
