@@ -5,7 +5,8 @@ Two parts: the CLI against a scripted HTTP peer (the framings the server may use
 may add, the bounds, the failures and their exit statuses), then the CLI and
 clients/python/maskloss_client.py against the real server, checked against the server's own
 GET and against the note's 4x5 example computed here (common.NOTE_LOSS, math.fsum of the
-formula) and in the README (0.5375321135555567)."""
+formula) and in the README (0.5375321135555567). Last, docker/prometheus/maskloss.rules.yml
+evaluated by promtool on the counters that two such servers export."""
 import contextlib
 import json
 import os
@@ -486,3 +487,77 @@ def cli_monitor_large_answer(args):
         st, out, err = cli(args, "list", "--server", url)
         assert st == 0 and json.loads(out)["monitors"][0]["config"]["classes"] == classes
     print(f"    {shown_bytes} bytes of figures through the CLI, equal to the server's GET")
+
+
+@test
+def prometheus_rules_on_server_metrics(args):
+    """docker/prometheus/maskloss.rules.yml on the counters two real servers export (promtool
+    test rules, with the scraped values as the series): the windowed ratio across the replicas
+    and slices is the note's masked mean for a TF monitor and torch's mean (÷ all 20 elements)
+    for a torch one, and the per-non-zero-weight ratio is the masked mean for both."""
+    import re
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus; make deps-test)"
+    tf = {"loss": "sigmoid_cross_entropy", "dtype": "float64", "slices": ["model_version"]}
+    torch = {"loss": "torch.nn.functional.binary_cross_entropy_with_logits", "dtype": "float64",
+             "slices": ["model_version"]}
+    # Replica a: the note 3 times in model_version 7; replica b: once in 8, once without a
+    # slice (model_version=""): 5 observations of 9 non-zero weights and 20 elements each.
+    plan = {"a": ["7", "7", "7"], "b": ["8", None]}
+    scraped = {}
+    with monitor_server(args) as sa, monitor_server(args) as sb:
+        for replica, srv in (("a", sa), ("b", sb)):
+            api = f"http://127.0.0.1:{srv.port}"
+            for name, config in (("tf", tf), ("torch", torch)):
+                st, _, err = cli(args, "create", name, "--config", "-", "--server", api,
+                                 stdin=json.dumps(config).encode())
+                assert st == 0, err
+                for version in plan[replica]:
+                    extra = ["--slice", f"model_version={version}"] if version else []
+                    st, _, err = cli(args, "observe", name, *extra, "--server", api,
+                                     stdin=json.dumps(NOTE_TENSORS).encode())
+                    assert st == 0, err
+            scraped[replica] = [line for line in srv.metrics()[1].splitlines()
+                                if line.startswith("maskloss_monitor_")]
+    series = []
+    for replica, lines in scraped.items():
+        for line in lines:
+            m = re.fullmatch(r"(maskloss_monitor_\w+)\{(.*)\} (\S+)", line)
+            assert m, line
+            # No sample before minute 6, then the scraped value: the increase over [5m, 10m].
+            series.append({"series": f'{m.group(1)}{{instance="{replica}",{m.group(2)}}}',
+                           "values": f"0+0x5 {m.group(3)}+0x10"})
+    assert len(series) == 2 * 3 * 6, scraped  # 2 monitors x 3 slice values x 6 families
+
+    torch_mean = ref.torch_weighted_mean(NOTE["labels"], NOTE["logits"], NOTE["mask"])
+    tests = [
+        {"expr": f"abs(maskloss:monitor_loss:ratio_rate5m{{monitor='{name}'}} - {want!r})"
+                 f" <= bool {want * 1e-12!r}",
+         "eval_time": "10m", "exp_samples": [{"labels": f'{{monitor="{name}"}}', "value": 1}]}
+        for name, want in (("tf", NOTE_LOSS), ("torch", torch_mean))
+    ] + [
+        {"expr": f"abs(maskloss:monitor_loss_per_nonzero_weight:ratio_rate5m{{monitor='{name}'}}"
+                 f" - {NOTE_LOSS!r}) <= bool {NOTE_LOSS * 1e-12!r}",
+         "eval_time": "10m", "exp_samples": [{"labels": f'{{monitor="{name}"}}', "value": 1}]}
+        for name in ("tf", "torch")
+    ] + [
+        {"expr": "maskloss:monitor_nonzero_weights:increase5m", "eval_time": "10m",
+         "exp_samples": [{"labels": f'maskloss:monitor_nonzero_weights:increase5m'
+                                    f'{{monitor="{name}"}}', "value": 45}
+                         for name in ("tf", "torch")]},
+    ]
+    doc = {"rule_files": [os.path.join(ROOT, "docker", "prometheus", "maskloss.rules.yml")],
+           "evaluation_interval": "1m",
+           "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}
+    d = tempfile.mkdtemp(prefix="maskloss-promtool-")
+    try:
+        path = os.path.join(d, "scraped.test.yml")
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1)  # JSON is YAML
+        p = subprocess.run([promtool, "test", "rules", path], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print(f"    the rules on scraped counters: tf {NOTE_LOSS!r}, torch {torch_mean!r}, "
+          "per non-zero weight the masked mean for both")
