@@ -192,44 +192,85 @@ static int label_name_ok(const char *s)
     return 1;
 }
 
-/*
- * The params are checked the way observations will use them: a dry run of the loss on one
- * element. Only a failure that names a parameter is the config's; any other (the dry run's
- * own tensors) says nothing about it.
- */
-static int check_params(const struct mls_mconfig *c, struct mlp_error *err)
+/* The last axis of a nested array (its first innermost row), 0 for a number. */
+static size_t last_axis(const json_t *v)
 {
-    const struct ml_loss_info *info = ml_loss_find(c->loss);
-    json_t *req = json_object();
-    if (!req)
-        return fail(err, ML_ENOMEM, "", "out of memory");
+    size_t n = 0;
+    while (json_is_array(v) && json_array_size(v) > 0) {
+        n = json_array_size(v);
+        v = json_array_get(v, 0);
+    }
+    return n;
+}
+
+/* One dry run of the loss on one row of `width` classes; 0 or the status with e filled. */
+static int dry_run(const struct mls_mconfig *c, const struct ml_loss_info *info, size_t width,
+                   int sparse, struct mlp_error *e)
+{
+    json_t *req = json_object(), *row = json_array(), *pred = json_array();
+    json_array_append_new(pred, row);
+    for (size_t i = 0; i < width; i++)
+        json_array_append_new(row, json_real(0.5));
     json_object_set_new(req, "loss", json_string(c->loss));
     json_object_set_new(req, "reduction", json_string(c->reduction));
     if (c->params)
         json_object_set(req, "params", c->params);
-    const char *input = info->input == ML_INPUT_LOGITS        ? "logits"
-                        : info->input == ML_INPUT_LOSSES      ? "losses"
+    const char *input = info->input == ML_INPUT_LOSSES        ? "losses"
                         : info->input == ML_INPUT_PREDICTIONS ? "predictions"
                                                               : "logits";
-    json_object_set_new(req, input, json_pack("[[f]]", 0.5));
+    json_object_set_new(req, input, pred);
+    /* Labels of the prediction's shape (zeros), or class indices (one per row). */
     if (info->takes_labels)
-        json_object_set_new(req, "labels", json_pack("[[i]]", 0));
+        json_object_set_new(req, "labels", sparse ? json_pack("[i]", 0) : json_deep_copy(pred));
+    int rc = ML_ENOMEM;
     struct mlp_request r;
-    struct mlp_error e;
-    int rc = mlp_request_decode(req, &r, &e);
+    if (req && row && json_object_size(req) >= 3)
+        rc = mlp_request_decode(req, &r, e);
     json_decref(req);
     if (!rc) {
         struct ml_result res;
-        rc = ml_eval(&r.req, &res, &e.e);
+        rc = ml_eval(&r.req, &res, &e->e);
         ml_result_free(&res);
         mlp_request_free(&r);
     }
-    if (rc && !strncmp(e.e.field, "params", 6)) {
-        *err = e;
-        return rc;
+    return rc;
+}
+
+/*
+ * The params are checked the way observations will use them: dry runs of the loss on one
+ * row, with labels of the prediction's shape and with class indices. A config is refused
+ * only when no dry run evaluates and one failed on a parameter; any other failure (the dry
+ * runs' own tensors) says nothing about it.
+ */
+static int check_params(const struct mls_mconfig *c, struct mlp_error *err)
+{
+    const struct ml_loss_info *info = ml_loss_find(c->loss);
+    /* As wide as the classes, or as a per-class parameter (pos_weight [C]). */
+    size_t width = c->num_classes ? (size_t)c->num_classes : 1;
+    const char *key;
+    json_t *val;
+    if (!c->num_classes && c->params)
+        json_object_foreach(c->params, key, val)
+        {
+            if (last_axis(val) > width)
+                width = last_axis(val);
+        }
+    if (width > 1 << 20)
+        return 0; /* no dry run that large: observations will say */
+    struct mlp_error e[2];
+    int rc[2];
+    for (int sparse = 0; sparse < 2; sparse++) {
+        rc[sparse] = dry_run(c, info, width, sparse, &e[sparse]);
+        if (!rc[sparse])
+            return 0;
+        if (rc[sparse] == ML_ENOMEM)
+            return fail(err, ML_ENOMEM, "", "out of memory");
     }
-    if (rc == ML_ENOMEM)
-        return fail(err, ML_ENOMEM, "", "out of memory");
+    for (int k = 0; k < 2; k++)
+        if (!strncmp(e[k].e.field, "params", 6)) {
+            *err = e[k];
+            return rc[k];
+        }
     return 0;
 }
 
