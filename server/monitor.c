@@ -75,13 +75,38 @@ static char *dup_str(const char *s)
     return d;
 }
 
+/* The index of the combo of key in m (sorted by key), or where it would go (*found = 0). */
+static size_t combo_find(const struct mls_monitor *m, const char *key, int *found)
+{
+    size_t lo = 0, hi = m->num_combos;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(m->combos[mid].key, key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < m->num_combos && !strcmp(m->combos[lo].key, key);
+    return lo;
+}
+
+struct mls_combo *mls_monitor_find_combo(struct mls_monitor *m, const char *key)
+{
+    int found;
+    size_t i = combo_find(m, key, &found);
+    return found ? &m->combos[i] : NULL;
+}
+
+/* Combos are kept in the order of their keys, the order the store loads them in: figures add
+ * them up in that order, so a restart gives the same bits. */
 struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char *const *values,
                                     unsigned max_combos, int *over_limit)
 {
+    int found;
     *over_limit = 0;
-    for (size_t i = 0; i < m->num_combos; i++)
-        if (!strcmp(m->combos[i].key, key))
-            return &m->combos[i];
+    size_t at = combo_find(m, key, &found);
+    if (found)
+        return &m->combos[at];
     if (m->num_combos >= max_combos) {
         *over_limit = 1;
         return NULL;
@@ -94,23 +119,25 @@ struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char
         m->combos = n;
         m->cap_combos = cap;
     }
-    struct mls_combo *c = &m->combos[m->num_combos];
-    memset(c, 0, sizeof(*c));
+    struct mls_combo made;
+    memset(&made, 0, sizeof(made));
     int nk = m->cfg.num_slice_keys;
-    c->key = dup_str(key);
-    c->values = calloc(nk > 0 ? (size_t)nk : 1, sizeof(char *));
+    made.key = dup_str(key);
+    made.values = calloc(nk > 0 ? (size_t)nk : 1, sizeof(char *));
     if (m->cfg.num_classes)
-        c->ingested_classes = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums));
-    int ok = c->key && c->values && (!m->cfg.num_classes || c->ingested_classes);
+        made.ingested_classes = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums));
+    int ok = made.key && made.values && (!m->cfg.num_classes || made.ingested_classes);
     for (int k = 0; ok && k < nk; k++)
-        if (values[k] && !(c->values[k] = dup_str(values[k])))
+        if (values[k] && !(made.values[k] = dup_str(values[k])))
             ok = 0;
     if (!ok) {
-        combo_free(m, c);
+        combo_free(m, &made);
         return NULL;
     }
+    memmove(&m->combos[at + 1], &m->combos[at], (m->num_combos - at) * sizeof(*m->combos));
+    m->combos[at] = made;
     m->num_combos++;
-    return c;
+    return &m->combos[at];
 }
 
 /* The index of the bucket (start, width), or where it would go (*found = 0). */

@@ -112,8 +112,8 @@ struct mls_monitor {
     _Atomic int refs;
     char name[MLS_MONITOR_NAME_MAX + 1];
     struct mls_mconfig cfg;
-    pthread_rwlock_t lock; /* the writer changes combos under it; readers read under it */
-    struct mls_combo *combos;
+    pthread_rwlock_t lock;    /* the writer changes combos under it; readers read under it */
+    struct mls_combo *combos; /* in the order of their keys (strcmp) */
     size_t num_combos, cap_combos;
 };
 
@@ -164,6 +164,8 @@ struct mls_delta {
  * writing. */
 struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char *const *values,
                                     unsigned max_combos, int *over_limit);
+/* The combo of a key, or NULL. Pointers into m->combos last until the next combo is made. */
+struct mls_combo *mls_monitor_find_combo(struct mls_monitor *m, const char *key);
 /* Adds a delta into a combo's bucket (created when absent); ingested: also to the counters.
  * m->lock held for writing. Returns 0 or -1 (out of memory). */
 int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int32_t width,

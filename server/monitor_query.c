@@ -24,18 +24,35 @@ static int acc_init(struct acc *a, int64_t nc)
     return 0;
 }
 
+/* dst[i] += src[i]: the per-class parts are plain doubles, added as one flat array (the
+ * loop the compiler vectorises: a query adds up a month of buckets of a thousand classes). */
+static void add_flat(double *restrict dst, const double *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
 static void acc_add(struct acc *a, const struct mls_cell *cell, const struct mls_class_sums *cls,
                     int64_t nc)
 {
     ml_sums_add(&a->cell.s, &cell->s);
     a->cell.observations += cell->observations;
-    for (int64_t i = 0; a->cls && cls && i < nc; i++) {
-        a->cls[i].weighted_sum += cls[i].weighted_sum;
-        a->cls[i].denominator += cls[i].denominator;
-        a->cls[i].sum_weights += cls[i].sum_weights;
-        a->cls[i].num_nonzero_weights += cls[i].num_nonzero_weights;
-        a->cls[i].sum_sq += cls[i].sum_sq;
-    }
+    if (a->cls && cls)
+        add_flat((double *)a->cls, (const double *)cls, (size_t)nc * MLS_CLASS_FIELDS);
+}
+
+/* a = b - a (a baseline from two running sums). */
+static void acc_sub_from(struct acc *a, const struct acc *b, int64_t nc)
+{
+    double *x = (double *)&a->cell.s;
+    const double *y = (const double *)&b->cell.s;
+    for (size_t i = 0; i < sizeof(struct ml_sums) / sizeof(double); i++)
+        x[i] = y[i] - x[i];
+    a->cell.observations = b->cell.observations - a->cell.observations;
+    double *p = (double *)a->cls;
+    const double *q = (const double *)b->cls;
+    for (size_t i = 0; p && q && i < (size_t)nc * MLS_CLASS_FIELDS; i++)
+        p[i] = q[i] - p[i];
 }
 
 static void acc_free(struct acc *a)
@@ -153,19 +170,57 @@ static void span_merge(struct span *into, const struct span *s, int nw, int64_t 
     }
 }
 
-/* One combo's buckets into a span (from[w]: the window's first bucket start). */
+/* Where a running sum is copied: into a window (base 0) or a baseline's end (base 1). */
+struct cut {
+    int64_t at;
+    int w, base;
+};
+
+static int cut_order(const void *pa, const void *pb)
+{
+    const struct cut *a = pa, *b = pb;
+    return a->at > b->at ? -1 : a->at < b->at;
+}
+
+/*
+ * One combo's buckets into a fresh span (from[w]: the window's first bucket start). One pass
+ * from the newest bucket to the oldest keeps a running sum, copied as it passes each window's
+ * start (the window) and each baseline's start (the baseline, once the window is taken off):
+ * every bucket is read once, whatever the windows.
+ */
 static void span_scan(struct span *s, const struct mls_mconfig *cfg, const struct mls_combo *c,
                       const int64_t *from)
 {
     int64_t nc = cfg->num_classes;
-    for (size_t i = 0; i < c->num_buckets; i++) {
+    struct cut cuts[2 * MLS_MAX_WINDOWS];
+    int ncuts = 0;
+    for (int w = 0; w < cfg->num_windows; w++) {
+        cuts[ncuts++] = (struct cut){from[w], w, 0};
+        cuts[ncuts++] = (struct cut){from[w] - cfg->windows[w], w, 1};
+    }
+    qsort(cuts, (size_t)ncuts, sizeof(cuts[0]), cut_order);
+    struct acc *run = &s->total;
+    int k = 0;
+    for (size_t i = c->num_buckets; i-- > 0;) {
         const struct mls_bucket *bk = &c->buckets[i];
-        acc_add(&s->total, &bk->total, bk->classes, nc);
-        for (int w = 0; w < cfg->num_windows; w++) {
-            if (bk->start >= from[w])
-                acc_add(&s->win[w], &bk->total, bk->classes, nc);
-            else if (bk->start >= from[w] - cfg->windows[w])
-                acc_add(&s->base[w], &bk->total, bk->classes, nc);
+        for (; k < ncuts && bk->start < cuts[k].at; k++) {
+            struct cut *x = &cuts[k];
+            if (!x->base) {
+                acc_add(&s->win[x->w], &run->cell, run->cls, nc);
+                acc_add(&s->base[x->w], &run->cell, run->cls, nc);
+            } else {
+                acc_sub_from(&s->base[x->w], run, nc); /* it held the window: now run - window */
+            }
+        }
+        acc_add(run, &bk->total, bk->classes, nc);
+    }
+    for (; k < ncuts; k++) {
+        struct cut *x = &cuts[k];
+        if (!x->base) {
+            acc_add(&s->win[x->w], &run->cell, run->cls, nc);
+            acc_add(&s->base[x->w], &run->cell, run->cls, nc);
+        } else {
+            acc_sub_from(&s->base[x->w], run, nc);
         }
     }
 }

@@ -142,7 +142,7 @@ static void do_delete(struct mls_writer *w, struct mls_op *op)
 /* The sums of one transaction for one bucket. */
 struct slot {
     struct mls_monitor *m;
-    size_t combo;
+    const char *combo; /* its key (the first op's, alive until the ops are answered) */
     int64_t start;
     int32_t width;
     struct mls_cell total;
@@ -171,7 +171,6 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
     pthread_rwlock_wrlock(&m->lock);
     struct mls_combo *c = mls_monitor_combo(m, op->combo_key, op->values,
                                             w->registry->limits.max_slice_values, &over);
-    size_t ci = c ? (size_t)(c - m->combos) : 0;
     struct mls_cell zero;
     memset(&zero, 0, sizeof(zero));
     int made = c && !mls_combo_add(m, c, op->start, op->width, &zero, NULL, 0);
@@ -186,7 +185,8 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
     }
     for (size_t i = 0; made && i < sl->count; i++) {
         struct slot *x = &sl->items[i];
-        if (x->m == m && x->combo == ci && x->start == op->start && x->width == op->width)
+        if (x->m == m && !strcmp(x->combo, op->combo_key) && x->start == op->start &&
+            x->width == op->width)
             return x;
     }
     if (made && sl->count == sl->cap) {
@@ -211,7 +211,7 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
         return NULL;
     }
     x->m = m;
-    x->combo = ci;
+    x->combo = op->combo_key;
     x->start = op->start;
     x->width = op->width;
     sl->count++;
@@ -272,8 +272,8 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
     }
     for (size_t i = 0; i < sl.count && !failed; i++) {
         struct slot *x = &sl.items[i];
-        failed = s->vt->add_bucket(s, x->m->name, x->m->combos[x->combo].key, x->start, x->width,
-                                   &x->total, x->classes, x->m->cfg.num_classes) != 0;
+        failed = s->vt->add_bucket(s, x->m->name, x->combo, x->start, x->width, &x->total,
+                                   x->classes, x->m->cfg.num_classes) != 0;
     }
     if (failed || commit(w)) {
         s->vt->rollback(s);
@@ -288,8 +288,9 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
     for (size_t i = 0; i < sl.count; i++) {
         struct slot *x = &sl.items[i];
         pthread_rwlock_wrlock(&x->m->lock);
-        /* The bucket exists (slot_of made it): this adds without allocating. */
-        mls_combo_add(x->m, &x->m->combos[x->combo], x->start, x->width, &x->total, x->classes, 1);
+        /* Combo and bucket exist (slot_of made them): this adds without allocating. */
+        mls_combo_add(x->m, mls_monitor_find_combo(x->m, x->combo), x->start, x->width, &x->total,
+                      x->classes, 1);
         pthread_rwlock_unlock(&x->m->lock);
     }
     for (struct mls_op *op = first; op != end; op = op->next)
