@@ -301,30 +301,68 @@ struct observe_op {
     double loss;
     struct ml_sums sums;
     double time;
-    /* v2: the response, rendered before the commit with "monitor_duplicate":false */
+    /* The answer, written on the worker before the commit with `"duplicate":false` (v2:
+     * `"monitor_duplicate":false`), so that the writer thread only hands it over. */
     int v2;
-    struct mlp_buf v2_out;
-    size_t v2_header_len;
+    struct mlp_buf out;
+    size_t header_len; /* v2: the JSON header's length in out */
 };
 
-/* The member the v2 response carries; a duplicate's is the same length, so that the JSON
+/* The member the answer carries; a duplicate's is the same length, so that a v2 JSON
  * header's length and the binary data after it stay where they are. */
-static const char dup_false[] = "\"monitor_duplicate\":false";
-static const char dup_true[] = "\"monitor_duplicate\":true ";
+static const char dup_false[] = "duplicate\":false";
+static const char dup_true[] = "duplicate\":true ";
 _Static_assert(sizeof(dup_false) == sizeof(dup_true), "same length");
 
-static void observe_v2_answer(struct observe_op *o)
+/* Writes the /v1 answer into o->out (before the commit). */
+static void observe_write(struct observe_op *o)
+{
+    struct mlp_buf *b = &o->out;
+    mlp_buf_puts(b, "{\"monitor\":");
+    mlp_buf_string(b, o->op.name);
+    static const char *const names[] = {
+        "loss",     "weighted_sum", "denominator", "sum_weights", "num_nonzero_weights",
+        "elements", "samples",      "time",        "bucket"};
+    const double v[] = {o->loss,
+                        o->sums.weighted_sum,
+                        o->sums.denominator,
+                        o->sums.sum_weights,
+                        o->sums.num_nonzero_weights,
+                        o->sums.elements,
+                        o->sums.samples,
+                        o->time,
+                        (double)(o->op.start)};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        mlp_buf_puts(b, ",\"");
+        mlp_buf_puts(b, names[i]);
+        mlp_buf_puts(b, "\":");
+        if (i >= 4 && i != 7) /* counts and the bucket */
+            mls_json_whole(b, v[i]);
+        else
+            mlp_buf_number(b, v[i]);
+    }
+    mlp_buf_puts(b, ",\"");
+    mlp_buf_puts(b, dup_false);
+    mlp_buf_puts(b, "}");
+    o->header_len = b->len;
+}
+
+/* Hands the answer written before the commit over, marked as a duplicate when it was one. */
+static void observe_answer(struct observe_op *o)
 {
     struct mls_mcall *c = o->call;
     if (o->op.result == MLS_OPR_DUPLICATE) {
-        /* The first occurrence is ours: a string in the header (the id) escapes its quotes. */
-        char *p = o->v2_out.data ? strstr(o->v2_out.data, dup_false) : NULL;
-        if (p && (size_t)(p - o->v2_out.data) < o->v2_header_len)
+        /* The first occurrence is ours: a string in the header (the id) escapes its quotes,
+         * and the member comes before anything the request sent is echoed (v2's id comes
+         * first, but escaped). */
+        char *p = o->out.data ? strstr(o->out.data, dup_false) : NULL;
+        if (p && (size_t)(p - o->out.data) < o->header_len)
             memcpy(p, dup_true, sizeof(dup_true) - 1);
     }
-    *c->out = o->v2_out;
-    *c->out_header_len = o->v2_header_len;
-    o->v2_out = (struct mlp_buf){0};
+    *c->out = o->out;
+    if (c->out_header_len && o->v2)
+        *c->out_header_len = o->header_len;
+    o->out = (struct mlp_buf){0};
     c->status = 200;
 }
 
@@ -335,37 +373,7 @@ static void observe_done(struct mls_op *op, void *cls)
     switch (op->result) {
     case MLS_OPR_OK:
     case MLS_OPR_DUPLICATE: {
-        if (o->v2) {
-            observe_v2_answer(o);
-            break;
-        }
-        struct mlp_buf *b = c->out;
-        mlp_buf_puts(b, "{\"monitor\":");
-        mlp_buf_string(b, op->name);
-        static const char *const names[] = {
-            "loss",     "weighted_sum", "denominator", "sum_weights", "num_nonzero_weights",
-            "elements", "samples",      "time",        "bucket"};
-        const double v[] = {o->loss,
-                            o->sums.weighted_sum,
-                            o->sums.denominator,
-                            o->sums.sum_weights,
-                            o->sums.num_nonzero_weights,
-                            o->sums.elements,
-                            o->sums.samples,
-                            o->time,
-                            (double)(op->start)};
-        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-            mlp_buf_puts(b, ",\"");
-            mlp_buf_puts(b, names[i]);
-            mlp_buf_puts(b, "\":");
-            if (i >= 4 && i != 7) /* counts and the bucket */
-                mls_json_whole(b, v[i]);
-            else
-                mlp_buf_number(b, v[i]);
-        }
-        mlp_buf_puts(b, op->result == MLS_OPR_DUPLICATE ? ",\"duplicate\":true}"
-                                                        : ",\"duplicate\":false}");
-        c->status = 200;
+        observe_answer(o);
         break;
     }
     case MLS_OPR_NOT_FOUND:
@@ -390,7 +398,7 @@ static void observe_done(struct mls_op *op, void *cls)
     if (o->v2 && c->status != 200)
         *c->out_header_len = c->out->len;
     mls_op_clear(op);
-    free(o->v2_out.data);
+    free(o->out.data);
     free(o);
     c->finish(c);
 }
@@ -622,14 +630,18 @@ static int do_observe(struct mls_mcall *c)
                !observe_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"),
                              json_object_get(root, "id"), &v1_names, o, wall_now()) &&
                !observe_eval(c, m, root, o)) {
-        json_decref(root);
         o->op.kind = MLS_OP_OBSERVE;
         snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
         o->op.done = observe_done;
         o->op.cls = o;
         o->call = c;
-        c->submit = &o->op;
-        return 1;
+        observe_write(o);
+        if (!o->out.failed) {
+            json_decref(root);
+            c->submit = &o->op;
+            return 1;
+        }
+        answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory writing the answer");
     }
     json_decref(root);
     mls_op_clear(&o->op);
@@ -685,13 +697,13 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
     struct mlp_buf members = {0};
     mlp_buf_puts(&members, ",\"monitor\":");
     mlp_buf_string(&members, m->name);
-    mlp_buf_puts(&members, ",");
+    mlp_buf_puts(&members, ",\"monitor_");
     mlp_buf_puts(&members, dup_false);
     v2->extra_parameters = members.data;
-    mlp_v2_response_write(&o->v2_out, &o->v2_header_len, model, &res, v2);
+    mlp_v2_response_write(&o->out, &o->header_len, model, &res, v2);
     v2->extra_parameters = NULL;
     ml_result_free(&res);
-    int failed = members.failed || o->v2_out.failed;
+    int failed = members.failed || o->out.failed;
     free(members.data);
     if (failed)
         return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
@@ -725,7 +737,7 @@ int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request
                 rc = 1;
             } else {
                 mls_op_clear(&o->op);
-                free(o->v2_out.data);
+                free(o->out.data);
                 free(o);
             }
         }

@@ -1490,9 +1490,11 @@ def monitor_v2(args):
                          "inputs": [{"name": "LABELS", "datatype": "FP32", "shape": [1, 4], "data": [1, 0, 1, 0]},
                                     {"name": "LOGITS", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]})
         assert b[0] in (400, 422), b
-        # The spec's field is "monitor" (checked at the end, not to hide what follows).
-        wrong_field = b[2].get("field") != "monitor" and f"POST /v2/models/{BCE}/infer with parameters " \
-            f"monitor of a {SCE} monitor: field {b[2].get('field')!r}, expected 'monitor': {b}"
+        # The field is the parameter, named as v2's other parameters are (parameters.dtype...);
+        # checked at the end, not to hide what follows.
+        wrong_field = b[2].get("field") != "parameters.monitor" and f"POST /v2/models/{BCE}/infer with " \
+            f"parameters monitor of a {SCE} monitor: field {b[2].get('field')!r}, expected " \
+            f"'parameters.monitor': {b}"
         st, msg, _ = c.infer(SCE, inputs, parameters={"monitor": "nope"})
         assert st == 404, (st, msg)
         c.close()
