@@ -13,6 +13,7 @@
 
 #include <sqlite3.h>
 
+#include "buf.h"
 #include "store.h"
 
 #define SCHEMA_VERSION 1
@@ -218,16 +219,24 @@ static const char *st_errmsg(struct mls_store *b)
     return self(b)->err;
 }
 
-static void st_close(struct mls_store *b)
+/* Closes the database and its statements (s itself stays). */
+static void st_release(struct sqlite_store *s)
 {
-    struct sqlite_store *s = self(b);
-    if (!s)
-        return;
     sqlite3_finalize(s->add);
     sqlite3_finalize(s->drop);
     sqlite3_finalize(s->claim);
     sqlite3_finalize(s->purge);
     sqlite3_close(s->db);
+    s->add = s->drop = s->claim = s->purge = NULL;
+    s->db = NULL;
+}
+
+static void st_close(struct mls_store *b)
+{
+    struct sqlite_store *s = self(b);
+    if (!s)
+        return;
+    st_release(s);
     free(s);
 }
 
@@ -355,21 +364,15 @@ static const char schema[] =
     "  t INTEGER NOT NULL, PRIMARY KEY(monitor, id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS ids_t ON ids(t);";
 
-int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, size_t errlen)
+/* Opens path (as a URI when flags say so) and prepares it; 0, or -1 with err filled and s
+ * closed. */
+static int open_store(struct sqlite_store *s, const char *path, const char *name, int flags,
+                      char *err, size_t errlen)
 {
-    struct sqlite_store *s = calloc(1, sizeof(*s));
-    *out = NULL;
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    s->base.vt = &sqlite_vt;
-    if (sqlite3_open_v2(path, &s->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open the state %s: %s", path,
+    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open the state %s: %s", name,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
-        st_close(&s->base);
+        st_release(s);
         return -1;
     }
     sqlite3_extended_result_codes(s->db, 1);
@@ -377,7 +380,7 @@ int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, s
     if (sqlite3_create_function(s->db, "mls_addv", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                 addv, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot register mls_addv: %s", sqlite3_errmsg(s->db));
-        st_close(&s->base);
+        st_release(s);
         return -1;
     }
     /* A file that cannot be written still loads; then every write fails (503). */
@@ -387,8 +390,8 @@ int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, s
             exec(s, schema)) {
             if (sqlite3_extended_errcode(s->db) != SQLITE_READONLY &&
                 (sqlite3_extended_errcode(s->db) & 0xff) != SQLITE_READONLY) {
-                snprintf(err, errlen, "cannot prepare the state %s: %s", path, s->err);
-                st_close(&s->base);
+                snprintf(err, errlen, "cannot prepare the state %s: %s", name, s->err);
+                st_release(s);
                 return -1;
             }
             writable = 0;
@@ -411,15 +414,15 @@ int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, s
             const char *v = (const char *)sqlite3_column_text(st, 1);
             if (k && v && !strcmp(k, "schema") && atoi(v) != SCHEMA_VERSION) {
                 snprintf(err, errlen, "the state %s has schema %s; this server reads schema %d",
-                         path, v, SCHEMA_VERSION);
+                         name, v, SCHEMA_VERSION);
                 sqlite3_finalize(st);
-                st_close(&s->base);
+                st_release(s);
                 return -1;
             }
             if (k && v && !strcmp(k, "byte_order") && strcmp(v, byte_order())) {
-                snprintf(err, errlen, "the state %s was written on a %s-endian machine", path, v);
+                snprintf(err, errlen, "the state %s was written on a %s-endian machine", name, v);
                 sqlite3_finalize(st);
-                st_close(&s->base);
+                st_release(s);
                 return -1;
             }
         }
@@ -445,11 +448,57 @@ int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, s
         if (sqlite3_prepare_v3(s->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) !=
             SQLITE_OK) {
             /* An empty file opened read-only has no tables: nothing to load, nothing to write. */
-            snprintf(err, errlen, "cannot prepare the state %s: %s", path, sqlite3_errmsg(s->db));
-            st_close(&s->base);
+            snprintf(err, errlen, "cannot prepare the state %s: %s", name, sqlite3_errmsg(s->db));
+            st_release(s);
             return -1;
         }
     }
+    return 0;
+}
+
+int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct sqlite_store *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->base.vt = &sqlite_vt;
+    if (!open_store(s, path, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen)) {
+        *out = &s->base;
+        return 0;
+    }
+    /* A file on a read-only filesystem: a database in WAL mode cannot even be read there
+     * without its shared-memory file, unless SQLite is told that nothing changes it
+     * (immutable). It is then served as it is, and every write fails (503). */
+    struct mlp_buf uri = {0};
+    mlp_buf_puts(&uri, "file:");
+    for (const char *p = path; *p; p++) {
+        char esc[4];
+        snprintf(esc, sizeof(esc), "%%%02X", (unsigned char)*p);
+        if (*p == '%' || *p == '?' || *p == '#')
+            mlp_buf_puts(&uri, esc);
+        else
+            mlp_buf_append(&uri, p, 1);
+    }
+    mlp_buf_puts(&uri, "?immutable=1");
+    char first[512];
+    snprintf(first, sizeof(first), "%s", err);
+    memset(s, 0, sizeof(*s));
+    s->base.vt = &sqlite_vt;
+    if (!strcmp(path, ":memory:") || uri.failed ||
+        open_store(s, uri.data, path, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, err, errlen)) {
+        snprintf(err, errlen, "%s", first);
+        free(uri.data);
+        free(s);
+        return -1;
+    }
+    free(uri.data);
+    fprintf(stderr,
+            "maskloss-server: the state %s cannot be written: served as it is, and "
+            "monitors cannot be changed (503 state_unavailable)\n",
+            path);
     *out = &s->base;
     return 0;
 }
