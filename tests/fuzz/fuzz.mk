@@ -11,7 +11,8 @@
 #                        the other; prints executions, coverage and corpus size per target and
 #                        fails when one found a crash or a broken invariant (the input is in
 #                        $(FUZZ_BUILD)/artifacts/<target>/)
-#   make fuzz-corpus     regenerates the seed corpus and dictionaries (tests/fuzz/make_corpus.py)
+#   make fuzz-corpus     regenerates the seed corpus and dictionaries (tests/fuzz/make_corpus.py,
+#                        make_monitor_corpus.py)
 #
 # FUZZ_TARGETS=loss make fuzz runs one target; FUZZ_ARGS adds libFuzzer flags (-jobs, -seed).
 # The seeds (tests/fuzz/corpus/<target>/) are only read: what a run finds goes to the working
@@ -27,7 +28,7 @@ include Makefile
 endif
 
 FUZZ_MK := tests/fuzz/fuzz.mk
-FUZZ_TARGETS ?= loss batch v2 b64 npy http
+FUZZ_TARGETS ?= loss batch v2 b64 npy http monitor
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD ?= build/fuzz
 FUZZ_CC ?= clang
@@ -39,6 +40,7 @@ FUZZ_MAX_LEN_v2 = 16384
 FUZZ_MAX_LEN_b64 = 1024
 FUZZ_MAX_LEN_npy = 4096
 FUZZ_MAX_LEN_http = 8192
+FUZZ_MAX_LEN_monitor = 4096
 
 # clang, and its libFuzzer runtime (libclang-rt-N-dev, N the major version of clang), which
 # has no command or pkg-config module to look for: when a probe program does not link with
@@ -69,6 +71,14 @@ $(BUILD)/tests/fuzz/fuzz_http.o: FUZZ_EXTRA_CFLAGS = $(SERVER_CFLAGS) -Iserver
 $(BUILD)/tests/fuzz/fuzz_http $(BUILD)/fuzz_http: $(FUZZ_SERVER_OBJ)
 $(BUILD)/tests/fuzz/fuzz_http $(BUILD)/fuzz_http: FUZZ_EXTRA_LIBS = $(SERVER_LIBS) -lpthread
 
+# The monitors' decoders: the server objects that hold them, and config.o for the defaults of
+# the server's flags (the limits a server started without flags applies). -iquote: server/'s
+# monitor.h before cli/'s, which the -Icli of every target would find first.
+FUZZ_MONITOR_OBJ = $(addprefix $(BUILD)/server/,monitor_config.o monitor.o config.o)
+$(BUILD)/tests/fuzz/fuzz_monitor.o: FUZZ_EXTRA_CFLAGS = -iquote server
+$(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: $(FUZZ_MONITOR_OBJ)
+$(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: FUZZ_EXTRA_LIBS = -lpthread
+
 # With the replay driver: the project's compiler and flags.
 $(BUILD)/tests/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o \
         $(FUZZ_OBJ) $(PROTO_OBJ) $(LIBA)
@@ -85,9 +95,10 @@ fuzz-bin: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
 
 # -Werror as in make check, unless WERROR is given.
 fuzz-replay: WERROR = $(CHECK_WERROR)
+# (The path has a slash, so the shell runs it as it is: BUILD may be absolute.)
 fuzz-replay: $(FUZZ_REPLAY_BIN)
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	    ./$(BUILD)/tests/fuzz/fuzz_$$t tests/fuzz/corpus/$$t \
+	    $(BUILD)/tests/fuzz/fuzz_$$t tests/fuzz/corpus/$$t \
 	        $$(test -d tests/fuzz/regressions/$$t && echo tests/fuzz/regressions/$$t); \
 	done
 
@@ -101,6 +112,7 @@ fuzz:
 
 fuzz-corpus:
 	$(PYTHON) tests/fuzz/make_corpus.py
+	$(PYTHON) tests/fuzz/make_monitor_corpus.py
 
 -include $(wildcard $(BUILD)/tests/fuzz/*.d)
 
