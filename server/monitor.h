@@ -63,6 +63,8 @@ struct mls_mconfig {
     char *window_names[MLS_MAX_WINDOWS];
     int64_t retention; /* seconds */
     double drift_z, drift_min_weight;
+    int reference; /* a pinned drift baseline: buckets with reference_from <= start < _to */
+    int64_t reference_from, reference_to;
     int export_classes;
     char *json; /* the normalized config as JSON text */
 };

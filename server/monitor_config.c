@@ -461,9 +461,9 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             return fail(err, ML_EINVAL, "drift", "drift is an object {\"z\", \"min_weight\"}");
         json_object_foreach((json_t *)drift, key, val)
         {
-            if (strcmp(key, "z") && strcmp(key, "min_weight"))
-                return fail(err, ML_EINVAL, "drift", "unknown field drift.%.40s (z, min_weight)",
-                            key);
+            if (strcmp(key, "z") && strcmp(key, "min_weight") && strcmp(key, "reference"))
+                return fail(err, ML_EINVAL, "drift",
+                            "unknown field drift.%.40s (z, min_weight, reference)", key);
         }
         const json_t *z = json_object_get(drift, "z");
         if (z) {
@@ -479,6 +479,20 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
                 return fail(err, ML_EINVAL, "drift.min_weight",
                             "drift.min_weight must be a number >= 0");
             c->drift_min_weight = json_number_value(mw);
+        }
+        /* A pinned baseline for every window instead of the one just before it. */
+        const json_t *ref = json_object_get(drift, "reference");
+        if (ref && !json_is_null(ref)) {
+            double from, to;
+            if (!json_is_object(ref) || json_object_size(ref) != 2 ||
+                mls_time_parse(json_object_get(ref, "from"), &from) ||
+                mls_time_parse(json_object_get(ref, "to"), &to) || !(from < to))
+                return fail(err, ML_EINVAL, "drift.reference",
+                            "drift.reference is {\"from\": T, \"to\": T}, times (Unix seconds or "
+                            "RFC 3339) with from before to");
+            c->reference = 1;
+            c->reference_from = (int64_t)floor(from);
+            c->reference_to = (int64_t)floor(to);
         }
     }
 
@@ -543,6 +557,12 @@ static char *normalize(const struct mls_mconfig *c)
     mlp_buf_number(&b, c->drift_z);
     mlp_buf_puts(&b, ",\"min_weight\":");
     mlp_buf_number(&b, c->drift_min_weight);
+    if (c->reference) {
+        char ref[96];
+        snprintf(ref, sizeof(ref), ",\"reference\":{\"from\":%lld,\"to\":%lld}",
+                 (long long)c->reference_from, (long long)c->reference_to);
+        mlp_buf_puts(&b, ref);
+    }
     mlp_buf_puts(&b,
                  c->export_classes ? "},\"export_classes\":true}" : "},\"export_classes\":false}");
     if (b.failed) {

@@ -138,6 +138,7 @@ struct span {
     struct acc total;
     struct acc win[MLS_MAX_WINDOWS];
     struct acc base[MLS_MAX_WINDOWS];
+    struct acc ref; /* a pinned baseline (drift.reference) */
 };
 
 static int span_init(struct span *s, int nw, int64_t nc, int with_base)
@@ -149,12 +150,15 @@ static int span_init(struct span *s, int nw, int64_t nc, int with_base)
         if (with_base)
             rc |= acc_init(&s->base[w], nc);
     }
+    if (with_base)
+        rc |= acc_init(&s->ref, nc);
     return rc;
 }
 
 static void span_free(struct span *s)
 {
     acc_free(&s->total);
+    acc_free(&s->ref);
     for (int w = 0; w < MLS_MAX_WINDOWS; w++) {
         acc_free(&s->win[w]);
         acc_free(&s->base[w]);
@@ -164,6 +168,7 @@ static void span_free(struct span *s)
 static void span_merge(struct span *into, const struct span *s, int nw, int64_t nc)
 {
     acc_add(&into->total, &s->total.cell, s->total.cls, nc);
+    acc_add(&into->ref, &s->ref.cell, s->ref.cls, nc);
     for (int w = 0; w < nw; w++) {
         acc_add(&into->win[w], &s->win[w].cell, s->win[w].cls, nc);
         acc_add(&into->base[w], &s->base[w].cell, s->base[w].cls, nc);
@@ -213,6 +218,8 @@ static void span_scan(struct span *s, const struct mls_mconfig *cfg, const struc
             }
         }
         acc_add(run, &bk->total, bk->classes, nc);
+        if (cfg->reference && bk->start >= cfg->reference_from && bk->start < cfg->reference_to)
+            acc_add(&s->ref, &bk->total, bk->classes, nc);
     }
     for (; k < ncuts; k++) {
         struct cut *x = &cuts[k];
@@ -274,7 +281,7 @@ static void write_drift(struct mlp_buf *b, const struct mls_mconfig *cfg, const 
         return;
     }
     for (int w = 0; w < cfg->num_windows; w++) {
-        const struct acc *cur = &s->win[w], *base = &s->base[w];
+        const struct acc *cur = &s->win[w], *base = cfg->reference ? &s->ref : &s->base[w];
         if (!nc) {
             const struct ml_sums *x = &cur->cell.s, *y = &base->cell.s;
             if (drift_of(cfg, x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
