@@ -404,9 +404,14 @@ static void observe_done(struct mls_op *op, void *cls)
 }
 
 /* Keys an observation may carry beside its tensors, and those that come from the config. */
-static const char *const tensor_keys[] = {"labels",  "logits", "predictions",     "losses",
-                                          "weights", "mask",   "allow_non_finite"};
+static const char *const tensor_keys[] = {"labels", "logits",  "predictions",
+                                          "losses", "weights", "mask"};
 static const char *const config_keys[] = {"loss", "params", "reduction", "dtype", "outputs"};
+
+/* A monitor keeps sums for its whole retention: one infinity would be in every figure. */
+static const char no_non_finite[] =
+    "a monitor keeps its sums for its whole retention, where one NaN or infinity would be in "
+    "every figure: non-finite inputs are refused (as by /v1/loss without allow_non_finite)";
 
 static int check_keys(struct mls_mcall *c, json_t *root)
 {
@@ -414,6 +419,8 @@ static int check_keys(struct mls_mcall *c, json_t *root)
     json_t *val;
     json_object_foreach(root, key, val)
     {
+        if (!strcmp(key, "allow_non_finite"))
+            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, key, "%s", no_non_finite) - 1;
         int known = !strcmp(key, "time") || !strcmp(key, "slice") || !strcmp(key, "id");
         for (size_t i = 0; !known && i < sizeof(tensor_keys) / sizeof(tensor_keys[0]); i++)
             known = !strcmp(key, tensor_keys[i]);
@@ -528,6 +535,14 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t
     return 0;
 }
 
+static int sums_finite(const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
 /* A decoded request evaluated with the monitor's config, its sums into the op; `extra`: outputs
  * beyond the sums; `keep`: receives the result (else it is freed). -1 when answered. */
 static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_request *req,
@@ -548,6 +563,18 @@ static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_req
         return answer_status(c, rc, &err) - 1;
     const char *input = req->logits ? "logits" : req->predictions ? "predictions" : "losses";
     mls_metrics_elements(&c->srv->metrics, res.loss_name, (long long)res.sums.elements);
+    /* Finite inputs can still overflow a sum (weights of 1e308): refused as well. */
+    int finite = sums_finite((const double *)&res.sums, sizeof(res.sums) / sizeof(double));
+    for (int64_t i = 0; finite && res.class_sums && i < res.num_classes; i++)
+        finite = sums_finite((const double *)&res.class_sums[i],
+                             sizeof(struct ml_sums) / sizeof(double));
+    if (!finite) {
+        ml_result_free(&res);
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, req->weights ? "weights" : input,
+                            "the observation's sums overflow (a loss or weight too large): %s",
+                            no_non_finite) -
+               1;
+    }
     if (cfg->num_classes && res.num_classes != cfg->num_classes) {
         ml_result_free(&res);
         return answer_error(c, MLS_ERR_INVALID_OBSERVATION, input,
@@ -659,6 +686,10 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
                             "monitor %s evaluates %s, not %.100s: infer on "
                             "/v2/models/%s/infer",
                             m->name, cfg->loss, model, cfg->loss) -
+               1;
+    if (v2->base.req.allow_non_finite)
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.allow_non_finite", "%s",
+                            no_non_finite) -
                1;
     if (v2->base.req.reduction || v2->dtype_given || v2->base.num_params)
         return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters",

@@ -11,6 +11,7 @@
  * that nothing can fail between a durable commit and its application to memory.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,10 +168,20 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
 {
     struct mls_monitor *m = op->monitor;
     int64_t nc = m->cfg.num_classes;
-    int over;
+    int over, sliced = 0;
+    for (int k = 0; k < m->cfg.num_slice_keys; k++)
+        sliced |= op->values[k] != NULL;
+    /* The limit is on slice values: observations without any are always one combination,
+     * which does not count. */
+    unsigned limit = sliced ? w->registry->limits.max_slice_values : UINT_MAX;
     pthread_rwlock_wrlock(&m->lock);
-    struct mls_combo *c = mls_monitor_combo(m, op->combo_key, op->values,
-                                            w->registry->limits.max_slice_values, &over);
+    if (sliced && limit < UINT_MAX) {
+        char *none[MLS_MAX_SLICE_KEYS] = {0};
+        char *key = mls_combo_key(none, m->cfg.num_slice_keys);
+        limit += key && mls_monitor_find_combo(m, key);
+        free(key);
+    }
+    struct mls_combo *c = mls_monitor_combo(m, op->combo_key, op->values, limit, &over);
     struct mls_cell zero;
     memset(&zero, 0, sizeof(zero));
     int made = c && !mls_combo_add(m, c, op->start, op->width, &zero, NULL, 0);

@@ -19,6 +19,7 @@ import tests_hardening  # noqa: E402,F401
 import tests_cli_monitor  # noqa: E402,F401
 import tests_monitor_rollup  # noqa: E402,F401
 import tests_monitor_reference  # noqa: E402,F401
+import tests_monitor_guards  # noqa: E402,F401
 import tests_monitors  # noqa: E402,F401
 
 

@@ -1,0 +1,61 @@
+"""End-to-end tests of what a monitor refuses to keep: sums that are not finite (they would
+be in every figure for the whole retention) and, past --max-slice-values, a new combination of
+slice values, but never the observations without a slice."""
+import json
+
+from common import JSON, expect_error, test
+from server import Server
+
+
+def call(srv, method, path, body=None):
+    return srv.request(method, path, json.dumps(body) if body is not None else None,
+                       JSON if body is not None else {})
+
+
+def figures(srv, name):
+    status, _, got = call(srv, "GET", f"/v1/monitors/{name}")
+    assert status == 200, got
+    return got["total"]
+
+
+@test
+def monitor_guards(args):
+    with Server(args.server, "--state", ":memory:", "--max-slice-values", "1") as srv:
+        for name, dtype in (("f64", "float64"), ("f32", "float32")):
+            status, _, got = call(srv, "PUT", f"/v1/monitors/{name}",
+                                  {"loss": "sigmoid_cross_entropy", "slices": ["v"], "dtype": dtype})
+            assert status == 201, got
+        one = {"labels": [[1]], "logits": [[1]]}
+        # Finite inputs whose sums overflow: log(1 + e^1000) * 1e308 twice.
+        big = {"labels": [[1, 1]], "logits": [[-1000, -1000]], "weights": [[1e308, 1e308]]}
+        expect_error(call(srv, "POST", "/v1/monitors/f64/observe", big), 422, "invalid_observation",
+                     "weights")
+        expect_error(call(srv, "POST", "/v1/monitors/f32/observe", big), 422, "non_finite_input",
+                     "weights")
+        for name in ("f64", "f32"):
+            expect_error(call(srv, "POST", f"/v1/monitors/{name}/observe",
+                              dict(one, allow_non_finite=True)), 422, "invalid_observation",
+                         "allow_non_finite")
+            expect_error(call(srv, "POST", f"/v1/monitors/{name}/observe",
+                              {"labels": [[1]], "logits": [["NaN"]]}), 422, "non_finite_input",
+                         "logits")
+            assert figures(srv, name)["observations"] == 0, "a refused observation was counted"
+        v2 = {"parameters": {"monitor": "f64", "allow_non_finite": True},
+              "inputs": [{"name": "LABELS", "datatype": "FP64", "shape": [1, 1], "data": [1]},
+                         {"name": "LOGITS", "datatype": "FP64", "shape": [1, 1], "data": [1]}]}
+        expect_error(call(srv, "POST", "/v2/models/sigmoid_cross_entropy/infer", v2), 400,
+                     "invalid_observation", "parameters.allow_non_finite")
+
+        # --max-slice-values 1: observations without a slice first, then one value, then no more
+        # values; observations without a slice are still taken.
+        for body, status in ((one, 200), (dict(one, slice={"v": "a"}), 200),
+                             (dict(one, slice={"v": "b"}), 422), (one, 200),
+                             (dict(one, slice={"v": "a"}), 200)):
+            st, _, got = call(srv, "POST", "/v1/monitors/f64/observe", body)
+            assert st == status, (body, st, got)
+            if st == 422:
+                assert got["code"] == "limit_exceeded" and got["field"] == "slice", got
+        total = figures(srv, "f64")
+        assert total["observations"] == 4, total
+    print("    overflowing sums and allow_non_finite refused (v1, v2), nothing counted; the "
+          "combination without a slice outside --max-slice-values")
