@@ -156,8 +156,9 @@ static void print_help(FILE *out)
     fputs("usage: maskloss-server [OPTION]...\n"
           "\n"
           "Serves the maskloss JSON protocol over HTTP: POST /v1/loss, POST /v1/batch,\n"
-          "GET /v1/losses, /healthz, /readyz, /metrics. Every option can also be set with\n"
-          "its environment variable; a flag wins over the environment.\n"
+          "GET /v1/losses, monitors under /v1/monitors (kept in the --state file), the Open\n"
+          "Inference Protocol under /v2, /healthz, /readyz, /metrics. Every option can also\n"
+          "be set with its environment variable; a flag wins over the environment.\n"
           "\n",
           out);
     for (size_t i = 0; i < NOPTS; i++) {
