@@ -32,6 +32,9 @@
 #define MLS_MAX_FUTURE 300     /* seconds an event time may be ahead of the clock */
 #define MLS_BUCKET 60          /* the finest bucket */
 #define MLS_HOUR 3600          /* minute buckets older than --rollup-after become hours */
+/* Per-class figures of slices in one answer (slice values x (windows + 1) x classes): beyond,
+ * slices come without theirs ("slices_per_class": false). */
+#define MLS_SLICE_CLASS_FIGURES (1u << 20)
 
 /* Per class: the parts of ml_sums that differ between classes (a class has one element per
  * sample, so its elements and samples are the bucket's samples). */

@@ -359,6 +359,11 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
     struct marginal *marg = NULL;
     size_t nmarg = 0, cap = 0;
     int oom = span_init(&all, nw, nc, 1);
+    /* Per-class figures of the slices while they stay a bounded size (a thousand slice values
+     * of four thousand classes would be gigabytes): the bound is taken before any allocation. */
+    uint64_t most =
+        (uint64_t)m->num_combos * (uint64_t)(cfg->num_slice_keys ? cfg->num_slice_keys : 1);
+    int64_t marg_nc = most * (uint64_t)(nw + 1) * (uint64_t)nc <= MLS_SLICE_CLASS_FIGURES ? nc : 0;
     pthread_rwlock_rdlock(&m->lock);
     for (size_t i = 0; i < m->num_combos && !oom; i++) {
         const struct mls_combo *c = &m->combos[i];
@@ -389,7 +394,7 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
                 marg[j].key = k;
                 marg[j].value = c->values[k];
                 nmarg++;
-                if (span_init(&marg[j].span, nw, nc, 0)) {
+                if (span_init(&marg[j].span, nw, marg_nc, 0)) {
                     oom = 1;
                     break;
                 }
@@ -422,7 +427,10 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
             write_windows(b, cfg, &marg[j].span, from);
             mlp_buf_puts(b, "}");
         }
-        mlp_buf_puts(b, "},\"drift\":");
+        mlp_buf_puts(b, "}");
+        if (nc && !marg_nc && nmarg)
+            mlp_buf_puts(b, ",\"slices_per_class\":false");
+        mlp_buf_puts(b, ",\"drift\":");
         write_drift(b, cfg, &all, from);
         mlp_buf_puts(b, "}");
     }

@@ -1,7 +1,10 @@
 """End-to-end tests of what a monitor refuses to keep: sums that are not finite (they would
 be in every figure for the whole retention) and, past --max-slice-values, a new combination of
 slice values, but never the observations without a slice."""
+import base64
 import json
+
+import numpy as np
 
 from common import JSON, expect_error, test
 from server import Server
@@ -59,3 +62,37 @@ def monitor_guards(args):
         assert total["observations"] == 4, total
     print("    overflowing sums and allow_non_finite refused (v1, v2), nothing counted; the "
           "combination without a slice outside --max-slice-values")
+
+
+@test
+def monitor_slice_class_bound(args):
+    """Per-class figures of slices stay bounded: 300 slice values x (3 windows + 1) x 1000
+    classes is past the 2^20 entries one answer holds, so the slices come without theirs."""
+    with Server(args.server, "--state", ":memory:") as srv:
+        C = 1000
+        for name, values in (("small", 2), ("wide", 300)):
+            status, _, got = call(srv, "PUT", f"/v1/monitors/{name}",
+                                  {"loss": "sigmoid_cross_entropy", "num_classes": C, "slices": ["k"]})
+            assert status == 201, got
+            z = np.zeros((1, C), np.float32)
+            t = {"shape": [1, C], "dtype": "float32", "b64": base64.b64encode(z.tobytes()).decode()}
+            conn = srv.connect()
+            for i in range(values):
+                conn.request("POST", f"/v1/monitors/{name}/observe",
+                             json.dumps({"labels": t, "logits": t, "slice": {"k": str(i)}}), JSON)
+                r = conn.getresponse()
+                body = r.read()
+                assert r.status == 200, body
+            conn.close()
+            status, _, got = call(srv, "GET", f"/v1/monitors/{name}")
+            assert status == 200, got
+            assert len(got["total"]["per_class"]) == C, "the total keeps its classes"
+            assert len(got["slices"]) == values, len(got["slices"])
+            if name == "small":
+                assert "slices_per_class" not in got, got.get("slices_per_class")
+                assert len(got["slices"]["k=0"]["windows"]["5m"]["per_class"]) == C
+            else:
+                assert got["slices_per_class"] is False, got.get("slices_per_class")
+                assert all("per_class" not in v["total"] for v in got["slices"].values())
+                assert got["slices"]["k=7"]["total"]["observations"] == 1
+    print("    2 slice values keep their 1000 classes; 300 give slices_per_class false")
