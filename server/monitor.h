@@ -35,6 +35,8 @@
 /* Per-class figures of slices in one answer (slice values x (windows + 1) x classes): beyond,
  * slices come without theirs ("slices_per_class": false). */
 #define MLS_SLICE_CLASS_FIGURES (1u << 20)
+/* Per-class Prometheus series of one monitor (combinations x classes) with export_classes. */
+#define MLS_CLASS_SERIES_MAX 65536u
 
 /* Per class: the parts of ml_sums that differ between classes (a class has one element per
  * sample, so its elements and samples are the bucket's samples). */

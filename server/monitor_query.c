@@ -616,6 +616,21 @@ void mls_registry_write_metrics(struct mls_registry *g, struct mlp_buf *b)
                 if (pass && !m->cfg.export_classes)
                     continue;
                 pthread_rwlock_rdlock(&m->lock);
+                if (pass &&
+                    (uint64_t)m->num_combos * (uint64_t)m->cfg.num_classes > MLS_CLASS_SERIES_MAX) {
+                    /* Cardinality: a scrape of millions of series helps nobody. */
+                    if (f == 0) {
+                        char note[300];
+                        snprintf(note, sizeof(note),
+                                 "# monitor %s: %zu slice combinations x %lld classes is more "
+                                 "than %u per-class series; left out\n",
+                                 m->name, m->num_combos, (long long)m->cfg.num_classes,
+                                 MLS_CLASS_SERIES_MAX);
+                        mlp_buf_puts(b, note);
+                    }
+                    pthread_rwlock_unlock(&m->lock);
+                    continue;
+                }
                 for (size_t j = 0; j < m->num_combos; j++) {
                     const struct mls_combo *c = &m->combos[j];
                     if (!wrote_head++)

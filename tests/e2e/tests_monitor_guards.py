@@ -96,3 +96,32 @@ def monitor_slice_class_bound(args):
                 assert all("per_class" not in v["total"] for v in got["slices"].values())
                 assert got["slices"]["k=7"]["total"]["observations"] == 1
     print("    2 slice values keep their 1000 classes; 300 give slices_per_class false")
+
+
+@test
+def monitor_class_series_bound(args):
+    """export_classes stays bounded: 40 slice values x 2000 classes is past the 65536 per-class
+    series one monitor may export, so /metrics leaves them out (and says so), keeping the
+    monitor's other counters; 3 values x 2000 classes are exported."""
+    with Server(args.server, "--state", ":memory:") as srv:
+        C = 2000
+        z = np.zeros((1, C), np.float32)
+        t = {"shape": [1, C], "dtype": "float32", "b64": base64.b64encode(z.tobytes()).decode()}
+        for name, values in (("few", 3), ("many", 40)):
+            status, _, got = call(srv, "PUT", f"/v1/monitors/{name}",
+                                  {"loss": "sigmoid_cross_entropy", "num_classes": C, "slices": ["k"],
+                                   "export_classes": True})
+            assert status == 201, got
+            for i in range(values):
+                st, _, got = call(srv, "POST", f"/v1/monitors/{name}/observe",
+                                  {"labels": t, "logits": t, "slice": {"k": str(i)}})
+                assert st == 200, got
+        status, _, text = call(srv, "GET", "/metrics")
+        assert status == 200
+        lines = text.splitlines()
+        per_class = [ln for ln in lines if ln.startswith("maskloss_monitor_class_weighted_loss_sum{")]
+        assert len(per_class) == 3 * C, len(per_class)
+        assert all('monitor="few"' in ln for ln in per_class)
+        assert any(ln.startswith("# monitor many:") and "left out" in ln for ln in lines)
+        assert sum(ln.startswith('maskloss_monitor_observations_total{monitor="many"') for ln in lines) == 40
+    print("    3 x 2000 per-class series exported; 40 x 2000 left out with a note")
