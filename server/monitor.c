@@ -66,15 +66,6 @@ void mls_monitor_unref(struct mls_monitor *m)
     free(m);
 }
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* The index of the combo of key in m (sorted by key), or where it would go (*found = 0). */
 static size_t combo_find(const struct mls_monitor *m, const char *key, int *found)
 {
@@ -122,13 +113,13 @@ struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char
     struct mls_combo made;
     memset(&made, 0, sizeof(made));
     int nk = m->cfg.num_slice_keys;
-    made.key = dup_str(key);
+    made.key = strdup(key);
     made.values = calloc(nk > 0 ? (size_t)nk : 1, sizeof(char *));
     if (m->cfg.num_classes)
         made.ingested_classes = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums));
     int ok = made.key && made.values && (!m->cfg.num_classes || made.ingested_classes);
     for (int k = 0; ok && k < nk; k++)
-        if (values[k] && !(made.values[k] = dup_str(values[k])))
+        if (values[k] && !(made.values[k] = strdup(values[k])))
             ok = 0;
     if (!ok) {
         combo_free(m, &made);
@@ -256,7 +247,7 @@ int mls_combo_values(const char *key, int n, char **values)
     for (int k = 0; !rc && k < n; k++) {
         const json_t *v = json_array_get(a, (size_t)k);
         if (json_is_string(v))
-            rc = (values[k] = dup_str(json_string_value(v))) ? 0 : -1;
+            rc = (values[k] = strdup(json_string_value(v))) ? 0 : -1;
         else if (!json_is_null(v))
             rc = -1;
     }

@@ -156,15 +156,6 @@ int mls_time_parse(const json_t *v, double *out)
     return -1;
 }
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 void mls_mconfig_free(struct mls_mconfig *c)
 {
     free(c->loss);
@@ -311,8 +302,8 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
                      json_string_value(loss));
         return rc;
     }
-    c->loss = dup_str(json_string_value(loss));
-    c->reduction = dup_str(c->ratio.reduction);
+    c->loss = strdup(json_string_value(loss));
+    c->reduction = strdup(c->ratio.reduction);
     if (!c->loss || !c->reduction)
         return fail(err, ML_ENOMEM, "", "out of memory");
 
@@ -374,7 +365,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
                 if (!strcmp(c->class_names[j], json_string_value(v)))
                     return fail(err, ML_EINVAL, field, "class \"%.60s\" is named twice",
                                 json_string_value(v));
-            if (!(c->class_names[i] = dup_str(json_string_value(v))))
+            if (!(c->class_names[i] = strdup(json_string_value(v))))
                 return fail(err, ML_ENOMEM, "", "out of memory");
         }
     }
@@ -404,7 +395,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             for (int j = 0; j < c->num_slice_keys; j++)
                 if (!strcmp(c->slice_keys[j], s))
                     return fail(err, ML_EINVAL, field, "slice key \"%s\" is given twice", s);
-            if (!(c->slice_keys[c->num_slice_keys] = dup_str(s)))
+            if (!(c->slice_keys[c->num_slice_keys] = strdup(s)))
                 return fail(err, ML_ENOMEM, "", "out of memory");
             c->num_slice_keys++;
         }
@@ -448,7 +439,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             if (c->windows[j] == w)
                 return fail(err, ML_EINVAL, field, "window %s is given twice", s);
         c->windows[c->num_windows] = w;
-        if (!(c->window_names[c->num_windows] = dup_str(s)))
+        if (!(c->window_names[c->num_windows] = strdup(s)))
             return fail(err, ML_ENOMEM, "", "out of memory");
         c->num_windows++;
     }

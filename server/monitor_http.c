@@ -152,20 +152,23 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* A JSON string of 1..max bytes without NUL. */
 static int short_string(const json_t *v, size_t max)
 {
     return json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= max &&
            strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/* Makes op the change the caller submits to the writer (mls_mcall.submit); returns 1. */
+static int hand_over(struct mls_mcall *c, struct mls_op *op, enum mls_op_kind kind,
+                     const char *name, void (*done)(struct mls_op *, void *), void *self)
+{
+    op->kind = kind;
+    snprintf(op->name, sizeof(op->name), "%s", name);
+    op->done = done;
+    op->cls = self;
+    c->submit = op;
+    return 1;
 }
 
 /* ---- Create, replace, delete -------------------------------------------------------------- */
@@ -244,19 +247,14 @@ static int do_put(struct mls_mcall *c)
                             rc == MLS_CFG_LIMIT ? MLS_ERR_LIMIT_EXCEEDED : MLS_ERR_INVALID_MONITOR,
                             err.e.field, "%s", err.e.message);
     }
-    if (!(p->config = dup_str(p->op.cfg.json))) {
+    if (!(p->config = strdup(p->op.cfg.json))) {
         mls_op_clear(&p->op);
         free(p);
         return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
     }
-    p->op.kind = MLS_OP_PUT;
-    snprintf(p->op.name, sizeof(p->op.name), "%s", c->name);
     p->op.force = force;
-    p->op.done = put_done;
-    p->op.cls = p;
     p->call = c;
-    c->submit = &p->op;
-    return 1;
+    return hand_over(c, &p->op, MLS_OP_PUT, c->name, put_done, p);
 }
 
 struct delete_op {
@@ -284,13 +282,8 @@ static int do_delete(struct mls_mcall *c)
     struct delete_op *d = calloc(1, sizeof(*d));
     if (!d)
         return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
-    d->op.kind = MLS_OP_DELETE;
-    snprintf(d->op.name, sizeof(d->op.name), "%s", c->name);
-    d->op.done = delete_done;
-    d->op.cls = d;
     d->call = c;
-    c->submit = &d->op;
-    return 1;
+    return hand_over(c, &d->op, MLS_OP_DELETE, c->name, delete_done, d);
 }
 
 /* ---- Observe ------------------------------------------------------------------------------ */
@@ -516,7 +509,7 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t
                                     "a slice value is a string of 1 to %d bytes",
                                     MLS_SLICE_VALUE_MAX) -
                        1;
-            if (!(o->op.values[k] = dup_str(json_string_value(val))))
+            if (!(o->op.values[k] = strdup(json_string_value(val))))
                 return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
         }
     }
@@ -657,16 +650,13 @@ static int do_observe(struct mls_mcall *c)
                !observe_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"),
                              json_object_get(root, "id"), &v1_names, o, wall_now()) &&
                !observe_eval(c, m, root, o)) {
-        o->op.kind = MLS_OP_OBSERVE;
+        /* (the answer names the monitor) */
         snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
-        o->op.done = observe_done;
-        o->op.cls = o;
         o->call = c;
         observe_write(o);
         if (!o->out.failed) {
             json_decref(root);
-            c->submit = &o->op;
-            return 1;
+            return hand_over(c, &o->op, MLS_OP_OBSERVE, m->name, observe_done, o);
         }
         answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory writing the answer");
     }
@@ -759,13 +749,8 @@ int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request
         } else {
             o->op.monitor = m;
             if (!v2_observe(c, m, model, v2, o)) {
-                o->op.kind = MLS_OP_OBSERVE;
-                snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
-                o->op.done = observe_done;
-                o->op.cls = o;
                 o->call = c;
-                c->submit = &o->op;
-                rc = 1;
+                rc = hand_over(c, &o->op, MLS_OP_OBSERVE, m->name, observe_done, o);
             } else {
                 mls_op_clear(&o->op);
                 free(o->out.data);

@@ -63,3 +63,10 @@ def metric_value(text, name, labels=None):
             if s.name == name and (labels is None or all(s.labels.get(k) == v for k, v in labels.items())):
                 return s.value
     return None
+
+
+def json_call(srv, method, path, body=None):
+    """One request with a JSON body (or none) on a fresh connection: (status, headers, body)."""
+    import json
+    return srv.request(method, path, json.dumps(body) if body is not None else None,
+                       JSON if body is not None else {})

@@ -6,13 +6,8 @@ import json
 
 import numpy as np
 
-from common import JSON, expect_error, test
+from common import JSON, expect_error, json_call as call, test
 from server import Server
-
-
-def call(srv, method, path, body=None):
-    return srv.request(method, path, json.dumps(body) if body is not None else None,
-                       JSON if body is not None else {})
 
 
 def figures(srv, name):

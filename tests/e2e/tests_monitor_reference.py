@@ -1,26 +1,13 @@
 """End-to-end test of drift against a pinned reference range (drift.reference in a monitor's
 config): the baseline of every window is the buckets that start in the range, whatever lies
 between. The expected z-scores are computed here with numpy."""
-import json
 import time
 
 import numpy as np
 
-from common import JSON, test
+from common import test
 from server import Server
-
-
-def sce(z, x):
-    """TF's sigmoid cross-entropy of float32 inputs, in float64."""
-    z = np.asarray(z, np.float32).astype(np.float64)
-    x = np.asarray(x, np.float32).astype(np.float64)
-    return np.maximum(x, 0) - x * z + np.log1p(np.exp(-np.abs(x)))
-
-
-def call(srv, method, path, body=None):
-    status, _, data = srv.request(method, path, json.dumps(body) if body is not None else None,
-                                  JSON if body is not None else {})
-    return status, data
+from tests_monitor_rollup import call, sce
 
 
 @test

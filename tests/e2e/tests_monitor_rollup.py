@@ -1,29 +1,27 @@
 """End-to-end tests of the monitors' rollup: minute buckets older than --rollup-after become
 hour buckets (at start, then about once a minute), observations older than it go to their hour
 at once, and neither changes a figure. The expected sums are computed here with numpy."""
-import json
 import shutil
 import tempfile
 import time
 
 import numpy as np
 
-from common import JSON, test
+from common import json_call, test
 from server import Server
 
 C = 3
 
 
 def sce(z, x):
-    """TF's sigmoid cross-entropy, on float32 inputs, in float64."""
+    """TF's sigmoid cross-entropy of float32 inputs, in float64 (numpy, elementwise)."""
     z = np.asarray(z, np.float32).astype(np.float64)
     x = np.asarray(x, np.float32).astype(np.float64)
     return np.maximum(x, 0) - x * z + np.log1p(np.exp(-np.abs(x)))
 
 
 def call(srv, method, path, body=None):
-    status, _, data = srv.request(method, path, json.dumps(body) if body is not None else None,
-                                  JSON if body is not None else {})
+    status, _, data = json_call(srv, method, path, body)
     return status, data
 
 
