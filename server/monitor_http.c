@@ -159,6 +159,32 @@ static int short_string(const json_t *v, size_t max)
            strlen(json_string_value(v)) == json_string_length(v);
 }
 
+/* The answer to an op the writer refused: one table for every route. `field` is where the
+ * request named what the refusal is about (the name, the config, the slice). */
+static void answer_refusal(struct mls_mcall *c, const struct mls_op *op, const char *field)
+{
+    static const struct {
+        enum mls_op_result result;
+        enum mls_error error;
+    } table[] = {
+        {MLS_OPR_NOT_FOUND, MLS_ERR_MONITOR_NOT_FOUND},
+        {MLS_OPR_CONFLICT, MLS_ERR_MONITOR_CONFLICT},
+        {MLS_OPR_STALE, MLS_ERR_MONITOR_CONFLICT},
+        {MLS_OPR_LIMIT, MLS_ERR_LIMIT_EXCEEDED},
+        {MLS_OPR_NOMEM, MLS_ERR_OUT_OF_MEMORY},
+    };
+    enum mls_error e = MLS_ERR_STATE_UNAVAILABLE; /* MLS_OPR_STORE */
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (table[i].result == op->result)
+            e = table[i].error;
+    if (op->result == MLS_OPR_NOT_FOUND)
+        answer_error(c, e, field, "no monitor named %s", op->name);
+    else
+        answer_error(c, e,
+                     e == MLS_ERR_LIMIT_EXCEEDED || e == MLS_ERR_MONITOR_CONFLICT ? field : "",
+                     "%s", op->message);
+}
+
 /* Makes op the change the caller submits to the writer (mls_mcall.submit); returns 1. */
 static int hand_over(struct mls_mcall *c, struct mls_op *op, enum mls_op_kind kind,
                      const char *name, void (*done)(struct mls_op *, void *), void *self)
@@ -183,29 +209,16 @@ static void put_done(struct mls_op *op, void *cls)
 {
     struct put_op *p = cls;
     struct mls_mcall *c = p->call;
-    switch (op->result) {
-    case MLS_OPR_CREATED:
-    case MLS_OPR_SAME:
-    case MLS_OPR_REPLACED:
+    if (op->result == MLS_OPR_CREATED || op->result == MLS_OPR_SAME ||
+        op->result == MLS_OPR_REPLACED) {
         mlp_buf_puts(c->out, "{\"name\":");
         mlp_buf_string(c->out, op->name);
         mlp_buf_puts(c->out, ",\"config\":");
         mlp_buf_puts(c->out, p->config);
         mlp_buf_puts(c->out, "}");
         c->status = op->result == MLS_OPR_CREATED ? 201 : 200;
-        break;
-    case MLS_OPR_CONFLICT:
-        answer_error(c, MLS_ERR_MONITOR_CONFLICT, "config", "%s", op->message);
-        break;
-    case MLS_OPR_LIMIT:
-        answer_error(c, MLS_ERR_LIMIT_EXCEEDED, "name", "%s", op->message);
-        break;
-    case MLS_OPR_NOMEM:
-        answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "%s", op->message);
-        break;
-    default:
-        answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
-        break;
+    } else {
+        answer_refusal(c, op, op->result == MLS_OPR_CONFLICT ? "config" : "name");
     }
     mls_op_clear(op);
     free(p->config);
@@ -268,10 +281,8 @@ static void delete_done(struct mls_op *op, void *cls)
     struct mls_mcall *c = d->call;
     if (op->result == MLS_OPR_OK)
         c->status = 204;
-    else if (op->result == MLS_OPR_NOT_FOUND)
-        answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %s", op->name);
     else
-        answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
+        answer_refusal(c, op, "name");
     mls_op_clear(op);
     free(d);
     c->finish(c);
@@ -363,30 +374,15 @@ static void observe_done(struct mls_op *op, void *cls)
 {
     struct observe_op *o = cls;
     struct mls_mcall *c = o->call;
-    switch (op->result) {
-    case MLS_OPR_OK:
-    case MLS_OPR_DUPLICATE: {
+    if (op->result == MLS_OPR_OK || op->result == MLS_OPR_DUPLICATE) {
         observe_answer(o);
-        break;
-    }
-    case MLS_OPR_NOT_FOUND:
-        answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %s", op->name);
-        break;
-    case MLS_OPR_STALE:
-        answer_error(c, MLS_ERR_MONITOR_CONFLICT, "name", "%s", op->message);
-        break;
-    case MLS_OPR_LIMIT:
-        answer_error(c, MLS_ERR_LIMIT_EXCEEDED, o->v2 ? "parameters.monitor_slice" : "slice", "%s",
-                     op->message);
-        if (o->v2)
+    } else {
+        answer_refusal(c, op,
+                       op->result != MLS_OPR_LIMIT ? "name"
+                       : o->v2                     ? "parameters.monitor_slice"
+                                                   : "slice");
+        if (o->v2 && c->status == 422)
             c->status = 400; /* v2 answers a client's mistake 400 */
-        break;
-    case MLS_OPR_NOMEM:
-        answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "%s", op->message);
-        break;
-    default:
-        answer_error(c, MLS_ERR_STATE_UNAVAILABLE, "", "%s", op->message);
-        break;
     }
     if (o->v2 && c->status != 200)
         *c->out_header_len = c->out->len;
