@@ -110,6 +110,8 @@ int mls_time_parse_text(const char *s, double *out)
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60)
         return -1;
+    if (y < 1970)
+        return -1; /* as for numbers: before Unix time, a mistake */
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (mo == 2 && d == 29 && !leap)
         return -1;

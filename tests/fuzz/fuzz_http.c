@@ -66,7 +66,11 @@ static void start(void)
                     "65536",     "--max-elements",
                     "4096",      "--max-inflight-bytes",
                     "8M",        "--max-connections-per-ip",
-                    "0",         NULL};
+                    "0",         "--state",
+                    ":memory:",  "--max-monitors",
+                    "4",         "--max-slice-values",
+                    "4",         "--max-classes",
+                    "16",        NULL};
     int argc = (int)(sizeof(argv) / sizeof(argv[0])) - 1;
     struct mlp_buf b = {0};
     signal(SIGPIPE, SIG_IGN);
@@ -82,6 +86,17 @@ static void start(void)
     FUZZ_CHECK(
         mls_pool_init(&srv.pool, srv.cfg.workers, srv.cfg.queue_depth, mls_http_run_job, &srv) == 0,
         "pool");
+    /* The monitors, as main.c's open_state: a store in memory (nothing outlives the process)
+     * and the writer thread that answers their changes; small limits bound what inputs can
+     * accumulate over a run. */
+    struct mls_monitor_limits lim = {srv.cfg.max_monitors, srv.cfg.max_classes,
+                                     srv.cfg.max_slice_values, srv.cfg.rollup_after};
+    char err[512];
+    FUZZ_CHECK(mls_registry_init(&srv.monitors, &lim) == 0, "registry");
+    FUZZ_CHECK(mls_store_open_sqlite(srv.cfg.state, &srv.store, err, sizeof(err)) == 0 &&
+                   srv.store->vt->load(srv.store, &srv.monitors, err, sizeof(err)) == 0,
+               "state: %s", err);
+    FUZZ_CHECK(mls_writer_start(&srv.writer, srv.store, &srv.monitors) == 0, "writer");
     FUZZ_CHECK(uv_loop_init(&loop) == 0, "loop");
     FUZZ_CHECK(mls_conns_init(&srv.conns, &loop, srv.cfg.header_timeout, srv.cfg.connection_timeout,
                               2, MLS_LINGER_MAX) == 0,
@@ -197,11 +212,12 @@ static const char *header(const char *head, size_t n, const char *name, char *bu
     return NULL;
 }
 
-/* A status the server answers with: 100 Continue, 200, the protocol's failures (400, 422 and
- * the limits' codes) and the server's own error table. */
+/* A status the server answers with: 100 Continue, 200, 201 and 204 (a monitor created,
+ * deleted), the protocol's failures (400, 422 and the limits' codes) and the server's own
+ * error table. */
 static int server_status(unsigned st)
 {
-    if (st == 100 || st == 200 || st == 400 || st == 422)
+    if (st == 100 || st == 200 || st == 201 || st == 204 || st == 400 || st == 422)
         return 1;
     for (int e = 0; e < MLS_ERR_COUNT; e++)
         if (mls_error_status((enum mls_error)e) == st)

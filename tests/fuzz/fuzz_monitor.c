@@ -37,14 +37,13 @@
  *              of that form up to 10^9 units is never refused.
  *   2 time     mls_time_parse_text gives the same answer twice, and accepts exactly the RFC 3339
  *              forms it documents (YYYY-MM-DD, T/t/space, hh:mm:ss, a fraction, Z/z or +-hh:mm,
- *              dates that exist, hours <= 23, minutes <= 59, seconds <= 60), with the time
- *              timegm() and strtod() give (a leap second read as :59). The rest read as JSON
- *              goes to mls_time_parse too: a number is taken as is within [0, year 10000), a
- *              string as mls_time_parse_text takes it, anything else refused.
- *   3 combo    the rest split at NUL bytes (at most 16 parts; an empty part is an absent value,
- *              NULL): mls_combo_key gives a JSON array of as many strings or nulls, which
- *              mls_combo_values reads back into values that are valid UTF-8 and keep the ASCII
- *              bytes in order; values that are valid UTF-8 (RFC 3629, checked here) come back
+ *              dates that exist from 1970 on, hours <= 23, minutes <= 59, seconds <= 60), with the
+ * time timegm() and strtod() give (a leap second read as :59). The rest read as JSON goes to
+ * mls_time_parse too: a number is taken as is within [0, year 10000), a string as
+ * mls_time_parse_text takes it, anything else refused. 3 combo    the rest split at NUL bytes (at
+ * most 16 parts; an empty part is an absent value, NULL): mls_combo_key gives a JSON array of as
+ * many strings or nulls, which mls_combo_values reads back into values that are valid UTF-8 and
+ * keep the ASCII bytes in order; values that are valid UTF-8 (RFC 3629, checked here) come back
  *              byte for byte, and their key is the key of what came back (canonical).
  *   4 name     mls_monitor_name_ok is [A-Za-z0-9_.-]{1,128}, checked here.
  */
@@ -255,6 +254,8 @@ static int time_ref(const char *s, double *out)
         return -1;
     if (d < 1 || d > month_days[mo - 1] + (mo == 2 && is_leap(y)))
         return -1;
+    if (y < 1970)
+        return -1; /* before Unix time: refused, as numbers below 0 are */
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
     tm.tm_year = (int)(y - 1900);

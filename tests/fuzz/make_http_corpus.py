@@ -58,6 +58,22 @@ def main():
         "post_on_get": req("POST", "/healthz", b"abc"),
         "not_found": req("GET", "/nope", None),
         "options": req("OPTIONS", "*", None),
+        # Monitors: create, observe (with time, slice, id), read, series, delete, in one go.
+        "monitor_flow": req("PUT", "/v1/monitors/m1", json.dumps(
+            {"loss": "sigmoid_cross_entropy", "num_classes": 5, "slices": ["v"]}).encode(), [ct])
+        + req("POST", "/v1/monitors/m1/observe", json.dumps(
+            {k: NOTE[k] for k in ("labels", "logits", "mask")} | {"slice": {"v": "7"}, "id": "a",
+                                                                  "time": "2026-12-01T09:00:00Z"}).encode(), [ct])
+        + req("GET", "/v1/monitors/m1", None)
+        + req("GET", "/v1/monitors/m1/series?step=5m&class=2&slice=v=7", None)
+        + req("GET", "/v1/monitors", None)
+        + req("DELETE", "/v1/monitors/m1", None),
+        "monitor_v2": req("PUT", "/v1/monitors/m2", json.dumps({"loss": "sigmoid_cross_entropy"}).encode(), [ct])
+        + req("POST", "/v2/models/sigmoid_cross_entropy/infer",
+              json.dumps({"parameters": {"monitor": "m2", "monitor_id": "x"},
+                          "inputs": [{"name": "LABELS", "shape": [1, 2], "datatype": "FP32", "data": [1, 0]},
+                                     {"name": "LOGITS", "shape": [1, 2], "datatype": "FP32",
+                                      "data": [0.5, -1]}]}).encode()),
         "two_lengths": req("POST", "/v1/loss", note, [ct, f"Content-Length: {len(note) + 3}"]),
         "length_and_chunked": req("POST", "/v1/loss", chunked(note), [ct, "Transfer-Encoding: chunked", f"Content-Length: {len(note)}"], length=False),
         "te_gzip": req("POST", "/v1/loss", note, [ct, "Transfer-Encoding: gzip"], length=False),
