@@ -405,14 +405,22 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
     }
     free(r->body_base);
     r->body = r->body_base = NULL;
+    /* An observation was expected by the writer since submit(): it arrives now, with its
+     * change or answered here. */
+    int expected = r->route == MLS_ROUTE_MONITOR_OBSERVE;
     if (r->handed_off) {
         /* The last touch: the writer thread answers (monitor_finish), maybe at once. */
-        mls_writer_submit(&s->writer, r->mcall.submit);
+        if (expected)
+            mls_writer_arrive(&s->writer, r->mcall.submit);
+        else
+            mls_writer_submit(&s->writer, r->mcall.submit);
         return;
     }
     atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
     /* The last touch: from here the HTTP thread may answer and free r. */
     MHD_resume_connection(r->conn);
+    if (expected)
+        mls_writer_arrive(&s->writer, NULL);
 }
 
 /* ---- Handler --------------------------------------------------------------------------- */
@@ -926,6 +934,10 @@ static enum MHD_Result send_metrics(struct request *r)
     g.inflight_limit = s->cfg.max_inflight_bytes;
     g.header_timeouts = atomic_load_explicit(&s->conns.header_timeouts, memory_order_relaxed);
     g.lingered = atomic_load_explicit(&s->conns.lingered, memory_order_relaxed);
+    g.state_commits = atomic_load_explicit(&s->writer.commits, memory_order_relaxed);
+    g.state_commit_ns = atomic_load_explicit(&s->writer.commit_ns, memory_order_relaxed);
+    g.state_observations = atomic_load_explicit(&s->writer.ops_committed, memory_order_relaxed);
+    g.state_failures = atomic_load_explicit(&s->writer.store_failures, memory_order_relaxed);
     mls_metrics_write(&s->metrics, &g, &b);
     mls_registry_write_metrics(&s->monitors, &b);
     if (b.failed) {
@@ -983,6 +995,8 @@ static enum MHD_Result submit(struct request *r)
     /* Suspend before the job becomes visible: a resume that overtook the suspend would
      * cancel it and leave the connection suspended for ever. */
     MHD_suspend_connection(r->conn);
+    if (r->route == MLS_ROUTE_MONITOR_OBSERVE)
+        mls_writer_expect(&s->writer); /* matched in mls_http_run_job */
     mls_pool_push(&s->pool, &r->item); /* r belongs to the worker from here */
     return MHD_YES;
 }

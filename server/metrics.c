@@ -268,6 +268,19 @@ void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct
            "Connections answered before their request was read, then closed by lingering.");
     sample_u(b, "maskloss_lingering_closes_total", "", g->lingered);
 
+    header(b, "maskloss_state_commits_total", "counter",
+           "Transactions of the monitors' state committed (group commit: many observations each).");
+    sample_u(b, "maskloss_state_commits_total", "", g->state_commits);
+    header(b, "maskloss_state_commit_seconds_total", "counter",
+           "Time spent committing the monitors' state, fsync included.");
+    sample_d(b, "maskloss_state_commit_seconds_total", "", (double)g->state_commit_ns * 1e-9);
+    header(b, "maskloss_state_observations_total", "counter",
+           "Observations committed to the monitors' state (duplicates not counted).");
+    sample_u(b, "maskloss_state_observations_total", "", g->state_observations);
+    header(b, "maskloss_state_failures_total", "counter",
+           "Writes of the monitors' state that failed (answered 503 state_unavailable).");
+    sample_u(b, "maskloss_state_failures_total", "", g->state_failures);
+
     header(b, "maskloss_split_parts_helped_total", "counter",
            "Parts of large requests computed by a worker other than the request's own.");
     sample_u(b, "maskloss_split_parts_helped_total", "", g->parts_helped);

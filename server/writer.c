@@ -21,6 +21,9 @@
 
 #include "writer.h"
 
+/* The longest a commit waits for observations on their way (writer.h). */
+#define MAX_GATHER_NS 1000000u
+
 void mls_op_clear(struct mls_op *op)
 {
     mls_mconfig_free(&op->cfg);
@@ -65,7 +68,11 @@ static int commit(struct mls_writer *w)
 {
     uint64_t t0 = uv_hrtime();
     int rc = w->store->vt->commit(w->store);
-    atomic_fetch_add_explicit(&w->commit_ns, uv_hrtime() - t0, memory_order_relaxed);
+    uint64_t took = uv_hrtime() - t0;
+    atomic_fetch_add_explicit(&w->commit_ns, took, memory_order_relaxed);
+    pthread_mutex_lock(&w->mu);
+    w->last_commit_ns = took;
+    pthread_mutex_unlock(&w->mu);
     if (rc) {
         w->store->vt->rollback(w->store);
         atomic_fetch_add_explicit(&w->store_failures, 1, memory_order_relaxed);
@@ -440,6 +447,22 @@ static void *run(void *arg)
             struct timespec until = {w->next_upkeep, 0};
             pthread_cond_timedwait(&w->cv, &w->mu, &until);
         }
+        /* Observations on their way share this commit if they come within about one
+         * commit's time (bounded: a long computation does not hold the others). */
+        if (w->head && w->upstream && !w->stopping) {
+            uint64_t wait_ns =
+                w->last_commit_ns < MAX_GATHER_NS ? w->last_commit_ns : MAX_GATHER_NS;
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += (long)wait_ns;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (w->upstream && !w->stopping &&
+                   pthread_cond_timedwait(&w->cv, &w->mu, &until) != ETIMEDOUT)
+                ;
+        }
         struct mls_op *batch = w->head;
         w->head = w->tail = NULL;
         int stopping = w->stopping;
@@ -483,16 +506,39 @@ int mls_writer_start(struct mls_writer *w, struct mls_store *store, struct mls_r
     return 0;
 }
 
-void mls_writer_submit(struct mls_writer *w, struct mls_op *op)
+/* Appends op (w->mu held). */
+static void enqueue(struct mls_writer *w, struct mls_op *op)
 {
     op->next = NULL;
-    pthread_mutex_lock(&w->mu);
     if (w->tail)
         w->tail->next = op;
     else
         w->head = op;
     w->tail = op;
     w->pending++;
+}
+
+void mls_writer_submit(struct mls_writer *w, struct mls_op *op)
+{
+    pthread_mutex_lock(&w->mu);
+    enqueue(w, op);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void mls_writer_expect(struct mls_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->upstream++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void mls_writer_arrive(struct mls_writer *w, struct mls_op *op)
+{
+    pthread_mutex_lock(&w->mu);
+    w->upstream--;
+    if (op)
+        enqueue(w, op);
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }

@@ -71,6 +71,10 @@ struct mls_writer {
     struct mls_store *store;
     struct mls_registry *registry;
     int64_t next_upkeep;
+    /* Observations accepted by the HTTP side and not yet submitted (queued or computing): a
+     * commit waits a little for them, so that they share its fsync (mls_writer_expect). */
+    unsigned upstream;
+    uint64_t last_commit_ns;
     /* Counters for /metrics (writer thread writes, readers load relaxed). */
     _Atomic uint64_t commits, ops_committed, store_failures;
     _Atomic uint64_t commit_ns; /* total time in commits */
@@ -79,6 +83,16 @@ struct mls_writer {
 int mls_writer_start(struct mls_writer *w, struct mls_store *store, struct mls_registry *g);
 /* Queues an op; its done() will be called on the writer thread. */
 void mls_writer_submit(struct mls_writer *w, struct mls_op *op);
+
+/*
+ * Group commit's look-ahead. mls_writer_expect() says an observation was accepted and will
+ * reach the writer after its computation; it is matched by one mls_writer_arrive(): with the
+ * op (submitted), or NULL when it was answered without the writer. A commit about to start
+ * waits for expected observations (at most about one commit's time), so that under load more
+ * of them share one fsync; without them it starts at once.
+ */
+void mls_writer_expect(struct mls_writer *w);
+void mls_writer_arrive(struct mls_writer *w, struct mls_op *op);
 /* Ops submitted and not yet answered. */
 unsigned mls_writer_pending(struct mls_writer *w);
 /* Finishes what is queued, then stops the thread. */
