@@ -479,10 +479,14 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             double from, to;
             if (!json_is_object(ref) || json_object_size(ref) != 2 ||
                 mls_time_parse(json_object_get(ref, "from"), &from) ||
-                mls_time_parse(json_object_get(ref, "to"), &to) || !(from < to))
+                mls_time_parse(json_object_get(ref, "to"), &to) ||
+                /* Kept as whole seconds and read back as numbers at a restart: checked as
+                 * stored, or a state would not load (an offset before 1970, from and to in
+                 * the same second). */
+                !(floor(from) >= 0 && floor(to) < 253402300800.0 && floor(from) < floor(to)))
                 return fail(err, ML_EINVAL, "drift.reference",
                             "drift.reference is {\"from\": T, \"to\": T}, times (Unix seconds or "
-                            "RFC 3339) with from before to");
+                            "RFC 3339) from 1970 to 9999 with from before to (in whole seconds)");
             c->reference = 1;
             c->reference_from = (int64_t)floor(from);
             c->reference_to = (int64_t)floor(to);

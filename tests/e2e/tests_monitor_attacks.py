@@ -1,0 +1,47 @@
+"""End-to-end regressions of defects found by attacking the monitors: each test names what it
+guards against."""
+import os
+import shutil
+import tempfile
+
+from common import expect_error, json_call as call, stop_clean, test
+from server import Server
+
+
+@test
+def monitor_reference_reloads(args):
+    """A drift.reference is kept as whole Unix seconds and read back as numbers at a restart.
+    A range accepted as given but not as stored (an RFC 3339 offset before 1970, a 'to' past
+    year 9999 by its offset, from and to in the same second) made the state refuse to load:
+    the server exited 1 at every restart. Such ranges are refused at the PUT instead."""
+    tmp = tempfile.mkdtemp(prefix="maskloss-attacks-")
+    try:
+        state = os.path.join(tmp, "state.db")
+        bad = [{"from": "1970-01-01T00:30:00+01:00", "to": "2026-12-01T00:00:00Z"},  # -1800
+               {"from": "2026-12-01T00:00:00Z", "to": "9999-12-31T23:59:59-10:00"},  # > 9999
+               {"from": 1796000000.2, "to": 1796000000.7},  # both 1796000000
+               {"from": "2026-12-01T00:00:00.25Z", "to": "2026-12-01T00:00:00.75Z"}]
+        good = {"from": "1970-01-01T00:00:00Z", "to": "2026-12-01T00:00:00.5+01:00"}
+        with Server(args.server, "--state", state) as srv:
+            for i, ref in enumerate(bad):
+                expect_error(call(srv, "PUT", f"/v1/monitors/bad{i}",
+                                  {"loss": "sigmoid_cross_entropy", "drift": {"reference": ref}}),
+                             422, "invalid_monitor", "drift.reference")
+            st, _, got = call(srv, "PUT", "/v1/monitors/good",
+                              {"loss": "sigmoid_cross_entropy", "drift": {"reference": good}})
+            assert st == 201, got
+            # 2026-11-30T23:00:00.5Z, in whole seconds
+            assert got["config"]["drift"]["reference"] == {"from": 0, "to": 1796079600}, got
+            config = got["config"]
+            # Its own normalized config is the same config.
+            st, _, again = call(srv, "PUT", "/v1/monitors/good", config)
+            assert st == 200 and again["config"] == config, (st, again)
+            stop_clean(srv)
+        with Server(args.server, "--state", state) as srv:
+            st, _, got = call(srv, "GET", "/v1/monitors")
+            assert st == 200 and [m["name"] for m in got["monitors"]] == ["good"], got
+            assert got["monitors"][0]["config"] == config, got
+            stop_clean(srv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("    drift.reference ranges that would not read back refused; a restart loads the state")
