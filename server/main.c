@@ -323,6 +323,9 @@ int main(int argc, char **argv)
 #endif
     /* Writes to a client that went away must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    /* A write past the file-size limit (ulimit -f, systemd's LimitFSIZE=) must fail with EFBIG,
+     * which the monitors' store answers 503 state_unavailable, not kill the process. */
+    signal(SIGXFSZ, SIG_IGN);
     /* jansson seeds its hash function on first use; do it before any thread exists. Its
      * allocator reports failures to mlp_parse (mlp.h). */
     json_set_alloc_funcs(mlp_json_malloc, free);

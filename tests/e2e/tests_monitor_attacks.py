@@ -45,3 +45,40 @@ def monitor_reference_reloads(args):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("    drift.reference ranges that would not read back refused; a restart loads the state")
+
+
+@test
+def monitor_file_size_limit(args):
+    """A file-size limit (RLIMIT_FSIZE: ulimit -f, systemd's LimitFSIZE=) reached by the state:
+    the write fails and the observation is answered 503 state_unavailable. The server itself
+    (not a shim that ignores SIGXFSZ for it) was killed by SIGXFSZ at the first observation."""
+    import resource
+    import time
+    tmp = tempfile.mkdtemp(prefix="maskloss-attacks-")
+    obs = {"labels": [[1, 0]], "logits": [[0.5, -1]]}
+    try:
+        with Server(args.server, "--state", os.path.join(tmp, "state.db")) as srv:
+            st, _, got = call(srv, "PUT", "/v1/monitors/f", {"loss": "sigmoid_cross_entropy"})
+            assert st == 201, got
+            assert call(srv, "POST", "/v1/monitors/f/observe", obs)[0] == 200
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+            try:
+                expect_error(call(srv, "POST", "/v1/monitors/f/observe", obs), 503,
+                             "state_unavailable")
+                assert srv.proc.poll() is None, f"the server died: {srv.proc.returncode}"
+                assert call(srv, "POST", "/v1/loss", dict(obs, loss="sigmoid_cross_entropy"))[0] == 200
+            finally:
+                if srv.proc.poll() is None:
+                    resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+            for _ in range(25):
+                st, _, got = call(srv, "POST", "/v1/monitors/f/observe", obs)
+                if st == 200:
+                    break
+                time.sleep(0.2)
+            assert st == 200, got
+            st, _, got = call(srv, "GET", "/v1/monitors/f")
+            assert got["total"]["observations"] == 2, got["total"]
+            stop_clean(srv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("    RLIMIT_FSIZE 0: 503 state_unavailable, the server alive, then 200 again")
