@@ -218,6 +218,23 @@ void mls_combo_drop(struct mls_combo *c, size_t index)
     c->num_buckets--;
 }
 
+void mls_monitor_unmake(struct mls_monitor *m, const char *key, int64_t start, int32_t width)
+{
+    int found;
+    size_t at = combo_find(m, key, &found);
+    if (!found)
+        return;
+    struct mls_combo *c = &m->combos[at];
+    long b = mls_combo_find(c, start, width);
+    if (b >= 0 && c->buckets[b].total.observations == 0)
+        mls_combo_drop(c, (size_t)b);
+    if (c->num_buckets || c->ingested.observations)
+        return;
+    combo_free(m, c);
+    memmove(&m->combos[at], &m->combos[at + 1], (m->num_combos - at - 1) * sizeof(*m->combos));
+    m->num_combos--;
+}
+
 char *mls_combo_key(char *const *values, int n)
 {
     struct mlp_buf b = {0};

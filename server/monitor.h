@@ -181,6 +181,10 @@ int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int
 long mls_combo_find(const struct mls_combo *c, int64_t start, int32_t width);
 /* Removes a bucket (rollup, retention). m->lock held for writing. */
 void mls_combo_drop(struct mls_combo *c, size_t index);
+/* Undoes what was made ready in memory for a change that was not committed: the bucket
+ * (start, width) of the combo of key when it counts no observation, then the combo when it is
+ * left without buckets and this process ingested nothing into it. m->lock held for writing. */
+void mls_monitor_unmake(struct mls_monitor *m, const char *key, int64_t start, int32_t width);
 
 /* ---- Queries (any thread) ---------------------------------------------------------------- */
 

@@ -300,6 +300,15 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
                 store_failed(w, op);
         if (failed)
             atomic_fetch_add_explicit(&w->store_failures, 1, memory_order_relaxed);
+        /* What slot_of made ready goes: a combination of slice values that was never
+         * committed would show in the figures (until a restart) and count against
+         * --max-slice-values, so that new slices were refused once the store came back. */
+        for (size_t i = 0; i < sl.count; i++) {
+            struct slot *x = &sl.items[i];
+            pthread_rwlock_wrlock(&x->m->lock);
+            mls_monitor_unmake(x->m, x->combo, x->start, x->width);
+            pthread_rwlock_unlock(&x->m->lock);
+        }
         slots_free(&sl);
         return;
     }

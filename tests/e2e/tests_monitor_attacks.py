@@ -82,3 +82,53 @@ def monitor_file_size_limit(args):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("    RLIMIT_FSIZE 0: 503 state_unavailable, the server alive, then 200 again")
+
+
+@test
+def monitor_failed_commit_leaves_no_slice(args):
+    """Observations refused 503 (the store cannot be written) count nothing, and that includes
+    their slice combinations: those were made ready in memory before the commit and kept after
+    it failed, so they showed in the figures (with no observation, until a restart) and counted
+    against --max-slice-values: during the outage a new slice got 422 limit_exceeded instead of
+    503, and once the store came back, new slices were refused."""
+    import resource
+    import time
+    tmp = tempfile.mkdtemp(prefix="maskloss-attacks-")
+
+    def obs(v):
+        return {"labels": [[1, 0]], "logits": [[0.5, -1]], "slice": {"v": v}}
+
+    try:
+        with Server(args.server, "--state", os.path.join(tmp, "state.db"),
+                    "--max-slice-values", "2") as srv:
+            st, _, got = call(srv, "PUT", "/v1/monitors/f",
+                              {"loss": "sigmoid_cross_entropy", "slices": ["v"]})
+            assert st == 201, got
+            assert call(srv, "POST", "/v1/monitors/f/observe", obs("a"))[0] == 200
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+            try:
+                for v in ("b", "c", "d"):
+                    expect_error(call(srv, "POST", "/v1/monitors/f/observe", obs(v)), 503,
+                                 "state_unavailable")
+                st, _, got = call(srv, "GET", "/v1/monitors/f")
+                assert sorted(got["slices"]) == ["v=a"], got["slices"]
+            finally:
+                if srv.proc.poll() is None:
+                    resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+            for _ in range(25):
+                st, _, got = call(srv, "POST", "/v1/monitors/f/observe", obs("e"))
+                if st != 503:
+                    break
+                time.sleep(0.2)
+            assert st == 200, (st, got)
+            expect_error(call(srv, "POST", "/v1/monitors/f/observe", obs("g")), 422,
+                         "limit_exceeded", "slice")
+            st, _, got = call(srv, "GET", "/v1/monitors/f")
+            assert {k: v["total"]["observations"] for k, v in got["slices"].items()} == \
+                {"v=a": 1, "v=e": 1}, got["slices"]
+            assert got["total"]["observations"] == 2, got["total"]
+            stop_clean(srv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("    slices of observations refused 503 neither shown nor counted against "
+          "--max-slice-values")
