@@ -338,7 +338,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             return fail(err, ML_EINVAL, "num_classes", "num_classes must be an integer >= 1");
         if (v > lim->max_classes)
             return fail(err, MLS_CFG_LIMIT, "num_classes",
-                        "num_classes %.0f is more than the server's limit of %u "
+                        "num_classes %.6g is more than the server's limit of %u "
                         "(--max-classes)",
                         v, lim->max_classes);
         c->num_classes = (int64_t)v;
@@ -361,8 +361,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             snprintf(field, sizeof(field), "classes[%zu]", i);
             if (!json_is_string(v) || json_string_length(v) < 1 || json_string_length(v) > 128 ||
                 strlen(json_string_value(v)) != json_string_length(v))
-                return fail(err, ML_EINVAL, field,
-                            "a class name is a string of 1 to 128 characters");
+                return fail(err, ML_EINVAL, field, "a class name is a string of 1 to 128 bytes");
             for (size_t j = 0; j < i; j++)
                 if (!strcmp(c->class_names[j], json_string_value(v)))
                     return fail(err, ML_EINVAL, field, "class \"%.60s\" is named twice",

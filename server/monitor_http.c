@@ -477,6 +477,15 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t
         o->op.width = MLS_BUCKET;
     }
     o->op.t = (int64_t)now;
+    /* Retention drops whole buckets: an event inside it whose (hour) bucket starts before it
+     * would be dropped at the next upkeep, after its 200. */
+    if (o->op.start < (int64_t)now - cfg->retention)
+        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
+                            "time %.3f falls in the bucket of %lld s starting at %lld, which is "
+                            "older than the monitor's retention (%lld s): it would be dropped",
+                            when, (long long)o->op.width, (long long)o->op.start,
+                            (long long)cfg->retention) -
+               1;
 
     if (slice && !json_is_null(slice)) {
         if (!json_is_object(slice))
@@ -733,8 +742,11 @@ int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request
     struct mls_server *s = c->srv;
     int rc = 0;
     const char *name = json_is_string(v2->monitor) ? json_string_value(v2->monitor) : "";
-    struct mls_monitor *m = mls_registry_get(&s->monitors, name);
-    if (!m) {
+    struct mls_monitor *m = *name ? mls_registry_get(&s->monitors, name) : NULL;
+    if (!json_is_string(v2->monitor)) {
+        answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
+                     "parameters.monitor is the name of a monitor (a string)");
+    } else if (!m) {
         answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "parameters.monitor",
                      "no monitor named %.130s (PUT /v1/monitors/{name} creates one)", name);
     } else {

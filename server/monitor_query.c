@@ -361,10 +361,10 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
     int oom = span_init(&all, nw, nc, 1);
     /* Per-class figures of the slices while they stay a bounded size (a thousand slice values
      * of four thousand classes would be gigabytes): the bound is taken before any allocation. */
+    pthread_rwlock_rdlock(&m->lock); /* (num_combos is the writer's to change) */
     uint64_t most =
         (uint64_t)m->num_combos * (uint64_t)(cfg->num_slice_keys ? cfg->num_slice_keys : 1);
     int64_t marg_nc = most * (uint64_t)(nw + 1) * (uint64_t)nc <= MLS_SLICE_CLASS_FIGURES ? nc : 0;
-    pthread_rwlock_rdlock(&m->lock);
     for (size_t i = 0; i < m->num_combos && !oom; i++) {
         const struct mls_combo *c = &m->combos[i];
         if (span_init(&one, nw, nc, 1)) {

@@ -120,3 +120,29 @@ def monitor_class_series_bound(args):
         assert any(ln.startswith("# monitor many:") and "left out" in ln for ln in lines)
         assert sum(ln.startswith('maskloss_monitor_observations_total{monitor="many"') for ln in lines) == 40
     print("    3 x 2000 per-class series exported; 40 x 2000 left out with a note")
+
+
+@test
+def monitor_retention_whole_buckets(args):
+    """Retention drops whole buckets: with a 3 h retention and hour buckets after 1 h, an event
+    inside the retention whose hour starts before it is refused (it was acknowledged, then
+    dropped by the next upkeep), and one whose hour starts inside is kept."""
+    import time
+    with Server(args.server, "--state", ":memory:", "--rollup-after", "1h") as srv:
+        status, _, got = call(srv, "PUT", "/v1/monitors/r", {"loss": "sigmoid_cross_entropy",
+                                                            "retention": "3h", "windows": ["1h"]})
+        assert status == 201, got
+        now = time.time()
+        edge = now - 3 * 3600
+        hour = lambda t: int(t) // 3600 * 3600  # noqa: E731
+        inside = hour(edge) + 3600 + 60  # its hour starts inside the retention
+        st, _, got = call(srv, "POST", "/v1/monitors/r/observe",
+                          {"labels": [[1]], "logits": [[0]], "time": inside})
+        assert st == 200 and got["bucket"] == hour(inside), got
+        late = edge + 5
+        if hour(late) < int(now) - 3 * 3600:  # (not when the retention starts on an hour)
+            expect_error(call(srv, "POST", "/v1/monitors/r/observe",
+                              {"labels": [[1]], "logits": [[0]], "time": late}),
+                         422, "invalid_observation", "time")
+        assert figures(srv, "r")["observations"] == 1
+    print("    an event in an hour older than the retention refused; one in a kept hour counted")

@@ -1238,6 +1238,12 @@ def monitor_errors(args):
             st, h, b = api.observe("e", o.body())
             assert st == 200, (t, st, b)
             accepted.append(o)
+        # Within the retention, but in a minute that starts before it: refused (retention drops
+        # whole buckets), not acknowledged and then dropped at the next upkeep.
+        t = now - 2 * 86400 + 1
+        if t // 60 * 60 < int(now) - 2 * 86400:
+            o = Obs(good.labels, good.x, good.weights, int(t * 1000), {"region": "us"}, None)
+            expect_error(api.observe("e", o.body()), 422, "invalid_observation", "time")
         # RFC 3339's other spellings: nanoseconds, +00:00, a negative offset, a fraction and offset.
         base = int(now) - 120
         utc = datetime.fromtimestamp(base, timezone.utc)
