@@ -172,6 +172,7 @@ static void answer_refusal(struct mls_mcall *c, const struct mls_op *op, const c
         {MLS_OPR_STALE, MLS_ERR_MONITOR_CONFLICT},
         {MLS_OPR_LIMIT, MLS_ERR_LIMIT_EXCEEDED},
         {MLS_OPR_NOMEM, MLS_ERR_OUT_OF_MEMORY},
+        {MLS_OPR_OVERFLOW, MLS_ERR_INVALID_OBSERVATION},
     };
     enum mls_error e = MLS_ERR_STATE_UNAVAILABLE; /* MLS_OPR_STORE */
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)

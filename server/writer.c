@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +252,32 @@ static void slot_add(struct slot *x, const struct mls_op *op)
     }
 }
 
+static int finite_sum(const double *a, const double *b, const double *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i] + b[i] + c[i]))
+            return 0;
+    return 1;
+}
+
+/* Whether op would make its bucket's sums overflow (each observation's own are finite: a
+ * monitor keeps only finite sums). Only this thread changes buckets: read without the lock. */
+static int overflows(const struct slot *x, const struct mls_op *op)
+{
+    struct mls_monitor *m = op->monitor;
+    struct mls_combo *c = mls_monitor_find_combo(m, x->combo);
+    long b = c ? mls_combo_find(c, x->start, x->width) : -1;
+    if (b < 0)
+        return 0;
+    const struct mls_bucket *bk = &c->buckets[b];
+    if (!finite_sum((const double *)&bk->total, (const double *)&x->total,
+                    (const double *)&op->total, MLS_CELL_FIELDS))
+        return 1;
+    return bk->classes && x->classes && op->classes &&
+           !finite_sum((const double *)bk->classes, (const double *)x->classes,
+                       (const double *)op->classes, (size_t)m->cfg.num_classes * MLS_CLASS_FIELDS);
+}
+
 /* Observations from first up to (not including) end, in one transaction. */
 static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_op *end)
 {
@@ -274,6 +301,14 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
         struct slot *x = slot_of(w, &sl, op);
         if (!x)
             continue;
+        if (overflows(x, op)) {
+            op->result = MLS_OPR_OVERFLOW;
+            snprintf(op->message, sizeof(op->message),
+                     "with this observation the sums of its bucket (monitor %s, %lld) would no "
+                     "longer be finite: nothing was counted",
+                     op->name, (long long)op->start);
+            continue;
+        }
         if (op->id[0]) {
             int fresh = s->vt->claim_id(s, op->name, op->id, op->t);
             if (fresh < 0) {

@@ -27,6 +27,7 @@ enum mls_op_result {
     MLS_OPR_NOT_FOUND, /* delete, observe: no such monitor */
     MLS_OPR_STALE,     /* observe: the monitor was replaced or deleted meanwhile */
     MLS_OPR_LIMIT,     /* put: --max-monitors; observe: --max-slice-values */
+    MLS_OPR_OVERFLOW,  /* observe: its bucket's sums would no longer be finite */
     MLS_OPR_STORE,     /* the store failed (disk full, read-only, I/O): 503 */
     MLS_OPR_NOMEM      /* out of memory: 503 */
 };

@@ -1,5 +1,5 @@
 """End-to-end tests of what a monitor refuses to keep: sums that are not finite (they would
-be in every figure for the whole retention) and, past --max-slice-values, a new combination of
+be in every figure for the whole retention; one observation's, or its bucket's with it) and, past --max-slice-values, a new combination of
 slice values, but never the observations without a slice."""
 import base64
 import json
@@ -30,6 +30,16 @@ def monitor_guards(args):
                      "weights")
         expect_error(call(srv, "POST", "/v1/monitors/f32/observe", big), 422, "non_finite_input",
                      "weights")
+        # Each finite, together not: the second is refused by the writer, nothing counted.
+        huge = {"labels": [[1]], "logits": [[0]], "weights": [[1e308]]}
+        st, _, got = call(srv, "POST", "/v1/monitors/f64/observe", huge)
+        assert st == 200, got
+        expect_error(call(srv, "POST", "/v1/monitors/f64/observe", huge), 422, "invalid_observation")
+        assert figures(srv, "f64")["observations"] == 1
+        assert figures(srv, "f64")["sum_weights"] == 1e308
+        status, _, got = call(srv, "PUT", "/v1/monitors/f64?force=true",
+                              {"loss": "sigmoid_cross_entropy", "slices": ["v"], "dtype": "float64"})
+        assert status == 200, got
         for name in ("f64", "f32"):
             expect_error(call(srv, "POST", f"/v1/monitors/{name}/observe",
                               dict(one, allow_non_finite=True)), 422, "invalid_observation",
