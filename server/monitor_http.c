@@ -809,12 +809,17 @@ static int do_get(struct mls_mcall *c)
 /* A time argument: Unix seconds or RFC 3339. */
 static int query_time(const char *v, int64_t *out)
 {
-    char *end;
-    double t = strtod(v, &end);
-    if (end == v || *end) {
-        if (mls_time_parse_text(v, &t))
-            return -1;
-    }
+    /* Unix seconds as digits with an optional fraction (no sign, space, hex or exponent,
+     * which strtod would take), else RFC 3339. */
+    size_t digits = strspn(v, "0123456789");
+    int plain =
+        digits > 0 && (!v[digits] || (v[digits] == '.' && v[digits + 1] &&
+                                      !v[digits + 1 + strspn(v + digits + 1, "0123456789")]));
+    double t;
+    if (plain)
+        t = strtod(v, NULL);
+    else if (mls_time_parse_text(v, &t))
+        return -1;
     if (!(t >= 0 && t < 253402300800.0))
         return -1;
     *out = (int64_t)floor(t);

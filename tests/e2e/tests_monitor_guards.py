@@ -156,3 +156,20 @@ def monitor_retention_whole_buckets(args):
                          422, "invalid_observation", "time")
         assert figures(srv, "r")["observations"] == 1
     print("    an event in an hour older than the retention refused; one in a kept hour counted")
+
+
+@test
+def monitor_series_times(args):
+    """A series' from and to: Unix seconds as digits (a fraction allowed) or RFC 3339; what
+    strtod would also take (hex, a sign, spaces, an exponent, a bare dot) is refused."""
+    with Server(args.server, "--state", ":memory:") as srv:
+        status, _, got = call(srv, "PUT", "/v1/monitors/s", {"loss": "sigmoid_cross_entropy"})
+        assert status == 201, got
+        for good in ("from=1796000000", "from=1796000000.5", "from=2026-12-01T00:00:00Z",
+                     "to=2026-12-01T10:00:00.5%2B01:00"):
+            st, _, got = call(srv, "GET", f"/v1/monitors/s/series?{good}")
+            assert st == 200, (good, got)
+        for bad in ("from=0x10", "from=%2010", "from=1e9", "from=-5", "to=5.", "to=.5", "to=inf"):
+            field = bad.split("=")[0]
+            expect_error(call(srv, "GET", f"/v1/monitors/s/series?{bad}"), 400, "invalid_query", field)
+    print("    4 spellings taken, 7 refused with their field")
