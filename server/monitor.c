@@ -67,6 +67,9 @@ static void combo_free(const struct mls_monitor *m, struct mls_combo *c)
     for (size_t i = 0; i < c->num_buckets; i++)
         free(c->buckets[i].classes);
     free(c->buckets);
+    for (size_t i = 0; i < c->num_hours; i++)
+        free(c->hours[i].classes);
+    free(c->hours);
     for (int k = 0; c->values && k < m->cfg.num_slice_keys; k++)
         free(c->values[k]);
     free(c->values);
@@ -251,13 +254,114 @@ void mls_monitor_unmake(struct mls_monitor *m, const char *key, int64_t start, i
         return;
     struct mls_combo *c = &m->combos[at];
     long b = mls_combo_find(c, start, width);
-    if (b >= 0 && c->buckets[b].total.observations == 0)
+    if (b >= 0 && c->buckets[b].total.observations == 0) {
         mls_combo_drop(c, (size_t)b);
+        if (width == MLS_BUCKET)
+            mls_combo_hour_refresh(m, c, start / MLS_HOUR * MLS_HOUR);
+    }
     if (c->num_buckets || c->ingested.observations)
         return;
     combo_free(m, c);
     memmove(&m->combos[at], &m->combos[at + 1], (m->num_combos - at - 1) * sizeof(*m->combos));
     m->num_combos--;
+}
+
+/* ---- Hour sums ------------------------------------------------------------------------------ */
+
+static size_t hour_find(const struct mls_combo *c, int64_t hour, int *found)
+{
+    size_t lo = 0, hi = c->num_hours;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->hours[mid].start < hour)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < c->num_hours && c->hours[lo].start == hour;
+    return lo;
+}
+
+const struct mls_hour *mls_combo_hour(const struct mls_combo *c, int64_t hour)
+{
+    int found;
+    size_t i = hour_find(c, hour, &found);
+    return found ? &c->hours[i] : NULL;
+}
+
+void mls_combo_hour_refresh(struct mls_monitor *m, struct mls_combo *c, int64_t hour)
+{
+    int found;
+    size_t at = hour_find(c, hour, &found);
+    if (!found)
+        return;
+    struct mls_hour *h = &c->hours[at];
+    int64_t nc = m->cfg.num_classes;
+    memset(&h->total, 0, sizeof(h->total));
+    if (h->classes)
+        memset(h->classes, 0, (size_t)nc * sizeof(*h->classes));
+    size_t first = bucket_find(c, hour, MLS_BUCKET, &found), last = first;
+    while (last < c->num_buckets && c->buckets[last].start < hour + MLS_HOUR)
+        last++;
+    int any = 0;
+    for (size_t i = last; i-- > first;) { /* newest first, as queries add */
+        const struct mls_bucket *b = &c->buckets[i];
+        if (b->width != MLS_BUCKET)
+            continue;
+        cell_add(&h->total, &b->total);
+        if (h->classes && b->classes)
+            classes_add(h->classes, b->classes, nc);
+        any = 1;
+    }
+    if (!any) {
+        free(h->classes);
+        memmove(h, h + 1, (c->num_hours - at - 1) * sizeof(*h));
+        c->num_hours--;
+    }
+}
+
+int mls_combo_hour_make(struct mls_monitor *m, struct mls_combo *c, int64_t hour)
+{
+    int found;
+    size_t at = hour_find(c, hour, &found);
+    if (!found) {
+        struct mls_class_sums *cl = NULL;
+        if (m->cfg.num_classes &&
+            !(cl = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums))))
+            return -1;
+        if (c->num_hours == c->cap_hours) {
+            size_t cap = c->cap_hours ? c->cap_hours * 2 : 8;
+            struct mls_hour *n = realloc(c->hours, cap * sizeof(*n));
+            if (!n) {
+                free(cl);
+                return -1;
+            }
+            c->hours = n;
+            c->cap_hours = cap;
+        }
+        memmove(&c->hours[at + 1], &c->hours[at], (c->num_hours - at) * sizeof(*c->hours));
+        c->num_hours++;
+        memset(&c->hours[at], 0, sizeof(c->hours[at]));
+        c->hours[at].start = hour;
+        c->hours[at].classes = cl;
+    }
+    mls_combo_hour_refresh(m, c, hour);
+    return 0;
+}
+
+int mls_monitor_hours_rebuild(struct mls_monitor *m)
+{
+    for (size_t i = 0; i < m->num_combos; i++) {
+        struct mls_combo *c = &m->combos[i];
+        for (size_t b = 0; b < c->num_buckets; b++) {
+            const struct mls_bucket *bk = &c->buckets[b];
+            int64_t hour = bk->start / MLS_HOUR * MLS_HOUR;
+            if (bk->width == MLS_BUCKET && !mls_combo_hour(c, hour) &&
+                mls_combo_hour_make(m, c, hour))
+                return -1;
+        }
+    }
+    return 0;
 }
 
 char *mls_combo_key(char *const *values, int n)

@@ -105,11 +105,21 @@ struct mls_bucket {
 };
 
 /* One combination of slice values, with its buckets in (start, width) order. */
+/* The sum of a combo's minute buckets of one hour, added newest first from zero: a query
+ * reads it instead of the sixty (the writer keeps it in step with the buckets). */
+struct mls_hour {
+    int64_t start;
+    struct mls_cell total;
+    struct mls_class_sums *classes; /* num_classes, or NULL */
+};
+
 struct mls_combo {
     char *key;     /* canonical: a JSON array of the values in key order, null when absent */
     char **values; /* num_slice_keys values, NULL when absent */
     struct mls_bucket *buckets;
     size_t num_buckets, cap_buckets;
+    struct mls_hour *hours; /* of the hours that have minute buckets, by start */
+    size_t num_hours, cap_hours;
     /* What this process ingested (for /metrics counters): never decreases. */
     struct mls_cell ingested;
     struct mls_class_sums *ingested_classes;
@@ -177,6 +187,16 @@ struct mls_combo *mls_monitor_find_combo(struct mls_monitor *m, const char *key)
  * m->lock held for writing. Returns 0 or -1 (out of memory). */
 int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int32_t width,
                   const struct mls_cell *total, const struct mls_class_sums *classes, int ingested);
+/* Makes the hour sum of `hour` (its minute buckets summed now); 0, or -1 out of memory. */
+int mls_combo_hour_make(struct mls_monitor *m, struct mls_combo *c, int64_t hour);
+/* Sums the minute buckets of `hour` again into its hour sum, or drops the sum when the hour
+ * has no minute bucket left; allocates nothing. m->lock held for writing. */
+void mls_combo_hour_refresh(struct mls_monitor *m, struct mls_combo *c, int64_t hour);
+/* The hour sum of `hour`, or NULL. */
+const struct mls_hour *mls_combo_hour(const struct mls_combo *c, int64_t hour);
+/* Makes every hour sum of m's combos (after a load). 0, or -1 out of memory. */
+int mls_monitor_hours_rebuild(struct mls_monitor *m);
+
 /* The index of bucket (start, width) in c, or -1. */
 long mls_combo_find(const struct mls_combo *c, int64_t start, int32_t width);
 /* Removes a bucket (rollup, retention). m->lock held for writing. */

@@ -41,20 +41,6 @@ static void acc_add(struct acc *a, const struct mls_cell *cell, const struct mls
         add_flat((double *)a->cls, (const double *)cls, (size_t)nc * MLS_CLASS_FIELDS);
 }
 
-/* a = b - a (a baseline from two running sums). */
-static void acc_sub_from(struct acc *a, const struct acc *b, int64_t nc)
-{
-    double *x = (double *)&a->cell.s;
-    const double *y = (const double *)&b->cell.s;
-    for (size_t i = 0; i < sizeof(struct ml_sums) / sizeof(double); i++)
-        x[i] = y[i] - x[i];
-    a->cell.observations = b->cell.observations - a->cell.observations;
-    double *p = (double *)a->cls;
-    const double *q = (const double *)b->cls;
-    for (size_t i = 0; p && q && i < (size_t)nc * MLS_CLASS_FIELDS; i++)
-        p[i] = q[i] - p[i];
-}
-
 static void acc_free(struct acc *a)
 {
     free(a->cls);
@@ -175,60 +161,76 @@ static void span_merge(struct span *into, const struct span *s, int nw, int64_t 
     }
 }
 
-/* Where a running sum is copied: into a window (base 0) or a baseline's end (base 1). */
-struct cut {
-    int64_t at;
-    int w, base;
+/* A figure: the buckets whose start is in [lo, hi), summed into `a`. */
+struct range {
+    int64_t lo, hi;
+    struct acc *a;
 };
 
-static int cut_order(const void *pa, const void *pb)
-{
-    const struct cut *a = pa, *b = pb;
-    return a->at > b->at ? -1 : a->at < b->at;
-}
-
 /*
- * One combo's buckets into a fresh span (from[w]: the window's first bucket start). One pass
- * from the newest bucket to the oldest keeps a running sum, copied as it passes each window's
- * start (the window) and each baseline's start (the baseline, once the window is taken off):
- * every bucket is read once, whatever the windows.
+ * One combo's buckets into a fresh span (from[w]: the window's first bucket start), `tmp` an
+ * accumulator to work in. Buckets are taken newest first, an hour at a time: the minute
+ * buckets of the hour, then its hour bucket if it has one. A figure that holds all of an
+ * hour's minute buckets adds the hour's sum, kept by the writer (struct mls_hour); one that
+ * holds some adds theirs, summed the same way, newest first from zero. Every figure is then
+ * the same bits for the same buckets, wherever the windows start (and after a restart), and
+ * a query reads a month of minutes as a month of hours, but for the edges of its windows.
  */
 static void span_scan(struct span *s, const struct mls_mconfig *cfg, const struct mls_combo *c,
-                      const int64_t *from)
+                      const int64_t *from, struct acc *tmp)
 {
     int64_t nc = cfg->num_classes;
-    struct cut cuts[2 * MLS_MAX_WINDOWS];
-    int ncuts = 0;
+    struct range r[2 + 2 * MLS_MAX_WINDOWS];
+    int nr = 0;
+    r[nr++] = (struct range){INT64_MIN, INT64_MAX, &s->total};
     for (int w = 0; w < cfg->num_windows; w++) {
-        cuts[ncuts++] = (struct cut){from[w], w, 0};
-        cuts[ncuts++] = (struct cut){from[w] - cfg->windows[w], w, 1};
+        r[nr++] = (struct range){from[w], INT64_MAX, &s->win[w]};
+        if (!cfg->reference)
+            r[nr++] = (struct range){from[w] - cfg->windows[w], from[w], &s->base[w]};
     }
-    qsort(cuts, (size_t)ncuts, sizeof(cuts[0]), cut_order);
-    struct acc *run = &s->total;
-    int k = 0;
-    for (size_t i = c->num_buckets; i-- > 0;) {
-        const struct mls_bucket *bk = &c->buckets[i];
-        for (; k < ncuts && bk->start < cuts[k].at; k++) {
-            struct cut *x = &cuts[k];
-            if (!x->base) {
-                acc_add(&s->win[x->w], &run->cell, run->cls, nc);
-                acc_add(&s->base[x->w], &run->cell, run->cls, nc);
-            } else {
-                acc_sub_from(&s->base[x->w], run, nc); /* it held the window: now run - window */
+    if (cfg->reference)
+        r[nr++] = (struct range){cfg->reference_from, cfg->reference_to, &s->ref};
+    size_t i = c->num_buckets;
+    while (i > 0) {
+        const struct mls_bucket *newest = &c->buckets[i - 1];
+        int64_t hour = newest->start / MLS_HOUR * MLS_HOUR;
+        size_t j = i; /* [j, i): the buckets of this hour, minutes and the hour's own */
+        while (j > 0 && c->buckets[j - 1].start >= hour)
+            j--;
+        int64_t lo = INT64_MAX, hi = INT64_MIN; /* the minutes' starts */
+        for (size_t b = j; b < i; b++) {
+            if (c->buckets[b].width != MLS_BUCKET)
+                continue;
+            lo = c->buckets[b].start < lo ? c->buckets[b].start : lo;
+            hi = c->buckets[b].start > hi ? c->buckets[b].start : hi;
+        }
+        const struct mls_hour *h = lo <= hi ? mls_combo_hour(c, hour) : NULL;
+        for (int k = 0; k < nr && lo <= hi; k++) {
+            if (hi < r[k].lo || lo >= r[k].hi)
+                continue;
+            if (h && lo >= r[k].lo && hi < r[k].hi) {
+                acc_add(r[k].a, &h->total, h->classes, nc);
+                continue;
             }
+            memset(&tmp->cell, 0, sizeof(tmp->cell));
+            if (tmp->cls)
+                memset(tmp->cls, 0, (size_t)nc * sizeof(*tmp->cls));
+            for (size_t b = i; b-- > j;) {
+                const struct mls_bucket *bk = &c->buckets[b];
+                if (bk->width == MLS_BUCKET && bk->start >= r[k].lo && bk->start < r[k].hi)
+                    acc_add(tmp, &bk->total, bk->classes, nc);
+            }
+            acc_add(r[k].a, &tmp->cell, tmp->cls, nc);
         }
-        acc_add(run, &bk->total, bk->classes, nc);
-        if (cfg->reference && bk->start >= cfg->reference_from && bk->start < cfg->reference_to)
-            acc_add(&s->ref, &bk->total, bk->classes, nc);
-    }
-    for (; k < ncuts; k++) {
-        struct cut *x = &cuts[k];
-        if (!x->base) {
-            acc_add(&s->win[x->w], &run->cell, run->cls, nc);
-            acc_add(&s->base[x->w], &run->cell, run->cls, nc);
-        } else {
-            acc_sub_from(&s->base[x->w], run, nc);
+        for (size_t b = i; b-- > j;) {
+            const struct mls_bucket *bk = &c->buckets[b];
+            if (bk->width == MLS_BUCKET)
+                continue;
+            for (int k = 0; k < nr; k++)
+                if (bk->start >= r[k].lo && bk->start < r[k].hi)
+                    acc_add(r[k].a, &bk->total, bk->classes, nc);
         }
+        i = j;
     }
 }
 
@@ -358,7 +360,8 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
     struct span all, one;
     struct marginal *marg = NULL;
     size_t nmarg = 0, cap = 0;
-    int oom = span_init(&all, nw, nc, 1);
+    struct acc tmp;
+    int oom = span_init(&all, nw, nc, 1) | acc_init(&tmp, nc);
     /* Per-class figures of the slices while they stay a bounded size (a thousand slice values
      * of four thousand classes would be gigabytes): the bound is taken before any allocation. */
     pthread_rwlock_rdlock(&m->lock); /* (num_combos is the writer's to change) */
@@ -372,7 +375,7 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
             oom = 1;
             break;
         }
-        span_scan(&one, cfg, c, from);
+        span_scan(&one, cfg, c, from, &tmp);
         span_merge(&all, &one, nw, nc);
         for (int k = 0; k < cfg->num_slice_keys && !oom; k++) {
             if (!c->values[k])
@@ -439,6 +442,7 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
         span_free(&marg[j].span);
     free(marg);
     span_free(&all);
+    acc_free(&tmp);
     if (oom)
         b->failed = 1;
 }

@@ -343,6 +343,12 @@ static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_
         snprintf(err, errlen, "reading buckets: %s", sqlite3_errmsg(s->db));
         goto out;
     }
+    for (size_t i = 0; i < g->count; i++) {
+        if (mls_monitor_hours_rebuild(g->items[i])) {
+            snprintf(err, errlen, "out of memory loading monitor %s", g->items[i]->name);
+            goto out;
+        }
+    }
     rc = 0;
 out:
     sqlite3_finalize(st);

@@ -192,7 +192,9 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
     struct mls_combo *c = mls_monitor_combo(m, op->combo_key, op->values, limit, &over);
     struct mls_cell zero;
     memset(&zero, 0, sizeof(zero));
-    int made = c && !mls_combo_add(m, c, op->start, op->width, &zero, NULL, 0);
+    int made =
+        c && !mls_combo_add(m, c, op->start, op->width, &zero, NULL, 0) &&
+        (op->width != MLS_BUCKET || !mls_combo_hour_make(m, c, op->start / MLS_HOUR * MLS_HOUR));
     pthread_rwlock_unlock(&m->lock);
     if (over) {
         op->result = MLS_OPR_LIMIT;
@@ -350,9 +352,11 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
     for (size_t i = 0; i < sl.count; i++) {
         struct slot *x = &sl.items[i];
         pthread_rwlock_wrlock(&x->m->lock);
-        /* Combo and bucket exist (slot_of made them): this adds without allocating. */
-        mls_combo_add(x->m, mls_monitor_find_combo(x->m, x->combo), x->start, x->width, &x->total,
-                      x->classes, 1);
+        /* Combo, bucket and hour sum exist (slot_of made them): nothing is allocated. */
+        struct mls_combo *c = mls_monitor_find_combo(x->m, x->combo);
+        mls_combo_add(x->m, c, x->start, x->width, &x->total, x->classes, 1);
+        if (x->width == MLS_BUCKET)
+            mls_combo_hour_refresh(x->m, c, x->start / MLS_HOUR * MLS_HOUR);
         pthread_rwlock_unlock(&x->m->lock);
     }
     for (struct mls_op *op = first; op != end; op = op->next)
@@ -475,6 +479,8 @@ static void upkeep(struct mls_writer *w, int64_t now)
         }
         if (b >= 0)
             mls_combo_drop(c, (size_t)b);
+        if (x->width == MLS_BUCKET)
+            mls_combo_hour_refresh(x->m, c, x->start / MLS_HOUR * MLS_HOUR);
         pthread_rwlock_unlock(&x->m->lock);
     }
     free(acts);
