@@ -90,9 +90,6 @@ struct request {
 
 /* ---- Answers --------------------------------------------------------------------------- */
 
-#define error_members mls_error_members
-#define error_object mls_error_write
-
 static int is_compute(enum mls_route route)
 {
     return route == MLS_ROUTE_LOSS || route == MLS_ROUTE_BATCH || route == MLS_ROUTE_V2_INFER;
@@ -248,7 +245,7 @@ static enum MHD_Result send_error(struct request *r, enum mls_error e, const cha
                                   const char *msg)
 {
     struct mlp_buf b = {0};
-    error_object(&b, mls_error_name(e), field, msg);
+    mls_error_write(&b, mls_error_name(e), field, msg);
     return send_json(r, mls_error_status(e), &b);
 }
 
@@ -389,9 +386,9 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
     mls_metrics_queue_wait(&s->metrics, wait_ns);
     if (cancelled) {
         r->answer_status = mls_error_status(MLS_ERR_DRAINING);
-        error_object(&r->out, mls_error_name(MLS_ERR_DRAINING), "",
-                     "the server is shutting down and its drain timeout passed before this "
-                     "request was computed; retry on another instance");
+        mls_error_write(&r->out, mls_error_name(MLS_ERR_DRAINING), "",
+                        "the server is shutting down and its drain timeout passed before this "
+                        "request was computed; retry on another instance");
     } else if ((double)wait_ns * 1e-9 > s->cfg.request_timeout) {
         char msg[200];
         snprintf(msg, sizeof(msg),
@@ -399,7 +396,7 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
                  "of %g s; it was not computed",
                  (double)wait_ns * 1e-9, s->cfg.request_timeout);
         r->answer_status = mls_error_status(MLS_ERR_DEADLINE_EXCEEDED);
-        error_object(&r->out, mls_error_name(MLS_ERR_DEADLINE_EXCEEDED), "", msg);
+        mls_error_write(&r->out, mls_error_name(MLS_ERR_DEADLINE_EXCEEDED), "", msg);
     } else {
         compute(s, r);
     }
@@ -774,8 +771,7 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
         early(r, MLS_ERR_NOT_FOUND, "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
               "GET /v1/losses, /v1/monitors, GET /healthz, GET /readyz, GET /metrics, and the v2 "
-              "protocol "
-              "under /v2",
+              "protocol under /v2",
               method, url);
     } else if (!is_monitor(r->route) && r->model[0] && !ml_loss_find(r->model)) {
         early(r, MLS_ERR_UNKNOWN_MODEL, "model",
@@ -915,9 +911,9 @@ static enum MHD_Result send_ready(struct request *r)
     enum mls_error e = state == MLS_STARTING ? MLS_ERR_STARTING : MLS_ERR_DRAINING;
     struct mlp_buf b = {0};
     mlp_buf_puts(&b, "{\"ready\":false,");
-    error_members(&b, mls_error_name(e), "",
-                  state == MLS_STARTING ? "the server is starting"
-                                        : "the server is draining before it stops");
+    mls_error_members(&b, mls_error_name(e), "",
+                      state == MLS_STARTING ? "the server is starting"
+                                            : "the server is draining before it stops");
     mlp_buf_puts(&b, "}");
     return send_json(r, mls_error_status(e), &b);
 }

@@ -2,8 +2,9 @@
  * maskloss-server -- the maskloss JSON protocol over HTTP.
  *
  * Threads: libmicrohttpd's epoll thread does all HTTP I/O (http.c); a fixed pool of
- * workers decodes, computes and encodes (pool.c); this main thread runs a libuv loop that
- * owns signals and the drain. On SIGTERM or SIGINT:
+ * workers decodes, computes and encodes (pool.c); one writer thread commits the monitors'
+ * changes to their state, several per transaction (writer.c); this main thread runs a libuv
+ * loop that owns signals and the drain (which also waits for the writer's pending changes). On SIGTERM or SIGINT:
  *   1. /readyz turns 503 and new requests get 503 (draining) with Connection: close;
  *   2. once no accepted request is queued or computing, the listening socket is closed
  *      to new connections (quiesce) and the requests still being sent finish;
