@@ -166,16 +166,6 @@ int mls_monitor_name_ok(const char *name);
 
 /* ---- Changes (writer thread) ----------------------------------------------------------- */
 
-/* One observation's sums, or the sum of several for the same place. */
-struct mls_delta {
-    char *combo_key; /* canonical key */
-    char **values;   /* the combo's values (for a new combo) */
-    int64_t start;
-    int32_t width;
-    struct mls_cell total;
-    struct mls_class_sums *classes; /* num_classes, or NULL */
-};
-
 /* The combo of a key, created when absent (with `values`, copied); NULL when out of memory or
  * when creating it would pass the slice limit (*over_limit set). Call with m->lock held for
  * writing. */
@@ -219,9 +209,9 @@ struct mls_series_query {
     const char *filter_value[MLS_MAX_SLICE_KEYS];
     int64_t cls;
 };
-/* Returns 0, or -1 with *field and msg filled (a bad query). */
-int mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_query *q,
-                             struct mlp_buf *b);
+/* Writes the points of a query the caller has checked (monitor_http.c). */
+void mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_query *q,
+                              struct mlp_buf *b);
 
 /* The monitor lines of /metrics. */
 void mls_registry_write_metrics(struct mls_registry *g, struct mlp_buf *b);

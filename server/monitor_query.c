@@ -447,8 +447,8 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
         b->failed = 1;
 }
 
-int mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_query *q,
-                             struct mlp_buf *b)
+void mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_query *q,
+                              struct mlp_buf *b)
 {
     const struct mls_mconfig *cfg = &m->cfg;
     int64_t first = q->from / q->step, last = (q->to - 1) / q->step;
@@ -459,7 +459,7 @@ int mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_quer
         free(cells);
         free(cls);
         b->failed = 1;
-        return 0;
+        return;
     }
     pthread_rwlock_rdlock(&m->lock);
     for (size_t i = 0; i < m->num_combos; i++) {
@@ -519,7 +519,6 @@ int mls_monitor_write_series(struct mls_monitor *m, const struct mls_series_quer
     mlp_buf_puts(b, "]}");
     free(cells);
     free(cls);
-    return 0;
 }
 
 /* ---- Prometheus ---------------------------------------------------------------------------- */
