@@ -98,7 +98,8 @@ static int is_compute(enum mls_route route)
 static int is_monitor(enum mls_route route)
 {
     return route == MLS_ROUTE_MONITORS || route == MLS_ROUTE_MONITOR ||
-           route == MLS_ROUTE_MONITOR_OBSERVE || route == MLS_ROUTE_MONITOR_SERIES;
+           route == MLS_ROUTE_MONITOR_OBSERVE || route == MLS_ROUTE_MONITOR_SERIES ||
+           route == MLS_ROUTE_MONITOR_PREDICTIONS || route == MLS_ROUTE_MONITOR_LABELS;
 }
 
 /* Whether the request's body is read (others are dropped). */
@@ -404,7 +405,7 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
     r->body = r->body_base = NULL;
     /* An observation was expected by the writer since submit(): it arrives now, with its
      * change or answered here. */
-    int expected = r->route == MLS_ROUTE_MONITOR_OBSERVE;
+    int expected = mls_monitor_adds(r->route);
     if (r->handed_off) {
         /* The last touch: the writer thread answers (monitor_finish), maybe at once. */
         if (expected)
@@ -991,7 +992,7 @@ static enum MHD_Result submit(struct request *r)
     /* Suspend before the job becomes visible: a resume that overtook the suspend would
      * cancel it and leave the connection suspended for ever. */
     MHD_suspend_connection(r->conn);
-    if (r->route == MLS_ROUTE_MONITOR_OBSERVE)
+    if (mls_monitor_adds(r->route))
         mls_writer_expect(&s->writer); /* matched in mls_http_run_job */
     mls_pool_push(&s->pool, &r->item); /* r belongs to the worker from here */
     return MHD_YES;

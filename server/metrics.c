@@ -27,6 +27,8 @@ static const char *const route_paths[MLS_ROUTE_COUNT] = {
     "/v1/monitors/{name}",
     "/v1/monitors/{name}/observe",
     "/v1/monitors/{name}/series",
+    "/v1/monitors/{name}/predictions",
+    "/v1/monitors/{name}/labels",
     "other",
 };
 

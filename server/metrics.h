@@ -28,11 +28,13 @@ enum mls_route {
     MLS_ROUTE_V2_LIVE,        /* GET /v2/health/live */
     MLS_ROUTE_V2_READY,       /* GET /v2/health/ready */
     /* Monitors; {name} stands for any monitor's name. */
-    MLS_ROUTE_MONITORS,        /* GET /v1/monitors */
-    MLS_ROUTE_MONITOR,         /* GET, PUT, DELETE /v1/monitors/{name} */
-    MLS_ROUTE_MONITOR_OBSERVE, /* POST /v1/monitors/{name}/observe */
-    MLS_ROUTE_MONITOR_SERIES,  /* GET /v1/monitors/{name}/series */
-    MLS_ROUTE_OTHER,           /* anything else (404) */
+    MLS_ROUTE_MONITORS,            /* GET /v1/monitors */
+    MLS_ROUTE_MONITOR,             /* GET, PUT, DELETE /v1/monitors/{name} */
+    MLS_ROUTE_MONITOR_OBSERVE,     /* POST /v1/monitors/{name}/observe */
+    MLS_ROUTE_MONITOR_SERIES,      /* GET /v1/monitors/{name}/series */
+    MLS_ROUTE_MONITOR_PREDICTIONS, /* POST /v1/monitors/{name}/predictions */
+    MLS_ROUTE_MONITOR_LABELS,      /* POST /v1/monitors/{name}/labels */
+    MLS_ROUTE_OTHER,               /* anything else (404) */
     MLS_ROUTE_COUNT
 };
 

@@ -5,6 +5,7 @@
 /* pthread_rwlockattr_setkind_np (glibc) is declared for _GNU_SOURCE only. */
 #define _GNU_SOURCE 1
 #include <ctype.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,34 @@ static int lock_init(pthread_rwlock_t *lock)
 #endif
 }
 
+/* The row evaluation's context of a monitor that takes predictions; 0, or -1 out of memory
+ * (its params were checked when the config was parsed). */
+static int late_init(struct mls_monitor *m)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    struct mlp_error err;
+    if (cfg->params && mlp_params_decode(cfg->params, &m->late_params, &err))
+        return -1;
+    if (!(m->labelled_live = calloc((size_t)cfg->num_classes, sizeof(double))))
+        return -1;
+    const struct ml_loss_info *info = ml_loss_find(cfg->loss);
+    const json_t *from_logits = cfg->params ? json_object_get(cfg->params, "from_logits") : NULL;
+    const json_t *ignore = cfg->params ? json_object_get(cfg->params, "ignore_index") : NULL;
+    m->late = (struct mls_late_ctx){
+        .loss = cfg->loss,
+        .reduction = cfg->reduction,
+        .kind = cfg->late,
+        .dtype = cfg->f64 ? ML_FLOAT64 : ML_FLOAT32,
+        .predictions = info->input == ML_INPUT_PREDICTIONS ||
+                       (info->input == ML_INPUT_KERAS && !json_is_true(from_logits)),
+        .num_classes = cfg->num_classes,
+        .ignore_index = json_is_number(ignore) ? json_number_value(ignore) : -100,
+        .params = m->late_params.params,
+        .num_params = m->late_params.num_params,
+    };
+    return 0;
+}
+
 struct mls_monitor *mls_monitor_new(const char *name, struct mls_mconfig *cfg)
 {
     struct mls_monitor *m = calloc(1, sizeof(*m));
@@ -59,6 +88,10 @@ struct mls_monitor *mls_monitor_new(const char *name, struct mls_mconfig *cfg)
     snprintf(m->name, sizeof(m->name), "%s", name);
     m->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
+    if (m->cfg.late && late_init(m)) {
+        mls_monitor_unref(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -89,6 +122,8 @@ void mls_monitor_unref(struct mls_monitor *m)
     for (size_t i = 0; i < m->num_combos; i++)
         combo_free(m, &m->combos[i]);
     free(m->combos);
+    mlp_request_free(&m->late_params);
+    free(m->labelled_live);
     mls_mconfig_free(&m->cfg);
     pthread_rwlock_destroy(&m->lock);
     free(m);
@@ -143,9 +178,10 @@ struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char
     int nk = m->cfg.num_slice_keys;
     made.key = strdup(key);
     made.values = calloc(nk > 0 ? (size_t)nk : 1, sizeof(char *));
-    if (m->cfg.num_classes)
-        made.ingested_classes = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums));
-    int ok = made.key && made.values && (!m->cfg.num_classes || made.ingested_classes);
+    int64_t slots = mls_class_slots(&m->cfg);
+    if (slots)
+        made.ingested_classes = calloc((size_t)slots, sizeof(struct mls_class_sums));
+    int ok = made.key && made.values && (!slots || made.ingested_classes);
     for (int k = 0; ok && k < nk; k++)
         if (values[k] && !(made.values[k] = strdup(values[k])))
             ok = 0;
@@ -157,6 +193,19 @@ struct mls_combo *mls_monitor_combo(struct mls_monitor *m, const char *key, char
     m->combos[at] = made;
     m->num_combos++;
     return &m->combos[at];
+}
+
+void mls_bucket_of(double t, int64_t now, int64_t rollup_after, int64_t *start, int32_t *width)
+{
+    int64_t sec = (int64_t)floor(t);
+    int64_t minute = sec / MLS_BUCKET * MLS_BUCKET;
+    if (minute < now - rollup_after) {
+        *start = sec / MLS_HOUR * MLS_HOUR;
+        *width = MLS_HOUR;
+    } else {
+        *start = minute;
+        *width = MLS_BUCKET;
+    }
 }
 
 /* The index of the bucket (start, width), or where it would go (*found = 0). */
@@ -195,7 +244,7 @@ static void classes_add(struct mls_class_sums *into, const struct mls_class_sums
 int mls_combo_add(struct mls_monitor *m, struct mls_combo *c, int64_t start, int32_t width,
                   const struct mls_cell *total, const struct mls_class_sums *classes, int ingested)
 {
-    int64_t nc = m->cfg.num_classes;
+    int64_t nc = mls_class_slots(&m->cfg);
     int found;
     size_t i = bucket_find(c, start, width, &found);
     if (!found) {
@@ -296,7 +345,7 @@ void mls_combo_hour_refresh(struct mls_monitor *m, struct mls_combo *c, int64_t 
     if (!found)
         return;
     struct mls_hour *h = &c->hours[at];
-    int64_t nc = m->cfg.num_classes;
+    int64_t nc = mls_class_slots(&m->cfg);
     memset(&h->total, 0, sizeof(h->total));
     if (h->classes)
         memset(h->classes, 0, (size_t)nc * sizeof(*h->classes));
@@ -326,8 +375,8 @@ int mls_combo_hour_make(struct mls_monitor *m, struct mls_combo *c, int64_t hour
     size_t at = hour_find(c, hour, &found);
     if (!found) {
         struct mls_class_sums *cl = NULL;
-        if (m->cfg.num_classes &&
-            !(cl = calloc((size_t)m->cfg.num_classes, sizeof(struct mls_class_sums))))
+        int64_t slots = mls_class_slots(&m->cfg);
+        if (slots && !(cl = calloc((size_t)slots, sizeof(struct mls_class_sums))))
             return -1;
         if (c->num_hours == c->cap_hours) {
             size_t cap = c->cap_hours ? c->cap_hours * 2 : 8;

@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "late.h"
 #include "maskloss.h"
 #include "mlp.h"
 
@@ -71,8 +72,30 @@ struct mls_mconfig {
     int reference; /* a pinned drift baseline: buckets with reference_from <= start < _to */
     int64_t reference_from, reference_to;
     int export_classes;
+    /* Late labels (late.h): how the loss takes them (MLS_LATE_NONE: no predictions), how
+     * long a stored prediction takes labels, and the class slots they add (below). */
+    enum mls_late_kind late;
+    int64_t prediction_ttl; /* seconds */
+    int64_t late_slots;
     char *json; /* the normalized config as JSON text */
 };
+
+/*
+ * In a monitor that takes predictions, every class array (buckets, hours, deltas, the store's
+ * blobs) holds late_slots more entries after its num_classes sums, read as flat doubles (the
+ * late part): labelled positions per class (num_classes), then the count and the sum of the
+ * first labels' delays and their histogram (MLS_DELAY_BINS). They add up like the sums, so
+ * they share every path of the sums: buckets, hour sums, rollup, retention and the store.
+ */
+#define MLS_LATE_DOUBLES(nc) ((nc) + 2 + MLS_DELAY_BINS)
+static inline int64_t mls_class_slots(const struct mls_mconfig *c)
+{
+    return c->num_classes + c->late_slots;
+}
+static inline double *mls_late_part(struct mls_class_sums *classes, int64_t num_classes)
+{
+    return (double *)(classes + num_classes);
+}
 
 /* Server-wide limits of monitors (flags). */
 struct mls_monitor_limits {
@@ -101,7 +124,7 @@ struct mls_bucket {
     int64_t start;
     int32_t width; /* MLS_BUCKET or MLS_HOUR */
     struct mls_cell total;
-    struct mls_class_sums *classes; /* num_classes, or NULL */
+    struct mls_class_sums *classes; /* mls_class_slots(), or NULL */
 };
 
 /* One combination of slice values, with its buckets in (start, width) order. */
@@ -110,7 +133,7 @@ struct mls_bucket {
 struct mls_hour {
     int64_t start;
     struct mls_cell total;
-    struct mls_class_sums *classes; /* num_classes, or NULL */
+    struct mls_class_sums *classes; /* mls_class_slots(), or NULL */
 };
 
 struct mls_combo {
@@ -132,6 +155,12 @@ struct mls_monitor {
     pthread_rwlock_t lock;    /* the writer changes combos under it; readers read under it */
     struct mls_combo *combos; /* in the order of their keys (strcmp) */
     size_t num_combos, cap_combos;
+    /* Late labels: the row evaluation's context (params decoded once), and what the store
+     * holds now: live predictions, live labelled positions, and those per class. */
+    struct mlp_request late_params;
+    struct mls_late_ctx late;
+    double predictions_live, positions_live;
+    double *labelled_live; /* num_classes, or NULL */
 };
 
 /* All monitors, by name. */
@@ -163,6 +192,10 @@ int mls_combo_values(const char *key, int n, char **values);
 
 /* Whether a name is [A-Za-z0-9_.-]{1,128}. */
 int mls_monitor_name_ok(const char *name);
+
+/* The bucket of an event at time t seen at `now`: its minute, or its hour when the minute is
+ * older than rollup_after (the rollup would merge it there). */
+void mls_bucket_of(double t, int64_t now, int64_t rollup_after, int64_t *start, int32_t *width);
 
 /* ---- Changes (writer thread) ----------------------------------------------------------- */
 

@@ -12,9 +12,9 @@
 
 #include "monitor.h"
 
-static const char *const known_keys[] = {"loss",      "params",      "reduction",     "dtype",
-                                         "classes",   "num_classes", "slices",        "windows",
-                                         "retention", "drift",       "export_classes"};
+static const char *const known_keys[] = {
+    "loss",   "params",  "reduction", "dtype", "classes",        "num_classes",
+    "slices", "windows", "retention", "drift", "export_classes", "prediction_ttl"};
 
 /* Slice keys become Prometheus labels beside these. */
 static const char *const reserved_keys[] = {"monitor",  "class", "le",
@@ -283,7 +283,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
             return fail(err, ML_EINVAL, key,
                         "unknown field \"%.40s\" (a config has loss, params, reduction, dtype, "
                         "classes or num_classes, slices, windows, retention, drift, "
-                        "export_classes)",
+                        "export_classes, prediction_ttl)",
                         key);
     }
 
@@ -370,11 +370,21 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
                 return fail(err, ML_ENOMEM, "", "out of memory");
         }
     }
-    if (c->num_classes && !c->ratio.elementwise)
+    /* A per-sample softmax loss takes classes when its monitor is one of predictions (it
+     * says prediction_ttl; late.h): its per-class figures are then by the labelled class. */
+    enum mls_late_kind late = mls_late_kind_of(c->loss);
+    const json_t *ttl = json_object_get(obj, "prediction_ttl");
+    int late_asked = ttl && !json_is_null(ttl);
+    if (c->num_classes && !c->ratio.elementwise &&
+        (late == MLS_LATE_NONE || late == MLS_LATE_ELEMENTWISE || !late_asked))
         return fail(err, ML_EINVAL, c->class_names ? "classes" : "num_classes",
                     "per-class figures need an elementwise loss (one value per class); %s "
-                    "gives one value per sample",
-                    c->loss);
+                    "gives one value per sample%s",
+                    c->loss,
+                    late == MLS_LATE_NONE || late == MLS_LATE_ELEMENTWISE
+                        ? ""
+                        : " (a monitor of predictions and late labels takes classes: give "
+                          "prediction_ttl)");
 
     const json_t *slices = json_object_get(obj, "slices");
     if (slices && !json_is_null(slices)) {
@@ -413,6 +423,34 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
                         "from 1h to 3650d");
         c->retention = r;
     }
+
+    /* Late labels: a prediction has one output per class, and a loss whose weights can mask
+     * one label at a time (late.h). */
+    c->late = c->num_classes ? late : MLS_LATE_NONE;
+    c->prediction_ttl = 7 * 86400 < c->retention ? 7 * 86400 : c->retention;
+    if (late_asked) {
+        int64_t t = json_is_string(ttl) ? mls_duration_parse(json_string_value(ttl)) : -1;
+        if (t < MLS_BUCKET || t > c->retention)
+            return fail(err, ML_EINVAL, "prediction_ttl",
+                        "prediction_ttl is a duration (\"7d\", \"12h\") from 1m to the "
+                        "retention: how long a stored prediction takes labels");
+        if (!c->num_classes)
+            return fail(err, ML_EINVAL, "prediction_ttl",
+                        "predictions need classes or num_classes (a stored prediction has one "
+                        "output per class)");
+        if (!c->late)
+            return fail(err, ML_EINVAL, "prediction_ttl",
+                        "%s cannot take late labels: its weights cannot mask one label at a "
+                        "time. Late labels take the elementwise losses (sigmoid_cross_entropy, "
+                        "log_loss, the regression losses, binary_cross_entropy_with_logits, "
+                        "sigmoid_focal_loss, asymmetric_loss, the tf.nn ones) and the softmax "
+                        "ones with a class per prediction (softmax_cross_entropy, "
+                        "sparse_softmax_cross_entropy, CategoricalCrossentropy, cross_entropy)",
+                        c->loss);
+        c->prediction_ttl = t;
+    }
+    c->late_slots =
+        c->late ? (MLS_LATE_DOUBLES(c->num_classes) + MLS_CLASS_FIELDS - 1) / MLS_CLASS_FIELDS : 0;
 
     const json_t *windows = json_object_get(obj, "windows");
     static const char *const default_windows[] = {"5m", "1h", "24h"};
@@ -549,6 +587,18 @@ static char *normalize(const struct mls_mconfig *c)
     else
         snprintf(tail, sizeof(tail), "],\"retention\":\"%lldh\"", (long long)(r / 3600));
     mlp_buf_puts(&b, tail);
+    if (c->late) {
+        int64_t t = c->prediction_ttl;
+        if (t % 86400 == 0)
+            snprintf(tail, sizeof(tail), ",\"prediction_ttl\":\"%lldd\"", (long long)(t / 86400));
+        else if (t % 3600 == 0)
+            snprintf(tail, sizeof(tail), ",\"prediction_ttl\":\"%lldh\"", (long long)(t / 3600));
+        else if (t % 60 == 0)
+            snprintf(tail, sizeof(tail), ",\"prediction_ttl\":\"%lldm\"", (long long)(t / 60));
+        else
+            snprintf(tail, sizeof(tail), ",\"prediction_ttl\":\"%llds\"", (long long)t);
+        mlp_buf_puts(&b, tail);
+    }
     mlp_buf_puts(&b, ",\"drift\":{\"z\":");
     mlp_buf_number(&b, c->drift_z);
     mlp_buf_puts(&b, ",\"min_weight\":");

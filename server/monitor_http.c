@@ -40,16 +40,26 @@ enum mls_route mls_monitor_route_of(const char *url, char *name, size_t size)
         return MLS_ROUTE_MONITOR_OBSERVE;
     if (!strcmp(slash, "/series"))
         return MLS_ROUTE_MONITOR_SERIES;
+    if (!strcmp(slash, "/predictions"))
+        return MLS_ROUTE_MONITOR_PREDICTIONS;
+    if (!strcmp(slash, "/labels"))
+        return MLS_ROUTE_MONITOR_LABELS;
     return MLS_ROUTE_OTHER;
+}
+
+int mls_monitor_adds(enum mls_route route)
+{
+    return route == MLS_ROUTE_MONITOR_OBSERVE || route == MLS_ROUTE_MONITOR_PREDICTIONS ||
+           route == MLS_ROUTE_MONITOR_LABELS;
 }
 
 const char *mls_monitor_methods(enum mls_route route)
 {
+    if (mls_monitor_adds(route))
+        return "POST";
     switch (route) {
     case MLS_ROUTE_MONITOR:
         return "GET, HEAD, PUT, DELETE";
-    case MLS_ROUTE_MONITOR_OBSERVE:
-        return "POST";
     default:
         return "GET, HEAD";
     }
@@ -58,11 +68,11 @@ const char *mls_monitor_methods(enum mls_route route)
 int mls_monitor_method_ok(enum mls_route route, const char *method)
 {
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    if (mls_monitor_adds(route))
+        return !strcmp(method, "POST");
     switch (route) {
     case MLS_ROUTE_MONITOR:
         return get || !strcmp(method, "PUT") || !strcmp(method, "DELETE");
-    case MLS_ROUTE_MONITOR_OBSERVE:
-        return !strcmp(method, "POST");
     default:
         return get;
     }
@@ -70,8 +80,7 @@ int mls_monitor_method_ok(enum mls_route route, const char *method)
 
 int mls_monitor_takes_body(enum mls_route route, const char *method)
 {
-    return route == MLS_ROUTE_MONITOR_OBSERVE ||
-           (route == MLS_ROUTE_MONITOR && !strcmp(method, "PUT"));
+    return mls_monitor_adds(route) || (route == MLS_ROUTE_MONITOR && !strcmp(method, "PUT"));
 }
 
 enum MHD_Result mls_monitor_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -117,15 +126,7 @@ enum MHD_Result mls_monitor_query_arg(void *cls, enum MHD_ValueKind kind, const 
 
 /* ---- Answers ------------------------------------------------------------------------------- */
 
-static int answer_error(struct mls_mcall *c, enum mls_error e, const char *field, const char *fmt,
-                        ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-
-static int answer_error(struct mls_mcall *c, enum mls_error e, const char *field, const char *fmt,
-                        ...)
+int mls_mhttp_error(struct mls_mcall *c, enum mls_error e, const char *field, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -138,14 +139,14 @@ static int answer_error(struct mls_mcall *c, enum mls_error e, const char *field
 }
 
 /* A library or protocol failure, as /v1/loss answers it. */
-static int answer_status(struct mls_mcall *c, int rc, const struct mlp_error *err)
+int mls_mhttp_status(struct mls_mcall *c, int rc, const struct mlp_error *err)
 {
     mlp_error_write(c->out, rc, err);
     c->status = rc == MLP_EMALFORMED ? 400 : rc == ML_ETOOLARGE ? 413 : rc == ML_ENOMEM ? 503 : 422;
     return 0;
 }
 
-static double wall_now(void)
+double mls_mhttp_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -153,7 +154,7 @@ static double wall_now(void)
 }
 
 /* A JSON string of 1..max bytes without NUL. */
-static int short_string(const json_t *v, size_t max)
+int mls_mhttp_string(const json_t *v, size_t max)
 {
     return json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= max &&
            strlen(json_string_value(v)) == json_string_length(v);
@@ -161,7 +162,7 @@ static int short_string(const json_t *v, size_t max)
 
 /* The answer to an op the writer refused: one table for every route. `field` is where the
  * request named what the refusal is about (the name, the config, the slice). */
-static void answer_refusal(struct mls_mcall *c, const struct mls_op *op, const char *field)
+void mls_mhttp_refusal(struct mls_mcall *c, const struct mls_op *op, const char *field)
 {
     static const struct {
         enum mls_op_result result;
@@ -173,22 +174,23 @@ static void answer_refusal(struct mls_mcall *c, const struct mls_op *op, const c
         {MLS_OPR_LIMIT, MLS_ERR_LIMIT_EXCEEDED},
         {MLS_OPR_NOMEM, MLS_ERR_OUT_OF_MEMORY},
         {MLS_OPR_OVERFLOW, MLS_ERR_INVALID_OBSERVATION},
+        {MLS_OPR_INVALID, MLS_ERR_INVALID_OBSERVATION},
     };
     enum mls_error e = MLS_ERR_STATE_UNAVAILABLE; /* MLS_OPR_STORE */
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
         if (table[i].result == op->result)
             e = table[i].error;
     if (op->result == MLS_OPR_NOT_FOUND)
-        answer_error(c, e, field, "no monitor named %s", op->name);
+        mls_mhttp_error(c, e, field, "no monitor named %s", op->name);
     else
-        answer_error(c, e,
-                     e == MLS_ERR_LIMIT_EXCEEDED || e == MLS_ERR_MONITOR_CONFLICT ? field : "",
-                     "%s", op->message);
+        mls_mhttp_error(c, e,
+                        e == MLS_ERR_LIMIT_EXCEEDED || e == MLS_ERR_MONITOR_CONFLICT ? field : "",
+                        "%s", op->message);
 }
 
 /* Makes op the change the caller submits to the writer (mls_mcall.submit); returns 1. */
-static int hand_over(struct mls_mcall *c, struct mls_op *op, enum mls_op_kind kind,
-                     const char *name, void (*done)(struct mls_op *, void *), void *self)
+int mls_mhttp_hand_over(struct mls_mcall *c, struct mls_op *op, enum mls_op_kind kind,
+                        const char *name, void (*done)(struct mls_op *, void *), void *self)
 {
     op->kind = kind;
     snprintf(op->name, sizeof(op->name), "%s", name);
@@ -219,7 +221,7 @@ static void put_done(struct mls_op *op, void *cls)
         mlp_buf_puts(c->out, "}");
         c->status = op->result == MLS_OPR_CREATED ? 201 : 200;
     } else {
-        answer_refusal(c, op, op->result == MLS_OPR_CONFLICT ? "config" : "name");
+        mls_mhttp_refusal(c, op, op->result == MLS_OPR_CONFLICT ? "config" : "name");
     }
     mls_op_clear(op);
     free(p->config);
@@ -231,44 +233,44 @@ static int do_put(struct mls_mcall *c)
 {
     struct mls_server *s = c->srv;
     if (!mls_monitor_name_ok(c->name))
-        return answer_error(c, MLS_ERR_INVALID_MONITOR, "name",
-                            "a monitor's name is 1 to %d characters from A-Z a-z 0-9 _ . -",
-                            MLS_MONITOR_NAME_MAX);
+        return mls_mhttp_error(c, MLS_ERR_INVALID_MONITOR, "name",
+                               "a monitor's name is 1 to %d characters from A-Z a-z 0-9 _ . -",
+                               MLS_MONITOR_NAME_MAX);
     int force = 0;
     if (c->query->force[0]) {
         if (!strcmp(c->query->force, "true") || !strcmp(c->query->force, "1"))
             force = 1;
         else if (strcmp(c->query->force, "false") && strcmp(c->query->force, "0"))
-            return answer_error(c, MLS_ERR_INVALID_QUERY, "force", "force is true or false");
+            return mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "force", "force is true or false");
     }
     json_t *root = NULL;
     struct mlp_error err;
     int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);
     if (rc)
-        return answer_status(c, rc, &err);
+        return mls_mhttp_status(c, rc, &err);
     struct put_op *p = calloc(1, sizeof(*p));
     if (!p) {
         json_decref(root);
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
     }
     rc = mls_mconfig_parse(root, &s->monitors.limits, &p->op.cfg, &err);
     json_decref(root);
     if (rc) {
         free(p);
         if (rc == ML_ENOMEM)
-            return answer_error(c, MLS_ERR_OUT_OF_MEMORY, err.e.field, "%s", err.e.message);
-        return answer_error(c,
-                            rc == MLS_CFG_LIMIT ? MLS_ERR_LIMIT_EXCEEDED : MLS_ERR_INVALID_MONITOR,
-                            err.e.field, "%s", err.e.message);
+            return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, err.e.field, "%s", err.e.message);
+        return mls_mhttp_error(
+            c, rc == MLS_CFG_LIMIT ? MLS_ERR_LIMIT_EXCEEDED : MLS_ERR_INVALID_MONITOR, err.e.field,
+            "%s", err.e.message);
     }
     if (!(p->config = strdup(p->op.cfg.json))) {
         mls_op_clear(&p->op);
         free(p);
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
     }
     p->op.force = force;
     p->call = c;
-    return hand_over(c, &p->op, MLS_OP_PUT, c->name, put_done, p);
+    return mls_mhttp_hand_over(c, &p->op, MLS_OP_PUT, c->name, put_done, p);
 }
 
 struct delete_op {
@@ -283,7 +285,7 @@ static void delete_done(struct mls_op *op, void *cls)
     if (op->result == MLS_OPR_OK)
         c->status = 204;
     else
-        answer_refusal(c, op, "name");
+        mls_mhttp_refusal(c, op, "name");
     mls_op_clear(op);
     free(d);
     c->finish(c);
@@ -293,9 +295,9 @@ static int do_delete(struct mls_mcall *c)
 {
     struct delete_op *d = calloc(1, sizeof(*d));
     if (!d)
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
     d->call = c;
-    return hand_over(c, &d->op, MLS_OP_DELETE, c->name, delete_done, d);
+    return mls_mhttp_hand_over(c, &d->op, MLS_OP_DELETE, c->name, delete_done, d);
 }
 
 /* ---- Observe ------------------------------------------------------------------------------ */
@@ -378,10 +380,10 @@ static void observe_done(struct mls_op *op, void *cls)
     if (op->result == MLS_OPR_OK || op->result == MLS_OPR_DUPLICATE) {
         observe_answer(o);
     } else {
-        answer_refusal(c, op,
-                       op->result != MLS_OPR_LIMIT ? "name"
-                       : o->v2                     ? "parameters.monitor_slice"
-                                                   : "slice");
+        mls_mhttp_refusal(c, op,
+                          op->result != MLS_OPR_LIMIT ? "name"
+                          : o->v2                     ? "parameters.monitor_slice"
+                                                      : "slice");
         if (o->v2 && c->status == 422)
             c->status = 400; /* v2 answers a client's mistake 400 */
     }
@@ -410,7 +412,7 @@ static int check_keys(struct mls_mcall *c, json_t *root)
     json_object_foreach(root, key, val)
     {
         if (!strcmp(key, "allow_non_finite"))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, key, "%s", no_non_finite) - 1;
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, key, "%s", no_non_finite) - 1;
         int known = !strcmp(key, "time") || !strcmp(key, "slice") || !strcmp(key, "id");
         for (size_t i = 0; !known && i < sizeof(tensor_keys) / sizeof(tensor_keys[0]); i++)
             known = !strcmp(key, tensor_keys[i]);
@@ -418,80 +420,70 @@ static int check_keys(struct mls_mcall *c, json_t *root)
             continue;
         for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++)
             if (!strcmp(key, config_keys[i]))
-                return answer_error(c, MLS_ERR_INVALID_OBSERVATION, key,
-                                    "%s comes from the monitor's config, not from an observation "
-                                    "(PUT /v1/monitors/%s to change it)",
-                                    key, c->name) -
+                return mls_mhttp_error(
+                           c, MLS_ERR_INVALID_OBSERVATION, key,
+                           "%s comes from the monitor's config, not from an observation "
+                           "(PUT /v1/monitors/%s to change it)",
+                           key, c->name) -
                        1;
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, key,
-                            "unknown field \"%.60s\": an observation has the tensors of /v1/loss "
-                            "(labels, logits or predictions or losses, weights or mask) and "
-                            "time, slice, id",
-                            key) -
+        return mls_mhttp_error(
+                   c, MLS_ERR_INVALID_OBSERVATION, key,
+                   "unknown field \"%.60s\": an observation has the tensors of /v1/loss "
+                   "(labels, logits or predictions or losses, weights or mask) and "
+                   "time, slice, id",
+                   key) -
                1;
     }
     return 0;
 }
 
-/* How the fields of an observation's time, slice and id are called: /v1 and v2. */
-struct meta_names {
-    const char *time, *slice, *id;
-};
-static const struct meta_names v1_names = {"time", "slice", "id"};
-static const struct meta_names v2_names = {"parameters.monitor_time", "parameters.monitor_slice",
-                                           "parameters.monitor_id"};
+static const struct mls_meta_names v1_names = {"time", "slice", "id"};
+static const struct mls_meta_names v2_names = {"parameters.monitor_time",
+                                               "parameters.monitor_slice", "parameters.monitor_id"};
 
 /* time, slice and id into the op (t, slice, id: NULL when absent); -1 when answered
  * (refused). */
-static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t *t,
-                        const json_t *slice, const json_t *id, const struct meta_names *names,
-                        struct observe_op *o, double now)
+int mls_mhttp_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t *t, const json_t *slice,
+                   const json_t *id, const struct mls_meta_names *names, struct mls_op *op,
+                   double *time, double now)
 {
     const struct mls_mconfig *cfg = &m->cfg;
     double when = now;
     if (t && !json_is_null(t)) {
         if (mls_time_parse(t, &when))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
-                                "time is the event's time: Unix seconds (a number) or an RFC "
-                                "3339 string such as \"2026-12-01T09:30:00Z\"") -
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
+                                   "time is the event's time: Unix seconds (a number) or an RFC "
+                                   "3339 string such as \"2026-12-01T09:30:00Z\"") -
                    1;
         if (when > now + MLS_MAX_FUTURE)
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
-                                "time %.3f is %.0f s in the future; at most %d s ahead of the "
-                                "server's clock is accepted",
-                                when, when - now, MLS_MAX_FUTURE) -
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
+                                   "time %.3f is %.0f s in the future; at most %d s ahead of the "
+                                   "server's clock is accepted",
+                                   when, when - now, MLS_MAX_FUTURE) -
                    1;
         if (when < now - (double)cfg->retention)
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
-                                "time %.3f is older than the monitor's retention (%lld s)", when,
-                                (long long)cfg->retention) -
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
+                                   "time %.3f is older than the monitor's retention (%lld s)", when,
+                                   (long long)cfg->retention) -
                    1;
     }
-    o->time = when;
-    int64_t sec = (int64_t)floor(when);
-    int64_t minute = sec / MLS_BUCKET * MLS_BUCKET;
-    if (minute < (int64_t)now - c->srv->monitors.limits.rollup_after) {
-        o->op.start = sec / MLS_HOUR * MLS_HOUR;
-        o->op.width = MLS_HOUR;
-    } else {
-        o->op.start = minute;
-        o->op.width = MLS_BUCKET;
-    }
-    o->op.t = (int64_t)now;
+    *time = when;
+    mls_bucket_of(when, (int64_t)now, c->srv->monitors.limits.rollup_after, &op->start, &op->width);
+    op->t = (int64_t)now;
     /* Retention drops whole buckets: an event inside it whose (hour) bucket starts before it
      * would be dropped at the next upkeep, after its 200. */
-    if (o->op.start < (int64_t)now - cfg->retention)
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
-                            "time %.3f falls in the bucket of %lld s starting at %lld, which is "
-                            "older than the monitor's retention (%lld s): it would be dropped",
-                            when, (long long)o->op.width, (long long)o->op.start,
-                            (long long)cfg->retention) -
+    if (op->start < (int64_t)now - cfg->retention)
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, names->time,
+                               "time %.3f falls in the bucket of %lld s starting at %lld, which is "
+                               "older than the monitor's retention (%lld s): it would be dropped",
+                               when, (long long)op->width, (long long)op->start,
+                               (long long)cfg->retention) -
                1;
 
     if (slice && !json_is_null(slice)) {
         if (!json_is_object(slice))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->slice,
-                                "slice is an object of slice keys to values") -
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, names->slice,
+                                   "slice is an object of slice keys to values") -
                    1;
         const char *key;
         json_t *val;
@@ -503,33 +495,33 @@ static int observe_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t
             while (k < cfg->num_slice_keys && strcmp(cfg->slice_keys[k], key))
                 k++;
             if (k == cfg->num_slice_keys)
-                return answer_error(c, MLS_ERR_INVALID_OBSERVATION, field,
-                                    "\"%.60s\" is not a slice key of monitor %s (its config "
-                                    "lists them in \"slices\")",
-                                    key, m->name) -
+                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                                       "\"%.60s\" is not a slice key of monitor %s (its config "
+                                       "lists them in \"slices\")",
+                                       key, m->name) -
                        1;
             if (json_is_null(val))
                 continue;
-            if (!short_string(val, MLS_SLICE_VALUE_MAX))
-                return answer_error(c, MLS_ERR_INVALID_OBSERVATION, field,
-                                    "a slice value is a string of 1 to %d bytes",
-                                    MLS_SLICE_VALUE_MAX) -
+            if (!mls_mhttp_string(val, MLS_SLICE_VALUE_MAX))
+                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                                       "a slice value is a string of 1 to %d bytes",
+                                       MLS_SLICE_VALUE_MAX) -
                        1;
-            if (!(o->op.values[k] = strdup(json_string_value(val))))
-                return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+            if (!(op->values[k] = strdup(json_string_value(val))))
+                return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
         }
     }
-    if (!(o->op.combo_key = mls_combo_key(o->op.values, cfg->num_slice_keys)))
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+    if (!(op->combo_key = mls_combo_key(op->values, cfg->num_slice_keys)))
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
 
     if (id && !json_is_null(id)) {
-        if (!short_string(id, MLS_ID_MAX))
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, names->id,
-                                "id is the observation's idempotency key, a string of 1 to %d "
-                                "bytes",
-                                MLS_ID_MAX) -
+        if (!mls_mhttp_string(id, MLS_ID_MAX))
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, names->id,
+                                   "id is the observation's idempotency key, a string of 1 to %d "
+                                   "bytes",
+                                   MLS_ID_MAX) -
                    1;
-        snprintf(o->op.id, sizeof(o->op.id), "%s", json_string_value(id));
+        snprintf(op->id, sizeof(op->id), "%s", json_string_value(id));
     }
     return 0;
 }
@@ -559,7 +551,7 @@ static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_req
     memset(&err, 0, sizeof(err));
     int rc = ml_eval(req, &res, &err.e);
     if (rc)
-        return answer_status(c, rc, &err) - 1;
+        return mls_mhttp_status(c, rc, &err) - 1;
     const char *input = req->logits ? "logits" : req->predictions ? "predictions" : "losses";
     mls_metrics_elements(&c->srv->metrics, res.loss_name, (long long)res.sums.elements);
     /* Finite inputs can still overflow a sum (weights of 1e308): refused as well. */
@@ -569,16 +561,16 @@ static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_req
                              sizeof(struct ml_sums) / sizeof(double));
     if (!finite) {
         ml_result_free(&res);
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, req->weights ? "weights" : input,
-                            "the observation's sums overflow (a loss or weight too large): %s",
-                            no_non_finite) -
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, req->weights ? "weights" : input,
+                               "the observation's sums overflow (a loss or weight too large): %s",
+                               no_non_finite) -
                1;
     }
     if (cfg->num_classes && res.num_classes != cfg->num_classes) {
         ml_result_free(&res);
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, input,
-                            "the last axis of %s has %lld classes; monitor %s has %lld", input,
-                            (long long)res.num_classes, m->name, (long long)cfg->num_classes) -
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, input,
+                               "the last axis of %s has %lld classes; monitor %s has %lld", input,
+                               (long long)res.num_classes, m->name, (long long)cfg->num_classes) -
                1;
     }
     o->loss = res.loss;
@@ -589,7 +581,7 @@ static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_req
         o->op.classes = malloc((size_t)cfg->num_classes * sizeof(*o->op.classes));
         if (!o->op.classes) {
             ml_result_free(&res);
-            return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+            return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
         }
         for (int64_t i = 0; i < cfg->num_classes; i++) {
             const struct ml_sums *k = &res.class_sums[i];
@@ -616,15 +608,28 @@ static int observe_eval(struct mls_mcall *c, struct mls_monitor *m, json_t *root
         json_object_set_new(root, "reduction", json_string(cfg->reduction)) ||
         json_object_set_new(root, "dtype", json_string(cfg->f64 ? "float64" : "float32")) ||
         (cfg->params && json_object_set(root, "params", cfg->params)))
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
     struct mlp_request req;
     struct mlp_error err;
     int rc = mlp_request_decode(root, &req, &err);
     if (rc)
-        return answer_status(c, rc, &err) - 1;
+        return mls_mhttp_status(c, rc, &err) - 1;
     rc = observe_run(c, m, &req.req, 0, o, NULL);
     mlp_request_free(&req);
     return rc;
+}
+
+/* A per-sample loss with classes counts predictions and their labels only (late.h): its
+ * classes are the labels', which an observation's sums cannot split. 1 when observable. */
+static int observable(struct mls_mcall *c, const struct mls_monitor *m, const char *field)
+{
+    if (!m->cfg.late || m->cfg.late == MLS_LATE_ELEMENTWISE)
+        return 1;
+    mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                    "monitor %s counts predictions and late labels (%s with classes): POST "
+                    "/v1/monitors/%s/predictions, then /labels",
+                    m->name, m->cfg.loss, m->name);
+    return 0;
 }
 
 static int do_observe(struct mls_mcall *c)
@@ -632,29 +637,34 @@ static int do_observe(struct mls_mcall *c)
     struct mls_server *s = c->srv;
     struct mls_monitor *m = mls_registry_get(&s->monitors, c->name);
     if (!m)
-        return answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name",
-                            "no monitor named %.130s (PUT /v1/monitors/%.130s creates one)",
-                            c->name, c->name);
+        return mls_mhttp_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name",
+                               "no monitor named %.130s (PUT /v1/monitors/%.130s creates one)",
+                               c->name, c->name);
+    if (!observable(c, m, "name")) {
+        mls_monitor_unref(m);
+        return 0;
+    }
     json_t *root = NULL;
     struct mlp_error err;
     int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);
     if (rc) {
         mls_monitor_unref(m);
-        return answer_status(c, rc, &err);
+        return mls_mhttp_status(c, rc, &err);
     }
     struct observe_op *o = calloc(1, sizeof(*o));
     if (!o) {
         json_decref(root);
         mls_monitor_unref(m);
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
     }
     o->op.monitor = m; /* the op's reference from here */
     if (!json_is_object(root)) {
-        answer_error(c, MLS_ERR_INVALID_OBSERVATION, "",
-                     "an observation is a JSON object with the tensors of /v1/loss");
+        mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "",
+                        "an observation is a JSON object with the tensors of /v1/loss");
     } else if (!check_keys(c, root) &&
-               !observe_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"),
-                             json_object_get(root, "id"), &v1_names, o, wall_now()) &&
+               !mls_mhttp_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"),
+                               json_object_get(root, "id"), &v1_names, &o->op, &o->time,
+                               mls_mhttp_now()) &&
                !observe_eval(c, m, root, o)) {
         /* (the answer names the monitor) */
         snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
@@ -662,9 +672,9 @@ static int do_observe(struct mls_mcall *c)
         observe_write(o);
         if (!o->out.failed) {
             json_decref(root);
-            return hand_over(c, &o->op, MLS_OP_OBSERVE, m->name, observe_done, o);
+            return mls_mhttp_hand_over(c, &o->op, MLS_OP_OBSERVE, m->name, observe_done, o);
         }
-        answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory writing the answer");
+        mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory writing the answer");
     }
     json_decref(root);
     mls_op_clear(&o->op);
@@ -678,20 +688,20 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
 {
     const struct mls_mconfig *cfg = &m->cfg;
     if (ml_loss_find(model) != ml_loss_find(cfg->loss))
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
-                            "monitor %s evaluates %s, not %.100s: infer on "
-                            "/v2/models/%s/infer",
-                            m->name, cfg->loss, model, cfg->loss) -
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
+                               "monitor %s evaluates %s, not %.100s: infer on "
+                               "/v2/models/%s/infer",
+                               m->name, cfg->loss, model, cfg->loss) -
                1;
     if (v2->base.req.allow_non_finite)
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.allow_non_finite", "%s",
-                            no_non_finite) -
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.allow_non_finite", "%s",
+                               no_non_finite) -
                1;
     if (v2->base.req.reduction || v2->dtype_given || v2->base.num_params)
-        return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters",
-                            "the reduction, dtype and loss parameters come from monitor %s's "
-                            "config; a request that feeds it sends none",
-                            m->name) -
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters",
+                               "the reduction, dtype and loss parameters come from monitor %s's "
+                               "config; a request that feeds it sends none",
+                               m->name) -
                1;
     json_t *slice = NULL;
     const json_t *sv = v2->monitor_slice;
@@ -699,14 +709,15 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
         slice = json_loads(json_string_value(sv), 0, NULL);
         if (!json_is_object(slice)) {
             json_decref(slice);
-            return answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor_slice",
-                                "monitor_slice is a JSON object of slice keys to values, or "
-                                "its text") -
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor_slice",
+                                   "monitor_slice is a JSON object of slice keys to values, or "
+                                   "its text") -
                    1;
         }
         sv = slice;
     }
-    int rc = observe_meta(c, m, v2->monitor_time, sv, v2->monitor_id, &v2_names, o, wall_now());
+    int rc = mls_mhttp_meta(c, m, v2->monitor_time, sv, v2->monitor_id, &v2_names, &o->op, &o->time,
+                            mls_mhttp_now());
     json_decref(slice);
     if (rc)
         return rc;
@@ -714,7 +725,7 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
     v2->base.req.dtype = cfg->f64 ? ML_FLOAT64 : ML_FLOAT32;
     struct mlp_error err;
     if (cfg->params && (rc = mlp_params_decode(cfg->params, &v2->base, &err)))
-        return answer_status(c, rc, &err) - 1;
+        return mls_mhttp_status(c, rc, &err) - 1;
     unsigned extra = 0;
     for (int i = 0; i < v2->num_outputs; i++)
         extra |= v2->output_bits[i];
@@ -733,7 +744,7 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
     int failed = members.failed || o->out.failed;
     free(members.data);
     if (failed)
-        return answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
+        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
     o->v2 = 1;
     return 0;
 }
@@ -745,21 +756,23 @@ int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request
     const char *name = json_is_string(v2->monitor) ? json_string_value(v2->monitor) : "";
     struct mls_monitor *m = *name ? mls_registry_get(&s->monitors, name) : NULL;
     if (!json_is_string(v2->monitor)) {
-        answer_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
-                     "parameters.monitor is the name of a monitor (a string)");
+        mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
+                        "parameters.monitor is the name of a monitor (a string)");
     } else if (!m) {
-        answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "parameters.monitor",
-                     "no monitor named %.130s (PUT /v1/monitors/{name} creates one)", name);
+        mls_mhttp_error(c, MLS_ERR_MONITOR_NOT_FOUND, "parameters.monitor",
+                        "no monitor named %.130s (PUT /v1/monitors/{name} creates one)", name);
+    } else if (!observable(c, m, "parameters.monitor")) {
+        mls_monitor_unref(m);
     } else {
         struct observe_op *o = calloc(1, sizeof(*o));
         if (!o) {
             mls_monitor_unref(m);
-            answer_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+            mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
         } else {
             o->op.monitor = m;
             if (!v2_observe(c, m, model, v2, o)) {
                 o->call = c;
-                rc = hand_over(c, &o->op, MLS_OP_OBSERVE, m->name, observe_done, o);
+                rc = mls_mhttp_hand_over(c, &o->op, MLS_OP_OBSERVE, m->name, observe_done, o);
             } else {
                 mls_op_clear(&o->op);
                 free(o->out.data);
@@ -798,9 +811,9 @@ static int do_get(struct mls_mcall *c)
 {
     struct mls_monitor *m = mls_registry_get(&c->srv->monitors, c->name);
     if (!m)
-        return answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
-                            c->name);
-    mls_monitor_write_figures(m, (int64_t)floor(wall_now()), c->out);
+        return mls_mhttp_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
+                               c->name);
+    mls_monitor_write_figures(m, (int64_t)floor(mls_mhttp_now()), c->out);
     mls_monitor_unref(m);
     c->status = 200;
     return 0;
@@ -831,35 +844,35 @@ static int do_series(struct mls_mcall *c)
     const struct mls_query *q = c->query;
     struct mls_monitor *m = mls_registry_get(&c->srv->monitors, c->name);
     if (!m)
-        return answer_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
-                            c->name);
+        return mls_mhttp_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
+                               c->name);
     const struct mls_mconfig *cfg = &m->cfg;
     struct mls_series_query sq;
     memset(&sq, 0, sizeof(sq));
     sq.cls = -1;
     sq.step = q->step[0] ? mls_duration_parse(q->step) : MLS_BUCKET;
-    int64_t now = (int64_t)floor(wall_now());
+    int64_t now = (int64_t)floor(mls_mhttp_now());
     sq.to = now + MLS_BUCKET;
     int bad = 0;
     if (sq.step < MLS_BUCKET || sq.step % MLS_BUCKET)
-        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "step",
-                           "step is a whole number of minutes (\"1m\", \"15m\", \"1h\")") +
+        bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "step",
+                              "step is a whole number of minutes (\"1m\", \"15m\", \"1h\")") +
               1;
     else if (q->to[0] && query_time(q->to, &sq.to))
-        bad =
-            answer_error(c, MLS_ERR_INVALID_QUERY, "to", "to is Unix seconds or an RFC 3339 time") +
-            1;
+        bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "to",
+                              "to is Unix seconds or an RFC 3339 time") +
+              1;
     sq.from = sq.to - 86400;
     if (!bad && q->from[0] && query_time(q->from, &sq.from))
-        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "from",
-                           "from is Unix seconds or an RFC 3339 time") +
+        bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "from",
+                              "from is Unix seconds or an RFC 3339 time") +
               1;
     if (!bad && sq.from >= sq.to)
-        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "from", "from must be before to") + 1;
+        bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "from", "from must be before to") + 1;
     if (!bad && (sq.to - sq.from) / sq.step > 10000)
-        bad = answer_error(c, MLS_ERR_INVALID_QUERY, "step",
-                           "the range holds more than 10000 steps: choose a longer step or a "
-                           "shorter range") +
+        bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "step",
+                              "the range holds more than 10000 steps: choose a longer step or a "
+                              "shorter range") +
               1;
     for (int i = 0; !bad && i < q->num_slices; i++) {
         const char *eq = strchr(q->slices[i], '=');
@@ -870,10 +883,10 @@ static int do_series(struct mls_mcall *c)
                  !strncmp(cfg->slice_keys[k], q->slices[i], klen)))
             k++;
         if (!eq || k == cfg->num_slice_keys) {
-            bad = answer_error(c, MLS_ERR_INVALID_QUERY, "slice",
-                               "slice is KEY=VALUE with a slice key of the monitor, not "
-                               "\"%.100s\"",
-                               q->slices[i]) +
+            bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "slice",
+                                  "slice is KEY=VALUE with a slice key of the monitor, not "
+                                  "\"%.100s\"",
+                                  q->slices[i]) +
                   1;
             break;
         }
@@ -882,10 +895,10 @@ static int do_series(struct mls_mcall *c)
     }
     if (!bad && q->cls[0]) {
         if (!cfg->num_classes) {
-            bad = answer_error(c, MLS_ERR_INVALID_QUERY, "class",
-                               "monitor %s has no classes (its config gives neither classes "
-                               "nor num_classes)",
-                               m->name) +
+            bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "class",
+                                  "monitor %s has no classes (its config gives neither classes "
+                                  "nor num_classes)",
+                                  m->name) +
                   1;
         } else {
             for (int64_t i = 0; cfg->class_names && i < cfg->num_classes; i++)
@@ -896,10 +909,10 @@ static int do_series(struct mls_mcall *c)
             if (sq.cls < 0 && !*end && end != q->cls && v >= 0 && v < cfg->num_classes)
                 sq.cls = v;
             if (sq.cls < 0)
-                bad = answer_error(c, MLS_ERR_INVALID_QUERY, "class",
-                                   "class \"%.100s\" is neither a class name nor an index below "
-                                   "%lld",
-                                   q->cls, (long long)cfg->num_classes) +
+                bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "class",
+                                      "class \"%.100s\" is neither a class name nor an index below "
+                                      "%lld",
+                                      q->cls, (long long)cfg->num_classes) +
                       1;
         }
     }
@@ -914,9 +927,9 @@ static int do_series(struct mls_mcall *c)
 int mls_monitor_route(struct mls_mcall *c)
 {
     if (c->query->bad[0])
-        return answer_error(c, MLS_ERR_INVALID_QUERY, c->query->bad,
-                            "query argument \"%s\" is unknown, repeated, empty or too long",
-                            c->query->bad);
+        return mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, c->query->bad,
+                               "query argument \"%s\" is unknown, repeated, empty or too long",
+                               c->query->bad);
     switch (c->route) {
     case MLS_ROUTE_MONITORS:
         return do_list(c);
@@ -924,6 +937,10 @@ int mls_monitor_route(struct mls_mcall *c)
         return do_observe(c);
     case MLS_ROUTE_MONITOR_SERIES:
         return do_series(c);
+    case MLS_ROUTE_MONITOR_PREDICTIONS:
+        return mls_late_predictions(c);
+    case MLS_ROUTE_MONITOR_LABELS:
+        return mls_late_labels(c);
     default:
         if (!strcmp(c->method, "PUT"))
             return do_put(c);

@@ -43,7 +43,7 @@ struct mls_mcall {
     /* The answer. */
     unsigned status;
     struct mlp_buf *out;
-    size_t *out_header_len; /* v2: the JSON header's length in out */
+    size_t *out_header_len;              /* v2: the JSON header's length in out */
     void (*finish)(struct mls_mcall *c); /* the writer's answer is ready (writer thread) */
     /* A change for the writer thread, set when mls_monitor_route() returns 1: the caller
      * submits it (mls_writer_submit) as its last touch of the request, since the answer may
@@ -66,7 +66,51 @@ enum mls_route mls_monitor_route_of(const char *url, char *name, size_t size);
 /* The methods a monitor route allows ("GET, HEAD, PUT, DELETE"); whether method is one. */
 const char *mls_monitor_methods(enum mls_route route);
 int mls_monitor_method_ok(enum mls_route route, const char *method);
+/* Whether a route adds to buckets through the writer (observe, predictions, labels): the
+ * writer expects it (mls_writer_expect) while it is computed. */
+int mls_monitor_adds(enum mls_route route);
 /* Whether the request carries a body to read. */
 int mls_monitor_takes_body(enum mls_route route, const char *method);
+
+/* ---- Shared by the monitor routes (monitor_http.c, late_http.c) ---------------------------- */
+
+#include "errors.h"
+
+struct mls_op;
+struct mls_monitor;
+enum mls_op_kind;
+
+/* Answers an error object (status from the code); returns 0. */
+int mls_mhttp_error(struct mls_mcall *c, enum mls_error e, const char *field, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* A library or protocol failure, as /v1/loss answers it; returns 0. */
+int mls_mhttp_status(struct mls_mcall *c, int rc, const struct mlp_error *err);
+/* The answer to an op the writer refused; field: what the request named. */
+void mls_mhttp_refusal(struct mls_mcall *c, const struct mls_op *op, const char *field);
+/* Makes op the change the caller submits to the writer (mls_mcall.submit); returns 1. */
+int mls_mhttp_hand_over(struct mls_mcall *c, struct mls_op *op, enum mls_op_kind kind,
+                        const char *name, void (*done)(struct mls_op *, void *), void *self);
+/* The wall clock in seconds. */
+double mls_mhttp_now(void);
+/* Whether v is a JSON string of 1..max bytes without NUL. */
+int mls_mhttp_string(const json_t *v, size_t max);
+
+/* How a request calls an event's time, slice and id (/v1 and v2 differ). */
+struct mls_meta_names {
+    const char *time, *slice, *id;
+};
+/* time, slice and id (each NULL when absent) checked against the monitor into op (start,
+ * width, values, combo_key, id, t) and *time; -1 when answered (refused). */
+int mls_mhttp_meta(struct mls_mcall *c, struct mls_monitor *m, const json_t *t, const json_t *slice,
+                   const json_t *id, const struct mls_meta_names *names, struct mls_op *op,
+                   double *time, double now);
+
+/* POST /v1/monitors/{name}/predictions and /labels (late_http.c); return as
+ * mls_monitor_route(). */
+int mls_late_predictions(struct mls_mcall *c);
+int mls_late_labels(struct mls_mcall *c);
 
 #endif /* MLS_MONITOR_HTTP_H */

@@ -179,7 +179,7 @@ struct range {
 static void span_scan(struct span *s, const struct mls_mconfig *cfg, const struct mls_combo *c,
                       const int64_t *from, struct acc *tmp)
 {
-    int64_t nc = cfg->num_classes;
+    int64_t nc = mls_class_slots(cfg); /* (the late part is summed with the classes) */
     struct range r[2 + 2 * MLS_MAX_WINDOWS];
     int nr = 0;
     r[nr++] = (struct range){INT64_MIN, INT64_MAX, &s->total};
@@ -348,11 +348,90 @@ static void write_windows(struct mlp_buf *b, const struct mls_mconfig *cfg, cons
     mlp_buf_puts(b, "}");
 }
 
+/* Q: the delays of the first labels of a figure's predictions, from its late part. */
+static void write_delay(struct mlp_buf *b, const double *late, int64_t nc)
+{
+    double count = late[nc], sum = late[nc + 1];
+    const double *hist = late + nc + 2;
+    mlp_buf_puts(b, "{\"count\":");
+    mls_json_whole(b, count);
+    member(b, "mean", count > 0 ? sum / count : 0);
+    static const struct {
+        const char *name;
+        double q;
+    } qs[] = {{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}};
+    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+        /* The bin where the running count reaches q of the whole (nearest rank). */
+        double rank = ceil(qs[i].q * count), run = 0;
+        int bin = 0;
+        while (bin < MLS_DELAY_BINS - 1 && run + hist[bin] < rank)
+            run += hist[bin++];
+        member(b, qs[i].name, count > 0 ? mls_delay_bin_value(bin) : 0);
+    }
+    mlp_buf_puts(b, "}");
+}
+
+static double sum_of(const double *v, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += v[i];
+    return s;
+}
+
+/* "labels": what the store holds now (predictions, labelled positions, per class), and per
+ * window the labelled positions and label delays of the window's predictions. */
+static void write_labels(struct mlp_buf *b, const struct mls_monitor *m, const struct span *s)
+{
+    const struct mls_mconfig *cfg = &m->cfg;
+    int64_t nc = cfg->num_classes;
+    mlp_buf_puts(b, ",\"labels\":{\"predictions\":");
+    mls_json_whole(b, m->predictions_live);
+    member_whole(b, "labelled_positions", m->positions_live);
+    mlp_buf_puts(b, ",\"per_class\":[");
+    for (int64_t c = 0; c < nc; c++) {
+        double n = m->labelled_live ? m->labelled_live[c] : 0;
+        mlp_buf_puts(b, c ? ",{\"class\":" : "{\"class\":");
+        write_class_id(b, cfg, c);
+        member_whole(b, "labelled", n);
+        member(b, "fraction", m->predictions_live > 0 ? n / m->predictions_live : 0);
+        mlp_buf_puts(b, "}");
+    }
+    const struct acc *parts[1 + MLS_MAX_WINDOWS];
+    parts[0] = &s->total;
+    for (int w = 0; w < cfg->num_windows; w++)
+        parts[1 + w] = &s->win[w];
+    /* "delay" then "coverage": {"total": X, "windows": {"5m": X, ...}} */
+    for (int what = 0; what < 2; what++) {
+        mlp_buf_puts(b, what ? "},\"coverage\":{\"total\":" : "],\"delay\":{\"total\":");
+        for (int i = 0; i <= cfg->num_windows; i++) {
+            if (i == 1)
+                mlp_buf_puts(b, ",\"windows\":{");
+            else if (i > 1)
+                mlp_buf_puts(b, ",");
+            if (i)
+                key(b, cfg->window_names[i - 1]);
+            const double *late = mls_late_part(parts[i]->cls, nc);
+            if (!what) {
+                write_delay(b, late, nc);
+                continue;
+            }
+            mlp_buf_puts(b, "{\"predictions\":");
+            mls_json_whole(b, parts[i]->cell.s.samples);
+            member_whole(b, "labelled_positions", sum_of(late, nc));
+            mlp_buf_puts(b, "}");
+        }
+        if (cfg->num_windows)
+            mlp_buf_puts(b, "}");
+    }
+    mlp_buf_puts(b, "}}");
+}
+
 void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_buf *b)
 {
     const struct mls_mconfig *cfg = &m->cfg;
     int nw = cfg->num_windows;
-    int64_t nc = cfg->num_classes;
+    int64_t nc = mls_class_slots(cfg); /* what the accumulators hold */
     int64_t minute = now / MLS_BUCKET * MLS_BUCKET, from[MLS_MAX_WINDOWS];
     for (int w = 0; w < nw; w++)
         from[w] = minute - cfg->windows[w] + MLS_BUCKET;
@@ -435,6 +514,8 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
             mlp_buf_puts(b, ",\"slices_per_class\":false");
         mlp_buf_puts(b, ",\"drift\":");
         write_drift(b, cfg, &all, from);
+        if (cfg->late)
+            write_labels(b, m, &all);
         mlp_buf_puts(b, "}");
     }
     pthread_rwlock_unlock(&m->lock);

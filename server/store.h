@@ -19,21 +19,51 @@
 struct mls_store;
 
 struct mls_store_vt {
-    /* Reads every monitor and bucket into the (empty) registry. 0 or -1 (message in err). */
+    /* Reads every monitor and bucket into the (empty) registry, and the counts of stored
+     * predictions and labels. 0 or -1 (message in err). */
     int (*load)(struct mls_store *s, struct mls_registry *g, char *err, size_t errlen);
     int (*begin)(struct mls_store *s);
-    /* Creates or replaces a monitor's config; clear: also drop its buckets and ids. */
+    /* Creates or replaces a monitor's config; clear: also drop its buckets, ids, predictions
+     * and labels. */
     int (*put_monitor)(struct mls_store *s, const char *name, const char *config, int clear);
     int (*delete_monitor)(struct mls_store *s, const char *name);
     /* Records an idempotency key: 1 when new, 0 when already known, -1 on failure. */
     int (*claim_id)(struct mls_store *s, const char *monitor, const char *id, int64_t t);
+    /* (classes: class_slots entries, mls_class_slots(); NULL when none) */
     int (*add_bucket)(struct mls_store *s, const char *monitor, const char *combo, int64_t start,
                       int32_t width, const struct mls_cell *total,
-                      const struct mls_class_sums *classes, int64_t num_classes);
+                      const struct mls_class_sums *classes, int64_t class_slots);
     int (*drop_bucket)(struct mls_store *s, const char *monitor, const char *combo, int64_t start,
                        int32_t width);
     /* Forgets idempotency keys recorded before t. */
     int (*purge_ids)(struct mls_store *s, int64_t before);
+
+    /* ---- Late labels (late.h): stored predictions and their labels ---- */
+    /* Stores a prediction's outputs (bytes); 1 stored (its key in *pred), 0 when the monitor
+     * has that id already (nothing changed), -1 on failure. */
+    int (*put_prediction)(struct mls_store *s, const char *monitor, const char *id, double t,
+                          const char *combo, const void *outputs, size_t bytes, int64_t *pred);
+    /* Finds a prediction: 1 (its key, time, combo -- malloc'ed, the caller frees it -- and
+     * outputs, which must be `bytes` long), 0 when there is none, -1 on failure. */
+    int (*get_prediction)(struct mls_store *s, const char *monitor, const char *id, int64_t *pred,
+                          double *t, char **combo, void *outputs, size_t bytes);
+    /* A prediction's labels, by slot (the class; 0 for per-sample losses): their count (at
+     * most max are written), or -1. */
+    int (*get_labels)(struct mls_store *s, int64_t pred, struct mls_label *out, int32_t *slots,
+                      size_t max);
+    /* Sets the label of a slot (its first time is kept when it had one). */
+    int (*put_label)(struct mls_store *s, int64_t pred, int32_t slot, const struct mls_label *l,
+                     double t);
+    /* Deletes at most `limit` predictions of a monitor made before `before`, with their
+     * labels: the count of predictions deleted (labelled[class] -= their labels, *positions
+     * their count), or -1. */
+    long (*expire)(struct mls_store *s, const char *monitor, double before, long limit,
+                   double *labelled, int64_t num_classes, double *positions);
+    /* Within a transaction: marks where undo() returns to (one change that must be all or
+     * nothing), and forgets the mark (release) once the change is whole. */
+    int (*savepoint)(struct mls_store *s);
+    int (*release)(struct mls_store *s);
+    void (*undo)(struct mls_store *s);
     int (*commit)(struct mls_store *s);
     void (*rollback)(struct mls_store *s);
     /* Why the last call failed, for logs and answers. */

@@ -16,12 +16,15 @@
 #include "buf.h"
 #include "store.h"
 
-#define SCHEMA_VERSION 1
+/* 2 added predictions and labels; a file of schema 1 is upgraded when opened for writing. */
+#define SCHEMA_VERSION 2
 
 struct sqlite_store {
     struct mls_store base;
     sqlite3 *db;
     sqlite3_stmt *add, *drop, *claim, *purge;
+    sqlite3_stmt *put_pred, *get_pred, *get_labels, *put_label;
+    sqlite3_stmt *old_preds, *pred_labels, *del_labels, *del_pred;
     char err[256];
 };
 
@@ -32,8 +35,9 @@ static const char *byte_order(void)
     return *(const unsigned char *)&one ? "little" : "big";
 }
 
-/* mls_addv(a, b): a + b element by element, for blobs of doubles of the same length; a NULL
- * (an absent row's column) is taken as zeros. */
+/* mls_addv(a, b): a + b element by element, for blobs of doubles; a NULL (an absent row's
+ * column) and the missing tail of the shorter blob are taken as zeros. (A class blob grows
+ * when its monitor gains the late-label slots: schema 1's blobs have none.) */
 static void addv(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
@@ -47,23 +51,26 @@ static void addv(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         sqlite3_result_value(ctx, argv[0]);
         return;
     }
-    if (na != nb || na % (int)sizeof(double)) {
-        sqlite3_result_error(ctx, "mls_addv: blobs of different lengths", -1);
+    if (na % (int)sizeof(double) || nb % (int)sizeof(double)) {
+        sqlite3_result_error(ctx, "mls_addv: blobs that are not arrays of doubles", -1);
         return;
     }
-    double *out = sqlite3_malloc(na > 0 ? na : 1);
+    int nmax = na > nb ? na : nb;
+    double *out = sqlite3_malloc(nmax > 0 ? nmax : 1);
     if (!out) {
         sqlite3_result_error_nomem(ctx);
         return;
     }
-    size_t n = (size_t)na / sizeof(double);
+    size_t n = (size_t)nmax / sizeof(double);
     for (size_t i = 0; i < n; i++) {
-        double x, y;
-        memcpy(&x, (const char *)a + i * sizeof(double), sizeof(double));
-        memcpy(&y, (const char *)b + i * sizeof(double), sizeof(double));
+        double x = 0, y = 0;
+        if (i * sizeof(double) < (size_t)na)
+            memcpy(&x, (const char *)a + i * sizeof(double), sizeof(double));
+        if (i * sizeof(double) < (size_t)nb)
+            memcpy(&y, (const char *)b + i * sizeof(double), sizeof(double));
         out[i] = x + y;
     }
-    sqlite3_result_blob(ctx, out, na, sqlite3_free);
+    sqlite3_result_blob(ctx, out, nmax, sqlite3_free);
 }
 
 static int fail(struct sqlite_store *s, const char *what)
@@ -103,6 +110,21 @@ static int st_begin(struct mls_store *b)
     return exec(self(b), "BEGIN IMMEDIATE");
 }
 
+static int st_savepoint(struct mls_store *b)
+{
+    return exec(self(b), "SAVEPOINT op");
+}
+
+static int st_release_savepoint(struct mls_store *b)
+{
+    return exec(self(b), "RELEASE op");
+}
+
+static void st_undo(struct mls_store *b)
+{
+    sqlite3_exec(self(b)->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
+}
+
 static int st_commit(struct mls_store *b)
 {
     return exec(self(b), "COMMIT");
@@ -120,9 +142,11 @@ static int st_put_monitor(struct mls_store *b, const char *name, const char *con
     struct sqlite_store *s = self(b);
     sqlite3_stmt *st;
     if (clear) {
-        static const char *const sql[] = {"DELETE FROM buckets WHERE monitor = ?1",
-                                          "DELETE FROM ids WHERE monitor = ?1"};
-        for (int i = 0; i < 2; i++) {
+        static const char *const sql[] = {
+            "DELETE FROM buckets WHERE monitor = ?1", "DELETE FROM ids WHERE monitor = ?1",
+            "DELETE FROM labels WHERE pred IN (SELECT pred FROM predictions WHERE monitor = ?1)",
+            "DELETE FROM predictions WHERE monitor = ?1"};
+        for (int i = 0; i < 4; i++) {
             if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
                 return fail(s, "preparing a delete");
             sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -147,10 +171,11 @@ static int st_put_monitor(struct mls_store *b, const char *name, const char *con
 static int st_delete_monitor(struct mls_store *b, const char *name)
 {
     struct sqlite_store *s = self(b);
-    static const char *const sql[] = {"DELETE FROM buckets WHERE monitor = ?1",
-                                      "DELETE FROM ids WHERE monitor = ?1",
-                                      "DELETE FROM monitors WHERE name = ?1"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const sql[] = {
+        "DELETE FROM buckets WHERE monitor = ?1", "DELETE FROM ids WHERE monitor = ?1",
+        "DELETE FROM labels WHERE pred IN (SELECT pred FROM predictions WHERE monitor = ?1)",
+        "DELETE FROM predictions WHERE monitor = ?1", "DELETE FROM monitors WHERE name = ?1"};
+    for (int i = 0; i < 5; i++) {
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
             return fail(s, "preparing a delete");
@@ -178,6 +203,7 @@ static int st_add_bucket(struct mls_store *b, const char *monitor, const char *c
                          int32_t width, const struct mls_cell *total,
                          const struct mls_class_sums *classes, int64_t num_classes)
 {
+    /* (num_classes: the class slots) */
     struct sqlite_store *s = self(b);
     _Static_assert(sizeof(struct mls_cell) == MLS_CELL_FIELDS * sizeof(double), "cell blob");
     _Static_assert(sizeof(struct mls_class_sums) == MLS_CLASS_FIELDS * sizeof(double),
@@ -214,6 +240,141 @@ static int st_purge_ids(struct mls_store *b, int64_t before)
     return step_done(s, s->purge, "forgetting old observation ids");
 }
 
+/* ---- Late labels ------------------------------------------------------------------------- */
+
+static int st_put_prediction(struct mls_store *b, const char *monitor, const char *id, double t,
+                             const char *combo, const void *outputs, size_t bytes, int64_t *pred)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_bind_text(s->put_pred, 1, monitor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->put_pred, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s->put_pred, 3, t);
+    sqlite3_bind_text(s->put_pred, 4, combo, -1, SQLITE_STATIC);
+    sqlite3_bind_blob64(s->put_pred, 5, outputs, bytes, SQLITE_STATIC);
+    if (step_done(s, s->put_pred, "storing a prediction"))
+        return -1;
+    if (sqlite3_changes(s->db) == 0)
+        return 0;
+    *pred = sqlite3_last_insert_rowid(s->db);
+    return 1;
+}
+
+static int st_get_prediction(struct mls_store *b, const char *monitor, const char *id,
+                             int64_t *pred, double *t, char **combo, void *outputs, size_t bytes)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_stmt *st = s->get_pred;
+    sqlite3_bind_text(st, 1, monitor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st), found = 0;
+    if (rc == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(st, 2);
+        if ((size_t)sqlite3_column_bytes(st, 3) != bytes || !key) {
+            snprintf(s->err, sizeof(s->err),
+                     "prediction %.130s of monitor %s is stored with %d bytes of outputs; %zu "
+                     "were expected",
+                     id, monitor, sqlite3_column_bytes(st, 3), bytes);
+            found = -1;
+        } else if (!(*combo = strdup(key))) {
+            snprintf(s->err, sizeof(s->err), "out of memory");
+            found = -1;
+        } else {
+            *pred = sqlite3_column_int64(st, 0);
+            *t = sqlite3_column_double(st, 1);
+            memcpy(outputs, sqlite3_column_blob(st, 3), bytes);
+            found = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        found = fail(s, "reading a prediction");
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return found;
+}
+
+static int st_get_labels(struct mls_store *b, int64_t pred, struct mls_label *out, int32_t *slots,
+                         size_t max)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_stmt *st = s->get_labels;
+    sqlite3_bind_int64(st, 1, pred);
+    int rc, n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((size_t)n < max) {
+            slots[n] = sqlite3_column_int(st, 0);
+            out[n] = (struct mls_label){sqlite3_column_int(st, 1), sqlite3_column_double(st, 2),
+                                        sqlite3_column_double(st, 3), sqlite3_column_double(st, 4)};
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE)
+        n = fail(s, "reading labels");
+    sqlite3_reset(st);
+    return n;
+}
+
+static int st_put_label(struct mls_store *b, int64_t pred, int32_t slot, const struct mls_label *l,
+                        double t)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_stmt *st = s->put_label;
+    sqlite3_bind_int64(st, 1, pred);
+    sqlite3_bind_int(st, 2, slot);
+    sqlite3_bind_int(st, 3, l->cls);
+    sqlite3_bind_double(st, 4, l->value);
+    sqlite3_bind_double(st, 5, l->weight);
+    sqlite3_bind_double(st, 6, l->first);
+    sqlite3_bind_double(st, 7, t);
+    return step_done(s, st, "writing a label");
+}
+
+static long st_expire(struct mls_store *b, const char *monitor, double before, long limit,
+                      double *labelled, int64_t num_classes, double *positions)
+{
+    struct sqlite_store *s = self(b);
+    int64_t *preds = malloc((size_t)(limit > 0 ? limit : 1) * sizeof(*preds));
+    if (!preds) {
+        snprintf(s->err, sizeof(s->err), "out of memory expiring predictions");
+        return -1;
+    }
+    long n = 0;
+    int rc;
+    sqlite3_bind_text(s->old_preds, 1, monitor, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s->old_preds, 2, before);
+    sqlite3_bind_int64(s->old_preds, 3, limit);
+    while ((rc = sqlite3_step(s->old_preds)) == SQLITE_ROW && n < limit)
+        preds[n++] = sqlite3_column_int64(s->old_preds, 0);
+    sqlite3_reset(s->old_preds);
+    sqlite3_clear_bindings(s->old_preds);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        free(preds);
+        return fail(s, "finding expired predictions");
+    }
+    for (long i = 0; i < n; i++) {
+        sqlite3_bind_int64(s->pred_labels, 1, preds[i]);
+        while ((rc = sqlite3_step(s->pred_labels)) == SQLITE_ROW) {
+            int c = sqlite3_column_int(s->pred_labels, 0);
+            if (c >= 0 && c < num_classes)
+                labelled[c] -= 1;
+            *positions -= 1;
+        }
+        sqlite3_reset(s->pred_labels);
+        if (rc != SQLITE_DONE) {
+            free(preds);
+            return fail(s, "reading expired labels");
+        }
+        sqlite3_bind_int64(s->del_labels, 1, preds[i]);
+        sqlite3_bind_int64(s->del_pred, 1, preds[i]);
+        if (step_done(s, s->del_labels, "deleting expired labels") ||
+            step_done(s, s->del_pred, "deleting an expired prediction")) {
+            free(preds);
+            return -1;
+        }
+    }
+    free(preds);
+    return n;
+}
+
 static const char *st_errmsg(struct mls_store *b)
 {
     return self(b)->err;
@@ -226,6 +387,12 @@ static void st_release(struct sqlite_store *s)
     sqlite3_finalize(s->drop);
     sqlite3_finalize(s->claim);
     sqlite3_finalize(s->purge);
+    sqlite3_stmt **late[] = {&s->put_pred,  &s->get_pred,    &s->get_labels, &s->put_label,
+                             &s->old_preds, &s->pred_labels, &s->del_labels, &s->del_pred};
+    for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
+        sqlite3_finalize(*late[i]);
+        *late[i] = NULL;
+    }
     sqlite3_close(s->db);
     s->add = s->drop = s->claim = s->purge = NULL;
     s->db = NULL;
@@ -238,6 +405,45 @@ static void st_close(struct mls_store *b)
         return;
     st_release(s);
     free(s);
+}
+
+/* The counts of stored predictions and labels of every monitor. */
+static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, size_t errlen)
+{
+    static const char *const sql[] = {
+        "SELECT monitor, -1, count(*) FROM predictions GROUP BY monitor",
+        "SELECT p.monitor, l.class, count(*) FROM labels l JOIN predictions p ON l.pred = p.pred "
+        "GROUP BY p.monitor, l.class"};
+    for (int q = 0; q < 2; q++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, sql[q], -1, &st, NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+            return -1;
+        }
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *name = (const char *)sqlite3_column_text(st, 0);
+            struct mls_monitor *m = name ? mls_registry_get(g, name) : NULL;
+            if (!m)
+                continue; /* of no monitor: left over, ignored */
+            int64_t c = sqlite3_column_int64(st, 1);
+            double n = (double)sqlite3_column_int64(st, 2);
+            if (c < 0) {
+                m->predictions_live = n;
+            } else {
+                m->positions_live += n;
+                if (m->labelled_live && c < m->cfg.num_classes)
+                    m->labelled_live[c] += n;
+            }
+            mls_monitor_unref(m);
+        }
+        sqlite3_finalize(st);
+        if (step != SQLITE_DONE) {
+            snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_t errlen)
@@ -310,13 +516,15 @@ static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_
         for (int k = 0; k < nk; k++)
             free(values[k]);
         struct mls_cell cell;
-        int64_t nc = m->cfg.num_classes;
+        int64_t nc = mls_class_slots(&m->cfg);
         const void *tb = sqlite3_column_blob(st, 4);
         const void *cb = sqlite3_column_blob(st, 5);
+        /* A class blob has every slot, or (schema 1) only the classes' sums. */
+        size_t cbytes = (size_t)sqlite3_column_bytes(st, 5);
         if (sqlite3_column_bytes(st, 4) != (int)sizeof(cell) ||
-            (nc &&
-             (sqlite3_column_type(st, 5) != SQLITE_NULL &&
-              (size_t)sqlite3_column_bytes(st, 5) != (size_t)nc * sizeof(struct mls_class_sums)))) {
+            (nc && sqlite3_column_type(st, 5) != SQLITE_NULL &&
+             cbytes != (size_t)nc * sizeof(struct mls_class_sums) &&
+             cbytes != (size_t)m->cfg.num_classes * sizeof(struct mls_class_sums))) {
             snprintf(err, errlen, "monitor %s: a stored bucket has the wrong size", name);
             mls_monitor_unref(m);
             goto out;
@@ -324,9 +532,9 @@ static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_
         memcpy(&cell, tb, sizeof(cell));
         struct mls_class_sums *cls = NULL;
         if (nc && cb) {
-            cls = malloc((size_t)nc * sizeof(*cls));
+            cls = calloc((size_t)nc, sizeof(*cls));
             if (cls)
-                memcpy(cls, cb, (size_t)nc * sizeof(*cls));
+                memcpy(cls, cb, cbytes);
         }
         if (!c || (nc && cb && !cls) ||
             mls_combo_add(m, c, sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3), &cell, cls,
@@ -343,6 +551,8 @@ static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_
         snprintf(err, errlen, "reading buckets: %s", sqlite3_errmsg(s->db));
         goto out;
     }
+    if (load_late(s, g, err, errlen))
+        goto out;
     for (size_t i = 0; i < g->count; i++) {
         if (mls_monitor_hours_rebuild(g->items[i])) {
             snprintf(err, errlen, "out of memory loading monitor %s", g->items[i]->name);
@@ -356,8 +566,26 @@ out:
 }
 
 static const struct mls_store_vt sqlite_vt = {
-    st_load,        st_begin,     st_put_monitor, st_delete_monitor, st_claim_id, st_add_bucket,
-    st_drop_bucket, st_purge_ids, st_commit,      st_rollback,       st_errmsg,   st_close,
+    .load = st_load,
+    .begin = st_begin,
+    .put_monitor = st_put_monitor,
+    .delete_monitor = st_delete_monitor,
+    .claim_id = st_claim_id,
+    .add_bucket = st_add_bucket,
+    .drop_bucket = st_drop_bucket,
+    .purge_ids = st_purge_ids,
+    .put_prediction = st_put_prediction,
+    .get_prediction = st_get_prediction,
+    .get_labels = st_get_labels,
+    .put_label = st_put_label,
+    .expire = st_expire,
+    .savepoint = st_savepoint,
+    .release = st_release_savepoint,
+    .undo = st_undo,
+    .commit = st_commit,
+    .rollback = st_rollback,
+    .errmsg = st_errmsg,
+    .close = st_close,
 };
 
 static const char schema[] =
@@ -368,7 +596,16 @@ static const char schema[] =
     "  PRIMARY KEY(monitor, combo, start, width)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS ids(monitor TEXT NOT NULL, id TEXT NOT NULL,"
     "  t INTEGER NOT NULL, PRIMARY KEY(monitor, id)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS ids_t ON ids(t);";
+    "CREATE INDEX IF NOT EXISTS ids_t ON ids(t);"
+    /* Late labels: a prediction's key is its rowid, its labels are keyed by it and by slot
+     * (the class; 0 for a per-sample loss, whose class is a column). */
+    "CREATE TABLE IF NOT EXISTS predictions(pred INTEGER PRIMARY KEY, monitor TEXT NOT NULL,"
+    "  id TEXT NOT NULL, t REAL NOT NULL, combo TEXT NOT NULL, outputs BLOB NOT NULL,"
+    "  UNIQUE(monitor, id));"
+    "CREATE INDEX IF NOT EXISTS predictions_t ON predictions(monitor, t);"
+    "CREATE TABLE IF NOT EXISTS labels(pred INTEGER NOT NULL, slot INTEGER NOT NULL,"
+    "  class INTEGER NOT NULL, value REAL NOT NULL, weight REAL NOT NULL, first REAL NOT NULL,"
+    "  t REAL NOT NULL, PRIMARY KEY(pred, slot)) WITHOUT ROWID;";
 
 /* Opens path (as a URI when flags say so) and prepares it; 0, or -1 with err filled and s
  * closed. */
@@ -405,10 +642,12 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
     }
     if (writable) {
         char sql[200];
+        /* (schema 1 had no late labels: the tables above are what it lacked) */
         snprintf(sql, sizeof(sql),
+                 "UPDATE meta SET value = '%d' WHERE key = 'schema' AND value = '1';"
                  "INSERT OR IGNORE INTO meta VALUES('schema', '%d');"
                  "INSERT OR IGNORE INTO meta VALUES('byte_order', '%s');",
-                 SCHEMA_VERSION, byte_order());
+                 SCHEMA_VERSION, SCHEMA_VERSION, byte_order());
         if (exec(s, sql))
             writable = 0;
     }
@@ -448,6 +687,23 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
         {offsetof(struct sqlite_store, claim),
          "INSERT OR IGNORE INTO ids(monitor, id, t) VALUES(?1, ?2, ?3)"},
         {offsetof(struct sqlite_store, purge), "DELETE FROM ids WHERE t < ?1"},
+        {offsetof(struct sqlite_store, put_pred),
+         "INSERT OR IGNORE INTO predictions(monitor, id, t, combo, outputs) "
+         "VALUES(?1, ?2, ?3, ?4, ?5)"},
+        {offsetof(struct sqlite_store, get_pred),
+         "SELECT pred, t, combo, outputs FROM predictions WHERE monitor = ?1 AND id = ?2"},
+        {offsetof(struct sqlite_store, get_labels),
+         "SELECT slot, class, value, weight, first FROM labels WHERE pred = ?1 ORDER BY slot"},
+        {offsetof(struct sqlite_store, put_label),
+         "INSERT INTO labels(pred, slot, class, value, weight, first, t) "
+         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(pred, slot) DO UPDATE SET "
+         "class = excluded.class, value = excluded.value, weight = excluded.weight, "
+         "t = excluded.t"},
+        {offsetof(struct sqlite_store, old_preds),
+         "SELECT pred FROM predictions WHERE monitor = ?1 AND t < ?2 LIMIT ?3"},
+        {offsetof(struct sqlite_store, pred_labels), "SELECT class FROM labels WHERE pred = ?1"},
+        {offsetof(struct sqlite_store, del_labels), "DELETE FROM labels WHERE pred = ?1"},
+        {offsetof(struct sqlite_store, del_pred), "DELETE FROM predictions WHERE pred = ?1"},
     };
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
         sqlite3_stmt **slot = (sqlite3_stmt **)((char *)s + stmts[i].off);

@@ -38,6 +38,22 @@ void mls_op_clear(struct mls_op *op)
     }
     free(op->classes);
     op->classes = NULL;
+    for (size_t i = 0; op->ids && i < op->num_rows; i++)
+        free(op->ids[i]);
+    free(op->ids);
+    free(op->outputs);
+    free(op->refused);
+    op->ids = NULL;
+    op->outputs = op->refused = NULL;
+    for (size_t i = 0; op->labels && i < op->num_labels; i++)
+        free(op->labels[i].id);
+    free(op->labels);
+    op->labels = NULL;
+    for (size_t i = 0; i < op->num_unknown_ids; i++)
+        free(op->unknown_ids[i]);
+    free(op->unknown_ids);
+    op->unknown_ids = NULL;
+    op->num_rows = op->num_labels = op->num_unknown_ids = 0;
 }
 
 static void finish(struct mls_writer *w, struct mls_op *op)
@@ -161,6 +177,10 @@ struct slot {
 struct slots {
     struct slot *items;
     size_t count, cap;
+    /* Combo keys the slots point to that no op owns (labels find them in the store): alive
+     * until the transaction's slots are freed. */
+    char **keys;
+    size_t num_keys, cap_keys;
 };
 
 static void slots_free(struct slots *sl)
@@ -168,34 +188,76 @@ static void slots_free(struct slots *sl)
     for (size_t i = 0; i < sl->count; i++)
         free(sl->items[i].classes);
     free(sl->items);
+    for (size_t i = 0; i < sl->num_keys; i++)
+        free(sl->keys[i]);
+    free(sl->keys);
     memset(sl, 0, sizeof(*sl));
 }
 
-/* The slot of the op's bucket, with the combo and bucket made in memory; NULL: op decided. */
-static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_op *op)
+/* key kept by sl (the one it has, or a copy it keeps); NULL when out of memory. */
+static const char *slots_key(struct slots *sl, const char *key)
 {
-    struct mls_monitor *m = op->monitor;
-    int64_t nc = m->cfg.num_classes;
-    int over, sliced = 0;
-    for (int k = 0; k < m->cfg.num_slice_keys; k++)
-        sliced |= op->values[k] != NULL;
-    /* The limit is on slice values: observations without any are always one combination,
-     * which does not count. */
-    unsigned limit = sliced ? w->registry->limits.max_slice_values : UINT_MAX;
-    pthread_rwlock_wrlock(&m->lock);
-    if (sliced && limit < UINT_MAX) {
-        char *none[MLS_MAX_SLICE_KEYS] = {0};
-        char *key = mls_combo_key(none, m->cfg.num_slice_keys);
-        limit += key && mls_monitor_find_combo(m, key);
-        free(key);
+    for (size_t i = 0; i < sl->count; i++)
+        if (!strcmp(sl->items[i].combo, key))
+            return sl->items[i].combo;
+    for (size_t i = 0; i < sl->num_keys; i++)
+        if (!strcmp(sl->keys[i], key))
+            return sl->keys[i];
+    if (sl->num_keys == sl->cap_keys) {
+        size_t cap = sl->cap_keys ? sl->cap_keys * 2 : 8;
+        char **n = realloc(sl->keys, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        sl->keys = n;
+        sl->cap_keys = cap;
     }
-    struct mls_combo *c = mls_monitor_combo(m, op->combo_key, op->values, limit, &over);
+    char *copy = strdup(key);
+    if (copy)
+        sl->keys[sl->num_keys++] = copy;
+    return copy;
+}
+
+/* The slot of a bucket (m, key, start, width) in sl, with the combo, bucket and hour sum made
+ * in memory; NULL with op decided (--max-slice-values, out of memory). values: the combo's
+ * slice values, NULL to read them from the key. */
+static struct slot *slot_for(struct mls_writer *w, struct slots *sl, struct mls_op *op,
+                             struct mls_monitor *m, const char *key, char *const *values,
+                             int64_t start, int32_t width)
+{
+    int64_t slots = mls_class_slots(&m->cfg);
+    int over = 0, made = 0;
+    for (size_t i = 0; i < sl->count; i++) {
+        struct slot *x = &sl->items[i];
+        if (x->m == m && !strcmp(x->combo, key) && x->start == start && x->width == width)
+            return x;
+    }
+    char *parsed[MLS_MAX_SLICE_KEYS] = {0};
+    pthread_rwlock_wrlock(&m->lock);
+    struct mls_combo *c = mls_monitor_find_combo(m, key);
+    if (!c) {
+        if (!values && !mls_combo_values(key, m->cfg.num_slice_keys, parsed))
+            values = parsed;
+        int sliced = 0;
+        for (int k = 0; values && k < m->cfg.num_slice_keys; k++)
+            sliced |= values[k] != NULL;
+        /* The limit is on slice values: observations without any are always one combination,
+         * which does not count. */
+        unsigned limit = sliced ? w->registry->limits.max_slice_values : UINT_MAX;
+        if (sliced && limit < UINT_MAX) {
+            char *none[MLS_MAX_SLICE_KEYS] = {0};
+            char *nkey = mls_combo_key(none, m->cfg.num_slice_keys);
+            limit += nkey && mls_monitor_find_combo(m, nkey);
+            free(nkey);
+        }
+        c = values ? mls_monitor_combo(m, key, values, limit, &over) : NULL;
+    }
     struct mls_cell zero;
     memset(&zero, 0, sizeof(zero));
-    int made =
-        c && !mls_combo_add(m, c, op->start, op->width, &zero, NULL, 0) &&
-        (op->width != MLS_BUCKET || !mls_combo_hour_make(m, c, op->start / MLS_HOUR * MLS_HOUR));
+    made = c && !mls_combo_add(m, c, start, width, &zero, NULL, 0) &&
+           (width != MLS_BUCKET || !mls_combo_hour_make(m, c, start / MLS_HOUR * MLS_HOUR));
     pthread_rwlock_unlock(&m->lock);
+    for (int k = 0; k < MLS_MAX_SLICE_KEYS; k++)
+        free(parsed[k]);
     if (over) {
         op->result = MLS_OPR_LIMIT;
         snprintf(op->message, sizeof(op->message),
@@ -203,12 +265,6 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
                  "(--max-slice-values); this observation's slice would be a new one",
                  m->name, w->registry->limits.max_slice_values);
         return NULL;
-    }
-    for (size_t i = 0; made && i < sl->count; i++) {
-        struct slot *x = &sl->items[i];
-        if (x->m == m && !strcmp(x->combo, op->combo_key) && x->start == op->start &&
-            x->width == op->width)
-            return x;
     }
     if (made && sl->count == sl->cap) {
         size_t cap = sl->cap ? sl->cap * 2 : 16;
@@ -223,7 +279,7 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
     struct slot *x = made ? &sl->items[sl->count] : NULL;
     if (x) {
         memset(x, 0, sizeof(*x));
-        if (nc && !(x->classes = calloc((size_t)nc, sizeof(*x->classes))))
+        if (slots && !(x->classes = calloc((size_t)slots, sizeof(*x->classes))))
             x = NULL;
     }
     if (!x) {
@@ -232,26 +288,34 @@ static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_o
         return NULL;
     }
     x->m = m;
-    x->combo = op->combo_key;
-    x->start = op->start;
-    x->width = op->width;
+    x->combo = key;
+    x->start = start;
+    x->width = width;
     sl->count++;
     return x;
 }
 
+/* The slot of an observation's bucket. */
+static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_op *op)
+{
+    return slot_for(w, sl, op, op->monitor, op->combo_key, op->values, op->start, op->width);
+}
+
+/* x += d, every part (the class slots with the late part). */
+static void slot_merge(struct slot *x, const struct mls_cell *total,
+                       const struct mls_class_sums *classes, int64_t slots)
+{
+    ml_sums_add(&x->total.s, &total->s);
+    x->total.observations += total->observations;
+    double *a = (double *)x->classes;
+    const double *d = (const double *)classes;
+    for (int64_t i = 0; a && d && i < slots * MLS_CLASS_FIELDS; i++)
+        a[i] += d[i];
+}
+
 static void slot_add(struct slot *x, const struct mls_op *op)
 {
-    ml_sums_add(&x->total.s, &op->total.s);
-    x->total.observations += op->total.observations;
-    for (int64_t i = 0; x->classes && op->classes && i < op->monitor->cfg.num_classes; i++) {
-        struct mls_class_sums *a = &x->classes[i];
-        const struct mls_class_sums *d = &op->classes[i];
-        a->weighted_sum += d->weighted_sum;
-        a->denominator += d->denominator;
-        a->sum_weights += d->sum_weights;
-        a->num_nonzero_weights += d->num_nonzero_weights;
-        a->sum_sq += d->sum_sq;
-    }
+    slot_merge(x, &op->total, op->classes, mls_class_slots(&op->monitor->cfg));
 }
 
 static int finite_sum(const double *a, const double *b, const double *c, size_t n)
@@ -262,22 +326,433 @@ static int finite_sum(const double *a, const double *b, const double *c, size_t 
     return 1;
 }
 
-/* Whether op would make its bucket's sums overflow (each observation's own are finite: a
- * monitor keeps only finite sums). Only this thread changes buckets: read without the lock. */
-static int overflows(const struct slot *x, const struct mls_op *op)
+/* Whether a delta would make its bucket's sums overflow (each delta is finite: a monitor
+ * keeps only finite sums). Only this thread changes buckets: read without the lock. */
+static int overflows_by(const struct slot *x, const struct mls_cell *total,
+                        const struct mls_class_sums *classes)
 {
-    struct mls_monitor *m = op->monitor;
+    struct mls_monitor *m = x->m;
     struct mls_combo *c = mls_monitor_find_combo(m, x->combo);
     long b = c ? mls_combo_find(c, x->start, x->width) : -1;
     if (b < 0)
         return 0;
     const struct mls_bucket *bk = &c->buckets[b];
-    if (!finite_sum((const double *)&bk->total, (const double *)&x->total,
-                    (const double *)&op->total, MLS_CELL_FIELDS))
+    if (!finite_sum((const double *)&bk->total, (const double *)&x->total, (const double *)total,
+                    MLS_CELL_FIELDS))
         return 1;
-    return bk->classes && x->classes && op->classes &&
+    return bk->classes && x->classes && classes &&
            !finite_sum((const double *)bk->classes, (const double *)x->classes,
-                       (const double *)op->classes, (size_t)m->cfg.num_classes * MLS_CLASS_FIELDS);
+                       (const double *)classes,
+                       (size_t)mls_class_slots(&m->cfg) * MLS_CLASS_FIELDS);
+}
+
+static int overflows(const struct slot *x, const struct mls_op *op)
+{
+    return overflows_by(x, &op->total, op->classes);
+}
+
+/* ---- predictions and labels (late.h) ------------------------------------------------------ */
+
+static void scale_cell(struct mls_cell *c, double k)
+{
+    double *v = (double *)c;
+    for (int i = 0; i < MLS_CELL_FIELDS; i++)
+        v[i] *= k;
+}
+
+/* A predictions op: its rows stored (those whose id is new), and as many unlabelled rows
+ * counted in its bucket. All or nothing (a savepoint); *failed: the store failed. */
+static void do_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op, int *failed)
+{
+    struct mls_store *s = w->store;
+    struct mls_monitor *m = op->monitor;
+    int64_t slots = mls_class_slots(&m->cfg);
+    if (s->vt->savepoint(s)) {
+        *failed = 1;
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < op->num_rows; i++) {
+        if (op->refused[i])
+            continue;
+        int64_t pred;
+        int r = s->vt->put_prediction(s, m->name, op->ids[i], op->time, op->combo_key,
+                                      (const char *)op->outputs + i * op->row_bytes, op->row_bytes,
+                                      &pred);
+        if (r < 0) {
+            *failed = 1;
+            return;
+        }
+        if (r == 0)
+            op->refused[i] = 1;
+        else
+            k++;
+    }
+    op->stored = k;
+    if (!k) {
+        *failed = s->vt->release(s) != 0;
+        op->result = MLS_OPR_OK;
+        return;
+    }
+    struct slot *x = slot_of(w, sl, op);
+    if (!x) {
+        s->vt->undo(s);
+        return;
+    }
+    /* The unlabelled row's sums times the rows stored: whole counts, exact. */
+    scale_cell(&op->total, (double)k);
+    op->total.observations = 1;
+    for (int64_t i = 0; op->classes && i < slots * MLS_CLASS_FIELDS; i++)
+        ((double *)op->classes)[i] *= (double)k;
+    if (overflows(x, op)) {
+        s->vt->undo(s);
+        op->result = MLS_OPR_OVERFLOW;
+        snprintf(op->message, sizeof(op->message),
+                 "with these predictions the sums of their bucket (monitor %s, %lld) would no "
+                 "longer be finite: nothing was stored",
+                 op->name, (long long)op->start);
+        return;
+    }
+    if (s->vt->release(s)) {
+        *failed = 1;
+        return;
+    }
+    slot_add(x, op);
+    op->result = MLS_OPR_OK;
+}
+
+/* A labels op's change to one slot of the transaction (by index: slots move when added). */
+struct change {
+    size_t slot;
+    struct mls_cell total;
+    struct mls_class_sums *classes;
+};
+
+struct label_work {
+    int64_t nc, slots;
+    void *outputs;
+    struct mls_label *old, *now;
+    int32_t *old_slots, *now_slots, *where;
+    unsigned char *changed;
+    double *eval;
+    struct ml_sums *cls_old, *cls_now;
+    struct mls_class_sums *delta;
+    const struct mls_label_in **order;
+    struct change *changes;
+    size_t num_changes, cap_changes;
+};
+
+static void label_work_free(struct label_work *lw)
+{
+    free(lw->outputs);
+    free(lw->old);
+    free(lw->now);
+    free(lw->old_slots);
+    free(lw->now_slots);
+    free(lw->where);
+    free(lw->changed);
+    free(lw->eval);
+    free(lw->cls_old);
+    free(lw->cls_now);
+    free(lw->delta);
+    free(lw->order);
+    for (size_t i = 0; i < lw->num_changes; i++)
+        free(lw->changes[i].classes);
+    free(lw->changes);
+}
+
+static int label_work_init(struct label_work *lw, const struct mls_monitor *m, size_t labels)
+{
+    memset(lw, 0, sizeof(*lw));
+    int64_t nc = lw->nc = m->cfg.num_classes;
+    lw->slots = mls_class_slots(&m->cfg);
+    size_t n = (size_t)nc;
+    lw->outputs = malloc(n * (m->cfg.f64 ? sizeof(double) : sizeof(float)));
+    lw->old = malloc(n * sizeof(*lw->old));
+    lw->now = malloc(n * sizeof(*lw->now));
+    lw->old_slots = malloc(n * sizeof(*lw->old_slots));
+    lw->now_slots = malloc(n * sizeof(*lw->now_slots));
+    lw->where = malloc(n * sizeof(*lw->where));
+    lw->changed = malloc(n);
+    lw->eval = malloc(3 * n * sizeof(double));
+    lw->cls_old = malloc(n * sizeof(*lw->cls_old));
+    lw->cls_now = malloc(n * sizeof(*lw->cls_now));
+    lw->delta = malloc((size_t)lw->slots * sizeof(*lw->delta));
+    lw->order = malloc((labels ? labels : 1) * sizeof(*lw->order));
+    if (!lw->outputs || !lw->old || !lw->now || !lw->old_slots || !lw->now_slots || !lw->where ||
+        !lw->changed || !lw->eval || !lw->cls_old || !lw->cls_now || !lw->delta || !lw->order)
+        return -1;
+    for (int64_t i = 0; i < nc; i++)
+        lw->where[i] = -1;
+    return 0;
+}
+
+/* The change of slot `slot` of this op, made when absent; NULL when out of memory. */
+static struct change *change_of(struct label_work *lw, size_t slot)
+{
+    for (size_t i = lw->num_changes; i-- > 0;)
+        if (lw->changes[i].slot == slot)
+            return &lw->changes[i];
+    if (lw->num_changes == lw->cap_changes) {
+        size_t cap = lw->cap_changes ? lw->cap_changes * 2 : 8;
+        struct change *n = realloc(lw->changes, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        lw->changes = n;
+        lw->cap_changes = cap;
+    }
+    struct change *c = &lw->changes[lw->num_changes];
+    memset(c, 0, sizeof(*c));
+    if (!(c->classes = calloc((size_t)lw->slots, sizeof(*c->classes))))
+        return NULL;
+    c->slot = slot;
+    lw->num_changes++;
+    return c;
+}
+
+static int by_id(const void *pa, const void *pb)
+{
+    const struct mls_label_in *a = *(const struct mls_label_in *const *)pa;
+    const struct mls_label_in *b = *(const struct mls_label_in *const *)pb;
+    int c = strcmp(a->id, b->id);
+    /* Then in the order given (the entries are one array): the later label wins. */
+    return c ? c : (a > b) - (a < b);
+}
+
+static void note_unknown(struct mls_op *op, const char *id, size_t count)
+{
+    op->unknown += count;
+    if (op->num_unknown_ids >= MLS_UNKNOWN_IDS)
+        return;
+    if (!op->unknown_ids && !(op->unknown_ids = calloc(MLS_UNKNOWN_IDS, sizeof(char *))))
+        return;
+    char *copy = strdup(id);
+    if (copy)
+        op->unknown_ids[op->num_unknown_ids++] = copy;
+}
+
+/*
+ * A labels op: per prediction named, its row evaluated with the labels it had and with those
+ * it has now, the difference added to the bucket and slice of the prediction, the labels
+ * stored. All or nothing (a savepoint); *failed: the store failed.
+ */
+static void do_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, int *failed)
+{
+    struct mls_store *s = w->store;
+    struct mls_monitor *m = op->monitor;
+    const struct mls_mconfig *cfg = &m->cfg;
+    const int64_t now = time(NULL);
+    struct label_work lw;
+    if (label_work_init(&lw, m, op->num_labels) ||
+        !(op->classes = calloc((size_t)cfg->num_classes, sizeof(*op->classes)))) {
+        label_work_free(&lw);
+        op->result = MLS_OPR_NOMEM;
+        snprintf(op->message, sizeof(op->message), "out of memory applying labels");
+        return;
+    }
+    /* op->classes[c].weighted_sum: the change of the live labelled positions of class c. */
+    const int64_t nc = lw.nc, slots = lw.slots;
+    const size_t row_bytes = (size_t)nc * (cfg->f64 ? sizeof(double) : sizeof(float));
+    if (s->vt->savepoint(s)) {
+        *failed = 1;
+        label_work_free(&lw);
+        return;
+    }
+    if (op->id[0]) {
+        int fresh = s->vt->claim_id(s, op->name, op->id, op->t);
+        if (fresh <= 0) {
+            if (fresh < 0)
+                *failed = 1;
+            else if (s->vt->release(s))
+                *failed = 1;
+            op->result = MLS_OPR_DUPLICATE;
+            label_work_free(&lw);
+            return;
+        }
+    }
+    for (size_t i = 0; i < op->num_labels; i++)
+        lw.order[i] = &op->labels[i];
+    qsort(lw.order, op->num_labels, sizeof(*lw.order), by_id);
+    op->result = MLS_OPR_OK;
+    for (size_t g = 0; g < op->num_labels && op->result == MLS_OPR_OK;) {
+        const char *id = lw.order[g]->id;
+        size_t end = g + 1;
+        while (end < op->num_labels && !strcmp(lw.order[end]->id, id))
+            end++;
+        int64_t pred;
+        double pt;
+        char *combo = NULL;
+        int r = s->vt->get_prediction(s, m->name, id, &pred, &pt, &combo, lw.outputs, row_bytes);
+        if (r < 0) {
+            *failed = 1;
+            break;
+        }
+        /* Expired: unknown at once, whether or not the upkeep deleted it yet. */
+        if (r == 0 || pt + (double)cfg->prediction_ttl <= (double)now) {
+            free(combo);
+            note_unknown(op, id, end - g);
+            g = end;
+            continue;
+        }
+        int nold = s->vt->get_labels(s, pred, lw.old, lw.old_slots, (size_t)nc);
+        if (nold < 0 || nold > nc) {
+            free(combo);
+            if (nold < 0)
+                *failed = 1;
+            else {
+                op->result = MLS_OPR_INVALID;
+                snprintf(op->message, sizeof(op->message),
+                         "prediction %.130s has more labels stored than classes", id);
+            }
+            break;
+        }
+        size_t n = (size_t)nold;
+        memcpy(lw.now, lw.old, n * sizeof(*lw.now));
+        memcpy(lw.now_slots, lw.old_slots, n * sizeof(*lw.now_slots));
+        memset(lw.changed, 0, (size_t)nc);
+        for (size_t j = 0; j < n; j++)
+            lw.where[lw.now_slots[j]] = (int32_t)j;
+        memset(lw.delta, 0, (size_t)slots * sizeof(*lw.delta));
+        double *late = mls_late_part(lw.delta, nc);
+        double *live = (double *)op->classes; /* stride MLS_CLASS_FIELDS */
+        for (size_t e = g; e < end; e++) {
+            const struct mls_label_in *in = lw.order[e];
+            int32_t j = lw.where[in->slot];
+            if (j >= 0) {
+                op->replaced++;
+                if (lw.now[j].cls != in->l.cls) { /* a per-sample label changing class */
+                    late[lw.now[j].cls] -= 1;
+                    live[lw.now[j].cls * MLS_CLASS_FIELDS] -= 1;
+                    late[in->l.cls] += 1;
+                    live[in->l.cls * MLS_CLASS_FIELDS] += 1;
+                }
+                double first = lw.now[j].first;
+                lw.now[j] = in->l;
+                lw.now[j].first = first;
+            } else {
+                op->applied++;
+                j = (int32_t)n++;
+                lw.where[in->slot] = j;
+                lw.now_slots[j] = in->slot;
+                lw.now[j] = in->l;
+                lw.now[j].first = op->time;
+                late[in->l.cls] += 1;
+                live[in->l.cls * MLS_CLASS_FIELDS] += 1;
+                double delay = op->time - pt;
+                late[nc] += 1;
+                late[nc + 1] += delay;
+                late[nc + 2 + mls_delay_bin(delay)] += 1;
+            }
+            lw.changed[j] = 1;
+        }
+        for (size_t j = 0; j < n; j++)
+            lw.where[lw.now_slots[j]] = -1;
+        struct ml_sums t_old, t_now;
+        struct ml_error err;
+        int rc = mls_late_row(&m->late, lw.outputs, lw.old, (size_t)nold, &t_old, lw.cls_old,
+                              lw.eval, &err);
+        if (!rc)
+            rc = mls_late_row(&m->late, lw.outputs, lw.now, n, &t_now, lw.cls_now, lw.eval, &err);
+        if (rc) {
+            free(combo);
+            op->result = MLS_OPR_INVALID;
+            snprintf(op->message, sizeof(op->message),
+                     "the labels of prediction %.130s cannot be evaluated: %s", id, err.message);
+            break;
+        }
+        struct mls_cell dt;
+        memset(&dt, 0, sizeof(dt));
+        const double *a = (const double *)&t_now, *b = (const double *)&t_old;
+        for (size_t f = 0; f < sizeof(struct ml_sums) / sizeof(double); f++)
+            ((double *)&dt.s)[f] = a[f] - b[f];
+        for (int64_t c = 0; c < nc; c++) {
+            const struct ml_sums *x = &lw.cls_now[c], *y = &lw.cls_old[c];
+            lw.delta[c] = (struct mls_class_sums){
+                x->weighted_sum - y->weighted_sum, x->denominator - y->denominator,
+                x->sum_weights - y->sum_weights, x->num_nonzero_weights - y->num_nonzero_weights,
+                x->sum_sq - y->sum_sq};
+        }
+        if (!finite_sum((const double *)&dt, (const double *)&dt, (const double *)&dt,
+                        MLS_CELL_FIELDS) ||
+            !finite_sum((const double *)lw.delta, (const double *)lw.delta,
+                        (const double *)lw.delta, (size_t)slots * MLS_CLASS_FIELDS)) {
+            free(combo);
+            op->result = MLS_OPR_OVERFLOW;
+            snprintf(op->message, sizeof(op->message),
+                     "the labels of prediction %.130s make a sum that is not finite (a weight "
+                     "too large): nothing was counted",
+                     id);
+            break;
+        }
+        int64_t start;
+        int32_t width;
+        mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
+        const char *key = slots_key(sl, combo);
+        free(combo);
+        struct slot *x = key ? slot_for(w, sl, op, m, key, NULL, start, width) : NULL;
+        struct change *ch = x ? change_of(&lw, (size_t)(x - sl->items)) : NULL;
+        if (!ch) {
+            if (op->result == MLS_OPR_OK) {
+                op->result = MLS_OPR_NOMEM;
+                snprintf(op->message, sizeof(op->message), "out of memory applying labels");
+            }
+            break;
+        }
+        ml_sums_add(&ch->total.s, &dt.s);
+        for (int64_t i = 0; i < slots * MLS_CLASS_FIELDS; i++)
+            ((double *)ch->classes)[i] += ((const double *)lw.delta)[i];
+        for (size_t j = 0; j < n && !*failed; j++)
+            if (lw.changed[j])
+                *failed = s->vt->put_label(s, pred, lw.now_slots[j], &lw.now[j], op->time) != 0;
+        if (*failed)
+            break;
+        g = end;
+    }
+    for (size_t i = 0; i < lw.num_changes && op->result == MLS_OPR_OK && !*failed; i++) {
+        struct change *ch = &lw.changes[i];
+        if (overflows_by(&sl->items[ch->slot], &ch->total, ch->classes)) {
+            op->result = MLS_OPR_OVERFLOW;
+            snprintf(op->message, sizeof(op->message),
+                     "with these labels the sums of a bucket of monitor %s would no longer be "
+                     "finite: nothing was counted",
+                     op->name);
+        }
+    }
+    if (*failed) {
+        label_work_free(&lw);
+        return;
+    }
+    if (op->result != MLS_OPR_OK) {
+        s->vt->undo(s);
+        label_work_free(&lw);
+        return;
+    }
+    if (s->vt->release(s)) {
+        *failed = 1;
+        label_work_free(&lw);
+        return;
+    }
+    for (size_t i = 0; i < lw.num_changes; i++)
+        slot_merge(&sl->items[lw.changes[i].slot], &lw.changes[i].total, lw.changes[i].classes,
+                   slots);
+    label_work_free(&lw);
+}
+
+/* After the commit: what the store now holds of the late ops' predictions and labels. */
+static void late_counts(struct mls_op *op)
+{
+    struct mls_monitor *m = op->monitor;
+    if (op->result != MLS_OPR_OK || (op->kind != MLS_OP_PREDICT && op->kind != MLS_OP_LABEL))
+        return;
+    pthread_rwlock_wrlock(&m->lock);
+    if (op->kind == MLS_OP_PREDICT) {
+        m->predictions_live += (double)op->stored;
+    } else {
+        m->positions_live += (double)op->applied;
+        for (int64_t c = 0; m->labelled_live && op->classes && c < m->cfg.num_classes; c++)
+            m->labelled_live[c] += op->classes[c].weighted_sum;
+    }
+    pthread_rwlock_unlock(&m->lock);
 }
 
 /* Observations from first up to (not including) end, in one transaction. */
@@ -298,6 +773,14 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
                      "monitor %s was replaced while this observation was being computed; "
                      "nothing was counted: send it again",
                      op->name);
+            continue;
+        }
+        if (op->kind == MLS_OP_PREDICT) {
+            do_predict(w, &sl, op, &failed);
+            continue;
+        }
+        if (op->kind == MLS_OP_LABEL) {
+            do_label(w, &sl, op, &failed);
             continue;
         }
         struct slot *x = slot_of(w, &sl, op);
@@ -328,7 +811,7 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
     for (size_t i = 0; i < sl.count && !failed; i++) {
         struct slot *x = &sl.items[i];
         failed = s->vt->add_bucket(s, x->m->name, x->combo, x->start, x->width, &x->total,
-                                   x->classes, x->m->cfg.num_classes) != 0;
+                                   x->classes, mls_class_slots(&x->m->cfg)) != 0;
     }
     if (failed || commit(w)) {
         s->vt->rollback(s);
@@ -359,10 +842,18 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
             mls_combo_hour_refresh(x->m, c, x->start / MLS_HOUR * MLS_HOUR);
         pthread_rwlock_unlock(&x->m->lock);
     }
-    for (struct mls_op *op = first; op != end; op = op->next)
+    for (struct mls_op *op = first; op != end; op = op->next) {
         if (op->result == MLS_OPR_OK)
             atomic_fetch_add_explicit(&w->ops_committed, 1, memory_order_relaxed);
+        late_counts(op);
+    }
     slots_free(&sl);
+}
+
+/* Ops that share a transaction: those that add to buckets. */
+static int batched(const struct mls_op *op)
+{
+    return op->kind == MLS_OP_OBSERVE || op->kind == MLS_OP_PREDICT || op->kind == MLS_OP_LABEL;
 }
 
 static void process(struct mls_writer *w, struct mls_op *batch)
@@ -370,8 +861,8 @@ static void process(struct mls_writer *w, struct mls_op *batch)
     struct mls_op *op = batch;
     while (op) {
         struct mls_op *end = op;
-        if (op->kind == MLS_OP_OBSERVE) {
-            while (end && end->kind == MLS_OP_OBSERVE)
+        if (batched(op)) {
+            while (end && batched(end))
                 end = end->next;
             do_observes(w, op, end);
         } else {
@@ -399,8 +890,25 @@ struct action {
     int roll; /* 1: into its hour; 0: dropped */
 };
 
-static void upkeep(struct mls_writer *w, int64_t now)
+/* What an upkeep deleted of a monitor's predictions (applied to memory after its commit). */
+struct expiry {
+    struct mls_monitor *m;
+    long removed;
+    double positions;
+    double *labelled;
+};
+
+static void expiry_free(struct expiry *ex, size_t n)
 {
+    for (size_t i = 0; ex && i < n; i++)
+        free(ex[i].labelled);
+    free(ex);
+}
+
+/* Returns when the next upkeep is due. */
+static int64_t upkeep(struct mls_writer *w, int64_t now)
+{
+    int64_t next = now + 60;
     struct mls_store *s = w->store;
     struct mls_registry *g = w->registry;
     struct action *acts = NULL;
@@ -435,9 +943,28 @@ static void upkeep(struct mls_writer *w, int64_t now)
     if (failed || s->vt->begin(s)) {
         free(acts);
         s->vt->rollback(s);
-        return;
+        return next;
     }
     failed = s->vt->purge_ids(s, now - MLS_ID_TTL) != 0;
+    /* Predictions past their monitor's prediction_ttl, a bounded number at a time. */
+    struct expiry *ex = calloc(g->count ? g->count : 1, sizeof(*ex));
+    failed |= !ex;
+    for (size_t i = 0; i < g->count && !failed; i++) {
+        struct mls_monitor *m = g->items[i];
+        if (!m->cfg.late)
+            continue;
+        ex[i].m = m;
+        if (!(ex[i].labelled = calloc((size_t)m->cfg.num_classes, sizeof(double)))) {
+            failed = 1;
+            break;
+        }
+        ex[i].removed =
+            s->vt->expire(s, m->name, (double)(now - m->cfg.prediction_ttl), MLS_EXPIRE_BATCH,
+                          ex[i].labelled, m->cfg.num_classes, &ex[i].positions);
+        failed = ex[i].removed < 0;
+        if (ex[i].removed == MLS_EXPIRE_BATCH)
+            next = now + 1;
+    }
     for (size_t a = 0; a < n && !failed; a++) {
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];
@@ -448,7 +975,7 @@ static void upkeep(struct mls_writer *w, int64_t now)
             int64_t hour = x->start / MLS_HOUR * MLS_HOUR;
             struct mls_bucket *bk = &c->buckets[b];
             failed = s->vt->add_bucket(s, x->m->name, c->key, hour, MLS_HOUR, &bk->total,
-                                       bk->classes, x->m->cfg.num_classes) != 0;
+                                       bk->classes, mls_class_slots(&x->m->cfg)) != 0;
             if (!failed) {
                 /* The hour bucket, made before the commit (zero sums). */
                 struct mls_cell zero;
@@ -464,8 +991,21 @@ static void upkeep(struct mls_writer *w, int64_t now)
     if (failed || commit(w)) {
         s->vt->rollback(s);
         free(acts);
-        return;
+        expiry_free(ex, g->count);
+        return next;
     }
+    for (size_t i = 0; ex && i < g->count; i++) {
+        struct mls_monitor *m = ex[i].m;
+        if (!m || ex[i].removed <= 0)
+            continue;
+        pthread_rwlock_wrlock(&m->lock);
+        m->predictions_live -= (double)ex[i].removed;
+        m->positions_live += ex[i].positions;
+        for (int64_t c = 0; m->labelled_live && c < m->cfg.num_classes; c++)
+            m->labelled_live[c] += ex[i].labelled[c];
+        pthread_rwlock_unlock(&m->lock);
+    }
+    expiry_free(ex, g->count);
     for (size_t a = 0; a < n; a++) {
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];
@@ -484,6 +1024,7 @@ static void upkeep(struct mls_writer *w, int64_t now)
         pthread_rwlock_unlock(&x->m->lock);
     }
     free(acts);
+    return next;
 }
 
 /* ---- the thread --------------------------------------------------------------------------- */
@@ -521,8 +1062,7 @@ static void *run(void *arg)
             process(w, batch);
         int64_t now = time(NULL);
         if (now >= w->next_upkeep) {
-            upkeep(w, now);
-            w->next_upkeep = now + 60;
+            w->next_upkeep = upkeep(w, now);
         }
         if (stopping && !batch) {
             pthread_mutex_lock(&w->mu);

@@ -14,7 +14,7 @@
 #include "monitor.h"
 #include "store.h"
 
-enum mls_op_kind { MLS_OP_PUT, MLS_OP_DELETE, MLS_OP_OBSERVE };
+enum mls_op_kind { MLS_OP_PUT, MLS_OP_DELETE, MLS_OP_OBSERVE, MLS_OP_PREDICT, MLS_OP_LABEL };
 
 /* How an op ended. */
 enum mls_op_result {
@@ -28,6 +28,7 @@ enum mls_op_result {
     MLS_OPR_STALE,     /* observe: the monitor was replaced or deleted meanwhile */
     MLS_OPR_LIMIT,     /* put: --max-monitors; observe: --max-slice-values */
     MLS_OPR_OVERFLOW,  /* observe: its bucket's sums would no longer be finite */
+    MLS_OPR_INVALID,   /* labels: a row could not be evaluated (422, message says why) */
     MLS_OPR_STORE,     /* the store failed (disk full, read-only, I/O): 503 */
     MLS_OPR_NOMEM      /* out of memory: 503 */
 };
@@ -49,6 +50,21 @@ struct mls_op {
     struct mls_class_sums *classes; /* num_classes, owned */
     char id[MLS_ID_MAX + 1];        /* "" when none */
     int64_t t;                      /* event time (for the id's age) */
+    /* predict: num_rows rows of outputs (row_bytes each) and their ids; the sums of one
+     * unlabelled row (total and classes above, per row); refused[i]: 0 stored, 1 the id was
+     * stored already, 2 repeated in the request (set by the caller) */
+    size_t num_rows, row_bytes;
+    char **ids;
+    void *outputs;
+    double time;
+    unsigned char *refused;
+    size_t stored;
+    /* label: the labels in the order given, at time `time` */
+    struct mls_label_in *labels;
+    size_t num_labels;
+    size_t applied, replaced, unknown;
+    char **unknown_ids; /* distinct, at most MLS_UNKNOWN_IDS */
+    size_t num_unknown_ids;
     /* outcome, set before done() */
     enum mls_op_result result;
     char message[512];
@@ -57,6 +73,17 @@ struct mls_op {
     void (*done)(struct mls_op *op, void *cls);
     void *cls;
 };
+
+/* A label as a request gives it: the prediction's id, its slot (the class for elementwise
+ * losses, 0 for per-sample ones) and the label. */
+struct mls_label_in {
+    char *id;
+    int32_t slot;
+    struct mls_label l;
+};
+#define MLS_UNKNOWN_IDS 100
+/* Predictions an upkeep deletes per monitor; more are left to the next, a second later. */
+#define MLS_EXPIRE_BATCH 20000
 
 /* Frees what an op owns (not the op itself). */
 void mls_op_clear(struct mls_op *op);

@@ -458,6 +458,18 @@ static void check_fields(const struct mls_mconfig *c, const json_t *in, const js
     const json_t *num = json_object_get(norm, "num_classes");
     FUZZ_CHECK(!(classes && num), "both classes and num_classes: %s", text);
     want_keys += classes || num;
+    /* prediction_ttl: shown exactly for the monitors that take predictions, as a duration
+     * that reads back as the one kept, within the retention. */
+    const json_t *ttl = json_object_get(norm, "prediction_ttl");
+    FUZZ_CHECK(!ttl == !c->late, "prediction_ttl shown %d, late %d: %s", ttl != NULL, c->late,
+               text);
+    if (ttl) {
+        want_keys++;
+        FUZZ_CHECK(json_is_string(ttl) &&
+                       mls_duration_parse(json_string_value(ttl)) == c->prediction_ttl &&
+                       c->prediction_ttl >= 60 && c->prediction_ttl <= c->retention,
+                   "prediction_ttl: %s", text);
+    }
     FUZZ_CHECK(json_object_size(norm) == want_keys, "unexpected keys: %s", text);
 
     check_member(in, norm, "loss", "null", text);

@@ -1,0 +1,155 @@
+/*
+ * late.c -- a stored prediction's row evaluated with the labels it has (late.h).
+ *
+ * Each evaluation is one ml_eval of one row, built as the /v1/loss request of the identity
+ * would hold it: the labels known as labels, their weights as the mask, zeros elsewhere. The
+ * library stays the one source of every formula, reduction and parameter.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "late.h"
+
+static const struct {
+    const char *name; /* canonical */
+    enum mls_late_kind kind;
+    int regression;
+} kinds[] = {
+    {"tf.compat.v1.losses.sigmoid_cross_entropy", MLS_LATE_ELEMENTWISE, 0},
+    {"tf.compat.v1.losses.log_loss", MLS_LATE_ELEMENTWISE, 0},
+    {"tf.compat.v1.losses.mean_squared_error", MLS_LATE_ELEMENTWISE, 1},
+    {"tf.compat.v1.losses.absolute_difference", MLS_LATE_ELEMENTWISE, 1},
+    {"tf.compat.v1.losses.huber_loss", MLS_LATE_ELEMENTWISE, 1},
+    {"tf.compat.v1.losses.hinge_loss", MLS_LATE_ELEMENTWISE, 0},
+    {"tf.nn.sigmoid_cross_entropy_with_logits", MLS_LATE_ELEMENTWISE, 0},
+    {"tf.nn.weighted_cross_entropy_with_logits", MLS_LATE_ELEMENTWISE, 0},
+    {"torch.nn.functional.binary_cross_entropy_with_logits", MLS_LATE_ELEMENTWISE, 0},
+    {"torchvision.ops.sigmoid_focal_loss", MLS_LATE_ELEMENTWISE, 0},
+    {"ASL.AsymmetricLoss", MLS_LATE_ELEMENTWISE, 0},
+    {"tf.compat.v1.losses.softmax_cross_entropy", MLS_LATE_ONEHOT, 0},
+    {"keras3.losses.CategoricalCrossentropy", MLS_LATE_ONEHOT, 0},
+    {"tf.compat.v1.losses.sparse_softmax_cross_entropy", MLS_LATE_INDEX, 0},
+    {"torch.nn.functional.cross_entropy", MLS_LATE_TORCH_CE, 0},
+};
+
+static int find(const char *loss)
+{
+    const struct ml_loss_info *info = loss ? ml_loss_find(loss) : NULL;
+    if (!info)
+        return -1;
+    const char *canonical = info->alias_of ? info->alias_of : info->name;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (!strcmp(kinds[i].name, canonical))
+            return (int)i;
+    return -1;
+}
+
+enum mls_late_kind mls_late_kind_of(const char *loss)
+{
+    int i = find(loss);
+    return i < 0 ? MLS_LATE_NONE : kinds[i].kind;
+}
+
+int mls_late_regression(const char *loss)
+{
+    int i = find(loss);
+    return i >= 0 && kinds[i].regression;
+}
+
+int mls_delay_bin(double seconds)
+{
+    if (!(seconds >= 1))
+        return 0; /* (NaN too: never produced, but never out of range) */
+    int k = 1 + (int)floor(4 * log2(seconds));
+    /* log2 may round across a bin's bound: the bounds are the definition. */
+    while (k > 1 && seconds < exp2((k - 1) / 4.0))
+        k--;
+    while (k < MLS_DELAY_BINS - 1 && seconds >= exp2(k / 4.0))
+        k++;
+    return k < MLS_DELAY_BINS ? k : MLS_DELAY_BINS - 1;
+}
+
+double mls_delay_bin_value(int bin)
+{
+    if (bin <= 0)
+        return 0.5;
+    if (bin >= MLS_DELAY_BINS - 1)
+        return exp2((MLS_DELAY_BINS - 2) / 4.0);
+    return exp2((bin - 0.5) / 4.0);
+}
+
+int mls_late_row(const struct mls_late_ctx *ctx, const void *outputs,
+                 const struct mls_label *labels, size_t n, struct ml_sums *total,
+                 struct ml_sums *classes, double *work, struct ml_error *err)
+{
+    const int64_t nc = ctx->num_classes;
+    struct ml_request req;
+    ml_request_init(&req);
+    req.loss = ctx->loss;
+    req.reduction = ctx->reduction;
+    req.dtype = ctx->dtype;
+    req.params = ctx->params;
+    req.num_params = ctx->num_params;
+    req.outputs = ML_OUT_SUMS;
+
+    struct ml_tensor in = {2, {1, nc}, ctx->dtype, outputs};
+    if (ctx->predictions)
+        req.predictions = &in;
+    else
+        req.logits = &in;
+
+    double *lab = work, *wt = work + nc;
+    int64_t index = 0;
+    double sample_weight = 0;
+    int32_t labelled = -1; /* per-sample: the labelled class */
+    struct ml_tensor labels_t, weights_t;
+    memset(&labels_t, 0, sizeof(labels_t));
+    memset(&weights_t, 0, sizeof(weights_t));
+    if (ctx->kind == MLS_LATE_ELEMENTWISE) {
+        memset(work, 0, 2 * (size_t)nc * sizeof(double));
+        for (size_t i = 0; i < n; i++) {
+            lab[labels[i].cls] = labels[i].value;
+            wt[labels[i].cls] = labels[i].weight;
+        }
+        labels_t = (struct ml_tensor){2, {1, nc}, ML_FLOAT64, lab};
+        weights_t = (struct ml_tensor){2, {1, nc}, ML_FLOAT64, wt};
+        req.outputs |= ML_OUT_CLASS_SUMS;
+    } else {
+        if (n) {
+            labelled = labels[n - 1].cls;
+            sample_weight = labels[n - 1].weight;
+        }
+        if (ctx->kind == MLS_LATE_ONEHOT) {
+            memset(lab, 0, (size_t)nc * sizeof(double));
+            if (labelled >= 0)
+                lab[labelled] = 1;
+            labels_t = (struct ml_tensor){2, {1, nc}, ML_FLOAT64, lab};
+        } else {
+            index = labelled >= 0                    ? labelled
+                    : ctx->kind == MLS_LATE_TORCH_CE ? (int64_t)ctx->ignore_index
+                                                     : 0;
+            labels_t = (struct ml_tensor){1, {1}, ML_INT64, &index};
+        }
+        if (ctx->kind != MLS_LATE_TORCH_CE)
+            weights_t = (struct ml_tensor){1, {1}, ML_FLOAT64, &sample_weight};
+    }
+    req.labels = &labels_t;
+    if (weights_t.data)
+        req.weights = &weights_t;
+
+    struct ml_result res;
+    int rc = ml_eval(&req, &res, err);
+    if (rc)
+        return rc;
+    *total = res.sums;
+    memset(classes, 0, (size_t)nc * sizeof(*classes));
+    if (res.class_sums) {
+        memcpy(classes, res.class_sums, (size_t)nc * sizeof(*classes));
+    } else if (labelled >= 0) {
+        /* A per-sample loss: the row's sums are its labelled class's. */
+        classes[labelled] = res.sums;
+        classes[labelled].elements = classes[labelled].samples = 0;
+    }
+    ml_result_free(&res);
+    return 0;
+}

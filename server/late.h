@@ -1,0 +1,77 @@
+/*
+ * late.h -- late and partial labels: a model's outputs stored at serving time, each label
+ * (one class of one prediction, or a prediction's class for a per-sample loss) joined to them
+ * when it arrives, minutes or days later.
+ *
+ * A stored prediction counts in its monitor from the start, unlabelled: a row whose weights
+ * are all zero (its elements, its samples and the denominators that count them). When labels
+ * arrive, the row is evaluated again with every label it now has, and the difference (new
+ * row minus old row, each one ml_eval of one row) is added to the bucket and slice of the
+ * prediction. The monitor's sums are then, at every moment, those of one /v1/loss call over
+ * every stored output with the labels known so far as labels and their weights as the mask:
+ * the masked loss of the note, with labels that arrive late. A label given again replaces
+ * the old one the same way (the old row's sums are subtracted).
+ */
+#ifndef MLS_LATE_H
+#define MLS_LATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "maskloss.h"
+#include "mlp.h"
+
+/* How a loss takes a prediction's labels. */
+enum mls_late_kind {
+    MLS_LATE_NONE = 0,    /* no late labels: its weights cannot mask one position */
+    MLS_LATE_ELEMENTWISE, /* a label and weight per (prediction, class) */
+    MLS_LATE_ONEHOT,      /* per sample: one-hot labels, a weight per sample */
+    MLS_LATE_INDEX,       /* per sample: a class index, a weight per sample */
+    MLS_LATE_TORCH_CE     /* per sample: a class index, ignore_index when unknown; no weight */
+};
+
+/* The kind of a loss (any name of the catalogue); whether its labels are any real number
+ * (regression losses) rather than in [0, 1]. */
+enum mls_late_kind mls_late_kind_of(const char *loss);
+int mls_late_regression(const char *loss);
+
+/* A label known for a prediction: its class, value and weight, and the time the first label
+ * of that class arrived (for the label delay). Per-sample losses keep one, of class cls. */
+struct mls_label {
+    int32_t cls;
+    double value, weight;
+    double first;
+};
+
+/*
+ * Label delays: first labels' (label time - prediction time), counted in a histogram of
+ * quarter-octave bins: bin 0 below 1 s, bin k in [2^((k-1)/4), 2^(k/4)) s, the last open.
+ */
+#define MLS_DELAY_BINS 112
+int mls_delay_bin(double seconds);
+/* The geometric middle of a bin's bounds (bin 0: 0.5 s; the last: its lower bound). */
+double mls_delay_bin_value(int bin);
+
+/* What a row evaluation needs of the monitor: its config and the decoded params. */
+struct mls_late_ctx {
+    const char *loss, *reduction;
+    enum mls_late_kind kind;
+    enum ml_dtype dtype;
+    int predictions; /* the outputs are `predictions` (probabilities), not `logits` */
+    int64_t num_classes;
+    double ignore_index; /* torch cross_entropy */
+    const struct ml_param *params;
+    size_t num_params;
+};
+
+/*
+ * Evaluates one stored row (num_classes outputs of ctx->dtype) with its labels (n of them;
+ * none: unlabelled) into *total and classes[num_classes] (per class: elementwise losses by
+ * position, per-sample losses by the labelled class). work holds 3 * num_classes doubles.
+ * Returns 0, or the library's status with err filled.
+ */
+int mls_late_row(const struct mls_late_ctx *ctx, const void *outputs,
+                 const struct mls_label *labels, size_t n, struct ml_sums *total,
+                 struct ml_sums *classes, double *work, struct ml_error *err);
+
+#endif /* MLS_LATE_H */
