@@ -532,7 +532,13 @@ static void check_fields(const struct mls_mconfig *c, const json_t *in, const js
     FUZZ_CHECK(c->drift_z > 0 && isfinite(c->drift_z) && c->drift_min_weight >= 0 &&
                    isfinite(c->drift_min_weight),
                "drift: %s", text);
-    FUZZ_CHECK(!c->num_classes || c->ratio.elementwise, "classes of a loss per sample: %s", text);
+    /* A loss per sample has classes only in a monitor of predictions (late labels), whose
+     * class slots then hold the late part. */
+    FUZZ_CHECK(!c->num_classes || c->ratio.elementwise ||
+                   (c->late != MLS_LATE_NONE && c->late != MLS_LATE_ELEMENTWISE),
+               "classes of a loss per sample: %s", text);
+    FUZZ_CHECK(c->late_slots == (c->late ? (MLS_LATE_DOUBLES(c->num_classes) + 4) / 5 : 0),
+               "late slots %lld: %s", (long long)c->late_slots, text);
 }
 
 /* cfg.json read again, as PUT reads a body (store = 0) or as the store reloads it (1). */

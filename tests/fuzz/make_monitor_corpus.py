@@ -105,6 +105,20 @@ CONFIGS = {
     "params_tensor": {"loss": "torch.nn.functional.binary_cross_entropy_with_logits",
                       "params": {"pos_weight": [[1.0, 2.5]]}},
     "dtype_bad": {"loss": "sigmoid_cross_entropy", "dtype": "float16"},
+    # Late labels: prediction_ttl, the losses that take predictions, and those that cannot.
+    "late": {"loss": "sigmoid_cross_entropy", "classes": ["a", "b"], "prediction_ttl": "7d"},
+    "late_minutes": {"loss": "sigmoid_cross_entropy", "num_classes": 3, "retention": "1h",
+                     "prediction_ttl": "90s"},
+    "late_over_retention": {"loss": "log_loss", "num_classes": 2, "retention": "1h",
+                            "prediction_ttl": "2h"},
+    "late_short": {"loss": "sigmoid_cross_entropy", "num_classes": 2, "prediction_ttl": "59s"},
+    "late_no_classes": {"loss": "sigmoid_cross_entropy", "prediction_ttl": "1d"},
+    "late_keras": {"loss": "keras.losses.BinaryCrossentropy", "num_classes": 2,
+                   "prediction_ttl": "1d"},
+    "late_softmax": {"loss": "softmax_cross_entropy", "num_classes": 4, "prediction_ttl": "3h"},
+    "late_torch_ce": {"loss": "torch.nn.functional.cross_entropy", "classes": ["x", "y"],
+                      "params": {"ignore_index": -1}, "prediction_ttl": "1h"},
+    "late_ttl_number": {"loss": "sigmoid_cross_entropy", "num_classes": 2, "prediction_ttl": 60},
 }
 
 RAW_CONFIGS = {
@@ -154,7 +168,7 @@ NAMES = ["m1", "model.v2_eu-west", "a" * 128, "a" * 129, "bad name", "", "x/y", 
 
 def dict_tokens():
     keys = ["loss", "params", "reduction", "dtype", "classes", "num_classes", "slices", "windows",
-            "retention", "drift", "z", "min_weight", "export_classes"]
+            "retention", "drift", "z", "min_weight", "export_classes", "prediction_ttl"]
     values = ["float32", "float64", "SUM_BY_NONZERO_WEIGHTS", "SUM_OVER_NONZERO_WEIGHTS",
               "SUM_OVER_BATCH_SIZE", "SUM", "MEAN", "NONE", "ELEMENTWISE", "sum", "mean", "none",
               "sum_over_batch_size", "mean_with_sample_weight", "auto",
