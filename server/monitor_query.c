@@ -748,5 +748,31 @@ void mls_registry_write_metrics(struct mls_registry *g, struct mlp_buf *b)
             }
         }
     }
+    /* Late labels: what the store holds now (gauges: they fall as predictions expire). */
+    static const char *const gauges[2][2] = {
+        {"maskloss_monitor_predictions", "Predictions stored that take labels"},
+        {"maskloss_monitor_labelled_positions", "Labelled positions of the stored predictions"}};
+    for (int f = 0; f < 2; f++) {
+        int wrote_head = 0;
+        for (size_t i = 0; i < g->count; i++) {
+            struct mls_monitor *m = g->items[i];
+            if (!m->cfg.late)
+                continue;
+            if (!wrote_head++) {
+                char head[300];
+                snprintf(head, sizeof(head), "# HELP %s %s\n# TYPE %s gauge\n", gauges[f][0],
+                         gauges[f][1], gauges[f][0]);
+                mlp_buf_puts(b, head);
+            }
+            pthread_rwlock_rdlock(&m->lock);
+            mlp_buf_puts(b, gauges[f][0]);
+            mlp_buf_puts(b, "{monitor=\"");
+            label_value(b, m->name);
+            mlp_buf_puts(b, "\"} ");
+            prom_number(b, f ? m->positions_live : m->predictions_live);
+            mlp_buf_puts(b, "\n");
+            pthread_rwlock_unlock(&m->lock);
+        }
+    }
     pthread_rwlock_unlock(&g->lock);
 }

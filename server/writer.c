@@ -638,7 +638,8 @@ static void do_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
                 lw.now[j].first = op->time;
                 late[in->l.cls] += 1;
                 live[in->l.cls * MLS_CLASS_FIELDS] += 1;
-                double delay = op->time - pt;
+                /* (a label dated before its prediction, clocks apart, waited 0 s) */
+                double delay = op->time > pt ? op->time - pt : 0;
                 late[nc] += 1;
                 late[nc + 1] += delay;
                 late[nc + 2 + mls_delay_bin(delay)] += 1;
