@@ -228,6 +228,7 @@ bench:
 	$(CLI) bench
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/monitors.py $(SERVER) $(BENCH_ARGS)
+	@$(PYTHON) tests/bench/late.py $(SERVER) $(BENCH_ARGS)
 
 # POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
 # binary v2 request end to end.
