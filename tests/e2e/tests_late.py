@@ -188,7 +188,9 @@ class Late:
         assert isinstance(b.get("time"), (int, float)) and abs(b["time"] - tt) < 1e-3, (t, b)
         if t is None:
             assert abs(tt - time.time()) < 30, b
-        bucket = math.floor(tt / 60) * 60
+        # A minute bucket; an hour for a time older than --rollup-after (default 48 h).
+        unit = 3600 if time.time() - tt > 48 * 3600 else 60
+        bucket = math.floor(tt / unit) * unit
         assert b.get("bucket") == bucket, (bucket, b)
         X = np.asarray(X, dtype=np.float64)
         refused = {i for i, _ in want_refused}
@@ -1037,5 +1039,28 @@ def late_coverage(args):
         d.num("delay 5m count", dl["windows"]["5m"].get("count"), 0, exact=True)
         d.done(" in the delays")
         print(f"    delays: total {dl['total']}; 1h {dl['windows']['1h']}")
+        api.close()
+        stop_clean(srv)
+
+
+@test
+def late_delay_quantiles(args):
+    """One label per monitor, its delay from 0 to 6.5 days: count 1, the mean exactly the
+    delay, and p50 = p90 = p99 within 10 % of it (0 for a label dated at its prediction)."""
+    delays = (0, 0.25, 0.9, 1, 1.5, 7, 30, 3600, 6.5 * 86400)
+    with Server(args.server, "--state", ":memory:") as srv:
+        api = Api(srv)
+        tp = int(time.time()) - int(6.9 * 86400)
+        d = Diff()
+        for i, dl in enumerate(delays):
+            m = Late(api, f"q{i}", {"loss": SCE, "dtype": "float64", "num_classes": 1}, pointwise=sce)
+            m.predict(["a"], [[1.0]], tp)
+            m.label([("a", 0, 1, None)], t=tp + dl)
+            q = api.get(m.name)["labels"]["delay"]["total"]
+            d.num(f"delay {dl} s: count", q.get("count"), 1, exact=True)
+            d.num(f"delay {dl} s: mean", q.get("mean"), (tp + dl) - tp)
+            for k in ("p50", "p90", "p99"):
+                d.num(f"delay {dl} s: {k}", q.get(k), float(dl), rtol=0.10, atol=0.0)
+        d.done(" in the delay quantiles")
         api.close()
         stop_clean(srv)
