@@ -342,7 +342,10 @@ class Late:
         return b
 
     def numpy(self, idx, observations):
-        """F from the formulas (None for the losses without a numpy formula here)."""
+        """F from the formulas (None for the losses without a numpy formula here, and for
+        float32 monitors: their elementwise work is float32, /v1/loss's at the same dtype)."""
+        if self.cfg["dtype"] != "float64":
+            return None
         n, C = len(idx), self.C
         red = self.cfg["reduction"]
         Z, X, W = self.tensors(idx)
@@ -641,6 +644,9 @@ def late_losses(args):
                  pointwise=log_loss, input_name="predictions"),
             Late(api, "mse", {"loss": "mean_squared_error", "dtype": "float64", "num_classes": C,
                               "windows": ["5m", "1h"]}, pointwise=mse, input_name="predictions"),
+            # The default dtype, float32: /v1/loss at float32 is the reference.
+            Late(api, "sce32", {"loss": SCE, "num_classes": C}, pointwise=sce),
+            Late(api, "tce32", {"loss": TCE, "num_classes": C, "prediction_ttl": "7d"}, kind="torchce"),
             # The softmax losses take classes with prediction_ttl given (README, "Late labels").
             Late(api, "ssce", {"loss": "sparse_softmax_cross_entropy", "dtype": "float64",
                                "classes": ["a", "b", "c", "d"], "prediction_ttl": "7d"}, kind="sparse"),
@@ -669,7 +675,7 @@ def late_losses(args):
                 m.predict(ids, X, round(now + off, 3), None, ["json", "b64", "b64f64"][j])
             got = m.check(" (no label)")
             t = got["total"]
-            if m.name == "tce":
+            if m.kind == "torchce":
                 assert t["loss"] == "NaN", ("torch mean over no target: NaN as /v1/loss", t)
             else:
                 # TF/Keras 0/0 -> 0; torch BCE and focal mean divide by every element: 0 / N.
