@@ -7,16 +7,18 @@ with the server's own /v1/loss over the same tensors (a stateless path the monit
 share). The expected answers of /labels (applied, replaced, unknown) come from a model of the
 label state kept here."""
 import base64
+import copy
 import json
 import math
 import os
 import sqlite3
+import threading
 import time
 
 import numpy as np
 
-from common import expect_error, stop_clean, test, wait_until
-from server import Server
+from common import JSON, expect_error, stop_clean, test, wait_until
+from server import Server, exchange
 from tests_monitors import Api, comparable, json_diff, rfc3339, state_dir
 
 SCE = "sigmoid_cross_entropy"
@@ -1070,3 +1072,130 @@ def late_delay_quantiles(args):
         d.done(" in the delay quantiles")
         api.close()
         stop_clean(srv)
+
+
+@test
+def late_concurrent(args):
+    """4 clients label the same predictions at once, each its own classes (so that the final
+    state is known whatever the order): every row is evaluated again by several requests in
+    flight, and the figures are still the one /v1/loss over the final labels."""
+    rng = np.random.default_rng(21)
+    C, T = 8, 4
+    with Server(args.server, "--state", ":memory:") as srv:
+        api = Api(srv)
+        m = Late(api, "con", {"loss": SCE, "dtype": "float64", "num_classes": C, "slices": ["s"]}, pointwise=sce)
+        now = time.time()
+        for j in range(3):
+            m.predict([f"c{j}-{i}" for i in range(20)], f32(rng.normal(0, 2, (20, C))), round(now - 600 * j, 3),
+                      {"s": str(j)})
+        plans = []
+        for k in range(T):
+            batches = []
+            for _ in range(25):
+                batches.append([(m.ids[int(rng.integers(len(m.ids)))], int(rng.choice([k, k + T])),
+                                 float(rng.choice([0, 1, 0.5])), [None, 0.5, 2, 0][int(rng.integers(4))])
+                                for _ in range(int(rng.integers(1, 12)))])
+            plans.append(batches)
+        errors, finals = [], [dict() for _ in range(T)]
+
+        def client(k):
+            c = Api(srv)
+            for entries in plans[k]:
+                want_applied = want_replaced = 0
+                for pid, cl, v, w in entries:
+                    if (pid, cl) in finals[k]:
+                        want_replaced += 1
+                    else:
+                        want_applied += 1
+                    finals[k][(pid, cl)] = (v, 1.0 if w is None else w)
+                body = {"labels": [dict({"id": p, "class": cl, "value": v}, **({} if w is None else {"weight": w}))
+                                   for p, cl, v, w in entries]}
+                st, h, b = c.call("POST", "/v1/monitors/con/labels", body)
+                if st != 200 or (b.get("applied"), b.get("replaced")) != (want_applied, want_replaced):
+                    errors.append((k, st, b, want_applied, want_replaced))
+            c.close()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(T)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors[:5]
+        for f in finals:
+            m.lab.update(f)
+            m.first.update({k: None for k in f})
+        m.version += 1
+        m.check(" after concurrent labels")
+        api.close()
+        stop_clean(srv)
+
+
+@test
+def late_kill9_in_flight(args):
+    """A client labelling in a loop, the server killed (-9) at some point: after the restart the
+    figures are those of the acknowledged batches, or of those and the one in flight (whole:
+    a batch is one commit), never of a part of it."""
+    rng = np.random.default_rng(22)
+    C = 5
+    with state_dir() as tmp:
+        path = os.path.join(tmp, "state.db")
+        with Server(args.server, "--state", path) as srv:
+            api = Api(srv)
+            m = Late(api, "f", {"loss": SCE, "dtype": "float64", "num_classes": C}, pointwise=sce)
+            m.predict([f"f{i}" for i in range(80)], f32(rng.normal(0, 2, (80, C))), round(time.time() - 120, 3))
+            batches = [[(f"f{int(rng.integers(80))}", int(rng.integers(C)), float(rng.choice([0, 1, 0.25])),
+                         [None, 2, 0.5][int(rng.integers(3))]) for _ in range(int(rng.integers(5, 40)))]
+                       for _ in range(400)]
+            acked = []
+
+            def loop():
+                c = Api(srv)
+                for b in batches:
+                    body = {"labels": [dict({"id": p, "class": cl, "value": v}, **({} if w is None else {"weight": w}))
+                                       for p, cl, v, w in b]}
+                    try:
+                        st, h, ans = exchange_once(c, body)
+                    except Exception:
+                        return
+                    if st != 200:
+                        return
+                    acked.append(b)
+            th = threading.Thread(target=loop)
+            th.start()
+            wait_until(lambda: len(acked) >= 30 or not th.is_alive(), timeout=60, every=0.001)
+            srv.proc.kill()
+            srv.proc.wait()
+            th.join()
+        n = len(acked)
+        assert 0 < n < len(batches), f"{n} batches acknowledged before the kill"
+        with Server(args.server, "--state", path) as srv:
+            api = Api(srv)
+            m.api = api
+            states = []
+            for k in (n, n + 1):
+                mm = copy.copy(m)
+                mm.lab, mm.first, mm.cache = dict(m.lab), dict(m.first), {}
+                for b in batches[:k]:
+                    for p, cl, v, w in b:
+                        mm.lab[(p, cl)] = (v, 1.0 if w is None else w)
+                        mm.first.setdefault((p, cl), None)
+                mm.version += 1
+                states.append(mm)
+            fails = []
+            for mm in states:
+                try:
+                    mm.check(f" with {len(mm.lab)} positions")
+                    break
+                except AssertionError as e:
+                    fails.append(str(e)[:800])
+            else:
+                raise AssertionError(f"{n} batches acknowledged; the figures are neither those of {n} nor of "
+                                     f"{n + 1} batches:\n" + "\n".join(fails))
+            api.close()
+            stop_clean(srv)
+        print(f"    {n} batches acknowledged before kill -9; the state holds "
+              f"{n if not fails else f'{n + 1} (the one in flight committed)'}")
+
+
+def exchange_once(api, body):
+    """One labels request without Api.call's retry (a retry after the kill would hang or lie)."""
+    return exchange(api.conn, "POST", "/v1/monitors/f/labels", body, JSON)
