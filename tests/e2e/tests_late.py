@@ -599,6 +599,26 @@ def late_identity(args):
                     ans = m.label([(ids[0], 0, 1, 3.0)], key=kkey, t=t)
                     assert ans["duplicate"] is True, ans
                     assert api.get("id")["total"] == before
+        # The series: one point per prediction bucket (step 1m), its figures those of the
+        # predictions of that bucket; with a class, that class's sums.
+        d = Diff()
+        for q, cls in (("step=1m&from=%d&to=%d", None), ("step=1m&from=%d&to=%d&class=dog", 1)):
+            frm, to = int(now) - 4 * 3600, int(now) + 600
+            st, h, ser = api.call("GET", "/v1/monitors/id/series?" + q % (frm, to))
+            assert st == 200, (st, ser)
+            buckets = sorted(set(m.bucket))
+            d.eq(f"series {q} point times", [p.get("t") for p in ser.get("points") or []], buckets)
+            for pt in ser.get("points") or []:
+                idx = [i for i in range(len(m.ids)) if m.bucket[i] == pt["t"]]
+                want = m.numpy(idx, sum(1 for b_, _ in m.reqs if b_ == pt["t"]))
+                src = want if cls is None else want["per_class"][cls]
+                for k in ("loss", "weighted_sum", "denominator", "sum_weights"):
+                    d.num(f"series[{pt['t']}] class {cls} {k}", pt.get(k), src[k])
+                d.num(f"series[{pt['t']}] class {cls} nnz", pt.get("num_nonzero_weights"), src["num_nonzero_weights"],
+                      exact=True)
+                for k in ("elements", "observations"):
+                    d.num(f"series[{pt['t']}] {k}", pt.get(k), want[k], exact=True)
+        d.done(" in the series")
         # More unknown ids than an answer lists.
         ans = m.label([(f"nobody-{i}", i % C, 1, None) for i in range(150)])
         assert ans["unknown"] == 150 and len(ans["unknown_ids"]) == 100, ans
