@@ -25,11 +25,12 @@ struct mls_config {
                                         request's complete headers */
     uint64_t max_inflight_bytes;     /* memory all requests in flight may hold together */
     uint64_t max_inflight_bytes_per_ip; /* the part of it one client address may hold */
-    char state[4096];                /* the monitors' SQLite file; ":memory:" keeps nothing */
-    unsigned max_monitors;           /* monitors the server holds */
-    unsigned max_classes;            /* classes per monitor */
-    unsigned max_slice_values;       /* combinations of slice values per monitor */
-    long long rollup_after;          /* seconds: minute buckets older than this become hours */
+    char state[4096];                   /* the monitors' SQLite file; ":memory:" keeps nothing */
+    unsigned max_monitors;              /* monitors the server holds */
+    unsigned max_classes;               /* classes per monitor */
+    unsigned max_slice_values;          /* combinations of slice values per monitor */
+    uint64_t state_cache;               /* bytes of the state's pages SQLite keeps in memory */
+    long long rollup_after;             /* seconds: minute buckets older than this become hours */
 };
 
 /* The memory budget when none is given: half of the machine's memory, or of the cgroup's limit

@@ -6,6 +6,8 @@
  * library stays the one source of every formula, reduction and parameter.
  */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "late.h"
@@ -56,26 +58,33 @@ int mls_late_regression(const char *loss)
     return i >= 0 && kinds[i].regression;
 }
 
+/* The lower bound of bin k >= 1. */
+static double bin_low(int k)
+{
+    return exp2((k - 1) / 4.0 + MLS_DELAY_LOG2_MIN);
+}
+
 int mls_delay_bin(double seconds)
 {
-    if (!(seconds >= 1))
+    if (!(seconds >= bin_low(1)))
         return 0; /* (NaN too: never produced, but never out of range) */
-    int k = 1 + (int)floor(4 * log2(seconds));
+    double at = 4 * (log2(seconds) - MLS_DELAY_LOG2_MIN) + 1;
+    int k = at < MLS_DELAY_BINS ? (int)floor(at) : MLS_DELAY_BINS - 1;
     /* log2 may round across a bin's bound: the bounds are the definition. */
-    while (k > 1 && seconds < exp2((k - 1) / 4.0))
+    while (k > 1 && seconds < bin_low(k))
         k--;
-    while (k < MLS_DELAY_BINS - 1 && seconds >= exp2(k / 4.0))
+    while (k < MLS_DELAY_BINS - 1 && seconds >= bin_low(k + 1))
         k++;
-    return k < MLS_DELAY_BINS ? k : MLS_DELAY_BINS - 1;
+    return k;
 }
 
 double mls_delay_bin_value(int bin)
 {
     if (bin <= 0)
-        return 0.5;
+        return 0;
     if (bin >= MLS_DELAY_BINS - 1)
-        return exp2((MLS_DELAY_BINS - 2) / 4.0);
-    return exp2((bin - 0.5) / 4.0);
+        return bin_low(MLS_DELAY_BINS - 1);
+    return exp2((bin - 0.5) / 4.0 + MLS_DELAY_LOG2_MIN);
 }
 
 int mls_late_row(const struct mls_late_ctx *ctx, const void *outputs,
@@ -150,6 +159,97 @@ int mls_late_row(const struct mls_late_ctx *ctx, const void *outputs,
         classes[labelled] = res.sums;
         classes[labelled].elements = classes[labelled].samples = 0;
     }
+    ml_result_free(&res);
+    return 0;
+}
+
+double mls_tensor_at(const struct ml_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case ML_FLOAT32:
+        return ((const float *)t->data)[i];
+    case ML_FLOAT64:
+        return ((const double *)t->data)[i];
+    case ML_UINT8:
+    case ML_BOOL:
+        return ((const unsigned char *)t->data)[i];
+    case ML_INT32:
+        return ((const int32_t *)t->data)[i];
+    case ML_INT64:
+        return (double)((const int64_t *)t->data)[i];
+    }
+    return NAN;
+}
+
+int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *inputs,
+                       const int32_t *cls, const double *labels, const double *weights,
+                       struct ml_sums *pos, struct ml_error *err)
+{
+    const int64_t nc = ctx->num_classes;
+    /* The params as one row of k positions: a per-class tensor (C values) taken at each
+     * position's class; a scalar as it is. (A config's tensors broadcast to one row of C
+     * classes, its dry runs checked: they have 1 or C values.) */
+    struct ml_param *params = calloc(ctx->num_params ? ctx->num_params : 1, sizeof(*params));
+    double *gathered = NULL;
+    size_t ngather = 0;
+    for (size_t p = 0; p < ctx->num_params; p++)
+        if (ctx->params[p].kind == ML_PARAM_TENSOR &&
+            ml_shape_numel(ctx->params[p].tensor.rank, ctx->params[p].tensor.shape) > 1)
+            ngather++;
+    if (ngather)
+        gathered = malloc(ngather * (size_t)k * sizeof(double));
+    if (!params || (ngather && !gathered)) {
+        free(params);
+        free(gathered);
+        memset(err, 0, sizeof(*err));
+        err->code = ML_ENOMEM;
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return ML_ENOMEM;
+    }
+    double *g = gathered;
+    for (size_t p = 0; p < ctx->num_params; p++) {
+        params[p] = ctx->params[p];
+        const struct ml_tensor *t = &ctx->params[p].tensor;
+        if (params[p].kind != ML_PARAM_TENSOR || ml_shape_numel(t->rank, t->shape) <= 1)
+            continue;
+        if (ml_shape_numel(t->rank, t->shape) != nc) {
+            free(params);
+            free(gathered);
+            memset(err, 0, sizeof(*err));
+            err->code = ML_EINVAL;
+            snprintf(err->message, sizeof(err->message), "param %s has neither 1 nor %lld values",
+                     params[p].name, (long long)nc);
+            return ML_EINVAL;
+        }
+        for (int64_t i = 0; i < k; i++)
+            g[i] = mls_tensor_at(t, cls[i]);
+        params[p].tensor = (struct ml_tensor){2, {1, k}, ML_FLOAT64, g};
+        g += k;
+    }
+    struct ml_request req;
+    ml_request_init(&req);
+    req.loss = ctx->loss;
+    req.reduction = ctx->reduction;
+    req.dtype = ctx->dtype;
+    req.params = params;
+    req.num_params = ctx->num_params;
+    req.outputs = ML_OUT_SUMS | ML_OUT_CLASS_SUMS;
+    struct ml_tensor in = {2, {1, k}, ctx->dtype, inputs};
+    struct ml_tensor lab = {2, {1, k}, ML_FLOAT64, labels};
+    struct ml_tensor wt = {2, {1, k}, ML_FLOAT64, weights};
+    if (ctx->predictions)
+        req.predictions = &in;
+    else
+        req.logits = &in;
+    req.labels = &lab;
+    req.weights = &wt;
+    struct ml_result res;
+    int rc = ml_eval(&req, &res, err);
+    free(params);
+    free(gathered);
+    if (rc)
+        return rc;
+    memcpy(pos, res.class_sums, (size_t)k * sizeof(*pos));
     ml_result_free(&res);
     return 0;
 }

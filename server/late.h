@@ -45,11 +45,14 @@ struct mls_label {
 
 /*
  * Label delays: first labels' (label time - prediction time), counted in a histogram of
- * quarter-octave bins: bin 0 below 1 s, bin k in [2^((k-1)/4), 2^(k/4)) s, the last open.
+ * quarter-octave bins from about a millisecond to four years: bin 0 below 2^-10 s, bin k in
+ * [2^((k-1)/4 - 10), 2^(k/4 - 10)) s, the last from 2^27 s on.
  */
-#define MLS_DELAY_BINS 112
+#define MLS_DELAY_BINS 150
+#define MLS_DELAY_LOG2_MIN (-10)
 int mls_delay_bin(double seconds);
-/* The geometric middle of a bin's bounds (bin 0: 0.5 s; the last: its lower bound). */
+/* A bin's value: the geometric middle of its bounds (bin 0: 0; the last: its lower bound),
+ * within 9 % of every delay of the bin. */
 double mls_delay_bin_value(int bin);
 
 /* What a row evaluation needs of the monitor: its config and the decoded params. */
@@ -73,5 +76,20 @@ struct mls_late_ctx {
 int mls_late_row(const struct mls_late_ctx *ctx, const void *outputs,
                  const struct mls_label *labels, size_t n, struct ml_sums *total,
                  struct ml_sums *classes, double *work, struct ml_error *err);
+
+/*
+ * Evaluates k positions of an elementwise loss at once (ctx->kind MLS_LATE_ELEMENTWISE), each
+ * on its own: position i is the output inputs[i] (ctx->dtype) of class cls[i], with label
+ * labels[i] and weight weights[i]; the per-class params are taken at cls[i]. pos[i] receives
+ * position i's sums, the same bits as its class's sums in an evaluation of its whole row
+ * (an elementwise loss of an element depends on that element alone). Returns 0, or the
+ * library's status with err filled.
+ */
+int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *inputs,
+                       const int32_t *cls, const double *labels, const double *weights,
+                       struct ml_sums *pos, struct ml_error *err);
+
+/* Element i of a tensor, as a double. */
+double mls_tensor_at(const struct ml_tensor *t, int64_t i);
 
 #endif /* MLS_LATE_H */

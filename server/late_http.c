@@ -70,25 +70,6 @@ static int check_keys(struct mls_mcall *c, const json_t *root, const char *const
     return 0;
 }
 
-/* Element i of a decoded tensor as a double. */
-static double element(const struct ml_tensor *t, int64_t i)
-{
-    switch (t->dtype) {
-    case ML_FLOAT32:
-        return ((const float *)t->data)[i];
-    case ML_FLOAT64:
-        return ((const double *)t->data)[i];
-    case ML_UINT8:
-    case ML_BOOL:
-        return ((const unsigned char *)t->data)[i];
-    case ML_INT32:
-        return ((const int32_t *)t->data)[i];
-    case ML_INT64:
-        return (double)((const int64_t *)t->data)[i];
-    }
-    return NAN;
-}
-
 /* Decodes the tensors of `root` named in `names` (with the monitor's loss, for the decoder)
  * into r; -1 when answered. */
 static int decode_tensors(struct mls_mcall *c, const struct mls_monitor *m, const json_t *root,
@@ -140,6 +121,11 @@ static int check_ids(struct mls_mcall *c, const json_t *ids, size_t max)
 static int check_matrix(struct mls_mcall *c, const struct mls_monitor *m, const struct ml_tensor *t,
                         const char *field, size_t rows)
 {
+    if (t->rank == 2 && t->shape[1] == m->cfg.num_classes && t->shape[0] != (int64_t)rows)
+        return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "ids",
+                               "%zu ids for %lld rows of %s: one id per row", rows,
+                               (long long)t->shape[0], field) -
+               1;
     if (t->rank != 2 || t->shape[0] != (int64_t)rows || t->shape[1] != m->cfg.num_classes)
         return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
                                "%s has shape %s; one row of %lld values per id (%zu ids) was "
@@ -312,7 +298,7 @@ int mls_late_predictions(struct mls_mcall *c)
         goto out;
     }
     for (int64_t i = 0; i < total; i++) {
-        double v = element(t, i);
+        double v = mls_tensor_at(t, i);
         if (!isfinite(v) || (!cfg->f64 && !isfinite((float)v))) {
             char field[64];
             snprintf(field, sizeof(field), "%s[%lld][%lld]", input, (long long)(i / nc),
@@ -587,13 +573,13 @@ static int dense_labels(struct mls_mcall *c, const struct mls_monitor *m, const 
         goto out;
     size_t known = 0;
     for (int64_t i = 0; i < (int64_t)rows * nc; i++)
-        known += !mask || element(mask, i) != 0;
+        known += !mask || mls_tensor_at(mask, i) != 0;
     if (!(op->labels = calloc(known ? known : 1, sizeof(*op->labels)))) {
         mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
         goto out;
     }
     for (int64_t i = 0; i < (int64_t)rows * nc; i++) {
-        double w = mask ? element(mask, i) : 1;
+        double w = mask ? mls_tensor_at(mask, i) : 1;
         if (w == 0)
             continue;
         char field[64];
@@ -603,7 +589,7 @@ static int dense_labels(struct mls_mcall *c, const struct mls_monitor *m, const 
             goto out;
         snprintf(field, sizeof(field), "labels[%lld][%lld]", (long long)(i / nc),
                  (long long)(i % nc));
-        double v = element(lab, i);
+        double v = mls_tensor_at(lab, i);
         if (value_ok(c, cfg, v, field))
             goto out;
         struct mls_label_in *in = &op->labels[op->num_labels];

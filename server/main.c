@@ -4,7 +4,8 @@
  * Threads: libmicrohttpd's epoll thread does all HTTP I/O (http.c); a fixed pool of
  * workers decodes, computes and encodes (pool.c); one writer thread commits the monitors'
  * changes to their state, several per transaction (writer.c); this main thread runs a libuv
- * loop that owns signals and the drain (which also waits for the writer's pending changes). On SIGTERM or SIGINT:
+ * loop that owns signals and the drain (which also waits for the writer's pending changes). On
+ * SIGTERM or SIGINT:
  *   1. /readyz turns 503 and new requests get 503 (draining) with Connection: close;
  *   2. once no accepted request is queued or computing, the listening socket is closed
  *      to new connections (quiesce) and the requests still being sent finish;
@@ -285,7 +286,7 @@ static int open_state(struct mls_server *s)
         fprintf(stderr, "maskloss-server: out of memory\n");
         return -1;
     }
-    if (mls_store_open_sqlite(s->cfg.state, &s->store, err, sizeof(err)) ||
+    if (mls_store_open_sqlite(s->cfg.state, s->cfg.state_cache, &s->store, err, sizeof(err)) ||
         s->store->vt->load(s->store, &s->monitors, err, sizeof(err))) {
         fprintf(stderr, "maskloss-server: --state %s: %s\n", s->cfg.state, err);
         close_state(s);

@@ -47,18 +47,19 @@ struct mls_store_vt {
      * outputs, which must be `bytes` long), 0 when there is none, -1 on failure. */
     int (*get_prediction)(struct mls_store *s, const char *monitor, const char *id, int64_t *pred,
                           double *t, char **combo, void *outputs, size_t bytes);
-    /* A prediction's labels, by slot (the class; 0 for per-sample losses): their count (at
-     * most max are written), or -1. */
-    int (*get_labels)(struct mls_store *s, int64_t pred, struct mls_label *out, int32_t *slots,
-                      size_t max);
-    /* Sets the label of a slot (its first time is kept when it had one). */
+    /* The label of a prediction's slot (the class; 0 for per-sample losses): 1 (in *out), 0
+     * when it has none, -1 on failure. */
+    int (*get_label)(struct mls_store *s, int64_t pred, int32_t slot, struct mls_label *out);
+    /* Sets the label of a slot (l->first as given: the caller keeps the first one's). */
     int (*put_label)(struct mls_store *s, int64_t pred, int32_t slot, const struct mls_label *l,
                      double t);
-    /* Deletes at most `limit` predictions of a monitor made before `before`, with their
-     * labels: the count of predictions deleted (labelled[class] -= their labels, *positions
-     * their count), or -1. */
-    long (*expire)(struct mls_store *s, const char *monitor, double before, long limit,
-                   double *labelled, int64_t num_classes, double *positions);
+    /* Deletes some of a monitor's predictions made before `before` (*more: 1 when some are
+     * left for the next call), with their labels: the count of predictions deleted
+     * (labelled[class] -= their labels, *positions -= their count), or -1. */
+    long (*expire)(struct mls_store *s, const char *monitor, double before, double *labelled,
+                   int64_t num_classes, double *positions, int *more);
+    /* Some housekeeping of the labels' storage, bounded (the upkeep calls it). */
+    int (*compact)(struct mls_store *s);
     /* Within a transaction: marks where undo() returns to (one change that must be all or
      * nothing), and forgets the mark (release) once the change is whole. */
     int (*savepoint)(struct mls_store *s);
@@ -76,10 +77,12 @@ struct mls_store {
 };
 
 /*
- * Opens (creating when absent) the SQLite state at path (":memory:" keeps nothing). Returns
- * 0, or -1 with a message in err. A file that cannot be written is opened all the same: reads
- * (the load) work, and every write fails, which observers see as 503.
+ * Opens (creating when absent) the SQLite state at path (":memory:" keeps nothing), keeping up
+ * to `cache` bytes of its pages in memory. Returns 0, or -1 with a message in err. A file that
+ * cannot be written is opened all the same: reads (the load) work, and every write fails,
+ * which observers see as 503.
  */
-int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, size_t errlen);
+int mls_store_open_sqlite(const char *path, uint64_t cache, struct mls_store **out, char *err,
+                          size_t errlen);
 
 #endif /* MLS_STORE_H */

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "buf.h"
+#include "label_index.h"
 #include "store.h"
 
 /* 2 added predictions and labels; a file of schema 1 is upgraded when opened for writing. */
@@ -23,8 +24,12 @@ struct sqlite_store {
     struct mls_store base;
     sqlite3 *db;
     sqlite3_stmt *add, *drop, *claim, *purge;
-    sqlite3_stmt *put_pred, *get_pred, *get_labels, *put_label;
-    sqlite3_stmt *old_preds, *pred_labels, *del_labels, *del_pred;
+    sqlite3_stmt *put_pred, *get_pred, *ins_label;
+    sqlite3_stmt *old_preds, *del_pred, *scan_labels, *del_label;
+    /* Where each (prediction, slot)'s label row is (label_index.h), and how far the
+     * compaction of dead label rows has come (a label row id). */
+    struct mls_lx lx;
+    int64_t compact_from;
     char err[256];
 };
 
@@ -105,29 +110,53 @@ static int step_done(struct sqlite_store *s, sqlite3_stmt *st, const char *what)
     return rc == SQLITE_DONE ? 0 : fail(s, what);
 }
 
+/* The label index follows every transaction: its changes are undone with the SQL's. */
 static int st_begin(struct mls_store *b)
 {
-    return exec(self(b), "BEGIN IMMEDIATE");
+    struct sqlite_store *s = self(b);
+    if (exec(s, "BEGIN IMMEDIATE"))
+        return -1;
+    mls_lx_begin(&s->lx);
+    return 0;
 }
 
 static int st_savepoint(struct mls_store *b)
 {
-    return exec(self(b), "SAVEPOINT op");
+    struct sqlite_store *s = self(b);
+    if (mls_lx_mark(&s->lx)) {
+        snprintf(s->err, sizeof(s->err), "savepoints nested too deep");
+        return -1;
+    }
+    if (exec(s, "SAVEPOINT op")) {
+        mls_lx_undo(&s->lx);
+        return -1;
+    }
+    return 0;
 }
 
 static int st_release_savepoint(struct mls_store *b)
 {
-    return exec(self(b), "RELEASE op");
+    struct sqlite_store *s = self(b);
+    if (exec(s, "RELEASE op"))
+        return -1;
+    mls_lx_release(&s->lx);
+    return 0;
 }
 
 static void st_undo(struct mls_store *b)
 {
-    sqlite3_exec(self(b)->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
+    struct sqlite_store *s = self(b);
+    sqlite3_exec(s->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
+    mls_lx_undo(&s->lx);
 }
 
 static int st_commit(struct mls_store *b)
 {
-    return exec(self(b), "COMMIT");
+    struct sqlite_store *s = self(b);
+    if (exec(s, "COMMIT"))
+        return -1;
+    mls_lx_commit(&s->lx);
+    return 0;
 }
 
 static void st_rollback(struct mls_store *b)
@@ -135,12 +164,85 @@ static void st_rollback(struct mls_store *b)
     struct sqlite_store *s = self(b);
     if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    mls_lx_rollback(&s->lx);
+}
+
+static int by_pred(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Removes a monitor's labels from the index (its rows go with the SQL that follows). */
+static int forget_labels(struct sqlite_store *s, const char *name)
+{
+    if (!s->lx.count)
+        return 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT pred FROM predictions WHERE monitor = ?1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return fail(s, "preparing a read of predictions");
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int64_t *preds = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 1024;
+            int64_t *np = realloc(preds, ncap * sizeof(*np));
+            if (!np)
+                break;
+            preds = np;
+            cap = ncap;
+        }
+        preds[n++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        free(preds);
+        if (rc == SQLITE_ROW)
+            snprintf(s->err, sizeof(s->err), "out of memory forgetting labels");
+        return rc == SQLITE_ROW ? -1 : fail(s, "reading predictions");
+    }
+    qsort(preds, n, sizeof(*preds), by_pred);
+    /* The entries to remove, gathered first: removing moves entries in the table. */
+    struct mls_lx_entry *gone = NULL;
+    size_t ng = 0, capg = 0;
+    for (size_t i = 0; i < s->lx.cap && n; i++) {
+        const struct mls_lx_entry *e = &s->lx.table[i];
+        if (!e->pred || !bsearch(&e->pred, preds, n, sizeof(*preds), by_pred))
+            continue;
+        if (ng == capg) {
+            size_t ncap = capg ? capg * 2 : 1024;
+            struct mls_lx_entry *ne = realloc(gone, ncap * sizeof(*ne));
+            if (!ne) {
+                free(gone);
+                free(preds);
+                snprintf(s->err, sizeof(s->err), "out of memory forgetting labels");
+                return -1;
+            }
+            gone = ne;
+            capg = ncap;
+        }
+        gone[ng++] = *e;
+    }
+    free(preds);
+    for (size_t i = 0; i < ng; i++)
+        if (mls_lx_del(&s->lx, gone[i].pred, gone[i].slot)) {
+            free(gone);
+            snprintf(s->err, sizeof(s->err), "out of memory forgetting labels");
+            return -1;
+        }
+    free(gone);
+    return 0;
 }
 
 static int st_put_monitor(struct mls_store *b, const char *name, const char *config, int clear)
 {
     struct sqlite_store *s = self(b);
     sqlite3_stmt *st;
+    if (clear && forget_labels(s, name))
+        return -1;
     if (clear) {
         static const char *const sql[] = {
             "DELETE FROM buckets WHERE monitor = ?1", "DELETE FROM ids WHERE monitor = ?1",
@@ -171,6 +273,8 @@ static int st_put_monitor(struct mls_store *b, const char *name, const char *con
 static int st_delete_monitor(struct mls_store *b, const char *name)
 {
     struct sqlite_store *s = self(b);
+    if (forget_labels(s, name))
+        return -1;
     static const char *const sql[] = {
         "DELETE FROM buckets WHERE monitor = ?1", "DELETE FROM ids WHERE monitor = ?1",
         "DELETE FROM labels WHERE pred IN (SELECT pred FROM predictions WHERE monitor = ?1)",
@@ -292,47 +396,54 @@ static int st_get_prediction(struct mls_store *b, const char *monitor, const cha
     return found;
 }
 
-static int st_get_labels(struct mls_store *b, int64_t pred, struct mls_label *out, int32_t *slots,
-                         size_t max)
+static int st_get_label(struct mls_store *b, int64_t pred, int32_t slot, struct mls_label *out)
 {
-    struct sqlite_store *s = self(b);
-    sqlite3_stmt *st = s->get_labels;
-    sqlite3_bind_int64(st, 1, pred);
-    int rc, n = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((size_t)n < max) {
-            slots[n] = sqlite3_column_int(st, 0);
-            out[n] = (struct mls_label){sqlite3_column_int(st, 1), sqlite3_column_double(st, 2),
-                                        sqlite3_column_double(st, 3), sqlite3_column_double(st, 4)};
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE)
-        n = fail(s, "reading labels");
-    sqlite3_reset(st);
-    return n;
+    const struct mls_lx_entry *e = mls_lx_get(&self(b)->lx, pred, slot);
+    if (e)
+        *out = (struct mls_label){e->cls, e->value, e->weight, e->first};
+    return e != NULL;
 }
 
+/* Every label is appended, a new one or one given again (whose old row is dead from then
+ * on, left to the compaction): rows are written in order, a few pages a commit, never a
+ * random page of a large table. */
 static int st_put_label(struct mls_store *b, int64_t pred, int32_t slot, const struct mls_label *l,
                         double t)
 {
     struct sqlite_store *s = self(b);
-    sqlite3_stmt *st = s->put_label;
-    sqlite3_bind_int64(st, 1, pred);
-    sqlite3_bind_int(st, 2, slot);
-    sqlite3_bind_int(st, 3, l->cls);
-    sqlite3_bind_double(st, 4, l->value);
-    sqlite3_bind_double(st, 5, l->weight);
-    sqlite3_bind_double(st, 6, l->first);
-    sqlite3_bind_double(st, 7, t);
-    return step_done(s, st, "writing a label");
+    sqlite3_stmt *st = s->ins_label;
+    sqlite3_bind_int(st, 1, l->cls);
+    sqlite3_bind_double(st, 2, l->value);
+    sqlite3_bind_double(st, 3, l->weight);
+    sqlite3_bind_double(st, 4, t);
+    sqlite3_bind_int64(st, 5, pred);
+    sqlite3_bind_int(st, 6, slot);
+    sqlite3_bind_double(st, 7, l->first);
+    if (step_done(s, st, "writing a label"))
+        return -1;
+    struct mls_lx_entry e = {
+        pred, sqlite3_last_insert_rowid(s->db), slot, l->cls, l->value, l->weight, l->first};
+    if (mls_lx_put(&s->lx, &e)) {
+        snprintf(s->err, sizeof(s->err), "out of memory indexing a label");
+        return -1;
+    }
+    return 0;
 }
 
-static long st_expire(struct mls_store *b, const char *monitor, double before, long limit,
-                      double *labelled, int64_t num_classes, double *positions)
+/* Label rows per upkeep that the compaction reads; predictions expired per upkeep are bounded
+ * so that their labels looked up in the index stay about as many. */
+#define COMPACT_ROWS 200000
+#define EXPIRE_ROWS 20000
+#define EXPIRE_LOOKUPS 4000000
+
+static long st_expire(struct mls_store *b, const char *monitor, double before, double *labelled,
+                      int64_t num_classes, double *positions, int *more)
 {
     struct sqlite_store *s = self(b);
-    int64_t *preds = malloc((size_t)(limit > 0 ? limit : 1) * sizeof(*preds));
+    long limit = EXPIRE_LOOKUPS / (num_classes > 0 ? num_classes : 1);
+    limit = limit < EXPIRE_ROWS ? limit > 0 ? limit : 1 : EXPIRE_ROWS;
+    *more = 0;
+    int64_t *preds = malloc((size_t)limit * sizeof(*preds));
     if (!preds) {
         snprintf(s->err, sizeof(s->err), "out of memory expiring predictions");
         return -1;
@@ -350,29 +461,77 @@ static long st_expire(struct mls_store *b, const char *monitor, double before, l
         free(preds);
         return fail(s, "finding expired predictions");
     }
+    /* Their labels leave the index now (and the counts); their rows, dead from here, go with
+     * the compaction, which deletes them where they lie, in order. */
     for (long i = 0; i < n; i++) {
-        sqlite3_bind_int64(s->pred_labels, 1, preds[i]);
-        while ((rc = sqlite3_step(s->pred_labels)) == SQLITE_ROW) {
-            int c = sqlite3_column_int(s->pred_labels, 0);
-            if (c >= 0 && c < num_classes)
-                labelled[c] -= 1;
+        for (int32_t slot = 0; slot < num_classes && s->lx.count; slot++) {
+            const struct mls_lx_entry *e = mls_lx_get(&s->lx, preds[i], slot);
+            if (!e)
+                continue;
+            if (e->cls >= 0 && e->cls < num_classes)
+                labelled[e->cls] -= 1;
             *positions -= 1;
+            if (mls_lx_del(&s->lx, preds[i], slot)) {
+                free(preds);
+                snprintf(s->err, sizeof(s->err), "out of memory expiring predictions");
+                return -1;
+            }
         }
-        sqlite3_reset(s->pred_labels);
-        if (rc != SQLITE_DONE) {
-            free(preds);
-            return fail(s, "reading expired labels");
-        }
-        sqlite3_bind_int64(s->del_labels, 1, preds[i]);
         sqlite3_bind_int64(s->del_pred, 1, preds[i]);
-        if (step_done(s, s->del_labels, "deleting expired labels") ||
-            step_done(s, s->del_pred, "deleting an expired prediction")) {
+        if (step_done(s, s->del_pred, "deleting an expired prediction")) {
             free(preds);
             return -1;
         }
     }
     free(preds);
+    *more = n == limit;
     return n;
+}
+
+/* Deletes the dead label rows (of expired predictions, of cleared monitors) among the next
+ * COMPACT_ROWS rows, then goes on from there next time, and from the start at the end. */
+static int st_compact(struct mls_store *b)
+{
+    struct sqlite_store *s = self(b);
+    sqlite3_stmt *st = s->scan_labels;
+    sqlite3_bind_int64(st, 1, s->compact_from);
+    sqlite3_bind_int64(st, 2, COMPACT_ROWS);
+    int64_t last = s->compact_from, *dead = NULL;
+    size_t n = 0, cap = 0, rows = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t lid = sqlite3_column_int64(st, 0);
+        const struct mls_lx_entry *e =
+            mls_lx_get(&s->lx, sqlite3_column_int64(st, 1), sqlite3_column_int(st, 2));
+        last = lid;
+        rows++;
+        if (e && e->lid == lid)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 1024;
+            int64_t *nd = realloc(dead, ncap * sizeof(*nd));
+            if (!nd)
+                break;
+            dead = nd;
+            cap = ncap;
+        }
+        dead[n++] = lid;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        free(dead);
+        return fail(s, "reading labels");
+    }
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_bind_int64(s->del_label, 1, dead[i]);
+        if (step_done(s, s->del_label, "deleting a dead label")) {
+            free(dead);
+            return -1;
+        }
+    }
+    free(dead);
+    s->compact_from = rows < COMPACT_ROWS ? 0 : last;
+    return 0;
 }
 
 static const char *st_errmsg(struct mls_store *b)
@@ -387,13 +546,14 @@ static void st_release(struct sqlite_store *s)
     sqlite3_finalize(s->drop);
     sqlite3_finalize(s->claim);
     sqlite3_finalize(s->purge);
-    sqlite3_stmt **late[] = {&s->put_pred,  &s->get_pred,    &s->get_labels, &s->put_label,
-                             &s->old_preds, &s->pred_labels, &s->del_labels, &s->del_pred};
+    sqlite3_stmt **late[] = {&s->put_pred, &s->get_pred,    &s->ins_label, &s->old_preds,
+                             &s->del_pred, &s->scan_labels, &s->del_label};
     for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
         sqlite3_finalize(*late[i]);
         *late[i] = NULL;
     }
     sqlite3_close(s->db);
+    mls_lx_free(&s->lx);
     s->add = s->drop = s->claim = s->purge = NULL;
     s->db = NULL;
 }
@@ -407,41 +567,77 @@ static void st_close(struct mls_store *b)
     free(s);
 }
 
-/* The counts of stored predictions and labels of every monitor. */
+/* The counts of stored predictions and labels of every monitor, and the label index (the
+ * rows of predictions that exist: the others are dead, left to the compaction). */
 static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, size_t errlen)
 {
-    static const char *const sql[] = {
-        "SELECT monitor, -1, count(*) FROM predictions GROUP BY monitor",
-        "SELECT p.monitor, l.class, count(*) FROM labels l JOIN predictions p ON l.pred = p.pred "
-        "GROUP BY p.monitor, l.class"};
-    for (int q = 0; q < 2; q++) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(s->db, sql[q], -1, &st, NULL) != SQLITE_OK) {
-            snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
-            return -1;
-        }
-        int step;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *name = (const char *)sqlite3_column_text(st, 0);
-            struct mls_monitor *m = name ? mls_registry_get(g, name) : NULL;
-            if (!m)
-                continue; /* of no monitor: left over, ignored */
-            int64_t c = sqlite3_column_int64(st, 1);
-            double n = (double)sqlite3_column_int64(st, 2);
-            if (c < 0) {
-                m->predictions_live = n;
-            } else {
-                m->positions_live += n;
-                if (m->labelled_live && c < m->cfg.num_classes)
-                    m->labelled_live[c] += n;
-            }
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT monitor, count(*) FROM predictions GROUP BY monitor", -1,
+                           &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        struct mls_monitor *m = name ? mls_registry_get(g, name) : NULL;
+        if (m) /* (else of no monitor: left over, ignored) */
+            m->predictions_live = (double)sqlite3_column_int64(st, 1);
+        mls_monitor_unref(m);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    /* The labels in the order they came: a later row of the same (pred, slot) replaced the
+     * earlier one. The live counts follow the index as it is rebuilt. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT l.lid, l.pred, l.slot, l.class, p.monitor, l.value, "
+                           "l.weight, l.first FROM labels l JOIN predictions p ON "
+                           "p.pred = l.pred ORDER BY l.lid",
+                           -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "reading labels: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    struct mls_monitor *m = NULL;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 4);
+        if (!name)
+            continue;
+        if (!m || strcmp(m->name, name)) {
             mls_monitor_unref(m);
+            m = mls_registry_get(g, name);
         }
-        sqlite3_finalize(st);
-        if (step != SQLITE_DONE) {
-            snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+        int64_t pred = sqlite3_column_int64(st, 1);
+        int32_t slot = sqlite3_column_int(st, 2), cls = sqlite3_column_int(st, 3);
+        const struct mls_lx_entry *was = mls_lx_get(&s->lx, pred, slot);
+        if (m && m->labelled_live) {
+            if (was && was->cls >= 0 && was->cls < m->cfg.num_classes)
+                m->labelled_live[was->cls] -= 1;
+            if (cls >= 0 && cls < m->cfg.num_classes)
+                m->labelled_live[cls] += 1;
+            m->positions_live += !was;
+        }
+        struct mls_lx_entry e = {pred,
+                                 sqlite3_column_int64(st, 0),
+                                 slot,
+                                 cls,
+                                 sqlite3_column_double(st, 5),
+                                 sqlite3_column_double(st, 6),
+                                 sqlite3_column_double(st, 7)};
+        if (mls_lx_put(&s->lx, &e)) {
+            mls_monitor_unref(m);
+            sqlite3_finalize(st);
+            snprintf(err, errlen, "out of memory indexing labels");
             return -1;
         }
+    }
+    mls_monitor_unref(m);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "reading labels: %s", sqlite3_errmsg(s->db));
+        return -1;
     }
     return 0;
 }
@@ -576,9 +772,10 @@ static const struct mls_store_vt sqlite_vt = {
     .purge_ids = st_purge_ids,
     .put_prediction = st_put_prediction,
     .get_prediction = st_get_prediction,
-    .get_labels = st_get_labels,
+    .get_label = st_get_label,
     .put_label = st_put_label,
     .expire = st_expire,
+    .compact = st_compact,
     .savepoint = st_savepoint,
     .release = st_release_savepoint,
     .undo = st_undo,
@@ -597,20 +794,22 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS ids(monitor TEXT NOT NULL, id TEXT NOT NULL,"
     "  t INTEGER NOT NULL, PRIMARY KEY(monitor, id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS ids_t ON ids(t);"
-    /* Late labels: a prediction's key is its rowid, its labels are keyed by it and by slot
-     * (the class; 0 for a per-sample loss, whose class is a column). */
-    "CREATE TABLE IF NOT EXISTS predictions(pred INTEGER PRIMARY KEY, monitor TEXT NOT NULL,"
-    "  id TEXT NOT NULL, t REAL NOT NULL, combo TEXT NOT NULL, outputs BLOB NOT NULL,"
-    "  UNIQUE(monitor, id));"
+    /* Late labels: a prediction's key is its row id, never reused (AUTOINCREMENT: a label
+     * row left by an expired prediction must not name a new one). Labels are rows in arrival
+     * order, one per (pred, slot) (the class; 0 for a per-sample loss, whose class is a
+     * column), found through the index in memory (label_index.h). */
+    "CREATE TABLE IF NOT EXISTS predictions(pred INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  monitor TEXT NOT NULL, id TEXT NOT NULL, t REAL NOT NULL, combo TEXT NOT NULL,"
+    "  outputs BLOB NOT NULL, UNIQUE(monitor, id));"
     "CREATE INDEX IF NOT EXISTS predictions_t ON predictions(monitor, t);"
-    "CREATE TABLE IF NOT EXISTS labels(pred INTEGER NOT NULL, slot INTEGER NOT NULL,"
-    "  class INTEGER NOT NULL, value REAL NOT NULL, weight REAL NOT NULL, first REAL NOT NULL,"
-    "  t REAL NOT NULL, PRIMARY KEY(pred, slot)) WITHOUT ROWID;";
+    "CREATE TABLE IF NOT EXISTS labels(lid INTEGER PRIMARY KEY, pred INTEGER NOT NULL,"
+    "  slot INTEGER NOT NULL, class INTEGER NOT NULL, value REAL NOT NULL,"
+    "  weight REAL NOT NULL, first REAL NOT NULL, t REAL NOT NULL);";
 
 /* Opens path (as a URI when flags say so) and prepares it; 0, or -1 with err filled and s
  * closed. */
 static int open_store(struct sqlite_store *s, const char *path, const char *name, int flags,
-                      char *err, size_t errlen)
+                      uint64_t cache, char *err, size_t errlen)
 {
     if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open the state %s: %s", name,
@@ -626,6 +825,12 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
         st_release(s);
         return -1;
     }
+    /* Stored predictions are read at random as their labels come: pages in SQLite's own
+     * cache are read without a system call and a copy each (its default is 2 MiB). */
+    char pragma[64];
+    snprintf(pragma, sizeof(pragma), "PRAGMA cache_size=-%llu",
+             (unsigned long long)(cache >> 10 ? cache >> 10 : 1));
+    exec(s, pragma);
     /* A file that cannot be written still loads; then every write fails (503). */
     int writable = !sqlite3_db_readonly(s->db, "main");
     if (writable) {
@@ -692,18 +897,15 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
          "VALUES(?1, ?2, ?3, ?4, ?5)"},
         {offsetof(struct sqlite_store, get_pred),
          "SELECT pred, t, combo, outputs FROM predictions WHERE monitor = ?1 AND id = ?2"},
-        {offsetof(struct sqlite_store, get_labels),
-         "SELECT slot, class, value, weight, first FROM labels WHERE pred = ?1 ORDER BY slot"},
-        {offsetof(struct sqlite_store, put_label),
-         "INSERT INTO labels(pred, slot, class, value, weight, first, t) "
-         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(pred, slot) DO UPDATE SET "
-         "class = excluded.class, value = excluded.value, weight = excluded.weight, "
-         "t = excluded.t"},
+        {offsetof(struct sqlite_store, ins_label),
+         "INSERT INTO labels(class, value, weight, t, pred, slot, first) "
+         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
         {offsetof(struct sqlite_store, old_preds),
          "SELECT pred FROM predictions WHERE monitor = ?1 AND t < ?2 LIMIT ?3"},
-        {offsetof(struct sqlite_store, pred_labels), "SELECT class FROM labels WHERE pred = ?1"},
-        {offsetof(struct sqlite_store, del_labels), "DELETE FROM labels WHERE pred = ?1"},
         {offsetof(struct sqlite_store, del_pred), "DELETE FROM predictions WHERE pred = ?1"},
+        {offsetof(struct sqlite_store, scan_labels),
+         "SELECT lid, pred, slot FROM labels WHERE lid > ?1 ORDER BY lid LIMIT ?2"},
+        {offsetof(struct sqlite_store, del_label), "DELETE FROM labels WHERE lid = ?1"},
     };
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
         sqlite3_stmt **slot = (sqlite3_stmt **)((char *)s + stmts[i].off);
@@ -718,7 +920,8 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
     return 0;
 }
 
-int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, size_t errlen)
+int mls_store_open_sqlite(const char *path, uint64_t cache, struct mls_store **out, char *err,
+                          size_t errlen)
 {
     *out = NULL;
     struct sqlite_store *s = calloc(1, sizeof(*s));
@@ -727,7 +930,8 @@ int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, s
         return -1;
     }
     s->base.vt = &sqlite_vt;
-    if (!open_store(s, path, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen)) {
+    if (!open_store(s, path, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, cache, err,
+                    errlen)) {
         *out = &s->base;
         return 0;
     }
@@ -750,7 +954,7 @@ int mls_store_open_sqlite(const char *path, struct mls_store **out, char *err, s
     memset(s, 0, sizeof(*s));
     s->base.vt = &sqlite_vt;
     if (!strcmp(path, ":memory:") || uri.failed ||
-        open_store(s, uri.data, path, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, err, errlen)) {
+        open_store(s, uri.data, path, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, cache, err, errlen)) {
         snprintf(err, errlen, "%s", first);
         free(uri.data);
         free(s);

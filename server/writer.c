@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "writer.h"
+#include "writer_int.h"
 
 /* The longest a commit waits for observations on their way (writer.h). */
 #define MAX_GATHER_NS 1000000u
@@ -164,26 +165,7 @@ static void do_delete(struct mls_writer *w, struct mls_op *op)
 
 /* ---- observations: one transaction for a run of them ----------------------------------- */
 
-/* The sums of one transaction for one bucket. */
-struct slot {
-    struct mls_monitor *m;
-    const char *combo; /* its key (the first op's, alive until the ops are answered) */
-    int64_t start;
-    int32_t width;
-    struct mls_cell total;
-    struct mls_class_sums *classes;
-};
-
-struct slots {
-    struct slot *items;
-    size_t count, cap;
-    /* Combo keys the slots point to that no op owns (labels find them in the store): alive
-     * until the transaction's slots are freed. */
-    char **keys;
-    size_t num_keys, cap_keys;
-};
-
-static void slots_free(struct slots *sl)
+void mls_wslots_free(struct slots *sl)
 {
     for (size_t i = 0; i < sl->count; i++)
         free(sl->items[i].classes);
@@ -195,7 +177,7 @@ static void slots_free(struct slots *sl)
 }
 
 /* key kept by sl (the one it has, or a copy it keeps); NULL when out of memory. */
-static const char *slots_key(struct slots *sl, const char *key)
+const char *mls_wslots_key(struct slots *sl, const char *key)
 {
     for (size_t i = 0; i < sl->count; i++)
         if (!strcmp(sl->items[i].combo, key))
@@ -220,9 +202,9 @@ static const char *slots_key(struct slots *sl, const char *key)
 /* The slot of a bucket (m, key, start, width) in sl, with the combo, bucket and hour sum made
  * in memory; NULL with op decided (--max-slice-values, out of memory). values: the combo's
  * slice values, NULL to read them from the key. */
-static struct slot *slot_for(struct mls_writer *w, struct slots *sl, struct mls_op *op,
-                             struct mls_monitor *m, const char *key, char *const *values,
-                             int64_t start, int32_t width)
+struct slot *mls_wslot_for(struct mls_writer *w, struct slots *sl, struct mls_op *op,
+                           struct mls_monitor *m, const char *key, char *const *values,
+                           int64_t start, int32_t width)
 {
     int64_t slots = mls_class_slots(&m->cfg);
     int over = 0, made = 0;
@@ -296,14 +278,14 @@ static struct slot *slot_for(struct mls_writer *w, struct slots *sl, struct mls_
 }
 
 /* The slot of an observation's bucket. */
-static struct slot *slot_of(struct mls_writer *w, struct slots *sl, struct mls_op *op)
+struct slot *mls_wslot_of(struct mls_writer *w, struct slots *sl, struct mls_op *op)
 {
-    return slot_for(w, sl, op, op->monitor, op->combo_key, op->values, op->start, op->width);
+    return mls_wslot_for(w, sl, op, op->monitor, op->combo_key, op->values, op->start, op->width);
 }
 
 /* x += d, every part (the class slots with the late part). */
-static void slot_merge(struct slot *x, const struct mls_cell *total,
-                       const struct mls_class_sums *classes, int64_t slots)
+void mls_wslot_merge(struct slot *x, const struct mls_cell *total,
+                     const struct mls_class_sums *classes, int64_t slots)
 {
     ml_sums_add(&x->total.s, &total->s);
     x->total.observations += total->observations;
@@ -313,12 +295,12 @@ static void slot_merge(struct slot *x, const struct mls_cell *total,
         a[i] += d[i];
 }
 
-static void slot_add(struct slot *x, const struct mls_op *op)
+void mls_wslot_add(struct slot *x, const struct mls_op *op)
 {
-    slot_merge(x, &op->total, op->classes, mls_class_slots(&op->monitor->cfg));
+    mls_wslot_merge(x, &op->total, op->classes, mls_class_slots(&op->monitor->cfg));
 }
 
-static int finite_sum(const double *a, const double *b, const double *c, size_t n)
+int mls_wfinite(const double *a, const double *b, const double *c, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(a[i] + b[i] + c[i]))
@@ -328,7 +310,7 @@ static int finite_sum(const double *a, const double *b, const double *c, size_t 
 
 /* Whether a delta would make its bucket's sums overflow (each delta is finite: a monitor
  * keeps only finite sums). Only this thread changes buckets: read without the lock. */
-static int overflows_by(const struct slot *x, const struct mls_cell *total,
+int mls_wslot_overflows(const struct slot *x, const struct mls_cell *total,
                         const struct mls_class_sums *classes)
 {
     struct mls_monitor *m = x->m;
@@ -337,423 +319,18 @@ static int overflows_by(const struct slot *x, const struct mls_cell *total,
     if (b < 0)
         return 0;
     const struct mls_bucket *bk = &c->buckets[b];
-    if (!finite_sum((const double *)&bk->total, (const double *)&x->total, (const double *)total,
-                    MLS_CELL_FIELDS))
+    if (!mls_wfinite((const double *)&bk->total, (const double *)&x->total, (const double *)total,
+                     MLS_CELL_FIELDS))
         return 1;
     return bk->classes && x->classes && classes &&
-           !finite_sum((const double *)bk->classes, (const double *)x->classes,
-                       (const double *)classes,
-                       (size_t)mls_class_slots(&m->cfg) * MLS_CLASS_FIELDS);
+           !mls_wfinite((const double *)bk->classes, (const double *)x->classes,
+                        (const double *)classes,
+                        (size_t)mls_class_slots(&m->cfg) * MLS_CLASS_FIELDS);
 }
 
 static int overflows(const struct slot *x, const struct mls_op *op)
 {
-    return overflows_by(x, &op->total, op->classes);
-}
-
-/* ---- predictions and labels (late.h) ------------------------------------------------------ */
-
-static void scale_cell(struct mls_cell *c, double k)
-{
-    double *v = (double *)c;
-    for (int i = 0; i < MLS_CELL_FIELDS; i++)
-        v[i] *= k;
-}
-
-/* A predictions op: its rows stored (those whose id is new), and as many unlabelled rows
- * counted in its bucket. All or nothing (a savepoint); *failed: the store failed. */
-static void do_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op, int *failed)
-{
-    struct mls_store *s = w->store;
-    struct mls_monitor *m = op->monitor;
-    int64_t slots = mls_class_slots(&m->cfg);
-    if (s->vt->savepoint(s)) {
-        *failed = 1;
-        return;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < op->num_rows; i++) {
-        if (op->refused[i])
-            continue;
-        int64_t pred;
-        int r = s->vt->put_prediction(s, m->name, op->ids[i], op->time, op->combo_key,
-                                      (const char *)op->outputs + i * op->row_bytes, op->row_bytes,
-                                      &pred);
-        if (r < 0) {
-            *failed = 1;
-            return;
-        }
-        if (r == 0)
-            op->refused[i] = 1;
-        else
-            k++;
-    }
-    op->stored = k;
-    if (!k) {
-        *failed = s->vt->release(s) != 0;
-        op->result = MLS_OPR_OK;
-        return;
-    }
-    struct slot *x = slot_of(w, sl, op);
-    if (!x) {
-        s->vt->undo(s);
-        return;
-    }
-    /* The unlabelled row's sums times the rows stored: whole counts, exact. */
-    scale_cell(&op->total, (double)k);
-    op->total.observations = 1;
-    for (int64_t i = 0; op->classes && i < slots * MLS_CLASS_FIELDS; i++)
-        ((double *)op->classes)[i] *= (double)k;
-    if (overflows(x, op)) {
-        s->vt->undo(s);
-        op->result = MLS_OPR_OVERFLOW;
-        snprintf(op->message, sizeof(op->message),
-                 "with these predictions the sums of their bucket (monitor %s, %lld) would no "
-                 "longer be finite: nothing was stored",
-                 op->name, (long long)op->start);
-        return;
-    }
-    if (s->vt->release(s)) {
-        *failed = 1;
-        return;
-    }
-    slot_add(x, op);
-    op->result = MLS_OPR_OK;
-}
-
-/* A labels op's change to one slot of the transaction (by index: slots move when added). */
-struct change {
-    size_t slot;
-    struct mls_cell total;
-    struct mls_class_sums *classes;
-};
-
-struct label_work {
-    int64_t nc, slots;
-    void *outputs;
-    struct mls_label *old, *now;
-    int32_t *old_slots, *now_slots, *where;
-    unsigned char *changed;
-    double *eval;
-    struct ml_sums *cls_old, *cls_now;
-    struct mls_class_sums *delta;
-    const struct mls_label_in **order;
-    struct change *changes;
-    size_t num_changes, cap_changes;
-};
-
-static void label_work_free(struct label_work *lw)
-{
-    free(lw->outputs);
-    free(lw->old);
-    free(lw->now);
-    free(lw->old_slots);
-    free(lw->now_slots);
-    free(lw->where);
-    free(lw->changed);
-    free(lw->eval);
-    free(lw->cls_old);
-    free(lw->cls_now);
-    free(lw->delta);
-    free(lw->order);
-    for (size_t i = 0; i < lw->num_changes; i++)
-        free(lw->changes[i].classes);
-    free(lw->changes);
-}
-
-static int label_work_init(struct label_work *lw, const struct mls_monitor *m, size_t labels)
-{
-    memset(lw, 0, sizeof(*lw));
-    int64_t nc = lw->nc = m->cfg.num_classes;
-    lw->slots = mls_class_slots(&m->cfg);
-    size_t n = (size_t)nc;
-    lw->outputs = malloc(n * (m->cfg.f64 ? sizeof(double) : sizeof(float)));
-    lw->old = malloc(n * sizeof(*lw->old));
-    lw->now = malloc(n * sizeof(*lw->now));
-    lw->old_slots = malloc(n * sizeof(*lw->old_slots));
-    lw->now_slots = malloc(n * sizeof(*lw->now_slots));
-    lw->where = malloc(n * sizeof(*lw->where));
-    lw->changed = malloc(n);
-    lw->eval = malloc(3 * n * sizeof(double));
-    lw->cls_old = malloc(n * sizeof(*lw->cls_old));
-    lw->cls_now = malloc(n * sizeof(*lw->cls_now));
-    lw->delta = malloc((size_t)lw->slots * sizeof(*lw->delta));
-    lw->order = malloc((labels ? labels : 1) * sizeof(*lw->order));
-    if (!lw->outputs || !lw->old || !lw->now || !lw->old_slots || !lw->now_slots || !lw->where ||
-        !lw->changed || !lw->eval || !lw->cls_old || !lw->cls_now || !lw->delta || !lw->order)
-        return -1;
-    for (int64_t i = 0; i < nc; i++)
-        lw->where[i] = -1;
-    return 0;
-}
-
-/* The change of slot `slot` of this op, made when absent; NULL when out of memory. */
-static struct change *change_of(struct label_work *lw, size_t slot)
-{
-    for (size_t i = lw->num_changes; i-- > 0;)
-        if (lw->changes[i].slot == slot)
-            return &lw->changes[i];
-    if (lw->num_changes == lw->cap_changes) {
-        size_t cap = lw->cap_changes ? lw->cap_changes * 2 : 8;
-        struct change *n = realloc(lw->changes, cap * sizeof(*n));
-        if (!n)
-            return NULL;
-        lw->changes = n;
-        lw->cap_changes = cap;
-    }
-    struct change *c = &lw->changes[lw->num_changes];
-    memset(c, 0, sizeof(*c));
-    if (!(c->classes = calloc((size_t)lw->slots, sizeof(*c->classes))))
-        return NULL;
-    c->slot = slot;
-    lw->num_changes++;
-    return c;
-}
-
-static int by_id(const void *pa, const void *pb)
-{
-    const struct mls_label_in *a = *(const struct mls_label_in *const *)pa;
-    const struct mls_label_in *b = *(const struct mls_label_in *const *)pb;
-    int c = strcmp(a->id, b->id);
-    /* Then in the order given (the entries are one array): the later label wins. */
-    return c ? c : (a > b) - (a < b);
-}
-
-static void note_unknown(struct mls_op *op, const char *id, size_t count)
-{
-    op->unknown += count;
-    if (op->num_unknown_ids >= MLS_UNKNOWN_IDS)
-        return;
-    if (!op->unknown_ids && !(op->unknown_ids = calloc(MLS_UNKNOWN_IDS, sizeof(char *))))
-        return;
-    char *copy = strdup(id);
-    if (copy)
-        op->unknown_ids[op->num_unknown_ids++] = copy;
-}
-
-/*
- * A labels op: per prediction named, its row evaluated with the labels it had and with those
- * it has now, the difference added to the bucket and slice of the prediction, the labels
- * stored. All or nothing (a savepoint); *failed: the store failed.
- */
-static void do_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, int *failed)
-{
-    struct mls_store *s = w->store;
-    struct mls_monitor *m = op->monitor;
-    const struct mls_mconfig *cfg = &m->cfg;
-    const int64_t now = time(NULL);
-    struct label_work lw;
-    if (label_work_init(&lw, m, op->num_labels) ||
-        !(op->classes = calloc((size_t)cfg->num_classes, sizeof(*op->classes)))) {
-        label_work_free(&lw);
-        op->result = MLS_OPR_NOMEM;
-        snprintf(op->message, sizeof(op->message), "out of memory applying labels");
-        return;
-    }
-    /* op->classes[c].weighted_sum: the change of the live labelled positions of class c. */
-    const int64_t nc = lw.nc, slots = lw.slots;
-    const size_t row_bytes = (size_t)nc * (cfg->f64 ? sizeof(double) : sizeof(float));
-    if (s->vt->savepoint(s)) {
-        *failed = 1;
-        label_work_free(&lw);
-        return;
-    }
-    if (op->id[0]) {
-        int fresh = s->vt->claim_id(s, op->name, op->id, op->t);
-        if (fresh <= 0) {
-            if (fresh < 0)
-                *failed = 1;
-            else if (s->vt->release(s))
-                *failed = 1;
-            op->result = MLS_OPR_DUPLICATE;
-            label_work_free(&lw);
-            return;
-        }
-    }
-    for (size_t i = 0; i < op->num_labels; i++)
-        lw.order[i] = &op->labels[i];
-    qsort(lw.order, op->num_labels, sizeof(*lw.order), by_id);
-    op->result = MLS_OPR_OK;
-    for (size_t g = 0; g < op->num_labels && op->result == MLS_OPR_OK;) {
-        const char *id = lw.order[g]->id;
-        size_t end = g + 1;
-        while (end < op->num_labels && !strcmp(lw.order[end]->id, id))
-            end++;
-        int64_t pred;
-        double pt;
-        char *combo = NULL;
-        int r = s->vt->get_prediction(s, m->name, id, &pred, &pt, &combo, lw.outputs, row_bytes);
-        if (r < 0) {
-            *failed = 1;
-            break;
-        }
-        /* Expired: unknown at once, whether or not the upkeep deleted it yet. */
-        if (r == 0 || pt + (double)cfg->prediction_ttl <= (double)now) {
-            free(combo);
-            note_unknown(op, id, end - g);
-            g = end;
-            continue;
-        }
-        int nold = s->vt->get_labels(s, pred, lw.old, lw.old_slots, (size_t)nc);
-        if (nold < 0 || nold > nc) {
-            free(combo);
-            if (nold < 0)
-                *failed = 1;
-            else {
-                op->result = MLS_OPR_INVALID;
-                snprintf(op->message, sizeof(op->message),
-                         "prediction %.130s has more labels stored than classes", id);
-            }
-            break;
-        }
-        size_t n = (size_t)nold;
-        memcpy(lw.now, lw.old, n * sizeof(*lw.now));
-        memcpy(lw.now_slots, lw.old_slots, n * sizeof(*lw.now_slots));
-        memset(lw.changed, 0, (size_t)nc);
-        for (size_t j = 0; j < n; j++)
-            lw.where[lw.now_slots[j]] = (int32_t)j;
-        memset(lw.delta, 0, (size_t)slots * sizeof(*lw.delta));
-        double *late = mls_late_part(lw.delta, nc);
-        double *live = (double *)op->classes; /* stride MLS_CLASS_FIELDS */
-        for (size_t e = g; e < end; e++) {
-            const struct mls_label_in *in = lw.order[e];
-            int32_t j = lw.where[in->slot];
-            if (j >= 0) {
-                op->replaced++;
-                if (lw.now[j].cls != in->l.cls) { /* a per-sample label changing class */
-                    late[lw.now[j].cls] -= 1;
-                    live[lw.now[j].cls * MLS_CLASS_FIELDS] -= 1;
-                    late[in->l.cls] += 1;
-                    live[in->l.cls * MLS_CLASS_FIELDS] += 1;
-                }
-                double first = lw.now[j].first;
-                lw.now[j] = in->l;
-                lw.now[j].first = first;
-            } else {
-                op->applied++;
-                j = (int32_t)n++;
-                lw.where[in->slot] = j;
-                lw.now_slots[j] = in->slot;
-                lw.now[j] = in->l;
-                lw.now[j].first = op->time;
-                late[in->l.cls] += 1;
-                live[in->l.cls * MLS_CLASS_FIELDS] += 1;
-                /* (a label dated before its prediction, clocks apart, waited 0 s) */
-                double delay = op->time > pt ? op->time - pt : 0;
-                late[nc] += 1;
-                late[nc + 1] += delay;
-                late[nc + 2 + mls_delay_bin(delay)] += 1;
-            }
-            lw.changed[j] = 1;
-        }
-        for (size_t j = 0; j < n; j++)
-            lw.where[lw.now_slots[j]] = -1;
-        struct ml_sums t_old, t_now;
-        struct ml_error err;
-        int rc = mls_late_row(&m->late, lw.outputs, lw.old, (size_t)nold, &t_old, lw.cls_old,
-                              lw.eval, &err);
-        if (!rc)
-            rc = mls_late_row(&m->late, lw.outputs, lw.now, n, &t_now, lw.cls_now, lw.eval, &err);
-        if (rc) {
-            free(combo);
-            op->result = MLS_OPR_INVALID;
-            snprintf(op->message, sizeof(op->message),
-                     "the labels of prediction %.130s cannot be evaluated: %s", id, err.message);
-            break;
-        }
-        struct mls_cell dt;
-        memset(&dt, 0, sizeof(dt));
-        const double *a = (const double *)&t_now, *b = (const double *)&t_old;
-        for (size_t f = 0; f < sizeof(struct ml_sums) / sizeof(double); f++)
-            ((double *)&dt.s)[f] = a[f] - b[f];
-        for (int64_t c = 0; c < nc; c++) {
-            const struct ml_sums *x = &lw.cls_now[c], *y = &lw.cls_old[c];
-            lw.delta[c] = (struct mls_class_sums){
-                x->weighted_sum - y->weighted_sum, x->denominator - y->denominator,
-                x->sum_weights - y->sum_weights, x->num_nonzero_weights - y->num_nonzero_weights,
-                x->sum_sq - y->sum_sq};
-        }
-        if (!finite_sum((const double *)&dt, (const double *)&dt, (const double *)&dt,
-                        MLS_CELL_FIELDS) ||
-            !finite_sum((const double *)lw.delta, (const double *)lw.delta,
-                        (const double *)lw.delta, (size_t)slots * MLS_CLASS_FIELDS)) {
-            free(combo);
-            op->result = MLS_OPR_OVERFLOW;
-            snprintf(op->message, sizeof(op->message),
-                     "the labels of prediction %.130s make a sum that is not finite (a weight "
-                     "too large): nothing was counted",
-                     id);
-            break;
-        }
-        int64_t start;
-        int32_t width;
-        mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
-        const char *key = slots_key(sl, combo);
-        free(combo);
-        struct slot *x = key ? slot_for(w, sl, op, m, key, NULL, start, width) : NULL;
-        struct change *ch = x ? change_of(&lw, (size_t)(x - sl->items)) : NULL;
-        if (!ch) {
-            if (op->result == MLS_OPR_OK) {
-                op->result = MLS_OPR_NOMEM;
-                snprintf(op->message, sizeof(op->message), "out of memory applying labels");
-            }
-            break;
-        }
-        ml_sums_add(&ch->total.s, &dt.s);
-        for (int64_t i = 0; i < slots * MLS_CLASS_FIELDS; i++)
-            ((double *)ch->classes)[i] += ((const double *)lw.delta)[i];
-        for (size_t j = 0; j < n && !*failed; j++)
-            if (lw.changed[j])
-                *failed = s->vt->put_label(s, pred, lw.now_slots[j], &lw.now[j], op->time) != 0;
-        if (*failed)
-            break;
-        g = end;
-    }
-    for (size_t i = 0; i < lw.num_changes && op->result == MLS_OPR_OK && !*failed; i++) {
-        struct change *ch = &lw.changes[i];
-        if (overflows_by(&sl->items[ch->slot], &ch->total, ch->classes)) {
-            op->result = MLS_OPR_OVERFLOW;
-            snprintf(op->message, sizeof(op->message),
-                     "with these labels the sums of a bucket of monitor %s would no longer be "
-                     "finite: nothing was counted",
-                     op->name);
-        }
-    }
-    if (*failed) {
-        label_work_free(&lw);
-        return;
-    }
-    if (op->result != MLS_OPR_OK) {
-        s->vt->undo(s);
-        label_work_free(&lw);
-        return;
-    }
-    if (s->vt->release(s)) {
-        *failed = 1;
-        label_work_free(&lw);
-        return;
-    }
-    for (size_t i = 0; i < lw.num_changes; i++)
-        slot_merge(&sl->items[lw.changes[i].slot], &lw.changes[i].total, lw.changes[i].classes,
-                   slots);
-    label_work_free(&lw);
-}
-
-/* After the commit: what the store now holds of the late ops' predictions and labels. */
-static void late_counts(struct mls_op *op)
-{
-    struct mls_monitor *m = op->monitor;
-    if (op->result != MLS_OPR_OK || (op->kind != MLS_OP_PREDICT && op->kind != MLS_OP_LABEL))
-        return;
-    pthread_rwlock_wrlock(&m->lock);
-    if (op->kind == MLS_OP_PREDICT) {
-        m->predictions_live += (double)op->stored;
-    } else {
-        m->positions_live += (double)op->applied;
-        for (int64_t c = 0; m->labelled_live && op->classes && c < m->cfg.num_classes; c++)
-            m->labelled_live[c] += op->classes[c].weighted_sum;
-    }
-    pthread_rwlock_unlock(&m->lock);
+    return mls_wslot_overflows(x, &op->total, op->classes);
 }
 
 /* Observations from first up to (not including) end, in one transaction. */
@@ -777,14 +354,14 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
             continue;
         }
         if (op->kind == MLS_OP_PREDICT) {
-            do_predict(w, &sl, op, &failed);
+            mls_wlate_predict(w, &sl, op, &failed);
             continue;
         }
         if (op->kind == MLS_OP_LABEL) {
-            do_label(w, &sl, op, &failed);
+            mls_wlate_label(w, &sl, op, &failed);
             continue;
         }
-        struct slot *x = slot_of(w, &sl, op);
+        struct slot *x = mls_wslot_of(w, &sl, op);
         if (!x)
             continue;
         if (overflows(x, op)) {
@@ -806,7 +383,7 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
                 continue;
             }
         }
-        slot_add(x, op);
+        mls_wslot_add(x, op);
         op->result = MLS_OPR_OK;
     }
     for (size_t i = 0; i < sl.count && !failed; i++) {
@@ -830,7 +407,7 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
             mls_monitor_unmake(x->m, x->combo, x->start, x->width);
             pthread_rwlock_unlock(&x->m->lock);
         }
-        slots_free(&sl);
+        mls_wslots_free(&sl);
         return;
     }
     for (size_t i = 0; i < sl.count; i++) {
@@ -846,9 +423,9 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
     for (struct mls_op *op = first; op != end; op = op->next) {
         if (op->result == MLS_OPR_OK)
             atomic_fetch_add_explicit(&w->ops_committed, 1, memory_order_relaxed);
-        late_counts(op);
+        mls_wlate_counts(op);
     }
-    slots_free(&sl);
+    mls_wslots_free(&sl);
 }
 
 /* Ops that share a transaction: those that add to buckets. */
@@ -959,13 +536,16 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
             failed = 1;
             break;
         }
-        ex[i].removed =
-            s->vt->expire(s, m->name, (double)(now - m->cfg.prediction_ttl), MLS_EXPIRE_BATCH,
-                          ex[i].labelled, m->cfg.num_classes, &ex[i].positions);
+        int more;
+        ex[i].removed = s->vt->expire(s, m->name, (double)(now - m->cfg.prediction_ttl),
+                                      ex[i].labelled, m->cfg.num_classes, &ex[i].positions, &more);
         failed = ex[i].removed < 0;
-        if (ex[i].removed == MLS_EXPIRE_BATCH)
+        if (more)
             next = now + 1;
     }
+    /* The dead rows of labels (of expired predictions), a bounded run of rows at a time. */
+    if (!failed && s->vt->compact(s))
+        failed = 1;
     for (size_t a = 0; a < n && !failed; a++) {
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];

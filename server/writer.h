@@ -82,8 +82,6 @@ struct mls_label_in {
     struct mls_label l;
 };
 #define MLS_UNKNOWN_IDS 100
-/* Predictions an upkeep deletes per monitor; more are left to the next, a second later. */
-#define MLS_EXPIRE_BATCH 20000
 
 /* Frees what an op owns (not the op itself). */
 void mls_op_clear(struct mls_op *op);

@@ -1115,8 +1115,12 @@ def monitor_metrics(args):
                      ("maskloss_monitor_elements_total", "elements"),
                      ("maskloss_monitor_observations_total", "observations")]
             from prometheus_client.parser import text_string_to_metric_families
+            # (the late-label gauges, one per monitor that can take predictions: none stored)
+            gauges = ("maskloss_monitor_predictions", "maskloss_monitor_labelled_positions")
             series = [(bare(s.name), s.labels, s.value) for fam in text_string_to_metric_families(text)
-                      for s in fam.samples if s.labels.get("monitor") == "pm"]
+                      for s in fam.samples if s.labels.get("monitor") == "pm" and s.name not in gauges]
+            for g in gauges:
+                d.eq(f"{g} of pm", counter(text, g, {"monitor": "pm"}), 0.0)
             for key, sub in combos.items():
                 labels = {"monitor": "pm", **dict(zip(SLICES, key))}
                 f = figures(sub, "SUM_BY_NONZERO_WEIGHTS", classes)

@@ -636,7 +636,11 @@ def readme_examples(args):
     clocks = {"time", "bucket", "now", "from", "to", "t"}
 
     def same(got, want, where):
-        if isinstance(want, dict):
+        if isinstance(want, list):
+            assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} vs {want}"
+            for i, (g, w) in enumerate(zip(got, want)):
+                same(g, w, f"{where}[{i}]")
+        elif isinstance(want, dict):
             assert isinstance(got, dict) and set(got) == set(want), f"{where}: {got} vs {want}"
             for k in want:
                 if k in clocks:
