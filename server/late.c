@@ -213,12 +213,12 @@ int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *in
         if (params[p].kind != ML_PARAM_TENSOR || ml_shape_numel(t->rank, t->shape) <= 1)
             continue;
         if (ml_shape_numel(t->rank, t->shape) != nc) {
-            free(params);
-            free(gathered);
             memset(err, 0, sizeof(*err));
             err->code = ML_EINVAL;
             snprintf(err->message, sizeof(err->message), "param %s has neither 1 nor %lld values",
-                     params[p].name, (long long)nc);
+                     ctx->params[p].name, (long long)nc);
+            free(params);
+            free(gathered);
             return ML_EINVAL;
         }
         for (int64_t i = 0; i < k; i++)
