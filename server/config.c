@@ -94,7 +94,7 @@ static const struct opt opts[] = {
      "one more is 422 limit_exceeded (default 1000)"},
     {"state-cache", "MASKLOSS_STATE_CACHE", OPT_BYTES, OFF(state_cache), 0, 1e13, "B",
      "memory for pages of the state file: stored predictions are read at random as their "
-     "labels come, from here rather than with a system call each (default 256Mi)"},
+     "labels come, from here rather than with a system call each (default 256M)"},
     {"rollup-after", "MASKLOSS_ROLLUP_AFTER", OPT_DURATION, OFF(rollup_after), 60, 3650.0 * 86400,
      "DURATION", "minute buckets older than this are merged into hour buckets (default 48h)"},
 };

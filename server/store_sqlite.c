@@ -29,6 +29,10 @@ struct sqlite_store {
     /* Where each (prediction, slot)'s label row is (label_index.h), and how far the
      * compaction of dead label rows has come (a label row id). */
     struct mls_lx lx;
+    /* The predictions' ids: (hash of monitor and id, ordinal among equal hashes) -> row id
+     * (the entry's lid), so that a label finds its prediction by row id, one B-tree descent
+     * in the table instead of two and a text index. About 70 bytes a prediction. */
+    struct mls_lx ids;
     int64_t compact_from;
     char err[256];
 };
@@ -117,18 +121,20 @@ static int st_begin(struct mls_store *b)
     if (exec(s, "BEGIN IMMEDIATE"))
         return -1;
     mls_lx_begin(&s->lx);
+    mls_lx_begin(&s->ids);
     return 0;
 }
 
 static int st_savepoint(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
-    if (mls_lx_mark(&s->lx)) {
+    if (mls_lx_mark(&s->lx) || mls_lx_mark(&s->ids)) {
         snprintf(s->err, sizeof(s->err), "savepoints nested too deep");
         return -1;
     }
     if (exec(s, "SAVEPOINT op")) {
         mls_lx_undo(&s->lx);
+        mls_lx_undo(&s->ids);
         return -1;
     }
     return 0;
@@ -140,6 +146,7 @@ static int st_release_savepoint(struct mls_store *b)
     if (exec(s, "RELEASE op"))
         return -1;
     mls_lx_release(&s->lx);
+    mls_lx_release(&s->ids);
     return 0;
 }
 
@@ -148,6 +155,7 @@ static void st_undo(struct mls_store *b)
     struct sqlite_store *s = self(b);
     sqlite3_exec(s->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
     mls_lx_undo(&s->lx);
+    mls_lx_undo(&s->ids);
 }
 
 static int st_commit(struct mls_store *b)
@@ -156,6 +164,7 @@ static int st_commit(struct mls_store *b)
     if (exec(s, "COMMIT"))
         return -1;
     mls_lx_commit(&s->lx);
+    mls_lx_commit(&s->ids);
     return 0;
 }
 
@@ -165,6 +174,60 @@ static void st_rollback(struct mls_store *b)
     if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     mls_lx_rollback(&s->lx);
+    mls_lx_rollback(&s->ids);
+}
+
+/* The key of a prediction's id in `ids`: 64-bit FNV-1a of monitor, NUL, id, made positive. */
+static int64_t id_hash(const char *monitor, const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (const char *p = monitor;; p++) {
+        h = (h ^ (unsigned char)*p) * 0x100000001b3u;
+        if (!*p)
+            break;
+    }
+    for (const char *p = id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3u;
+    return (int64_t)((h >> 1) | 1);
+}
+
+static int ids_add(struct sqlite_store *s, int64_t h, int64_t pred)
+{
+    int32_t k = 0;
+    while (mls_lx_get(&s->ids, h, k))
+        k++;
+    struct mls_lx_entry e = {.pred = h, .lid = pred, .slot = k};
+    if (mls_lx_put(&s->ids, &e)) {
+        snprintf(s->err, sizeof(s->err), "out of memory indexing a prediction");
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes row `pred` of hash h; the last of the hash's ordinals fills its place (a lookup
+ * stops at the first ordinal missing). */
+static int ids_remove(struct sqlite_store *s, int64_t h, int64_t pred)
+{
+    int32_t at = -1, last = -1;
+    const struct mls_lx_entry *e;
+    for (int32_t k = 0; (e = mls_lx_get(&s->ids, h, k)); k++) {
+        if (e->lid == pred)
+            at = k;
+        last = k;
+    }
+    if (at < 0)
+        return 0;
+    int rc = 0;
+    if (at != last) {
+        struct mls_lx_entry moved = *mls_lx_get(&s->ids, h, last);
+        moved.slot = at;
+        rc = mls_lx_put(&s->ids, &moved);
+    }
+    if (!rc)
+        rc = mls_lx_del(&s->ids, h, last);
+    if (rc)
+        snprintf(s->err, sizeof(s->err), "out of memory forgetting a prediction");
+    return rc;
 }
 
 static int by_pred(const void *a, const void *b)
@@ -173,13 +236,12 @@ static int by_pred(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Removes a monitor's labels from the index (its rows go with the SQL that follows). */
+/* Removes a monitor's predictions and labels from the indexes (its rows go with the SQL that
+ * follows). */
 static int forget_labels(struct sqlite_store *s, const char *name)
 {
-    if (!s->lx.count)
-        return 0;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT pred FROM predictions WHERE monitor = ?1", -1, &st,
+    if (sqlite3_prepare_v2(s->db, "SELECT pred, id FROM predictions WHERE monitor = ?1", -1, &st,
                            NULL) != SQLITE_OK)
         return fail(s, "preparing a read of predictions");
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -187,6 +249,12 @@ static int forget_labels(struct sqlite_store *s, const char *name)
     size_t n = 0, cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 1);
+        if (ids_remove(s, id_hash(name, id ? id : ""), sqlite3_column_int64(st, 0))) {
+            sqlite3_finalize(st);
+            free(preds);
+            return -1;
+        }
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 1024;
             int64_t *np = realloc(preds, ncap * sizeof(*np));
@@ -360,40 +428,52 @@ static int st_put_prediction(struct mls_store *b, const char *monitor, const cha
     if (sqlite3_changes(s->db) == 0)
         return 0;
     *pred = sqlite3_last_insert_rowid(s->db);
-    return 1;
+    return ids_add(s, id_hash(monitor, id), *pred) ? -1 : 1;
 }
 
 static int st_get_prediction(struct mls_store *b, const char *monitor, const char *id,
                              int64_t *pred, double *t, char **combo, void *outputs, size_t bytes)
 {
     struct sqlite_store *s = self(b);
+    int64_t h = id_hash(monitor, id);
+    const struct mls_lx_entry *e;
     sqlite3_stmt *st = s->get_pred;
-    sqlite3_bind_text(st, 1, monitor, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st), found = 0;
-    if (rc == SQLITE_ROW) {
-        const char *key = (const char *)sqlite3_column_text(st, 2);
-        if ((size_t)sqlite3_column_bytes(st, 3) != bytes || !key) {
-            snprintf(s->err, sizeof(s->err),
-                     "prediction %.130s of monitor %s is stored with %d bytes of outputs; %zu "
-                     "were expected",
-                     id, monitor, sqlite3_column_bytes(st, 3), bytes);
-            found = -1;
-        } else if (!(*combo = strdup(key))) {
-            snprintf(s->err, sizeof(s->err), "out of memory");
+    for (int32_t k = 0; (e = mls_lx_get(&s->ids, h, k)); k++) {
+        sqlite3_bind_int64(st, 1, e->lid);
+        int rc = sqlite3_step(st), found = 0;
+        if (rc == SQLITE_ROW) {
+            const char *mon = (const char *)sqlite3_column_text(st, 0);
+            const char *rid = (const char *)sqlite3_column_text(st, 1);
+            const char *key = (const char *)sqlite3_column_text(st, 3);
+            if (!mon || !rid || strcmp(mon, monitor) || strcmp(rid, id)) {
+                found = 0; /* another id of the same hash */
+            } else if ((size_t)sqlite3_column_bytes(st, 4) != bytes || !key) {
+                snprintf(s->err, sizeof(s->err),
+                         "prediction %.130s of monitor %s is stored with %d bytes of outputs; "
+                         "%zu were expected",
+                         id, monitor, sqlite3_column_bytes(st, 4), bytes);
+                found = -1;
+            } else if (!(*combo = strdup(key))) {
+                snprintf(s->err, sizeof(s->err), "out of memory");
+                found = -1;
+            } else {
+                *pred = e->lid;
+                *t = sqlite3_column_double(st, 2);
+                memcpy(outputs, sqlite3_column_blob(st, 4), bytes);
+                found = 1;
+            }
+        } else if (rc == SQLITE_DONE) {
+            snprintf(s->err, sizeof(s->err), "prediction row %lld is indexed but absent",
+                     (long long)e->lid);
             found = -1;
         } else {
-            *pred = sqlite3_column_int64(st, 0);
-            *t = sqlite3_column_double(st, 1);
-            memcpy(outputs, sqlite3_column_blob(st, 3), bytes);
-            found = 1;
+            found = fail(s, "reading a prediction");
         }
-    } else if (rc != SQLITE_DONE) {
-        found = fail(s, "reading a prediction");
+        sqlite3_reset(st);
+        if (found)
+            return found;
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return found;
+    return 0;
 }
 
 static int st_get_label(struct mls_store *b, int64_t pred, int32_t slot, struct mls_label *out)
@@ -453,8 +533,16 @@ static long st_expire(struct mls_store *b, const char *monitor, double before, d
     sqlite3_bind_text(s->old_preds, 1, monitor, -1, SQLITE_STATIC);
     sqlite3_bind_double(s->old_preds, 2, before);
     sqlite3_bind_int64(s->old_preds, 3, limit);
-    while ((rc = sqlite3_step(s->old_preds)) == SQLITE_ROW && n < limit)
-        preds[n++] = sqlite3_column_int64(s->old_preds, 0);
+    while ((rc = sqlite3_step(s->old_preds)) == SQLITE_ROW && n < limit) {
+        preds[n] = sqlite3_column_int64(s->old_preds, 0);
+        const char *id = (const char *)sqlite3_column_text(s->old_preds, 1);
+        if (ids_remove(s, id_hash(monitor, id ? id : ""), preds[n])) {
+            sqlite3_reset(s->old_preds);
+            free(preds);
+            return -1;
+        }
+        n++;
+    }
     sqlite3_reset(s->old_preds);
     sqlite3_clear_bindings(s->old_preds);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
@@ -554,6 +642,7 @@ static void st_release(struct sqlite_store *s)
     }
     sqlite3_close(s->db);
     mls_lx_free(&s->lx);
+    mls_lx_free(&s->ids);
     s->add = s->drop = s->claim = s->purge = NULL;
     s->db = NULL;
 }
@@ -572,6 +661,26 @@ static void st_close(struct mls_store *b)
 static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT pred, monitor, id FROM predictions", -1, &st, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    int irc;
+    while ((irc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *mon = (const char *)sqlite3_column_text(st, 1);
+        const char *id = (const char *)sqlite3_column_text(st, 2);
+        if (ids_add(s, id_hash(mon ? mon : "", id ? id : ""), sqlite3_column_int64(st, 0))) {
+            sqlite3_finalize(st);
+            snprintf(err, errlen, "out of memory indexing predictions");
+            return -1;
+        }
+    }
+    sqlite3_finalize(st);
+    if (irc != SQLITE_DONE) {
+        snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
     if (sqlite3_prepare_v2(s->db, "SELECT monitor, count(*) FROM predictions GROUP BY monitor", -1,
                            &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
@@ -896,12 +1005,12 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
          "INSERT OR IGNORE INTO predictions(monitor, id, t, combo, outputs) "
          "VALUES(?1, ?2, ?3, ?4, ?5)"},
         {offsetof(struct sqlite_store, get_pred),
-         "SELECT pred, t, combo, outputs FROM predictions WHERE monitor = ?1 AND id = ?2"},
+         "SELECT monitor, id, t, combo, outputs FROM predictions WHERE pred = ?1"},
         {offsetof(struct sqlite_store, ins_label),
          "INSERT INTO labels(class, value, weight, t, pred, slot, first) "
          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
         {offsetof(struct sqlite_store, old_preds),
-         "SELECT pred FROM predictions WHERE monitor = ?1 AND t < ?2 LIMIT ?3"},
+         "SELECT pred, id FROM predictions WHERE monitor = ?1 AND t < ?2 LIMIT ?3"},
         {offsetof(struct sqlite_store, del_pred), "DELETE FROM predictions WHERE pred = ?1"},
         {offsetof(struct sqlite_store, scan_labels),
          "SELECT lid, pred, slot FROM labels WHERE lid > ?1 ORDER BY lid LIMIT ?2"},

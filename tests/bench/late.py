@@ -226,6 +226,8 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--state-dir")
+    ap.add_argument("--state-cache", default="1G",
+                    help="the server's --state-cache: the stored predictions (512 MB) fit in it")
     args = ap.parse_args()
 
     where = state_dir(args)
@@ -233,7 +235,8 @@ def main():
     state = os.path.join(tmp, "state.db")
     try:
         # No limit per client address: wrk's connections all come from 127.0.0.1.
-        with Server(args.server, "--state", state, "--max-connections-per-ip", "0") as srv:
+        with Server(args.server, "--state", state, "--max-connections-per-ip", "0",
+                    "--state-cache", args.state_cache) as srv:
             print(f"\nlate labels: {srv.banner.strip()}, --state in {where} ({fs_type(tmp)})")
             try:
                 call(srv, "PUT", "/v1/monitors/late",
