@@ -7,7 +7,7 @@
  * prediction (an SQLite index or table) takes each new label on a random page, and a WAL
  * commit writes every page it changed whole: thousands of labels per commit wrote thousands
  * of 4 KiB pages. The labels are appended to a table in arrival order instead (a few
- * labels per page, pages written once), and this index finds them: 48 bytes per label,
+ * labels per page, pages written once), and this index finds them: 56 bytes per label,
  * rebuilt from that table at start.
  */
 #ifndef MLS_LABEL_INDEX_H
@@ -16,13 +16,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The label itself is kept too, so that a label given again needs no read of its row. */
+/* The label itself is kept too, so that a label given again needs no read of its row.
+ * (store_sqlite.c keeps its predictions' ids in a table of the same kind: there pred is the
+ * id's hash, slot an ordinal among equal hashes, lid the row, cls the slice combination,
+ * value the time, and check a second hash of the id.) */
 struct mls_lx_entry {
     int64_t pred; /* the prediction's key; 0: an empty bucket */
     int64_t lid;  /* the label's row */
     int32_t slot; /* the class, or 0 for a per-sample loss */
     int32_t cls;  /* the labelled class */
     double value, weight, first;
+    uint64_t check;
 };
 
 struct mls_lx_undo {

@@ -43,10 +43,10 @@ struct mls_store_vt {
      * has that id already (nothing changed), -1 on failure. */
     int (*put_prediction)(struct mls_store *s, const char *monitor, const char *id, double t,
                           const char *combo, const void *outputs, size_t bytes, int64_t *pred);
-    /* Finds a prediction: 1 (its key, time, combo -- malloc'ed, the caller frees it -- and
-     * outputs, which must be `bytes` long), 0 when there is none, -1 on failure. */
+    /* Finds a prediction: 1 (its key, time, combo -- the store's, valid while it is open --
+     * and outputs, which must be `bytes` long), 0 when there is none, -1 on failure. */
     int (*get_prediction)(struct mls_store *s, const char *monitor, const char *id, int64_t *pred,
-                          double *t, char **combo, void *outputs, size_t bytes);
+                          double *t, const char **combo, void *outputs, size_t bytes);
     /* The label of a prediction's slot (the class; 0 for per-sample losses): 1 (in *out), 0
      * when it has none, -1 on failure. */
     int (*get_label)(struct mls_store *s, int64_t pred, int32_t slot, struct mls_label *out);

@@ -24,7 +24,7 @@ struct sqlite_store {
     struct mls_store base;
     sqlite3 *db;
     sqlite3_stmt *add, *drop, *claim, *purge;
-    sqlite3_stmt *put_pred, *get_pred, *ins_label;
+    sqlite3_stmt *put_pred, *ins_label;
     sqlite3_stmt *old_preds, *del_pred, *scan_labels, *del_label;
     /* Where each (prediction, slot)'s label row is (label_index.h), and how far the
      * compaction of dead label rows has come (a label row id). */
@@ -33,6 +33,14 @@ struct sqlite_store {
      * (the entry's lid), so that a label finds its prediction by row id, one B-tree descent
      * in the table instead of two and a text index. About 70 bytes a prediction. */
     struct mls_lx ids;
+    /* The slice combinations of stored predictions, each kept once (ids' cls), and a table
+     * of them by hash (index + 1; 0: empty). */
+    char **combos;
+    uint32_t num_combos, cap_combos;
+    uint32_t *combo_table;
+    size_t combo_slots;
+    /* Reads stored outputs by row id, without a statement (open within a transaction). */
+    sqlite3_blob *outputs;
     int64_t compact_from;
     char err[256];
 };
@@ -114,6 +122,14 @@ static int step_done(struct sqlite_store *s, sqlite3_stmt *st, const char *what)
     return rc == SQLITE_DONE ? 0 : fail(s, what);
 }
 
+/* The outputs' blob handle is closed at every end of a transaction (and savepoint). */
+static void close_outputs(struct sqlite_store *s)
+{
+    if (s->outputs)
+        sqlite3_blob_close(s->outputs);
+    s->outputs = NULL;
+}
+
 /* The label index follows every transaction: its changes are undone with the SQL's. */
 static int st_begin(struct mls_store *b)
 {
@@ -143,6 +159,7 @@ static int st_savepoint(struct mls_store *b)
 static int st_release_savepoint(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
+    close_outputs(s);
     if (exec(s, "RELEASE op"))
         return -1;
     mls_lx_release(&s->lx);
@@ -153,6 +170,7 @@ static int st_release_savepoint(struct mls_store *b)
 static void st_undo(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
+    close_outputs(s);
     sqlite3_exec(s->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
     mls_lx_undo(&s->lx);
     mls_lx_undo(&s->ids);
@@ -161,6 +179,7 @@ static void st_undo(struct mls_store *b)
 static int st_commit(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
+    close_outputs(s);
     if (exec(s, "COMMIT"))
         return -1;
     mls_lx_commit(&s->lx);
@@ -170,6 +189,7 @@ static int st_commit(struct mls_store *b)
 
 static void st_rollback(struct mls_store *b)
 {
+    close_outputs(self(b));
     struct sqlite_store *s = self(b);
     if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -177,27 +197,92 @@ static void st_rollback(struct mls_store *b)
     mls_lx_rollback(&s->ids);
 }
 
-/* The key of a prediction's id in `ids`: 64-bit FNV-1a of monitor, NUL, id, made positive. */
-static int64_t id_hash(const char *monitor, const char *id)
+/* FNV-1a, 64 bits, of a, NUL, b, from a basis. */
+static uint64_t fnv(uint64_t h, const char *a, const char *b)
 {
-    uint64_t h = 0xcbf29ce484222325u;
-    for (const char *p = monitor;; p++) {
+    for (const char *p = a;; p++) {
         h = (h ^ (unsigned char)*p) * 0x100000001b3u;
         if (!*p)
             break;
     }
-    for (const char *p = id; *p; p++)
+    for (const char *p = b; *p; p++)
         h = (h ^ (unsigned char)*p) * 0x100000001b3u;
-    return (int64_t)((h >> 1) | 1);
+    return h;
 }
 
-static int ids_add(struct sqlite_store *s, int64_t h, int64_t pred)
+/* The key of a prediction's id in `ids` (positive), and a second, independent hash that
+ * tells ids of the same key apart without reading their rows (127 bits in all: two ids
+ * mixed up is beyond any number of predictions a state holds). */
+static int64_t id_hash(const char *monitor, const char *id)
 {
-    int32_t k = 0;
+    return (int64_t)((fnv(0xcbf29ce484222325u, monitor, id) >> 1) | 1);
+}
+
+static uint64_t id_check(const char *monitor, const char *id)
+{
+    uint64_t h = fnv(0x84222325cbf29ce4u, id, monitor);
+    return h ^ (h >> 31);
+}
+
+static uint32_t str_hash(const char *k)
+{
+    uint64_t h = fnv(0xcbf29ce484222325u, k, "");
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The index of combo key k, kept once; -1 when out of memory. */
+static int32_t combo_intern(struct sqlite_store *s, const char *k)
+{
+    if (s->combo_slots) {
+        size_t mask = s->combo_slots - 1;
+        for (size_t i = str_hash(k) & mask; s->combo_table[i]; i = (i + 1) & mask)
+            if (!strcmp(s->combos[s->combo_table[i] - 1], k))
+                return (int32_t)(s->combo_table[i] - 1);
+    }
+    if ((size_t)(s->num_combos + 1) * 2 > s->combo_slots) {
+        size_t slots = s->combo_slots ? s->combo_slots * 2 : 64;
+        uint32_t *t = calloc(slots, sizeof(*t));
+        if (!t)
+            return -1;
+        for (uint32_t c = 0; c < s->num_combos; c++) {
+            size_t i = str_hash(s->combos[c]) & (slots - 1);
+            while (t[i])
+                i = (i + 1) & (slots - 1);
+            t[i] = c + 1;
+        }
+        free(s->combo_table);
+        s->combo_table = t;
+        s->combo_slots = slots;
+    }
+    if (s->num_combos == s->cap_combos) {
+        uint32_t cap = s->cap_combos ? s->cap_combos * 2 : 16;
+        char **n = realloc(s->combos, cap * sizeof(*n));
+        if (!n)
+            return -1;
+        s->combos = n;
+        s->cap_combos = cap;
+    }
+    char *copy = strdup(k);
+    if (!copy)
+        return -1;
+    size_t i = str_hash(k) & (s->combo_slots - 1);
+    while (s->combo_table[i])
+        i = (i + 1) & (s->combo_slots - 1);
+    s->combos[s->num_combos] = copy;
+    s->combo_table[i] = ++s->num_combos;
+    return (int32_t)(s->num_combos - 1);
+}
+
+static int ids_add(struct sqlite_store *s, const char *monitor, const char *id, int64_t pred,
+                   double t, const char *combo)
+{
+    int64_t h = id_hash(monitor, id);
+    int32_t k = 0, c = combo_intern(s, combo);
     while (mls_lx_get(&s->ids, h, k))
         k++;
-    struct mls_lx_entry e = {.pred = h, .lid = pred, .slot = k};
-    if (mls_lx_put(&s->ids, &e)) {
+    struct mls_lx_entry e = {
+        .pred = h, .lid = pred, .slot = k, .cls = c, .value = t, .check = id_check(monitor, id)};
+    if (c < 0 || mls_lx_put(&s->ids, &e)) {
         snprintf(s->err, sizeof(s->err), "out of memory indexing a prediction");
         return -1;
     }
@@ -428,50 +513,52 @@ static int st_put_prediction(struct mls_store *b, const char *monitor, const cha
     if (sqlite3_changes(s->db) == 0)
         return 0;
     *pred = sqlite3_last_insert_rowid(s->db);
-    return ids_add(s, id_hash(monitor, id), *pred) ? -1 : 1;
+    return ids_add(s, monitor, id, *pred, t, combo) ? -1 : 1;
 }
 
+/* The outputs of row pred into out (bytes long): 0, or -1 with the error in s->err. The blob
+ * handle stays open until the transaction's end (close_outputs). */
+static int read_outputs(struct sqlite_store *s, int64_t pred, void *out, size_t bytes)
+{
+    int rc = s->outputs
+                 ? sqlite3_blob_reopen(s->outputs, pred)
+                 : sqlite3_blob_open(s->db, "main", "predictions", "outputs", pred, 0, &s->outputs);
+    if (rc != SQLITE_OK) {
+        if (s->outputs) {
+            sqlite3_blob_close(s->outputs);
+            s->outputs = NULL;
+        }
+        return fail(s, "reading a prediction's outputs");
+    }
+    if ((size_t)sqlite3_blob_bytes(s->outputs) != bytes) {
+        snprintf(s->err, sizeof(s->err),
+                 "prediction row %lld is stored with %d bytes of outputs; %zu were expected",
+                 (long long)pred, sqlite3_blob_bytes(s->outputs), bytes);
+        return -1;
+    }
+    if (sqlite3_blob_read(s->outputs, out, (int)bytes, 0) != SQLITE_OK)
+        return fail(s, "reading a prediction's outputs");
+    return 0;
+}
+
+/* By the ids in memory: the time and combination are there, the outputs read by row id. */
 static int st_get_prediction(struct mls_store *b, const char *monitor, const char *id,
-                             int64_t *pred, double *t, char **combo, void *outputs, size_t bytes)
+                             int64_t *pred, double *t, const char **combo, void *outputs,
+                             size_t bytes)
 {
     struct sqlite_store *s = self(b);
     int64_t h = id_hash(monitor, id);
+    uint64_t check = id_check(monitor, id);
     const struct mls_lx_entry *e;
-    sqlite3_stmt *st = s->get_pred;
     for (int32_t k = 0; (e = mls_lx_get(&s->ids, h, k)); k++) {
-        sqlite3_bind_int64(st, 1, e->lid);
-        int rc = sqlite3_step(st), found = 0;
-        if (rc == SQLITE_ROW) {
-            const char *mon = (const char *)sqlite3_column_text(st, 0);
-            const char *rid = (const char *)sqlite3_column_text(st, 1);
-            const char *key = (const char *)sqlite3_column_text(st, 3);
-            if (!mon || !rid || strcmp(mon, monitor) || strcmp(rid, id)) {
-                found = 0; /* another id of the same hash */
-            } else if ((size_t)sqlite3_column_bytes(st, 4) != bytes || !key) {
-                snprintf(s->err, sizeof(s->err),
-                         "prediction %.130s of monitor %s is stored with %d bytes of outputs; "
-                         "%zu were expected",
-                         id, monitor, sqlite3_column_bytes(st, 4), bytes);
-                found = -1;
-            } else if (!(*combo = strdup(key))) {
-                snprintf(s->err, sizeof(s->err), "out of memory");
-                found = -1;
-            } else {
-                *pred = e->lid;
-                *t = sqlite3_column_double(st, 2);
-                memcpy(outputs, sqlite3_column_blob(st, 4), bytes);
-                found = 1;
-            }
-        } else if (rc == SQLITE_DONE) {
-            snprintf(s->err, sizeof(s->err), "prediction row %lld is indexed but absent",
-                     (long long)e->lid);
-            found = -1;
-        } else {
-            found = fail(s, "reading a prediction");
-        }
-        sqlite3_reset(st);
-        if (found)
-            return found;
+        if (e->check != check)
+            continue;
+        if (read_outputs(s, e->lid, outputs, bytes))
+            return -1;
+        *pred = e->lid;
+        *t = e->value;
+        *combo = s->combos[e->cls];
+        return 1;
     }
     return 0;
 }
@@ -501,8 +588,13 @@ static int st_put_label(struct mls_store *b, int64_t pred, int32_t slot, const s
     sqlite3_bind_double(st, 7, l->first);
     if (step_done(s, st, "writing a label"))
         return -1;
-    struct mls_lx_entry e = {
-        pred, sqlite3_last_insert_rowid(s->db), slot, l->cls, l->value, l->weight, l->first};
+    struct mls_lx_entry e = {.pred = pred,
+                             .lid = sqlite3_last_insert_rowid(s->db),
+                             .slot = slot,
+                             .cls = l->cls,
+                             .value = l->value,
+                             .weight = l->weight,
+                             .first = l->first};
     if (mls_lx_put(&s->lx, &e)) {
         snprintf(s->err, sizeof(s->err), "out of memory indexing a label");
         return -1;
@@ -634,7 +726,7 @@ static void st_release(struct sqlite_store *s)
     sqlite3_finalize(s->drop);
     sqlite3_finalize(s->claim);
     sqlite3_finalize(s->purge);
-    sqlite3_stmt **late[] = {&s->put_pred, &s->get_pred,    &s->ins_label, &s->old_preds,
+    sqlite3_stmt **late[] = {&s->put_pred, &s->ins_label,   &s->old_preds,
                              &s->del_pred, &s->scan_labels, &s->del_label};
     for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
         sqlite3_finalize(*late[i]);
@@ -643,6 +735,10 @@ static void st_release(struct sqlite_store *s)
     sqlite3_close(s->db);
     mls_lx_free(&s->lx);
     mls_lx_free(&s->ids);
+    for (uint32_t c = 0; c < s->num_combos; c++)
+        free(s->combos[c]);
+    free(s->combos);
+    free(s->combo_table);
     s->add = s->drop = s->claim = s->purge = NULL;
     s->db = NULL;
 }
@@ -661,8 +757,8 @@ static void st_close(struct mls_store *b)
 static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT pred, monitor, id FROM predictions", -1, &st, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db, "SELECT pred, monitor, id, t, combo FROM predictions", -1, &st,
+                           NULL) != SQLITE_OK) {
         snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
         return -1;
     }
@@ -670,7 +766,9 @@ static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, 
     while ((irc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *mon = (const char *)sqlite3_column_text(st, 1);
         const char *id = (const char *)sqlite3_column_text(st, 2);
-        if (ids_add(s, id_hash(mon ? mon : "", id ? id : ""), sqlite3_column_int64(st, 0))) {
+        const char *combo = (const char *)sqlite3_column_text(st, 4);
+        if (ids_add(s, mon ? mon : "", id ? id : "", sqlite3_column_int64(st, 0),
+                    sqlite3_column_double(st, 3), combo ? combo : "[]")) {
             sqlite3_finalize(st);
             snprintf(err, errlen, "out of memory indexing predictions");
             return -1;
@@ -728,13 +826,13 @@ static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, 
                 m->labelled_live[cls] += 1;
             m->positions_live += !was;
         }
-        struct mls_lx_entry e = {pred,
-                                 sqlite3_column_int64(st, 0),
-                                 slot,
-                                 cls,
-                                 sqlite3_column_double(st, 5),
-                                 sqlite3_column_double(st, 6),
-                                 sqlite3_column_double(st, 7)};
+        struct mls_lx_entry e = {.pred = pred,
+                                 .lid = sqlite3_column_int64(st, 0),
+                                 .slot = slot,
+                                 .cls = cls,
+                                 .value = sqlite3_column_double(st, 5),
+                                 .weight = sqlite3_column_double(st, 6),
+                                 .first = sqlite3_column_double(st, 7)};
         if (mls_lx_put(&s->lx, &e)) {
             mls_monitor_unref(m);
             sqlite3_finalize(st);
@@ -1004,8 +1102,6 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
         {offsetof(struct sqlite_store, put_pred),
          "INSERT OR IGNORE INTO predictions(monitor, id, t, combo, outputs) "
          "VALUES(?1, ?2, ?3, ?4, ?5)"},
-        {offsetof(struct sqlite_store, get_pred),
-         "SELECT monitor, id, t, combo, outputs FROM predictions WHERE pred = ?1"},
         {offsetof(struct sqlite_store, ins_label),
          "INSERT INTO labels(class, value, weight, t, pred, slot, first) "
          "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},

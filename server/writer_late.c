@@ -443,7 +443,7 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
             end++;
         int64_t pred;
         double pt;
-        char *combo = NULL;
+        const char *combo = NULL;
         int r = s->vt->get_prediction(s, m->name, id, &pred, &pt, &combo, lw.outputs, row_bytes);
         if (r < 0) {
             *failed = 1;
@@ -451,7 +451,6 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
         }
         /* Expired: unknown at once, whether or not the upkeep deleted it yet. */
         if (r == 0 || pt + (double)cfg->prediction_ttl <= (double)now) {
-            free(combo);
             note_unknown(op, id, end - g);
             g = end;
             continue;
@@ -460,7 +459,6 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
         int32_t width;
         mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
         const char *key = mls_wslots_key(sl, combo);
-        free(combo);
         struct slot *x = key ? mls_wslot_for(w, sl, op, m, key, NULL, start, width) : NULL;
         struct change *ch = x ? change_of(&lw, (size_t)(x - sl->items)) : NULL;
         if (!ch) {
