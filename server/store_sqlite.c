@@ -520,14 +520,12 @@ static int st_put_prediction(struct mls_store *b, const char *monitor, const cha
  * handle stays open until the transaction's end (close_outputs). */
 static int read_outputs(struct sqlite_store *s, int64_t pred, void *out, size_t bytes)
 {
-    int rc = s->outputs
-                 ? sqlite3_blob_reopen(s->outputs, pred)
-                 : sqlite3_blob_open(s->db, "main", "predictions", "outputs", pred, 0, &s->outputs);
-    if (rc != SQLITE_OK) {
-        if (s->outputs) {
-            sqlite3_blob_close(s->outputs);
-            s->outputs = NULL;
-        }
+    /* (a handle that fails, expired by a change to its row, is opened anew once) */
+    if (s->outputs && sqlite3_blob_reopen(s->outputs, pred) != SQLITE_OK)
+        close_outputs(s);
+    if (!s->outputs && sqlite3_blob_open(s->db, "main", "predictions", "outputs", pred, 0,
+                                         &s->outputs) != SQLITE_OK) {
+        close_outputs(s);
         return fail(s, "reading a prediction's outputs");
     }
     if ((size_t)sqlite3_blob_bytes(s->outputs) != bytes) {
