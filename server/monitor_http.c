@@ -578,7 +578,8 @@ static int observe_run(struct mls_mcall *c, struct mls_monitor *m, struct ml_req
     o->op.total.s = res.sums;
     o->op.total.observations = 1;
     if (cfg->num_classes) {
-        o->op.classes = malloc((size_t)cfg->num_classes * sizeof(*o->op.classes));
+        /* Every class slot: an observation's late part (late labels) is zeros. */
+        o->op.classes = calloc((size_t)mls_class_slots(cfg), sizeof(*o->op.classes));
         if (!o->op.classes) {
             ml_result_free(&res);
             return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
