@@ -253,3 +253,50 @@ int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *in
     ml_result_free(&res);
     return 0;
 }
+
+int mls_late_check_rows(const struct mls_late_ctx *ctx, int64_t rows, const void *outputs,
+                        int64_t *bad, struct ml_error *err)
+{
+    if (ctx->kind != MLS_LATE_ELEMENTWISE || rows <= 0)
+        return 0;
+    const int64_t n = rows * ctx->num_classes;
+    double *labels = malloc((size_t)n * sizeof(double));
+    if (!labels) {
+        memset(err, 0, sizeof(*err));
+        err->code = ML_ENOMEM;
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return ML_ENOMEM;
+    }
+    int rc = 0;
+    for (int z = 0; z < 2 && !rc; z++) {
+        for (int64_t i = 0; i < n; i++)
+            labels[i] = z;
+        struct ml_request req;
+        ml_request_init(&req);
+        req.loss = ctx->loss;
+        req.reduction = ctx->reduction;
+        req.dtype = ctx->dtype;
+        req.params = ctx->params;
+        req.num_params = ctx->num_params;
+        req.outputs = ML_OUT_PER_ELEMENT;
+        struct ml_tensor in = {2, {rows, ctx->num_classes}, ctx->dtype, outputs};
+        struct ml_tensor lab = {2, {rows, ctx->num_classes}, ML_FLOAT64, labels};
+        if (ctx->predictions)
+            req.predictions = &in;
+        else
+            req.logits = &in;
+        req.labels = &lab;
+        struct ml_result res;
+        rc = ml_eval(&req, &res, err);
+        if (rc)
+            break;
+        for (int64_t i = 0; i < res.per_element.numel && !rc; i++)
+            if (!isfinite(res.per_element.data[i])) {
+                *bad = i;
+                rc = 1;
+            }
+        ml_result_free(&res);
+    }
+    free(labels);
+    return rc;
+}

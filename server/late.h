@@ -89,6 +89,15 @@ int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *in
                        const int32_t *cls, const double *labels, const double *weights,
                        struct ml_sums *pos, struct ml_error *err);
 
+/*
+ * Whether stored outputs can take labels: for an elementwise loss, the loss of every output
+ * is finite with the label 0 and with the label 1 (log_loss of a probability outside [0, 1]
+ * is not). rows x num_classes outputs of ctx->dtype. Returns 0; 1 with *bad the index of the
+ * first output that is not; or the library's status with err filled.
+ */
+int mls_late_check_rows(const struct mls_late_ctx *ctx, int64_t rows, const void *outputs,
+                        int64_t *bad, struct ml_error *err);
+
 /* Element i of a tensor, as a double. */
 double mls_tensor_at(const struct ml_tensor *t, int64_t i);
 

@@ -292,8 +292,9 @@ int mls_late_predictions(struct mls_mcall *c)
     op->outputs = malloc(rows * op->row_bytes);
     op->ids = calloc(rows, sizeof(*op->ids));
     op->refused = calloc(rows, 1);
+    op->dropped_labelled = calloc((size_t)nc, sizeof(double));
     op->classes = calloc((size_t)mls_class_slots(cfg), sizeof(*op->classes));
-    if (!op->outputs || !op->ids || !op->refused || !op->classes) {
+    if (!op->outputs || !op->ids || !op->refused || !op->classes || !op->dropped_labelled) {
         mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
         goto out;
     }
@@ -342,6 +343,26 @@ int mls_late_predictions(struct mls_mcall *c)
             mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
         else
             mls_mhttp_status(c, rc, &pe);
+        goto out;
+    }
+    int64_t bad;
+    struct ml_error ce;
+    rc = mls_late_check_rows(&m->late, (int64_t)rows, op->outputs, &bad, &ce);
+    if (rc == 1) {
+        char field[64];
+        snprintf(field, sizeof(field), "%s[%lld][%lld]", input, (long long)(bad / nc),
+                 (long long)(bad % nc));
+        mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                        "%s's loss of this output is not finite for a label of 0 or 1 (%s of "
+                        "a probability outside [0, 1]?): it could take no label",
+                        cfg->loss, input);
+        goto out;
+    }
+    if (rc) {
+        struct mlp_error pe;
+        memset(&pe, 0, sizeof(pe));
+        pe.e = ce;
+        mls_mhttp_status(c, rc, &pe);
         goto out;
     }
     if (mark_repeats(op)) {
@@ -439,9 +460,12 @@ static int value_ok(struct mls_mcall *c, const struct mls_mconfig *cfg, double v
 static int weight_ok(struct mls_mcall *c, const struct mls_mconfig *cfg, double w,
                      const char *field)
 {
-    if (!(w >= 0 && isfinite(w)))
+    if (!(w >= 0 && w <= MLS_LABEL_WEIGHT_MAX))
         return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
-                               "a label's weight is a finite number >= 0 (default 1)") -
+                               "a label's weight is a number from 0 to %g (default 1): a label "
+                               "given again is replaced by subtracting its old part of the "
+                               "sums, exact while the parts stay small",
+                               MLS_LABEL_WEIGHT_MAX) -
                1;
     if (cfg->late == MLS_LATE_TORCH_CE && w != 1)
         return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
@@ -533,6 +557,7 @@ static int sparse_labels(struct mls_mcall *c, const struct mls_monitor *m, const
         if (weight_ok(c, cfg, in->l.weight, field))
             return -1;
         in->slot = per_sample ? 0 : in->l.cls;
+        snprintf(in->field, sizeof(in->field), "labels[%zu]", i);
         if (!(in->id = strdup(json_string_value(id))))
             return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
         op->num_labels++;
@@ -595,6 +620,8 @@ static int dense_labels(struct mls_mcall *c, const struct mls_monitor *m, const 
         struct mls_label_in *in = &op->labels[op->num_labels];
         in->l = (struct mls_label){(int32_t)(i % nc), v, w, 0};
         in->slot = in->l.cls;
+        snprintf(in->field, sizeof(in->field), "labels[%lld][%lld]", (long long)(i / nc),
+                 (long long)(i % nc));
         if (!(in->id = strdup(json_string_value(json_array_get(ids, (size_t)(i / nc)))))) {
             mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
             goto out;

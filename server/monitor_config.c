@@ -427,13 +427,21 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
     /* Late labels: a prediction has one output per class, and a loss whose weights can mask
      * one label at a time (late.h). */
     c->late = c->num_classes ? late : MLS_LATE_NONE;
-    c->prediction_ttl = 7 * 86400 < c->retention ? 7 * 86400 : c->retention;
+    /* A prediction counts in its bucket, which the retention drops whole: its hour bucket
+     * (after the rollup) must outlive it, so the ttl ends an hour before the retention. A
+     * retention of an hour leaves no room: such a monitor takes no predictions by default. */
+    int64_t most = c->retention - MLS_HOUR;
+    c->prediction_ttl = 7 * 86400 < most ? 7 * 86400 : most;
+    if (c->prediction_ttl < MLS_BUCKET && !late_asked)
+        c->late = MLS_LATE_NONE;
     if (late_asked) {
         int64_t t = json_is_string(ttl) ? mls_duration_parse(json_string_value(ttl)) : -1;
-        if (t < MLS_BUCKET || t > c->retention)
+        if (t < MLS_BUCKET || t > most)
             return fail(err, ML_EINVAL, "prediction_ttl",
                         "prediction_ttl is a duration (\"7d\", \"12h\") from 1m to the "
-                        "retention: how long a stored prediction takes labels");
+                        "retention less an hour (here %llds): how long a stored prediction "
+                        "takes labels, while its bucket (an hour, after the rollup) is kept",
+                        (long long)most);
         if (!c->num_classes)
             return fail(err, ML_EINVAL, "prediction_ttl",
                         "predictions need classes or num_classes (a stored prediction has one "

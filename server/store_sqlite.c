@@ -357,7 +357,8 @@ static int forget_labels(struct sqlite_store *s, const char *name)
             snprintf(s->err, sizeof(s->err), "out of memory forgetting labels");
         return rc == SQLITE_ROW ? -1 : fail(s, "reading predictions");
     }
-    qsort(preds, n, sizeof(*preds), by_pred);
+    if (n)
+        qsort(preds, n, sizeof(*preds), by_pred);
     /* The entries to remove, gathered first: removing moves entries in the table. */
     struct mls_lx_entry *gone = NULL;
     size_t ng = 0, capg = 0;
@@ -606,6 +607,49 @@ static int st_put_label(struct mls_store *b, int64_t pred, int32_t slot, const s
 #define EXPIRE_ROWS 20000
 #define EXPIRE_LOOKUPS 4000000
 
+/* Deletes prediction `pred` (its id already out of `ids`). Its labels leave the index now
+ * (labelled[class] and *positions count them out); their rows, dead from here, go with the
+ * compaction, which deletes them where they lie, in order. */
+static int drop_pred(struct sqlite_store *s, int64_t pred, double *labelled, int64_t num_classes,
+                     double *positions)
+{
+    for (int32_t slot = 0; slot < num_classes && s->lx.count; slot++) {
+        const struct mls_lx_entry *e = mls_lx_get(&s->lx, pred, slot);
+        if (!e)
+            continue;
+        if (e->cls >= 0 && e->cls < num_classes)
+            labelled[e->cls] -= 1;
+        *positions -= 1;
+        if (mls_lx_del(&s->lx, pred, slot)) {
+            snprintf(s->err, sizeof(s->err), "out of memory expiring predictions");
+            return -1;
+        }
+    }
+    sqlite3_bind_int64(s->del_pred, 1, pred);
+    return step_done(s, s->del_pred, "deleting an expired prediction");
+}
+
+static int st_drop_prediction(struct mls_store *b, const char *monitor, const char *id,
+                              double before, double *labelled, int64_t num_classes,
+                              double *positions)
+{
+    struct sqlite_store *s = self(b);
+    int64_t h = id_hash(monitor, id);
+    uint64_t check = id_check(monitor, id);
+    const struct mls_lx_entry *e;
+    for (int32_t k = 0; (e = mls_lx_get(&s->ids, h, k)); k++) {
+        if (e->check != check)
+            continue;
+        if (!(e->value < before))
+            return 0;
+        int64_t pred = e->lid;
+        if (ids_remove(s, h, pred) || drop_pred(s, pred, labelled, num_classes, positions))
+            return -1;
+        return 1;
+    }
+    return 0;
+}
+
 static long st_expire(struct mls_store *b, const char *monitor, double before, double *labelled,
                       int64_t num_classes, double *positions, int *more)
 {
@@ -639,28 +683,11 @@ static long st_expire(struct mls_store *b, const char *monitor, double before, d
         free(preds);
         return fail(s, "finding expired predictions");
     }
-    /* Their labels leave the index now (and the counts); their rows, dead from here, go with
-     * the compaction, which deletes them where they lie, in order. */
-    for (long i = 0; i < n; i++) {
-        for (int32_t slot = 0; slot < num_classes && s->lx.count; slot++) {
-            const struct mls_lx_entry *e = mls_lx_get(&s->lx, preds[i], slot);
-            if (!e)
-                continue;
-            if (e->cls >= 0 && e->cls < num_classes)
-                labelled[e->cls] -= 1;
-            *positions -= 1;
-            if (mls_lx_del(&s->lx, preds[i], slot)) {
-                free(preds);
-                snprintf(s->err, sizeof(s->err), "out of memory expiring predictions");
-                return -1;
-            }
-        }
-        sqlite3_bind_int64(s->del_pred, 1, preds[i]);
-        if (step_done(s, s->del_pred, "deleting an expired prediction")) {
+    for (long i = 0; i < n; i++)
+        if (drop_pred(s, preds[i], labelled, num_classes, positions)) {
             free(preds);
             return -1;
         }
-    }
     free(preds);
     *more = n == limit;
     return n;
@@ -980,6 +1007,7 @@ static const struct mls_store_vt sqlite_vt = {
     .get_label = st_get_label,
     .put_label = st_put_label,
     .expire = st_expire,
+    .drop_prediction = st_drop_prediction,
     .compact = st_compact,
     .savepoint = st_savepoint,
     .release = st_release_savepoint,

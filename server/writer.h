@@ -59,6 +59,11 @@ struct mls_op {
     double time;
     unsigned char *refused;
     size_t stored;
+    /* predict: expired predictions of its ids deleted to store them again, and their labels
+     * (dropped_labelled: num_classes, counts taken out) */
+    size_t dropped;
+    double dropped_positions;
+    double *dropped_labelled;
     /* label: the labels in the order given, at time `time` */
     struct mls_label_in *labels;
     size_t num_labels;
@@ -68,6 +73,7 @@ struct mls_op {
     /* outcome, set before done() */
     enum mls_op_result result;
     char message[512];
+    char field[64]; /* the request's field a refusal names, "" for the route's default */
     /* Called on the writer thread once the op is decided (and durable when it changed
      * anything). The op may be freed by it. */
     void (*done)(struct mls_op *op, void *cls);
@@ -80,7 +86,14 @@ struct mls_label_in {
     char *id;
     int32_t slot;
     struct mls_label l;
+    char field[64]; /* where the request gave it ("labels[3]", "labels[1][2]"), for errors */
 };
+/* The largest weight a label may have, and the largest |weight x loss| of one labelled
+ * position: a label given again is replaced by subtracting its old contribution from sums
+ * that hold others, exact to within 2^-53 of what is subtracted. Within these bounds that is
+ * below 1e-4 absolute, and below 1e-12 of the usual weights (about 1) and losses. */
+#define MLS_LABEL_WEIGHT_MAX 1e6
+#define MLS_CONTRIBUTION_MAX 1e12
 #define MLS_UNKNOWN_IDS 100
 
 /* Frees what an op owns (not the op itself). */

@@ -42,6 +42,20 @@ void mls_wlate_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op
         int r = s->vt->put_prediction(s, m->name, op->ids[i], op->time, op->combo_key,
                                       (const char *)op->outputs + i * op->row_bytes, op->row_bytes,
                                       &pred);
+        if (r == 0) {
+            /* An expired prediction of that id the upkeep has not deleted yet goes now. */
+            double before = (double)time(NULL) - (double)m->cfg.prediction_ttl;
+            int d = s->vt->drop_prediction(s, m->name, op->ids[i], before, op->dropped_labelled,
+                                           m->cfg.num_classes, &op->dropped_positions);
+            if (d > 0) {
+                op->dropped++;
+                r = s->vt->put_prediction(s, m->name, op->ids[i], op->time, op->combo_key,
+                                          (const char *)op->outputs + i * op->row_bytes,
+                                          op->row_bytes, &pred);
+            } else if (d < 0) {
+                r = -1;
+            }
+        }
         if (r < 0) {
             *failed = 1;
             return;
@@ -99,6 +113,7 @@ struct position {
     int had;
     struct mls_label before, after;
     size_t change;
+    const struct mls_label_in *in; /* the last label given for it */
 };
 
 struct work {
@@ -282,6 +297,16 @@ static int per_sample_group(struct mls_writer *w, struct work *lw, struct mls_op
         refuse(op, MLS_OPR_INVALID, group[0]->id, err.message);
         return -1;
     }
+    if (!(fabs(t_now.weighted_sum) <= MLS_CONTRIBUTION_MAX) || !isfinite(t_now.sum_sq)) {
+        const struct mls_label_in *in = group[n - 1];
+        op->result = MLS_OPR_INVALID;
+        snprintf(op->message, sizeof(op->message),
+                 "%s (id %.100s, class %d): weight x loss is %g with its stored output; a "
+                 "monitor keeps |weight x loss| of a label within %g, so nothing was counted",
+                 in->field, in->id, in->l.cls, t_now.weighted_sum, MLS_CONTRIBUTION_MAX);
+        snprintf(op->field, sizeof(op->field), "%s", in->field);
+        return -1;
+    }
     double *d = (double *)&ch->total.s;
     const double *a = (const double *)&t_now, *b = (const double *)&t_old;
     for (size_t f = 0; f < sizeof(struct ml_sums) / sizeof(double); f++)
@@ -310,6 +335,7 @@ static int elementwise_group(struct mls_writer *w, struct work *lw, struct mls_o
         struct change *ch = &lw->changes[change];
         if (j >= 0) { /* given earlier in this op */
             struct position *p = &lw->pos[j];
+            p->in = in;
             op->replaced++;
             double f = p->after.first;
             p->after = in->l;
@@ -320,6 +346,7 @@ static int elementwise_group(struct mls_writer *w, struct work *lw, struct mls_o
         p->pred = pred;
         p->cls = in->l.cls;
         p->change = change;
+        p->in = in;
         p->had = s->vt->get_label(s, pred, in->slot, &p->before);
         if (p->had < 0) {
             *failed = 1;
@@ -371,6 +398,21 @@ static int elementwise_eval(struct mls_op *op, struct work *lw)
             rc = mls_late_positions(ctx, (int64_t)k, lw->inputs, cls, lab + k, wt + k, pos + k,
                                     &err);
     }
+    /* A labelled position's part is finite and bounded (the replacement stays exact). */
+    for (size_t i = 0; !rc && i < 2 * k; i++) {
+        double ws = pos[i].weighted_sum;
+        if (isfinite(ws) && fabs(ws) <= MLS_CONTRIBUTION_MAX && isfinite(pos[i].sum_sq))
+            continue;
+        const struct mls_label_in *in = lw->pos[i % k].in;
+        op->result = MLS_OPR_INVALID;
+        snprintf(op->message, sizeof(op->message),
+                 "%s (id %.100s, class %d): weight x loss is %g with its stored output; a "
+                 "monitor keeps |weight x loss| of a label within %g (a label given again is "
+                 "replaced by subtracting it), so nothing was counted",
+                 in->field, in->id, in->l.cls, ws, MLS_CONTRIBUTION_MAX);
+        snprintf(op->field, sizeof(op->field), "%s", in->field);
+        rc = -2;
+    }
     if (!rc) {
         for (size_t i = 0; i < k; i++) {
             struct change *ch = &lw->changes[lw->pos[i].change];
@@ -382,6 +424,8 @@ static int elementwise_eval(struct mls_op *op, struct work *lw)
             ch->total.s.sum_sq += a->sum_sq - b->sum_sq;
             class_diff(&ch->classes[lw->pos[i].cls], a, b);
         }
+    } else if (rc == -2) {
+        /* (decided above) */
     } else if (rc == ML_ENOMEM) {
         op->result = MLS_OPR_NOMEM;
         snprintf(op->message, sizeof(op->message), "out of memory applying labels");
@@ -449,15 +493,18 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
             *failed = 1;
             break;
         }
-        /* Expired: unknown at once, whether or not the upkeep deleted it yet. */
-        if (r == 0 || pt + (double)cfg->prediction_ttl <= (double)now) {
+        /* Expired: unknown at once, whether or not the upkeep deleted it yet; and so is a
+         * prediction whose bucket the retention drops (its hour can end after its ttl). */
+        int64_t start = 0;
+        int32_t width = MLS_BUCKET;
+        if (r)
+            mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
+        if (r == 0 || pt + (double)cfg->prediction_ttl <= (double)now ||
+            start < now - cfg->retention) {
             note_unknown(op, id, end - g);
             g = end;
             continue;
         }
-        int64_t start;
-        int32_t width;
-        mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
         const char *key = mls_wslots_key(sl, combo);
         struct slot *x = key ? mls_wslot_for(w, sl, op, m, key, NULL, start, width) : NULL;
         struct change *ch = x ? change_of(&lw, (size_t)(x - sl->items)) : NULL;
@@ -524,7 +571,11 @@ void mls_wlate_counts(struct mls_op *op)
         return;
     pthread_rwlock_wrlock(&m->lock);
     if (op->kind == MLS_OP_PREDICT) {
-        m->predictions_live += (double)op->stored;
+        m->predictions_live += (double)op->stored - (double)op->dropped;
+        m->positions_live += op->dropped_positions;
+        for (int64_t c = 0; m->labelled_live && op->dropped_labelled && c < m->cfg.num_classes;
+             c++)
+            m->labelled_live[c] += op->dropped_labelled[c];
     } else {
         m->positions_live += (double)op->applied;
         for (int64_t c = 0; m->labelled_live && op->classes && c < m->cfg.num_classes; c++)
