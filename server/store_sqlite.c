@@ -24,8 +24,14 @@ struct sqlite_store {
     struct mls_store base;
     sqlite3 *db;
     sqlite3_stmt *add, *drop, *claim, *purge;
-    sqlite3_stmt *put_pred, *ins_label;
-    sqlite3_stmt *old_preds, *del_pred, *scan_labels, *del_label;
+    sqlite3_stmt *put_pred, *ins_run;
+    sqlite3_stmt *old_preds, *del_pred, *scan_runs, *del_run;
+    /* Labels are written in runs, one row of many labels (an op's): the labels of the op
+     * being applied wait here, and are written when it is whole (release, commit). A label's
+     * lid is its run << RUN_BITS | its index in the run. */
+    struct run_rec *pending;
+    size_t num_pending, cap_pending;
+    int64_t pending_run, next_run;
     /* Where each (prediction, slot)'s label row is (label_index.h), and how far the
      * compaction of dead label rows has come (a label row id). */
     struct mls_lx lx;
@@ -44,6 +50,14 @@ struct sqlite_store {
     int64_t compact_from;
     char err[256];
 };
+
+/* A label as a run holds it (native byte order, as every blob of the file). */
+struct run_rec {
+    int64_t pred;
+    int32_t slot, cls;
+    double value, weight, first, t;
+};
+#define RUN_BITS 20 /* labels a run holds at most: 2^20 */
 
 /* The byte order of the blobs: the file is refused by a machine of the other order. */
 static const char *byte_order(void)
@@ -130,6 +144,26 @@ static void close_outputs(struct sqlite_store *s)
     s->outputs = NULL;
 }
 
+/* Writes the labels waiting (one run), if any: 0 or -1. */
+static int flush_run(struct sqlite_store *s)
+{
+    if (!s->num_pending)
+        return 0;
+    sqlite3_bind_int64(s->ins_run, 1, s->pending_run);
+    sqlite3_bind_blob64(s->ins_run, 2, s->pending, s->num_pending * sizeof(*s->pending),
+                        SQLITE_STATIC);
+    int rc = step_done(s, s->ins_run, "writing labels");
+    s->num_pending = 0;
+    s->pending_run = 0;
+    return rc;
+}
+
+static void drop_run(struct sqlite_store *s)
+{
+    s->num_pending = 0;
+    s->pending_run = 0;
+}
+
 /* The label index follows every transaction: its changes are undone with the SQL's. */
 static int st_begin(struct mls_store *b)
 {
@@ -160,7 +194,7 @@ static int st_release_savepoint(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
     close_outputs(s);
-    if (exec(s, "RELEASE op"))
+    if (flush_run(s) || exec(s, "RELEASE op"))
         return -1;
     mls_lx_release(&s->lx);
     mls_lx_release(&s->ids);
@@ -171,6 +205,7 @@ static void st_undo(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
     close_outputs(s);
+    drop_run(s);
     sqlite3_exec(s->db, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
     mls_lx_undo(&s->lx);
     mls_lx_undo(&s->ids);
@@ -180,7 +215,7 @@ static int st_commit(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
     close_outputs(s);
-    if (exec(s, "COMMIT"))
+    if (flush_run(s) || exec(s, "COMMIT"))
         return -1;
     mls_lx_commit(&s->lx);
     mls_lx_commit(&s->ids);
@@ -190,6 +225,7 @@ static int st_commit(struct mls_store *b)
 static void st_rollback(struct mls_store *b)
 {
     close_outputs(self(b));
+    drop_run(self(b));
     struct sqlite_store *s = self(b);
     if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -398,11 +434,10 @@ static int st_put_monitor(struct mls_store *b, const char *name, const char *con
     if (clear && forget_labels(s, name))
         return -1;
     if (clear) {
-        static const char *const sql[] = {
-            "DELETE FROM buckets WHERE monitor = ?1", "DELETE FROM ids WHERE monitor = ?1",
-            "DELETE FROM labels WHERE pred IN (SELECT pred FROM predictions WHERE monitor = ?1)",
-            "DELETE FROM predictions WHERE monitor = ?1"};
-        for (int i = 0; i < 4; i++) {
+        static const char *const sql[] = {"DELETE FROM buckets WHERE monitor = ?1",
+                                          "DELETE FROM ids WHERE monitor = ?1",
+                                          "DELETE FROM predictions WHERE monitor = ?1"};
+        for (int i = 0; i < 3; i++) {
             if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
                 return fail(s, "preparing a delete");
             sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -431,9 +466,8 @@ static int st_delete_monitor(struct mls_store *b, const char *name)
         return -1;
     static const char *const sql[] = {
         "DELETE FROM buckets WHERE monitor = ?1", "DELETE FROM ids WHERE monitor = ?1",
-        "DELETE FROM labels WHERE pred IN (SELECT pred FROM predictions WHERE monitor = ?1)",
         "DELETE FROM predictions WHERE monitor = ?1", "DELETE FROM monitors WHERE name = ?1"};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 4; i++) {
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
             return fail(s, "preparing a delete");
@@ -577,18 +611,23 @@ static int st_put_label(struct mls_store *b, int64_t pred, int32_t slot, const s
                         double t)
 {
     struct sqlite_store *s = self(b);
-    sqlite3_stmt *st = s->ins_label;
-    sqlite3_bind_int(st, 1, l->cls);
-    sqlite3_bind_double(st, 2, l->value);
-    sqlite3_bind_double(st, 3, l->weight);
-    sqlite3_bind_double(st, 4, t);
-    sqlite3_bind_int64(st, 5, pred);
-    sqlite3_bind_int(st, 6, slot);
-    sqlite3_bind_double(st, 7, l->first);
-    if (step_done(s, st, "writing a label"))
+    if (s->num_pending == (size_t)1 << RUN_BITS && flush_run(s))
         return -1;
+    if (s->num_pending == s->cap_pending) {
+        size_t cap = s->cap_pending ? s->cap_pending * 2 : 1024;
+        struct run_rec *n = realloc(s->pending, cap * sizeof(*n));
+        if (!n) {
+            snprintf(s->err, sizeof(s->err), "out of memory writing labels");
+            return -1;
+        }
+        s->pending = n;
+        s->cap_pending = cap;
+    }
+    if (!s->pending_run)
+        s->pending_run = s->next_run++;
+    int64_t lid = s->pending_run << RUN_BITS | (int64_t)s->num_pending;
     struct mls_lx_entry e = {.pred = pred,
-                             .lid = sqlite3_last_insert_rowid(s->db),
+                             .lid = lid,
                              .slot = slot,
                              .cls = l->cls,
                              .value = l->value,
@@ -598,6 +637,8 @@ static int st_put_label(struct mls_store *b, int64_t pred, int32_t slot, const s
         snprintf(s->err, sizeof(s->err), "out of memory indexing a label");
         return -1;
     }
+    s->pending[s->num_pending++] =
+        (struct run_rec){pred, slot, l->cls, l->value, l->weight, l->first, t};
     return 0;
 }
 
@@ -693,49 +734,72 @@ static long st_expire(struct mls_store *b, const char *monitor, double before, d
     return n;
 }
 
-/* Deletes the dead label rows (of expired predictions, of cleared monitors) among the next
- * COMPACT_ROWS rows, then goes on from there next time, and from the start at the end. */
+/* Runs of labels: the next COMPACT_ROWS labels' runs from where the last pass ended, and
+ * from the start at the end. A run whose labels are all dead (replaced, expired, of a
+ * cleared monitor) is deleted; one with some dead has its live labels written again in the
+ * current run (their index entries follow) and is deleted: the file holds the live labels. */
 static int st_compact(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
-    sqlite3_stmt *st = s->scan_labels;
+    sqlite3_stmt *st = s->scan_runs;
     sqlite3_bind_int64(st, 1, s->compact_from);
-    sqlite3_bind_int64(st, 2, COMPACT_ROWS);
-    int64_t last = s->compact_from, *dead = NULL;
-    size_t n = 0, cap = 0, rows = 0;
-    int rc;
+    size_t recs = 0;
+    int64_t last = s->compact_from;
+    int rc, done = 1;
+    int64_t *gone = NULL;
+    size_t ngone = 0, capgone = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t lid = sqlite3_column_int64(st, 0);
-        const struct mls_lx_entry *e =
-            mls_lx_get(&s->lx, sqlite3_column_int64(st, 1), sqlite3_column_int(st, 2));
-        last = lid;
-        rows++;
-        if (e && e->lid == lid)
-            continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 1024;
-            int64_t *nd = realloc(dead, ncap * sizeof(*nd));
-            if (!nd)
-                break;
-            dead = nd;
-            cap = ncap;
+        int64_t run = sqlite3_column_int64(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1) / sizeof(struct run_rec);
+        const struct run_rec *r = sqlite3_column_blob(st, 1);
+        last = run;
+        recs += n;
+        size_t live = 0;
+        for (size_t i = 0; i < n; i++) {
+            const struct mls_lx_entry *e = mls_lx_get(&s->lx, r[i].pred, r[i].slot);
+            live += e && e->lid == (run << RUN_BITS | (int64_t)i);
         }
-        dead[n++] = lid;
+        if (live < n) {
+            for (size_t i = 0; i < n && live; i++) {
+                const struct mls_lx_entry *e = mls_lx_get(&s->lx, r[i].pred, r[i].slot);
+                if (!e || e->lid != (run << RUN_BITS | (int64_t)i))
+                    continue;
+                struct mls_label l = {r[i].cls, r[i].value, r[i].weight, r[i].first};
+                if (st_put_label(b, r[i].pred, r[i].slot, &l, r[i].t)) {
+                    sqlite3_reset(st);
+                    free(gone);
+                    return -1;
+                }
+            }
+            if (ngone == capgone) {
+                size_t cap = capgone ? capgone * 2 : 64;
+                int64_t *ng = realloc(gone, cap * sizeof(*ng));
+                if (!ng)
+                    break;
+                gone = ng;
+                capgone = cap;
+            }
+            gone[ngone++] = run;
+        }
+        if (recs >= COMPACT_ROWS) {
+            done = 0;
+            break;
+        }
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        free(dead);
+        free(gone);
         return fail(s, "reading labels");
     }
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_bind_int64(s->del_label, 1, dead[i]);
-        if (step_done(s, s->del_label, "deleting a dead label")) {
-            free(dead);
+    for (size_t i = 0; i < ngone; i++) {
+        sqlite3_bind_int64(s->del_run, 1, gone[i]);
+        if (step_done(s, s->del_run, "deleting a run of dead labels")) {
+            free(gone);
             return -1;
         }
     }
-    free(dead);
-    s->compact_from = rows < COMPACT_ROWS ? 0 : last;
+    free(gone);
+    s->compact_from = done ? 0 : last;
     return 0;
 }
 
@@ -751,8 +815,8 @@ static void st_release(struct sqlite_store *s)
     sqlite3_finalize(s->drop);
     sqlite3_finalize(s->claim);
     sqlite3_finalize(s->purge);
-    sqlite3_stmt **late[] = {&s->put_pred, &s->ins_label,   &s->old_preds,
-                             &s->del_pred, &s->scan_labels, &s->del_label};
+    sqlite3_stmt **late[] = {&s->put_pred, &s->ins_run,   &s->old_preds,
+                             &s->del_pred, &s->scan_runs, &s->del_run};
     for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
         sqlite3_finalize(*late[i]);
         *late[i] = NULL;
@@ -760,6 +824,7 @@ static void st_release(struct sqlite_store *s)
     sqlite3_close(s->db);
     mls_lx_free(&s->lx);
     mls_lx_free(&s->ids);
+    free(s->pending);
     for (uint32_t c = 0; c < s->num_combos; c++)
         free(s->combos[c]);
     free(s->combos);
@@ -822,55 +887,96 @@ static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, 
         snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
         return -1;
     }
-    /* The labels in the order they came: a later row of the same (pred, slot) replaced the
-     * earlier one. The live counts follow the index as it is rebuilt. */
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT l.lid, l.pred, l.slot, l.class, p.monitor, l.value, "
-                           "l.weight, l.first FROM labels l JOIN predictions p ON "
-                           "p.pred = l.pred ORDER BY l.lid",
-                           -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "reading labels: %s", sqlite3_errmsg(s->db));
+    /* The labels in the order they came: a later one of the same (pred, slot) replaced the
+     * earlier one; those of predictions that are gone are dead. The live counts follow the
+     * index as it is rebuilt. */
+    if (sqlite3_prepare_v2(s->db, "SELECT pred, monitor FROM predictions ORDER BY pred", -1, &st,
+                           NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "reading predictions: %s", sqlite3_errmsg(s->db));
         return -1;
     }
+    struct owner {
+        int64_t pred;
+        struct mls_monitor *m;
+    } *own = NULL;
+    size_t nown = 0, capown = 0;
     struct mls_monitor *m = NULL;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 4);
-        if (!name)
-            continue;
-        if (!m || strcmp(m->name, name)) {
+    int failed = 0;
+    while (!failed && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        if (name && (!m || strcmp(m->name, name))) {
             mls_monitor_unref(m);
             m = mls_registry_get(g, name);
         }
-        int64_t pred = sqlite3_column_int64(st, 1);
-        int32_t slot = sqlite3_column_int(st, 2), cls = sqlite3_column_int(st, 3);
-        const struct mls_lx_entry *was = mls_lx_get(&s->lx, pred, slot);
-        if (m && m->labelled_live) {
-            if (was && was->cls >= 0 && was->cls < m->cfg.num_classes)
-                m->labelled_live[was->cls] -= 1;
-            if (cls >= 0 && cls < m->cfg.num_classes)
-                m->labelled_live[cls] += 1;
-            m->positions_live += !was;
+        if (nown == capown) {
+            size_t cap = capown ? capown * 2 : 1024;
+            struct owner *n = realloc(own, cap * sizeof(*n));
+            if (!n) {
+                failed = 1;
+                break;
+            }
+            own = n;
+            capown = cap;
         }
-        struct mls_lx_entry e = {.pred = pred,
-                                 .lid = sqlite3_column_int64(st, 0),
-                                 .slot = slot,
-                                 .cls = cls,
-                                 .value = sqlite3_column_double(st, 5),
-                                 .weight = sqlite3_column_double(st, 6),
-                                 .first = sqlite3_column_double(st, 7)};
-        if (mls_lx_put(&s->lx, &e)) {
-            mls_monitor_unref(m);
-            sqlite3_finalize(st);
-            snprintf(err, errlen, "out of memory indexing labels");
-            return -1;
-        }
+        /* (the registry holds the monitors until the load ends: no reference kept) */
+        own[nown++] = (struct owner){sqlite3_column_int64(st, 0), name ? m : NULL};
     }
     mls_monitor_unref(m);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (failed || rc != SQLITE_DONE) {
+        free(own);
+        snprintf(err, errlen, failed ? "out of memory reading predictions" : "reading predictions");
+        return -1;
+    }
+    if (sqlite3_prepare_v2(s->db, "SELECT run, data FROM label_runs ORDER BY run", -1, &st, NULL) !=
+        SQLITE_OK) {
+        free(own);
         snprintf(err, errlen, "reading labels: %s", sqlite3_errmsg(s->db));
         return -1;
     }
+    while (!failed && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t run = sqlite3_column_int64(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1) / sizeof(struct run_rec);
+        const struct run_rec *r = sqlite3_column_blob(st, 1);
+        s->next_run = run + 1;
+        for (size_t i = 0; i < n && !failed; i++) {
+            size_t lo = 0, hi = nown;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (own[mid].pred < r[i].pred)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo == nown || own[lo].pred != r[i].pred)
+                continue; /* of a prediction that is gone */
+            struct mls_monitor *mm = own[lo].m;
+            const struct mls_lx_entry *was = mls_lx_get(&s->lx, r[i].pred, r[i].slot);
+            if (mm && mm->labelled_live) {
+                if (was && was->cls >= 0 && was->cls < mm->cfg.num_classes)
+                    mm->labelled_live[was->cls] -= 1;
+                if (r[i].cls >= 0 && r[i].cls < mm->cfg.num_classes)
+                    mm->labelled_live[r[i].cls] += 1;
+                mm->positions_live += !was;
+            }
+            struct mls_lx_entry e = {.pred = r[i].pred,
+                                     .lid = run << RUN_BITS | (int64_t)i,
+                                     .slot = r[i].slot,
+                                     .cls = r[i].cls,
+                                     .value = r[i].value,
+                                     .weight = r[i].weight,
+                                     .first = r[i].first};
+            failed = mls_lx_put(&s->lx, &e) != 0;
+        }
+    }
+    sqlite3_finalize(st);
+    free(own);
+    if (failed || rc != SQLITE_DONE) {
+        snprintf(err, errlen, failed ? "out of memory indexing labels" : "reading labels");
+        return -1;
+    }
+    if (!s->next_run)
+        s->next_run = 1;
     return 0;
 }
 
@@ -1028,16 +1134,15 @@ static const char schema[] =
     "  t INTEGER NOT NULL, PRIMARY KEY(monitor, id)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS ids_t ON ids(t);"
     /* Late labels: a prediction's key is its row id, never reused (AUTOINCREMENT: a label
-     * row left by an expired prediction must not name a new one). Labels are rows in arrival
-     * order, one per (pred, slot) (the class; 0 for a per-sample loss, whose class is a
-     * column), found through the index in memory (label_index.h). */
+     * left by an expired prediction must not name a new one). Labels are written in runs, a
+     * row of many (struct run_rec) in arrival order; the last one written of a (pred, slot)
+     * (the class; 0 for a per-sample loss) is its label, found through the index in memory
+     * (label_index.h). */
     "CREATE TABLE IF NOT EXISTS predictions(pred INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  monitor TEXT NOT NULL, id TEXT NOT NULL, t REAL NOT NULL, combo TEXT NOT NULL,"
     "  outputs BLOB NOT NULL, UNIQUE(monitor, id));"
     "CREATE INDEX IF NOT EXISTS predictions_t ON predictions(monitor, t);"
-    "CREATE TABLE IF NOT EXISTS labels(lid INTEGER PRIMARY KEY, pred INTEGER NOT NULL,"
-    "  slot INTEGER NOT NULL, class INTEGER NOT NULL, value REAL NOT NULL,"
-    "  weight REAL NOT NULL, first REAL NOT NULL, t REAL NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS label_runs(run INTEGER PRIMARY KEY, data BLOB NOT NULL);";
 
 /* Opens path (as a URI when flags say so) and prepares it; 0, or -1 with err filled and s
  * closed. */
@@ -1128,15 +1233,14 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
         {offsetof(struct sqlite_store, put_pred),
          "INSERT OR IGNORE INTO predictions(monitor, id, t, combo, outputs) "
          "VALUES(?1, ?2, ?3, ?4, ?5)"},
-        {offsetof(struct sqlite_store, ins_label),
-         "INSERT INTO labels(class, value, weight, t, pred, slot, first) "
-         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+        {offsetof(struct sqlite_store, ins_run),
+         "INSERT INTO label_runs(run, data) VALUES(?1, ?2)"},
         {offsetof(struct sqlite_store, old_preds),
          "SELECT pred, id FROM predictions WHERE monitor = ?1 AND t < ?2 LIMIT ?3"},
         {offsetof(struct sqlite_store, del_pred), "DELETE FROM predictions WHERE pred = ?1"},
-        {offsetof(struct sqlite_store, scan_labels),
-         "SELECT lid, pred, slot FROM labels WHERE lid > ?1 ORDER BY lid LIMIT ?2"},
-        {offsetof(struct sqlite_store, del_label), "DELETE FROM labels WHERE lid = ?1"},
+        {offsetof(struct sqlite_store, scan_runs),
+         "SELECT run, data FROM label_runs WHERE run > ?1 ORDER BY run"},
+        {offsetof(struct sqlite_store, del_run), "DELETE FROM label_runs WHERE run = ?1"},
     };
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
         sqlite3_stmt **slot = (sqlite3_stmt **)((char *)s + stmts[i].off);

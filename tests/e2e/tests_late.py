@@ -954,6 +954,18 @@ def rows_of(path, table):
         con.close()
 
 
+def label_records(path):
+    """The labels a state file holds: label_runs rows of records (struct run_rec of
+    server/store_sqlite.c: pred int64, slot int32, class int32, value, weight, first, t
+    doubles; native = little-endian here), as (pred, slot, class, value, weight, first, t)."""
+    import struct
+    out = []
+    for run, data in rows_of(path, "label_runs"):
+        assert len(data) % 48 == 0, (run, len(data))
+        out += [struct.unpack_from("<qiidddd", data, i) for i in range(0, len(data), 48)]
+    return out
+
+
 def mentions(row, ids):
     for v in row:
         if isinstance(v, bytes):
@@ -1015,9 +1027,10 @@ def late_expiry(args):
             preds = rows_of(path, "predictions")
             assert not [r for r in preds if mentions(r, eids)], f"expired predictions left: {preds[:5]}"
             assert len(preds) == 5, f"{len(preds)} rows in predictions, expected keep's 5"
-            labels = rows_of(path, "labels")
-            assert not [r for r in labels if mentions(r, eids)], f"labels of expired predictions left: {labels[:5]}"
-            assert len(labels) == 2, f"{len(labels)} rows in labels, expected keep's 2: {labels[:5]}"
+            labels = label_records(path)
+            live = {r[0] for r in preds}
+            assert not [r for r in labels if r[0] not in live], f"labels of expired predictions left: {labels[:5]}"
+            assert len(labels) == 2, f"{len(labels)} labels stored, expected keep's 2: {labels[:5]}"
             api.close()
             stop_clean(srv)
 

@@ -449,11 +449,9 @@ def late_attack_expiry_then_same_ids(args):
             assert gauges(api) == {("predictions", "x"): 3, ("labelled_positions", "x"): 2}, gauges(api)
             st, h, b = label(api, "x", {"labels": [{"id": "a", "class": 1, "value": 1}]})
             assert st == 200 and b["applied"] == 1, b
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-            try:
-                rows = con.execute("SELECT l.slot, l.value FROM labels l JOIN predictions p ON p.pred = l.pred").fetchall()
-            finally:
-                con.close()
+            from tests_late import label_records, rows_of
+            preds = {r[0] for r in rows_of(path, "predictions")}
+            rows = [(r[1], r[3]) for r in label_records(path) if r[0] in preds]
             assert sorted(rows) == [(0, 1.0), (1, 1.0), (2, 1.0)], rows
             api.close()
             stop_clean(srv)
@@ -543,11 +541,8 @@ def late_attack_compaction_restarts(args):
                     live = sum(len(m.lab) for m in ms)
 
                     def label_rows():
-                        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-                        try:
-                            return con.execute("SELECT count(*) FROM labels").fetchone()[0]
-                        finally:
-                            con.close()
+                        from tests_late import label_records
+                        return len(label_records(path))
                     wait_until(lambda: label_rows() == live, timeout=10)
                     assert label_rows() == live, f"{label_rows()} label rows after the compaction at start, {live} live"
                 for it in range(5):
