@@ -117,13 +117,17 @@ static int raw_put(struct mls_lx *x, const struct mls_lx_entry *e)
 
 int mls_lx_put(struct mls_lx *x, const struct mls_lx_entry *e)
 {
-    const struct mls_lx_entry *had = mls_lx_get(x, e->pred, e->slot);
-    struct mls_lx_entry was = had ? *had : (struct mls_lx_entry){.pred = e->pred, .slot = e->slot};
+    /* (one probe of the table: its entries are far apart in memory, each a cache miss) */
     if ((x->count + 1) * 10 > x->cap * 7 && grow(x))
         return -1;
+    size_t i = find(x, e->pred, e->slot);
+    struct mls_lx_entry *at = &x->table[i];
+    struct mls_lx_entry was =
+        at->pred ? *at : (struct mls_lx_entry){.pred = e->pred, .slot = e->slot};
     if (log_change(x, &was))
         return -1;
-    raw_put(x, e); /* (room was made above: cannot fail) */
+    x->count += !at->pred;
+    *at = *e;
     return 0;
 }
 

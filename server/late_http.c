@@ -444,15 +444,25 @@ static int class_of(struct mls_mcall *c, const struct mls_mconfig *cfg, const js
            1;
 }
 
+/* Whether a label's value and weight are valid (the checks that answer follow). */
+static int value_in(const struct mls_mconfig *cfg, double v)
+{
+    return cfg->late_regression ? isfinite(v) : (v >= 0 && v <= 1);
+}
+
+static int weight_in(const struct mls_mconfig *cfg, double w)
+{
+    return w >= 0 && w <= MLS_LABEL_WEIGHT_MAX && (cfg->late != MLS_LATE_TORCH_CE || w == 1);
+}
+
 /* A label's value; -1 when answered. */
 static int value_ok(struct mls_mcall *c, const struct mls_mconfig *cfg, double v, const char *field)
 {
-    if (mls_late_regression(cfg->loss) ? isfinite(v) : (v >= 0 && v <= 1))
+    if (value_in(cfg, v))
         return 0;
     return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
-                           mls_late_regression(cfg->loss)
-                               ? "a label's value is a finite number"
-                               : "a label's value is a number from 0 to 1") -
+                           cfg->late_regression ? "a label's value is a finite number"
+                                                : "a label's value is a number from 0 to 1") -
            1;
 }
 
@@ -490,10 +500,11 @@ static int sparse_labels(struct mls_mcall *c, const struct mls_monitor *m, const
         return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(list, i);
+        /* (a field's name is written only for an error: a request holds many labels) */
         char field[64];
-        snprintf(field, sizeof(field), "labels[%zu]", i);
+#define AT(part) (snprintf(field, sizeof(field), "labels[%zu]" part, i), field)
         if (!json_is_object(e))
-            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, AT(""),
                                    per_sample ? "a label is {\"id\", \"class\", \"weight\"}"
                                               : "a label is {\"id\", \"class\", \"value\", "
                                                 "\"weight\"}") -
@@ -511,25 +522,26 @@ static int sparse_labels(struct mls_mcall *c, const struct mls_monitor *m, const
             }
         }
         struct mls_label_in *in = &op->labels[op->num_labels];
-        snprintf(field, sizeof(field), "labels[%zu].id", i);
         const json_t *id = json_object_get(e, "id");
         if (!mls_mhttp_string(id, MLS_ID_MAX))
-            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, AT(".id"),
                                    "id is the prediction's id, a string of 1 to %d bytes",
                                    MLS_ID_MAX) -
                    1;
-        snprintf(field, sizeof(field), "labels[%zu].class", i);
-        if (!json_object_get(e, "class"))
-            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+        const json_t *cls = json_object_get(e, "class");
+        if (!cls)
+            return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, AT(".class"),
                                    "a label needs its class (an index or a name)") -
                    1;
-        if (class_of(c, cfg, json_object_get(e, "class"), field, &in->l.cls))
+        double ci = json_is_number(cls) ? json_number_value(cls) : -1;
+        if (ci >= 0 && ci < (double)cfg->num_classes && ci == floor(ci))
+            in->l.cls = (int32_t)ci;
+        else if (class_of(c, cfg, cls, AT(".class"), &in->l.cls))
             return -1;
         const json_t *value = json_object_get(e, "value");
-        snprintf(field, sizeof(field), "labels[%zu].value", i);
         if (per_sample) {
             if (value)
-                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, AT(".value"),
                                        "%s takes one class per prediction: the class is the "
                                        "label, there is no value",
                                        cfg->loss) -
@@ -537,27 +549,28 @@ static int sparse_labels(struct mls_mcall *c, const struct mls_monitor *m, const
             in->l.value = 1;
         } else {
             if (!json_is_number(value))
-                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, AT(".value"),
                                        "a label needs its value, a number") -
                        1;
             in->l.value = json_number_value(value);
-            if (value_ok(c, cfg, in->l.value, field))
+            if (!value_in(cfg, in->l.value) && value_ok(c, cfg, in->l.value, AT(".value")))
                 return -1;
         }
         const json_t *weight = json_object_get(e, "weight");
-        snprintf(field, sizeof(field), "labels[%zu].weight", i);
         in->l.weight = 1;
         if (weight && !json_is_null(weight)) {
             if (!json_is_number(weight))
-                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, field,
+                return mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, AT(".weight"),
                                        "a label's weight is a number >= 0") -
                        1;
             in->l.weight = json_number_value(weight);
         }
-        if (weight_ok(c, cfg, in->l.weight, field))
+        if (!weight_in(cfg, in->l.weight) && weight_ok(c, cfg, in->l.weight, AT(".weight")))
             return -1;
+#undef AT
         in->slot = per_sample ? 0 : in->l.cls;
-        snprintf(in->field, sizeof(in->field), "labels[%zu]", i);
+        in->row = (int64_t)i;
+        in->col = -1;
         if (!(in->id = strdup(json_string_value(id))))
             return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory") - 1;
         op->num_labels++;
@@ -608,20 +621,24 @@ static int dense_labels(struct mls_mcall *c, const struct mls_monitor *m, const 
         if (w == 0)
             continue;
         char field[64];
-        snprintf(field, sizeof(field), "%s[%lld][%lld]", mask_name, (long long)(i / nc),
-                 (long long)(i % nc));
-        if (weight_ok(c, cfg, w, field))
-            goto out;
-        snprintf(field, sizeof(field), "labels[%lld][%lld]", (long long)(i / nc),
-                 (long long)(i % nc));
         double v = mls_tensor_at(lab, i);
-        if (value_ok(c, cfg, v, field))
+        if (!weight_in(cfg, w)) {
+            snprintf(field, sizeof(field), "%s[%lld][%lld]", mask_name, (long long)(i / nc),
+                     (long long)(i % nc));
+            weight_ok(c, cfg, w, field);
             goto out;
+        }
+        if (!value_in(cfg, v)) {
+            snprintf(field, sizeof(field), "labels[%lld][%lld]", (long long)(i / nc),
+                     (long long)(i % nc));
+            value_ok(c, cfg, v, field);
+            goto out;
+        }
         struct mls_label_in *in = &op->labels[op->num_labels];
         in->l = (struct mls_label){(int32_t)(i % nc), v, w, 0};
         in->slot = in->l.cls;
-        snprintf(in->field, sizeof(in->field), "labels[%lld][%lld]", (long long)(i / nc),
-                 (long long)(i % nc));
+        in->row = i / nc;
+        in->col = (int32_t)(i % nc);
         if (!(in->id = strdup(json_string_value(json_array_get(ids, (size_t)(i / nc)))))) {
             mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
             goto out;

@@ -75,6 +75,7 @@ struct mls_mconfig {
     /* Late labels (late.h): how the loss takes them (MLS_LATE_NONE: no predictions), how
      * long a stored prediction takes labels, and the class slots they add (below). */
     enum mls_late_kind late;
+    int late_regression;    /* its labels are any finite number (else in [0, 1]) */
     int64_t prediction_ttl; /* seconds */
     int64_t late_slots;
     char *json; /* the normalized config as JSON text */

@@ -427,6 +427,7 @@ static int parse(const json_t *obj, const struct mls_monitor_limits *lim, struct
     /* Late labels: a prediction has one output per class, and a loss whose weights can mask
      * one label at a time (late.h). */
     c->late = c->num_classes ? late : MLS_LATE_NONE;
+    c->late_regression = mls_late_regression(c->loss);
     /* A prediction counts in its bucket, which the retention drops whole: its hour bucket
      * (after the rollup) must outlive it, so the ttl ends an hour before the retention. A
      * retention of an hour leaves no room: such a monitor takes no predictions by default. */

@@ -86,7 +86,9 @@ struct mls_label_in {
     char *id;
     int32_t slot;
     struct mls_label l;
-    char field[64]; /* where the request gave it ("labels[3]", "labels[1][2]"), for errors */
+    /* where the request gave it, for errors: labels[row], or labels[row][col] (col >= 0) */
+    int64_t row;
+    int32_t col;
 };
 /* The largest weight a label may have, and the largest |weight x loss| of one labelled
  * position: a label given again is replaced by subtracting its old contribution from sums

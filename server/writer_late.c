@@ -245,6 +245,16 @@ static void uncount_label(struct mls_op *op, struct change *ch, int64_t nc, int3
     op->classes[c].weighted_sum -= 1;
 }
 
+/* Where the request gave a label ("labels[3]", "labels[1][2]"), written into buf. */
+static const char *label_field(const struct mls_label_in *in, char *buf, size_t size)
+{
+    if (in->col >= 0)
+        snprintf(buf, size, "labels[%lld][%d]", (long long)in->row, in->col);
+    else
+        snprintf(buf, size, "labels[%lld]", (long long)in->row);
+    return buf;
+}
+
 static void refuse(struct mls_op *op, enum mls_op_result r, const char *id, const char *why)
 {
     op->result = r;
@@ -303,8 +313,8 @@ static int per_sample_group(struct mls_writer *w, struct work *lw, struct mls_op
         snprintf(op->message, sizeof(op->message),
                  "%s (id %.100s, class %d): weight x loss is %g with its stored output; a "
                  "monitor keeps |weight x loss| of a label within %g, so nothing was counted",
-                 in->field, in->id, in->l.cls, t_now.weighted_sum, MLS_CONTRIBUTION_MAX);
-        snprintf(op->field, sizeof(op->field), "%s", in->field);
+                 label_field(in, op->field, sizeof(op->field)), in->id, in->l.cls,
+                 t_now.weighted_sum, MLS_CONTRIBUTION_MAX);
         return -1;
     }
     double *d = (double *)&ch->total.s;
@@ -409,8 +419,8 @@ static int elementwise_eval(struct mls_op *op, struct work *lw)
                  "%s (id %.100s, class %d): weight x loss is %g with its stored output; a "
                  "monitor keeps |weight x loss| of a label within %g (a label given again is "
                  "replaced by subtracting it), so nothing was counted",
-                 in->field, in->id, in->l.cls, ws, MLS_CONTRIBUTION_MAX);
-        snprintf(op->field, sizeof(op->field), "%s", in->field);
+                 label_field(in, op->field, sizeof(op->field)), in->id, in->l.cls, ws,
+                 MLS_CONTRIBUTION_MAX);
         rc = -2;
     }
     if (!rc) {
@@ -573,8 +583,7 @@ void mls_wlate_counts(struct mls_op *op)
     if (op->kind == MLS_OP_PREDICT) {
         m->predictions_live += (double)op->stored - (double)op->dropped;
         m->positions_live += op->dropped_positions;
-        for (int64_t c = 0; m->labelled_live && op->dropped_labelled && c < m->cfg.num_classes;
-             c++)
+        for (int64_t c = 0; m->labelled_live && op->dropped_labelled && c < m->cfg.num_classes; c++)
             m->labelled_live[c] += op->dropped_labelled[c];
     } else {
         m->positions_live += (double)op->applied;
