@@ -175,6 +175,106 @@ def late_attack_retention_drops_live_prediction(args):
         stop_clean(srv)
 
 
+@test
+def late_attack_schema2_labels_table(args):
+    """A state written by the server before labels were written in runs (schema 2, a `labels`
+    table of one row a label: lid, pred, slot, class, value, weight, first, t) is opened by this
+    server either with its labels (live counts; a label given again counts replaced, its old
+    loss taken out of the figures) or not at all (a message naming the state): never served
+    with its labels silently gone while their losses stay in the buckets."""
+    with state_dir() as tmp:
+        path = os.path.join(tmp, "state.db")
+        with Server(args.server, "--state", path) as srv:
+            api = Api(srv)
+            st, h, b = api.put("m", {"loss": SCE, "dtype": "float64", "num_classes": 2})
+            assert st in (200, 201), (st, b)
+            assert predict(api, "m", {"ids": ["a", "b"], "logits": [[0.5, -1.0], [2.0, 0.0]],
+                                      "time": round(time.time() - 10, 3)})[0] == 200
+            st, h, b = label(api, "m", {"labels": [{"id": "a", "class": 0, "value": 1},
+                                                   {"id": "b", "class": 1, "value": 0}]})
+            assert st == 200 and b["applied"] == 2, (st, b)
+            before = api.get("m")["total"]
+            api.close()
+            stop_clean(srv)
+        # The same file as the server of a5471a7 left it: its labels as rows of `labels`.
+        db = sqlite3.connect(path)
+        from tests_late import label_records
+        recs = label_records(path)
+        assert len(recs) == 2, recs
+        db.execute("CREATE TABLE labels(lid INTEGER PRIMARY KEY, pred INTEGER NOT NULL, slot INTEGER NOT NULL,"
+                   " class INTEGER NOT NULL, value REAL NOT NULL, weight REAL NOT NULL, first REAL NOT NULL,"
+                   " t REAL NOT NULL)")
+        db.executemany("INSERT INTO labels(pred, slot, class, value, weight, first, t) VALUES(?,?,?,?,?,?,?)", recs)
+        db.execute("DROP TABLE label_runs")
+        db.commit()
+        db.close()
+        try:
+            srv = Server(args.server, "--state", path)
+        except AssertionError as e:
+            assert "state" in str(e), e  # refused, with a message: acceptable
+            return
+        with srv:
+            api = Api(srv)
+            lb = api.get("m")["labels"]
+            assert lb["labelled_positions"] == 2, f"the labels of a schema-2 state are gone: {lb}"
+            st, h, b = label(api, "m", {"labels": [{"id": "a", "class": 0, "value": 1}]})
+            assert st == 200 and (b["applied"], b["replaced"]) == (0, 1), (st, b)
+            after = api.get("m")["total"]
+            for k in ("weighted_sum", "denominator", "sum_weights"):
+                assert math.isclose(after[k], before[k], rel_tol=1e-12), (k, before[k], after[k])
+            api.close()
+            stop_clean(srv)
+
+
+@test
+def late_attack_compaction_write_amplification(args):
+    """One correction among 200k labels written by one request: the upkeep that follows (at a
+    restart) writes about the correction, not the 200k labels again (the bytes the process
+    writes to its files, WAL and checkpoint included: under 2 MB; a rewrite of the run is about
+    10 MB of records, twice with the checkpoint, and happens again at every upkeep after any
+    correction in a run)."""
+    N, C = 20000, 10
+    rng = np.random.default_rng(47)
+    with state_dir() as tmp:
+        path = os.path.join(tmp, "state.db")
+        with Server(args.server, "--state", path) as srv:
+            api = Api(srv)
+            st, h, b = api.put("m", {"loss": SCE, "dtype": "float32", "num_classes": C})
+            assert st in (200, 201), (st, b)
+            ids = [f"p{i}" for i in range(N)]
+            for k in range(0, N, 5000):
+                st, h, b = predict(api, "m", {"ids": ids[k:k + 5000],
+                                              "logits": rng.normal(0, 1, (5000, C)).round(3).tolist(),
+                                              "time": round(time.time() - 10, 3)})
+                assert st == 200, (st, b)
+            st, h, b = label(api, "m", {"ids": ids, "labels": np.ones((N, C)).tolist()})
+            assert st == 200 and b["applied"] == N * C, (st, b)
+            st, h, b = label(api, "m", {"labels": [{"id": "p0", "class": 0, "value": 0}]})
+            assert st == 200 and b["replaced"] == 1, (st, b)
+            api.close()
+            stop_clean(srv)
+        with Server(args.server, "--state", path) as srv:
+            api = Api(srv)
+            # The upkeep runs at once at start, in the writer: done when the writes stop.
+            assert label(api, "m", {"labels": []})[0] == 200
+
+            def wchar():
+                with open(f"/proc/{srv.proc.pid}/io") as f:
+                    return int(dict(line.split(": ") for line in f.read().splitlines())["wchar"])
+            seen = [wchar()]
+
+            def settled():
+                time.sleep(1)
+                seen.append(wchar())
+                return seen[-1] == seen[-2]
+            wait_until(settled, timeout=30)
+            assert api.get("m")["labels"]["labelled_positions"] == N * C
+            api.close()
+            stop_clean(srv)
+        wrote = seen[-1]
+        assert wrote < 2_000_000, f"the upkeep after one correction among {N * C} labels wrote {wrote} bytes"
+
+
 # ---- Attacks that held (regressions) -------------------------------------------------------------
 
 @test
