@@ -155,6 +155,11 @@ static int flush_run(struct sqlite_store *s)
     int rc = step_done(s, s->ins_run, "writing labels");
     s->num_pending = 0;
     s->pending_run = 0;
+    if (s->cap_pending > 65536) { /* (one large op's: not kept for ever) */
+        free(s->pending);
+        s->pending = NULL;
+        s->cap_pending = 0;
+    }
     return rc;
 }
 
@@ -734,10 +739,12 @@ static long st_expire(struct mls_store *b, const char *monitor, double before, d
     return n;
 }
 
-/* Runs of labels: the next COMPACT_ROWS labels' runs from where the last pass ended, and
- * from the start at the end. A run whose labels are all dead (replaced, expired, of a
- * cleared monitor) is deleted; one with some dead has its live labels written again in the
- * current run (their index entries follow) and is deleted: the file holds the live labels. */
+/* Runs of labels: about the next COMPACT_ROWS labels' runs from where the last pass ended,
+ * and from the start at the end. A run whose labels are all dead (replaced, expired, of a
+ * cleared monitor) is deleted; one with at least half of them dead has its live labels
+ * written again in the current run (their index entries follow) and is deleted. The file
+ * then holds fewer dead labels than live ones, and a label is written again only when as
+ * many have died beside it: the writes stay proportional to the labels that die. */
 static int st_compact(struct mls_store *b)
 {
     struct sqlite_store *s = self(b);
@@ -750,16 +757,22 @@ static int st_compact(struct mls_store *b)
     size_t ngone = 0, capgone = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t run = sqlite3_column_int64(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 1) / sizeof(struct run_rec);
+        size_t bytes = (size_t)sqlite3_column_bytes(st, 1), n = bytes / sizeof(struct run_rec);
         const struct run_rec *r = sqlite3_column_blob(st, 1);
+        if (recs && recs + n > COMPACT_ROWS) { /* (the next pass takes it) */
+            done = 0;
+            break;
+        }
         last = run;
         recs += n;
+        if (bytes % sizeof(struct run_rec))
+            continue; /* (refused at load: not this process's) */
         size_t live = 0;
         for (size_t i = 0; i < n; i++) {
             const struct mls_lx_entry *e = mls_lx_get(&s->lx, r[i].pred, r[i].slot);
             live += e && e->lid == (run << RUN_BITS | (int64_t)i);
         }
-        if (live < n) {
+        if (2 * (n - live) >= n) {
             for (size_t i = 0; i < n && live; i++) {
                 const struct mls_lx_entry *e = mls_lx_get(&s->lx, r[i].pred, r[i].slot);
                 if (!e || e->lid != (run << RUN_BITS | (int64_t)i))
@@ -936,8 +949,15 @@ static int load_late(struct sqlite_store *s, struct mls_registry *g, char *err, 
     }
     while (!failed && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t run = sqlite3_column_int64(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 1) / sizeof(struct run_rec);
+        size_t bytes = (size_t)sqlite3_column_bytes(st, 1), n = bytes / sizeof(struct run_rec);
         const struct run_rec *r = sqlite3_column_blob(st, 1);
+        if (bytes % sizeof(struct run_rec) || n > (size_t)1 << RUN_BITS) {
+            sqlite3_finalize(st);
+            free(own);
+            snprintf(err, errlen, "run %lld of labels has the wrong size (%zu bytes)",
+                     (long long)run, bytes);
+            return -1;
+        }
         s->next_run = run + 1;
         for (size_t i = 0; i < n && !failed; i++) {
             size_t lo = 0, hi = nown;
@@ -1215,6 +1235,23 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
             }
         }
         sqlite3_finalize(st);
+    }
+    /* A development build of schema 2 kept labels in a table of rows, which this one does not
+     * read: refused rather than served without its labels. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                           "'labels'",
+                           -1, &st, NULL) == SQLITE_OK) {
+        int old = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        if (old) {
+            snprintf(err, errlen,
+                     "the state %s holds labels in a table `labels`, the format of a development "
+                     "build; this server keeps them in `label_runs` and cannot read it",
+                     name);
+            st_release(s);
+            return -1;
+        }
     }
     static const struct {
         size_t off;

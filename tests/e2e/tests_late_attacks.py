@@ -643,8 +643,11 @@ def late_attack_compaction_restarts(args):
                     def label_rows():
                         from tests_late import label_records
                         return len(label_records(path))
-                    wait_until(lambda: label_rows() == live, timeout=10)
-                    assert label_rows() == live, f"{label_rows()} label rows after the compaction at start, {live} live"
+                    # The compaction at start leaves fewer dead labels than live ones (a run is
+                    # written again once half of it is dead).
+                    wait_until(lambda: live <= label_rows() < max(2 * live, 1), timeout=10)
+                    assert live <= label_rows() < max(2 * live, 1), \
+                        f"{label_rows()} labels stored after the compaction at start, {live} live"
                 for it in range(5):
                     for m in ms:
                         ents = []
