@@ -87,25 +87,40 @@ double mls_delay_bin_value(int bin)
     return exp2((bin - 0.5) / 4.0 + MLS_DELAY_LOG2_MIN);
 }
 
+/* The request of an evaluation of ctx's loss over `in` (logits or predictions as the loss
+ * takes them), its params `params`; the caller adds labels and weights. */
+static void request_of(const struct mls_late_ctx *ctx, const struct ml_tensor *in,
+                       const struct ml_param *params, unsigned outputs, struct ml_request *req)
+{
+    ml_request_init(req);
+    req->loss = ctx->loss;
+    req->reduction = ctx->reduction;
+    req->dtype = ctx->dtype;
+    req->params = params;
+    req->num_params = ctx->num_params;
+    req->outputs = outputs;
+    if (ctx->predictions)
+        req->predictions = in;
+    else
+        req->logits = in;
+}
+
+static int out_of_memory(struct ml_error *err)
+{
+    memset(err, 0, sizeof(*err));
+    err->code = ML_ENOMEM;
+    snprintf(err->message, sizeof(err->message), "out of memory");
+    return ML_ENOMEM;
+}
+
 int mls_late_row(const struct mls_late_ctx *ctx, const void *outputs,
                  const struct mls_label *labels, size_t n, struct ml_sums *total,
                  struct ml_sums *classes, double *work, struct ml_error *err)
 {
     const int64_t nc = ctx->num_classes;
-    struct ml_request req;
-    ml_request_init(&req);
-    req.loss = ctx->loss;
-    req.reduction = ctx->reduction;
-    req.dtype = ctx->dtype;
-    req.params = ctx->params;
-    req.num_params = ctx->num_params;
-    req.outputs = ML_OUT_SUMS;
-
     struct ml_tensor in = {2, {1, nc}, ctx->dtype, outputs};
-    if (ctx->predictions)
-        req.predictions = &in;
-    else
-        req.logits = &in;
+    struct ml_request req;
+    request_of(ctx, &in, ctx->params, ML_OUT_SUMS, &req);
 
     double *lab = work, *wt = work + nc;
     int64_t index = 0;
@@ -201,10 +216,7 @@ int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *in
     if (!params || (ngather && !gathered)) {
         free(params);
         free(gathered);
-        memset(err, 0, sizeof(*err));
-        err->code = ML_ENOMEM;
-        snprintf(err->message, sizeof(err->message), "out of memory");
-        return ML_ENOMEM;
+        return out_of_memory(err);
     }
     double *g = gathered;
     for (size_t p = 0; p < ctx->num_params; p++) {
@@ -226,21 +238,11 @@ int mls_late_positions(const struct mls_late_ctx *ctx, int64_t k, const void *in
         params[p].tensor = (struct ml_tensor){2, {1, k}, ML_FLOAT64, g};
         g += k;
     }
-    struct ml_request req;
-    ml_request_init(&req);
-    req.loss = ctx->loss;
-    req.reduction = ctx->reduction;
-    req.dtype = ctx->dtype;
-    req.params = params;
-    req.num_params = ctx->num_params;
-    req.outputs = ML_OUT_SUMS | ML_OUT_CLASS_SUMS;
     struct ml_tensor in = {2, {1, k}, ctx->dtype, inputs};
     struct ml_tensor lab = {2, {1, k}, ML_FLOAT64, labels};
     struct ml_tensor wt = {2, {1, k}, ML_FLOAT64, weights};
-    if (ctx->predictions)
-        req.predictions = &in;
-    else
-        req.logits = &in;
+    struct ml_request req;
+    request_of(ctx, &in, params, ML_OUT_SUMS | ML_OUT_CLASS_SUMS, &req);
     req.labels = &lab;
     req.weights = &wt;
     struct ml_result res;
@@ -261,30 +263,16 @@ int mls_late_check_rows(const struct mls_late_ctx *ctx, int64_t rows, const void
         return 0;
     const int64_t n = rows * ctx->num_classes;
     double *labels = malloc((size_t)n * sizeof(double));
-    if (!labels) {
-        memset(err, 0, sizeof(*err));
-        err->code = ML_ENOMEM;
-        snprintf(err->message, sizeof(err->message), "out of memory");
-        return ML_ENOMEM;
-    }
+    if (!labels)
+        return out_of_memory(err);
     int rc = 0;
     for (int z = 0; z < 2 && !rc; z++) {
         for (int64_t i = 0; i < n; i++)
             labels[i] = z;
-        struct ml_request req;
-        ml_request_init(&req);
-        req.loss = ctx->loss;
-        req.reduction = ctx->reduction;
-        req.dtype = ctx->dtype;
-        req.params = ctx->params;
-        req.num_params = ctx->num_params;
-        req.outputs = ML_OUT_PER_ELEMENT;
         struct ml_tensor in = {2, {rows, ctx->num_classes}, ctx->dtype, outputs};
         struct ml_tensor lab = {2, {rows, ctx->num_classes}, ML_FLOAT64, labels};
-        if (ctx->predictions)
-            req.predictions = &in;
-        else
-            req.logits = &in;
+        struct ml_request req;
+        request_of(ctx, &in, ctx->params, ML_OUT_PER_ELEMENT, &req);
         req.labels = &lab;
         struct ml_result res;
         rc = ml_eval(&req, &res, err);

@@ -32,6 +32,30 @@ static struct mls_monitor *find(struct mls_mcall *c)
     return m;
 }
 
+/* The op of a request to c's monitor, holding a reference to it, with the body parsed into
+ * *root; NULL when answered (no such monitor, a malformed body, no memory). */
+static struct late_op *start(struct mls_mcall *c, json_t **root)
+{
+    struct mls_monitor *m = find(c);
+    if (!m)
+        return NULL;
+    struct mlp_error err;
+    int rc = mlp_parse(c->body ? c->body : "", c->len, root, &err);
+    struct late_op *o = rc ? NULL : calloc(1, sizeof(*o));
+    if (!o) {
+        if (rc)
+            mls_mhttp_status(c, rc, &err);
+        else
+            mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
+        json_decref(*root);
+        *root = NULL;
+        mls_monitor_unref(m);
+        return NULL;
+    }
+    o->op.monitor = m; /* the op's reference from here */
+    return o;
+}
+
 /* Refuses a monitor that takes no predictions, saying why; 0 when it takes them. */
 static int takes_predictions(struct mls_mcall *c, const struct mls_monitor *m)
 {
@@ -208,24 +232,13 @@ static int mark_repeats(struct mls_op *op)
 
 int mls_late_predictions(struct mls_mcall *c)
 {
-    struct mls_monitor *m = find(c);
-    if (!m)
-        return 0;
     json_t *root = NULL;
-    struct mlp_error err;
-    int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);
-    if (rc) {
-        mls_monitor_unref(m);
-        return mls_mhttp_status(c, rc, &err);
-    }
-    struct late_op *o = calloc(1, sizeof(*o));
-    if (!o) {
-        json_decref(root);
-        mls_monitor_unref(m);
-        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
-    }
-    o->op.monitor = m; /* the op's reference from here */
+    struct late_op *o = start(c, &root);
+    if (!o)
+        return 0;
+    struct mls_monitor *m = o->op.monitor;
     struct mls_op *op = &o->op;
+    int rc;
     const struct mls_mconfig *cfg = &m->cfg;
     static const char *const keys[] = {"ids", "logits", "predictions", "time", "slice"};
     const char *input = m->late.predictions ? "predictions" : "logits";
@@ -277,7 +290,7 @@ int mls_late_predictions(struct mls_mcall *c)
     if (mls_mhttp_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"), NULL,
                        &names, op, &op->time, now))
         goto out;
-    if (op->time + (double)cfg->prediction_ttl <= now) {
+    if (mls_expired(op->time, cfg->prediction_ttl, now)) {
         mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "time",
                         "time %.3f is older than the monitor's prediction_ttl (%lld s): these "
                         "predictions could take no label",
@@ -292,9 +305,9 @@ int mls_late_predictions(struct mls_mcall *c)
     op->outputs = malloc(rows * op->row_bytes);
     op->ids = calloc(rows, sizeof(*op->ids));
     op->refused = calloc(rows, 1);
-    op->dropped_labelled = calloc((size_t)nc, sizeof(double));
+    op->labelled_change = calloc((size_t)nc, sizeof(double));
     op->classes = calloc((size_t)mls_class_slots(cfg), sizeof(*op->classes));
-    if (!op->outputs || !op->ids || !op->refused || !op->classes || !op->dropped_labelled) {
+    if (!op->outputs || !op->ids || !op->refused || !op->classes || !op->labelled_change) {
         mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
         goto out;
     }
@@ -653,23 +666,11 @@ out:
 
 int mls_late_labels(struct mls_mcall *c)
 {
-    struct mls_monitor *m = find(c);
-    if (!m)
-        return 0;
     json_t *root = NULL;
-    struct mlp_error err;
-    int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);
-    if (rc) {
-        mls_monitor_unref(m);
-        return mls_mhttp_status(c, rc, &err);
-    }
-    struct late_op *o = calloc(1, sizeof(*o));
-    if (!o) {
-        json_decref(root);
-        mls_monitor_unref(m);
-        return mls_mhttp_error(c, MLS_ERR_OUT_OF_MEMORY, "", "out of memory");
-    }
-    o->op.monitor = m; /* the op's reference from here */
+    struct late_op *o = start(c, &root);
+    if (!o)
+        return 0;
+    struct mls_monitor *m = o->op.monitor;
     struct mls_op *op = &o->op;
     static const char *const keys[] = {"labels", "ids", "mask", "weights", "id", "time"};
     if (!json_is_object(root)) {

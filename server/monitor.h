@@ -194,6 +194,13 @@ int mls_combo_values(const char *key, int n, char **values);
 /* Whether a name is [A-Za-z0-9_.-]{1,128}. */
 int mls_monitor_name_ok(const char *name);
 
+/* Whether a prediction made at time t has expired at `now` (it takes labels until t + ttl):
+ * the one rule of labels, of storing an id again and of the predictions route. */
+static inline int mls_expired(double t, int64_t ttl, double now)
+{
+    return t + (double)ttl <= now;
+}
+
 /* The bucket of an event at time t seen at `now`: its minute, or its hour when the minute is
  * older than rollup_after (the rollup would merge it there). */
 void mls_bucket_of(double t, int64_t now, int64_t rollup_after, int64_t *start, int32_t *width);

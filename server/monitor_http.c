@@ -184,7 +184,7 @@ void mls_mhttp_refusal(struct mls_mcall *c, const struct mls_op *op, const char 
         mls_mhttp_error(c, e, field, "no monitor named %s", op->name);
     else
         mls_mhttp_error(c, e,
-                        op->field[0] ? op->field
+                        op->field[0]                                                   ? op->field
                         : e == MLS_ERR_LIMIT_EXCEEDED || e == MLS_ERR_MONITOR_CONFLICT ? field
                                                                                        : "",
                         "%s", op->message);

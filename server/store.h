@@ -58,11 +58,10 @@ struct mls_store_vt {
      * (labelled[class] -= their labels, *positions -= their count), or -1. */
     long (*expire)(struct mls_store *s, const char *monitor, double before, double *labelled,
                    int64_t num_classes, double *positions, int *more);
-    /* Deletes a monitor's prediction of that id if it was made before `before` (expired), as
+    /* Deletes a monitor's prediction of that id if it has expired at `now` (mls_expired), as
      * expire does: 1 deleted, 0 not (absent or live), -1 on failure. */
-    int (*drop_prediction)(struct mls_store *s, const char *monitor, const char *id,
-                           double before, double *labelled, int64_t num_classes,
-                           double *positions);
+    int (*drop_prediction)(struct mls_store *s, const char *monitor, const char *id, int64_t ttl,
+                           double now, double *labelled, int64_t num_classes, double *positions);
     /* Some housekeeping of the labels' storage, bounded (the upkeep calls it). */
     int (*compact)(struct mls_store *s);
     /* Within a transaction: marks where undo() returns to (one change that must be all or

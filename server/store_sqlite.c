@@ -675,9 +675,8 @@ static int drop_pred(struct sqlite_store *s, int64_t pred, double *labelled, int
     return step_done(s, s->del_pred, "deleting an expired prediction");
 }
 
-static int st_drop_prediction(struct mls_store *b, const char *monitor, const char *id,
-                              double before, double *labelled, int64_t num_classes,
-                              double *positions)
+static int st_drop_prediction(struct mls_store *b, const char *monitor, const char *id, int64_t ttl,
+                              double now, double *labelled, int64_t num_classes, double *positions)
 {
     struct sqlite_store *s = self(b);
     int64_t h = id_hash(monitor, id);
@@ -686,7 +685,7 @@ static int st_drop_prediction(struct mls_store *b, const char *monitor, const ch
     for (int32_t k = 0; (e = mls_lx_get(&s->ids, h, k)); k++) {
         if (e->check != check)
             continue;
-        if (!(e->value < before))
+        if (!mls_expired(e->value, ttl, now))
             return 0;
         int64_t pred = e->lid;
         if (ids_remove(s, h, pred) || drop_pred(s, pred, labelled, num_classes, positions))

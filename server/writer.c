@@ -44,8 +44,8 @@ void mls_op_clear(struct mls_op *op)
     free(op->ids);
     free(op->outputs);
     free(op->refused);
-    free(op->dropped_labelled);
-    op->dropped_labelled = NULL;
+    free(op->labelled_change);
+    op->labelled_change = NULL;
     op->ids = NULL;
     op->outputs = op->refused = NULL;
     for (size_t i = 0; op->labels && i < op->num_labels; i++)

@@ -59,11 +59,11 @@ struct mls_op {
     double time;
     unsigned char *refused;
     size_t stored;
-    /* predict: expired predictions of its ids deleted to store them again, and their labels
-     * (dropped_labelled: num_classes, counts taken out) */
-    size_t dropped;
-    double dropped_positions;
-    double *dropped_labelled;
+    /* predict and label: what the op changes of the monitor's live counts, applied after the
+     * commit (a predict op deletes expired predictions of its ids to store them again, and
+     * their labels with them): predictions, labelled positions, per class (num_classes). */
+    double predictions_change, positions_change;
+    double *labelled_change;
     /* label: the labels in the order given, at time `time` */
     struct mls_label_in *labels;
     size_t num_labels;

@@ -44,11 +44,11 @@ void mls_wlate_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op
                                       &pred);
         if (r == 0) {
             /* An expired prediction of that id the upkeep has not deleted yet goes now. */
-            double before = (double)time(NULL) - (double)m->cfg.prediction_ttl;
-            int d = s->vt->drop_prediction(s, m->name, op->ids[i], before, op->dropped_labelled,
-                                           m->cfg.num_classes, &op->dropped_positions);
+            int d = s->vt->drop_prediction(s, m->name, op->ids[i], m->cfg.prediction_ttl,
+                                           (double)time(NULL), op->labelled_change,
+                                           m->cfg.num_classes, &op->positions_change);
             if (d > 0) {
-                op->dropped++;
+                op->predictions_change--;
                 r = s->vt->put_prediction(s, m->name, op->ids[i], op->time, op->combo_key,
                                           (const char *)op->outputs + i * op->row_bytes,
                                           op->row_bytes, &pred);
@@ -66,6 +66,7 @@ void mls_wlate_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op
             k++;
     }
     op->stored = k;
+    op->predictions_change += (double)k;
     if (!k) {
         *failed = s->vt->release(s) != 0;
         op->result = MLS_OPR_OK;
@@ -223,15 +224,16 @@ static void class_diff(struct mls_class_sums *d, const struct ml_sums *a, const 
 }
 
 /* A labelled position's late part: one more labelled position of class c, and, for a first
- * label, its delay. (op->classes[c].weighted_sum: the live labelled positions' change.) */
+ * label, its delay. */
 static void count_label(struct mls_op *op, struct change *ch, int64_t nc, int32_t c, int first,
                         double delay)
 {
     double *late = mls_late_part(ch->classes, nc);
     late[c] += 1;
-    op->classes[c].weighted_sum += 1;
+    op->labelled_change[c] += 1;
     if (!first)
         return;
+    op->positions_change += 1;
     /* (a label dated before its prediction, clocks apart, waited 0 s) */
     delay = delay > 0 ? delay : 0;
     late[nc] += 1;
@@ -242,7 +244,7 @@ static void count_label(struct mls_op *op, struct change *ch, int64_t nc, int32_
 static void uncount_label(struct mls_op *op, struct change *ch, int64_t nc, int32_t c)
 {
     mls_late_part(ch->classes, nc)[c] -= 1;
-    op->classes[c].weighted_sum -= 1;
+    op->labelled_change[c] -= 1;
 }
 
 /* Where the request gave a label ("labels[3]", "labels[1][2]"), written into buf. */
@@ -253,6 +255,23 @@ static const char *label_field(const struct mls_label_in *in, char *buf, size_t 
     else
         snprintf(buf, size, "labels[%lld]", (long long)in->row);
     return buf;
+}
+
+/* Whether a label's part of the sums is finite and within MLS_CONTRIBUTION_MAX (a label given
+ * again is replaced by subtracting it: exact within); else the op is refused, naming it. */
+static int contribution_ok(struct mls_op *op, const struct mls_label_in *in,
+                           const struct ml_sums *part)
+{
+    if (fabs(part->weighted_sum) <= MLS_CONTRIBUTION_MAX && isfinite(part->sum_sq))
+        return 1;
+    op->result = MLS_OPR_INVALID;
+    snprintf(op->message, sizeof(op->message),
+             "%s (id %.100s, class %d): weight x loss is %g with its stored output; a monitor "
+             "keeps |weight x loss| of a label within %g (a label given again is replaced by "
+             "subtracting it), so nothing was counted",
+             label_field(in, op->field, sizeof(op->field)), in->id, in->l.cls, part->weighted_sum,
+             MLS_CONTRIBUTION_MAX);
+    return 0;
 }
 
 static void refuse(struct mls_op *op, enum mls_op_result r, const char *id, const char *why)
@@ -307,16 +326,8 @@ static int per_sample_group(struct mls_writer *w, struct work *lw, struct mls_op
         refuse(op, MLS_OPR_INVALID, group[0]->id, err.message);
         return -1;
     }
-    if (!(fabs(t_now.weighted_sum) <= MLS_CONTRIBUTION_MAX) || !isfinite(t_now.sum_sq)) {
-        const struct mls_label_in *in = group[n - 1];
-        op->result = MLS_OPR_INVALID;
-        snprintf(op->message, sizeof(op->message),
-                 "%s (id %.100s, class %d): weight x loss is %g with its stored output; a "
-                 "monitor keeps |weight x loss| of a label within %g, so nothing was counted",
-                 label_field(in, op->field, sizeof(op->field)), in->id, in->l.cls,
-                 t_now.weighted_sum, MLS_CONTRIBUTION_MAX);
+    if (!contribution_ok(op, group[n - 1], &t_now))
         return -1;
-    }
     double *d = (double *)&ch->total.s;
     const double *a = (const double *)&t_now, *b = (const double *)&t_old;
     for (size_t f = 0; f < sizeof(struct ml_sums) / sizeof(double); f++)
@@ -410,18 +421,8 @@ static int elementwise_eval(struct mls_op *op, struct work *lw)
     }
     /* A labelled position's part is finite and bounded (the replacement stays exact). */
     for (size_t i = 0; !rc && i < 2 * k; i++) {
-        double ws = pos[i].weighted_sum;
-        if (isfinite(ws) && fabs(ws) <= MLS_CONTRIBUTION_MAX && isfinite(pos[i].sum_sq))
-            continue;
-        const struct mls_label_in *in = lw->pos[i % k].in;
-        op->result = MLS_OPR_INVALID;
-        snprintf(op->message, sizeof(op->message),
-                 "%s (id %.100s, class %d): weight x loss is %g with its stored output; a "
-                 "monitor keeps |weight x loss| of a label within %g (a label given again is "
-                 "replaced by subtracting it), so nothing was counted",
-                 label_field(in, op->field, sizeof(op->field)), in->id, in->l.cls, ws,
-                 MLS_CONTRIBUTION_MAX);
-        rc = -2;
+        if (!contribution_ok(op, lw->pos[i % k].in, &pos[i]))
+            rc = -2;
     }
     if (!rc) {
         for (size_t i = 0; i < k; i++) {
@@ -463,7 +464,7 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
     const int64_t now = time(NULL);
     struct work lw;
     if (work_init(&lw, m, op->num_labels) ||
-        !(op->classes = calloc((size_t)cfg->num_classes, sizeof(*op->classes)))) {
+        !(op->labelled_change = calloc((size_t)cfg->num_classes, sizeof(double)))) {
         work_free(&lw);
         op->result = MLS_OPR_NOMEM;
         snprintf(op->message, sizeof(op->message), "out of memory applying labels");
@@ -509,7 +510,7 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
         int32_t width = MLS_BUCKET;
         if (r)
             mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
-        if (r == 0 || pt + (double)cfg->prediction_ttl <= (double)now ||
+        if (r == 0 || mls_expired(pt, cfg->prediction_ttl, (double)now) ||
             start < now - cfg->retention) {
             note_unknown(op, id, end - g);
             g = end;
@@ -580,15 +581,9 @@ void mls_wlate_counts(struct mls_op *op)
     if (op->result != MLS_OPR_OK || (op->kind != MLS_OP_PREDICT && op->kind != MLS_OP_LABEL))
         return;
     pthread_rwlock_wrlock(&m->lock);
-    if (op->kind == MLS_OP_PREDICT) {
-        m->predictions_live += (double)op->stored - (double)op->dropped;
-        m->positions_live += op->dropped_positions;
-        for (int64_t c = 0; m->labelled_live && op->dropped_labelled && c < m->cfg.num_classes; c++)
-            m->labelled_live[c] += op->dropped_labelled[c];
-    } else {
-        m->positions_live += (double)op->applied;
-        for (int64_t c = 0; m->labelled_live && op->classes && c < m->cfg.num_classes; c++)
-            m->labelled_live[c] += op->classes[c].weighted_sum;
-    }
+    m->predictions_live += op->predictions_change;
+    m->positions_live += op->positions_change;
+    for (int64_t c = 0; m->labelled_live && op->labelled_change && c < m->cfg.num_classes; c++)
+        m->labelled_live[c] += op->labelled_change[c];
     pthread_rwlock_unlock(&m->lock);
 }
