@@ -46,6 +46,16 @@ const struct mls_lx_entry *mls_lx_get(const struct mls_lx *x, int64_t pred, int3
     return x->table[i].pred ? &x->table[i] : NULL;
 }
 
+void mls_lx_prefetch(const struct mls_lx *x, int64_t pred, int32_t slot)
+{
+    if (x->cap) {
+        const struct mls_lx_entry *e = &x->table[hash(pred, slot) & (x->cap - 1)];
+        /* (an entry may straddle two lines) */
+        __builtin_prefetch(e);
+        __builtin_prefetch((const char *)e + sizeof(*e) - 1);
+    }
+}
+
 static int grow(struct mls_lx *x)
 {
     size_t cap = x->cap ? x->cap * 2 : 1024;

@@ -48,6 +48,10 @@ void mls_lx_free(struct mls_lx *x);
 
 /* The entry of (pred, slot), or NULL. Valid until the next change. */
 const struct mls_lx_entry *mls_lx_get(const struct mls_lx *x, int64_t pred, int32_t slot);
+/* Starts fetching the bucket of (pred, slot) into the CPU's cache, for a lookup soon: the
+ * table is far larger than the cache, each lookup a miss, and misses hinted in a batch
+ * overlap. Changes nothing. */
+void mls_lx_prefetch(const struct mls_lx *x, int64_t pred, int32_t slot);
 /* Sets (pred, slot) to e's row and label (e->pred, e->slot are the key), inserting it when
  * absent. 0, or -1 out of memory (then nothing changed). The key's pred must be > 0. */
 int mls_lx_put(struct mls_lx *x, const struct mls_lx_entry *e);

@@ -727,6 +727,7 @@ int mls_late_labels(struct mls_mcall *c)
         snprintf(op->id, sizeof(op->id), "%s", json_string_value(id));
     }
     json_decref(root);
+    mls_op_sort_labels(op); /* here, off the writer thread */
     o->call = c;
     return mls_mhttp_hand_over(c, op, MLS_OP_LABEL, m->name, labels_done, o);
 out:

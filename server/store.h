@@ -43,10 +43,19 @@ struct mls_store_vt {
      * has that id already (nothing changed), -1 on failure. */
     int (*put_prediction)(struct mls_store *s, const char *monitor, const char *id, double t,
                           const char *combo, const void *outputs, size_t bytes, int64_t *pred);
-    /* Finds a prediction: 1 (its key, time, combo -- the store's, valid while it is open --
-     * and outputs, which must be `bytes` long), 0 when there is none, -1 on failure. */
+    /* Finds a prediction: 1 (its key, time and combo -- the store's, valid while it is
+     * open), 0 when there is none, -1 on failure. */
     int (*get_prediction)(struct mls_store *s, const char *monitor, const char *id, int64_t *pred,
-                          double *t, const char **combo, void *outputs, size_t bytes);
+                          double *t, const char **combo);
+    /* Bytes [offset, offset + bytes) of the outputs of prediction pred, which must be
+     * row_bytes long, into out: 0, or -1 on failure (a row of another size fails). */
+    int (*read_outputs)(struct mls_store *s, int64_t pred, void *out, size_t offset, size_t bytes,
+                        size_t row_bytes);
+    /* Hints, for stores that keep an index in memory: get_prediction(id) or get_label(pred,
+     * slot) comes soon (a batch of lookups hinted first overlaps their cache misses instead
+     * of waiting for each in turn). May be NULL; they change nothing. */
+    void (*hint_prediction)(struct mls_store *s, const char *monitor, const char *id);
+    void (*hint_label)(struct mls_store *s, int64_t pred, int32_t slot);
     /* The label of a prediction's slot (the class; 0 for per-sample losses): 1 (in *out), 0
      * when it has none, -1 on failure. */
     int (*get_label)(struct mls_store *s, int64_t pred, int32_t slot, struct mls_label *out);

@@ -556,10 +556,13 @@ static int st_put_prediction(struct mls_store *b, const char *monitor, const cha
     return ids_add(s, monitor, id, *pred, t, combo) ? -1 : 1;
 }
 
-/* The outputs of row pred into out (bytes long): 0, or -1 with the error in s->err. The blob
- * handle stays open until the transaction's end (close_outputs). */
-static int read_outputs(struct sqlite_store *s, int64_t pred, void *out, size_t bytes)
+/* Bytes [offset, offset + bytes) of the outputs of row pred (row_bytes long) into out: 0, or
+ * -1 with the error in s->err. The blob handle stays open until the transaction's end
+ * (close_outputs). */
+static int st_read_outputs(struct mls_store *b, int64_t pred, void *out, size_t offset,
+                           size_t bytes, size_t row_bytes)
 {
+    struct sqlite_store *s = self(b);
     /* (a handle that fails, expired by a change to its row, is opened anew once) */
     if (s->outputs && sqlite3_blob_reopen(s->outputs, pred) != SQLITE_OK)
         close_outputs(s);
@@ -568,21 +571,21 @@ static int read_outputs(struct sqlite_store *s, int64_t pred, void *out, size_t 
         close_outputs(s);
         return fail(s, "reading a prediction's outputs");
     }
-    if ((size_t)sqlite3_blob_bytes(s->outputs) != bytes) {
+    if ((size_t)sqlite3_blob_bytes(s->outputs) != row_bytes || offset > row_bytes ||
+        bytes > row_bytes - offset) {
         snprintf(s->err, sizeof(s->err),
                  "prediction row %lld is stored with %d bytes of outputs; %zu were expected",
-                 (long long)pred, sqlite3_blob_bytes(s->outputs), bytes);
+                 (long long)pred, sqlite3_blob_bytes(s->outputs), row_bytes);
         return -1;
     }
-    if (sqlite3_blob_read(s->outputs, out, (int)bytes, 0) != SQLITE_OK)
+    if (bytes && sqlite3_blob_read(s->outputs, out, (int)bytes, (int)offset) != SQLITE_OK)
         return fail(s, "reading a prediction's outputs");
     return 0;
 }
 
-/* By the ids in memory: the time and combination are there, the outputs read by row id. */
+/* By the ids in memory: the time and combination are there. */
 static int st_get_prediction(struct mls_store *b, const char *monitor, const char *id,
-                             int64_t *pred, double *t, const char **combo, void *outputs,
-                             size_t bytes)
+                             int64_t *pred, double *t, const char **combo)
 {
     struct sqlite_store *s = self(b);
     int64_t h = id_hash(monitor, id);
@@ -591,14 +594,22 @@ static int st_get_prediction(struct mls_store *b, const char *monitor, const cha
     for (int32_t k = 0; (e = mls_lx_get(&s->ids, h, k)); k++) {
         if (e->check != check)
             continue;
-        if (read_outputs(s, e->lid, outputs, bytes))
-            return -1;
         *pred = e->lid;
         *t = e->value;
         *combo = s->combos[e->cls];
         return 1;
     }
     return 0;
+}
+
+static void st_hint_prediction(struct mls_store *b, const char *monitor, const char *id)
+{
+    mls_lx_prefetch(&self(b)->ids, id_hash(monitor, id), 0);
+}
+
+static void st_hint_label(struct mls_store *b, int64_t pred, int32_t slot)
+{
+    mls_lx_prefetch(&self(b)->lx, pred, slot);
 }
 
 static int st_get_label(struct mls_store *b, int64_t pred, int32_t slot, struct mls_label *out)
@@ -1129,6 +1140,9 @@ static const struct mls_store_vt sqlite_vt = {
     .purge_ids = st_purge_ids,
     .put_prediction = st_put_prediction,
     .get_prediction = st_get_prediction,
+    .read_outputs = st_read_outputs,
+    .hint_prediction = st_hint_prediction,
+    .hint_label = st_hint_label,
     .get_label = st_get_label,
     .put_label = st_put_label,
     .expire = st_expire,

@@ -90,6 +90,10 @@ struct mls_label_in {
     int64_t row;
     int32_t col;
 };
+/* Sorts an op's labels by id, then in the order the request gave them (labels[row][col]):
+ * one prediction's labels together, the last given for a class last (it wins). The route
+ * calls it on a worker; the writer calls it again, which then only checks, in one pass. */
+void mls_op_sort_labels(struct mls_op *op);
 /* The largest weight a label may have, and the largest |weight x loss| of one labelled
  * position: a label given again is replaced by subtracting its old contribution from sums
  * that hold others, exact to within 2^-53 of what is subtracted. Within these bounds that is

@@ -117,6 +117,17 @@ struct position {
     const struct mls_label_in *in; /* the last label given for it */
 };
 
+/* A prediction an op names: its labels, order[first, end) (the op's labels sorted by id), and
+ * once found stored and live, its key, time, change and positions pos[pos_first, pos_end). */
+struct group {
+    size_t first, end;
+    int known;
+    int64_t pred;
+    double pt;
+    size_t change;
+    size_t pos_first, pos_end;
+};
+
 struct work {
     int64_t nc, slots;
     size_t esize;
@@ -125,6 +136,8 @@ struct work {
     double *eval;   /* per-sample rows: 3 * nc */
     struct ml_sums *cls_old, *cls_now;
     const struct mls_label_in **order;
+    struct group *groups;
+    size_t num_groups;
     struct position *pos;
     size_t num_pos;
     void *inputs; /* the positions' outputs, in the monitor's dtype */
@@ -140,6 +153,7 @@ static void work_free(struct work *lw)
     free(lw->cls_old);
     free(lw->cls_now);
     free(lw->order);
+    free(lw->groups);
     free(lw->pos);
     free(lw->inputs);
     for (size_t i = 0; i < lw->num_changes; i++)
@@ -159,10 +173,11 @@ static int work_init(struct work *lw, const struct mls_monitor *m, size_t labels
     lw->cls_old = malloc(n * sizeof(*lw->cls_old));
     lw->cls_now = malloc(n * sizeof(*lw->cls_now));
     lw->order = malloc(k * sizeof(*lw->order));
+    lw->groups = malloc(k * sizeof(*lw->groups));
     lw->pos = malloc(k * sizeof(*lw->pos));
     lw->inputs = malloc(k * lw->esize);
     if (!lw->outputs || !lw->where || !lw->eval || !lw->cls_old || !lw->cls_now || !lw->order ||
-        !lw->pos || !lw->inputs)
+        !lw->groups || !lw->pos || !lw->inputs)
         return -1;
     for (size_t i = 0; i < n; i++)
         lw->where[i] = -1;
@@ -192,13 +207,26 @@ static struct change *change_of(struct work *lw, size_t slot)
     return c;
 }
 
-static int by_id(const void *pa, const void *pb)
+/* By id, then in the order the request gave them (row, then column of a dense request). */
+static int label_order(const void *pa, const void *pb)
 {
-    const struct mls_label_in *a = *(const struct mls_label_in *const *)pa;
-    const struct mls_label_in *b = *(const struct mls_label_in *const *)pb;
+    const struct mls_label_in *a = pa, *b = pb;
     int c = strcmp(a->id, b->id);
-    /* Then in the order given (the entries are one array): the later label wins. */
-    return c ? c : (a > b) - (a < b);
+    if (c)
+        return c;
+    if (a->row != b->row)
+        return a->row < b->row ? -1 : 1;
+    return (a->col > b->col) - (a->col < b->col);
+}
+
+void mls_op_sort_labels(struct mls_op *op)
+{
+    for (size_t i = 1; i < op->num_labels; i++) {
+        if (label_order(&op->labels[i - 1], &op->labels[i]) > 0) {
+            qsort(op->labels, op->num_labels, sizeof(*op->labels), label_order);
+            return;
+        }
+    }
 }
 
 static void note_unknown(struct mls_op *op, const char *id, size_t count)
@@ -342,18 +370,18 @@ static int per_sample_group(struct mls_writer *w, struct work *lw, struct mls_op
 }
 
 /* An elementwise loss: the group's positions (a class given twice: the later label wins),
- * each with its label before the op. 0, or -1 with *failed set. */
+ * each with its label before the op; their outputs are read later (read_positions). 0, or -1
+ * with *failed set. */
 static int elementwise_group(struct mls_writer *w, struct work *lw, struct mls_op *op,
-                             size_t change, const struct mls_label_in *const *group, size_t n,
-                             int64_t pred, double pt, int *failed)
+                             struct group *gr, int *failed)
 {
     struct mls_store *s = w->store;
     const int64_t nc = lw->nc;
-    size_t first = lw->num_pos;
-    for (size_t e = 0; e < n; e++) {
-        const struct mls_label_in *in = group[e];
+    struct change *ch = &lw->changes[gr->change];
+    gr->pos_first = lw->num_pos;
+    for (size_t e = gr->first; e < gr->end; e++) {
+        const struct mls_label_in *in = lw->order[e];
         int32_t j = lw->where[in->slot];
-        struct change *ch = &lw->changes[change];
         if (j >= 0) { /* given earlier in this op */
             struct position *p = &lw->pos[j];
             p->in = in;
@@ -364,11 +392,11 @@ static int elementwise_group(struct mls_writer *w, struct work *lw, struct mls_o
             continue;
         }
         struct position *p = &lw->pos[lw->num_pos];
-        p->pred = pred;
+        p->pred = gr->pred;
         p->cls = in->l.cls;
-        p->change = change;
+        p->change = gr->change;
         p->in = in;
-        p->had = s->vt->get_label(s, pred, in->slot, &p->before);
+        p->had = s->vt->get_label(s, gr->pred, in->slot, &p->before);
         if (p->had < 0) {
             *failed = 1;
             break;
@@ -380,15 +408,35 @@ static int elementwise_group(struct mls_writer *w, struct work *lw, struct mls_o
         } else {
             op->applied++;
             p->after.first = op->time;
-            count_label(op, ch, nc, p->cls, 1, op->time - pt);
+            count_label(op, ch, nc, p->cls, 1, op->time - gr->pt);
         }
-        memcpy((char *)lw->inputs + lw->num_pos * lw->esize,
-               (const char *)lw->outputs + (size_t)p->cls * lw->esize, lw->esize);
         lw->where[in->slot] = (int32_t)lw->num_pos++;
     }
-    for (size_t i = first; i < lw->num_pos; i++)
+    gr->pos_end = lw->num_pos;
+    for (size_t i = gr->pos_first; i < gr->pos_end; i++)
         lw->where[lw->pos[i].cls] = -1;
     return *failed ? -1 : 0;
+}
+
+/* The outputs of a group's positions into lw->inputs: the stored row's span from the first
+ * class to the last of them alone (one label a prediction reads one output, not the row). */
+static int read_positions(struct mls_store *s, struct work *lw, const struct group *gr)
+{
+    if (gr->pos_first == gr->pos_end)
+        return 0;
+    int32_t lo = lw->pos[gr->pos_first].cls, hi = lo;
+    for (size_t i = gr->pos_first + 1; i < gr->pos_end; i++) {
+        lo = lw->pos[i].cls < lo ? lw->pos[i].cls : lo;
+        hi = lw->pos[i].cls > hi ? lw->pos[i].cls : hi;
+    }
+    const size_t es = lw->esize;
+    if (s->vt->read_outputs(s, gr->pred, (char *)lw->outputs + (size_t)lo * es, (size_t)lo * es,
+                            (size_t)(hi - lo + 1) * es, (size_t)lw->nc * es))
+        return -1;
+    for (size_t i = gr->pos_first; i < gr->pos_end; i++)
+        memcpy((char *)lw->inputs + i * es, (const char *)lw->outputs + (size_t)lw->pos[i].cls * es,
+               es);
+    return 0;
 }
 
 /* The elementwise positions' sums before and after, their differences into their changes. */
@@ -487,19 +535,29 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
             return;
         }
     }
+    /* One group a prediction: the labels sorted by id (on the worker already: then this
+     * only checks), the last label given for a class last. */
+    mls_op_sort_labels(op);
     for (size_t i = 0; i < op->num_labels; i++)
         lw.order[i] = &op->labels[i];
-    qsort(lw.order, op->num_labels, sizeof(*lw.order), by_id);
-    op->result = MLS_OPR_OK;
-    for (size_t g = 0; g < op->num_labels && op->result == MLS_OPR_OK && !*failed;) {
-        const char *id = lw.order[g]->id;
+    for (size_t g = 0; g < op->num_labels;) {
         size_t end = g + 1;
-        while (end < op->num_labels && !strcmp(lw.order[end]->id, id))
+        while (end < op->num_labels && !strcmp(op->labels[end].id, op->labels[g].id))
             end++;
-        int64_t pred;
-        double pt;
+        lw.groups[lw.num_groups++] = (struct group){.first = g, .end = end};
+        g = end;
+    }
+    /* The lookups in the store's memory are hinted a batch ahead, so that their cache misses
+     * overlap: first the predictions, then, once their keys are known, the labels. */
+    if (s->vt->hint_prediction)
+        for (size_t g = 0; g < lw.num_groups; g++)
+            s->vt->hint_prediction(s, m->name, lw.order[lw.groups[g].first]->id);
+    op->result = MLS_OPR_OK;
+    for (size_t g = 0; g < lw.num_groups; g++) {
+        struct group *gr = &lw.groups[g];
+        const char *id = lw.order[gr->first]->id;
         const char *combo = NULL;
-        int r = s->vt->get_prediction(s, m->name, id, &pred, &pt, &combo, lw.outputs, row_bytes);
+        int r = s->vt->get_prediction(s, m->name, id, &gr->pred, &gr->pt, &combo);
         if (r < 0) {
             *failed = 1;
             break;
@@ -509,11 +567,10 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
         int64_t start = 0;
         int32_t width = MLS_BUCKET;
         if (r)
-            mls_bucket_of(pt, now, w->registry->limits.rollup_after, &start, &width);
-        if (r == 0 || mls_expired(pt, cfg->prediction_ttl, (double)now) ||
+            mls_bucket_of(gr->pt, now, w->registry->limits.rollup_after, &start, &width);
+        if (r == 0 || mls_expired(gr->pt, cfg->prediction_ttl, (double)now) ||
             start < now - cfg->retention) {
-            note_unknown(op, id, end - g);
-            g = end;
+            note_unknown(op, id, gr->end - gr->first);
             continue;
         }
         const char *key = mls_wslots_key(sl, combo);
@@ -526,14 +583,31 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
             }
             break;
         }
-        if (elementwise) {
-            elementwise_group(w, &lw, op, (size_t)(ch - lw.changes), lw.order + g, end - g, pred,
-                              pt, failed);
-        } else if (per_sample_group(w, &lw, op, ch, lw.order + g, end - g, pred, pt, failed)) {
-            break;
-        }
-        g = end;
+        gr->known = 1;
+        gr->change = (size_t)(ch - lw.changes);
     }
+    if (s->vt->hint_label && op->result == MLS_OPR_OK && !*failed)
+        for (size_t g = 0; g < lw.num_groups; g++)
+            for (size_t e = lw.groups[g].first; lw.groups[g].known && e < lw.groups[g].end; e++)
+                s->vt->hint_label(s, lw.groups[g].pred, elementwise ? lw.order[e]->slot : 0);
+    for (size_t g = 0; g < lw.num_groups && op->result == MLS_OPR_OK && !*failed; g++) {
+        struct group *gr = &lw.groups[g];
+        if (!gr->known)
+            continue;
+        if (elementwise) {
+            elementwise_group(w, &lw, op, gr, failed);
+        } else if (s->vt->read_outputs(s, gr->pred, lw.outputs, 0, row_bytes, row_bytes)) {
+            *failed = 1;
+        } else {
+            per_sample_group(w, &lw, op, &lw.changes[gr->change], lw.order + gr->first,
+                             gr->end - gr->first, gr->pred, gr->pt, failed);
+        }
+    }
+    /* The outputs last, all reads of the table together. */
+    for (size_t g = 0; elementwise && g < lw.num_groups && op->result == MLS_OPR_OK && !*failed;
+         g++)
+        if (lw.groups[g].known && read_positions(s, &lw, &lw.groups[g]))
+            *failed = 1;
     if (!*failed && op->result == MLS_OPR_OK && elementwise)
         elementwise_eval(op, &lw);
     /* Every change finite, alone and added to its bucket; then the labels are stored. */
@@ -551,6 +625,9 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
                      op->name);
         }
     }
+    if (s->vt->hint_label && op->result == MLS_OPR_OK && !*failed)
+        for (size_t i = 0; i < lw.num_pos; i++)
+            s->vt->hint_label(s, lw.pos[i].pred, lw.pos[i].cls);
     for (size_t i = 0; i < lw.num_pos && op->result == MLS_OPR_OK && !*failed; i++) {
         const struct position *p = &lw.pos[i];
         *failed = s->vt->put_label(s, p->pred, p->cls, &p->after, op->time) != 0;
