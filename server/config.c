@@ -93,8 +93,12 @@ static const struct opt opts[] = {
      "distinct combinations of slice values of one monitor; an observation that would add "
      "one more is 422 limit_exceeded (default 1000)"},
     {"state-cache", "MASKLOSS_STATE_CACHE", OPT_BYTES, OFF(state_cache), 0, 1e13, "B",
-     "memory for pages of the state file: stored predictions are read at random as their "
-     "labels come, from here rather than with a system call each (default 256M)"},
+     "SQLite's cache of pages of the state file, beyond the mapped part and for pages being "
+     "written (default 64M)"},
+    {"state-mmap", "MASKLOSS_STATE_MMAP", OPT_BYTES, OFF(state_mmap), 0, 1e13, "B",
+     "bytes of the state file read through a memory map (at most SQLite's limit, 2G as "
+     "Debian builds it; 0: none): stored predictions are read at random as their labels "
+     "come, where the kernel caches them, without a system call or a copy (default 2G)"},
     {"rollup-after", "MASKLOSS_ROLLUP_AFTER", OPT_DURATION, OFF(rollup_after), 60, 3650.0 * 86400,
      "DURATION", "minute buckets older than this are merged into hour buckets (default 48h)"},
 };
@@ -124,7 +128,8 @@ static void defaults(struct mls_config *c)
     c->max_classes = 4096;
     c->max_slice_values = 1000;
     c->rollup_after = 48 * 3600;
-    c->state_cache = 256ull << 20;
+    c->state_cache = 64ull << 20;
+    c->state_mmap = 2ull << 30;
 }
 
 /* A cgroup v2 (or v1) memory limit, 0 when there is none. */

@@ -30,6 +30,7 @@ struct mls_config {
     unsigned max_classes;               /* classes per monitor */
     unsigned max_slice_values;          /* combinations of slice values per monitor */
     uint64_t state_cache;               /* bytes of the state's pages SQLite keeps in memory */
+    uint64_t state_mmap;                /* bytes of the state file SQLite reads through a map */
     long long rollup_after;             /* seconds: minute buckets older than this become hours */
 };
 

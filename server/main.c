@@ -286,7 +286,8 @@ static int open_state(struct mls_server *s)
         fprintf(stderr, "maskloss-server: out of memory\n");
         return -1;
     }
-    if (mls_store_open_sqlite(s->cfg.state, s->cfg.state_cache, &s->store, err, sizeof(err)) ||
+    if (mls_store_open_sqlite(s->cfg.state, s->cfg.state_cache, s->cfg.state_mmap, &s->store, err,
+                              sizeof(err)) ||
         s->store->vt->load(s->store, &s->monitors, err, sizeof(err))) {
         fprintf(stderr, "maskloss-server: --state %s: %s\n", s->cfg.state, err);
         close_state(s);

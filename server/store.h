@@ -91,11 +91,12 @@ struct mls_store {
 
 /*
  * Opens (creating when absent) the SQLite state at path (":memory:" keeps nothing), keeping up
- * to `cache` bytes of its pages in memory. Returns 0, or -1 with a message in err. A file that
- * cannot be written is opened all the same: reads (the load) work, and every write fails,
- * which observers see as 503.
+ * to `cache` bytes of its pages in memory and reading the first `map` bytes of the file
+ * through a memory map (0: none; SQLite caps it). Returns 0, or -1 with a message in err. A
+ * file that cannot be written is opened all the same: reads (the load) work, and every write
+ * fails, which observers see as 503.
  */
-int mls_store_open_sqlite(const char *path, uint64_t cache, struct mls_store **out, char *err,
-                          size_t errlen);
+int mls_store_open_sqlite(const char *path, uint64_t cache, uint64_t map, struct mls_store **out,
+                          char *err, size_t errlen);
 
 #endif /* MLS_STORE_H */

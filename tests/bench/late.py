@@ -3,7 +3,7 @@
 
 usage: late.py SERVER [--predictions N] [--rows R] [--load-connections L] [--bodies K]
                       [--labels M] [--duration S] [--runs N] [--connections C] [--threads T]
-                      [--state-dir DIR]
+                      [--state-dir DIR] [--server-args "ARGS"]
 
 The server keeps its state in a SQLite file in a temporary directory on a disk (not tmpfs:
 every answer 200 is committed and synced, as in production); the directory and its file
@@ -226,8 +226,8 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--state-dir")
-    ap.add_argument("--state-cache", default="1G",
-                    help="the server's --state-cache: the stored predictions (512 MB) fit in it")
+    ap.add_argument("--server-args", default="",
+                    help="more arguments of the server (default none: its defaults are measured)")
     args = ap.parse_args()
 
     where = state_dir(args)
@@ -236,8 +236,9 @@ def main():
     try:
         # No limit per client address: wrk's connections all come from 127.0.0.1.
         with Server(args.server, "--state", state, "--max-connections-per-ip", "0",
-                    "--state-cache", args.state_cache) as srv:
-            print(f"\nlate labels: {srv.banner.strip()}, --state in {where} ({fs_type(tmp)})")
+                    *args.server_args.split()) as srv:
+            print(f"\nlate labels: {srv.banner.strip()}, --state in {where} ({fs_type(tmp)})"
+              + (f", server arguments {args.server_args}" if args.server_args else ""))
             try:
                 call(srv, "PUT", "/v1/monitors/late",
                      {"loss": "sigmoid_cross_entropy", "num_classes": CLASSES,

@@ -944,6 +944,51 @@ def late_kill9(args):
             stop_clean(srv)
 
 
+def mapped(pid, path):
+    """Whether the process maps the file at path (SQLite's --state-mmap)."""
+    real = os.path.realpath(path)
+    with open(f"/proc/{pid}/maps") as f:
+        return any(line.rstrip("\n").endswith(" " + real) for line in f)
+
+
+@test
+def late_state_mmap(args):
+    """The stored outputs are read through a map of the state file by default, through
+    SQLite's cache with --state-mmap 0: the same labels give the same figures either way
+    (both the identity), and /proc shows the map only where it is asked for. (SQLite maps the
+    file, not its write-ahead log: the second server reads outputs the first one's clean stop
+    checkpointed into the file.)"""
+    cfg = {"loss": SCE, "dtype": "float32", "num_classes": 7, "slices": ["v"]}
+    got = {}
+    with state_dir() as tmp:
+        for name, extra in (("map", ()), ("nomap", ("--state-mmap", "0", "--state-cache", "1M"))):
+            rng = np.random.default_rng(11)
+            path = os.path.join(tmp, f"{name}.db")
+            with Server(args.server, "--state", path, *extra) as srv:
+                api = Api(srv)
+                m = Late(api, "mm", cfg, pointwise=sce)
+                now = time.time()
+                for j in range(4):
+                    m.predict([f"m{j}-{i}" for i in range(300)], f32(rng.normal(0, 2, (300, 7))),
+                              round(now - 600 + 60 * j, 3), {"v": str(j % 2)})
+                m.label(random_elem_labels(rng, m))
+                api.close()
+                stop_clean(srv)
+            with Server(args.server, "--state", path, *extra) as srv:
+                m.api = api = Api(srv)
+                for _ in range(3):
+                    m.label(random_elem_labels(rng, m))
+                got[name] = m.check(f" ({name})")
+                assert mapped(srv.proc.pid, path) == (name == "map"), \
+                    f"{name}: the state file {'is not' if name == 'map' else 'is'} mapped"
+                api.close()
+                stop_clean(srv)
+    for g in got.values():  # (the delays are of this run's clock; both were checked above)
+        g["labels"].pop("delay")
+    diff = json_diff(comparable(got["map"]), comparable(got["nomap"]))
+    assert not diff, "the map changed figures:\n" + "\n".join(diff[:20])
+
+
 # ---- 6. Expiry ----------------------------------------------------------------------------------
 
 def rows_of(path, table):

@@ -93,7 +93,8 @@ static void start(void)
                                      srv.cfg.max_slice_values, srv.cfg.rollup_after};
     char err[512];
     FUZZ_CHECK(mls_registry_init(&srv.monitors, &lim) == 0, "registry");
-    FUZZ_CHECK(mls_store_open_sqlite(srv.cfg.state, 1 << 20, &srv.store, err, sizeof(err)) == 0 &&
+    FUZZ_CHECK(mls_store_open_sqlite(srv.cfg.state, 1 << 20, 0, &srv.store, err, sizeof(err)) ==
+                       0 &&
                    srv.store->vt->load(srv.store, &srv.monitors, err, sizeof(err)) == 0,
                "state: %s", err);
     FUZZ_CHECK(mls_writer_start(&srv.writer, srv.store, &srv.monitors) == 0, "writer");
