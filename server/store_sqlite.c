@@ -1199,10 +1199,12 @@ static int open_store(struct sqlite_store *s, const char *path, const char *name
     /* Stored predictions are read at random as their labels come, a page of a large table
      * each: from SQLite's cache, or else a system call and a copy. Mapped, the page is read
      * where the kernel caches the file anyway, so the outputs are in memory once, not also
-     * in a cache of the server's as large as they are; and at least as fast (1M stored
-     * predictions, three pairs of runs side by side: 64 MiB cache and the map 258k labels/s,
-     * 1 GiB cache and no map 243k). SQLite writes through its cache, never the map; that
-     * cache holds the pages being written and those beyond the map. */
+     * in a cache of the server's as large as they are; and faster unless that cache holds
+     * them all (1M stored predictions, 500 MB, side by side: 64 MiB cache and the map 246k
+     * labels/s, 1 GiB and no map 243k, 256 MiB and no map 184k, 64 MiB and no map 167k).
+     * SQLite writes through its cache, never the map; that cache holds the pages being
+     * written and those beyond the map. (The hazard: a mapped file cut short by another
+     * program is a SIGBUS, README.) */
     char pragma[64];
     snprintf(pragma, sizeof(pragma), "PRAGMA cache_size=-%llu",
              (unsigned long long)(cache >> 10 ? cache >> 10 : 1));
