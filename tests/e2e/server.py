@@ -90,8 +90,10 @@ class Server:
             raise AssertionError(f"the server did not exit within {timeout} s of signal {sig}")
 
     def log(self):
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")
+        # pread, not seek and read: the server's stderr is this file's descriptor, its offset
+        # shared; moving it back to 0 while the server writes made it write over its own log.
+        fd = self.stderr.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def metrics(self):
         status, headers, text = self.request("GET", "/metrics")

@@ -1371,10 +1371,10 @@ class Soak:
 
 
 def tail(srv, n=3000):
-    srv.stderr.seek(0, os.SEEK_END)
-    size = srv.stderr.tell()
-    srv.stderr.seek(max(0, size - n))
-    return srv.stderr.read().decode(errors="replace")
+    # (pread: seeking the descriptor the running server writes to would move its writes)
+    fd = srv.stderr.fileno()
+    size = os.fstat(fd).st_size
+    return os.pread(fd, min(n, size), max(0, size - n)).decode(errors="replace")
 
 
 def main():
