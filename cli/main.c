@@ -22,6 +22,7 @@
 #include "mlp.h"
 #include "monitor.h"
 #include "npy.h"
+#include "token.h"
 
 #define EXIT_INVALID 2 /* the request was rejected: the error object is on stdout */
 #define EXIT_USAGE 64
@@ -34,6 +35,7 @@ static const char usage[] =
     "       maskloss losses\n"
     "       maskloss bench [--json] [--quick]\n"
     "       maskloss monitor create|observe|show|series|list|delete ... [--server URL]\n"
+    "       maskloss token new NAME --scopes S[,S...] [--auth-file PATH]\n"
     "       maskloss --help | --version\n"
     "\n"
     "Evaluates masked, weighted losses with the semantics of TensorFlow, Keras and PyTorch.\n"
@@ -63,6 +65,8 @@ static const char usage[] =
     "                   series, list, delete. Exit status 0, 1 (local failure), 2 (the server\n"
     "                   answered an error), 3 (the server cannot be reached); see\n"
     "                   maskloss monitor --help.\n"
+    "  token new        a bearer token for the server's --auth-file, printed once; its hash\n"
+    "                   appended to the file (see maskloss token --help).\n"
     "\n"
     "Example (the masked mean of sigmoid cross-entropy, TensorFlow's default reduction):\n"
     "  echo '{\"loss\": \"sigmoid_cross_entropy\", \"labels\": [[1,0]], \"logits\": [[0.2,0.8]],\n"
@@ -493,6 +497,8 @@ int main(int argc, char **argv)
         return maskloss_bench(argc - 1, argv + 1);
     if (!strcmp(command, "monitor"))
         return maskloss_monitor(argc - 1, argv + 1);
+    if (!strcmp(command, "token"))
+        return maskloss_token(argc - 1, argv + 1);
     if (!strcmp(command, "losses")) {
         if (argc > 1) {
             fprintf(stderr, "maskloss: losses takes no argument\n%s", usage);

@@ -99,6 +99,15 @@ static const struct opt opts[] = {
      "bytes of the state file read through a memory map (at most SQLite's limit, 2G as "
      "Debian builds it; 0: none): stored predictions are read at random as their labels "
      "come, where the kernel caches them, without a system call or a copy (default 2G)"},
+    {"auth-file", "MASKLOSS_AUTH_FILE", OPT_STRING, OFF(auth_file), 0, SIZE(auth_file), "PATH",
+     "bearer tokens with scopes, one a line: '<sha-256 hex> <name> <scope>[,...]' (maskloss "
+     "token new appends one); re-read on SIGHUP. Without it every request is allowed, and "
+     "only a loopback address may be bound"},
+    {"insecure-no-auth", "MASKLOSS_INSECURE_NO_AUTH", OPT_FLAG, OFF(insecure_no_auth), 0, 1, NULL,
+     "bind a non-loopback address without --auth-file: anyone who reaches the port may do "
+     "anything (env: 1/0, true/false)"},
+    {"metrics-open", "MASKLOSS_METRICS_OPEN", OPT_FLAG, OFF(metrics_open), 0, 1, NULL,
+     "with --auth-file, /metrics needs no token (env: 1/0, true/false)"},
     {"rollup-after", "MASKLOSS_ROLLUP_AFTER", OPT_DURATION, OFF(rollup_after), 60, 3650.0 * 86400,
      "DURATION", "minute buckets older than this are merged into hour buckets (default 48h)"},
 };

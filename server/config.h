@@ -32,6 +32,9 @@ struct mls_config {
     uint64_t state_cache;               /* bytes of the state's pages SQLite keeps in memory */
     uint64_t state_mmap;                /* bytes of the state file SQLite reads through a map */
     long long rollup_after;             /* seconds: minute buckets older than this become hours */
+    char auth_file[4096];               /* tokens with scopes (auth.h); "": no auth */
+    int insecure_no_auth;               /* listen beyond loopback without --auth-file */
+    int metrics_open;                   /* /metrics needs no token */
 };
 
 /* The memory budget when none is given: half of the machine's memory, or of the cgroup's limit

@@ -34,6 +34,8 @@ static const struct {
     [MLS_ERR_LIMIT_EXCEEDED] = {"limit_exceeded", 0, 422},
     [MLS_ERR_STATE_UNAVAILABLE] = {"state_unavailable", 0, 503},
     [MLS_ERR_INVALID_QUERY] = {"invalid_query", 0, 400},
+    [MLS_ERR_UNAUTHORIZED] = {"unauthorized", 0, 401},
+    [MLS_ERR_FORBIDDEN] = {"forbidden", 0, 403},
 };
 
 const char *mls_error_name(enum mls_error e)

@@ -34,6 +34,8 @@ enum mls_error {
     MLS_ERR_LIMIT_EXCEEDED,         /* 422 --max-monitors, --max-classes, --max-slice-values */
     MLS_ERR_STATE_UNAVAILABLE,      /* 503 the monitors' state cannot be written now */
     MLS_ERR_INVALID_QUERY,          /* 400 a query parameter is wrong */
+    MLS_ERR_UNAUTHORIZED,           /* 401 no token, or one --auth-file does not hold */
+    MLS_ERR_FORBIDDEN,              /* 403 a token without the scope the request needs */
     MLS_ERR_COUNT
 };
 

@@ -46,6 +46,12 @@ struct request {
     char path[192];
     char remote[64];
 
+    /* Who sent it (--auth-file): the decision, the token's name (never the token). */
+    enum mls_decision decision;
+    unsigned need;  /* the scope the route and method need */
+    int token_sent; /* an Authorization header came */
+    char token[MLP_TOKEN_NAME_MAX + 1];
+
     /* An answer decided from the headers (404, 405, 415), sent by the final call. */
     unsigned early_status;
     enum mls_error early_err;
@@ -124,6 +130,17 @@ static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Resp
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allowed_methods(r->route));
+    if (r->decision == MLS_DECISION_UNAUTHORIZED || r->decision == MLS_DECISION_FORBIDDEN) {
+        /* RFC 6750 section 3: the challenge, and why the token was not enough. */
+        char challenge[128];
+        snprintf(challenge, sizeof(challenge), "Bearer realm=\"maskloss\"%s%s%s",
+                 r->decision == MLS_DECISION_FORBIDDEN ? ", error=\"insufficient_scope\", scope=\""
+                 : r->token_sent                       ? ", error=\"invalid_token\""
+                                                       : "",
+                 r->decision == MLS_DECISION_FORBIDDEN ? mlp_scope_name(r->need) : "",
+                 r->decision == MLS_DECISION_FORBIDDEN ? "\"" : "");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, challenge);
+    }
     /* While draining, end keep-alive so that clients reconnect elsewhere; the close lingers,
      * or requests a client pipelined behind this one would make the kernel reset the
      * connection and destroy the answers it has not read yet. */
@@ -768,6 +785,29 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     int post = !strcmp(method, MHD_HTTP_METHOD_POST);
     r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
+
+    /* Who may, before anything else of the request is looked at or a byte of its body read. */
+    const char *authorization =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    r->token_sent = authorization != NULL;
+    r->need = mls_auth_scope_of(r->route, method, s->cfg.metrics_open);
+    r->decision = mls_auth_check(&s->auth, authorization, r->need, r->token);
+    if (r->decision == MLS_DECISION_UNAUTHORIZED || r->decision == MLS_DECISION_FORBIDDEN) {
+        if (r->decision == MLS_DECISION_UNAUTHORIZED)
+            early(r, MLS_ERR_UNAUTHORIZED, "Authorization",
+                  "%s: send 'Authorization: Bearer <token>' with a token of the server's "
+                  "--auth-file (maskloss token new makes one)",
+                  authorization ? "the token is not one of this server's" : "a token is needed");
+        else
+            early(r, MLS_ERR_FORBIDDEN, "Authorization",
+                  "token %s may not %s %.100s: that needs the scope %s (or admin)", r->token,
+                  method, url, mlp_scope_name(r->need));
+        /* A body is not read: the answer goes now and the connection closes, lingering. */
+        if (r->content_length ||
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+            return refuse_now(r);
+        return MHD_YES;
+    }
     if (r->route == MLS_ROUTE_OTHER) {
         early(r, MLS_ERR_NOT_FOUND, "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
@@ -937,6 +977,7 @@ static enum MHD_Result send_metrics(struct request *r)
     g.state_failures = atomic_load_explicit(&s->writer.store_failures, memory_order_relaxed);
     mls_metrics_write(&s->metrics, &g, &b);
     mls_registry_write_metrics(&s->monitors, &b);
+    mls_auth_write_metrics(&s->auth, &b);
     if (b.failed) {
         free(b.data);
         return send_error(r, MLS_ERR_OUT_OF_MEMORY, "",
@@ -1097,6 +1138,20 @@ static void access_log(struct request *r, const char *aborted, uint64_t total_ns
     if (r->route == MLS_ROUTE_BATCH) {
         snprintf(tmp, sizeof(tmp), ",\"entries\":%zu", r->entries);
         mlp_buf_puts(&b, tmp);
+    }
+    if (r->decision != MLS_DECISION_OPEN) {
+        mlp_buf_puts(&b, ",\"token\":");
+        if (r->token[0])
+            mlp_buf_string(&b, r->token);
+        else
+            mlp_buf_puts(&b, "null");
+        mlp_buf_puts(&b, ",\"decision\":");
+        mlp_buf_string(&b, mls_decision_name(r->decision));
+    }
+    if (r->model[0] && is_monitor(r->route) &&
+        mls_auth_scope_of(r->route, r->method, 1) != MLP_SCOPE_MONITOR_READ) {
+        mlp_buf_puts(&b, ",\"monitor\":");
+        mlp_buf_string(&b, r->model);
     }
     if (aborted) {
         mlp_buf_puts(&b, ",\"aborted\":");

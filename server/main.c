@@ -13,11 +13,13 @@
  *      until the client has closed its side (at most MLS_LINGER_SECONDS), so that it reads
  *      the answer; the workers are joined, and the process exits 0.
  * Past --drain-timeout, queued requests are answered 503 instead of computed.
- * SIGHUP is logged and changes nothing: there is no configuration file to reload.
+ * SIGHUP reads --auth-file again (auth.h); without it, it is logged and changes nothing.
  */
 /* malloc_trim (glibc) is declared for _DEFAULT_SOURCE only. */
 #define _DEFAULT_SOURCE 1
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -172,6 +174,17 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
     struct mls_server *s = &a->srv;
+    if (signum == SIGHUP && s->auth.on) {
+        /* The tokens again; connections and requests in flight go on (a request is checked
+         * against the table of its headers' time). */
+        char err[512];
+        size_t n;
+        if (mls_auth_reload(&s->auth, &n, err, sizeof(err)))
+            fprintf(stderr, "maskloss-server: SIGHUP: %s; the tokens read before are kept\n", err);
+        else
+            fprintf(stderr, "maskloss-server: SIGHUP: %zu token(s) from %s\n", n, s->cfg.auth_file);
+        return;
+    }
     if (signum == SIGHUP) {
         /* Operators send it by habit (or a terminal closes): it must not stop the server.
          * Logged once a second at most: a flood of them must not flood the log. */
@@ -301,6 +314,51 @@ static int open_state(struct mls_server *s)
     return 0;
 }
 
+/* Whether the address to bind is on loopback only (a host name other than localhost is not
+ * assumed to be). */
+static int loopback(const char *bind)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (!strcmp(bind, "localhost"))
+        return 1;
+    if (inet_pton(AF_INET, bind, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, bind, &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+    return 0;
+}
+
+/* The tokens (--auth-file), or the rule without them: loopback only, unless told. */
+static int open_auth(struct mls_server *s)
+{
+    if (s->cfg.auth_file[0]) {
+        char err[600];
+        if (mls_auth_open(&s->auth, s->cfg.auth_file, err, sizeof(err))) {
+            fprintf(stderr, "maskloss-server: --auth-file: %s\n", err);
+            return -1;
+        }
+        fprintf(stderr, "maskloss-server: %zu token(s) from %s\n", s->auth.count, s->cfg.auth_file);
+        return 0;
+    }
+    if (loopback(s->cfg.bind))
+        return 0;
+    if (!s->cfg.insecure_no_auth) {
+        fprintf(stderr,
+                "maskloss-server: --bind %s is reachable from other machines, and without "
+                "--auth-file anyone who reaches it may evaluate, write and delete monitors: give "
+                "--auth-file PATH (maskloss token new NAME --scopes ... makes one), bind "
+                "127.0.0.1, or accept it with --insecure-no-auth\n",
+                s->cfg.bind);
+        return -1;
+    }
+    fprintf(stderr,
+            "maskloss-server: WARNING: --insecure-no-auth: listening on %s with no "
+            "authentication; anyone who reaches the port may do anything, in clear text\n",
+            s->cfg.bind);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct app app; /* large; its address is handed to every thread */
@@ -338,11 +396,14 @@ int main(int argc, char **argv)
      * allocator reports failures to mlp_parse (mlp.h). */
     json_set_alloc_funcs(mlp_json_malloc, free);
     json_object_seed(0);
+    if (open_auth(s))
+        return 64;
     a->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->state, MLS_STARTING);
 
     if (mls_metrics_init(&s->metrics) || render_catalogue(s)) {
         fprintf(stderr, "maskloss-server: out of memory\n");
+        mls_auth_close(&s->auth);
         return 1;
     }
     signals_mask(SIG_BLOCK); /* inherited by the workers and libmicrohttpd's thread */
@@ -392,6 +453,7 @@ int main(int argc, char **argv)
     mls_pool_destroy(&s->pool);
     close_state(s);
     mls_metrics_free(&s->metrics);
+    mls_auth_close(&s->auth);
     free(s->catalogue);
     return 0;
 
@@ -410,6 +472,7 @@ fail_pool:
     close_state(s);
 fail_metrics:
     mls_metrics_free(&s->metrics);
+    mls_auth_close(&s->auth);
     free(s->catalogue);
     return 1;
 }

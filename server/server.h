@@ -11,6 +11,7 @@
 
 #include <microhttpd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "conn.h"
 #include "metrics.h"
@@ -35,6 +36,7 @@ struct mls_server {
     struct mls_registry monitors; /* loaded from the store at start */
     struct mls_store *store;
     struct mls_writer writer;
+    struct mls_auth auth; /* --auth-file's tokens (auth.on 0: none) */
 };
 
 /*

@@ -9,6 +9,7 @@ dictionaries (tests/fuzz/<target>.dict), from the project's own test data:
   v2     the golden cases as Open Inference Protocol requests with binary inputs (and some
          as JSON), the framing cases of tests/e2e/tests_v2.py (v2_malformed), mixed outputs
   b64    base64 text, valid and broken
+  auth   Authorization headers and token files
   npy    .npy files written by numpy (every dtype, both byte orders, format 1.0/2.0/3.0,
          Fortran order) and damaged ones
 
@@ -16,6 +17,7 @@ Run it with Debian's python3 (numpy) from anywhere: /usr/bin/python3 tests/fuzz/
 It is deterministic and rewrites the corpus directories from scratch.
 """
 import base64
+import hashlib
 import io
 import json
 import os
@@ -369,6 +371,25 @@ def b64_seeds():
     return c
 
 
+def auth_seeds():
+    """An Authorization header value, a newline, a token file (tests/fuzz/fuzz_auth.c)."""
+    c = Corpus("auth")
+
+    def h(t):
+        return hashlib.sha256(t.encode()).hexdigest()
+    for name, text in [
+            ("allowed", f"Bearer tok-a\n{h('tok-a')} a evaluate,monitor:read\n{h('tok-b')} b admin\n"),
+            ("admin", f"bearer   tok-b  \n# tokens\n\n{h('tok-a')} a metrics\n{h('tok-b')} b admin\n"),
+            ("unknown", f"Bearer nope\n{h('tok-a')} a evaluate\n"),
+            ("basic", f"Basic dG9rLWE=\n{h('tok-a')} a evaluate\n"),
+            ("bad-lines", f"Bearer x\nzz a evaluate\n{h('x')} bad/name evaluate\n"
+                          f"{h('x')} n evaluate,,metrics\n{h('x')} n write\n{h('x')} n evaluate extra\n"),
+            ("empty", "\n"),
+            ("same-hash", f"Bearer d\n{h('d')} one evaluate\n{h('d')} two metrics\n")]:
+        c.add(name, text.encode())
+    return c
+
+
 # ---- .npy ------------------------------------------------------------------------------
 
 
@@ -477,7 +498,7 @@ def dicts():
 
 def main():
     counts = {}
-    for fn in (loss_seeds, batch_seeds, v2_seeds, b64_seeds, npy_seeds):
+    for fn in (loss_seeds, batch_seeds, v2_seeds, b64_seeds, auth_seeds, npy_seeds):
         c = fn()
         counts[os.path.basename(c.dir)] = len(c.names)
     dicts()
