@@ -5,12 +5,15 @@
  * standard output, and appends its line -- the SHA-256, never the token -- to the auth file
  * (mlp_auth.h), created with mode 0600 when absent. The server reads the file again on SIGHUP.
  */
+/* flock (BSD) is declared for _DEFAULT_SOURCE only. */
+#define _DEFAULT_SOURCE 1
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -64,17 +67,19 @@ static void base64url(const unsigned char *in, size_t n, char *out)
     out[o] = 0;
 }
 
-/* Whether the file already has a line of that name: 1, 0, or -1 (unreadable, or a line that
- * is not valid: the file is not appended to then). */
-static int has_name(const char *path, const char *name)
+/* Whether the file (fd, locked) already has a line of that name: 1, 0, or -1 (unreadable,
+ * or a line that is not valid: the file is not appended to then), after saying why. */
+static int has_name(int fd, const char *path, const char *name)
 {
-    FILE *f = fopen(path, "r");
-    if (!f && errno == ENOENT)
-        return 0;
+    int rfd = dup(fd);
+    FILE *f = rfd < 0 ? NULL : fdopen(rfd, "r");
     if (!f) {
+        if (rfd >= 0)
+            close(rfd);
         fprintf(stderr, "maskloss token new: cannot read %s: %s\n", path, strerror(errno));
         return -1;
     }
+    rewind(f);
     char line[1024];
     int found = 0, lineno = 0;
     while (!found && fgets(line, sizeof(line), f)) {
@@ -88,6 +93,7 @@ static int has_name(const char *path, const char *name)
                     lineno, err);
             found = -1;
         } else if (r > 0 && !strcmp(t.name, name)) {
+            fprintf(stderr, "maskloss token new: %s already has a token named %s\n", path, name);
             found = 1;
         }
     }
@@ -155,35 +161,35 @@ int maskloss_token(int argc, char **argv)
                         "the file the server reads\n");
         return EXIT_USAGE;
     }
-    int had = has_name(path, name);
-    if (had) {
-        if (had > 0)
-            fprintf(stderr, "maskloss token new: %s already has a token named %s\n", path, name);
+    /* Opened, then locked for the check and the append together: two `token new` at once
+     * cannot both add the same name. */
+    int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX)) {
+        fprintf(stderr, "maskloss token new: cannot open %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    if (has_name(fd, path, name)) {
+        close(fd);
         return 1;
     }
     unsigned char raw[32];
     if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
         fprintf(stderr, "maskloss token new: no random bytes from the system: %s\n",
                 strerror(errno));
+        close(fd);
         return 1;
     }
     char token[48], line[MLP_TOKEN_NAME_MAX + 200];
     base64url(raw, sizeof(raw), token);
     int len = mlp_token_line_format(token, name, bits, line, sizeof(line));
-    int fd = len < 0 ? -1 : open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "maskloss token new: cannot write %s: %s\n", path, strerror(errno));
-        return 1;
-    }
     /* A file whose last line lacks its newline gets one first. */
     struct stat st;
-    int ok = fstat(fd, &st) == 0;
+    int ok = len > 0 && fstat(fd, &st) == 0;
     if (ok && st.st_size > 0) {
         char last = '\n';
-        int rfd = open(path, O_RDONLY | O_CLOEXEC);
-        ok = rfd >= 0 && pread(rfd, &last, 1, st.st_size - 1) == 1;
-        if (rfd >= 0)
-            close(rfd);
+        ok = pread(fd, &last, 1, st.st_size - 1) == 1;
         if (ok && last != '\n')
             ok = write(fd, "\n", 1) == 1;
     }

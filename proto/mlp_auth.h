@@ -15,7 +15,7 @@
  *                   v2 metadata
  *   monitor:read    GET /v1/monitors, /v1/monitors/{name}, its series
  *   monitor:write   PUT a monitor, POST observe, predictions and labels
- *   admin           DELETE a monitor; and every other scope
+ *   admin           DELETE a monitor, PUT one with ?force=true; and every other scope
  *   metrics         GET /metrics
  */
 #ifndef MLP_AUTH_H

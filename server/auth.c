@@ -2,11 +2,13 @@
  * auth.c -- bearer tokens with scopes (auth.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth.h"
 
@@ -21,16 +23,20 @@ const char *mls_decision_name(enum mls_decision d)
 /* The file's tokens, or NULL with err filled. */
 static struct mlp_token *read_file(const char *path, size_t *count, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* Opened without blocking and looked at before it is read: a FIFO would block the open
+     * (and the loop thread with it, at a SIGHUP) until someone wrote to it. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(err, errlen, "cannot read the auth file %s: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MLS_AUTH_MAX_FILE) {
+    FILE *f = NULL;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MLS_AUTH_MAX_FILE ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) || !(f = fdopen(fd, "rb"))) {
         snprintf(err, errlen, "the auth file %s is not a regular file of at most %u bytes", path,
                  MLS_AUTH_MAX_FILE);
-        fclose(f);
+        close(fd);
         return NULL;
     }
     /* (one byte more than the file: one that grows while being read is refused below) */
@@ -140,7 +146,7 @@ void mls_auth_close(struct mls_auth *a)
     memset(a, 0, sizeof(*a));
 }
 
-unsigned mls_auth_scope_of(enum mls_route route, const char *method, int metrics_open)
+unsigned mls_auth_scope_of(enum mls_route route, const char *method, int force, int metrics_open)
 {
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     switch (route) {
@@ -161,7 +167,7 @@ unsigned mls_auth_scope_of(enum mls_route route, const char *method, int metrics
     case MLS_ROUTE_V2_SERVER:
         return MLP_SCOPE_EVALUATE;
     case MLS_ROUTE_MONITOR:
-        if (!strcmp(method, "DELETE"))
+        if (!strcmp(method, "DELETE") || (force && !get))
             return MLP_SCOPE_ADMIN;
         return get ? MLP_SCOPE_MONITOR_READ : MLP_SCOPE_MONITOR_WRITE;
     case MLS_ROUTE_MONITORS:

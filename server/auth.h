@@ -63,9 +63,10 @@ int mls_auth_open(struct mls_auth *a, const char *path, char *err, size_t errlen
 int mls_auth_reload(struct mls_auth *a, size_t *count, char *err, size_t errlen);
 void mls_auth_close(struct mls_auth *a);
 
-/* The scope a request needs (enum mlp_scope), 0 when it needs none. metrics_open: /metrics
- * needs none (--metrics-open). */
-unsigned mls_auth_scope_of(enum mls_route route, const char *method, int metrics_open);
+/* The scope a request needs (enum mlp_scope), 0 when it needs none. force: the request asks
+ * ?force=true (a PUT that replaces a monitor and clears its data: admin, as DELETE);
+ * metrics_open: /metrics needs none (--metrics-open). */
+unsigned mls_auth_scope_of(enum mls_route route, const char *method, int force, int metrics_open);
 
 /* The decision for a request that needs scope `need` and sent the Authorization header
  * `authorization` (NULL when absent); the token's name into name when the token is known. */

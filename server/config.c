@@ -108,6 +108,11 @@ static const struct opt opts[] = {
      "anything (env: 1/0, true/false)"},
     {"metrics-open", "MASKLOSS_METRICS_OPEN", OPT_FLAG, OFF(metrics_open), 0, 1, NULL,
      "with --auth-file, /metrics needs no token (env: 1/0, true/false)"},
+    {"tls-cert", "MASKLOSS_TLS_CERT", OPT_STRING, OFF(tls_cert), 0, SIZE(tls_cert), "PATH",
+     "serve HTTPS (TLS 1.2 and 1.3 only) with this PEM certificate, or chain, and --tls-key; "
+     "the port then takes no plain HTTP"},
+    {"tls-key", "MASKLOSS_TLS_KEY", OPT_STRING, OFF(tls_key), 0, SIZE(tls_key), "PATH",
+     "the PEM private key of --tls-cert"},
     {"rollup-after", "MASKLOSS_ROLLUP_AFTER", OPT_DURATION, OFF(rollup_after), 60, 3650.0 * 86400,
      "DURATION", "minute buckets older than this are merged into hour buckets (default 48h)"},
 };

@@ -35,6 +35,8 @@ struct mls_config {
     char auth_file[4096];               /* tokens with scopes (auth.h); "": no auth */
     int insecure_no_auth;               /* listen beyond loopback without --auth-file */
     int metrics_open;                   /* /metrics needs no token */
+    char tls_cert[4096];                /* PEM: the certificate (chain); "": plain HTTP */
+    char tls_key[4096];                 /* PEM: its private key */
 };
 
 /* The memory budget when none is given: half of the machine's memory, or of the cgroup's limit

@@ -640,7 +640,7 @@ struct framing {
     unsigned content_lengths;
     const char *transfer_encoding;
     unsigned transfer_encodings;
-    unsigned hosts, ihcls;
+    unsigned hosts, ihcls, authorizations;
     const char *bad_name; /* a header whose name or value is not what RFC 9110 allows */
 };
 
@@ -675,6 +675,8 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
         f->hosts++;
     else if (!strcasecmp(key, "Inference-Header-Content-Length"))
         f->ihcls++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION))
+        f->authorizations++;
     else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
         f->content_lengths++;
     else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
@@ -692,7 +694,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  */
 static int check_framing(struct request *r, int http11)
 {
-    struct framing f = {0, NULL, 0, 0, 0, NULL};
+    struct framing f = {0, NULL, 0, 0, 0, 0, NULL};
     MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, count_framing, &f);
     if (f.bad_name) {
         early(r, MLS_ERR_INVALID_HTTP, "headers",
@@ -704,6 +706,12 @@ static int check_framing(struct request *r, int http11)
     if (f.hosts != 1 && http11) {
         early(r, MLS_ERR_INVALID_HTTP, "Host",
               "an HTTP/1.1 request has exactly one Host header, this one has %u", f.hosts);
+        return -1;
+    }
+    if (f.authorizations > 1) {
+        /* (a proxy in front that read another of them would disagree on who is asking) */
+        early(r, MLS_ERR_INVALID_HTTP, "Authorization",
+              "the request has %u Authorization headers: send one", f.authorizations);
         return -1;
     }
     if (f.ihcls > 1) {
@@ -790,7 +798,9 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     const char *authorization =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     r->token_sent = authorization != NULL;
-    r->need = mls_auth_scope_of(r->route, method, s->cfg.metrics_open);
+    const char *force = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force");
+    r->need = mls_auth_scope_of(r->route, method, force && mls_monitor_force(force) > 0,
+                                s->cfg.metrics_open);
     r->decision = mls_auth_check(&s->auth, authorization, r->need, r->token);
     if (r->decision == MLS_DECISION_UNAUTHORIZED || r->decision == MLS_DECISION_FORBIDDEN) {
         if (r->decision == MLS_DECISION_UNAUTHORIZED)
@@ -800,8 +810,9 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                   authorization ? "the token is not one of this server's" : "a token is needed");
         else
             early(r, MLS_ERR_FORBIDDEN, "Authorization",
-                  "token %s may not %s %.100s: that needs the scope %s (or admin)", r->token,
-                  method, url, mlp_scope_name(r->need));
+                  "token %s may not %s %.100s%s: that needs the scope %s%s", r->token, method, url,
+                  force && r->route == MLS_ROUTE_MONITOR ? "?force" : "", mlp_scope_name(r->need),
+                  r->need == MLP_SCOPE_ADMIN ? "" : " (or admin)");
         /* A body is not read: the answer goes now and the connection closes, lingering. */
         if (r->content_length ||
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
@@ -1148,8 +1159,8 @@ static void access_log(struct request *r, const char *aborted, uint64_t total_ns
         mlp_buf_puts(&b, ",\"decision\":");
         mlp_buf_string(&b, mls_decision_name(r->decision));
     }
-    if (r->model[0] && is_monitor(r->route) &&
-        mls_auth_scope_of(r->route, r->method, 1) != MLP_SCOPE_MONITOR_READ) {
+    if (r->model[0] && is_monitor(r->route) && r->status < 400 &&
+        mls_auth_scope_of(r->route, r->method, 0, 1) != MLP_SCOPE_MONITOR_READ) {
         mlp_buf_puts(&b, ",\"monitor\":");
         mlp_buf_string(&b, r->model);
     }
@@ -1283,6 +1294,18 @@ int mls_http_start(struct mls_server *s, unsigned *port)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_DUAL_STACK; /* "::" takes IPv4 clients too */
+    /* HTTPS through libmicrohttpd's GnuTLS: TLS 1.2 and 1.3 only (GnuTLS's NORMAL set of
+     * ciphers, its versions narrowed), never plain HTTP on the same port. */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (s->tls_cert)
+        flags |= MHD_USE_TLS;
+    else
+        tls[0].option = MHD_OPTION_END;
     /* libmicrohttpd counts whole seconds; 0 would mean no timeout at all. */
     unsigned idle = (unsigned)ceil(s->cfg.connection_timeout);
     /* The logger first: libmicrohttpd uses its own for messages about earlier options.
@@ -1296,10 +1319,14 @@ int mls_http_start(struct mls_server *s, unsigned *port)
         &s->conns, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.max_connections_per_ip,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {
-        fprintf(stderr, "maskloss-server: cannot listen on %s port %u\n", s->cfg.bind, s->cfg.port);
+        fprintf(stderr, "maskloss-server: cannot listen on %s port %u%s\n", s->cfg.bind,
+                s->cfg.port,
+                s->tls_cert ? " with --tls-cert and --tls-key (a certificate and key that do "
+                              "not parse or do not match say so above)"
+                            : "");
         return -1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);

@@ -18,6 +18,8 @@
 /* malloc_trim (glibc) is declared for _DEFAULT_SOURCE only. */
 #define _DEFAULT_SOURCE 1
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -359,6 +362,69 @@ static int open_auth(struct mls_server *s)
     return 0;
 }
 
+/* A PEM file of at most 1 MiB, NUL-terminated (libmicrohttpd takes it from memory): the
+ * text, or NULL after printing why. */
+static char *read_pem(const char *flag, const char *path)
+{
+    /* (without blocking, looked at before it is read: a FIFO would block the start) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = NULL;
+    struct stat st;
+    char *text = NULL;
+    const char *why = NULL;
+    if (fd < 0)
+        why = strerror(errno);
+    else if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (1 << 20) ||
+             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) || !(f = fdopen(fd, "rb")))
+        why = "not a regular file of at most 1 MiB";
+    else if (!(text = calloc(1, (size_t)st.st_size + 2)))
+        why = "out of memory";
+    else if (fread(text, 1, (size_t)st.st_size + 1, f) != (size_t)st.st_size || ferror(f))
+        why = "it changed while being read";
+    else if (!strstr(text, "-----BEGIN "))
+        why = "not PEM (no -----BEGIN line)";
+    if (f)
+        fclose(f);
+    else if (fd >= 0)
+        close(fd);
+    if (why) {
+        fprintf(stderr, "maskloss-server: %s %s: %s\n", flag, path, why);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* The key's copy is wiped before it is freed. */
+static void free_tls(struct mls_server *s)
+{
+    if (s->tls_key) {
+        volatile char *k = s->tls_key;
+        for (size_t i = 0; k[i]; i++)
+            k[i] = 0;
+    }
+    free(s->tls_key);
+    free(s->tls_cert);
+    s->tls_key = s->tls_cert = NULL;
+}
+
+static int open_tls(struct mls_server *s)
+{
+    if (!s->cfg.tls_cert[0] && !s->cfg.tls_key[0])
+        return 0;
+    if (!s->cfg.tls_cert[0] || !s->cfg.tls_key[0]) {
+        fprintf(stderr, "maskloss-server: --tls-cert and --tls-key go together (%s is missing)\n",
+                s->cfg.tls_cert[0] ? "--tls-key" : "--tls-cert");
+        return -1;
+    }
+    if (!(s->tls_cert = read_pem("--tls-cert", s->cfg.tls_cert)) ||
+        !(s->tls_key = read_pem("--tls-key", s->cfg.tls_key))) {
+        free_tls(s);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct app app; /* large; its address is handed to every thread */
@@ -398,12 +464,17 @@ int main(int argc, char **argv)
     json_object_seed(0);
     if (open_auth(s))
         return 64;
+    if (open_tls(s)) {
+        mls_auth_close(&s->auth);
+        return 64;
+    }
     a->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->state, MLS_STARTING);
 
     if (mls_metrics_init(&s->metrics) || render_catalogue(s)) {
         fprintf(stderr, "maskloss-server: out of memory\n");
         mls_auth_close(&s->auth);
+        free_tls(s);
         return 1;
     }
     signals_mask(SIG_BLOCK); /* inherited by the workers and libmicrohttpd's thread */
@@ -442,9 +513,9 @@ int main(int argc, char **argv)
     signals_mask(SIG_UNBLOCK);
     atomic_store(&s->state, MLS_READY);
     int v6 = strchr(s->cfg.bind, ':') != NULL;
-    printf("maskloss-server %s listening on http://%s%s%s:%u (%u workers, queue depth %u)\n",
-           ML_VERSION, v6 ? "[" : "", s->cfg.bind, v6 ? "]" : "", port, s->cfg.workers,
-           s->cfg.queue_depth);
+    printf("maskloss-server %s listening on %s://%s%s%s:%u (%u workers, queue depth %u)\n",
+           ML_VERSION, s->tls_cert ? "https" : "http", v6 ? "[" : "", s->cfg.bind, v6 ? "]" : "",
+           port, s->cfg.workers, s->cfg.queue_depth);
     fflush(stdout);
 
     uv_run(&a->loop, UV_RUN_DEFAULT);
@@ -454,6 +525,7 @@ int main(int argc, char **argv)
     close_state(s);
     mls_metrics_free(&s->metrics);
     mls_auth_close(&s->auth);
+    free_tls(s);
     free(s->catalogue);
     return 0;
 
@@ -473,6 +545,7 @@ fail_pool:
 fail_metrics:
     mls_metrics_free(&s->metrics);
     mls_auth_close(&s->auth);
+    free_tls(s);
     free(s->catalogue);
     return 1;
 }

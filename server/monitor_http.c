@@ -65,6 +65,13 @@ const char *mls_monitor_methods(enum mls_route route)
     }
 }
 
+int mls_monitor_force(const char *v)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "1"))
+        return 1;
+    return !strcmp(v, "false") || !strcmp(v, "0") ? 0 : -1;
+}
+
 int mls_monitor_method_ok(enum mls_route route, const char *method)
 {
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
@@ -238,13 +245,9 @@ static int do_put(struct mls_mcall *c)
         return mls_mhttp_error(c, MLS_ERR_INVALID_MONITOR, "name",
                                "a monitor's name is 1 to %d characters from A-Z a-z 0-9 _ . -",
                                MLS_MONITOR_NAME_MAX);
-    int force = 0;
-    if (c->query->force[0]) {
-        if (!strcmp(c->query->force, "true") || !strcmp(c->query->force, "1"))
-            force = 1;
-        else if (strcmp(c->query->force, "false") && strcmp(c->query->force, "0"))
-            return mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "force", "force is true or false");
-    }
+    int force = c->query->force[0] ? mls_monitor_force(c->query->force) : 0;
+    if (force < 0)
+        return mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "force", "force is true or false");
     json_t *root = NULL;
     struct mlp_error err;
     int rc = mlp_parse(c->body ? c->body : "", c->len, &root, &err);

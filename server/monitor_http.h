@@ -66,6 +66,8 @@ enum mls_route mls_monitor_route_of(const char *url, char *name, size_t size);
 /* The methods a monitor route allows ("GET, HEAD, PUT, DELETE"); whether method is one. */
 const char *mls_monitor_methods(enum mls_route route);
 int mls_monitor_method_ok(enum mls_route route, const char *method);
+/* The value of ?force=: 1 (true, 1), 0 (false, 0), -1 anything else. */
+int mls_monitor_force(const char *v);
 /* Whether a route adds to buckets through the writer (observe, predictions, labels): the
  * writer expects it (mls_writer_expect) while it is computed. */
 int mls_monitor_adds(enum mls_route route);

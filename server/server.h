@@ -37,6 +37,7 @@ struct mls_server {
     struct mls_store *store;
     struct mls_writer writer;
     struct mls_auth auth; /* --auth-file's tokens (auth.on 0: none) */
+    char *tls_cert, *tls_key; /* --tls-cert, --tls-key read (NUL-terminated PEM); NULL: HTTP */
 };
 
 /*

@@ -29,7 +29,7 @@ class Server:
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, env=environ)
         self.banner = self._read_line(startup_timeout)
-        m = re.search(r"listening on http://(\S+):(\d+) \((\d+) workers, queue depth (\d+)\)", self.banner)
+        m = re.search(r"listening on https?://(\S+):(\d+) \((\d+) workers, queue depth (\d+)\)", self.banner)
         if not m:
             self.proc.kill()
             self.proc.wait()
