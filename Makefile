@@ -221,7 +221,8 @@ run: deps
 
 # wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3"); then
 # the monitors against /v1/loss on a server with a state file (observe, a 1000x1000 observation,
-# GET over 30 days of buckets; about 75 s at the defaults).
+# GET over 30 days of buckets; about 75 s at the defaults); late labels on 1M stored predictions;
+# tokens and TLS against plain HTTP on small requests (shared.py).
 bench:
 	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory build
@@ -229,6 +230,7 @@ bench:
 	@$(PYTHON) tests/bench/wrk.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/monitors.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/late.py $(SERVER) $(BENCH_ARGS)
+	@$(PYTHON) tests/bench/shared.py $(SERVER) $(BENCH_ARGS)
 
 # POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
 # binary v2 request end to end.

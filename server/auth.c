@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,49 @@ static struct mlp_token *read_file(const char *path, size_t *count, char *err, s
     return t;
 }
 
+static size_t find_count(const struct mls_auth *a, const char *name)
+{
+    size_t i = 0;
+    while (i < a->num_counts && strcmp(a->counts[i].name, name))
+        i++;
+    return i;
+}
+
+/* The counter of a name, made when absent (under a->mu, or before any thread): its index, or
+ * SIZE_MAX out of memory. */
+static size_t counter_of(struct mls_auth *a, const char *name)
+{
+    size_t i = find_count(a, name);
+    if (i == a->num_counts && a->num_counts >= MLS_AUTH_MAX_COUNTS - 1) {
+        name = "(other)"; /* (names renamed reload after reload, without end) */
+        i = find_count(a, name);
+    }
+    if (i == a->num_counts) {
+        if (a->num_counts == a->cap_counts) {
+            size_t cap = a->cap_counts ? a->cap_counts * 2 : 16;
+            struct mls_auth_count *c = realloc(a->counts, cap * sizeof(*c));
+            if (!c)
+                return SIZE_MAX; /* (not counted: out of memory) */
+            a->counts = c;
+            a->cap_counts = cap;
+        }
+        memset(&a->counts[i], 0, sizeof(a->counts[i]));
+        snprintf(a->counts[i].name, sizeof(a->counts[i].name), "%s", name);
+        a->num_counts++;
+    }
+    return i;
+}
+
+/* The counters of n tokens (resolved once, at a load: a request then counts in O(1)); NULL
+ * out of memory. */
+static size_t *slots_of(struct mls_auth *a, const struct mlp_token *t, size_t n)
+{
+    size_t *slots = malloc((n ? n : 1) * sizeof(*slots));
+    for (size_t i = 0; slots && i < n; i++)
+        slots[i] = counter_of(a, t[i].name);
+    return slots;
+}
+
 int mls_auth_open(struct mls_auth *a, const char *path, char *err, size_t errlen)
 {
     memset(a, 0, sizeof(*a));
@@ -117,6 +161,15 @@ int mls_auth_open(struct mls_auth *a, const char *path, char *err, size_t errlen
         pthread_mutex_destroy(&a->mu);
         return -1;
     }
+    a->none = counter_of(a, "(none)");
+    if (!(a->slots = slots_of(a, a->tokens, a->count))) {
+        snprintf(err, errlen, "out of memory reading the auth file %s", path);
+        free(a->tokens);
+        free(a->counts);
+        pthread_mutex_destroy(&a->mu);
+        memset(a, 0, sizeof(*a));
+        return -1;
+    }
     a->on = 1;
     return 0;
 }
@@ -128,11 +181,21 @@ int mls_auth_reload(struct mls_auth *a, size_t *count, char *err, size_t errlen)
     if (!t)
         return -1;
     pthread_mutex_lock(&a->mu);
+    size_t *slots = slots_of(a, t, n);
+    if (!slots) {
+        pthread_mutex_unlock(&a->mu);
+        free(t);
+        snprintf(err, errlen, "out of memory reading the auth file %s", a->path);
+        return -1;
+    }
     struct mlp_token *old = a->tokens;
+    size_t *old_slots = a->slots;
     a->tokens = t;
+    a->slots = slots;
     a->count = n;
     pthread_mutex_unlock(&a->mu);
     free(old);
+    free(old_slots);
     *count = n;
     return 0;
 }
@@ -142,6 +205,7 @@ void mls_auth_close(struct mls_auth *a)
     if (a->on)
         pthread_mutex_destroy(&a->mu);
     free(a->tokens);
+    free(a->slots);
     free(a->counts);
     memset(a, 0, sizeof(*a));
 }
@@ -179,38 +243,6 @@ unsigned mls_auth_scope_of(enum mls_route route, const char *method, int force, 
     default:
         return MLP_SCOPE_ADMIN;
     }
-}
-
-static size_t find_count(const struct mls_auth *a, const char *name)
-{
-    size_t i = 0;
-    while (i < a->num_counts && strcmp(a->counts[i].name, name))
-        i++;
-    return i;
-}
-
-/* One more request of that name and decision (under a->mu). */
-static void count(struct mls_auth *a, const char *name, enum mls_decision d)
-{
-    size_t i = find_count(a, name);
-    if (i == a->num_counts && a->num_counts >= MLS_AUTH_MAX_COUNTS - 1) {
-        name = "(other)"; /* (names renamed reload after reload, without end) */
-        i = find_count(a, name);
-    }
-    if (i == a->num_counts) {
-        if (a->num_counts == a->cap_counts) {
-            size_t cap = a->cap_counts ? a->cap_counts * 2 : 16;
-            struct mls_auth_count *c = realloc(a->counts, cap * sizeof(*c));
-            if (!c)
-                return; /* (not counted: out of memory) */
-            a->counts = c;
-            a->cap_counts = cap;
-        }
-        memset(&a->counts[i], 0, sizeof(a->counts[i]));
-        snprintf(a->counts[i].name, sizeof(a->counts[i].name), "%s", name);
-        a->num_counts++;
-    }
-    a->counts[i].n[d]++;
 }
 
 /* The token of "Bearer <token>" (the scheme in any case, RFC 9110 11.1), or NULL. */
@@ -261,7 +293,9 @@ enum mls_decision mls_auth_check(struct mls_auth *a, const char *authorization, 
     enum mls_decision d = !name[0]                  ? MLS_DECISION_UNAUTHORIZED
                           : (scopes & need) == need ? MLS_DECISION_ALLOWED
                                                     : MLS_DECISION_FORBIDDEN;
-    count(a, name[0] ? name : "(none)", d);
+    size_t c = name[0] ? a->slots[found] : a->none;
+    if (c < a->num_counts)
+        a->counts[c].n[d]++;
     pthread_mutex_unlock(&a->mu);
     return d;
 }

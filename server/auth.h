@@ -52,6 +52,8 @@ struct mls_auth {
     size_t count;
     struct mls_auth_count *counts; /* under mu; at most MLS_AUTH_MAX_COUNTS */
     size_t num_counts, cap_counts;
+    size_t *slots; /* under mu: slots[i], the counter of tokens[i] (SIZE_MAX: none) */
+    size_t none;   /* the counter of "(none)" */
     char path[4096];
     int on; /* --auth-file given */
 };

@@ -10,6 +10,7 @@
  * "allowed" exactly when that line has the scope (admin has all), with the line's name.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,7 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pthread_mutex_init(&a.mu, NULL);
     a.on = 1;
     a.tokens = calloc(MAX_LINES, sizeof(*a.tokens));
-    FUZZ_CHECK(a.tokens != NULL, "out of memory");
+    a.slots = malloc(MAX_LINES * sizeof(*a.slots));
+    FUZZ_CHECK(a.tokens != NULL && a.slots != NULL, "out of memory");
+    a.none = SIZE_MAX; /* (no counters: the check's decisions alone are looked at) */
+    for (size_t i = 0; i < MAX_LINES; i++)
+        a.slots[i] = SIZE_MAX;
     for (size_t i = nl ? hlen + 1 : size; i < size && a.count < MAX_LINES;) {
         const char *line = text + i;
         const char *end = memchr(line, '\n', size - i);
