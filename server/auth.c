@@ -1,17 +1,14 @@
 /*
  * auth.c -- bearer tokens with scopes (auth.h).
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "auth.h"
+#include "readfile.h"
 
 static const char *const decision_names[MLS_DECISION_COUNT] = {"open", "allowed", "unauthorized",
                                                                "forbidden"};
@@ -24,32 +21,12 @@ const char *mls_decision_name(enum mls_decision d)
 /* The file's tokens, or NULL with err filled. */
 static struct mlp_token *read_file(const char *path, size_t *count, char *err, size_t errlen)
 {
-    /* Opened without blocking and looked at before it is read: a FIFO would block the open
-     * (and the loop thread with it, at a SIGHUP) until someone wrote to it. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot read the auth file %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    FILE *f = NULL;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MLS_AUTH_MAX_FILE ||
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) || !(f = fdopen(fd, "rb"))) {
-        snprintf(err, errlen, "the auth file %s is not a regular file of at most %u bytes", path,
-                 MLS_AUTH_MAX_FILE);
-        close(fd);
-        return NULL;
-    }
-    /* (one byte more than the file: one that grows while being read is refused below) */
-    size_t cap = (size_t)st.st_size + 1;
-    char *text = malloc(cap);
-    size_t len = text ? fread(text, 1, cap, f) : 0;
-    int bad = !text || ferror(f) || len == cap;
-    fclose(f);
-    if (bad) {
-        snprintf(err, errlen, "cannot read the auth file %s: %s", path,
-                 text ? "it changed while being read" : "out of memory");
-        free(text);
+    size_t len;
+    const char *cannot;
+    char *text = mls_read_file(path, MLS_AUTH_MAX_FILE, &len, &cannot);
+    if (!text) {
+        snprintf(err, errlen, "cannot read the auth file %s (at most %u bytes): %s", path,
+                 MLS_AUTH_MAX_FILE, cannot);
         return NULL;
     }
     size_t lines = 1;

@@ -18,8 +18,6 @@
 /* malloc_trim (glibc) is declared for _DEFAULT_SOURCE only. */
 #define _DEFAULT_SOURCE 1
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -29,9 +27,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "readfile.h"
 #include "server.h"
 
 /* Seconds a job may keep running past the drain timeout before we give up on it. */
@@ -366,33 +364,16 @@ static int open_auth(struct mls_server *s)
  * text, or NULL after printing why. */
 static char *read_pem(const char *flag, const char *path)
 {
-    /* (without blocking, looked at before it is read: a FIFO would block the start) */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    FILE *f = NULL;
-    struct stat st;
-    char *text = NULL;
-    const char *why = NULL;
-    if (fd < 0)
-        why = strerror(errno);
-    else if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (1 << 20) ||
-             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) || !(f = fdopen(fd, "rb")))
-        why = "not a regular file of at most 1 MiB";
-    else if (!(text = calloc(1, (size_t)st.st_size + 2)))
-        why = "out of memory";
-    else if (fread(text, 1, (size_t)st.st_size + 1, f) != (size_t)st.st_size || ferror(f))
-        why = "it changed while being read";
-    else if (!strstr(text, "-----BEGIN "))
+    size_t len;
+    const char *why;
+    char *text = mls_read_file(path, 1u << 20, &len, &why);
+    if (text && !strstr(text, "-----BEGIN "))
         why = "not PEM (no -----BEGIN line)";
-    if (f)
-        fclose(f);
-    else if (fd >= 0)
-        close(fd);
-    if (why) {
-        fprintf(stderr, "maskloss-server: %s %s: %s\n", flag, path, why);
-        free(text);
-        return NULL;
-    }
-    return text;
+    else if (text)
+        return text;
+    fprintf(stderr, "maskloss-server: %s %s (at most 1 MiB): %s\n", flag, path, why);
+    free(text);
+    return NULL;
 }
 
 /* The key's copy is wiped before it is freed. */

@@ -82,7 +82,7 @@ $(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: FUZZ_EXTRA_LIBS = -lpthr
 
 # The token file and the Authorization check: the server's auth.o.
 $(BUILD)/tests/fuzz/fuzz_auth.o: FUZZ_EXTRA_CFLAGS = -iquote server
-$(BUILD)/tests/fuzz/fuzz_auth $(BUILD)/fuzz_auth: $(BUILD)/server/auth.o
+$(BUILD)/tests/fuzz/fuzz_auth $(BUILD)/fuzz_auth: $(BUILD)/server/auth.o $(BUILD)/server/readfile.o
 $(BUILD)/tests/fuzz/fuzz_auth $(BUILD)/fuzz_auth: FUZZ_EXTRA_LIBS = -lpthread
 
 # With the replay driver: the project's compiler and flags.
