@@ -16,13 +16,23 @@ arrays as base64 tensors:
     ctr.observe(labels=y, logits=x, mask=mask, slice={"model_version": "7"})
     ctr.show()["windows"]["5m"]["loss"]
 
+On a shared endpoint (a server with --auth-file, over HTTPS), give the token and, for a
+certificate the system does not trust, its PEM file; the token defaults to $MASKLOSS_TOKEN:
+
+    client = Client("https://maskloss.example.org:8443", token=token, cafile="cert.pem")
+
 A Client keeps one HTTP/1.1 connection open; use one Client per thread.
 """
 import base64
 import datetime
+import email.utils
 import http.client
 import json
 import numbers
+import os
+import re
+import ssl
+import time
 import urllib.parse
 
 import numpy as np
@@ -51,18 +61,43 @@ OUTPUTS = ("loss", "per_element", "per_sample", "per_class", "weighted_sum", "su
 
 class MasklossError(Exception):
     """The server refused a request. `status` is the HTTP status; `code` the machine-readable
-    error code ("shape_mismatch", "unknown_loss", ...); `field` the request field at fault."""
+    error code ("shape_mismatch", "unknown_loss", "unauthorized", "forbidden", ...); `field`
+    the request field at fault; `retry_after` the seconds the server asked to wait before
+    trying again (its Retry-After header, sent with 429 and 503), else None."""
 
-    def __init__(self, message, status=None, code=None, field=None):
+    def __init__(self, message, status=None, code=None, field=None, retry_after=None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.field = field
+        self.retry_after = retry_after
 
     def __str__(self):
         where = f" [{self.code}{' in ' + self.field if self.field else ''}]" if self.code else ""
         return f"HTTP {self.status}: {self.message}{where}"
+
+
+def _retry_after(value):
+    """Retry-After in seconds: delay-seconds, or an HTTP-date (RFC 9110 10.2.3) from now; None
+    when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # (an HTTP-date is always GMT)
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+# RFC 9110 field-value characters a token may hold: visible ASCII. Anything else either cannot
+# travel in a header (CR, LF, NUL) or would not arrive as sent.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 
 def _tensor(name, value):
@@ -189,15 +224,48 @@ class Monitor:
 
 
 class Client:
-    """A connection to one maskloss-server: Client("http://host:port")."""
+    """A connection to one maskloss-server: Client("http://host:port").
 
-    def __init__(self, url="http://127.0.0.1:8080", timeout=60.0):
+    `token`: sent as "Authorization: Bearer <token>" with every request (v1, v2 and monitor
+    routes alike), for a server with --auth-file; None reads $MASKLOSS_TOKEN, and "" sends
+    none. `cafile`: for https:// URLs, a PEM file of the certificates to trust instead of the
+    system's (a self-signed server certificate, or a private CA). HTTPS always verifies the
+    certificate and the host name, with TLS 1.2 at least. The token is never shown: not in
+    repr(), nor in the messages of the errors raised."""
+
+    def __init__(self, url="http://127.0.0.1:8080", token=None, cafile=None, timeout=60.0):
         u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if u.scheme not in ("http", "https"):
             raise ValueError(f"unsupported URL scheme {u.scheme!r}")
-        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-        self._conn = cls(u.hostname, u.port or (443 if u.scheme == "https" else 80), timeout=timeout)
+        if token is None:
+            token = os.environ.get("MASKLOSS_TOKEN", "")
+        if not isinstance(token, str):
+            raise TypeError(f"token: a str, not {type(token).__name__}")
+        # (surrounding white space: a token read from a file with its newline)
+        token = token.strip(" \t\r\n")
+        if token and not _TOKEN_RE.fullmatch(token):
+            # Not the token itself in the message: it is a secret, even when malformed.
+            raise ValueError("token: only visible ASCII characters may travel in an Authorization "
+                             "header; this one has others (a control character, a space or a "
+                             "non-ASCII letter)")
+        self._token = token
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        port = u.port or (443 if u.scheme == "https" else 80)
+        if u.scheme == "https":
+            ctx = ssl.create_default_context(cafile=cafile)  # the system's trust without cafile
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._conn = http.client.HTTPSConnection(u.hostname, port, timeout=timeout, context=ctx)
+        elif cafile is not None:
+            # A cafile says the caller expects TLS: refuse rather than send the token in clear.
+            raise ValueError("cafile is for https:// URLs; this one is http://")
+        else:
+            self._conn = http.client.HTTPConnection(u.hostname, port, timeout=timeout)
         self._base = u.path.rstrip("/")
+        # (without user:password@, which repr() would show)
+        self.url = urllib.parse.urlunsplit((u.scheme, u.netloc.rpartition("@")[2], self._base, "", ""))
+
+    def __repr__(self):
+        return f"Client({self.url!r}{', token=<set>' if self._token else ''})"
 
     def close(self):
         self._conn.close()
@@ -209,9 +277,10 @@ class Client:
         self.close()
 
     def _request(self, method, path, body=None, headers=None):
+        headers = dict(headers or {}, **self._auth)
         for attempt in (0, 1):
             try:
-                self._conn.request(method, self._base + path, body=body, headers=headers or {})
+                self._conn.request(method, self._base + path, body=body, headers=headers)
                 resp = self._conn.getresponse()
                 return resp, resp.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -219,15 +288,30 @@ class Client:
                 self._conn.close()
                 if attempt:
                     raise
+            except ssl.SSLCertVerificationError as e:
+                # The same exception, with what to do about it.
+                self._conn.close()
+                err = ssl.SSLCertVerificationError(
+                    e.errno, f"{e.strerror or e}: {self.url} sent a certificate this client does "
+                    "not trust; give Client(cafile=...) the PEM of the server's certificate or of "
+                    "its CA, or add that to the system's trust store")
+                for attr in ("reason", "library", "verify_code", "verify_message"):
+                    setattr(err, attr, getattr(e, attr, None))
+                raise err from e
 
-    @staticmethod
-    def _raise(resp, data):
+    def _raise(self, resp, data):
         try:
             body = json.loads(data)
         except ValueError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
         message = body.get("error") or data.decode(errors="replace") or resp.reason
-        raise MasklossError(message, resp.status, body.get("code"), body.get("field"))
+        if self._token:
+            # (a proxy's error page may echo the request's headers)
+            message = message.replace(self._token, "<token>")
+        raise MasklossError(message, resp.status, body.get("code"), body.get("field"),
+                            _retry_after(resp.getheader("Retry-After")))
 
     def evaluate(self, loss, labels=None, logits=None, predictions=None, losses=None,
                  weights=None, reduction=None, dtype=None, outputs=("loss",),
