@@ -187,6 +187,9 @@ $(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
 
 # test_alloc fails the N-th allocation of the statically linked library and protocol objects.
 $(BUILD)/tests/test_alloc: LDFLAGS_ALL += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+# test_quota: the server's quotas and --cors-origin list (server/quota.c, server/origin.c).
+$(BUILD)/tests/test_quota: $(BUILD)/server/quota.o $(BUILD)/server/origin.o
+$(BUILD)/tests/test_quota: LDFLAGS_ALL += $(BUILD)/server/quota.o $(BUILD)/server/origin.o
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(CMOCKA_LIBS) -lm -lpthread
 

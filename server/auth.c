@@ -11,7 +11,7 @@
 #include "readfile.h"
 
 static const char *const decision_names[MLS_DECISION_COUNT] = {"open", "allowed", "unauthorized",
-                                                               "forbidden"};
+                                                               "forbidden", "rate_limited"};
 
 const char *mls_decision_name(enum mls_decision d)
 {
@@ -242,9 +242,10 @@ static const char *bearer(const char *v, size_t *len)
 }
 
 enum mls_decision mls_auth_check(struct mls_auth *a, const char *authorization, unsigned need,
-                                 char name[MLP_TOKEN_NAME_MAX + 1])
+                                 char name[MLP_TOKEN_NAME_MAX + 1], size_t *counter)
 {
     name[0] = 0;
+    *counter = SIZE_MAX;
     if (!a->on || !need)
         return MLS_DECISION_OPEN;
     size_t len = 0;
@@ -270,11 +271,19 @@ enum mls_decision mls_auth_check(struct mls_auth *a, const char *authorization, 
     enum mls_decision d = !name[0]                  ? MLS_DECISION_UNAUTHORIZED
                           : (scopes & need) == need ? MLS_DECISION_ALLOWED
                                                     : MLS_DECISION_FORBIDDEN;
-    size_t c = name[0] ? a->slots[found] : a->none;
-    if (c < a->num_counts)
-        a->counts[c].n[d]++;
+    *counter = name[0] ? a->slots[found] : a->none;
     pthread_mutex_unlock(&a->mu);
     return d;
+}
+
+void mls_auth_count(struct mls_auth *a, size_t counter, enum mls_decision d)
+{
+    if (!a->on || counter == SIZE_MAX)
+        return;
+    pthread_mutex_lock(&a->mu);
+    if (counter < a->num_counts && d < MLS_DECISION_COUNT)
+        a->counts[counter].n[d]++;
+    pthread_mutex_unlock(&a->mu);
 }
 
 void mls_auth_write_metrics(struct mls_auth *a, struct mlp_buf *b)

@@ -27,6 +27,7 @@ enum mls_decision {
     MLS_DECISION_ALLOWED,      /* a token with the scope */
     MLS_DECISION_UNAUTHORIZED, /* no token, or one the file does not hold: 401 */
     MLS_DECISION_FORBIDDEN,    /* a known token without the scope: 403 */
+    MLS_DECISION_RATE_LIMITED, /* over the client's quota (quota.h): 429 */
     MLS_DECISION_COUNT
 };
 
@@ -71,9 +72,14 @@ void mls_auth_close(struct mls_auth *a);
 unsigned mls_auth_scope_of(enum mls_route route, const char *method, int force, int metrics_open);
 
 /* The decision for a request that needs scope `need` and sent the Authorization header
- * `authorization` (NULL when absent); the token's name into name when the token is known. */
+ * `authorization` (NULL when absent); the token's name into name when the token is known,
+ * and into *counter the counter of its requests for mls_auth_count (SIZE_MAX: none). */
 enum mls_decision mls_auth_check(struct mls_auth *a, const char *authorization, unsigned need,
-                                 char name[MLP_TOKEN_NAME_MAX + 1]);
+                                 char name[MLP_TOKEN_NAME_MAX + 1], size_t *counter);
+/* Counts a request's final decision (its check's, or a quota's refusal after it) under the
+ * counter mls_auth_check gave. Counters are never removed, so the index stays valid across
+ * reloads. */
+void mls_auth_count(struct mls_auth *a, size_t counter, enum mls_decision d);
 
 /* maskloss_auth_requests_total{token, decision}, when tokens are on. */
 void mls_auth_write_metrics(struct mls_auth *a, struct mlp_buf *b);

@@ -16,10 +16,21 @@
 #include "config.h"
 #include "maskloss.h"
 #include "monitor.h"
+#include "origin.h"
 
-/* OPT_STRING's max is the size of its field; OPT_DURATION is whole seconds from "90s", "5m",
- * "48h", "30d" (into a long long). */
-enum opt_kind { OPT_STRING, OPT_UINT, OPT_BYTES, OPT_LLONG, OPT_SECONDS, OPT_FLAG, OPT_DURATION };
+/* OPT_STRING's and OPT_ORIGINS's max is the size of their field; OPT_DURATION is whole seconds from
+ * "90s", "5m", "48h", "30d" (into a long long). */
+enum opt_kind {
+    OPT_STRING,
+    OPT_UINT,
+    OPT_BYTES,
+    OPT_LLONG,
+    OPT_SECONDS,
+    OPT_NUMBER, /* a double in [min, max] */
+    OPT_FLAG,
+    OPT_DURATION,
+    OPT_ORIGINS /* repeatable: each value appended to a newline-separated list (origin.h) */
+};
 
 struct opt {
     const char *flag; /* without the leading "--" */
@@ -113,6 +124,22 @@ static const struct opt opts[] = {
      "the port then takes no plain HTTP"},
     {"tls-key", "MASKLOSS_TLS_KEY", OPT_STRING, OFF(tls_key), 0, SIZE(tls_key), "PATH",
      "the PEM private key of --tls-cert"},
+    {"rate-limit", "MASKLOSS_RATE_LIMIT", OPT_NUMBER, OFF(rate_limit), 0, 1e9, "REQ/S",
+     "requests a second one client may send on average: a token's name with --auth-file, a "
+     "client address without; beyond it 429 too_many_requests + Retry-After, before the body "
+     "is read (health probes and /metrics never count); 0 = no limit (default 0)"},
+    {"rate-burst", "MASKLOSS_RATE_BURST", OPT_UINT, OFF(rate_burst), 0, 1000000000, "N",
+     "requests one client may send at once above --rate-limit, after a pause (its token "
+     "bucket's size); 0 = one second's worth, at least 1 (default 0)"},
+    {"queue-share", "MASKLOSS_QUEUE_SHARE", OPT_UINT, OFF(queue_share), 0, 1000000, "N",
+     "requests needing a worker (compute, monitors) one client may have in flight at once; "
+     "one more is 429 too_many_requests, so that one client cannot fill the queue (default: "
+     "half of --queue-depth with --auth-file, none without)"},
+    {"cors-origin", "MASKLOSS_CORS_ORIGIN", OPT_ORIGINS, OFF(cors_origins), 0, SIZE(cors_origins),
+     "ORIGIN",
+     "let web pages of this origin (https://app.example.com, or * for any) call the server: "
+     "answers CORS preflight OPTIONS and sets Access-Control-Allow-Origin for it; repeatable "
+     "(env: origins separated by spaces or commas); none by default"},
     {"rollup-after", "MASKLOSS_ROLLUP_AFTER", OPT_DURATION, OFF(rollup_after), 60, 3650.0 * 86400,
      "DURATION", "minute buckets older than this are merged into hour buckets (default 48h)"},
 };
@@ -234,15 +261,19 @@ static int set_value(struct mls_config *c, const struct opt *o, const char *v, c
         }
         *why = "expected 1/0, true/false, yes/no or on/off";
         return -1;
-    case OPT_SECONDS: {
+    case OPT_SECONDS:
+    case OPT_NUMBER: {
         double d = strtod(v, &end);
         if (end == v || *end || errno || !isfinite(d) || d < o->min || d > o->max) {
-            *why = "expected a number of seconds, at least 0.001";
+            *why = o->kind == OPT_SECONDS ? "expected a number of seconds, at least 0.001"
+                                          : "expected a number";
             return -1;
         }
         *(double *)field = d;
         return 0;
     }
+    case OPT_ORIGINS:
+        return mls_origins_add((char *)field, (size_t)o->max, v, why);
     default:
         break;
     }
@@ -289,7 +320,8 @@ static int set_value(struct mls_config *c, const struct opt *o, const char *v, c
 
 static void range_hint(FILE *err, const struct opt *o)
 {
-    if (o->kind == OPT_UINT || o->kind == OPT_LLONG || o->kind == OPT_BYTES)
+    if (o->kind == OPT_UINT || o->kind == OPT_LLONG || o->kind == OPT_BYTES ||
+        o->kind == OPT_NUMBER)
         fprintf(err, " (from %.0f to %.0f)", o->min, o->max);
 }
 
@@ -319,6 +351,7 @@ int mls_config_parse(struct mls_config *c, int argc, char **argv, FILE *out, FIL
     optind = 0; /* a full reset of getopt's state: parsing may run more than once */
     opterr = 0; /* our own messages, naming the option */
     int ch;
+    unsigned char listed[NOPTS] = {0}; /* OPT_ORIGINS given as a flag already */
     /* "+": stop at the first operand; ":": a missing value returns ':'. */
     while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
         if (ch == 'h') {
@@ -340,6 +373,8 @@ int mls_config_parse(struct mls_config *c, int argc, char **argv, FILE *out, FIL
         }
         const struct opt *o = &opts[ch - OPT_BASE];
         const char *v = optarg ? optarg : "1"; /* a flag without a value turns it on */
+        if (o->kind == OPT_ORIGINS && !listed[ch - OPT_BASE]++)
+            *((char *)c + o->offset) = '\0'; /* the flags' list replaces the environment's */
         if (set_value(c, o, v, &why)) {
             fprintf(err, "maskloss-server: --%s '%s': %s", o->flag, v, why);
             range_hint(err, o);

@@ -37,6 +37,10 @@ struct mls_config {
     int metrics_open;                   /* /metrics needs no token */
     char tls_cert[4096];                /* PEM: the certificate (chain); "": plain HTTP */
     char tls_key[4096];                 /* PEM: its private key */
+    double rate_limit;                  /* requests a second per client; 0: none (quota.h) */
+    unsigned rate_burst;                /* its bucket's size; 0: one second's worth */
+    unsigned queue_share;               /* requests in flight per client; 0: the default */
+    char cors_origins[4096];            /* origins allowed by CORS, one a line (origin.h) */
 };
 
 /* The memory budget when none is given: half of the machine's memory, or of the cgroup's limit

@@ -240,6 +240,17 @@ void mls_conn_request_done(struct mls_conns *t, struct mls_conn *conn)
     uv_mutex_unlock(&t->mu);
 }
 
+int mls_conn_address(const struct mls_conn *conn, unsigned char addr[16])
+{
+    /* (conn->peer is set when the connection opens and kept until it closes) */
+    if (!conn || !conn->peer) {
+        memset(addr, 0, 16);
+        return -1;
+    }
+    memcpy(addr, conn->peer->addr, 16);
+    return 0;
+}
+
 void mls_conn_set_linger(struct mls_conn *conn)
 {
     if (conn)

@@ -93,6 +93,9 @@ void mls_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
 
 /* The connection of a request (NULL when its context could not be allocated). */
 struct mls_conn *mls_conn_of(struct MHD_Connection *c);
+/* The client's address as its key (IPv4 in the first 4 bytes, IPv6 by its /64): 0, or -1
+ * (addr zeroed) when the connection has none. */
+int mls_conn_address(const struct mls_conn *conn, unsigned char addr[16]);
 /* A request's headers arrived: no deadline while it is handled; its body is being received. */
 void mls_conn_headers_done(struct mls_conns *t, struct mls_conn *conn);
 /* `bytes` of the body have arrived. */

@@ -36,6 +36,7 @@ static const struct {
     [MLS_ERR_INVALID_QUERY] = {"invalid_query", 0, 400},
     [MLS_ERR_UNAUTHORIZED] = {"unauthorized", 0, 401},
     [MLS_ERR_FORBIDDEN] = {"forbidden", 0, 403},
+    [MLS_ERR_TOO_MANY_REQUESTS] = {"too_many_requests", 0, 429},
 };
 
 const char *mls_error_name(enum mls_error e)

@@ -36,6 +36,7 @@ enum mls_error {
     MLS_ERR_INVALID_QUERY,          /* 400 a query parameter is wrong */
     MLS_ERR_UNAUTHORIZED,           /* 401 no token, or one --auth-file does not hold */
     MLS_ERR_FORBIDDEN,              /* 403 a token without the scope the request needs */
+    MLS_ERR_TOO_MANY_REQUESTS,      /* 429 over the client's quota (quota.h) */
     MLS_ERR_COUNT
 };
 

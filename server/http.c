@@ -31,7 +31,17 @@
 #include "errors.h"
 #include "mlp_v2.h"
 #include "monitor_http.h"
+#include "origin.h"
 #include "server.h"
+
+/* The longest Origin kept: longer ones are not among --cors-origin's (4096 bytes in all). */
+#define MLS_ORIGIN_MAX 255
+/* What a preflight may ask to send: the headers of every route's requests. */
+#define CORS_ALLOW_HEADERS "Authorization, Content-Type, Inference-Header-Content-Length"
+/* The answer's headers a page may read beyond the CORS-safelisted ones. */
+#define CORS_EXPOSE_HEADERS "Retry-After, WWW-Authenticate, Inference-Header-Content-Length, Allow"
+/* Seconds a browser may keep a preflight's answer. */
+#define CORS_MAX_AGE "600"
 
 enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE };
 
@@ -51,6 +61,13 @@ struct request {
     unsigned need;  /* the scope the route and method need */
     int token_sent; /* an Authorization header came */
     char token[MLP_TOKEN_NAME_MAX + 1];
+    size_t auth_counter;           /* its counter of decisions (mls_auth_count) */
+    struct mls_quota_client *held; /* its place in its client's share of the queue */
+    unsigned retry_after;          /* seconds, for a 429 */
+
+    /* --cors-origin: the request's Origin when allowed, and whether it is a preflight. */
+    char origin[MLS_ORIGIN_MAX + 1];
+    int preflight;
 
     /* An answer decided from the headers (404, 405, 415), sent by the final call. */
     unsigned early_status;
@@ -125,9 +142,31 @@ static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Resp
                              const char *content_type, size_t len)
 {
     enum MHD_Result ret;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == MHD_HTTP_TOO_MANY_REQUESTS) {
+        char seconds[16];
+        snprintf(seconds, sizeof(seconds), "%u", r->retry_after ? r->retry_after : 1u);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+    }
+    if (r->srv->cfg.cors_origins[0]) {
+        /* Answers differ by Origin: caches in between must keep them apart. */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ORIGIN);
+        if (r->origin[0]) {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, r->origin);
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_EXPOSE_HEADERS,
+                                    CORS_EXPOSE_HEADERS);
+        }
+        if (r->preflight) {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_METHODS,
+                                    allowed_methods(r->route));
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_HEADERS,
+                                    CORS_ALLOW_HEADERS);
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_MAX_AGE, CORS_MAX_AGE);
+        }
+    }
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allowed_methods(r->route));
     if (r->decision == MLS_DECISION_UNAUTHORIZED || r->decision == MLS_DECISION_FORBIDDEN) {
@@ -756,6 +795,108 @@ static enum MHD_Result refuse_now(struct request *r)
     return send_error(r, r->early_err, r->early_field, r->early_message);
 }
 
+/* Whether the route is one of the probes and /metrics, which no quota limits: a balancer or
+ * Prometheus must always get through. */
+static int unlimited(enum mls_route route)
+{
+    return route == MLS_ROUTE_HEALTHZ || route == MLS_ROUTE_READYZ || route == MLS_ROUTE_V2_LIVE ||
+           route == MLS_ROUTE_V2_READY || route == MLS_ROUTE_METRICS;
+}
+
+/*
+ * The token's decision, then the client's quotas (quota.h): 0 when the request may go on,
+ * -1 with its refusal set (401, 403, 429). Each request's final decision is counted once.
+ */
+static int admit(struct request *r, const char *method, const char *url)
+{
+    struct mls_server *s = r->srv;
+    const char *authorization =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    r->token_sent = authorization != NULL;
+    const char *force = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "force");
+    r->need = mls_auth_scope_of(r->route, method, force && mls_monitor_force(force) > 0,
+                                s->cfg.metrics_open);
+    r->decision = mls_auth_check(&s->auth, authorization, r->need, r->token, &r->auth_counter);
+    if (r->decision == MLS_DECISION_UNAUTHORIZED) {
+        early(r, MLS_ERR_UNAUTHORIZED, "Authorization",
+              "%s: send 'Authorization: Bearer <token>' with a token of the server's "
+              "--auth-file (maskloss token new makes one)",
+              authorization ? "the token is not one of this server's" : "a token is needed");
+    } else if (r->decision == MLS_DECISION_FORBIDDEN) {
+        early(r, MLS_ERR_FORBIDDEN, "Authorization",
+              "token %s may not %s %.100s%s: that needs the scope %s%s", r->token, method, url,
+              force && r->route == MLS_ROUTE_MONITOR ? "?force" : "", mlp_scope_name(r->need),
+              r->need == MLP_SCOPE_ADMIN ? "" : " (or admin)");
+    } else if (mls_quota_on(&s->quota) && !unlimited(r->route)) {
+        /* The client: the token when one was accepted, else the address. */
+        unsigned char key[MLS_QUOTA_KEY_MAX];
+        size_t len;
+        if (r->decision == MLS_DECISION_ALLOWED) {
+            len = strlen(r->token);
+            key[0] = 't';
+            memcpy(key + 1, r->token, len);
+            len++;
+        } else {
+            key[0] = 'a';
+            mls_conn_address(r->cx, key + 1);
+            len = 17;
+        }
+        double limit = 0;
+        enum mls_quota_verdict v = mls_quota_take(&s->quota, key, len, r->t_start,
+                                                  is_compute(r->route) || is_monitor(r->route),
+                                                  &r->held, &r->retry_after, &limit);
+        if (v != MLS_QUOTA_OK) {
+            char who[MLP_TOKEN_NAME_MAX + 32];
+            if (r->decision == MLS_DECISION_ALLOWED)
+                snprintf(who, sizeof(who), "token %s", r->token);
+            else
+                snprintf(who, sizeof(who), "your address");
+            r->decision = MLS_DECISION_RATE_LIMITED;
+            if (v == MLS_QUOTA_RATE)
+                early(r, MLS_ERR_TOO_MANY_REQUESTS, "",
+                      "%s sent more than %g requests a second (--rate-limit, with bursts of "
+                      "%g: --rate-burst); retry after %u s",
+                      who, limit, s->quota.burst, r->retry_after);
+            else
+                early(r, MLS_ERR_TOO_MANY_REQUESTS, "",
+                      "%s has %g requests in flight, its share of the server's queue "
+                      "(--queue-share); retry once some are answered",
+                      who, limit);
+        }
+    }
+    mls_auth_count(&s->auth, r->auth_counter, r->decision);
+    return r->early_status ? -1 : 0;
+}
+
+/*
+ * --cors-origin: keeps the request's Origin when it is allowed, and recognizes a preflight
+ * (OPTIONS with Access-Control-Request-Method: Fetch's CORS protocol). 0, or -1 with a
+ * refusal set: a preflight from an origin not allowed, answered 403 so that the page's
+ * developer reads why rather than a browser's generic CORS failure.
+ */
+static int cors(struct request *r, const char *method)
+{
+    const char *origin =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
+    int allowed = origin && strlen(origin) <= MLS_ORIGIN_MAX &&
+                  mls_origin_allowed(r->srv->cfg.cors_origins, origin);
+    if (allowed)
+        snprintf(r->origin, sizeof(r->origin), "%s", origin);
+    if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) || r->route == MLS_ROUTE_OTHER ||
+        !MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                     MHD_HTTP_HEADER_ACCESS_CONTROL_REQUEST_METHOD))
+        return 0;
+    if (!allowed) {
+        early(r, MLS_ERR_FORBIDDEN, "Origin",
+              "origin '%.100s' may not call this server from a browser: it is not one of the "
+              "server's --cors-origin",
+              origin ? origin : "(none)");
+        return -1;
+    }
+    r->preflight = 1;
+    return 0;
+}
+
 static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *conn,
                                   const char *url, const char *method, const char *http_version,
                                   void **con_cls)
@@ -794,25 +935,18 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
 
-    /* Who may, before anything else of the request is looked at or a byte of its body read. */
-    const char *authorization =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    r->token_sent = authorization != NULL;
-    const char *force = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force");
-    r->need = mls_auth_scope_of(r->route, method, force && mls_monitor_force(force) > 0,
-                                s->cfg.metrics_open);
-    r->decision = mls_auth_check(&s->auth, authorization, r->need, r->token);
-    if (r->decision == MLS_DECISION_UNAUTHORIZED || r->decision == MLS_DECISION_FORBIDDEN) {
-        if (r->decision == MLS_DECISION_UNAUTHORIZED)
-            early(r, MLS_ERR_UNAUTHORIZED, "Authorization",
-                  "%s: send 'Authorization: Bearer <token>' with a token of the server's "
-                  "--auth-file (maskloss token new makes one)",
-                  authorization ? "the token is not one of this server's" : "a token is needed");
-        else
-            early(r, MLS_ERR_FORBIDDEN, "Authorization",
-                  "token %s may not %s %.100s%s: that needs the scope %s%s", r->token, method, url,
-                  force && r->route == MLS_ROUTE_MONITOR ? "?force" : "", mlp_scope_name(r->need),
-                  r->need == MLP_SCOPE_ADMIN ? "" : " (or admin)");
+    if (s->cfg.cors_origins[0] && cors(r, method) < 0) {
+        if (r->content_length ||
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+            return refuse_now(r);
+        return MHD_YES;
+    }
+    if (r->preflight)
+        return MHD_YES; /* answered by the final call, without a token (browsers send none) */
+
+    /* Who may, and how much, before anything else of the request is looked at or a byte of
+     * its body read. */
+    if (admit(r, method, url) < 0) {
         /* A body is not read: the answer goes now and the connection closes, lingering. */
         if (r->content_length ||
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
@@ -989,6 +1123,7 @@ static enum MHD_Result send_metrics(struct request *r)
     mls_metrics_write(&s->metrics, &g, &b);
     mls_registry_write_metrics(&s->monitors, &b);
     mls_auth_write_metrics(&s->auth, &b);
+    mls_quota_write_metrics(&s->quota, &b);
     if (b.failed) {
         free(b.data);
         return send_error(r, MLS_ERR_OUT_OF_MEMORY, "",
@@ -1059,6 +1194,8 @@ static enum MHD_Result on_final(struct request *r)
         return send_json(r, r->answer_status, &r->out);
     if (r->early_status)
         return send_error(r, r->early_err, r->early_field, r->early_message);
+    if (r->preflight)
+        return send_static(r, MHD_HTTP_NO_CONTENT, "", 0, NULL);
     switch (r->route) {
     case MLS_ROUTE_HEALTHZ: {
         static const char ok[] = "{\"status\":\"ok\"}";
@@ -1211,6 +1348,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (s->cfg.access_log)
         access_log(r, aborted, total);
     budget_give(r);
+    mls_quota_release(&s->quota, r->held);
     mls_conn_request_done(&s->conns, r->cx);
     free(r->body_base);
     free(r->out.data);

@@ -19,6 +19,7 @@
 #define _DEFAULT_SOURCE 1
 #include <arpa/inet.h>
 #include <malloc.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -406,6 +407,37 @@ static int open_tls(struct mls_server *s)
     return 0;
 }
 
+/* The quotas (quota.h): the share of the queue defaults to half of it with tokens, where
+ * clients are people and jobs that must not starve each other; without tokens, on a
+ * developer's machine, every client is the same person. */
+static int open_quota(struct mls_server *s)
+{
+    const struct mls_config *c = &s->cfg;
+    if (c->rate_burst && c->rate_limit <= 0) {
+        fprintf(stderr, "maskloss-server: --rate-burst needs --rate-limit (a bucket that never "
+                        "refills would stop each client after its first requests)\n");
+        return 64;
+    }
+    unsigned share = c->queue_share;
+    if (!share && s->auth.on)
+        share = c->queue_depth / 2 ? c->queue_depth / 2 : 1;
+    double burst = c->rate_burst ? c->rate_burst : ceil(c->rate_limit);
+    if (mls_quota_init(&s->quota, c->rate_limit, burst < 1 ? 1 : burst, share,
+                       (uint32_t)uv_hrtime() * 2654435761u ^ (uint32_t)getpid())) {
+        fprintf(stderr, "maskloss-server: out of memory\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* Releases what open_auth, open_tls and open_quota took. */
+static void close_access(struct mls_server *s)
+{
+    mls_auth_close(&s->auth);
+    free_tls(s);
+    mls_quota_destroy(&s->quota);
+}
+
 int main(int argc, char **argv)
 {
     static struct app app; /* large; its address is handed to every thread */
@@ -449,13 +481,16 @@ int main(int argc, char **argv)
         mls_auth_close(&s->auth);
         return 64;
     }
+    if ((rc = open_quota(s))) {
+        close_access(s);
+        return rc;
+    }
     a->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->state, MLS_STARTING);
 
     if (mls_metrics_init(&s->metrics) || render_catalogue(s)) {
         fprintf(stderr, "maskloss-server: out of memory\n");
-        mls_auth_close(&s->auth);
-        free_tls(s);
+        close_access(s);
         return 1;
     }
     signals_mask(SIG_BLOCK); /* inherited by the workers and libmicrohttpd's thread */
@@ -505,8 +540,7 @@ int main(int argc, char **argv)
     mls_pool_destroy(&s->pool);
     close_state(s);
     mls_metrics_free(&s->metrics);
-    mls_auth_close(&s->auth);
-    free_tls(s);
+    close_access(s);
     free(s->catalogue);
     return 0;
 
@@ -525,8 +559,7 @@ fail_pool:
     close_state(s);
 fail_metrics:
     mls_metrics_free(&s->metrics);
-    mls_auth_close(&s->auth);
-    free_tls(s);
+    close_access(s);
     free(s->catalogue);
     return 1;
 }

@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "pool.h"
+#include "quota.h"
 #include "store.h"
 #include "writer.h"
 
@@ -38,6 +39,7 @@ struct mls_server {
     struct mls_writer writer;
     struct mls_auth auth; /* --auth-file's tokens (auth.on 0: none) */
     char *tls_cert, *tls_key; /* --tls-cert, --tls-key read (NUL-terminated PEM); NULL: HTTP */
+    struct mls_quota quota;   /* --rate-limit, --rate-burst, --queue-share */
 };
 
 /*

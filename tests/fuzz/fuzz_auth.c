@@ -91,7 +91,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (unsigned need = 1; need <= MLP_SCOPE_METRICS; need <<= 1) {
         char name[MLP_TOKEN_NAME_MAX + 1];
-        enum mls_decision d = mls_auth_check(&a, header, need, name);
+        size_t counter;
+        enum mls_decision d = mls_auth_check(&a, header, need, name, &counter);
+        mls_auth_count(&a, counter, d);
         if (!match) {
             FUZZ_CHECK(d == MLS_DECISION_UNAUTHORIZED, "decision %d for header '%.80s'", d, header);
             continue;

@@ -1,0 +1,23 @@
+/*
+ * origin.h -- the web origins allowed to call the server from a browser (--cors-origin).
+ *
+ * An origin is what a browser sends in its Origin header (RFC 6454): scheme://host[:port],
+ * in lower case, without a path; "*" allows any. The list is kept as one string, one origin
+ * a line, so that it fits the configuration's plain fields.
+ */
+#ifndef MLS_ORIGIN_H
+#define MLS_ORIGIN_H
+
+#include <stddef.h>
+
+/*
+ * Appends the origins of value (separated by spaces or commas) to list, a string of cap
+ * bytes: 0, or -1 with why (a static string) when one is not an origin or the list would not
+ * fit; list is unchanged then.
+ */
+int mls_origins_add(char *list, size_t cap, const char *value, const char **why);
+
+/* Whether origin (an Origin header's value) is one of list's. */
+int mls_origin_allowed(const char *list, const char *origin);
+
+#endif /* MLS_ORIGIN_H */
