@@ -854,14 +854,14 @@ static int admit(struct request *r, const char *method, const char *url)
             r->decision = MLS_DECISION_RATE_LIMITED;
             if (v == MLS_QUOTA_RATE)
                 early(r, MLS_ERR_TOO_MANY_REQUESTS, "",
-                      "%s sent more than %g requests a second (--rate-limit, with bursts of "
-                      "%g: --rate-burst); retry after %u s",
-                      who, limit, s->quota.burst, r->retry_after);
+                      "%s is over its rate of %g request%s a second (--rate-limit; bursts of %g: "
+                      "--rate-burst): retry in %u s",
+                      who, limit, limit == 1 ? "" : "s", s->quota.burst, r->retry_after);
             else
                 early(r, MLS_ERR_TOO_MANY_REQUESTS, "",
-                      "%s has %g requests in flight, its share of the server's queue "
-                      "(--queue-share); retry once some are answered",
-                      who, limit);
+                      "%s already has %g request%s in flight, its share of the server's queue "
+                      "(--queue-share): retry once one is answered",
+                      who, limit, limit == 1 ? "" : "s");
         }
     }
     mls_auth_count(&s->auth, r->auth_counter, r->decision);

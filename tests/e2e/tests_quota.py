@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from common import JSON, NOTE, NOTE_LOSS, expect_error, metric_value, stop_clean, test, wait_until
+from common import JSON, NOTE, NOTE_LOSS, ROOT, expect_error, metric_value, stop_clean, test
 from server import Server, parse_raw
 from tests_auth import call, new_token
 
@@ -59,7 +59,7 @@ def quota_rate_per_token(args):
             assert 4 <= len(ok) <= 4 + int(4 * elapsed) + 1, (len(ok), elapsed)
             assert ok == got[:len(ok)], "a refused request before the burst was spent"
             for r in refused:
-                expect_429(r, "token alice sent more than 4 requests a second")
+                expect_429(r, "token alice is over its rate of 4 requests a second")
             # bob's bucket is his own
             assert all(loss(srv, bob)[0] == 200 for _ in range(4))
             retry = int(refused[-1][1]["retry-after"])
@@ -91,7 +91,7 @@ def quota_retry_after_fractional_rate(args):
     with Server(args.server, "--rate-limit", "0.5") as srv:
         assert loss(srv)[0] == 200
         r = loss(srv)
-        assert expect_429(r, "your address sent more than 0.5 requests a second") == 2
+        assert expect_429(r, "your address is over its rate of 0.5 requests a second") == 2
         time.sleep(1.0)
         assert loss(srv)[0] == 429  # half of the wait: still empty
         time.sleep(1.2)
@@ -326,7 +326,7 @@ def quota_queue_share(args):
             statuses = fl.statuses
             assert bob_st == [200] * 20, bob_st
             assert seen is not None, "alice was never refused"
-            expect_429(seen, "token alice has 2 requests in flight")
+            expect_429(seen, "token alice already has 2 requests in flight")
             assert statuses.get(429, 0) > 0 and statuses.get(200, 0) > 0, statuses
             assert 503 not in statuses, statuses
             _, text = srv.metrics()
@@ -449,3 +449,33 @@ def cors_off_by_default(args):
         assert st == 200, st
         assert not any(k.startswith("access-control-") for k in h) and "vary" not in h, h
         stop_clean(srv)
+
+
+@test
+def quota_readme_examples(args):
+    """The README's quota and CORS examples, each run against a server started with the flags
+    its paragraph gives, answered exactly as shown."""
+    import re
+    text = open(os.path.join(ROOT, "README.md")).read()
+    ran = 0
+    for start, end in (("**Quotas.**", "**Browser clients.**"), ("**Browser clients.**", "**HTTPS.**")):
+        part = text[text.index(start):text.index(end)]
+        starts = re.findall(r"```sh\nmaskloss-server ([^\n]*)\n```", part)
+        flags = starts[0].split() if starts else \
+            re.search(r"Started with\s+`([^`]*)`", part).group(1).split()
+        pairs = re.findall(r"```sh\n((?:curl|for) [^\n]*)\n```\n\n```text\n(.*?)\n```", part, re.S)
+        assert pairs, f"no example in the README's {start} paragraph"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "tokens")
+            env = dict(os.environ, TOKEN=new_token(args, path, "ci-job", "evaluate,monitor:read"))
+            flags = [path if f == "tokens" else f for f in flags]
+            with Server(args.server, *flags) as srv:
+                for cmd, want in pairs:
+                    cmd = cmd.replace("localhost:8080", f"localhost:{srv.port}")
+                    out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True,
+                                         timeout=30, env=env)
+                    assert out.stdout.rstrip("\n").rstrip() == want, \
+                        f"README example\n  {cmd}\nprinted\n  {out.stdout!r}\nnot\n  {want!r}"
+                    ran += 1
+                stop_clean(srv)
+    print(f"    {ran} README examples of quotas and CORS answered as shown")
