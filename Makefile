@@ -66,7 +66,7 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 # run, test, bench), or with --check only names them and fails (make, make install, make check).
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
-            cmd:curl:curl cmd:promtool:prometheus
+            cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
 # The real frameworks and high precision: the differential test and the accuracy data.
 DEPS_DIFF = py:torch:python3-torch py:torchvision:python3-torchvision py:mpmath:python3-mpmath \

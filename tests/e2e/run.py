@@ -28,6 +28,7 @@ import tests_late_review2  # noqa: E402,F401
 import tests_auth  # noqa: E402,F401
 import tests_auth_attacks  # noqa: E402,F401
 import tests_tls  # noqa: E402,F401
+import tests_proxy  # noqa: E402,F401
 import tests_quota  # noqa: E402,F401
 import tests_client_auth  # noqa: E402,F401
 
