@@ -3,8 +3,10 @@
 
 usage: shared.py SERVER [--duration S] [--runs N] [--connections C] [--threads T]
 
-Four servers started here, one of each: plain HTTP; --auth-file (one token among 100, so that
-the check compares with every line of a file of a realistic size); HTTPS (--tls-cert, a
+Five servers started here, one of each: plain HTTP; --auth-file (one token among 100, so that
+the check compares with every line of a file of a realistic size); the same with quotas that
+never refuse (--rate-limit 1e9: every request takes from its token's bucket and its share of
+the queue, the cost of the quotas' bookkeeping); HTTPS (--tls-cert, a
 throwaway P-256 certificate made with openssl); both. wrk -tT -cC (keep-alive) POSTs the
 note's 4x5 example (examples/masked-mean.json) to /v1/loss on each, N runs interleaved;
 medians (min-max) of requests/s and p99, and the ratios to plain HTTP. Every answer must be
@@ -50,6 +52,8 @@ def main():
             token = token if i != 50 else out.stdout.strip()
         configs = [("plain", (), "http", None),
                    ("auth", ("--auth-file", tokens), "http", f"Bearer {token}"),
+                   ("auth+quota", ("--auth-file", tokens, "--rate-limit", "1000000000"), "http",
+                    f"Bearer {token}"),
                    ("tls", ("--tls-cert", cert, "--tls-key", key), "https", None),
                    ("auth+tls", ("--auth-file", tokens, "--tls-cert", cert, "--tls-key", key),
                     "https", f"Bearer {token}")]
@@ -71,7 +75,8 @@ def main():
                 p99 = statistics.median(r[2] for r in results[name])
                 print(f"{name:10} {statistics.median(rps):>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
                       f" {p99 * 1e3:>8.2f}ms {statistics.median(rps) / base:>8.2f}x")
-            print("targets: auth >= 0.95x plain; tls (keep-alive) >= 0.70x plain")
+            print("targets: auth >= 0.95x plain; tls (keep-alive) >= 0.70x plain; auth+quota "
+                  "about auth")
             for srv in servers:
                 rc = srv.stop()
                 if rc != 0:
