@@ -289,8 +289,16 @@ def proxy_nginx(args):
                 expect_error(via, status, "unauthorized" if status == 401 else "forbidden", "Authorization")
                 assert via[1]["www-authenticate"].startswith('Bearer realm="maskloss"'), via
                 same_as_direct(srv, via, "POST", "/v1/loss", NOTE, dict(JSON, **headers))
-            assert 'error="invalid_token"' in nx.request("GET", "/v1/losses", None, bearer("x", False))[1][
-                "www-authenticate"]
+            # A wrong token on a kept-alive connection: the server closes its own after the 401
+            # (Connection: close), nginx keeps the client's, and the next request on it is served.
+            conn = nx.connect()
+            st, h, _ = nx.request("POST", "/v1/loss", NOTE, bearer("x"), conn=conn)
+            assert st == 401 and 'error="invalid_token"' in h["www-authenticate"], (st, h)
+            assert srv.request("POST", "/v1/loss", NOTE, bearer("x"))[1].get("connection") == "close"
+            assert h.get("connection") == "keep-alive", h
+            st, _, b = nx.request("GET", "/v1/losses", None, bearer(s.job, False), conn=conn)
+            assert st == 200 and any(x["name"] == "sigmoid_cross_entropy" for x in b["losses"]), st
+            conn.close()
             # A 405 with its Allow; a v2 answer in binary with its Inference-Header-Content-Length.
             via = nx.request("GET", "/v1/loss", None, bearer(s.job, False))
             expect_error(via, 405, "method_not_allowed")
