@@ -64,7 +64,7 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 
 # Debian packages behind each pkg-config name. scripts/deps.sh installs missing ones (make deps,
 # run, test, bench), or with --check only names them and fails (make, make install, make check).
-DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev
+DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev gnutls:libgnutls28-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
@@ -80,6 +80,9 @@ JANSSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 JANSSON_LIBS = $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null)
 CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
+# The CLI's https:// (cli/tls.c).
+GNUTLS_CFLAGS = $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
+GNUTLS_LIBS = $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null)
 SERVER_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd libuv jansson sqlite3 2>/dev/null)
 SERVER_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd libuv jansson sqlite3 2>/dev/null)
 
@@ -158,7 +161,7 @@ $(BUILD)/proto/%.o: proto/%.c
 
 $(BUILD)/cli/%.o: cli/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) $(GNUTLS_CFLAGS) -c $< -o $@
 
 $(BUILD)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
@@ -180,13 +183,16 @@ $(BUILD)/$(SONAME) $(BUILD)/libmaskloss.so: $(LIBSO)
 	ln -sf $(notdir $(LIBSO)) $@
 
 $(CLI): $(CLI_OBJ) $(PROTO_OBJ) $(LIBA)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(PROTO_OBJ) $(LIBA) $(JANSSON_LIBS) $(GNUTLS_LIBS) -lm
 
 $(SERVER): $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(SERVER_OBJ) $(PROTO_OBJ) $(LIBA) $(SERVER_LIBS) -lm
 
 # test_alloc fails the N-th allocation of the statically linked library and protocol objects.
 $(BUILD)/tests/test_alloc: LDFLAGS_ALL += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+# test_credentials: the CLI's token and CA-file reading (cli/credentials.c).
+$(BUILD)/tests/test_credentials: $(BUILD)/cli/credentials.o
+$(BUILD)/tests/test_credentials: LDFLAGS_ALL += $(BUILD)/cli/credentials.o
 # test_quota: the server's quotas and --cors-origin list (server/quota.c, server/origin.c).
 $(BUILD)/tests/test_quota: $(BUILD)/server/quota.o $(BUILD)/server/origin.o
 $(BUILD)/tests/test_quota: LDFLAGS_ALL += $(BUILD)/server/quota.o $(BUILD)/server/origin.o

@@ -1,8 +1,10 @@
 /*
- * http_client.c -- HTTP/1.1 requests over plain sockets (RFC 9112), for `maskloss monitor`.
+ * http_client.c -- HTTP/1.1 requests over plain sockets or TLS (RFC 9112, RFC 9110 4.2.2),
+ * for `maskloss monitor`.
  *
  * The socket stays non-blocking from the connect on, and every wait goes through poll() with
- * the caller's timeout: a server that accepts and never answers cannot hang the command.
+ * the caller's timeout, the TLS handshake's included: a server that accepts and never answers
+ * cannot hang the command.
  */
 #include "http_client.h"
 
@@ -18,6 +20,11 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+#include "tls.h"
+
+/* conn_send and conn_recv: nothing moved, wait for the events given. */
+#define WOULD_BLOCK (-100)
 
 static void say(char *why, size_t why_len, const char *fmt, ...)
 {
@@ -37,12 +44,9 @@ int http_url_parse(const char *url, struct http_url *u, char *why, size_t why_le
     const char *scheme_end = strstr(url, "://");
     if (scheme_end) {
         size_t n = (size_t)(scheme_end - url);
-        if (n == 5 && !strncasecmp(url, "https", 5)) {
-            say(why, why_len, "%s: https is not supported yet; use http://", url);
-            return HTTP_EURL;
-        }
-        if (n != 4 || strncasecmp(url, "http", 4)) {
-            say(why, why_len, "%s: the URL must start with http://", url);
+        u->tls = n == 5 && !strncasecmp(url, "https", 5);
+        if (!u->tls && (n != 4 || strncasecmp(url, "http", 4))) {
+            say(why, why_len, "%s: the URL must start with http:// or https://", url);
             return HTTP_EURL;
         }
         p = scheme_end + 3;
@@ -98,7 +102,7 @@ int http_url_parse(const char *url, struct http_url *u, char *why, size_t why_le
         }
         snprintf(u->port, sizeof(u->port), "%lu", v);
     } else {
-        strcpy(u->port, "80");
+        strcpy(u->port, u->tls ? "443" : "80");
     }
     const char *path = p + alen;
     if (*path == '?' || *path == '#') {
@@ -129,6 +133,9 @@ void http_url_authority(const struct http_url *u, char *out, size_t out_len)
 
 struct conn {
     int fd;
+    struct tls_session *tls; /* NULL for http:// */
+    int unclean_close;       /* the TLS peer closed without close_notify */
+    size_t received;         /* bytes of the answer so far, for messages */
     int timeout_ms;
     const char *peer; /* HOST:PORT, for messages */
     char *why;
@@ -221,25 +228,87 @@ static int open_conn(struct conn *c, const struct http_url *u)
     return 0;
 }
 
+/* The TLS handshake on c->fd, the certificate verified: 0, or a negative code. */
+static int start_tls(struct conn *c, const struct http_client *cl, const struct http_url *u)
+{
+    if (!cl->trust) {
+        say(c->why, c->why_len, "%s: https:// needs a trust store (internal error)", c->peer);
+        return HTTP_ETLS;
+    }
+    int rc = tls_session_new(&c->tls, cl->trust, c->fd, u->host, c->peer, c->why, c->why_len);
+    short events = 0;
+    while (rc == 0 && (rc = tls_handshake(c->tls, &events)) == TLS_AGAIN)
+        if ((rc = wait_for(c, events)))
+            return rc;
+    switch (rc) {
+    case 0:
+        return 0;
+    case TLS_ECERT:
+        return HTTP_ECERT;
+    case TLS_ENOMEM:
+        return HTTP_ENOMEM;
+    default:
+        return HTTP_ETLS;
+    }
+}
+
+/* A send or recv on the plain socket failed (errno): WOULD_BLOCK, or HTTP_EIO with why. */
+static ssize_t socket_failed(struct conn *c, const char *doing)
+{
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return WOULD_BLOCK;
+    say(c->why, c->why_len, "%s %s: %s", doing, c->peer, strerror(errno));
+    return HTTP_EIO;
+}
+
+/* Sends up to len bytes: how many (> 0), WOULD_BLOCK with *events, or a negative code. */
+static ssize_t conn_send(struct conn *c, const char *data, size_t len, short *events)
+{
+    *events = POLLOUT;
+    if (c->tls) {
+        ssize_t n = tls_send(c->tls, data, len, events);
+        return n == TLS_AGAIN ? WOULD_BLOCK : n < 0 ? HTTP_EIO : n;
+    }
+    ssize_t n;
+    do
+        n = send(c->fd, data, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n >= 0 ? n : socket_failed(c, "sending to");
+}
+
+/* Receives up to len bytes: how many (> 0), 0 at the peer's close, WOULD_BLOCK with *events,
+ * or a negative code. */
+static ssize_t conn_recv(struct conn *c, char *buf, size_t len, short *events)
+{
+    *events = POLLIN;
+    if (c->tls) {
+        int clean = 1;
+        ssize_t n = tls_recv(c->tls, buf, len, events, &clean);
+        c->unclean_close = !clean;
+        return n == TLS_AGAIN ? WOULD_BLOCK : n < 0 ? HTTP_EIO : n;
+    }
+    ssize_t n;
+    do
+        n = recv(c->fd, buf, len, 0);
+    while (n < 0 && errno == EINTR);
+    return n >= 0 ? n : socket_failed(c, "receiving from");
+}
+
 static int send_all(struct conn *c, const char *data, size_t len)
 {
     while (len) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            data += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_for(c, POLLOUT);
+        short events;
+        ssize_t n = conn_send(c, data, len, &events);
+        if (n == WOULD_BLOCK) {
+            int rc = wait_for(c, events);
             if (rc)
                 return rc;
             continue;
         }
-        say(c->why, c->why_len, "sending to %s: %s", c->peer, strerror(errno));
-        return HTTP_EIO;
+        if (n < 0)
+            return (int)n;
+        data += n;
+        len -= (size_t)n;
     }
     return 0;
 }
@@ -251,29 +320,33 @@ static int fill(struct conn *c)
     if (c->pos == c->len)
         c->pos = c->len = 0;
     for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
-        if (n > 0) {
-            c->len += (size_t)n;
-            return 1;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int rc = wait_for(c, POLLIN);
+        short events;
+        ssize_t n = conn_recv(c, c->buf + c->len, sizeof(c->buf) - c->len, &events);
+        if (n == WOULD_BLOCK) {
+            int rc = wait_for(c, events);
             if (rc)
                 return rc;
             continue;
         }
-        say(c->why, c->why_len, "receiving from %s: %s", c->peer, strerror(errno));
-        return HTTP_EIO;
+        if (n <= 0)
+            return (int)n;
+        c->len += (size_t)n;
+        c->received += (size_t)n;
+        return 1;
     }
 }
 
 static int closed_early(struct conn *c)
 {
-    say(c->why, c->why_len, "%s closed the connection before the answer was complete", c->peer);
+    if (!c->received && !c->tls)
+        /* What maskloss-server does on its TLS port with a request in clear (no HTTP answer
+         * there: it could be read by anyone on the way). */
+        say(c->why, c->why_len,
+            "%s closed the connection without answering (an https:// server? a TLS port "
+            "takes no plain HTTP)",
+            c->peer);
+    else
+        say(c->why, c->why_len, "%s closed the connection before the answer was complete", c->peer);
     return HTTP_EIO;
 }
 
@@ -348,6 +421,7 @@ struct head {
     int has_length;
     size_t length;
     char content_type[128];
+    char retry_after[32];
 };
 
 static int is_token_char(char ch)
@@ -438,6 +512,8 @@ static int read_head(struct conn *c, struct head *h, char *line, size_t *budget)
             h->chunked = !strcasecmp(value, "chunked");
         } else if (!strcasecmp(line, "Content-Type")) {
             snprintf(h->content_type, sizeof(h->content_type), "%s", value);
+        } else if (!strcasecmp(line, "Retry-After")) {
+            snprintf(h->retry_after, sizeof(h->retry_after), "%s", value);
         }
     }
 }
@@ -539,6 +615,7 @@ static int read_answer(struct conn *c, const char *method, struct http_response 
     }
     r->status = h.status;
     memcpy(r->content_type, h.content_type, sizeof(r->content_type));
+    memcpy(r->retry_after, h.retry_after, sizeof(r->retry_after));
     if ((rc = body_reserve(c, r, &cap, 0)))
         goto done;
     if (!strcmp(method, "HEAD") || h.status == 204 || h.status == 304) {
@@ -557,6 +634,8 @@ static int read_answer(struct conn *c, const char *method, struct http_response 
                     rc = got;
                     break;
                 }
+                if (got == 0 && c->unclean_close)
+                    rc = closed_early(c); /* a truncation cannot be told from the end */
                 if (got == 0)
                     break;
             }
@@ -577,8 +656,8 @@ done:
 
 /* ---- Request --------------------------------------------------------------------------------- */
 
-int http_request(const struct http_url *u, const char *method, const char *target,
-                 const char *content_type, const char *body, size_t body_len, int timeout_ms,
+int http_request(const struct http_client *cl, const struct http_url *u, const char *method,
+                 const char *target, const char *content_type, const char *body, size_t body_len,
                  struct http_response *resp, char *why, size_t why_len)
 {
     memset(resp, 0, sizeof(*resp));
@@ -590,18 +669,21 @@ int http_request(const struct http_url *u, const char *method, const char *targe
         return HTTP_ENOMEM;
     }
     memset(c, 0, sizeof(*c));
-    c->timeout_ms = timeout_ms;
+    c->timeout_ms = cl->timeout_ms;
     c->peer = peer;
     c->why = why;
     c->why_len = why_len;
     c->fd = -1;
     char *head = NULL;
     int rc = open_conn(c, u);
+    if (!rc && u->tls)
+        rc = start_tls(c, cl, u);
     if (rc)
         goto done;
     /* The Host field names the port always: the server may sit behind a port mapping. */
     size_t cap = strlen(method) + strlen(u->base) + strlen(target) + strlen(peer) +
-                 (content_type ? strlen(content_type) : 0) + 256;
+                 (content_type ? strlen(content_type) : 0) + (cl->token ? strlen(cl->token) : 0) +
+                 256;
     head = malloc(cap);
     if (!head) {
         say(why, why_len, "out of memory");
@@ -612,6 +694,8 @@ int http_request(const struct http_url *u, const char *method, const char *targe
                      "%s %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: maskloss\r\n"
                      "Accept: application/json\r\nConnection: close\r\n",
                      method, u->base, target, peer);
+    if (cl->token)
+        n += snprintf(head + n, cap - (size_t)n, "Authorization: Bearer %s\r\n", cl->token);
     if (content_type)
         n += snprintf(head + n, cap - (size_t)n, "Content-Type: %s\r\nContent-Length: %zu\r\n",
                       content_type, body_len);
@@ -639,6 +723,7 @@ done:
         http_response_free(resp);
         memset(resp, 0, sizeof(*resp));
     }
+    tls_session_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     free(head);

@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "credentials.h"
 #include "http_client.h"
+#include "tls.h"
 
 #define EXIT_LOCAL 1   /* a local failure: a file, memory, standard output */
 #define EXIT_HTTP 2    /* the server answered with an error (like a rejected `maskloss eval`) */
-#define EXIT_CONNECT 3 /* no answer: cannot resolve, connect, send or read, or not HTTP */
+#define EXIT_CONNECT 3 /* no answer (cannot resolve, connect, send or read; not HTTP; TLS) */
 #define EXIT_USAGE 64
 
 #define DEFAULT_SERVER "http://127.0.0.1:8080"
@@ -37,6 +39,7 @@ static const char monitor_usage[] =
     "       maskloss monitor list\n"
     "       maskloss monitor delete NAME\n"
     "  every command also takes [--server URL] [--timeout SECONDS]\n"
+    "                           [--token TOKEN | --token-file PATH] [--cacert FILE]\n"
     "\n"
     "The monitors of a running maskloss-server: a loss tracked over time, per slice, with\n"
     "drift (the server's README, \"Monitors\").\n"
@@ -55,23 +58,41 @@ static const char monitor_usage[] =
     "  list      GET /v1/monitors: every monitor and its config.\n"
     "  delete    DELETE /v1/monitors/NAME, with its data.\n"
     "\n"
-    "  --server URL      http://HOST[:PORT][/PREFIX] (default $MASKLOSS_SERVER, else\n"
-    "                    " DEFAULT_SERVER "); no https yet.\n"
-    "  --timeout SECONDS give up on a server silent this long (connect, each read; default 30).\n"
+    "  --server URL      http://HOST[:PORT][/PREFIX] or https://... (default $MASKLOSS_SERVER,\n"
+    "                    else " DEFAULT_SERVER "). https:// speaks TLS 1.2 or 1.3 and sends\n"
+    "                    nothing before the server's certificate is verified, and found to be\n"
+    "                    for HOST (a name, or an address the certificate lists).\n"
+    "  --timeout SECONDS give up on a server silent this long (connect, TLS handshake, each\n"
+    "                    read; default 30).\n"
+    "  --token TOKEN     send 'Authorization: Bearer TOKEN' with every request, for a server\n"
+    "                    started with --auth-file (default $MASKLOSS_TOKEN; the option wins).\n"
+    "                    Printable ASCII without spaces, at most 256 bytes; never printed.\n"
+    "  --token-file PATH the token read from PATH, alone on its line: out of the command line\n"
+    "                    that ps shows (--token-file <(pass show maskloss) works too).\n"
+    "  --cacert FILE     for https://, trust the PEM certificates of FILE (the CA that signed\n"
+    "                    the server's certificate, or a self-signed one itself) instead of\n"
+    "                    the system's trust store (default $MASKLOSS_CACERT).\n"
     "\n"
     "Output: the server's JSON answer on standard output, on one line for create and observe,\n"
     "indented for show, series and list; nothing for delete.\n"
-    "Exit status: 0 the server answered 2xx; 1 a local failure (reading FILE, memory, writing\n"
-    "the output); 2 the server answered an error: its error object {\"error\", \"code\",\n"
-    "\"field\"} is printed on standard error; 3 the server could not be reached or its answer\n"
-    "not read (\"cannot connect to 127.0.0.1:8080: Connection refused\"); 64 a usage mistake.\n";
+    "Exit status: 0 the server answered 2xx; 1 a local failure (reading FILE, --token-file or\n"
+    "--cacert, memory, writing the output); 2 the server answered an error (401 unauthorized:\n"
+    "no token or not one of the server's; 403 forbidden: the token lacks the scope; 429 too\n"
+    "many requests; ...): its error object {\"error\", \"code\", \"field\"} is printed on\n"
+    "standard error; 3 the server could not be reached or its answer not read (\"cannot\n"
+    "connect to 127.0.0.1:8080: Connection refused\"), or TLS failed (the handshake, a\n"
+    "certificate not trusted, a host name mismatch); 64 a usage mistake, a token that cannot\n"
+    "be sent included.\n";
 
 /* ---- Options ----------------------------------------------------------------------------- */
 
 enum {
     OPT_SERVER = 256,
     OPT_TIMEOUT,
-    OPT_CONFIG,
+    OPT_TOKEN,
+    OPT_TOKEN_FILE,
+    OPT_CACERT,
+    OPT_CONFIG, /* from here on, the options of some commands only */
     OPT_FORCE,
     OPT_TIME,
     OPT_SLICE,
@@ -86,6 +107,9 @@ static const struct option monitor_options[] = {
     {"help", no_argument, NULL, 'h'},
     {"server", required_argument, NULL, OPT_SERVER},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"token", required_argument, NULL, OPT_TOKEN},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"cacert", required_argument, NULL, OPT_CACERT},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"force", no_argument, NULL, OPT_FORCE},
     {"time", required_argument, NULL, OPT_TIME},
@@ -123,6 +147,9 @@ static const struct {
 struct args {
     enum command cmd;
     const char *server, *config, *time, *id, *step, *from, *to, *class_;
+    const char *token, *token_file, *cacert;
+    int cacert_given; /* --cacert, not $MASKLOSS_CACERT (which is for https:// URLs only) */
+    char token_read[CRED_TOKEN_MAX + 1]; /* the token of --token-file */
     const char *name, *file;
     const char *slices[MAX_SLICES];
     size_t num_slices;
@@ -148,6 +175,39 @@ static int parse_timeout(const char *v, int *ms)
     *ms = (int)(s * 1000 + 0.5);
     if (*ms < 1)
         *ms = 1;
+    return 0;
+}
+
+/* a->token from --token, --token-file or $MASKLOSS_TOKEN, in that order, checked: 0, or an
+ * exit status after a message that names where the token came from, never the token. */
+static int resolve_token(struct args *a)
+{
+    const char *source = "--token", *problem;
+    if (a->token && a->token_file)
+        return usage_error("give --token or --token-file, not %s", "both");
+    if (a->token_file) {
+        int rc = cred_token_from_file(a->token_file, a->token_read, &problem);
+        if (rc == CRED_EREAD) {
+            fprintf(stderr, "maskloss monitor: --token-file %s: cannot read it: %s\n",
+                    a->token_file, problem);
+            return EXIT_LOCAL;
+        }
+        if (rc) {
+            fprintf(stderr, "maskloss monitor: --token-file %s: %s\n", a->token_file, problem);
+            return EXIT_USAGE;
+        }
+        a->token = a->token_read;
+        return 0;
+    }
+    if (!a->token) {
+        const char *env = getenv("MASKLOSS_TOKEN");
+        a->token = env && *env ? env : NULL;
+        source = "$MASKLOSS_TOKEN";
+    }
+    if (a->token && (problem = cred_token_problem(a->token))) {
+        fprintf(stderr, "maskloss monitor: %s: %s\n", source, problem);
+        return EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -184,6 +244,16 @@ static int parse_args(int argc, char **argv, struct args *a)
         case OPT_TIMEOUT:
             if (parse_timeout(optarg, &a->timeout_ms))
                 return usage_error("--timeout takes seconds (0 < S <= 86400), not '%s'", optarg);
+            break;
+        case OPT_TOKEN:
+            a->token = optarg;
+            break;
+        case OPT_TOKEN_FILE:
+            a->token_file = optarg;
+            break;
+        case OPT_CACERT:
+            a->cacert = optarg;
+            a->cacert_given = 1;
             break;
         case OPT_CONFIG:
             a->config = optarg;
@@ -243,7 +313,11 @@ static int parse_args(int argc, char **argv, struct args *a)
         const char *env = getenv("MASKLOSS_SERVER");
         a->server = env && *env ? env : DEFAULT_SERVER;
     }
-    return 0;
+    if (!a->cacert) {
+        const char *env = getenv("MASKLOSS_CACERT");
+        a->cacert = env && *env ? env : NULL;
+    }
+    return resolve_token(a);
 }
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
@@ -408,20 +482,51 @@ static int is_json(const struct http_response *r)
     return !strncmp(r->content_type, "application/json", 16);
 }
 
+/* Writes len bytes of s to f with every copy of token (NULL: none) written as "<token>": an
+ * error page may quote the request's headers back (a proxy's, a debugging server's), and what
+ * this command prints ends up in terminals and CI logs. */
+static void write_redacted(FILE *f, const char *s, size_t len, const char *token)
+{
+    size_t tlen = token ? strlen(token) : 0;
+    size_t i = 0;
+    while (i < len) {
+        if (tlen && len - i >= tlen && !memcmp(s + i, token, tlen)) {
+            fputs("<token>", f);
+            i += tlen;
+        } else {
+            fputc(s[i++], f);
+        }
+    }
+}
+
+/* An error answer on standard error: the server's error object as it came, else (a proxy's
+ * page?) the status and a bounded part of the body; then what the command can add. */
+static void report_error(const struct http_response *r, const char *token)
+{
+    if (is_json(r) && r->body_len) {
+        write_redacted(stderr, r->body, r->body_len, token);
+        fputc('\n', stderr);
+    } else {
+        size_t shown = r->body_len > 1024 ? 1024 : r->body_len;
+        fprintf(stderr, "maskloss monitor: HTTP %d%s", r->status, shown ? ": " : "");
+        write_redacted(stderr, r->body, shown, token);
+        fputc('\n', stderr);
+    }
+    if (r->status == 401 && !token)
+        fputs("maskloss monitor: the server needs a token: --token, --token-file or "
+              "$MASKLOSS_TOKEN\n",
+              stderr);
+    if (r->retry_after[0]) /* 429 too_many_requests, 503 */
+        fprintf(stderr, "maskloss monitor: the server asks to retry after %s%s\n", r->retry_after,
+                strspn(r->retry_after, "0123456789") == strlen(r->retry_after) ? " s" : "");
+}
+
 /* Prints an answer: a 2xx on standard output (indented or as it came), an error on standard
  * error. Returns the exit status. */
-static int report(const struct http_response *r, int indented)
+static int report(const struct http_response *r, int indented, const char *token)
 {
     if (r->status < 200 || r->status > 299) {
-        if (is_json(r) && r->body_len) {
-            fwrite(r->body, 1, r->body_len, stderr);
-            fputc('\n', stderr);
-        } else {
-            /* Not the server's error object (a proxy's page?): the status and a bounded part. */
-            int shown = r->body_len > 1024 ? 1024 : (int)r->body_len;
-            fprintf(stderr, "maskloss monitor: HTTP %d%s%.*s\n", r->status, shown ? ": " : "",
-                    shown, r->body);
-        }
+        report_error(r, token);
         return EXIT_HTTP;
     }
     if (r->body_len) {
@@ -438,18 +543,18 @@ write_failed:
     return EXIT_LOCAL;
 }
 
-static int exchange(const struct args *a, const struct http_url *u, const char *method,
+static int exchange(const struct http_client *cl, const struct http_url *u, const char *method,
                     const char *target, const char *body, size_t body_len, int indented)
 {
     struct http_response r;
     char why[512];
-    int rc = http_request(u, method, target, body ? "application/json" : NULL, body, body_len,
-                          a->timeout_ms, &r, why, sizeof(why));
+    int rc = http_request(cl, u, method, target, body ? "application/json" : NULL, body, body_len,
+                          &r, why, sizeof(why));
     if (rc) {
         fprintf(stderr, "maskloss monitor: %s\n", why);
         return rc == HTTP_ENOMEM ? EXIT_LOCAL : EXIT_CONNECT;
     }
-    int status = report(&r, indented);
+    int status = report(&r, indented, cl->token);
     http_response_free(&r);
     return status;
 }
@@ -548,7 +653,84 @@ done:
     return out;
 }
 
+/* The trust of an https:// URL: --cacert's certificates, else the system's store. 0 with *t
+ * set, or an exit status after a message. */
+static int load_trust(const struct args *a, struct tls_trust **t)
+{
+    char why[512];
+    const char *problem = NULL;
+    size_t len = 0;
+    char *pem = NULL;
+    if (a->cacert && !(pem = cred_read_file(a->cacert, CRED_CAFILE_MAX, &len, &problem))) {
+        fprintf(stderr, "maskloss monitor: --cacert %s: cannot read it: %s\n", a->cacert, problem);
+        return EXIT_LOCAL;
+    }
+    int rc = tls_trust_new(t, pem, len, why, sizeof(why));
+    free(pem);
+    if (rc) {
+        fprintf(stderr, "maskloss monitor: %s%s: %s\n", a->cacert ? "--cacert " : "",
+                a->cacert ? a->cacert : "the system's trust store", why);
+        return EXIT_LOCAL;
+    }
+    return 0;
+}
+
 /* ---- The command ---------------------------------------------------------------------------- */
+
+/* The command of a, its request sent with cl to u: the exit status. */
+static int run(const struct args *a, const struct http_client *cl, const struct http_url *u)
+{
+    int status;
+    char target[4096] = "/v1/monitors";
+    if (a->name &&
+        (append(target, sizeof(target), "/") || append_escaped(target, sizeof(target), a->name)))
+        return usage_error("the monitor's name is too long: '%.60s...'", a->name);
+    switch (a->cmd) {
+    case CMD_CREATE: {
+        size_t len = 0;
+        char *config = read_input(a->config, &len);
+        if (!config)
+            return EXIT_LOCAL;
+        if (a->force)
+            append(target, sizeof(target), "?force=true");
+        status = exchange(cl, u, "PUT", target, config, len, 0);
+        free(config);
+        return status;
+    }
+    case CMD_OBSERVE: {
+        size_t len = 0;
+        char *body = observation(a, &len, &status);
+        if (!body)
+            return status;
+        append(target, sizeof(target), "/observe");
+        status = exchange(cl, u, "POST", target, body, len, 0);
+        free(body);
+        return status;
+    }
+    case CMD_SERIES: {
+        int too_long = append(target, sizeof(target), "/series");
+        if (a->step)
+            too_long |= append_query(target, sizeof(target), "step", a->step);
+        if (a->from)
+            too_long |= append_query(target, sizeof(target), "from", a->from);
+        if (a->to)
+            too_long |= append_query(target, sizeof(target), "to", a->to);
+        for (size_t i = 0; i < a->num_slices; i++)
+            too_long |= append_query(target, sizeof(target), "slice", a->slices[i]);
+        if (a->class_)
+            too_long |= append_query(target, sizeof(target), "class", a->class_);
+        if (too_long)
+            return usage_error("the query is over %s bytes", "4 KiB");
+        return exchange(cl, u, "GET", target, NULL, 0, 1);
+    }
+    case CMD_SHOW:
+    case CMD_LIST:
+        return exchange(cl, u, "GET", target, NULL, 0, 1);
+    case CMD_DELETE:
+        return exchange(cl, u, "DELETE", target, NULL, 0, 0);
+    }
+    return EXIT_USAGE;
+}
 
 int maskloss_monitor(int argc, char **argv)
 {
@@ -567,53 +749,14 @@ int maskloss_monitor(int argc, char **argv)
         fprintf(stderr, "maskloss monitor: --server %s\n", why);
         return EXIT_USAGE;
     }
-    char target[4096] = "/v1/monitors";
-    if (a.name &&
-        (append(target, sizeof(target), "/") || append_escaped(target, sizeof(target), a.name)))
-        return usage_error("the monitor's name is too long: '%.60s...'", a.name);
-    switch (a.cmd) {
-    case CMD_CREATE: {
-        size_t len = 0;
-        char *config = read_input(a.config, &len);
-        if (!config)
-            return EXIT_LOCAL;
-        if (a.force)
-            append(target, sizeof(target), "?force=true");
-        status = exchange(&a, &u, "PUT", target, config, len, 0);
-        free(config);
+    if (!u.tls && a.cacert_given)
+        return usage_error("--cacert is for https:// URLs; --server %s is http://", a.server);
+    struct http_client cl = {.timeout_ms = a.timeout_ms, .token = a.token};
+    struct tls_trust *trust = NULL;
+    if (u.tls && (status = load_trust(&a, &trust)))
         return status;
-    }
-    case CMD_OBSERVE: {
-        size_t len = 0;
-        char *body = observation(&a, &len, &status);
-        if (!body)
-            return status;
-        append(target, sizeof(target), "/observe");
-        status = exchange(&a, &u, "POST", target, body, len, 0);
-        free(body);
-        return status;
-    }
-    case CMD_SERIES: {
-        int too_long = append(target, sizeof(target), "/series");
-        if (a.step)
-            too_long |= append_query(target, sizeof(target), "step", a.step);
-        if (a.from)
-            too_long |= append_query(target, sizeof(target), "from", a.from);
-        if (a.to)
-            too_long |= append_query(target, sizeof(target), "to", a.to);
-        for (size_t i = 0; i < a.num_slices; i++)
-            too_long |= append_query(target, sizeof(target), "slice", a.slices[i]);
-        if (a.class_)
-            too_long |= append_query(target, sizeof(target), "class", a.class_);
-        if (too_long)
-            return usage_error("the query is over %s bytes", "4 KiB");
-        return exchange(&a, &u, "GET", target, NULL, 0, 1);
-    }
-    case CMD_SHOW:
-    case CMD_LIST:
-        return exchange(&a, &u, "GET", target, NULL, 0, 1);
-    case CMD_DELETE:
-        return exchange(&a, &u, "DELETE", target, NULL, 0, 0);
-    }
-    return EXIT_USAGE;
+    cl.trust = trust;
+    status = run(&a, &cl, &u);
+    tls_trust_free(trust);
+    return status;
 }

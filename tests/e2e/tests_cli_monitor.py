@@ -258,7 +258,7 @@ def cli_monitor_failures(args):
                         (["observe", "a", "--config", "x"], "--config does not apply"),
                         (["create", "a"], "needs --config"),
                         (["frob"], "unknown command 'frob'"),
-                        (["list", "--server", "https://h"], "https is not supported yet"),
+                        (["list", "--server", "ftp://h"], "must start with http:// or https://"),
                         (["list", "--server", "http://h:0"], "port must be a number"),
                         (["list", "--timeout", "0"], "--timeout takes seconds"),
                         (["observe", "a", "--slice", "novalue"], "--slice takes KEY=VALUE"),
