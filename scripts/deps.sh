@@ -4,7 +4,7 @@
 # Each SPEC names how to check for a dependency and the Debian package that provides it:
 #   PKG-CONFIG-NAME:DEBIAN-PACKAGE     a library, checked with pkg-config
 #   py:MODULE:DEBIAN-PACKAGE           a module of Debian's /usr/bin/python3
-#   cmd:COMMAND:DEBIAN-PACKAGE         a program on the PATH
+#   cmd:COMMAND:DEBIAN-PACKAGE         a program on the PATH (or in /usr/sbin, /sbin)
 # Missing ones are installed with apt-get when we run as root (a fresh machine or CI: make deps,
 # run, test, bench); otherwise, and always with --check (make, make install, make check), each
 # is named with its Debian package, the apt-get command to run is printed, and we fail.
@@ -39,7 +39,8 @@ for spec in "$@"; do
         rest=${spec#cmd:}
         cmd=${rest%%:*}
         deb=${rest#*:}
-        command -v "$cmd" >/dev/null 2>&1 || add "$deb" "command $cmd"
+        # (/usr/sbin too: Debian puts nginx there, off an ordinary user's PATH)
+        PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || add "$deb" "command $cmd"
         ;;
     *)
         pc=${spec%%:*}
