@@ -870,8 +870,8 @@ static int admit(struct request *r, const char *method, const char *url)
 
 /*
  * --cors-origin: keeps the request's Origin when it is allowed, and recognizes a preflight
- * (OPTIONS with Access-Control-Request-Method: Fetch's CORS protocol). 0, or -1 with a
- * refusal set: a preflight from an origin not allowed, answered 403 so that the page's
+ * (OPTIONS with Access-Control-Request-Method and no body: Fetch's CORS protocol). 0, or -1
+ * with a refusal set: a preflight from an origin not allowed, answered 403 so that the page's
  * developer reads why rather than a browser's generic CORS failure.
  */
 static int cors(struct request *r, const char *method)
@@ -882,9 +882,14 @@ static int cors(struct request *r, const char *method)
                   mls_origin_allowed(r->srv->cfg.cors_origins, origin);
     if (allowed)
         snprintf(r->origin, sizeof(r->origin), "%s", origin);
+    /* A browser's preflight never has a body. One announced is not a preflight but a request
+     * like any other, held to its token: a preflight skips the token and the memory budget,
+     * and the body of a compute route would be stored. */
     if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) || r->route == MLS_ROUTE_OTHER ||
         !MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                     MHD_HTTP_HEADER_ACCESS_CONTROL_REQUEST_METHOD))
+                                     MHD_HTTP_HEADER_ACCESS_CONTROL_REQUEST_METHOD) ||
+        r->content_length ||
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
         return 0;
     if (!allowed) {
         early(r, MLS_ERR_FORBIDDEN, "Origin",

@@ -30,6 +30,7 @@ import tests_auth_attacks  # noqa: E402,F401
 import tests_tls  # noqa: E402,F401
 import tests_proxy  # noqa: E402,F401
 import tests_quota  # noqa: E402,F401
+import tests_quota_attacks  # noqa: E402,F401
 import tests_client_auth  # noqa: E402,F401
 import tests_cli_auth  # noqa: E402,F401
 

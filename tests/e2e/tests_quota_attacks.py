@@ -1,0 +1,176 @@
+"""End-to-end tests of the shared endpoint's quotas and CORS (issue 14), reviewed adversarially:
+reproducers of what escaped them, and the attacks that held. Expected behaviour is the README's
+contract (a request is held to its token's quota; CORS only tells browsers what a page may
+read; --max-inflight-bytes bounds the bodies held), not read from the server's code."""
+import json
+import os
+import socket
+import struct
+import tempfile
+import time
+
+from common import expect_error, metric_value, stop_clean, test
+from server import Server, raw
+from tests_auth import call, new_token
+from tests_hardening import answer_now
+
+SMALL = {"loss": "sigmoid_cross_entropy", "labels": [1, 0], "logits": [0.5, -1]}
+SMALL_BYTES = json.dumps(SMALL).encode()
+# -log(sigmoid(0.5)) and -log(1 - sigmoid(-1)), averaged: SMALL's loss by hand
+SMALL_LOSS = 0.39366935193538666
+APP = "https://app.example.com"
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@test
+def quota_attack_preflight_body_not_held(args):
+    """A preflight has no body (Fetch): an OPTIONS with Access-Control-Request-Method from a
+    listed origin that announces one is not a preflight, and is held to the rules of any
+    request. Before the fix it was answered 204 without a token after its whole body was
+    stored (up to --max-body-bytes a connection, outside --max-inflight-bytes): anyone who
+    knows the page's origin could make the server hold 32 MiB a connection without a token.
+    Now, without a token it is 401 from its headers, before its body; with one, 405 (OPTIONS
+    is not a method of /v1/loss) and its body is dropped as it arrives, never stored."""
+    big = 32 << 20
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tokens")
+        alice = new_token(args, path, "alice", "evaluate")
+        with Server(args.server, "--auth-file", path, "--cors-origin", APP, "--max-body-bytes", "32M",
+                    "--max-inflight-bytes", "8M", "--max-inflight-bytes-per-ip", "4M") as srv:
+            head = (b"OPTIONS /v1/loss HTTP/1.1\r\nHost: x\r\nOrigin: " + APP.encode() +
+                    b"\r\nAccess-Control-Request-Method: POST\r\nContent-Length: %d\r\n")
+            # without a token: refused from the headers, not a byte of the body read
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(head % big + b"\r\n")
+            got = answer_now(s, 5)
+            s.close()
+            assert got is not None, "no answer before the body: the server waits to store it"
+            assert got[0] == 401, got[:2]
+            assert got[1].get("access-control-allow-origin") == APP, got[1]
+            # with a token: the bodies are read and dropped, not stored
+            before = rss_mib(srv.proc.pid)
+            socks = []
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+                s.sendall(head % big + b"Authorization: Bearer " + alice.encode() + b"\r\n\r\n")
+                s.sendall(b" " * (big - 1))
+                socks.append(s)
+            time.sleep(0.5)
+            grown = rss_mib(srv.proc.pid) - before
+            statuses = []
+            for s in socks:
+                s.sendall(b" ")
+                got = answer_now(s, 10)
+                statuses.append(got and got[0])
+                s.close()
+            assert grown < 16, f"the server grew by {grown:.0f} MiB holding 4 preflights' bodies"
+            assert statuses == [405] * 4, statuses
+            # a real preflight (no body) is still answered without a token
+            st, h, _ = srv.request("OPTIONS", "/v1/loss", None,
+                                   {"Origin": APP, "Access-Control-Request-Method": "POST"})
+            assert st == 204 and h.get("access-control-allow-origin") == APP, (st, h)
+            st, h, _ = srv.request("OPTIONS", "/v1/loss", "",
+                                   {"Origin": APP, "Access-Control-Request-Method": "POST",
+                                    "Content-Length": "0"})
+            assert st == 204, (st, h)
+            stop_clean(srv)
+
+
+def odd_requests(srv, auth, heavy):
+    """Requests of a token that end in every way but a plain answer: refused from their
+    headers after the quota was taken, refused after their body, cut by the client mid-body or
+    while a worker has them, timed out, pipelined."""
+    post = b"POST /v1/loss HTTP/1.1\r\nHost: x\r\n" + auth
+    cases = [
+        post + b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(SMALL_BYTES) + SMALL_BYTES,
+        b"HEAD /v1/loss HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
+        b"GET /v1/batch HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
+        post + b"Content-Length: 99999999\r\n\r\n",
+        post + b"Transfer-Encoding: chunked\r\n\r\n" + (b"100000\r\n" + b" " * 0x100000 + b"\r\n") * 2 + b"0\r\n\r\n",
+        b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 2\r\n\r\n{}",
+        b"POST /v2/models/sigmoid_cross_entropy/versions/7/infer HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 2\r\n\r\n{}",
+        post + b"Content-Length: 2\r\n\r\n{]",
+        post + b"Content-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}",
+        post + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+        post + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"OPTIONS /v1/loss HTTP/1.1\r\nHost: x\r\nOrigin: " + APP.encode() + b"\r\n" + auth + b"\r\n",
+        b"GET /v1/monitors/nope HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
+        b"PUT /v1/monitors/m HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 2\r\n\r\n{]",
+        b"HEAD /v1/monitors HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
+        (post + b"Content-Length: %d\r\n\r\n" % len(SMALL_BYTES) + SMALL_BYTES) * 3,
+        post + b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(SMALL_BYTES) + SMALL_BYTES
+        + post + b"Content-Length: %d\r\n\r\n" % len(SMALL_BYTES) + SMALL_BYTES,
+        b"POST /v1/loss HTTP/1.0\r\n" + auth + b"Content-Length: %d\r\n\r\n" % len(SMALL_BYTES) + SMALL_BYTES,
+    ]
+    for data in cases:
+        raw(srv.port, data, timeout=5)
+    # cut by the client: mid-body (FIN, then RST), after Expect: 100-continue, while computed
+    for how in ("fin", "rst", "expect", "worker"):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        if how == "expect":
+            s.sendall(post + b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n")
+        elif how == "worker":
+            s.sendall(post + b"Content-Length: %d\r\n\r\n" % len(heavy) + heavy)
+        else:
+            s.sendall(post + b"Content-Length: 1000\r\n\r\n{")
+        time.sleep(0.2)
+        if how == "rst":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    # a body slower than --connection-timeout
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(post + b"Content-Length: 1000\r\n\r\n{")
+    try:
+        for _ in range(15):
+            s.sendall(b" ")
+            time.sleep(0.1)
+    except OSError:
+        pass
+    s.close()
+
+
+@test
+def quota_attack_odd_requests_release_share(args):
+    """--queue-share 1: after a token's requests ended in every odd way (415, 405 on HEAD and
+    GET, 413 announced and chunked, 404 model and version, 400 body, Content-Encoding, two
+    Content-Lengths, a bad chunk, OPTIONS, monitor 404/400/HEAD, pipelined, HTTP/1.0, cut
+    mid-body, after 100-continue, while computed, timed out), each having taken its place in
+    the share from its headers, the token can still send a request: every place was given back
+    (once: the next is still refused while one is in flight). Held."""
+    heavy = json.dumps({"loss": "sigmoid_cross_entropy",
+                        "labels": [[(i + j) % 2 for j in range(100)] for i in range(300)],
+                        "logits": [[((i * 13 + j * 5) % 17) / 4.0 - 2 for j in range(100)]
+                                   for i in range(300)]}).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tokens")
+        alice = new_token(args, path, "alice", "evaluate,monitor:read,monitor:write,admin")
+        with Server(args.server, "--auth-file", path, "--queue-share", "1", "--workers", "1",
+                    "--connection-timeout", "1", "--max-body-bytes", "1M", "--cors-origin", APP,
+                    "--metrics-open") as srv:
+            auth = b"Authorization: Bearer " + alice.encode() + b"\r\n"
+            for _ in range(2):
+                odd_requests(srv, auth, heavy)
+            time.sleep(0.5)
+            _, text = srv.metrics()
+            refused = metric_value(text, "maskloss_quota_refused_total", {"reason": "queue_share"})
+            st, _, b = call(srv, "POST", "/v1/loss", SMALL, alice)
+            assert st == 200 and abs(b["loss"] - SMALL_LOSS) < 1e-12, (st, b)
+            # released once, not twice: one in flight still fills the share of 1
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 1000\r\n\r\n{")
+            time.sleep(0.2)
+            expect_error(call(srv, "POST", "/v1/loss", SMALL, alice), 429, "too_many_requests")
+            s.close()
+            time.sleep(0.3)
+            assert call(srv, "POST", "/v1/loss", SMALL, alice)[0] == 200
+            _, text = srv.metrics()
+            assert metric_value(text, "maskloss_quota_refused_total",
+                                {"reason": "queue_share"}) == refused + 1
+            stop_clean(srv)
