@@ -833,7 +833,7 @@ static int admit(struct request *r, const char *method, const char *url)
         size_t len;
         if (r->decision == MLS_DECISION_ALLOWED) {
             len = strlen(r->token);
-            key[0] = 't';
+            key[0] = MLS_QUOTA_KEY_TOKEN;
             memcpy(key + 1, r->token, len);
             len++;
         } else {

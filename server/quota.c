@@ -67,15 +67,16 @@ static struct mls_quota_client **bucket_of(struct mls_quota *q, const void *key,
     return &q->buckets[h & (MLS_QUOTA_BUCKETS - 1)];
 }
 
-/* The bucket of c refilled up to now. */
+/* The bucket of c refilled up to now. A clock that stepped back leaves `at` where it was:
+ * moved back, the time between would be counted again once the clock is past it. */
 static void refill(const struct mls_quota *q, struct mls_quota_client *c, uint64_t now)
 {
     if (now > c->at) {
         c->tokens += (double)(now - c->at) * 1e-9 * q->rate;
         if (c->tokens > q->burst)
             c->tokens = q->burst;
+        c->at = now;
     }
-    c->at = now;
 }
 
 /* Whether c holds nothing that dropping it would lose: no request in flight, and a bucket
@@ -106,8 +107,8 @@ static void sweep(struct mls_quota *q, uint64_t now)
     q->last_sweep = now;
 }
 
-/* The entry of key, made when absent: the shared overflow entry when the table is full or
- * memory is short. */
+/* The entry of key, made when absent: the shared overflow entry when the table is full (but
+ * for a token's key) or memory is short. */
 static struct mls_quota_client *client_of(struct mls_quota *q, const void *key, size_t len,
                                           uint64_t now)
 {
@@ -118,6 +119,7 @@ static struct mls_quota_client *client_of(struct mls_quota *q, const void *key, 
         if (c->len == len && !memcmp(c->key, key, len))
             return c;
     if (q->num_clients >= MLS_QUOTA_MAX_CLIENTS &&
+        !(len && *(const unsigned char *)key == MLS_QUOTA_KEY_TOKEN) &&
         (now - q->last_sweep < SWEEP_NS ||
          (sweep(q, now), q->num_clients >= MLS_QUOTA_MAX_CLIENTS)))
         return q->overflow;

@@ -12,7 +12,8 @@
  *
  * A client's entry is kept while it has requests in flight or its bucket is not full (it
  * would refill to the same state anyway): at most MLS_QUOTA_MAX_CLIENTS entries, beyond
- * which new clients share one entry (a flood of addresses cannot grow the table).
+ * which new clients share one entry (a flood of addresses cannot grow the table), except
+ * tokens (MLS_QUOTA_KEY_TOKEN).
  *
  * Threads: every call runs on libmicrohttpd's thread (the handler and its completion
  * callback), except mls_quota_write_metrics, which reads counters only.
@@ -31,6 +32,11 @@
 #define MLS_QUOTA_BUCKETS 16384
 /* The longest key: a token's name (MLP_TOKEN_NAME_MAX) or an address's 16 bytes, tagged. */
 #define MLS_QUOTA_KEY_MAX 72
+/* The tag (first byte) of a token's key. Tokens are as many as --auth-file's lines, not as
+ * many as a client can make up: theirs always get an entry of their own, or a flood of
+ * addresses (requests that need no token) filling the table would put every token not seen
+ * yet in the shared entry, with the flood. */
+#define MLS_QUOTA_KEY_TOKEN 't'
 
 struct mls_quota_client;
 

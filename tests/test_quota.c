@@ -180,6 +180,52 @@ static void test_bounded(void **state)
     mls_quota_destroy(&q);
 }
 
+/* Tokens (keys tagged MLS_QUOTA_KEY_TOKEN) are as many as --auth-file's lines: a table
+ * filled by addresses (requests that need no token, one from each /64 of a /48) must not put
+ * them in the entry shared with that flood, where a token that sent nothing is refused. */
+static void test_tokens_never_shared(void **state)
+{
+    (void)state;
+    struct mls_quota q;
+    struct mls_quota_client *h, *ha, *hb;
+    char key[32];
+    assert_int_equal(mls_quota_init(&q, 0.01, 1, 1, 8), 0);
+    for (unsigned i = 0; i < MLS_QUOTA_MAX_CLIENTS; i++) {
+        snprintf(key, sizeof(key), "a%u", i);
+        assert_int_equal(take(&q, key, T0, 0, &h, NULL), MLS_QUOTA_OK);
+    }
+    /* the flood goes on into the shared entry, and spends it */
+    assert_int_equal(take(&q, "anew1", T0, 0, &h, NULL), MLS_QUOTA_OK);
+    assert_int_equal(take(&q, "anew2", T0, 0, &h, NULL), MLS_QUOTA_RATE);
+    /* alice and bob, never seen: each a bucket and a share of its own */
+    assert_int_equal(take(&q, "talice", T0, 1, &ha, NULL), MLS_QUOTA_OK);
+    assert_int_equal(take(&q, "tbob", T0, 1, &hb, NULL), MLS_QUOTA_OK);
+    assert_non_null(ha);
+    assert_non_null(hb);
+    assert_ptr_not_equal(ha, hb);
+    assert_int_equal(take(&q, "talice", T0, 0, &h, NULL), MLS_QUOTA_RATE);
+    mls_quota_release(&q, ha);
+    mls_quota_release(&q, hb);
+    assert_int_equal(q.num_clients, MLS_QUOTA_MAX_CLIENTS + 2);
+    mls_quota_destroy(&q);
+}
+
+/* A clock that steps back (never uv_hrtime's, but the bucket must not depend on it) gives no
+ * request: the time between is not counted twice once it steps forward again. */
+static void test_clock_backwards(void **state)
+{
+    (void)state;
+    struct mls_quota q;
+    struct mls_quota_client *h;
+    assert_int_equal(mls_quota_init(&q, 1, 1, 0, 9), 0);
+    assert_int_equal(take(&q, "a", T0 + 10 * SEC, 0, &h, NULL), MLS_QUOTA_OK);
+    assert_int_equal(take(&q, "a", T0, 0, &h, NULL), MLS_QUOTA_RATE);
+    /* back at T0 + 10 s: no time has passed since the bucket was spent */
+    assert_int_equal(take(&q, "a", T0 + 10 * SEC, 0, &h, NULL), MLS_QUOTA_RATE);
+    assert_int_equal(take(&q, "a", T0 + 11 * SEC, 0, &h, NULL), MLS_QUOTA_OK);
+    mls_quota_destroy(&q);
+}
+
 static void test_origins(void **state)
 {
     (void)state;
@@ -243,9 +289,10 @@ static void test_origins(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bucket),  cmocka_unit_test(test_slow_rate),
-        cmocka_unit_test(test_share),   cmocka_unit_test(test_off),
-        cmocka_unit_test(test_bounded), cmocka_unit_test(test_origins),
+        cmocka_unit_test(test_bucket),          cmocka_unit_test(test_slow_rate),
+        cmocka_unit_test(test_share),           cmocka_unit_test(test_off),
+        cmocka_unit_test(test_bounded),         cmocka_unit_test(test_tokens_never_shared),
+        cmocka_unit_test(test_clock_backwards), cmocka_unit_test(test_origins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

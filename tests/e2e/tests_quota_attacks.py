@@ -7,12 +7,13 @@ import os
 import socket
 import struct
 import tempfile
+import threading
 import time
 
 from common import expect_error, metric_value, stop_clean, test
 from server import Server, raw
 from tests_auth import call, new_token
-from tests_hardening import answer_now
+from tests_hardening import answer_now, recv_all
 
 SMALL = {"loss": "sigmoid_cross_entropy", "labels": [1, 0], "logits": [0.5, -1]}
 SMALL_BYTES = json.dumps(SMALL).encode()
@@ -80,6 +81,65 @@ def quota_attack_preflight_body_not_held(args):
                                    {"Origin": APP, "Access-Control-Request-Method": "POST",
                                     "Content-Length": "0"})
             assert st == 204, (st, h)
+            stop_clean(srv)
+
+
+def get_from(port, source, path=b"/nope"):
+    """GET path from the local address source (127.x.y.z): the status."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out, _ = recv_all(s, 30)
+    s.close()
+    return int(out.split()[1])
+
+
+def from_many_addresses(port, count, first=1):
+    """One 404 from each of count distinct addresses 127.first.0.0 on (4 threads): the
+    statuses seen, counted."""
+    seen, lock = {}, threading.Lock()
+
+    def part(lo, hi):
+        mine = {}
+        for i in range(lo, hi):
+            st = get_from(port, f"127.{first + (i >> 16)}.{(i >> 8) & 255}.{i & 255}")
+            mine[st] = mine.get(st, 0) + 1
+        with lock:
+            for k, v in mine.items():
+                seen[k] = seen.get(k, 0) + v
+
+    threads = [threading.Thread(target=part, args=(k * count // 4, (k + 1) * count // 4))
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return seen
+
+
+@test
+def quota_attack_address_flood_spares_tokens(args):
+    """With --auth-file and --rate-limit, requests that need no token (a 404) are held to
+    their address's bucket. Before the fix, one 404 from each of 65,536 addresses (the /64s
+    of one /48) filled the table of clients, and every token that had not been seen yet was
+    put in the one entry shared beyond it: alice and bob, who had sent nothing, shared one
+    bucket with the flood and were refused 429. A token's entry is its own whatever the
+    addresses do (their number is bounded by --auth-file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tokens")
+        alice = new_token(args, path, "alice", "evaluate")
+        bob = new_token(args, path, "bob", "evaluate")
+        # one request every 100 s: no address's entry refills (and goes) during the test
+        with Server(args.server, "--auth-file", path, "--rate-limit", "0.01", "--metrics-open") as srv:
+            seen = from_many_addresses(srv.port, 65536)
+            assert seen == {404: 65536}, seen
+            assert get_from(srv.port, "127.200.0.1") == 404  # one more: the shared entry
+            assert get_from(srv.port, "127.200.0.2") == 429  # ... spent
+            for token in (alice, bob):
+                st, _, b = call(srv, "POST", "/v1/loss", SMALL, token)
+                assert st == 200 and abs(b["loss"] - SMALL_LOSS) < 1e-12, (st, b)
+            # and each is held to its own bucket of 1
+            expect_error(call(srv, "POST", "/v1/loss", SMALL, alice), 429, "too_many_requests")
+            assert call(srv, "GET", "/metrics")[0] == 200  # never limited
             stop_clean(srv)
 
 
