@@ -4,9 +4,9 @@ tests_tls.py and tests_auth.py make them). The token over HTTPS with cafile give
 example (expected values from numpy and reference.py, not from the server) and the monitors;
 no token, a wrong one and one without the scope raise MasklossError 401/403; MASKLOSS_TOKEN;
 a certificate not trusted, or of another host, is refused with a clear ssl error; retry_after
-from a real 503 and from a scripted peer's 429; the token in no repr() or error message; the
-v2 requests tritonclient sends (binary and JSON) with the README's header; and the README's
-Python examples, run."""
+from a real 503, a real 429 (--rate-limit) and a scripted peer's 429; the token in no repr()
+or error message; the v2 requests tritonclient sends (binary and JSON) with the README's
+header; and the README's Python examples, run."""
 import contextlib
 import http.client
 import os
@@ -304,6 +304,29 @@ def client_auth_retry_after(args):
             ["POST", "/v2/models/sigmoid_cross_entropy/infer"], ["POST", "/v1/monitors/m/observe"],
             ["GET", "/v1/monitors/m"], ["PUT", "/v1/monitors/m"], ["GET", "/v1/monitors"]], peer.requests
         assert sent == [[f"Authorization: Bearer {token}"]] * 5, sent
+
+
+@test
+def client_auth_rate_limited(args):
+    """A token over its --rate-limit (0.5 a second, bursts of 2): the third request at once is
+    MasklossError 429 too_many_requests with retry_after (whole seconds, 1 or 2) and the token's
+    name but not the token; another token goes on meanwhile; after retry_after seconds the same
+    Client is served again (it does not retry by itself)."""
+    with shared_server(args, "--rate-limit", "0.5", "--rate-burst", "2") as (srv, url, cert, tokens):
+        with Client(url, token=tokens["user"], cafile=cert) as c, \
+                Client(url, token=tokens["admin"], cafile=cert) as other:
+            for _ in range(2):
+                assert ref.close(c.loss("sigmoid_cross_entropy", labels=Y, logits=X, weights=M),
+                                 NOTE_LOSS, rtol=1e-6)
+            e = refused(c.loss, "sigmoid_cross_entropy", labels=Y, logits=X, weights=M)
+            assert (e.status, e.code) == (429, "too_many_requests"), e
+            assert e.retry_after in (1.0, 2.0) and "user" in e.message, (e.retry_after, e)
+            secret_kept(tokens, e, c)
+            note_ok(other)
+            time.sleep(e.retry_after)
+            assert ref.close(c.loss("sigmoid_cross_entropy", labels=Y, logits=X, weights=M),
+                             NOTE_LOSS, rtol=1e-6)
+        stop_clean(srv)
 
 
 class HeaderHTTPS(http.client.HTTPSConnection):
