@@ -34,8 +34,6 @@
 #include "origin.h"
 #include "server.h"
 
-/* The longest Origin kept: longer ones are not among --cors-origin's (4096 bytes in all). */
-#define MLS_ORIGIN_MAX 255
 /* What a preflight may ask to send: the headers of every route's requests. */
 #define CORS_ALLOW_HEADERS "Authorization, Content-Type, Inference-Header-Content-Length"
 /* The answer's headers a page may read beyond the CORS-safelisted ones. */

@@ -1,18 +1,27 @@
 /*
  * origin.c -- the list of --cors-origin (origin.h).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "origin.h"
 
-/* Whether s[0..n) is an origin as browsers serialize it, after lower-casing: why when not. */
-static int origin_ok(const char *s, size_t n, const char **why)
+/* Whether s[0..n) is an origin, after lower-casing: why when not. *port_at: where its
+ * ":port" starts (n without one), *port its value, or -1. */
+static int origin_ok(const char *s, size_t n, const char **why, size_t *port_at, long *port)
 {
     *why = "expected an origin such as https://app.example.com or http://localhost:3000 "
            "(scheme://host[:port]), or *";
+    *port_at = n;
+    *port = -1;
     if (n == 1 && s[0] == '*')
         return 1;
+    if (n > MLS_ORIGIN_MAX) {
+        *why = "longer than an origin can be (scheme://, a host name of 253 bytes at most, "
+               ":port)";
+        return 0;
+    }
     size_t i;
     if (n > 7 && !memcmp(s, "http://", 7))
         i = 7;
@@ -34,11 +43,12 @@ static int origin_ok(const char *s, size_t n, const char **why)
             return 0;
     }
     if (i < n && s[i] == ':') {
+        *port_at = i;
         size_t digits = ++i;
-        long port = 0;
-        while (i < n && s[i] >= '0' && s[i] <= '9' && port <= 65535)
-            port = port * 10 + (s[i++] - '0');
-        if (i == digits || port < 1 || port > 65535)
+        *port = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9' && *port <= 65535)
+            *port = *port * 10 + (s[i++] - '0');
+        if (i == digits || *port < 1 || *port > 65535)
             return 0;
     }
     if (i < n && s[i] == '/')
@@ -66,11 +76,22 @@ int mls_origins_add(char *list, size_t cap, const char *value, const char **why)
             char c = p[i];
             list[len + i] = c >= 'A' && c <= 'Z' ? (char)(c | 0x20) : c;
         }
-        if (!origin_ok(list + len, n, why)) {
+        size_t port_at, kept = n;
+        long port;
+        if (!origin_ok(list + len, n, why, &port_at, &port)) {
             list[start] = '\0';
             return -1;
         }
-        len += n;
+        /* Browsers send no default port (https://a.example, never https://a.example:443)
+         * and no leading zeros: the same origin written so is kept as they send it. */
+        if (port >= 0) {
+            int https = list[len + 4] == 's';
+            if (port == (https ? 443 : 80))
+                kept = port_at;
+            else
+                kept = port_at + (size_t)snprintf(list + len + port_at, 7, ":%ld", port);
+        }
+        len += kept;
         list[len++] = '\n';
         list[len] = '\0';
         p += n;

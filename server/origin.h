@@ -10,10 +10,15 @@
 
 #include <stddef.h>
 
+/* The longest origin: "https://", a DNS name (253 bytes at most) and ":65535". Longer ones
+ * are refused in the list, and an Origin header longer is none of its. */
+#define MLS_ORIGIN_MAX 267
+
 /*
  * Appends the origins of value (separated by spaces or commas) to list, a string of cap
  * bytes: 0, or -1 with why (a static string) when one is not an origin or the list would not
- * fit; list is unchanged then.
+ * fit; list is unchanged then. Each is kept as a browser serializes it (lower case, without
+ * its scheme's default port or a port's leading zeros), or it would never match.
  */
 int mls_origins_add(char *list, size_t cap, const char *value, const char **why);
 

@@ -280,6 +280,28 @@ static void test_origins(void **state)
         assert_string_equal(list,
                             "https://app.example.com\nhttp://localhost:3000\nhttp://[::1]:8080\n");
     }
+    /* kept as browsers send them: no default port, no leading zeros; a 253-byte host name */
+    char served[1024] = "";
+    assert_int_equal(
+        mls_origins_add(served, sizeof(served),
+                        "https://a.example:443 http://b.example:80 "
+                        "https://c.example:80 http://[::1]:0080 https://d.example:08443",
+                        &why),
+        0);
+    assert_string_equal(served, "https://a.example\nhttp://b.example\nhttps://c.example:80\n"
+                                "http://[::1]\nhttps://d.example:8443\n");
+    assert_true(mls_origin_allowed(served, "https://a.example"));
+    assert_false(mls_origin_allowed(served, "https://a.example:443"));
+    char longest[MLS_ORIGIN_MAX + 2];
+    memset(longest, 'a', sizeof(longest));
+    memcpy(longest, "https://", 8);
+    memcpy(longest + MLS_ORIGIN_MAX - 6, ":65534", 7); /* 8 + 253 + 6 bytes */
+    served[0] = '\0';
+    assert_int_equal(mls_origins_add(served, sizeof(served), longest, &why), 0);
+    assert_true(mls_origin_allowed(served, longest));
+    memcpy(longest + MLS_ORIGIN_MAX - 6, "a:65534", 8); /* one byte more */
+    assert_int_equal(mls_origins_add(served, sizeof(served), longest, &why), -1);
+    assert_non_null(strstr(why, "longer than an origin can be"));
     char any[8] = "";
     assert_int_equal(mls_origins_add(any, sizeof(any), "*", &why), 0);
     assert_true(mls_origin_allowed(any, "https://anything.example.org"));

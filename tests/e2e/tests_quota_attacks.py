@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -234,3 +235,28 @@ def quota_attack_odd_requests_release_share(args):
             assert metric_value(text, "maskloss_quota_refused_total",
                                 {"reason": "queue_share"}) == refused + 1
             stop_clean(srv)
+
+
+@test
+def cors_attack_listed_origins_match(args):
+    """Every origin --cors-origin accepts is one a browser can send. Before the fix two were
+    accepted at the start and then never matched, their pages refused 403 'not one of the
+    server's --cors-origin': a default port written out (https://app.example.com:443, which a
+    browser sends as https://app.example.com, RFC 6454 / WHATWG URL) and an origin of a host
+    name of 253 bytes (longer than the Origin the server kept, 255 bytes in all). One longer
+    than any origin can be stops the start."""
+    host = ".".join(["a" * 63] * 3) + "." + "b" * 61  # 253 bytes: DNS's longest name
+    cases = [("https://app.example.com:443", APP), ("http://localhost:80", "http://localhost"),
+             ("https://app.example.com:08443", APP + ":8443"),
+             ("https://" + host, "https://" + host), ("https://" + host + ":65535", "https://" + host + ":65535")]
+    for listed, sent in cases:
+        with Server(args.server, "--cors-origin", listed) as srv:
+            st, h, _ = srv.request("OPTIONS", "/v1/loss", None,
+                                   {"Origin": sent, "Access-Control-Request-Method": "POST"})
+            assert st == 204 and h.get("access-control-allow-origin") == sent, (listed, st, h)
+            st, h, _ = srv.request("GET", "/healthz", None, {"Origin": sent})
+            assert st == 200 and h.get("access-control-allow-origin") == sent, (listed, st, h)
+            stop_clean(srv)
+    p = subprocess.run([args.server, "--port", "0", "--state", ":memory:", "--cors-origin",
+                        "https://a" + host + ":65535"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 64 and "longer than an origin can be" in p.stderr, (p.returncode, p.stderr)
