@@ -295,7 +295,7 @@ def client_auth_retry_after(args):
         e = refused(c.monitor("m").show)
         assert e.status == 503 and e.retry_after is None, e.retry_after
         e = refused(c.monitor("m").create, MONITOR)
-        assert e.status == 502 and f"Bearer <token>" in e.message, e
+        assert e.status == 502 and "Bearer <token>" in e.message, e
         secret_kept({"t": token}, e, c)
         assert c.monitors() == []
         sent = [[h for h in lines[1:] if h.lower().startswith("authorization:")]
