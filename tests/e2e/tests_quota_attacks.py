@@ -234,6 +234,8 @@ def quota_attack_odd_requests_release_share(args):
             _, text = srv.metrics()
             assert metric_value(text, "maskloss_quota_refused_total",
                                 {"reason": "queue_share"}) == refused + 1
+            # nothing left in flight but the /metrics request itself
+            assert metric_value(text, "maskloss_http_requests_in_flight") == 1, text
             stop_clean(srv)
 
 
