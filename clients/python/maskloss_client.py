@@ -233,7 +233,7 @@ class Client:
     certificate and the host name, with TLS 1.2 at least. The token is never shown: not in
     repr(), nor in the messages of the errors raised."""
 
-    def __init__(self, url="http://127.0.0.1:8080", token=None, cafile=None, timeout=60.0):
+    def __init__(self, url="http://127.0.0.1:8080", timeout=60.0, token=None, cafile=None):
         u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if u.scheme not in ("http", "https"):
             raise ValueError(f"unsupported URL scheme {u.scheme!r}")
