@@ -276,6 +276,11 @@ enum mls_decision mls_auth_check(struct mls_auth *a, const char *authorization, 
     return d;
 }
 
+size_t mls_auth_none(const struct mls_auth *a)
+{
+    return a->on ? a->none : SIZE_MAX; /* (set at open, never changed) */
+}
+
 void mls_auth_count(struct mls_auth *a, size_t counter, enum mls_decision d)
 {
     if (!a->on || counter == SIZE_MAX)

@@ -80,6 +80,9 @@ enum mls_decision mls_auth_check(struct mls_auth *a, const char *authorization, 
  * counter mls_auth_check gave. Counters are never removed, so the index stays valid across
  * reloads. */
 void mls_auth_count(struct mls_auth *a, size_t counter, enum mls_decision d);
+/* The counter of "(none)": requests without a token, or with one the file does not hold
+ * (SIZE_MAX when tokens are off). */
+size_t mls_auth_none(const struct mls_auth *a);
 
 /* maskloss_auth_requests_total{token, decision}, when tokens are on. */
 void mls_auth_write_metrics(struct mls_auth *a, struct mlp_buf *b);

@@ -862,6 +862,10 @@ static int admit(struct request *r, const char *method, const char *url)
                       who, limit, limit == 1 ? "" : "s");
         }
     }
+    /* A request that needed no token but was refused for its address's quota is counted
+     * under "(none)", as the requests without a token are. */
+    if (r->decision == MLS_DECISION_RATE_LIMITED && r->auth_counter == SIZE_MAX)
+        r->auth_counter = mls_auth_none(&s->auth);
     mls_auth_count(&s->auth, r->auth_counter, r->decision);
     return r->early_status ? -1 : 0;
 }
@@ -876,10 +880,13 @@ static int cors(struct request *r, const char *method)
 {
     const char *origin =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
-    int allowed = origin && strlen(origin) <= MLS_ORIGIN_MAX &&
-                  mls_origin_allowed(r->srv->cfg.cors_origins, origin);
+    int allowed = origin && strlen(origin) <= MLS_ORIGIN_MAX
+                      ? mls_origin_allowed(r->srv->cfg.cors_origins, origin)
+                      : 0;
+    /* "*" is answered as "*", not by echoing what the client sent: an Origin allowed only by
+     * it is any bytes at all, control characters included. */
     if (allowed)
-        snprintf(r->origin, sizeof(r->origin), "%s", origin);
+        snprintf(r->origin, sizeof(r->origin), "%s", allowed == MLS_ORIGIN_ANY ? "*" : origin);
     /* A browser's preflight never has a body. One announced is not a preflight but a request
      * like any other, held to its token: a preflight skips the token and the memory budget,
      * and the body of a compute route would be stored. */

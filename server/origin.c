@@ -106,12 +106,14 @@ int mls_origins_add(char *list, size_t cap, const char *value, const char **why)
 int mls_origin_allowed(const char *list, const char *origin)
 {
     size_t n = strlen(origin);
+    int any = 0;
     for (const char *p = list; *p;) {
         const char *end = strchr(p, '\n');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if ((len == 1 && *p == '*') || (len == n && !memcmp(p, origin, n)))
-            return 1;
+        if (len == n && !memcmp(p, origin, n))
+            return MLS_ORIGIN_LISTED;
+        any |= len == 1 && *p == '*';
         p += len + (end ? 1 : 0);
     }
-    return 0;
+    return any ? MLS_ORIGIN_ANY : 0;
 }

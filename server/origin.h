@@ -22,7 +22,9 @@
  */
 int mls_origins_add(char *list, size_t cap, const char *value, const char **why);
 
-/* Whether origin (an Origin header's value) is one of list's. */
+/* Whether origin (an Origin header's value) is allowed by list: MLS_ORIGIN_LISTED when it is
+ * one of list's, MLS_ORIGIN_ANY when only by "*", else 0. */
+enum { MLS_ORIGIN_LISTED = 1, MLS_ORIGIN_ANY = 2 };
 int mls_origin_allowed(const char *list, const char *origin);
 
 #endif /* MLS_ORIGIN_H */

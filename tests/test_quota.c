@@ -304,7 +304,12 @@ static void test_origins(void **state)
     assert_non_null(strstr(why, "longer than an origin can be"));
     char any[8] = "";
     assert_int_equal(mls_origins_add(any, sizeof(any), "*", &why), 0);
-    assert_true(mls_origin_allowed(any, "https://anything.example.org"));
+    assert_int_equal(mls_origin_allowed(any, "https://anything.example.org"), MLS_ORIGIN_ANY);
+    assert_int_equal(mls_origin_allowed(any, "\x01 not an origin"), MLS_ORIGIN_ANY);
+    char both[64] = "";
+    assert_int_equal(mls_origins_add(both, sizeof(both), "*, https://app.example.com", &why), 0);
+    assert_int_equal(mls_origin_allowed(both, "https://app.example.com"), MLS_ORIGIN_LISTED);
+    assert_int_equal(mls_origin_allowed(both, "https://other.example.com"), MLS_ORIGIN_ANY);
     assert_false(mls_origin_allowed("", "https://app.example.com"));
 }
 

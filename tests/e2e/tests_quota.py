@@ -432,9 +432,14 @@ def cors_preflight_and_answers(args):
         assert preflight(srv, "/v1/loss", "https://c.example.com")[0] == 204
         assert preflight(srv, "/v1/loss", "https://a.example.com")[0] == 403
         stop_clean(srv)
-    with Server(args.server, "--cors-origin", "*") as srv:
+    with Server(args.server, "--cors-origin", "*", "--cors-origin", "https://app.example.com") as srv:
+        # "*" answers "*" (never the client's bytes echoed); a listed origin, itself
         st, h, _ = preflight(srv, "/v1/losses", "https://any.example.org", "GET")
-        assert st == 204 and h.get("access-control-allow-origin") == "https://any.example.org", h
+        assert st == 204 and h.get("access-control-allow-origin") == "*", h
+        st, h, _ = preflight(srv, "/v1/losses", "https://app.example.com", "GET")
+        assert st == 204 and h.get("access-control-allow-origin") == "https://app.example.com", h
+        st, h, _ = srv.request("GET", "/v1/losses", None, {"Origin": "x\x01y"})
+        assert st == 200 and h.get("access-control-allow-origin") == "*", h
 
 
 @test
