@@ -75,7 +75,7 @@ $(BUILD)/tests/fuzz/fuzz_http $(BUILD)/fuzz_http: FUZZ_EXTRA_LIBS = $(SERVER_LIB
 # The monitors' decoders: the server objects that hold them, and config.o for the defaults of
 # the server's flags (the limits a server started without flags applies). -iquote: server/'s
 # monitor.h before cli/'s, which the -Icli of every target would find first.
-FUZZ_MONITOR_OBJ = $(addprefix $(BUILD)/server/,monitor_config.o monitor.o late.o config.o)
+FUZZ_MONITOR_OBJ = $(addprefix $(BUILD)/server/,monitor_config.o monitor.o late.o config.o origin.o)
 $(BUILD)/tests/fuzz/fuzz_monitor.o: FUZZ_EXTRA_CFLAGS = -iquote server
 $(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: $(FUZZ_MONITOR_OBJ)
 $(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: FUZZ_EXTRA_LIBS = -lpthread
