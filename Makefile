@@ -203,9 +203,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 # so tests/data is found), the shared library and its installed tree, the command-line tests
 # against this build's CLI, then the end-to-end tests against this build's server.
 CHECK_WERROR = $(if $(filter command line,$(origin WERROR)),$(WERROR),-Werror)
+# Parallel compilation for check's builds (the tests themselves run one at a time).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 check:
 	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
-	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build $(TEST_BIN)
+	@$(MAKE) --no-print-directory -j$(JOBS) WERROR=$(CHECK_WERROR) build $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@MAKE="$(MAKE)" CC="$(CC)" sh tests/lib_check.sh $(BUILD) $(SAN)
 	@sh tests/cli_test.sh $(CLI)
@@ -214,13 +216,13 @@ check:
 	    promtool test rules tests/prometheus/*.test.yml
 	@$(PYTHON) tests/npy_test.py $(CLI)
 	@echo "== the fuzz targets over their seed corpus and regressions"
-	@$(MAKE) --no-print-directory fuzz-replay
+	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-replay
 	@sh tests/docker_check.sh $(SERVER)
 	@$(MAKE) --no-print-directory e2e
 
 e2e:
 	@echo "== tests/e2e against $(SERVER)"
-	@$(PYTHON) tests/e2e/run.py --server $(SERVER)
+	@$(PYTHON) tests/e2e/run.py --server $(SERVER) $(if $(SAN),--sanitized)
 
 # run, bench, bench-server: install missing packages first, then build in a fresh make that
 # sees their pkg-config flags.

@@ -16,6 +16,14 @@ def test(fn):
     return fn
 
 
+def plain_only(fn):
+    """Marks a test whose point is a timing or a load figure, which a sanitized build (several
+    times slower, make test's second run) only takes longer to show: run.py --sanitized skips
+    it. Memory errors in its code paths are the other tests' to find there."""
+    fn.plain_only = True
+    return fn
+
+
 NOTE = {"loss": "sigmoid_cross_entropy", "dtype": "float64",
         "labels": [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
         "logits": [[0.2, 0.2, 0.2, 0, 0.8], [0, 0.5, 0.5, 0.2, 0], [0, 0.5, 0.1, 0.0, 0.9],

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from common import JSON, expect_error, json_call as call, stop_clean, test
+from common import expect_error, json_call as call, plain_only, stop_clean, test, JSON
 from server import Server
 
 
@@ -136,6 +136,7 @@ def monitor_failed_commit_leaves_no_slice(args):
 
 
 @test
+@plain_only
 def monitor_writer_not_starved_by_queries(args):
     """Queries that overlap must not keep the writer thread waiting: a monitor's lock let new
     readers in while the writer waited (glibc's default), and three clients asking for the

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from common import JSON, NOTE, NOTE_LOSS, ROOT, expect_error, metric_value, stop_clean, test
+from common import expect_error, metric_value, plain_only, stop_clean, test, JSON, NOTE, NOTE_LOSS, ROOT
 from server import Server, parse_raw
 from tests_auth import call, new_token
 
@@ -279,6 +279,7 @@ def latencies_under_flood(args, extra, path, alice, bob, seconds=5.0):
 
 
 @test
+@plain_only
 def quota_flood_keeps_other_tokens_latency(args):
     """alice floods a one-worker server with heavy requests from 8 connections, retrying 10 ms
     after each refusal; bob sends the note's example every 120 ms. Without quotas (the control,

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 
-from common import expect_error, metric_value, stop_clean, test
+from common import expect_error, metric_value, plain_only, stop_clean, test
 from server import Server, raw
 from tests_auth import call, new_token
 from tests_hardening import answer_now, recv_all
@@ -118,6 +118,7 @@ def from_many_addresses(port, count, first=1):
 
 
 @test
+@plain_only
 def quota_attack_address_flood_spares_tokens(args):
     """With --auth-file and --rate-limit, requests that need no token (a 404) are held to
     their address's bucket. Before the fix, one 404 from each of 65,536 addresses (the /64s
