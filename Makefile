@@ -64,9 +64,13 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 
 # Debian packages behind each pkg-config name. scripts/deps.sh installs missing ones (make deps,
 # run, test, bench), or with --check only names them and fails (make, make install, make check).
+# PostgreSQL 15 (bookworm's) for the tests' throwaway clusters (tests/e2e/pg.py): Debian keeps
+# its server binaries off the PATH, so they are named by path.
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev gnutls:libgnutls28-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
-            cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light
+            cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light \
+            cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
+            cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 libpq:libpq-dev
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
 # The real frameworks and high precision: the differential test and the accuracy data.
 DEPS_DIFF = py:torch:python3-torch py:torchvision:python3-torchvision py:mpmath:python3-mpmath \

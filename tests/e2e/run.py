@@ -33,6 +33,7 @@ import tests_quota  # noqa: E402,F401
 import tests_quota_attacks  # noqa: E402,F401
 import tests_client_auth  # noqa: E402,F401
 import tests_cli_auth  # noqa: E402,F401
+import tests_pg_harness  # noqa: E402,F401
 
 
 def main():
