@@ -835,7 +835,7 @@ static int admit(struct request *r, const char *method, const char *url)
             memcpy(key + 1, r->token, len);
             len++;
         } else {
-            key[0] = 'a';
+            key[0] = MLS_QUOTA_KEY_ADDRESS;
             mls_conn_address(r->cx, key + 1);
             len = 17;
         }

@@ -37,6 +37,8 @@
  * addresses (requests that need no token) filling the table would put every token not seen
  * yet in the shared entry, with the flood. */
 #define MLS_QUOTA_KEY_TOKEN 't'
+/* The tag of an address's key (then its 16 bytes, conn.h's mls_conn_address). */
+#define MLS_QUOTA_KEY_ADDRESS 'a'
 
 struct mls_quota_client;
 
