@@ -68,7 +68,7 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 # its server binaries off the PATH, so they are named by path.
 DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev gnutls:libgnutls28-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
-            cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light \
+            cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light py:yaml:python3-yaml \
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
             cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 libpq:libpq-dev
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
@@ -222,6 +222,7 @@ check:
 	@echo "== the fuzz targets over their seed corpus and regressions"
 	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-replay
 	@sh tests/docker_check.sh $(SERVER)
+	@$(PYTHON) tests/deploy_check.py $(SERVER)
 	@$(MAKE) --no-print-directory e2e
 
 e2e:
