@@ -793,6 +793,20 @@ static enum MHD_Result refuse_now(struct request *r)
     return send_error(r, r->early_err, r->early_field, r->early_message);
 }
 
+/* Whether the request announces a body (its length, or chunks). */
+static int has_body(const struct request *r)
+{
+    return r->content_length ||
+           MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+}
+
+/* A refusal decided from the headers: with a body announced, it goes now, unread, and the
+ * connection closes, lingering; without, the final call sends it and keep-alive stays. */
+static enum MHD_Result refuse_from_headers(struct request *r)
+{
+    return has_body(r) ? refuse_now(r) : MHD_YES;
+}
+
 /* Whether the route is one of the probes and /metrics, which no quota limits: a balancer or
  * Prometheus must always get through. */
 static int unlimited(enum mls_route route)
@@ -893,8 +907,7 @@ static int cors(struct request *r, const char *method)
     if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) || r->route == MLS_ROUTE_OTHER ||
         !MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                      MHD_HTTP_HEADER_ACCESS_CONTROL_REQUEST_METHOD) ||
-        r->content_length ||
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        has_body(r))
         return 0;
     if (!allowed) {
         early(r, MLS_ERR_FORBIDDEN, "Origin",
@@ -945,24 +958,15 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     r->head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     int get = r->head || !strcmp(method, MHD_HTTP_METHOD_GET);
 
-    if (s->cfg.cors_origins[0] && cors(r, method) < 0) {
-        if (r->content_length ||
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
-            return refuse_now(r);
-        return MHD_YES;
-    }
+    if (s->cfg.cors_origins[0] && cors(r, method) < 0)
+        return refuse_from_headers(r);
     if (r->preflight)
         return MHD_YES; /* answered by the final call, without a token (browsers send none) */
 
     /* Who may, and how much, before anything else of the request is looked at or a byte of
      * its body read. */
-    if (admit(r, method, url) < 0) {
-        /* A body is not read: the answer goes now and the connection closes, lingering. */
-        if (r->content_length ||
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
-            return refuse_now(r);
-        return MHD_YES;
-    }
+    if (admit(r, method, url) < 0)
+        return refuse_from_headers(r);
     if (r->route == MLS_ROUTE_OTHER) {
         early(r, MLS_ERR_NOT_FOUND, "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "

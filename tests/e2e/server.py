@@ -73,6 +73,22 @@ class Server:
         finally:
             conn.close()
 
+    def announce(self, method, path, length, headers=None, timeout=10):
+        """Sends only the headers of a request announcing a body of `length` bytes (JSON), and
+        returns the answer that comes without it: (status, lower-cased headers, parsed JSON).
+        For refusals decided before the body is read."""
+        conn = self.connect(timeout)
+        try:
+            conn.putrequest(method, path)
+            for k, v in dict({"Content-Type": "application/json"}, **(headers or {})).items():
+                conn.putheader(k, v)
+            conn.putheader("Content-Length", str(length))
+            conn.endheaders()
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(resp.read())
+        finally:
+            conn.close()
+
     def send_signal(self, sig=signal.SIGTERM):
         self.signalled = True
         self.proc.send_signal(sig)

@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 import time
 
-from common import NOTE, stop_clean, test
-from server import Server, exchange
+from common import stop_clean, test
+from server import Server
 from tests_auth import call
 from tests_cli_monitor import NOTE_TENSORS, Peer, answer, cli, note_figures_ok
 from tests_client_auth import shared_server
