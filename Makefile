@@ -223,6 +223,7 @@ check:
 	@$(MAKE) --no-print-directory -j$(JOBS) fuzz-replay
 	@sh tests/docker_check.sh $(SERVER)
 	@$(PYTHON) tests/deploy_check.py $(SERVER)
+	@$(PYTHON) tests/compose_check.py $(SERVER)
 	@$(MAKE) --no-print-directory e2e
 
 e2e:
