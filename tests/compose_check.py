@@ -32,11 +32,17 @@ docker compose cannot run here, so the file is read as YAML and checked against 
   PostgreSQL (tests/e2e/pg.py) with the role's password from the secret when SERVER has the
   PostgreSQL backend, else an SQLite file. /healthz and /readyz answer 200 without a token;
   /metrics answers 200 with Prometheus's token and 401 without; the admin token is accepted;
-  a body one byte over nginx's client_max_body_size is refused 413 from its Content-Length.
+  a JSON body of nginx's client_max_body_size is admitted from its headers (the memory
+  budget is large enough for it), one byte more refused 413.
+- That nginx configuration run for real in front of it, its upstream names as loopback ports:
+  one a stand-in answering 503 (a draining replica), one the real server, one closed (a
+  replica gone): every POST through nginx is answered 200 (retried on the next server, POSTs
+  too), some after the stand-in's 503; nginx refuses one byte over its body limit 413.
 """
 import atexit
 import glob
 import http.client
+import http.server
 import json
 import os
 import re
@@ -47,6 +53,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -351,15 +358,24 @@ if not rt or rt[0] <= int(renv.get("MASKLOSS_REQUEST_TIMEOUT", 30)):
 
 # nginx -t: the image's main context (nginx.conf includes conf.d inside http {}), every path in
 # the temporary directory; the upstream names resolve inside compose only, so 127.0.0.1 here.
+nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 ndir = os.path.join(tmp, "nginx")
 os.makedirs(os.path.join(ndir, "conf.d"))
-local_conf = nconf
-for host, _ in ups:
-    local_conf = re.sub(rf"\bserver\s+{re.escape(host)}:", "server 127.0.0.1:", local_conf)
-with open(os.path.join(ndir, "conf.d", "maskloss.conf"), "w") as f:
-    f.write(local_conf)
-with open(os.path.join(ndir, "nginx.conf"), "w") as f:
-    f.write(f"""worker_processes 1;
+
+
+def write_nginx(upstream_ports=None, listen_port=None):
+    """The main context and a copy of docker/nginx/maskloss.conf in ndir: each upstream host
+    as 127.0.0.1 (at upstream_ports[host] if given), listening on listen_port if given."""
+    text = nconf
+    for host, port in ups:
+        to = (upstream_ports or {}).get(host, port)
+        text = re.sub(rf"\bserver\s+{re.escape(host)}:{port}\b", f"server 127.0.0.1:{to}", text)
+    if listen_port:
+        text = re.sub(r"\blisten\s+[^;]*;", f"listen 127.0.0.1:{listen_port};", text)
+    with open(os.path.join(ndir, "conf.d", "maskloss.conf"), "w") as f:
+        f.write(text)
+    with open(os.path.join(ndir, "nginx.conf"), "w") as f:
+        f.write(f"""worker_processes 1;
 events {{ worker_connections 64; }}
 http {{
     client_body_temp_path {ndir}/client_body;
@@ -371,13 +387,13 @@ http {{
     include {ndir}/conf.d/*.conf;
 }}
 """)
-nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    return [nginx, "-p", ndir, "-e", os.path.join(ndir, "error.log"), "-c", os.path.join(ndir, "nginx.conf")]
+
+
 if not nginx:
     fail("nginx not found (Debian: nginx-light, in the Makefile's DEPS_TEST)")
 else:
-    r = subprocess.run([nginx, "-t", "-p", ndir, "-e", os.path.join(ndir, "error.log"),
-                        "-c", os.path.join(ndir, "nginx.conf"), "-g", f"pid {ndir}/nginx.pid;"],
-                       capture_output=True, text=True)
+    r = subprocess.run(write_nginx() + ["-t", "-g", f"pid {ndir}/nginx.pid;"], capture_output=True, text=True)
     if r.returncode != 0:
         fail(f"nginx -t refuses docker/nginx/maskloss.conf:\n{r.stderr}")
 
@@ -606,6 +622,78 @@ if body and body[0]:
     got = answer_to_length(body[0] + 1, 5)
     if got is None or " 413 " not in got + " ":
         fail(f"a body one byte over client_max_body_size is answered {got!r} by a replica, not 413")
+
+
+# --- the nginx of compose in front of it --------------------------------------------------------
+# Its upstream names as three loopback ports: the first a stand-in that answers every request
+# 503 (a draining replica), the second the real server, the third a closed port (a replica
+# that is gone). Every POST through nginx must reach the real server: the refused connection
+# and the 503 are both retried on the next server, POSTs too (non_idempotent).
+class Draining(http.server.BaseHTTPRequestHandler):
+    posts = 0
+
+    def answer(self):
+        if self.command == "POST":
+            Draining.posts += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(503)
+        self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = answer
+
+    def log_message(self, *a):
+        pass
+
+
+def free_port():
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+if nginx and len(replicas) == 3 and ups == replica_addrs:
+    standin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Draining)
+    threading.Thread(target=standin.serve_forever, daemon=True).start()
+    nport = free_port()
+    argv_n = write_nginx({replicas[0]: standin.server_address[1], replicas[1]: sport, replicas[2]: free_port()},
+                         nport) + ["-g", f"daemon off; pid {ndir}/nginx.pid;"]
+    nproc = subprocess.Popen(argv_n, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", nport), timeout=1).close()
+                break
+            except OSError:
+                if nproc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("nginx with docker/nginx/maskloss.conf does not listen: "
+                                         + open(os.path.join(ndir, "error.log")).read())
+                time.sleep(0.05)
+        codes = []
+        for i in range(6):
+            c = http.client.HTTPConnection("127.0.0.1", nport, timeout=30)
+            c.request("POST", "/v1/loss", body=b'{"loss":"sigmoid_cross_entropy","labels":[1,0],"logits":[0.5,-1]}',
+                      headers={"Authorization": "Bearer " + tokens["admin_token"], "Content-Type": "application/json"})
+            codes.append(c.getresponse().status)
+            c.close()
+        if codes != [200] * 6 or Draining.posts == 0:
+            fail(f"POSTs through docker/nginx/maskloss.conf with one replica answering 503 and one gone: "
+                 f"{codes}, {Draining.posts} sent to the 503 one (all 200 after it, through the next, wanted)")
+        got = None
+        if body and body[0]:
+            c = socket.create_connection(("127.0.0.1", nport), timeout=5)
+            c.sendall((f"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Length: {body[0] + 1}\r\n\r\n").encode())
+            got = c.recv(4096).split(b"\r\n", 1)[0]
+            c.close()
+            if b" 413 " not in got:
+                fail(f"nginx answers a body one byte over client_max_body_size {got!r}, not 413")
+    finally:
+        nproc.terminate()
+        nproc.wait(timeout=30)
+        standin.shutdown()
+
 stop_server()
 if proc.returncode != 0:
     fail(f"the replica did not drain and exit 0 on SIGTERM (exit {proc.returncode}){server_log()}")
@@ -613,5 +701,6 @@ if proc.returncode != 0:
 if FAILS:
     sys.exit(1)
 print(f"compose_check: {COMPOSE} matches {sys.argv[1]}: {len(services)} services, "
-      f"nginx -t and promtool check config pass, a replica started as compose starts it answers "
+      f"nginx -t and promtool check config pass, a replica started as compose starts it answers, "
+      f"behind that nginx too "
       f"(state: {backend})")
