@@ -66,11 +66,12 @@ SONAME = libmaskloss.so.$(VERSION_MAJOR)
 # run, test, bench), or with --check only names them and fails (make, make install, make check).
 # PostgreSQL 15 (bookworm's) for the tests' throwaway clusters (tests/e2e/pg.py): Debian keeps
 # its server binaries off the PATH, so they are named by path.
-DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev gnutls:libgnutls28-dev
+DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1-dev sqlite3:libsqlite3-dev gnutls:libgnutls28-dev \
+             libpq:libpq-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light py:yaml:python3-yaml \
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
-            cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 libpq:libpq-dev
+            cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
 # The real frameworks and high precision: the differential test and the accuracy data.
 DEPS_DIFF = py:torch:python3-torch py:torchvision:python3-torchvision py:mpmath:python3-mpmath \
@@ -87,8 +88,8 @@ CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
 # The CLI's https:// (cli/tls.c).
 GNUTLS_CFLAGS = $(shell $(PKG_CONFIG) --cflags gnutls 2>/dev/null)
 GNUTLS_LIBS = $(shell $(PKG_CONFIG) --libs gnutls 2>/dev/null)
-SERVER_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd libuv jansson sqlite3 2>/dev/null)
-SERVER_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd libuv jansson sqlite3 2>/dev/null)
+SERVER_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd libuv jansson sqlite3 libpq 2>/dev/null)
+SERVER_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd libuv jansson sqlite3 libpq 2>/dev/null)
 
 LIB_SRC = $(wildcard lib/src/*.c)
 PROTO_SRC = $(wildcard proto/*.c)
@@ -107,7 +108,9 @@ ISA_FLAGS_avx2 = -mavx2 -mfma -DML__ISA_AVX2
 ISA_FLAGS_avx512 = -mavx512f -mavx512vl -mavx512dq -mavx512bw -mavx2 -mfma -DML__ISA_AVX512
 PROTO_OBJ = $(PROTO_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
-SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o)
+# The PostgreSQL store's migrations (server/pg/NNN_name.sql), embedded by scripts/sql2c.sh.
+PG_MIGRATIONS = $(sort $(wildcard server/pg/*.sql))
+SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/server/pg_migrations.o
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 LIBA = $(BUILD)/libmaskloss.a
@@ -167,6 +170,11 @@ $(BUILD)/cli/%.o: cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(JANSSON_CFLAGS) $(GNUTLS_CFLAGS) -c $< -o $@
 
+$(BUILD)/server/pg_migrations.c: $(PG_MIGRATIONS) scripts/sql2c.sh
+	@mkdir -p $(dir $@)
+	sh scripts/sql2c.sh $@ $(PG_MIGRATIONS)
+$(BUILD)/server/pg_migrations.o: $(BUILD)/server/pg_migrations.c
+	$(CC) $(CFLAGS_ALL) -Iserver -c $< -o $@
 $(BUILD)/server/%.o: server/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(SERVER_CFLAGS) -c $< -o $@
@@ -229,6 +237,10 @@ check:
 e2e:
 	@echo "== tests/e2e against $(SERVER)"
 	@$(PYTHON) tests/e2e/run.py --server $(SERVER) $(if $(SAN),--sanitized)
+	@# The monitor and late-label suites again on PostgreSQL (the plain build: the store's
+	@# code is the same C the sanitized run has just covered on SQLite's paths).
+	$(if $(SAN),,@echo "== tests/e2e monitor suites against $(SERVER) on PostgreSQL")
+	$(if $(SAN),,@$(PYTHON) tests/e2e/run.py --server $(SERVER) --pg)
 
 # run, bench, bench-server: install missing packages first, then build in a fresh make that
 # sees their pkg-config flags.

@@ -92,9 +92,11 @@ static const struct opt opts[] = {
      "the part of --max-inflight-bytes the requests from one client address (an IPv6 /64) "
      "may hold together, so that one client cannot fill it with large bodies it never sends "
      "(default: half of --max-inflight-bytes)"},
-    {"state", "MASKLOSS_STATE", OPT_STRING, OFF(state), 0, SIZE(state), "PATH",
+    {"state", "MASKLOSS_STATE", OPT_STRING, OFF(state), 0, SIZE(state), "PATH|URL",
      "the monitors' SQLite file, created when absent; :memory: keeps nothing (default "
-     "maskloss-state.db in the working directory)"},
+     "maskloss-state.db in the working directory); or a PostgreSQL database shared by replicas, "
+     "postgresql://USER@HOST:PORT/DB or \"host=... dbname=...\" (password from PGPASSFILE, "
+     "PGPASSWORD or the URL; the schema is created and migrated by the server)"},
     {"max-monitors", "MASKLOSS_MAX_MONITORS", OPT_UINT, OFF(max_monitors), 1, 1000000, "N",
      "monitors the server holds; creating one more is 422 limit_exceeded (default 1000)"},
     {"max-classes", "MASKLOSS_MAX_CLASSES", OPT_UINT, OFF(max_classes), 1, 1000000, "N",

@@ -1105,15 +1105,23 @@ static enum MHD_Result send_ready(struct request *r)
 {
     static const char ready[] = "{\"ready\":true}";
     int state = atomic_load_explicit(&r->srv->state, memory_order_relaxed);
-    if (state == MLS_READY)
+    /* A replica that cannot reach the shared state is taken out of the balancer's rotation:
+     * its monitors' answers would fail or be behind. */
+    int down = atomic_load_explicit(&r->srv->writer.store_down, memory_order_relaxed);
+    if (state == MLS_READY && !down)
         return send_static(r, MHD_HTTP_OK, ready, sizeof(ready) - 1, "application/json");
     /* Not ready: the error object, with "ready": false first. */
-    enum mls_error e = state == MLS_STARTING ? MLS_ERR_STARTING : MLS_ERR_DRAINING;
+    enum mls_error e = state == MLS_STARTING ? MLS_ERR_STARTING
+                       : state == MLS_READY  ? MLS_ERR_STATE_UNAVAILABLE
+                                             : MLS_ERR_DRAINING;
     struct mlp_buf b = {0};
     mlp_buf_puts(&b, "{\"ready\":false,");
     mls_error_members(&b, mls_error_name(e), "",
                       state == MLS_STARTING ? "the server is starting"
-                                            : "the server is draining before it stops");
+                      : state == MLS_READY
+                          ? "the monitors' shared state (PostgreSQL) cannot be reached; the "
+                            "server reconnects by itself"
+                          : "the server is draining before it stops");
     mlp_buf_puts(&b, "}");
     return send_json(r, mls_error_status(e), &b);
 }
@@ -1125,7 +1133,8 @@ static enum MHD_Result send_metrics(struct request *r)
     struct mlp_buf b = {0};
     mls_pool_counts(&s->pool, &g.queued, &g.running);
     g.parts_helped = mls_pool_parts_helped(&s->pool);
-    g.ready = atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_READY;
+    g.ready = atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_READY &&
+              !atomic_load_explicit(&s->writer.store_down, memory_order_relaxed);
     g.inflight_bytes = atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed);
     g.inflight_limit = s->cfg.max_inflight_bytes;
     g.header_timeouts = atomic_load_explicit(&s->conns.header_timeouts, memory_order_relaxed);

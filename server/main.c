@@ -291,6 +291,9 @@ static int render_catalogue(struct mls_server *s)
     return 0;
 }
 
+/* Attempts to reach a PostgreSQL state at start, a second apart. */
+#define STATE_ATTEMPTS 30
+
 /* The monitors: the store opened and loaded into memory, and the writer thread started. */
 static int open_state(struct mls_server *s)
 {
@@ -301,10 +304,25 @@ static int open_state(struct mls_server *s)
         fprintf(stderr, "maskloss-server: out of memory\n");
         return -1;
     }
-    if (mls_store_open_sqlite(s->cfg.state, s->cfg.state_cache, s->cfg.state_mmap, &s->store, err,
-                              sizeof(err)) ||
-        s->store->vt->load(s->store, &s->monitors, err, sizeof(err))) {
-        fprintf(stderr, "maskloss-server: --state %s: %s\n", s->cfg.state, err);
+    char shown[sizeof(s->cfg.state)];
+    mls_store_redact(s->cfg.state, shown, sizeof(shown));
+    int rc;
+    if (mls_store_is_pg(s->cfg.state)) {
+        /* A database starting beside the server (compose, a pod's restart) gets a while. */
+        for (int attempt = 1;; attempt++) {
+            rc = mls_store_open_pg(s->cfg.state, &s->store, err, sizeof(err));
+            if (!rc || attempt == STATE_ATTEMPTS)
+                break;
+            fprintf(stderr, "maskloss-server: --state %s: %s; trying again in 1 s (%d of %d)\n",
+                    shown, err, attempt, STATE_ATTEMPTS);
+            sleep(1);
+        }
+    } else {
+        rc = mls_store_open_sqlite(s->cfg.state, s->cfg.state_cache, s->cfg.state_mmap, &s->store,
+                                   err, sizeof(err));
+    }
+    if (rc || s->store->vt->load(s->store, &s->monitors, err, sizeof(err))) {
+        fprintf(stderr, "maskloss-server: --state %s: %s\n", shown, err);
         close_state(s);
         return -1;
     }

@@ -180,6 +180,10 @@ struct mls_monitor *mls_registry_get(struct mls_registry *g, const char *name);
 int mls_registry_put(struct mls_registry *g, struct mls_monitor *m);
 void mls_registry_remove(struct mls_registry *g, const char *name);
 
+/* A monitor from a config the store holds (a restart's, another replica's): the limits of new
+ * configs do not apply to what was accepted before. One reference, or NULL with err filled. */
+struct mls_monitor *mls_monitor_from_stored(const struct mls_registry *g, const char *name,
+                                            const char *config, char *err, size_t errlen);
 /* A new monitor holding cfg (moved into it), one reference; NULL when out of memory. */
 struct mls_monitor *mls_monitor_new(const char *name, struct mls_mconfig *cfg);
 void mls_monitor_ref(struct mls_monitor *m);

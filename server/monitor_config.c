@@ -638,3 +638,27 @@ int mls_mconfig_parse(const json_t *obj, const struct mls_monitor_limits *lim,
         mls_mconfig_free(out);
     return rc;
 }
+
+struct mls_monitor *mls_monitor_from_stored(const struct mls_registry *g, const char *name,
+                                            const char *config, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *obj = json_loads(config ? config : "", 0, &jerr);
+    struct mls_mconfig cfg;
+    struct mlp_error perr;
+    struct mls_monitor_limits lim = g->limits;
+    lim.max_classes = UINT32_MAX;
+    int prc = obj ? mls_mconfig_parse(obj, &lim, &cfg, &perr) : -1;
+    json_decref(obj);
+    if (prc) {
+        snprintf(err, errlen, "monitor %.130s: its stored config no longer parses: %s", name,
+                 obj ? perr.e.message : jerr.text);
+        return NULL;
+    }
+    struct mls_monitor *m = mls_monitor_new(name, &cfg);
+    if (!m) {
+        mls_mconfig_free(&cfg);
+        snprintf(err, errlen, "out of memory loading monitor %.130s", name);
+    }
+    return m;
+}

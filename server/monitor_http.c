@@ -761,6 +761,8 @@ int mls_monitor_v2(struct mls_mcall *c, const char *model, struct mlp_v2_request
     int rc = 0;
     const char *name = json_is_string(v2->monitor) ? json_string_value(v2->monitor) : "";
     struct mls_monitor *m = *name ? mls_registry_get(&s->monitors, name) : NULL;
+    if (*name && !m && !mls_writer_sync(&s->writer)) /* (made on another replica?) */
+        m = mls_registry_get(&s->monitors, name);
     if (!json_is_string(v2->monitor)) {
         mls_mhttp_error(c, MLS_ERR_INVALID_OBSERVATION, "parameters.monitor",
                         "parameters.monitor is the name of a monitor (a string)");
@@ -930,12 +932,38 @@ static int do_series(struct mls_mcall *c)
     return 0;
 }
 
+/* Replicas sharing a store: a read answers with what every replica committed before it
+ * arrived, and a change to a monitor this replica has not seen yet (made on another) looks
+ * again once caught up. (A create, replace or delete: the writer catches up itself.) 0, or -1
+ * answered 503. */
+static int catch_up(struct mls_mcall *c)
+{
+    int get = !strcmp(c->method, "GET") || !strcmp(c->method, "HEAD");
+    if (!get) {
+        if (!strcmp(c->method, "PUT") || !strcmp(c->method, "DELETE") || !c->name[0])
+            return 0;
+        struct mls_monitor *m = mls_registry_get(&c->srv->monitors, c->name);
+        mls_monitor_unref(m);
+        if (m)
+            return 0;
+    }
+    if (!mls_writer_sync(&c->srv->writer))
+        return 0;
+    mls_mhttp_error(c, MLS_ERR_STATE_UNAVAILABLE, "",
+                    "the monitors' shared state (PostgreSQL) cannot be reached now, so this "
+                    "replica cannot tell the other replicas' figures; retry later (the server "
+                    "log says why)");
+    return -1;
+}
+
 int mls_monitor_route(struct mls_mcall *c)
 {
     if (c->query->bad[0])
         return mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, c->query->bad,
                                "query argument \"%s\" is unknown, repeated, empty or too long",
                                c->query->bad);
+    if (catch_up(c))
+        return 0;
     switch (c->route) {
     case MLS_ROUTE_MONITORS:
         return do_list(c);

@@ -1,6 +1,6 @@
 /*
- * store.h -- the durable copy of the monitors, behind an interface: SQLite now
- * (store_sqlite.c); a shared database for replicas is another file implementing the same.
+ * store.h -- the durable copy of the monitors, behind an interface: SQLite for one server
+ * (store_sqlite.c), PostgreSQL for replicas that share their monitors (store_pg.c).
  *
  * Only the writer thread (writer.c) calls a store after it is loaded. Every change happens
  * inside begin() .. commit(); commit() returns only once the transaction is durable (for
@@ -35,6 +35,11 @@ struct mls_store_vt {
                       const struct mls_class_sums *classes, int64_t class_slots);
     int (*drop_bucket)(struct mls_store *s, const char *monitor, const char *combo, int64_t start,
                        int32_t width);
+    /* Moves minute bucket `start` into hour bucket `hour` by the store's own figures (the
+     * rollup, where other processes may roll the same minute: only one adds it). May be NULL:
+     * then add_bucket(hour, the minute's sums in memory) and drop_bucket(minute). */
+    int (*roll_bucket)(struct mls_store *s, const char *monitor, const char *combo, int64_t start,
+                       int64_t hour);
     /* Forgets idempotency keys recorded before t. */
     int (*purge_ids)(struct mls_store *s, int64_t before);
 
@@ -80,6 +85,9 @@ struct mls_store_vt {
     void (*undo)(struct mls_store *s);
     int (*commit)(struct mls_store *s);
     void (*rollback)(struct mls_store *s);
+    /* Stores shared with other processes (NULL for the others): brings the registry up to what
+     * they committed (outside a transaction). 0, or -1 (unreachable: memory kept as it was). */
+    int (*poll)(struct mls_store *s, struct mls_registry *g);
     /* Why the last call failed, for logs and answers. */
     const char *(*errmsg)(struct mls_store *s);
     void (*close)(struct mls_store *s);
@@ -98,5 +106,19 @@ struct mls_store {
  */
 int mls_store_open_sqlite(const char *path, uint64_t cache, uint64_t map, struct mls_store **out,
                           char *err, size_t errlen);
+
+/*
+ * Whether --state names a PostgreSQL database: a postgresql:// or postgres:// URI, or a libpq
+ * keyword/value string ("host=db dbname=maskloss"); anything else is a SQLite file.
+ */
+int mls_store_is_pg(const char *state);
+/*
+ * Connects to the PostgreSQL database of conninfo (libpq's: a URI or keyword/value pairs;
+ * the password from it, PGPASSWORD or PGPASSFILE) and creates or migrates its schema.
+ * Returns 0, or -1 with a message in err (which never holds the password).
+ */
+int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, size_t errlen);
+/* --state as logs may show it: a password in it replaced by "***". */
+void mls_store_redact(const char *state, char *out, size_t size);
 
 #endif /* MLS_STORE_H */

@@ -1024,23 +1024,10 @@ static int st_load(struct mls_store *b, struct mls_registry *g, char *err, size_
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
         const char *text = (const char *)sqlite3_column_text(st, 1);
-        json_error_t jerr;
-        json_t *obj = json_loads(text ? text : "", 0, &jerr);
-        struct mls_mconfig cfg;
-        struct mlp_error perr;
-        /* The limits apply to new configs, not to what was accepted before a restart. */
-        struct mls_monitor_limits lim = g->limits;
-        lim.max_classes = UINT32_MAX;
-        int prc = obj ? mls_mconfig_parse(obj, &lim, &cfg, &perr) : -1;
-        json_decref(obj);
-        if (prc) {
-            snprintf(err, errlen, "monitor %s: its stored config no longer parses: %s",
-                     name ? name : "?", obj ? perr.e.message : jerr.text);
+        struct mls_monitor *m = mls_monitor_from_stored(g, name ? name : "?", text, err, errlen);
+        if (!m)
             goto out;
-        }
-        struct mls_monitor *m = mls_monitor_new(name, &cfg);
-        if (!m || mls_registry_put(g, m)) {
-            mls_mconfig_free(&cfg);
+        if (mls_registry_put(g, m)) {
             mls_monitor_unref(m);
             snprintf(err, errlen, "out of memory loading monitor %s", name);
             goto out;

@@ -25,6 +25,41 @@
 
 /* The longest a commit waits for observations on their way (writer.h). */
 #define MAX_GATHER_NS 1000000u
+/* A shared store is polled this often when nothing asks (other replicas' changes reach memory
+ * and /metrics within it; a lost database is noticed within it); a sync waits at most
+ * SYNC_WAIT_S for its poll. */
+#define POLL_NS 1000000000ull
+#define SYNC_WAIT_S 15
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Polls a shared store: memory catches up with the other replicas (writer thread). */
+static void poll_store(struct mls_writer *w)
+{
+    if (!w->store->vt->poll)
+        return;
+    pthread_mutex_lock(&w->mu);
+    uint64_t want = w->sync_want;
+    pthread_mutex_unlock(&w->mu);
+    int rc = w->store->vt->poll(w->store, w->registry);
+    if (rc && !atomic_load(&w->store_down))
+        fprintf(stderr, "maskloss-server: the monitors' state is unreachable: %s\n",
+                w->store->vt->errmsg(w->store));
+    else if (!rc && atomic_load(&w->store_down))
+        fprintf(stderr, "maskloss-server: the monitors' state is reachable again\n");
+    atomic_store(&w->store_down, rc != 0);
+    pthread_mutex_lock(&w->mu);
+    w->sync_done = want;
+    w->sync_failed = rc != 0;
+    w->next_poll_ns = mono_ns() + POLL_NS;
+    pthread_cond_broadcast(&w->synced);
+    pthread_mutex_unlock(&w->mu);
+}
 
 void mls_op_clear(struct mls_op *op)
 {
@@ -96,6 +131,7 @@ static int commit(struct mls_writer *w)
     if (rc) {
         w->store->vt->rollback(w->store);
         atomic_fetch_add_explicit(&w->store_failures, 1, memory_order_relaxed);
+        w->next_poll_ns = 0; /* (a shared store: is it reachable?) */
     } else {
         atomic_fetch_add_explicit(&w->commits, 1, memory_order_relaxed);
     }
@@ -447,6 +483,8 @@ static void process(struct mls_writer *w, struct mls_op *batch)
             do_observes(w, op, end);
         } else {
             end = op->next;
+            /* Another replica may have made or removed the monitor: decide on the latest. */
+            poll_store(w);
             if (op->kind == MLS_OP_PUT)
                 do_put(w, op);
             else
@@ -557,8 +595,11 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
         if (x->roll) {
             int64_t hour = x->start / MLS_HOUR * MLS_HOUR;
             struct mls_bucket *bk = &c->buckets[b];
-            failed = s->vt->add_bucket(s, x->m->name, c->key, hour, MLS_HOUR, &bk->total,
-                                       bk->classes, mls_class_slots(&x->m->cfg)) != 0;
+            if (s->vt->roll_bucket)
+                failed = s->vt->roll_bucket(s, x->m->name, c->key, x->start, hour) != 0;
+            else
+                failed = s->vt->add_bucket(s, x->m->name, c->key, hour, MLS_HOUR, &bk->total,
+                                           bk->classes, mls_class_slots(&x->m->cfg)) != 0;
             if (!failed) {
                 /* The hour bucket, made before the commit (zero sums). */
                 struct mls_cell zero;
@@ -568,7 +609,7 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
                 pthread_rwlock_unlock(&x->m->lock);
             }
         }
-        if (!failed)
+        if (!failed && !(x->roll && s->vt->roll_bucket))
             failed = s->vt->drop_bucket(s, x->m->name, c->key, x->start, x->width) != 0;
     }
     if (failed || commit(w)) {
@@ -617,10 +658,22 @@ static void *run(void *arg)
     struct mls_writer *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->mu);
-        while (!w->head && !w->stopping && time(NULL) < w->next_upkeep) {
+        int polls = w->store->vt->poll != NULL;
+        while (!w->head && !w->stopping && time(NULL) < w->next_upkeep &&
+               !(polls && (w->sync_want > w->sync_done || mono_ns() >= w->next_poll_ns))) {
             struct timespec until = {w->next_upkeep, 0};
+            if (polls) { /* (the poll's time, in the condition's clock) */
+                uint64_t t = mono_ns(), wait = w->next_poll_ns > t ? w->next_poll_ns - t : 0;
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                uint64_t at = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + wait;
+                if ((int64_t)(at / 1000000000ull) < w->next_upkeep)
+                    until =
+                        (struct timespec){(time_t)(at / 1000000000ull), (long)(at % 1000000000ull)};
+            }
             pthread_cond_timedwait(&w->cv, &w->mu, &until);
         }
+        int poll_due = polls && (w->sync_want > w->sync_done || mono_ns() >= w->next_poll_ns);
         /* Observations on their way share this commit if they come within about one
          * commit's time (bounded: a long computation does not hold the others). */
         if (w->head && w->upstream && !w->stopping) {
@@ -641,6 +694,8 @@ static void *run(void *arg)
         w->head = w->tail = NULL;
         int stopping = w->stopping;
         pthread_mutex_unlock(&w->mu);
+        if (poll_due)
+            poll_store(w);
         if (batch)
             process(w, batch);
         int64_t now = time(NULL);
@@ -670,7 +725,14 @@ int mls_writer_start(struct mls_writer *w, struct mls_store *store, struct mls_r
         pthread_mutex_destroy(&w->mu);
         return -1;
     }
+    if (pthread_cond_init(&w->synced, NULL)) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        return -1;
+    }
+    w->next_poll_ns = mono_ns() + POLL_NS; /* (the load has just read everything) */
     if (pthread_create(&w->thread, NULL, run, w)) {
+        pthread_cond_destroy(&w->synced);
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
         return -1;
@@ -716,6 +778,25 @@ void mls_writer_arrive(struct mls_writer *w, struct mls_op *op)
     pthread_mutex_unlock(&w->mu);
 }
 
+int mls_writer_sync(struct mls_writer *w)
+{
+    if (!w->started || !w->store->vt->poll)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    /* A poll that starts after this point: concurrent syncs share it. */
+    uint64_t want = ++w->sync_want;
+    pthread_cond_signal(&w->cv);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += SYNC_WAIT_S;
+    int timed_out = 0;
+    while (w->sync_done < want && !w->stopping && !timed_out)
+        timed_out = pthread_cond_timedwait(&w->synced, &w->mu, &until) == ETIMEDOUT;
+    int rc = w->sync_done >= want && !w->sync_failed ? 0 : -1;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
 unsigned mls_writer_pending(struct mls_writer *w)
 {
     pthread_mutex_lock(&w->mu);
@@ -731,8 +812,10 @@ void mls_writer_stop(struct mls_writer *w)
     pthread_mutex_lock(&w->mu);
     w->stopping = 1;
     pthread_cond_signal(&w->cv);
+    pthread_cond_broadcast(&w->synced);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->synced);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     w->started = 0;

@@ -120,6 +120,13 @@ struct mls_writer {
      * commit waits a little for them, so that they share its fsync (mls_writer_expect). */
     unsigned upstream;
     uint64_t last_commit_ns;
+    /* A store shared with other replicas (store->vt->poll): the writer polls it about once a
+     * POLL_NS, and at once for a mls_writer_sync() (sync_want > sync_done). */
+    uint64_t sync_want, sync_done;
+    int sync_failed;        /* the last poll failed */
+    pthread_cond_t synced;  /* sync_done moved */
+    uint64_t next_poll_ns;  /* CLOCK_MONOTONIC */
+    _Atomic int store_down; /* the last poll failed: /readyz answers 503 */
     /* Counters for /metrics (writer thread writes, readers load relaxed). */
     _Atomic uint64_t commits, ops_committed, store_failures;
     _Atomic uint64_t commit_ns; /* total time in commits */
@@ -138,6 +145,10 @@ void mls_writer_submit(struct mls_writer *w, struct mls_op *op);
  */
 void mls_writer_expect(struct mls_writer *w);
 void mls_writer_arrive(struct mls_writer *w, struct mls_op *op);
+/* With a store shared by replicas: waits until memory holds every change committed before
+ * the call (by any replica). 0, or -1 when the store cannot be reached. Returns 0 at once for
+ * a store of this process alone. Not on the writer thread. */
+int mls_writer_sync(struct mls_writer *w);
 /* Ops submitted and not yet answered. */
 unsigned mls_writer_pending(struct mls_writer *w);
 /* Finishes what is queued, then stops the thread. */

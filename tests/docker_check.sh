@@ -13,8 +13,9 @@ note() { echo "docker_check: $*" >&2; fail=1; }
 for dir in lib proto cli server scripts; do
     grep -q "^COPY $dir $dir\$" $df || note "$df does not copy $dir/ into the build stage"
 done
-# Build packages: the Makefile's DEPS_BUILD Debian names.
-for deb in $(sed -n 's/^DEPS_BUILD = //p' Makefile | tr ' ' '\n' | sed 's/.*://'); do
+# Build packages: the Makefile's DEPS_BUILD Debian names (its continuation lines too).
+for deb in $(awk '/^DEPS_BUILD = /{f=1} f{print; if (!/\\$/) exit}' Makefile |
+             sed 's/^DEPS_BUILD = //; s/\\$//' | tr ' ' '\n' | sed 's/.*://'); do
     grep -q "$deb" $df || note "$df build stage does not install $deb (Makefile DEPS_BUILD)"
 done
 # Runtime packages: the owners of the libraries SERVER links directly (its NEEDED entries;

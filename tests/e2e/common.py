@@ -24,6 +24,14 @@ def plain_only(fn):
     return fn
 
 
+def sqlite_only(fn):
+    """Marks a test of the SQLite state itself (its file read, cut or made read-only, its
+    cache and map flags): run.py --pg, which runs the monitor suites again with every server on
+    PostgreSQL, skips it."""
+    fn.sqlite_only = True
+    return fn
+
+
 NOTE = {"loss": "sigmoid_cross_entropy", "dtype": "float64",
         "labels": [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
         "logits": [[0.2, 0.2, 0.2, 0, 0.8], [0, 0.5, 0.5, 0.2, 0], [0, 0.5, 0.1, 0.0, 0.9],

@@ -36,6 +36,12 @@ import tests_cli_auth  # noqa: E402,F401
 import tests_pg_harness  # noqa: E402,F401
 
 
+# The suites run.py --pg runs again on PostgreSQL: every test of monitors and late labels.
+PG_SUITES = {"tests_monitors", "tests_monitor_rollup", "tests_monitor_reference",
+             "tests_monitor_guards", "tests_monitor_attacks", "tests_late", "tests_late_attacks",
+             "tests_late_review2", "tests_cli_monitor", "tests_pg_replicas"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -43,12 +49,28 @@ def main():
     ap.add_argument("-k", dest="only")
     ap.add_argument("--sanitized", action="store_true",
                     help="the server is a sanitized build: skip the tests marked plain_only")
+    ap.add_argument("--pg", action="store_true",
+                    help="the monitor and late-label suites again, every server's state on a "
+                         "throwaway PostgreSQL (skips the tests marked sqlite_only)")
     args = ap.parse_args()
+    pg = None
+    if args.pg:
+        import server as server_mod
+        from pg import Postgres
+        pg = Postgres()
+        pg.__enter__()
+        server_mod.PG = pg
+        print(f"PostgreSQL {pg.port}: initdb {pg.init_seconds:.1f} s, start {pg.start_seconds:.1f} s")
     if not args.cli:
         args.cli = os.path.join(os.path.dirname(args.server), "maskloss")
     failed = 0
     for fn in TESTS:
         if args.only and args.only not in fn.__name__:
+            continue
+        if args.pg and fn.__module__ not in PG_SUITES:
+            continue
+        if args.pg and getattr(fn, "sqlite_only", False):
+            print(f"skip {fn.__name__} (of the SQLite file itself)")
             continue
         if args.sanitized and getattr(fn, "plain_only", False):
             print(f"skip {fn.__name__} (a timing or load figure: run against the plain build)")
@@ -61,6 +83,8 @@ def main():
             failed += 1
             print(f"FAIL {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
             traceback.print_exc()
+    if pg is not None:
+        pg.__exit__(None, None, None)
     print(f"e2e: {'all passed' if not failed else f'{failed} failed'}")
     sys.exit(1 if failed else 0)
 

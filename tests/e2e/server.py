@@ -11,6 +11,31 @@ import tempfile
 import time
 
 
+# run.py --pg: a tests/e2e/pg.Postgres that every server's monitors go to instead of SQLite.
+# Each --state gets a schema of its own (a fresh one for :memory:, the same one for the same
+# file path: a restart finds its monitors, as with the file).
+PG = None
+_pg_schemas = {}
+
+
+def pg_state(state):
+    """The connection string that stands for --state `state` on PG (a schema of its own)."""
+    key = None if state == ":memory:" else os.path.abspath(state)
+    if key is not None and key in _pg_schemas:
+        return _pg_schemas[key]
+    name = f"s{len(_pg_schemas) + 1}_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}"
+    PG.psql(f"CREATE SCHEMA {name} AUTHORIZATION maskloss")
+    dsn = PG.dsn + f" options='-csearch_path={name}'"
+    _pg_schemas[key if key is not None else name] = dsn
+    return dsn
+
+
+def pg_schema(state):
+    """The schema that stands for state file `state` on PG."""
+    dsn = _pg_schemas[os.path.abspath(state)]
+    return re.search(r"search_path=(\w+)", dsn).group(1)
+
+
 class Server:
     """One server process. Its stderr goes to a temporary file, kept for failure reports."""
 
@@ -24,8 +49,14 @@ class Server:
             argv += ["--port", "0"]
         # No state file left in the working directory by tests that do not ask for one.
         if not any(a == "--state" or a.startswith("--state=") for a in args) and "MASKLOSS_STATE" not in environ:
-            argv += ["--state", ":memory:"]
-        argv += list(args)
+            argv += ["--state", ":memory:" if PG is None else pg_state(":memory:")]
+        args = list(args)
+        for i, a in enumerate(args if PG is not None else []):
+            if a == "--state" and i + 1 < len(args):
+                args[i + 1] = pg_state(args[i + 1])
+            elif a.startswith("--state="):
+                args[i] = "--state=" + pg_state(a[len("--state="):])
+        argv += args
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, env=environ)
         self.banner = self._read_line(startup_timeout)

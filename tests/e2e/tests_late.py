@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from common import JSON, expect_error, stop_clean, test, wait_until
+from common import sqlite_only, JSON, expect_error, stop_clean, test, wait_until
 from server import Server, exchange
 from tests_monitors import Api, comparable, json_diff, rfc3339, state_dir
 
@@ -952,6 +952,7 @@ def mapped(pid, path):
 
 
 @test
+@sqlite_only
 def late_state_mmap(args):
     """The stored outputs are read through a map of the state file by default, through
     SQLite's cache with --state-mmap 0: the same labels give the same figures either way
@@ -992,6 +993,15 @@ def late_state_mmap(args):
 # ---- 6. Expiry ----------------------------------------------------------------------------------
 
 def rows_of(path, table):
+    import server as server_mod
+    if server_mod.PG is not None:  # (run.py --pg: the state of `path` is a schema)
+        if table == "label_runs":
+            return []
+        schema = server_mod.pg_schema(path)
+        cols = "pred, generation, id, t, combo" if table == "predictions" else "*"
+        out = server_mod.PG.psql(f"SELECT {cols} FROM {schema}.{table}")
+        rows = [line.split("|") for line in out.split("\n") if line]
+        return [(int(r[0]), *r[1:]) for r in rows]
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         return con.execute(f"SELECT * FROM {table}").fetchall()
@@ -1004,6 +1014,12 @@ def label_records(path):
     server/store_sqlite.c: pred int64, slot int32, class int32, value, weight, first, t
     doubles; native = little-endian here), as (pred, slot, class, value, weight, first, t)."""
     import struct
+    import server as server_mod
+    if server_mod.PG is not None:  # (the labels table: the same fields)
+        out = server_mod.PG.psql("SELECT pred, slot, cls, value, weight, first, t FROM "
+                                 f"{server_mod.pg_schema(path)}.labels")
+        return [(int(a), int(b), int(c), float(d), float(e), float(f), float(g))
+                for a, b, c, d, e, f, g in (line.split("|") for line in out.split("\n") if line)]
     out = []
     for run, data in rows_of(path, "label_runs"):
         assert len(data) % 48 == 0, (run, len(data))

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from common import expect_error, stop_clean, test, wait_until
+from common import sqlite_only, expect_error, stop_clean, test, wait_until
 from server import Server
 from tests_late import SCE, TCE, Late, f32, sce
 from tests_monitors import Api, comparable, json_diff, state_dir, sxfsz_ignored_server
@@ -176,6 +176,7 @@ def late_attack_retention_drops_live_prediction(args):
 
 
 @test
+@sqlite_only
 def late_attack_schema2_labels_table(args):
     """A state written by the server before labels were written in runs (schema 2, a `labels`
     table of one row a label: lid, pred, slot, class, value, weight, first, t) is opened by this
@@ -227,6 +228,7 @@ def late_attack_schema2_labels_table(args):
 
 
 @test
+@sqlite_only
 def late_attack_compaction_write_amplification(args):
     """One correction among 200k labels written by one request: the upkeep that follows (at a
     restart) writes about the correction, not the 200k labels again (the bytes the process
@@ -278,6 +280,7 @@ def late_attack_compaction_write_amplification(args):
 # ---- Attacks that held (regressions) -------------------------------------------------------------
 
 @test
+@sqlite_only
 def late_attack_store_failure(args):
     """The state stops taking writes (RLIMIT_FSIZE 0) with labels (a retry key), predictions and
     a per-sample label on their way: each 503, nothing of them in memory (figures, labels block,
@@ -604,6 +607,7 @@ def late_attack_gathered_params(args):
 
 
 @test
+@sqlite_only
 def late_attack_compaction_restarts(args):
     """Corrections in every round (elementwise, sparse softmax and torch cross_entropy whose
     classes change), a kill -9 and a restart between rounds (the upkeep at start compacts the

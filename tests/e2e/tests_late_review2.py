@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import expect_error, stop_clean, test, wait_until
+from common import sqlite_only, expect_error, stop_clean, test, wait_until
 from server import Server
 from tests_late import BCE, SCE, TCE, Late, bce_pos_weight, f32, log_loss, mapped, mse, sce
 from tests_late_attacks import b64, label, predict
@@ -50,6 +50,7 @@ def check_per_class(m, got, context=""):
 # ---- 1. The span of the labelled classes, on rows of many classes -----------------------------
 
 @test
+@sqlite_only
 def late_review2_spans(args):
     """Rows of 1024 float64 classes (8 KiB: the row spans overflow pages) and of 333 float32
     ones, stored in a mapped state; labels at the row's first and last class, in the middle,
@@ -206,6 +207,7 @@ def late_review2_per_sample_repeats(args):
 # ---- 3. The map while rows go: expiry, compaction, a vacuum by another process -----------------
 
 @test
+@sqlite_only
 def late_review2_expiry_under_map(args):
     """A mapped state loses most of its rows: 6000 predictions of 128 classes (and their
     labels) expire, and the upkeep at the next start deletes them and compacts the labels;
@@ -270,6 +272,7 @@ def late_review2_expiry_under_map(args):
 # ---- 4. A state larger than the map ------------------------------------------------------------
 
 @test
+@sqlite_only
 def late_review2_beyond_the_map(args):
     """--state-mmap 1M and --state-cache 64K under a state of ~3 MB whose rows (600 float64
     outputs, 4800 bytes) span two pages each: most rows lie beyond the map and SQLite's cache,
@@ -321,6 +324,7 @@ def late_review2_beyond_the_map(args):
 # ---- 5. Defect: a state file cut short under the map kills the server (SIGBUS) -----------------
 
 @test
+@sqlite_only
 def late_review2_truncated_without_map(args):
     """The state file made shorter by something other than this server's SQLite while it runs
     (an operator's `cp backup.db state.db` over it -- cp truncates first --, a restore script):
@@ -360,6 +364,7 @@ def late_review2_truncated_without_map(args):
 # ---- 6. A read-only state (immutable) through the map ------------------------------------------
 
 @test
+@sqlite_only
 def late_review2_read_only_state(args):
     """Root: a mapped state on a tmpfs remounted read-only (SQLite opens it immutable): the
     server starts with its predictions and labels (the figures equal numpy's and /v1/loss's),
@@ -481,6 +486,7 @@ def late_review2_refused_midway(args):
 # ---- 8. Many ops in one transaction on the same mapped rows ------------------------------------
 
 @test
+@sqlite_only
 def late_review2_concurrent_mapped(args):
     """4 clients label the same 300 predictions of 300 float32 classes at once, on a mapped
     state read after a clean restart (the rows in the file): each client its own classes (so
@@ -608,6 +614,7 @@ def late_review2_id_order(args):
 # ---- 10. A full file system under the map --------------------------------------------------------
 
 @test
+@sqlite_only
 def late_review2_full_disk_mapped(args):
     """Root: a mapped state on a small tmpfs that fills up (SQLite extends the file it maps
     with ftruncate at a checkpoint: a page of a full tmpfs read through a map is a SIGBUS, so

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from common import expect_error, json_call as call, plain_only, stop_clean, test, JSON
+from common import sqlite_only, expect_error, json_call as call, plain_only, stop_clean, test, JSON
 from server import Server
 
 
@@ -49,6 +49,7 @@ def monitor_reference_reloads(args):
 
 
 @test
+@sqlite_only
 def monitor_file_size_limit(args):
     """A file-size limit (RLIMIT_FSIZE: ulimit -f, systemd's LimitFSIZE=) reached by the state:
     the write fails and the observation is answered 503 state_unavailable. The server itself
@@ -86,6 +87,7 @@ def monitor_file_size_limit(args):
 
 
 @test
+@sqlite_only
 def monitor_failed_commit_leaves_no_slice(args):
     """Observations refused 503 (the store cannot be written) count nothing, and that includes
     their slice combinations: those were made ready in memory before the commit and kept after

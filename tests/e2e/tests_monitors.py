@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from common import JSON, expect_error, ref, stop_clean, test, wait_until
+from common import sqlite_only, JSON, expect_error, ref, stop_clean, test, wait_until
 from server import Server, exchange
 
 SCE = "sigmoid_cross_entropy"
@@ -948,6 +948,7 @@ def fresh_state(api):
 
 
 @test
+@sqlite_only
 def monitor_state_unavailable(args):
     done, skipped = [], []
     # 1. Any user: RLIMIT_FSIZE 0 on the running server, every write to the state fails (EFBIG).
