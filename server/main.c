@@ -291,9 +291,6 @@ static int render_catalogue(struct mls_server *s)
     return 0;
 }
 
-/* Attempts to reach a PostgreSQL state at start, a second apart. */
-#define STATE_ATTEMPTS 30
-
 /* The monitors: the store opened and loaded into memory, and the writer thread started. */
 static int open_state(struct mls_server *s)
 {
@@ -309,12 +306,13 @@ static int open_state(struct mls_server *s)
     int rc;
     if (mls_store_is_pg(s->cfg.state)) {
         /* A database starting beside the server (compose, a pod's restart) gets a while. */
-        for (int attempt = 1;; attempt++) {
+        for (unsigned attempt = 0;; attempt++) {
             rc = mls_store_open_pg(s->cfg.state, &s->store, err, sizeof(err));
-            if (!rc || attempt == STATE_ATTEMPTS)
+            if (!rc || attempt >= s->cfg.state_wait)
                 break;
-            fprintf(stderr, "maskloss-server: --state %s: %s; trying again in 1 s (%d of %d)\n",
-                    shown, err, attempt, STATE_ATTEMPTS);
+            fprintf(stderr,
+                    "maskloss-server: --state %s: %s; trying again in 1 s (--state-wait %u)\n",
+                    shown, err, s->cfg.state_wait);
             sleep(1);
         }
     } else {

@@ -32,6 +32,12 @@ def sqlite_only(fn):
     return fn
 
 
+def pg_only(fn):
+    """Marks a test of replicas on PostgreSQL (server.PG): only run.py --pg runs it."""
+    fn.pg_only = True
+    return fn
+
+
 NOTE = {"loss": "sigmoid_cross_entropy", "dtype": "float64",
         "labels": [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
         "logits": [[0.2, 0.2, 0.2, 0, 0.8], [0, 0.5, 0.5, 0.2, 0], [0, 0.5, 0.1, 0.0, 0.9],

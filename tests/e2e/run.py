@@ -34,6 +34,7 @@ import tests_quota_attacks  # noqa: E402,F401
 import tests_client_auth  # noqa: E402,F401
 import tests_cli_auth  # noqa: E402,F401
 import tests_pg_harness  # noqa: E402,F401
+import tests_pg_replicas  # noqa: E402,F401
 
 
 # The suites run.py --pg runs again on PostgreSQL: every test of monitors and late labels.
@@ -68,6 +69,8 @@ def main():
         if args.only and args.only not in fn.__name__:
             continue
         if args.pg and fn.__module__ not in PG_SUITES:
+            continue
+        if not args.pg and getattr(fn, "pg_only", False):
             continue
         if args.pg and getattr(fn, "sqlite_only", False):
             print(f"skip {fn.__name__} (of the SQLite file itself)")

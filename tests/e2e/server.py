@@ -20,6 +20,8 @@ _pg_schemas = {}
 
 def pg_state(state):
     """The connection string that stands for --state `state` on PG (a schema of its own)."""
+    if state in _pg_schemas.values():  # (already one: a test's own replicas of one schema)
+        return state
     key = None if state == ":memory:" else os.path.abspath(state)
     if key is not None and key in _pg_schemas:
         return _pg_schemas[key]
