@@ -748,10 +748,14 @@ void mls_registry_write_metrics(struct mls_registry *g, struct mlp_buf *b)
             }
         }
     }
-    /* Late labels: what the store holds now (gauges: they fall as predictions expire). */
+    /* Late labels: what the store holds now (gauges: they fall as predictions expire).
+     * Replicas sharing a store each export its count: aggregate them with max, not sum. */
     static const char *const gauges[2][2] = {
-        {"maskloss_monitor_predictions", "Predictions stored that take labels"},
-        {"maskloss_monitor_labelled_positions", "Labelled positions of the stored predictions"}};
+        {"maskloss_monitor_predictions",
+         "Predictions stored that take labels (the shared store's, on every replica: max)"},
+        {"maskloss_monitor_labelled_positions",
+         "Labelled positions of the stored predictions (the shared store's, on every replica: "
+         "max)"}};
     for (int f = 0; f < 2; f++) {
         int wrote_head = 0;
         for (size_t i = 0; i < g->count; i++) {
