@@ -99,6 +99,72 @@ struct label_entry {
     struct mls_label l;
 };
 
+/* The read caches' index: entry index + 1 by hash (0: an empty slot), open addressing. Entries
+ * are only appended, and forgotten all at once. */
+struct islot {
+    uint64_t h;
+    uint32_t e;
+};
+struct index {
+    struct islot *slots;
+    size_t cap, count; /* cap: 0 or a power of 2 */
+};
+
+static uint64_t mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+static int index_add(struct index *x, uint64_t h, size_t entry)
+{
+    if (2 * (x->count + 1) > x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 256;
+        struct islot *n = calloc(cap, sizeof(*n));
+        if (!n)
+            return -1;
+        for (size_t i = 0; i < x->cap; i++) {
+            if (!x->slots[i].e)
+                continue;
+            size_t j = (size_t)x->slots[i].h & (cap - 1);
+            while (n[j].e)
+                j = (j + 1) & (cap - 1);
+            n[j] = x->slots[i];
+        }
+        free(x->slots);
+        x->slots = n;
+        x->cap = cap;
+    }
+    size_t j = (size_t)h & (x->cap - 1);
+    while (x->slots[j].e)
+        j = (j + 1) & (x->cap - 1);
+    x->slots[j] = (struct islot){h, (uint32_t)(entry + 1)};
+    x->count++;
+    return 0;
+}
+
+static void index_clear(struct index *x)
+{
+    if (x->count)
+        memset(x->slots, 0, x->cap * sizeof(*x->slots));
+    x->count = 0;
+}
+
+static uint64_t label_hash(int64_t pred, int32_t slot)
+{
+    return mix((uint64_t)pred * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uint32_t)slot);
+}
+
+static uint64_t pred_hash(int64_t gen, const char *id)
+{
+    uint64_t h = 14695981039346656037ull ^ (uint64_t)gen;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return mix(h);
+}
+
 #define MAX_MARKS 8
 struct mark {
     size_t adds, lives, labels;
@@ -131,6 +197,7 @@ struct pg_store {
     size_t num_preds, cap_preds;
     struct label_entry *lbls;
     size_t num_lbls, cap_lbls;
+    struct index pred_index, label_index;
     /* The feed: the snapshot of the last poll (text), and when it was taken. */
     char *prev;
     uint64_t polled_at;
@@ -627,6 +694,8 @@ static void clear_reads(struct pg_store *s)
     }
     s->num_preds = 0;
     s->num_lbls = 0;
+    index_clear(&s->pred_index);
+    index_clear(&s->label_index);
     for (size_t i = 0; i < s->num_hint_ids; i++)
         free(s->hint_ids[i]);
     s->num_hint_ids = 0;
@@ -1200,6 +1269,12 @@ static int read_preds(struct pg_store *s, int64_t gen, char **ids, size_t n)
             rc = oom(s, "reading predictions");
             break;
         }
+        if (index_add(&s->pred_index, pred_hash(gen, e.id), s->num_preds)) {
+            free(e.id);
+            free(e.combo);
+            rc = oom(s, "reading predictions");
+            break;
+        }
         s->preds[s->num_preds++] = e;
     }
     PQclear(r);
@@ -1208,9 +1283,15 @@ static int read_preds(struct pg_store *s, int64_t gen, char **ids, size_t n)
 
 static struct pred_entry *cached_pred(struct pg_store *s, int64_t gen, const char *id)
 {
-    for (size_t i = s->num_preds; i-- > 0;)
-        if (s->preds[i].gen == gen && s->preds[i].found >= 0 && !strcmp(s->preds[i].id, id))
-            return &s->preds[i];
+    if (!s->pred_index.count)
+        return NULL;
+    uint64_t h = pred_hash(gen, id);
+    size_t mask = s->pred_index.cap - 1;
+    for (size_t j = (size_t)h & mask; s->pred_index.slots[j].e; j = (j + 1) & mask) {
+        struct pred_entry *e = &s->preds[s->pred_index.slots[j].e - 1];
+        if (s->pred_index.slots[j].h == h && e->gen == gen && e->found >= 0 && !strcmp(e->id, id))
+            return e;
+    }
     return NULL;
 }
 
@@ -1295,10 +1376,29 @@ static int pg_read_outputs(struct mls_store *b, int64_t pred, void *out, size_t 
 
 static struct label_entry *cached_label(struct pg_store *s, int64_t pred, int32_t slot)
 {
-    for (size_t i = s->num_lbls; i-- > 0;)
-        if (s->lbls[i].pred == pred && s->lbls[i].slot == slot)
-            return &s->lbls[i];
+    if (!s->label_index.count)
+        return NULL;
+    uint64_t h = label_hash(pred, slot);
+    size_t mask = s->label_index.cap - 1;
+    for (size_t j = (size_t)h & mask; s->label_index.slots[j].e; j = (j + 1) & mask) {
+        struct label_entry *e = &s->lbls[s->label_index.slots[j].e - 1];
+        if (e->pred == pred && e->slot == slot)
+            return e;
+    }
     return NULL;
+}
+
+/* A new cache entry for a position (not found until set). */
+static struct label_entry *label_entry_add(struct pg_store *s, int64_t pred, int32_t slot)
+{
+    if (GROW(s, lbls, num_lbls, cap_lbls) ||
+        index_add(&s->label_index, label_hash(pred, slot), s->num_lbls)) {
+        oom(s, "reading labels");
+        return NULL;
+    }
+    struct label_entry *e = &s->lbls[s->num_lbls++];
+    *e = (struct label_entry){.pred = pred, .slot = slot};
+    return e;
 }
 
 static void pg_hint_label(struct mls_store *b, int64_t pred, int32_t slot)
@@ -1343,21 +1443,17 @@ static int read_labels(struct pg_store *s, const struct label_entry *want, size_
         return -1;
     size_t first = s->num_lbls;
     for (size_t i = 0; i < n; i++) {
-        if (cached_label(s, want[i].pred, want[i].slot))
-            continue;
-        if (GROW(s, lbls, num_lbls, cap_lbls)) {
+        if (!cached_label(s, want[i].pred, want[i].slot) &&
+            !label_entry_add(s, want[i].pred, want[i].slot)) {
             PQclear(r);
-            return oom(s, "reading labels");
+            return -1;
         }
-        s->lbls[s->num_lbls++] = (struct label_entry){.pred = want[i].pred, .slot = want[i].slot};
     }
     for (int k = 0; k < PQntuples(r); k++) {
         int64_t pred = strtoll(PQgetvalue(r, k, 0), NULL, 10);
         int32_t slot = (int32_t)strtol(PQgetvalue(r, k, 1), NULL, 10);
-        for (size_t i = first; i < s->num_lbls; i++) {
-            struct label_entry *e = &s->lbls[i];
-            if (e->pred != pred || e->slot != slot)
-                continue;
+        struct label_entry *e = cached_label(s, pred, slot);
+        if (e && (size_t)(e - s->lbls) >= first) { /* (read now, not written by this op) */
             e->found = 1;
             e->l.cls = (int32_t)strtol(PQgetvalue(r, k, 2), NULL, 10);
             e->l.value = strtod(PQgetvalue(r, k, 3), NULL);
@@ -1430,11 +1526,12 @@ static int pg_put_label(struct mls_store *b, int64_t pred, int32_t slot, const s
     if (GROW(s, labels, num_labels, cap_labels))
         return oom(s, "writing labels");
     s->labels[s->num_labels++] = (struct label_row){pred, slot, *l, t};
+    /* (what get_label answers next in this transaction: pg_get_label cached it just above) */
     struct label_entry *e = cached_label(s, pred, slot);
-    if (e) {
-        e->found = 1;
-        e->l = *l;
-    }
+    if (!e && !(e = label_entry_add(s, pred, slot)))
+        return -1;
+    e->found = 1;
+    e->l = *l;
     return 0;
 }
 
@@ -1592,6 +1689,8 @@ static void pg_close(struct mls_store *b)
     free(s->hint_labels);
     free(s->preds);
     free(s->lbls);
+    free(s->pred_index.slots);
+    free(s->label_index.slots);
     free(s->prev);
     free(s);
 }
