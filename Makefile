@@ -11,6 +11,9 @@
 #                        test (unit, library packaging, CLI, end-to-end against the server), then
 #                        the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check           one build's tests (-Werror; installs nothing)
+#   make test-cluster    three replicas of the server on a throwaway PostgreSQL behind nginx,
+#                        scraped by Prometheus, under load while one is drained and one killed
+#                        (tests/cluster/run.py, under a minute; the last step of make test)
 #   make bench           maskloss bench (kernels), then wrk against build/maskloss-server on a
 #                        free port (BENCH_ARGS=...), and the monitors against /v1/loss
 #   make bench-server    the server against nginx serving the same answer; one large request
@@ -123,7 +126,7 @@ CLI = $(BUILD)/maskloss
 SERVER = $(BUILD)/maskloss-server
 
 .PHONY: all build deps deps-test test check e2e run bench bench-server accuracy clean install \
-        format lint difftest difftest-full accuracy-data
+        format lint difftest difftest-full accuracy-data test-cluster
 # Check the build packages (never install them), then build in a make of its own so that no
 # compiler runs before the check has passed.
 all:
@@ -272,6 +275,15 @@ test: deps-test
 	@$(MAKE) --no-print-directory check
 	@echo "== the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@$(MAKE) --no-print-directory SAN=address,undefined check
+	@$(MAKE) --no-print-directory test-cluster
+
+# The cluster test against this build's server (nginx, Prometheus and PostgreSQL from DEPS_TEST;
+# installs nothing): its figures, and any mismatch, printed.
+test-cluster:
+	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
+	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
+	@echo "== tests/cluster against $(SERVER)"
+	@$(PYTHON) tests/cluster/run.py --server $(SERVER)
 
 # Summation accuracy on 16M float32 elements (argument: ACCURACY_N).
 ACCURACY_N ?= 16777216
