@@ -78,7 +78,9 @@ ACK_DEADLINE = 30.0  # seconds an observation may take to be acknowledged, retri
 # rate() extrapolates each series' increase to the edges of its range by a factor of the
 # series' own (where its last sample falls before the evaluation, over the time it spans), and
 # in a cluster a minute old every series spans less than the 5-minute range, so the sum of rates
-# weighs each replica's ratio a little differently (measured here: up to 1.1e-4 of the ratio).
+# weighs each replica's ratio a little differently: by at most the 1 s between scrapes over the
+# 20 s or more the series span, times how far a replica's ratio is from the whole (about 1 %),
+# so a few 1e-4 at most (measured here: up to 1.4e-4).
 # In a cluster older than the range the factors are nearly the same, and so the ratio is. For
 # MONITOR, what a replica ingested after its last scrape and before it stopped is in no
 # scrape: its tolerance adds how far the ratio of what Prometheus holds is from the truth.
@@ -623,7 +625,7 @@ def run(args, tmp, procs, replicas, started):
     acked = sum(len(v) for v in load.acked.values())
     answered, retried = ngx.upstreams()
     print(f"requests sent {load.sent} (observes {load.sent - load.gets}, GETs {load.gets}); "
-          f"observations acknowledged {acked}, failed {len(load.failed)}; "
+          f"observations acknowledged {acked} ({acked / load_seconds:.0f}/s), failed {len(load.failed)}; "
           f"client retries {load.retries} (duplicates acknowledged {load.duplicates}), "
           f"GETs retried {load.get_failures}")
     print("nginx: answered by " + ", ".join(f"{r.name} {answered.get(str(r.port), 0)}" for r in replicas) +
