@@ -24,7 +24,8 @@ struct mls_store_vt {
     int (*load)(struct mls_store *s, struct mls_registry *g, char *err, size_t errlen);
     int (*begin)(struct mls_store *s);
     /* Creates or replaces a monitor's config; clear: also drop its buckets, ids, predictions
-     * and labels. */
+     * and labels. Returns 0, -1 on failure, or (a shared store, not clear) 1 when another
+     * process has created it meanwhile: nothing written. */
     int (*put_monitor)(struct mls_store *s, const char *name, const char *config, int clear);
     int (*delete_monitor)(struct mls_store *s, const char *name);
     /* Records an idempotency key: 1 when new, 0 when already known, -1 on failure. */
@@ -83,6 +84,8 @@ struct mls_store_vt {
     int (*savepoint)(struct mls_store *s);
     int (*release)(struct mls_store *s);
     void (*undo)(struct mls_store *s);
+    /* 0: durable. -1: failed, nothing of it was written. MLS_STORE_UNKNOWN: the store
+     * stopped answering after the commit was sent, so it may or may not have been written. */
     int (*commit)(struct mls_store *s);
     void (*rollback)(struct mls_store *s);
     /* Stores shared with other processes (NULL for the others): brings the registry up to what
@@ -92,6 +95,8 @@ struct mls_store_vt {
     const char *(*errmsg)(struct mls_store *s);
     void (*close)(struct mls_store *s);
 };
+
+#define MLS_STORE_UNKNOWN (-2)
 
 struct mls_store {
     const struct mls_store_vt *vt;

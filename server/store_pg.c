@@ -173,12 +173,16 @@ struct mark {
 struct pg_store {
     struct mls_store base;
     char *conninfo;
+    char secret_raw[1024], secret_plain[1024]; /* the password in it (find_password) */
     PGconn *c;
     uint64_t last_connect;
     /* The generation of each monitor, as memory holds them; changes of the open transaction
      * (put, delete) in pending, applied at its commit. */
     struct gen *gens, *pending;
     size_t num_gens, cap_gens, num_pending, cap_pending;
+    /* The monitors the open transaction writes to, with the generation written (gen_of). */
+    struct gen *touched;
+    size_t num_touched, cap_touched;
     struct add *adds;
     size_t num_adds, cap_adds;
     struct live *lives;
@@ -238,9 +242,117 @@ static int oom(struct pg_store *s, const char *what)
 }
 
 /* libpq's message, on one line. */
+/* Replaces every occurrence of secret in text (size bytes) with "***". */
+static void scrub(char *text, size_t size, const char *secret)
+{
+    size_t n = strlen(secret);
+    if (!n)
+        return;
+    for (char *p = text; (p = strstr(p, secret)) != NULL;) {
+        char rest[2048];
+        snprintf(rest, sizeof(rest), "%s", p + n);
+        snprintf(p, size - (size_t)(p - text), "***%s", rest);
+        p += 3;
+    }
+}
+
+static int hex(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*
+ * The password a connection string holds, as written (raw) and as libpq reads it (plain:
+ * percent-decoded in a URI, unquoted in keyword/value form); "" when it has none. Both are
+ * taken out of whatever the server prints: libpq's messages may quote the string.
+ */
+static void find_password(const char *conninfo, char *raw, char *plain, size_t n)
+{
+    raw[0] = plain[0] = '\0';
+    const char *scheme = strstr(conninfo, "://");
+    const char *v = NULL;
+    size_t len = 0;
+    if (scheme && mls_store_is_pg(conninfo)) {
+        const char *host = scheme + 3, *end = host + strcspn(host, "/?");
+        const char *at = NULL;
+        for (const char *q = host; q < end; q++)
+            if (*q == '@')
+                at = q;
+        const char *colon = at ? memchr(host, ':', (size_t)(at - host)) : NULL;
+        if (colon) {
+            v = colon + 1;
+            len = (size_t)(at - v);
+        } else if ((v = strstr(conninfo, "password=")) && (v[-1] == '?' || v[-1] == '&')) {
+            v += 9;
+            len = strcspn(v, "&");
+        } else {
+            v = NULL;
+        }
+        if (!v)
+            return;
+        snprintf(raw, n, "%.*s", (int)len, v);
+        size_t o = 0;
+        for (size_t i = 0; i < len && o + 1 < n; i++) {
+            int h1, h2;
+            if (v[i] == '%' && i + 2 < len && (h1 = hex(v[i + 1])) >= 0 &&
+                (h2 = hex(v[i + 2])) >= 0) {
+                plain[o++] = (char)(h1 * 16 + h2);
+                i += 2;
+            } else {
+                plain[o++] = v[i];
+            }
+        }
+        plain[o] = '\0';
+        return;
+    }
+    /* key = value pairs, values bare or in single quotes with backslash escapes */
+    const char *p = conninfo;
+    while (*p) {
+        p += strspn(p, " \t\n");
+        const char *key = p;
+        p += strspn(p, "abcdefghijklmnopqrstuvwxyz_");
+        size_t klen = (size_t)(p - key);
+        p += strspn(p, " \t\n");
+        if (*p != '=')
+            return;
+        p++;
+        p += strspn(p, " \t\n");
+        const char *val = p;
+        size_t o = 0;
+        char buf[1024];
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (o + 1 < sizeof(buf))
+                    buf[o++] = *p;
+            }
+            if (*p)
+                p++;
+        } else {
+            for (; *p && !strchr(" \t\n", *p); p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (o + 1 < sizeof(buf))
+                    buf[o++] = *p;
+            }
+        }
+        buf[o] = '\0';
+        if (klen == 8 && !strncmp(key, "password", 8)) {
+            snprintf(raw, n, "%.*s", (int)(p - val), val);
+            snprintf(plain, n, "%s", buf);
+        }
+    }
+}
+
 static void set_err(struct pg_store *s, const char *what, const char *msg)
 {
     snprintf(s->err, sizeof(s->err), "%s: %s", what, msg && *msg ? msg : "no answer");
+    scrub(s->err, sizeof(s->err), s->secret_raw);
+    scrub(s->err, sizeof(s->err), s->secret_plain);
     for (char *p = s->err; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
@@ -523,6 +635,9 @@ static struct gen *gen_find(struct gen *g, size_t n, const char *name)
 }
 
 /* The generation of a monitor in this transaction: -1 when none (with s->err). */
+static int gen_set(struct pg_store *s, struct gen **arr, size_t *num, size_t *cap, const char *name,
+                   int64_t gen);
+
 static int64_t gen_of(struct pg_store *s, const char *name)
 {
     struct gen *g = gen_find(s->pending, s->num_pending, name);
@@ -532,6 +647,10 @@ static int64_t gen_of(struct pg_store *s, const char *name)
         snprintf(s->err, sizeof(s->err), "monitor %.130s has no generation in the store", name);
         return -1;
     }
+    /* Checked at the commit (check_generations); a monitor put in this transaction is not. */
+    if (g >= s->gens && g < s->gens + s->num_gens && !gen_find(s->touched, s->num_touched, name) &&
+        gen_set(s, &s->touched, &s->num_touched, &s->cap_touched, name, g->gen))
+        return -1;
     return g->gen;
 }
 
@@ -596,10 +715,18 @@ static int connect_db(struct pg_store *s)
         disconnect(s);
         return -1;
     }
-    /* A write transaction left open holds back the feed's range of every replica (pg-store.md
-     * section 3): one stuck on a lost client is ended by the server. */
-    return command(s, "preparing the session", "SET idle_in_transaction_session_timeout = '60s'", 0,
-                   NULL);
+    /* Doubles as text exactly (shortest round-trip output, whatever the server's or the role's
+     * setting: 0 prints 15 digits); and a write transaction left open holds back the feed's
+     * range of every replica (pg-store.md section 3): one stuck on a lost client is ended. */
+    PGresult *r[2];
+    int n = 0;
+    if (script(s, "preparing the session",
+               "SET extra_float_digits = 3; SET idle_in_transaction_session_timeout = '60s'", r, 2,
+               &n))
+        return -1;
+    for (int i = 0; i < n; i++)
+        PQclear(r[i]);
+    return 0;
 }
 
 /* Reconnects when the connection is gone, at most once a RECONNECT_NS. */
@@ -718,6 +845,7 @@ static void clear_tx(struct pg_store *s)
     s->num_labels = 0;
     s->num_marks = 0;
     s->num_pending = 0;
+    s->num_touched = 0;
     clear_reads(s);
 }
 
@@ -729,7 +857,10 @@ static int pg_begin(struct mls_store *b)
         return -1;
     if (PQtransactionStatus(s->c) != PQTRANS_IDLE)
         command(s, "", "ROLLBACK", 0, NULL);
-    return command(s, "beginning a transaction", "BEGIN", 0, NULL);
+    if (!command(s, "beginning a transaction", "BEGIN", 0, NULL))
+        return 0;
+    /* A connection lost while idle (the database restarted): once more on a new one. */
+    return s->c || connect_db(s) ? -1 : command(s, "beginning a transaction", "BEGIN", 0, NULL);
 }
 
 static int by_key(const void *pa, const void *pb)
@@ -984,12 +1115,57 @@ static void pg_undo(struct mls_store *b)
         command(s, "undoing an op", "RELEASE SAVEPOINT op", 0, NULL);
 }
 
+/* Whether every monitor the transaction wrote to still has the generation this replica knows
+ * (its rows read FOR SHARE: a replace or delete elsewhere waits for this commit). Written to
+ * an old one, an acknowledged change would be lost with that generation. 0, or -1. */
+static int check_generations(struct pg_store *s)
+{
+    if (!s->num_touched)
+        return 0;
+    struct text names = {0};
+    put(&names, "{", 1);
+    for (size_t i = 0; i < s->num_touched; i++) {
+        if (i)
+            put(&names, ",", 1);
+        put_quoted(&names, s->touched[i].name);
+    }
+    put(&names, "}", 1);
+    if (names.failed)
+        return oom(s, "checking monitors");
+    const char *p[] = {names.p};
+    PGresult *r = query(s, "checking monitors",
+                        "SELECT name, generation, config IS NOT NULL FROM monitors "
+                        "WHERE name = ANY($1::text[]) ORDER BY name FOR SHARE",
+                        1, p, NULL, NULL, 0);
+    free(names.p);
+    if (!r)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < s->num_touched && !rc; i++) {
+        int same = 0;
+        for (int k = 0; k < PQntuples(r); k++)
+            same |= !strcmp(PQgetvalue(r, k, 0), s->touched[i].name) &&
+                    strtoll(PQgetvalue(r, k, 1), NULL, 10) == s->touched[i].gen &&
+                    !strcmp(PQgetvalue(r, k, 2), "t");
+        if (!same) {
+            snprintf(s->err, sizeof(s->err),
+                     "monitor %.130s was replaced or deleted through another replica meanwhile "
+                     "(this one learns it now)",
+                     s->touched[i].name);
+            rc = -1;
+        }
+    }
+    PQclear(r);
+    return rc;
+}
+
 static int pg_commit(struct mls_store *b)
 {
     struct pg_store *s = self(b);
-    if (flush_labels(s) || flush_adds(s) || flush_lives(s) ||
-        command(s, "committing", "COMMIT", 0, NULL))
+    if (flush_labels(s) || flush_adds(s) || flush_lives(s) || check_generations(s))
         return -1;
+    if (command(s, "committing", "COMMIT", 0, NULL))
+        return s->c ? -1 : MLS_STORE_UNKNOWN; /* (the connection went with the answer) */
     for (size_t i = 0; i < s->num_pending; i++) {
         const struct gen *g = &s->pending[i];
         if (g->gen < 0)
@@ -1013,20 +1189,28 @@ static void pg_rollback(struct mls_store *b)
 
 static int pg_put_monitor(struct mls_store *b, const char *name, const char *config, int clear)
 {
-    (void)clear; /* a new generation either way: the old one's rows are garbage */
     struct pg_store *s = self(b);
-    const char *p[] = {name, config};
-    PGresult *r = query(s, "writing a monitor",
-                        "WITH old AS (SELECT generation FROM monitors WHERE name = $1 FOR UPDATE), "
-                        "dead AS (INSERT INTO dead_generations SELECT generation FROM old "
-                        "ON CONFLICT DO NOTHING) "
-                        "INSERT INTO monitors(name, generation, config) "
-                        "VALUES($1, nextval('generations'), $2) ON CONFLICT (name) DO UPDATE SET "
-                        "generation = EXCLUDED.generation, config = EXCLUDED.config, "
-                        "xid = pg_current_xact_id() RETURNING generation",
-                        2, p, NULL, NULL, 0);
+    const char *p[] = {name, config, clear ? "true" : "false"};
+    /* A replace takes the row whatever it holds; a create only an absent or deleted one (0 rows:
+     * another replica created it since this one's last poll). The generation replaced is
+     * garbage from here. */
+    PGresult *r =
+        query(s, "writing a monitor",
+              "WITH old AS (SELECT generation, config FROM monitors WHERE name = $1 FOR UPDATE), "
+              "dead AS (INSERT INTO dead_generations SELECT generation FROM old "
+              "WHERE $3::bool OR config IS NULL ON CONFLICT DO NOTHING) "
+              "INSERT INTO monitors(name, generation, config) "
+              "VALUES($1, nextval('generations'), $2) ON CONFLICT (name) DO UPDATE SET "
+              "generation = EXCLUDED.generation, config = EXCLUDED.config, "
+              "xid = pg_current_xact_id() WHERE $3::bool OR monitors.config IS NULL "
+              "RETURNING generation",
+              3, p, NULL, NULL, 0);
     if (!r)
         return -1;
+    if (PQntuples(r) == 0 && !clear) {
+        PQclear(r);
+        return 1;
+    }
     int64_t gen = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
     PQclear(r);
     if (gen < 0) {
@@ -1682,6 +1866,7 @@ static void pg_close(struct mls_store *b)
     free(s->conninfo);
     free(s->gens);
     free(s->pending);
+    free(s->touched);
     free(s->adds);
     free(s->lives);
     free(s->labels);
@@ -1880,6 +2065,9 @@ static int poll_db(struct pg_store *s, struct mls_registry *g, int full)
     PGresult *r[8];
     int n = 0;
     int rc = script(s, "reading the changes of other replicas", sql.p, r, 8, &n);
+    /* A connection lost while idle (the database restarted): once more on a new one. */
+    if (rc && !s->c && !connect_db(s))
+        rc = script(s, "reading the changes of other replicas", sql.p, r, 8, &n);
     free(sql.p);
     if (rc)
         return -1;
@@ -2022,6 +2210,7 @@ int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, s
         return -1;
     }
     s->base.vt = &pg_vt;
+    find_password(conninfo, s->secret_raw, s->secret_plain, sizeof(s->secret_raw));
     if (connect_db(s) || migrate(s, err, errlen)) {
         if (!s->c)
             snprintf(err, errlen, "%s", s->err);
@@ -2037,30 +2226,8 @@ void mls_store_redact(const char *state, char *out, size_t size)
     snprintf(out, size, "%s", state);
     if (!mls_store_is_pg(state))
         return;
-    char *at = strchr(out, '@'), *scheme = strstr(out, "://");
-    if (scheme && at && at > scheme) {
-        /* postgresql://user:password@host/... */
-        char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-        if (colon) {
-            char rest[1024];
-            snprintf(rest, sizeof(rest), "%s", at);
-            snprintf(colon, size - (size_t)(colon - out), ":***%s", rest);
-        }
-    }
-    /* password=... in keyword/value form, or ?password=... / &password=... in a URI */
-    for (char *p = out; (p = strstr(p, "password=")) != NULL;) {
-        p += 9;
-        if (!strncmp(p, "***", 3) && (!p[3] || p[3] == ' ' || p[3] == '&'))
-            continue;
-        size_t n = strcspn(p, " &");
-        if (*p == '\'') { /* a quoted value */
-            char *q = p + 1;
-            while (*q && *q != '\'')
-                q += *q == '\\' && q[1] ? 2 : 1;
-            n = (size_t)(q - p) + (*q == '\'');
-        }
-        char rest[1024];
-        snprintf(rest, sizeof(rest), "%s", p + n);
-        snprintf(p, size - (size_t)(p - out), "***%s", rest);
-    }
+    char raw[1024], plain[1024];
+    find_password(state, raw, plain, sizeof(raw));
+    scrub(out, size, raw);
+    scrub(out, size, plain);
 }

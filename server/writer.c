@@ -105,9 +105,16 @@ static void finish(struct mls_writer *w, struct mls_op *op)
 static void store_failed(struct mls_writer *w, struct mls_op *op)
 {
     op->result = MLS_OPR_STORE;
-    snprintf(op->message, sizeof(op->message),
-             "the monitors' state could not be written, nothing was counted: %s; retry later",
-             w->store->vt->errmsg(w->store));
+    if (w->commit_unknown)
+        snprintf(op->message, sizeof(op->message),
+                 "the monitors' state stopped answering after this change was sent to it, so "
+                 "it may or may not have been written: %s; retry it with the same id (counted "
+                 "once either way)",
+                 w->store->vt->errmsg(w->store));
+    else
+        snprintf(op->message, sizeof(op->message),
+                 "the monitors' state could not be written, nothing was counted: %s; retry later",
+                 w->store->vt->errmsg(w->store));
 }
 
 static struct mls_monitor *current(struct mls_writer *w, const char *name)
@@ -119,10 +126,17 @@ static struct mls_monitor *current(struct mls_writer *w, const char *name)
     return m;
 }
 
+static int begin(struct mls_writer *w)
+{
+    w->commit_unknown = 0;
+    return w->store->vt->begin(w->store);
+}
+
 static int commit(struct mls_writer *w)
 {
     uint64_t t0 = uv_hrtime();
     int rc = w->store->vt->commit(w->store);
+    w->commit_unknown = rc == MLS_STORE_UNKNOWN;
     uint64_t took = uv_hrtime() - t0;
     atomic_fetch_add_explicit(&w->commit_ns, took, memory_order_relaxed);
     pthread_mutex_lock(&w->mu);
@@ -140,17 +154,23 @@ static int commit(struct mls_writer *w)
 
 /* ---- put, delete ------------------------------------------------------------------------ */
 
+/* A create of a monitor that exists (config: the one asked for): the same, or a conflict. */
+static void exists(struct mls_op *op, const struct mls_monitor *old, const char *config)
+{
+    op->result = strcmp(old->cfg.json, config) ? MLS_OPR_CONFLICT : MLS_OPR_SAME;
+    if (op->result == MLS_OPR_CONFLICT)
+        snprintf(op->message, sizeof(op->message),
+                 "monitor %s exists with another config (GET /v1/monitors/%s shows it); "
+                 "PUT with ?force=true replaces it and clears its data",
+                 op->name, op->name);
+}
+
 static void do_put(struct mls_writer *w, struct mls_op *op)
 {
     struct mls_store *s = w->store;
     struct mls_monitor *old = current(w, op->name);
     if (old && !op->force) {
-        op->result = strcmp(old->cfg.json, op->cfg.json) ? MLS_OPR_CONFLICT : MLS_OPR_SAME;
-        if (op->result == MLS_OPR_CONFLICT)
-            snprintf(op->message, sizeof(op->message),
-                     "monitor %s exists with another config (GET /v1/monitors/%s shows it); "
-                     "PUT with ?force=true replaces it and clears its data",
-                     op->name, op->name);
+        exists(op, old, op->cfg.json);
         return;
     }
     if (!old && w->registry->count >= w->registry->limits.max_monitors) {
@@ -166,7 +186,23 @@ static void do_put(struct mls_writer *w, struct mls_op *op)
         snprintf(op->message, sizeof(op->message), "out of memory creating monitor %s", op->name);
         return;
     }
-    if (s->vt->begin(s) || s->vt->put_monitor(s, op->name, m->cfg.json, old != NULL) || commit(w)) {
+    int rc = begin(w) ? -1 : s->vt->put_monitor(s, op->name, m->cfg.json, old || op->force);
+    if (rc == 1) {
+        /* Another replica created it since the last poll: decided as if it had been here. */
+        s->vt->rollback(s);
+        poll_store(w);
+        struct mls_monitor *now = current(w, op->name);
+        if (now) {
+            exists(op, now, m->cfg.json);
+        } else {
+            op->result = MLS_OPR_STORE;
+            snprintf(op->message, sizeof(op->message),
+                     "monitor %s was being created by another replica; retry", op->name);
+        }
+        mls_monitor_unref(m);
+        return;
+    }
+    if (rc || commit(w)) {
         s->vt->rollback(s);
         store_failed(w, op);
         mls_monitor_unref(m);
@@ -192,7 +228,7 @@ static void do_delete(struct mls_writer *w, struct mls_op *op)
         op->result = MLS_OPR_NOT_FOUND;
         return;
     }
-    if (s->vt->begin(s) || s->vt->delete_monitor(s, op->name) || commit(w)) {
+    if (begin(w) || s->vt->delete_monitor(s, op->name) || commit(w)) {
         s->vt->rollback(s);
         store_failed(w, op);
         return;
@@ -376,7 +412,7 @@ static void do_observes(struct mls_writer *w, struct mls_op *first, struct mls_o
 {
     struct mls_store *s = w->store;
     struct slots sl = {0};
-    int failed = s->vt->begin(s) != 0;
+    int failed = begin(w) != 0;
     for (struct mls_op *op = first; op != end && !failed; op = op->next) {
         struct mls_monitor *cur = current(w, op->name);
         if (!cur) {
@@ -558,7 +594,7 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
             }
         }
     }
-    if (failed || s->vt->begin(s)) {
+    if (failed || begin(w)) {
         free(acts);
         s->vt->rollback(s);
         return next;

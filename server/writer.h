@@ -120,6 +120,7 @@ struct mls_writer {
      * commit waits a little for them, so that they share its fsync (mls_writer_expect). */
     unsigned upstream;
     uint64_t last_commit_ns;
+    int commit_unknown; /* the last commit's outcome is unknown (MLS_STORE_UNKNOWN) */
     /* A store shared with other replicas (store->vt->poll): the writer polls it about once a
      * POLL_NS, and at once for a mls_writer_sync() (sync_want > sync_done). */
     uint64_t sync_want, sync_done;

@@ -337,8 +337,7 @@ def pg_unreachable_then_back(args):
             acked += 1
         pg.kill9()
         pg.start()
-        assert wait_until(lambda: api.call("GET", "/readyz")[0] == 200, timeout=20, every=0.1), \
-            srv.log()[-1500:]
+        # (a connection lost while idle is replaced at its next use: no 503 for it)
         got = api.get("u")["total"]["observations"]
         assert got == acked, f"{got} observations after PostgreSQL's crash, {acked} acknowledged"
         log = srv.log()
