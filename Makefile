@@ -75,7 +75,9 @@ DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client 
             cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light py:yaml:python3-yaml \
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
             cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15
-DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light
+DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light py:numpy:python3-numpy \
+             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
+             cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15
 # The real frameworks and high precision: the differential test and the accuracy data.
 DEPS_DIFF = py:torch:python3-torch py:torchvision:python3-torchvision py:mpmath:python3-mpmath \
             py:numpy:python3-numpy
@@ -254,7 +256,8 @@ run: deps
 # wrk against a server started here on a free port (BENCH_ARGS="--duration 10 --runs 3"); then
 # the monitors against /v1/loss on a server with a state file (observe, a 1000x1000 observation,
 # GET over 30 days of buckets; about 75 s at the defaults); late labels on 1M stored predictions;
-# tokens and TLS against plain HTTP on small requests (shared.py).
+# tokens and TLS against plain HTTP on small requests (shared.py); the state on SQLite against
+# PostgreSQL, one replica and three (replicas.py, about 3 min: docs/operations.md).
 bench:
 	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory build
@@ -263,6 +266,7 @@ bench:
 	@$(PYTHON) tests/bench/monitors.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/late.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/shared.py $(SERVER) $(BENCH_ARGS)
+	@$(PYTHON) tests/bench/replicas.py $(SERVER) $(BENCH_ARGS)
 
 # POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
 # binary v2 request end to end.
