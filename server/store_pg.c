@@ -1116,7 +1116,8 @@ static void pg_undo(struct mls_store *b)
 }
 
 /* Whether every monitor the transaction wrote to still has the generation this replica knows
- * (its rows read FOR SHARE: a replace or delete elsewhere waits for this commit). Written to
+ * (its rows read FOR KEY SHARE, which a replace's or a delete's new generation, a key, waits
+ * for: it comes after this commit, and clears what it wrote). Written to
  * an old one, an acknowledged change would be lost with that generation. 0, or -1. */
 static int check_generations(struct pg_store *s)
 {
@@ -1135,7 +1136,7 @@ static int check_generations(struct pg_store *s)
     const char *p[] = {names.p};
     PGresult *r = query(s, "checking monitors",
                         "SELECT name, generation, config IS NOT NULL FROM monitors "
-                        "WHERE name = ANY($1::text[]) ORDER BY name FOR SHARE",
+                        "WHERE name = ANY($1::text[]) ORDER BY name FOR KEY SHARE",
                         1, p, NULL, NULL, 0);
     free(names.p);
     if (!r)
@@ -2105,6 +2106,14 @@ static int poll_db(struct pg_store *s, struct mls_registry *g, int full)
             continue;
         struct mls_monitor *m =
             mls_monitor_from_stored(g, name, PQgetvalue(mons, k, 2), s->err, sizeof(s->err));
+        if (!m && strncmp(s->err, "out of memory", 13)) {
+            /* A config this build cannot read (written by a newer one, in a rolling upgrade):
+             * that monitor is not served here, the others are, and the replica stays ready. */
+            fprintf(stderr, "maskloss-server: %s; this replica does not serve it\n", s->err);
+            gen_remove(s, name);
+            mls_registry_remove(g, name);
+            continue;
+        }
         if (!m || mls_registry_put(g, m)) {
             if (m)
                 oom(s, "loading a monitor");

@@ -378,3 +378,38 @@ def pg_password_never_logged(args):
             assert secret not in srv.log(), srv.log()[-500:]
 
 
+
+
+@test
+@pg_only
+def pg_unreadable_config_skipped(args):
+    """A monitor whose stored config this build cannot read (as a newer replica's could be, in a
+    rolling upgrade) is left out, said in the log, while the others are served and the replica
+    stays ready -- at start and when the feed brings it."""
+    state = server_mod.pg_state(":memory:")
+    schema = state.split("search_path=")[1].rstrip("'")
+    srvs, _ = replicas(args, 1, state=state)
+    try:
+        api = Api(srvs[0])
+        created(api, "fine", {"loss": SCE, "num_classes": 2})
+        server_mod.PG.psql(f"INSERT INTO {schema}.monitors(name, generation, config) VALUES "
+                           f"('future', nextval('{schema}.generations'), "
+                           "'{{\"loss\": \"a_loss_of_the_future\"}}')")
+        assert wait_until(lambda: "future" in srvs[0].log(), timeout=10), srvs[0].log()[-800:]
+        assert api.call("GET", "/readyz")[0] == 200
+        st, h, b = api.call("GET", "/v1/monitors")
+        assert st == 200 and [m["name"] for m in b["monitors"]] == ["fine"], b
+        assert api.observe("fine", {"logits": [[0.5, -1.0]], "labels": [[1, 0]]})[0] == 200
+        api.close()
+        stop_clean(srvs[0])
+        close_all(srvs)
+        srvs, _ = replicas(args, 1, state=state)
+        api = Api(srvs[0])
+        assert api.call("GET", "/readyz")[0] == 200
+        assert api.get("fine")["total"]["observations"] == 1
+        assert api.call("GET", "/v1/monitors/future")[0] == 404
+        assert "future" in srvs[0].log(), srvs[0].log()[-800:]
+        api.close()
+        stop_clean(srvs[0])
+    finally:
+        close_all(srvs)
