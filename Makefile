@@ -211,6 +211,9 @@ $(BUILD)/tests/test_alloc: LDFLAGS_ALL += -Wl,--wrap=malloc,--wrap=calloc,--wrap
 $(BUILD)/tests/test_credentials: $(BUILD)/cli/credentials.o
 $(BUILD)/tests/test_credentials: LDFLAGS_ALL += $(BUILD)/cli/credentials.o
 # test_quota: the server's quotas and --cors-origin list (server/quota.c, server/origin.c).
+# test_state_url: --state's kinds and its password kept out of logs (server/state_url.c).
+$(BUILD)/tests/test_state_url: $(BUILD)/server/state_url.o
+$(BUILD)/tests/test_state_url: LDFLAGS_ALL += $(BUILD)/server/state_url.o
 $(BUILD)/tests/test_quota: $(BUILD)/server/quota.o $(BUILD)/server/origin.o
 $(BUILD)/tests/test_quota: LDFLAGS_ALL += $(BUILD)/server/quota.o $(BUILD)/server/origin.o
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "monitor.h"
+#include "state_url.h"
 
 struct mls_store;
 
@@ -113,17 +114,10 @@ int mls_store_open_sqlite(const char *path, uint64_t cache, uint64_t map, struct
                           char *err, size_t errlen);
 
 /*
- * Whether --state names a PostgreSQL database: a postgresql:// or postgres:// URI, or a libpq
- * keyword/value string ("host=db dbname=maskloss"); anything else is a SQLite file.
- */
-int mls_store_is_pg(const char *state);
-/*
  * Connects to the PostgreSQL database of conninfo (libpq's: a URI or keyword/value pairs;
  * the password from it, PGPASSWORD or PGPASSFILE) and creates or migrates its schema.
  * Returns 0, or -1 with a message in err (which never holds the password).
  */
 int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, size_t errlen);
-/* --state as logs may show it: a password in it replaced by "***". */
-void mls_store_redact(const char *state, char *out, size_t size);
 
 #endif /* MLS_STORE_H */

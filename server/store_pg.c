@@ -32,6 +32,7 @@
 #include <libpq-fe.h>
 
 #include "pg_schema.h"
+#include "state_url.h"
 #include "store.h"
 
 /* How long one round trip may take, and a connection attempt (libpq's connect_timeout). */
@@ -242,117 +243,11 @@ static int oom(struct pg_store *s, const char *what)
 }
 
 /* libpq's message, on one line. */
-/* Replaces every occurrence of secret in text (size bytes) with "***". */
-static void scrub(char *text, size_t size, const char *secret)
-{
-    size_t n = strlen(secret);
-    if (!n)
-        return;
-    for (char *p = text; (p = strstr(p, secret)) != NULL;) {
-        char rest[2048];
-        snprintf(rest, sizeof(rest), "%s", p + n);
-        snprintf(p, size - (size_t)(p - text), "***%s", rest);
-        p += 3;
-    }
-}
-
-static int hex(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/*
- * The password a connection string holds, as written (raw) and as libpq reads it (plain:
- * percent-decoded in a URI, unquoted in keyword/value form); "" when it has none. Both are
- * taken out of whatever the server prints: libpq's messages may quote the string.
- */
-static void find_password(const char *conninfo, char *raw, char *plain, size_t n)
-{
-    raw[0] = plain[0] = '\0';
-    const char *scheme = strstr(conninfo, "://");
-    const char *v = NULL;
-    size_t len = 0;
-    if (scheme && mls_store_is_pg(conninfo)) {
-        const char *host = scheme + 3, *end = host + strcspn(host, "/?");
-        const char *at = NULL;
-        for (const char *q = host; q < end; q++)
-            if (*q == '@')
-                at = q;
-        const char *colon = at ? memchr(host, ':', (size_t)(at - host)) : NULL;
-        if (colon) {
-            v = colon + 1;
-            len = (size_t)(at - v);
-        } else if ((v = strstr(conninfo, "password=")) && (v[-1] == '?' || v[-1] == '&')) {
-            v += 9;
-            len = strcspn(v, "&");
-        } else {
-            v = NULL;
-        }
-        if (!v)
-            return;
-        snprintf(raw, n, "%.*s", (int)len, v);
-        size_t o = 0;
-        for (size_t i = 0; i < len && o + 1 < n; i++) {
-            int h1, h2;
-            if (v[i] == '%' && i + 2 < len && (h1 = hex(v[i + 1])) >= 0 &&
-                (h2 = hex(v[i + 2])) >= 0) {
-                plain[o++] = (char)(h1 * 16 + h2);
-                i += 2;
-            } else {
-                plain[o++] = v[i];
-            }
-        }
-        plain[o] = '\0';
-        return;
-    }
-    /* key = value pairs, values bare or in single quotes with backslash escapes */
-    const char *p = conninfo;
-    while (*p) {
-        p += strspn(p, " \t\n");
-        const char *key = p;
-        p += strspn(p, "abcdefghijklmnopqrstuvwxyz_");
-        size_t klen = (size_t)(p - key);
-        p += strspn(p, " \t\n");
-        if (*p != '=')
-            return;
-        p++;
-        p += strspn(p, " \t\n");
-        const char *val = p;
-        size_t o = 0;
-        char buf[1024];
-        if (*p == '\'') {
-            for (p++; *p && *p != '\''; p++) {
-                if (*p == '\\' && p[1])
-                    p++;
-                if (o + 1 < sizeof(buf))
-                    buf[o++] = *p;
-            }
-            if (*p)
-                p++;
-        } else {
-            for (; *p && !strchr(" \t\n", *p); p++) {
-                if (*p == '\\' && p[1])
-                    p++;
-                if (o + 1 < sizeof(buf))
-                    buf[o++] = *p;
-            }
-        }
-        buf[o] = '\0';
-        if (klen == 8 && !strncmp(key, "password", 8)) {
-            snprintf(raw, n, "%.*s", (int)(p - val), val);
-            snprintf(plain, n, "%s", buf);
-        }
-    }
-}
-
 static void set_err(struct pg_store *s, const char *what, const char *msg)
 {
     snprintf(s->err, sizeof(s->err), "%s: %s", what, msg && *msg ? msg : "no answer");
-    scrub(s->err, sizeof(s->err), s->secret_raw);
-    scrub(s->err, sizeof(s->err), s->secret_plain);
+    mls_state_scrub(s->err, sizeof(s->err), s->secret_raw);
+    mls_state_scrub(s->err, sizeof(s->err), s->secret_plain);
     for (char *p = s->err; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
@@ -2201,15 +2096,6 @@ static const struct mls_store_vt pg_vt = {
     .close = pg_close,
 };
 
-int mls_store_is_pg(const char *state)
-{
-    if (!strncmp(state, "postgresql://", 13) || !strncmp(state, "postgres://", 11))
-        return 1;
-    /* A keyword/value connection string: "host=... dbname=..." */
-    size_t k = strspn(state, "abcdefghijklmnopqrstuvwxyz_");
-    return k > 0 && state[k + strspn(state + k, " ")] == '=';
-}
-
 int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, size_t errlen)
 {
     struct pg_store *s = calloc(1, sizeof(*s));
@@ -2219,7 +2105,7 @@ int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, s
         return -1;
     }
     s->base.vt = &pg_vt;
-    find_password(conninfo, s->secret_raw, s->secret_plain, sizeof(s->secret_raw));
+    mls_state_password(conninfo, s->secret_raw, s->secret_plain, sizeof(s->secret_raw));
     if (connect_db(s) || migrate(s, err, errlen)) {
         if (!s->c)
             snprintf(err, errlen, "%s", s->err);
@@ -2228,15 +2114,4 @@ int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, s
     }
     *out = &s->base;
     return 0;
-}
-
-void mls_store_redact(const char *state, char *out, size_t size)
-{
-    snprintf(out, size, "%s", state);
-    if (!mls_store_is_pg(state))
-        return;
-    char raw[1024], plain[1024];
-    find_password(state, raw, plain, sizeof(raw));
-    scrub(out, size, raw);
-    scrub(out, size, plain);
 }
