@@ -28,7 +28,7 @@ include Makefile
 endif
 
 FUZZ_MK := tests/fuzz/fuzz.mk
-FUZZ_TARGETS ?= loss batch v2 b64 npy http monitor auth
+FUZZ_TARGETS ?= loss batch v2 b64 npy http monitor auth state
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD ?= build/fuzz
 FUZZ_CC ?= clang
@@ -42,6 +42,7 @@ FUZZ_MAX_LEN_npy = 4096
 FUZZ_MAX_LEN_http = 8192
 FUZZ_MAX_LEN_monitor = 4096
 FUZZ_MAX_LEN_auth = 4096
+FUZZ_MAX_LEN_state = 4000
 
 # clang, and its libFuzzer runtime (libclang-rt-N-dev, N the major version of clang), which
 # has no command or pkg-config module to look for: when a probe program does not link with
@@ -80,6 +81,9 @@ $(BUILD)/tests/fuzz/fuzz_monitor.o: FUZZ_EXTRA_CFLAGS = -iquote server
 $(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: $(FUZZ_MONITOR_OBJ)
 $(BUILD)/tests/fuzz/fuzz_monitor $(BUILD)/fuzz_monitor: FUZZ_EXTRA_LIBS = -lpthread
 
+# --state's kind and password (server/state_url.c).
+$(BUILD)/tests/fuzz/fuzz_state.o: FUZZ_EXTRA_CFLAGS = -iquote server
+$(BUILD)/tests/fuzz/fuzz_state $(BUILD)/fuzz_state: $(BUILD)/server/state_url.o
 # The token file and the Authorization check: the server's auth.o.
 $(BUILD)/tests/fuzz/fuzz_auth.o: FUZZ_EXTRA_CFLAGS = -iquote server
 $(BUILD)/tests/fuzz/fuzz_auth $(BUILD)/fuzz_auth: $(BUILD)/server/auth.o $(BUILD)/server/readfile.o
