@@ -422,10 +422,12 @@ def report(configs, results, args, bodies, mixes):
                 served = med(r["served"] for r in rows)
                 commits = med(r["commits"] for r in rows)
                 refused = sum(r["counts"]["unavailable"] for r in rows)
+                answered = refused + sum(r["counts"]["ok"] for r in rows)
                 deadlocks = sum(r["counts"]["deadlock"] for r in rows)
                 line += (f" {served * per:>10,.0f} {commits:>9,.0f} "
                          f"{served / commits if commits else 0:>10.1f} {refused:>5}"
-                         + (f" ({deadlocks} deadlocks)" if deadlocks else ""))
+                         + (f" of {answered} in wrk's runs ({deadlocks} deadlocks)"
+                            if refused else ""))
             print(line)
         if mix in WRITES:
             print("  PostgreSQL, per second of the run and its backlog (medians):")
