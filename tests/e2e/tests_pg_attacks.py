@@ -995,3 +995,60 @@ def pg_attack_labels_crossed_order(args):
             stop_clean(s)
     finally:
         close_all(srvs)
+
+
+@test
+@pg_only
+def pg_attack_ids_crossed_order(args):
+    """The same for observations: replica A's group commit holds the observations of ids X then
+    Y, replica B's those of Y then X (the clients' retries of each other's, through the
+    balancer); each claims its ids in turn, A holding X waits for Y while B holding Y waits for
+    X. Deterministic with another session holding X and Y (uncommitted) until both wait. Every
+    observation is answered 200, X and Y each counted once (the retried one a duplicate)."""
+    if server_mod.PG is None:
+        return
+    schema, dsn = fresh_schema()
+    srvs = replicas(args, dsn, 2)
+    try:
+        a, b = Api(srvs[0]), Api(srvs[1])
+        config = created(a, "m", {"loss": SCE, "dtype": "float64", "num_classes": 2, "windows": ["1h"]})
+        b.get("m")
+        gen = f"(SELECT generation FROM {schema}.monitors WHERE name = 'm')"
+        h1 = Holder(f"BEGIN; INSERT INTO {schema}.ids SELECT {gen}, unnest(ARRAY['zA', 'zB']), 0;")
+        h2 = Holder(f"BEGIN; INSERT INTO {schema}.ids SELECT {gen}, unnest(ARRAY['X', 'Y']), 0;")
+        t_ms = int(time.time() * 1000)
+        obs = {k: one(i, t=t_ms, oid=k) for i, k in enumerate(("zA", "zB", "X", "Y"))}
+        res = {}
+        ts = []
+
+        def go(key, srv, oid):
+            t = threading.Thread(target=lambda: res.setdefault(key, Api(srv).observe("m", obs[oid].body())))
+            t.start()
+            ts.append(t)
+
+        go("a0", srvs[0], "zA")
+        go("b0", srvs[1], "zB")
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "first observations not waiting"
+        go("a1", srvs[0], "X")
+        time.sleep(0.2)
+        go("a2", srvs[0], "Y")
+        go("b1", srvs[1], "Y")
+        time.sleep(0.2)
+        go("b2", srvs[1], "X")
+        time.sleep(0.3)
+        h1.release("ROLLBACK;")
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
+        h2.release("ROLLBACK;")
+        for t in ts:
+            t.join(30)
+        bad = {k: (v[0], v[2].get("error", "")[:160]) for k, v in res.items() if v[0] != 200}
+        assert not bad, f"observations failed by a deadlock between two replicas' group commits: {bad}"
+        for oid in ("X", "Y"):
+            dups = sorted(v[2]["duplicate"] for k, v in res.items() if k[1] != "0" and
+                          (k in ("a1", "b2")) == (oid == "X"))
+            assert dups == [False, True], (oid, dups)
+        check_all([a, b], "m", list(obs.values()), config, None, "after crossed ids")
+        for s in srvs:
+            stop_clean(s)
+    finally:
+        close_all(srvs)
