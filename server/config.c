@@ -100,6 +100,9 @@ static const struct opt opts[] = {
     {"state-wait", "MASKLOSS_STATE_WAIT", OPT_UINT, OFF(state_wait), 0, 3600, "S",
      "seconds a PostgreSQL --state may take to answer at start (tried once a second; a database "
      "starting beside the server), after which the server exits 1 (default 30)"},
+    {"state-timeout", "MASKLOSS_STATE_TIMEOUT", OPT_UINT, OFF(state_timeout), 1, 600, "S",
+     "seconds a PostgreSQL --state may take to answer a call; past it the change is answered 503, "
+     "/readyz turns 503 and the server reconnects (default 10)"},
     {"max-monitors", "MASKLOSS_MAX_MONITORS", OPT_UINT, OFF(max_monitors), 1, 1000000, "N",
      "monitors the server holds; creating one more is 422 limit_exceeded (default 1000)"},
     {"max-classes", "MASKLOSS_MAX_CLASSES", OPT_UINT, OFF(max_classes), 1, 1000000, "N",
@@ -171,6 +174,7 @@ static void defaults(struct mls_config *c)
     c->max_inflight_bytes_per_ip = 0; /* not given: half of max_inflight_bytes, once known */
     strcpy(c->state, "maskloss-state.db");
     c->state_wait = 30;
+    c->state_timeout = 10;
     c->max_monitors = 1000;
     c->max_classes = 4096;
     c->max_slice_values = 1000;

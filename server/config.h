@@ -27,6 +27,7 @@ struct mls_config {
     uint64_t max_inflight_bytes_per_ip; /* the part of it one client address may hold */
     char state[4096]; /* the monitors' SQLite file (":memory:" keeps nothing) or PostgreSQL URL */
     unsigned state_wait;                /* seconds a PostgreSQL state may take to answer at start */
+    unsigned state_timeout;             /* seconds a PostgreSQL call may take */
     unsigned max_monitors;              /* monitors the server holds */
     unsigned max_classes;               /* classes per monitor */
     unsigned max_slice_values;          /* combinations of slice values per monitor */

@@ -307,7 +307,7 @@ static int open_state(struct mls_server *s)
     if (mls_store_is_pg(s->cfg.state)) {
         /* A database starting beside the server (compose, a pod's restart) gets a while. */
         for (unsigned attempt = 0;; attempt++) {
-            rc = mls_store_open_pg(s->cfg.state, &s->store, err, sizeof(err));
+            rc = mls_store_open_pg(s->cfg.state, s->cfg.state_timeout, &s->store, err, sizeof(err));
             if (!rc || attempt >= s->cfg.state_wait)
                 break;
             fprintf(stderr,

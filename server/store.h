@@ -115,9 +115,11 @@ int mls_store_open_sqlite(const char *path, uint64_t cache, uint64_t map, struct
 
 /*
  * Connects to the PostgreSQL database of conninfo (libpq's: a URI or keyword/value pairs;
- * the password from it, PGPASSWORD or PGPASSFILE) and creates or migrates its schema.
+ * the password from it, PGPASSWORD or PGPASSFILE) and creates or migrates its schema. A call
+ * that gets no answer within timeout_s seconds fails and drops the connection.
  * Returns 0, or -1 with a message in err (which never holds the password).
  */
-int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, size_t errlen);
+int mls_store_open_pg(const char *conninfo, unsigned timeout_s, struct mls_store **out, char *err,
+                      size_t errlen);
 
 #endif /* MLS_STORE_H */

@@ -35,13 +35,14 @@
 #include "state_url.h"
 #include "store.h"
 
-/* How long one round trip may take, and a connection attempt (libpq's connect_timeout). */
-#define CALL_MS 10000
+/* How long a connection attempt may take (libpq's connect_timeout); a round trip's limit is
+ * --state-timeout (timeout_ms). */
 #define CONNECT_SECONDS "3"
 /* Reconnection attempts are at least this far apart (a write in between fails at once). */
 #define RECONNECT_NS 1000000000ull
-/* Fixed key of the advisory lock that serializes the replicas' migrations. */
+/* Fixed keys of advisory locks: the replicas' migrations; transactions that label (below). */
 #define MIGRATION_LOCK "7215873512731"
+#define LABELS_LOCK "7215873512732"
 /* Rows of a dead generation deleted per table per upkeep; tombstones' lifetime. */
 #define GC_ROWS 10000
 #define TOMBSTONE_TTL "1 hour"
@@ -92,6 +93,8 @@ struct pred_entry {
     int64_t pred;
     double t;
     char *combo;
+    void *outputs; /* read with it (the labels' evaluation reads them next) */
+    size_t bytes;
 };
 struct label_entry {
     int64_t pred;
@@ -174,6 +177,8 @@ struct mark {
 struct pg_store {
     struct mls_store base;
     char *conninfo;
+    unsigned timeout_ms; /* a round trip's limit */
+    int timed_out;       /* the last connection was dropped for not answering in time */
     char secret_raw[1024], secret_plain[1024]; /* the password in it (find_password) */
     PGconn *c;
     uint64_t last_connect;
@@ -202,7 +207,9 @@ struct pg_store {
     size_t num_preds, cap_preds;
     struct label_entry *lbls;
     size_t num_lbls, cap_lbls;
-    struct index pred_index, label_index;
+    struct index pred_index, label_index, by_pred;
+    /* The transaction holds the labels' lock (LABELS_LOCK). */
+    int labels_locked;
     /* The feed: the snapshot of the last poll (text), and when it was taken. */
     char *prev;
     uint64_t polled_at;
@@ -290,7 +297,7 @@ static int wait_socket(struct pg_store *s, uint64_t deadline, int out)
  */
 static int collect(struct pg_store *s, const char *what, PGresult **res, int max, int *count)
 {
-    uint64_t deadline = now_ns() + (uint64_t)CALL_MS * 1000000ull;
+    uint64_t deadline = now_ns() + (uint64_t)s->timeout_ms * 1000000ull;
     int n = 0, failed = 0;
     for (;;) {
         int f = PQflush(s->c);
@@ -341,8 +348,9 @@ static int collect(struct pg_store *s, const char *what, PGresult **res, int max
         *count = n;
     return failed ? -1 : 0;
 timeout:
-    snprintf(s->err, sizeof(s->err), "%s: PostgreSQL did not answer within %d s", what,
-             CALL_MS / 1000);
+    s->timed_out = 1;
+    snprintf(s->err, sizeof(s->err), "%s: PostgreSQL did not answer within %u s", what,
+             s->timeout_ms / 1000);
     disconnect(s);
     goto gone;
 lost:
@@ -590,6 +598,7 @@ static const char *byte_order(void)
 static int connect_db(struct pg_store *s)
 {
     disconnect(s);
+    s->timed_out = 0;
     s->last_connect = now_ns();
     /* Ours first: the user's connection string (expanded from dbname) overrides them. */
     const char *const keys[] = {"connect_timeout", "application_name", "target_session_attrs",
@@ -713,11 +722,13 @@ static void clear_reads(struct pg_store *s)
     for (size_t i = 0; i < s->num_preds; i++) {
         free(s->preds[i].id);
         free(s->preds[i].combo);
+        free(s->preds[i].outputs);
     }
     s->num_preds = 0;
     s->num_lbls = 0;
     index_clear(&s->pred_index);
     index_clear(&s->label_index);
+    index_clear(&s->by_pred);
     for (size_t i = 0; i < s->num_hint_ids; i++)
         free(s->hint_ids[i]);
     s->num_hint_ids = 0;
@@ -741,6 +752,7 @@ static void clear_tx(struct pg_store *s)
     s->num_marks = 0;
     s->num_pending = 0;
     s->num_touched = 0;
+    s->labels_locked = 0;
     clear_reads(s);
 }
 
@@ -754,8 +766,11 @@ static int pg_begin(struct mls_store *b)
         command(s, "", "ROLLBACK", 0, NULL);
     if (!command(s, "beginning a transaction", "BEGIN", 0, NULL))
         return 0;
-    /* A connection lost while idle (the database restarted): once more on a new one. */
-    return s->c || connect_db(s) ? -1 : command(s, "beginning a transaction", "BEGIN", 0, NULL);
+    /* A connection lost while idle (the database restarted): once more on a new one. (Not one
+     * that did not answer: the database hangs, and another attempt would wait as long.) */
+    return s->c || s->timed_out || connect_db(s)
+               ? -1
+               : command(s, "beginning a transaction", "BEGIN", 0, NULL);
 }
 
 static int by_key(const void *pa, const void *pb)
@@ -1241,11 +1256,13 @@ static int pg_purge_ids(struct mls_store *b, int64_t before)
 /* ---- Late labels ------------------------------------------------------------------------------
  */
 
+static struct pred_entry *cached_pred(struct pg_store *s, int64_t gen, const char *id);
+
 static void forget_pred(struct pg_store *s, int64_t gen, const char *id)
 {
-    for (size_t i = 0; i < s->num_preds; i++)
-        if (s->preds[i].gen == gen && !strcmp(s->preds[i].id, id))
-            s->preds[i].found = -1; /* (stale: read again) */
+    struct pred_entry *e;
+    while ((e = cached_pred(s, gen, id)) != NULL)
+        e->found = -1; /* (stale: read again) */
 }
 
 static int pg_put_prediction(struct mls_store *b, const char *monitor, const char *id, double t,
@@ -1303,10 +1320,31 @@ static void pg_hint_prediction(struct mls_store *b, const char *monitor, const c
     s->hint_ids[s->num_hint_ids++] = copy;
 }
 
-/* Reads the predictions of ids (and locks them: a label of another replica waits), into the
- * cache; each id read gets an entry, found or not. */
+/* A big-endian integer of a binary result. */
+static uint64_t be(const char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return v;
+}
+
+/*
+ * Reads the predictions of ids, their outputs with them, into the cache (each id read gets an
+ * entry, found or not), and locks their rows: a label of the same prediction through another
+ * replica waits. Transactions that label first take one advisory lock, so that two of them
+ * never hold some of each other's predictions (a group commit reads several requests' ids in
+ * turn: locking them in one order across all of them is not possible); the rows' own locks
+ * then order them against what else writes predictions (expiry, a replace).
+ */
 static int read_preds(struct pg_store *s, int64_t gen, char **ids, size_t n)
 {
+    if (!s->labels_locked) {
+        if (command(s, "taking the labels' lock", "SELECT pg_advisory_xact_lock(" LABELS_LOCK ")",
+                    0, NULL))
+            return -1;
+        s->labels_locked = 1;
+    }
     struct text arr = {0};
     put(&arr, "{", 1);
     for (size_t i = 0; i < n; i++) {
@@ -1320,45 +1358,67 @@ static int read_preds(struct pg_store *s, int64_t gen, char **ids, size_t n)
     if (arr.failed)
         return oom(s, "reading predictions");
     const char *p[] = {g, arr.p};
-    /* In key order, the order every replica locks them in. */
     PGresult *r = query(s, "reading predictions",
-                        "SELECT id, pred, t, combo FROM predictions WHERE generation = $1 AND "
-                        "id = ANY($2::text[]) ORDER BY pred FOR UPDATE",
-                        2, p, NULL, NULL, 0);
+                        "SELECT id, pred, t, combo, outputs FROM predictions WHERE generation = $1 "
+                        "AND id = ANY($2::text[]) ORDER BY pred FOR UPDATE",
+                        2, p, NULL, NULL, 1);
     free(arr.p);
     if (!r)
         return -1;
     int rc = 0;
+    size_t first = s->num_preds;
     for (size_t i = 0; i < n && !rc; i++) {
-        if (GROW(s, preds, num_preds, cap_preds)) {
-            rc = oom(s, "reading predictions");
-            break;
-        }
         struct pred_entry e = {.id = strdup(ids[i]), .gen = gen};
-        for (int k = 0; k < PQntuples(r); k++) {
-            if (strcmp(PQgetvalue(r, k, 0), ids[i]))
-                continue;
-            e.found = 1;
-            e.pred = strtoll(PQgetvalue(r, k, 1), NULL, 10);
-            e.t = strtod(PQgetvalue(r, k, 2), NULL);
-            e.combo = strdup(PQgetvalue(r, k, 3));
-        }
-        if (!e.id || (e.found && !e.combo)) {
+        if (!e.id || GROW(s, preds, num_preds, cap_preds) ||
+            index_add(&s->pred_index, pred_hash(gen, e.id), s->num_preds)) {
             free(e.id);
-            free(e.combo);
-            rc = oom(s, "reading predictions");
-            break;
-        }
-        if (index_add(&s->pred_index, pred_hash(gen, e.id), s->num_preds)) {
-            free(e.id);
-            free(e.combo);
             rc = oom(s, "reading predictions");
             break;
         }
         s->preds[s->num_preds++] = e;
     }
+    for (int k = 0; k < PQntuples(r) && !rc; k++) {
+        if (PQgetlength(r, k, 1) != 8 || PQgetlength(r, k, 2) != 8) {
+            snprintf(s->err, sizeof(s->err), "reading predictions: unexpected binary values");
+            rc = -1;
+            break;
+        }
+        char *id = strndup(PQgetvalue(r, k, 0), (size_t)PQgetlength(r, k, 0));
+        struct pred_entry *e = id ? cached_pred(s, gen, id) : NULL;
+        free(id);
+        if (!e || (size_t)(e - s->preds) < first)
+            continue; /* (an id not asked for: none) */
+        e->found = 1;
+        e->pred = (int64_t)be(PQgetvalue(r, k, 1), 8);
+        uint64_t bits = be(PQgetvalue(r, k, 2), 8);
+        memcpy(&e->t, &bits, sizeof(e->t));
+        e->combo = strndup(PQgetvalue(r, k, 3), (size_t)PQgetlength(r, k, 3));
+        e->bytes = (size_t)PQgetlength(r, k, 4);
+        e->outputs = malloc(e->bytes ? e->bytes : 1);
+        if (!e->combo || !e->outputs ||
+            index_add(&s->by_pred, label_hash(e->pred, -1), (size_t)(e - s->preds))) {
+            rc = oom(s, "reading predictions");
+            break;
+        }
+        memcpy(e->outputs, PQgetvalue(r, k, 4), e->bytes);
+    }
     PQclear(r);
     return rc;
+}
+
+/* The entry of a prediction read (found) in this transaction, by its key; NULL when none. */
+static struct pred_entry *read_pred(struct pg_store *s, int64_t pred)
+{
+    if (!s->by_pred.count)
+        return NULL;
+    uint64_t h = label_hash(pred, -1);
+    size_t mask = s->by_pred.cap - 1;
+    for (size_t j = (size_t)h & mask; s->by_pred.slots[j].e; j = (j + 1) & mask) {
+        struct pred_entry *e = &s->preds[s->by_pred.slots[j].e - 1];
+        if (e->found == 1 && e->pred == pred)
+            return e;
+    }
+    return NULL;
 }
 
 static struct pred_entry *cached_pred(struct pg_store *s, int64_t gen, const char *id)
@@ -1419,39 +1479,22 @@ static int pg_read_outputs(struct mls_store *b, int64_t pred, void *out, size_t 
                            size_t bytes, size_t row_bytes)
 {
     struct pg_store *s = self(b);
-    char p1[32], p2[32], p3[32];
-    snprintf(p1, sizeof(p1), "%lld", (long long)pred);
-    snprintf(p2, sizeof(p2), "%zu", offset + 1);
-    snprintf(p3, sizeof(p3), "%zu", bytes);
-    const char *p[] = {p1, p2, p3};
-    PGresult *r = query(s, "reading a prediction's outputs",
-                        "SELECT octet_length(outputs)::int8, substring(outputs FROM $2::int FOR "
-                        "$3::int) FROM predictions WHERE pred = $1",
-                        3, p, NULL, NULL, 1);
-    if (!r)
+    /* (the writer reads the outputs of predictions it has just looked up: read with them) */
+    const struct pred_entry *e = read_pred(s, pred);
+    if (!e) {
+        snprintf(s->err, sizeof(s->err), "the outputs of prediction %lld, which was not read first",
+                 (long long)pred);
         return -1;
-    int rc = 0;
-    if (PQntuples(r) != 1 || PQgetlength(r, 0, 0) != 8) {
-        snprintf(s->err, sizeof(s->err), "prediction row %lld is gone", (long long)pred);
-        rc = -1;
-    } else {
-        uint64_t be = 0;
-        memcpy(&be, PQgetvalue(r, 0, 0), 8);
-        uint64_t len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | ((const unsigned char *)&be)[i];
-        if (len != row_bytes || offset > row_bytes || bytes > row_bytes - offset ||
-            (size_t)PQgetlength(r, 0, 1) != bytes) {
-            snprintf(s->err, sizeof(s->err),
-                     "prediction row %lld is stored with %llu bytes of outputs; %zu were expected",
-                     (long long)pred, (unsigned long long)len, row_bytes);
-            rc = -1;
-        } else if (bytes) {
-            memcpy(out, PQgetvalue(r, 0, 1), bytes);
-        }
     }
-    PQclear(r);
-    return rc;
+    if (e->bytes != row_bytes || offset > row_bytes || bytes > row_bytes - offset) {
+        snprintf(s->err, sizeof(s->err),
+                 "prediction row %lld is stored with %zu bytes of outputs; %zu were expected",
+                 (long long)pred, e->bytes, row_bytes);
+        return -1;
+    }
+    if (bytes)
+        memcpy(out, (const char *)e->outputs + offset, bytes);
+    return 0;
 }
 
 static struct label_entry *cached_label(struct pg_store *s, int64_t pred, int32_t slot)
@@ -1580,9 +1623,9 @@ static int pg_get_label(struct mls_store *b, int64_t pred, int32_t slot, struct 
 /* The generation of a prediction read in this transaction; -1 when not (with s->err). */
 static int64_t gen_of_pred(struct pg_store *s, int64_t pred)
 {
-    for (size_t i = s->num_preds; i-- > 0;)
-        if (s->preds[i].found == 1 && s->preds[i].pred == pred)
-            return s->preds[i].gen;
+    const struct pred_entry *e = read_pred(s, pred);
+    if (e)
+        return e->gen;
     snprintf(s->err, sizeof(s->err), "a label of prediction %lld, which was not read first",
              (long long)pred);
     return -1;
@@ -1772,6 +1815,7 @@ static void pg_close(struct mls_store *b)
     free(s->lbls);
     free(s->pred_index.slots);
     free(s->label_index.slots);
+    free(s->by_pred.slots);
     free(s->prev);
     free(s);
 }
@@ -1962,7 +2006,7 @@ static int poll_db(struct pg_store *s, struct mls_registry *g, int full)
     int n = 0;
     int rc = script(s, "reading the changes of other replicas", sql.p, r, 8, &n);
     /* A connection lost while idle (the database restarted): once more on a new one. */
-    if (rc && !s->c && !connect_db(s))
+    if (rc && !s->c && !s->timed_out && !connect_db(s))
         rc = script(s, "reading the changes of other replicas", sql.p, r, 8, &n);
     free(sql.p);
     if (rc)
@@ -2096,7 +2140,8 @@ static const struct mls_store_vt pg_vt = {
     .close = pg_close,
 };
 
-int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, size_t errlen)
+int mls_store_open_pg(const char *conninfo, unsigned timeout_s, struct mls_store **out, char *err,
+                      size_t errlen)
 {
     struct pg_store *s = calloc(1, sizeof(*s));
     if (!s || !(s->conninfo = strdup(conninfo))) {
@@ -2105,6 +2150,7 @@ int mls_store_open_pg(const char *conninfo, struct mls_store **out, char *err, s
         return -1;
     }
     s->base.vt = &pg_vt;
+    s->timeout_ms = (timeout_s ? timeout_s : 1) * 1000u;
     mls_state_password(conninfo, s->secret_raw, s->secret_plain, sizeof(s->secret_raw));
     if (connect_db(s) || migrate(s, err, errlen)) {
         if (!s->c)

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 
-from common import NOTE, stop_clean, test, wait_until
+from common import plain_only, NOTE, stop_clean, test, wait_until
 from server import Server, raw
 from tests_auth import MONITOR, OBS, call, cli, new_token, sha, start_fails
 
@@ -261,6 +261,7 @@ def auth_attack_sighup_storm(args):
 
 
 @test
+@plain_only
 def auth_attack_token_new_concurrent(args):
     """Two `maskloss token new` of the same name at once: the check for the name and the
     append are not one step (no lock), so both may append, and the file then has the name
