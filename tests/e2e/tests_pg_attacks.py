@@ -931,13 +931,13 @@ def waiting_on(prefix):
 @test
 @pg_only
 def pg_attack_labels_crossed_order(args):
-    """Replica A's group commit holds two label requests (prediction p1, then p2), replica B's
-    two others (p2, then p1); each locks its predictions as it reads them, so A holding p1 waits
-    for p2 while B holding p2 waits for p1: a deadlock, which PostgreSQL ends by aborting one
-    transaction. Made deterministic with locks held by another session until both group commits
-    wait (on their first prediction, or on whatever orders them). Every label request must still be answered 200 (the store
-    retries the transaction PostgreSQL chose as the deadlock's victim, SQLSTATE 40P01; a
-    client's request is not failed for another's order), and the figures equal numpy's."""
+    """Replica A's group commit holds three label requests (predictions p1, wa, p2), replica
+    B's three others (p2, wb, p1); each locks its predictions as it reads them: A takes p1, B
+    takes p2, both wait on wa / wb (locked by another session), and once those are let go A
+    waits for p2 while B waits for p1 -- a deadlock, every time, which PostgreSQL ends by
+    aborting one transaction. Every label request must still be answered 200 (the store orders
+    or retries what PostgreSQL chose as the victim, SQLSTATE 40P01: a client's request is not
+    failed for another's order), and the figures equal numpy's."""
     if server_mod.PG is None:
         return
     schema, dsn = fresh_schema()
@@ -947,46 +947,39 @@ def pg_attack_labels_crossed_order(args):
         C = 2
         m = Late(a, "late", {"loss": SCE, "dtype": "float64", "num_classes": C, "windows": ["1h"]}, pointwise=sce)
         rng = np.random.default_rng(21)
-        m.predict(["p0a", "p0b", "p1", "p2"], f32(rng.normal(0, 2, (4, C))), round(time.time() - 10, 3))
+        m.predict(["p0a", "p0b", "p1", "p2", "wa", "wb"], f32(rng.normal(0, 2, (6, C))), round(time.time() - 10, 3))
         b.get("late")
         h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
-        h2 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p1', 'p2') FOR UPDATE;")
+        hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('wa', 'wb') FOR UPDATE;")
         res = {}
-
-        def send(k, srv, pid, c):
-            res[k] = Api(srv).call("POST", "/v1/monitors/late/labels",
-                                   {"labels": [{"id": pid, "class": c, "value": 1.0}]})
-
         ts = []
 
         def go(k, srv, pid, c):
-            t = threading.Thread(target=send, args=(k, srv, pid, c))
+            t = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call(
+                "POST", "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": c, "value": 1.0}]})))
             t.start()
             ts.append(t)
+            time.sleep(0.15)  # (in this order into the replica's next group commit)
 
         go("a0", srvs[0], "p0a", 0)
         go("b0", srvs[1], "p0b", 0)
         assert wait_until(lambda: waiting_on("") == 2, timeout=5), \
             ("first labels not waiting", server_mod.PG.psql("SELECT application_name, state, wait_event_type, "
                                                             "left(query, 60) FROM pg_stat_activity"))
-        go("a1", srvs[0], "p1", 0)
-        time.sleep(0.2)
-        go("a2", srvs[0], "p2", 1)
-        go("b1", srvs[1], "p2", 0)
-        time.sleep(0.2)
-        go("b2", srvs[1], "p1", 1)
-        time.sleep(0.3)
+        for k, (srv, pid, c) in {"a1": (srvs[0], "p1", 0), "b1": (srvs[1], "p2", 0), "aw": (srvs[0], "wa", 0),
+                                 "bw": (srvs[1], "wb", 0), "a2": (srvs[0], "p2", 1), "b2": (srvs[1], "p1", 1)}.items():
+            go(k, srv, pid, c)
         h1.release()
         assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
-        h2.release()
+        hw.release()
         for t in ts:
             t.join(30)
         codes = {k: (v[0], v[2].get("code") if isinstance(v[2], dict) else None) for k, v in res.items()}
         bad = {k: v for k, v in codes.items() if v[0] != 200}
         assert not bad, (f"label requests failed by a deadlock between two replicas' group commits: {bad}; "
                          f"{[v[2].get('error', '')[:200] for k, v in res.items() if k in bad][:1]}")
-        m.lab = {("p0a", 0): (1.0, 1.0), ("p0b", 0): (1.0, 1.0), ("p1", 0): (1.0, 1.0), ("p2", 1): (1.0, 1.0),
-                 ("p2", 0): (1.0, 1.0), ("p1", 1): (1.0, 1.0)}
+        m.lab = {(pid, c): (1.0, 1.0) for pid, c in (("p0a", 0), ("p0b", 0), ("p1", 0), ("p2", 0), ("wa", 0),
+                                                      ("wb", 0), ("p2", 1), ("p1", 1))}
         m.version += 1
         for api in (a, b):
             m.api = api
@@ -1000,11 +993,12 @@ def pg_attack_labels_crossed_order(args):
 @test
 @pg_only
 def pg_attack_ids_crossed_order(args):
-    """The same for observations: replica A's group commit holds the observations of ids X then
-    Y, replica B's those of Y then X (the clients' retries of each other's, through the
-    balancer); each claims its ids in turn, A holding X waits for Y while B holding Y waits for
-    X. Deterministic with another session holding X and Y (uncommitted) until both wait. Every
-    observation is answered 200, X and Y each counted once (the retried one a duplicate)."""
+    """The same for observations: replica A's group commit holds the observations of ids X, Wa,
+    Y, replica B's those of Y, Wb, X (X and Y the clients' retries of each other's, through the
+    balancer). Each claims its ids in turn: A takes X, B takes Y, both wait on Wa / Wb (held,
+    uncommitted, by another session); once those are let go A waits for B's Y and B for A's X:
+    a deadlock, every time. Every observation must be answered 200, X and Y each counted once
+    (one of the two a duplicate)."""
     if server_mod.PG is None:
         return
     schema, dsn = fresh_schema()
@@ -1015,9 +1009,9 @@ def pg_attack_ids_crossed_order(args):
         b.get("m")
         gen = f"(SELECT generation FROM {schema}.monitors WHERE name = 'm')"
         h1 = Holder(f"BEGIN; INSERT INTO {schema}.ids SELECT {gen}, unnest(ARRAY['zA', 'zB']), 0;")
-        h2 = Holder(f"BEGIN; INSERT INTO {schema}.ids SELECT {gen}, unnest(ARRAY['X', 'Y']), 0;")
+        hw = Holder(f"BEGIN; INSERT INTO {schema}.ids SELECT {gen}, unnest(ARRAY['Wa', 'Wb']), 0;")
         t_ms = int(time.time() * 1000)
-        obs = {k: one(i, t=t_ms, oid=k) for i, k in enumerate(("zA", "zB", "X", "Y"))}
+        obs = {k: one(i, t=t_ms, oid=k) for i, k in enumerate(("zA", "zB", "X", "Y", "Wa", "Wb"))}
         res = {}
         ts = []
 
@@ -1025,28 +1019,26 @@ def pg_attack_ids_crossed_order(args):
             t = threading.Thread(target=lambda: res.setdefault(key, Api(srv).observe("m", obs[oid].body())))
             t.start()
             ts.append(t)
+            time.sleep(0.15)  # (in this order into the replica's next group commit)
 
         go("a0", srvs[0], "zA")
         go("b0", srvs[1], "zB")
-        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "first observations not waiting"
-        go("a1", srvs[0], "X")
-        time.sleep(0.2)
-        go("a2", srvs[0], "Y")
-        go("b1", srvs[1], "Y")
-        time.sleep(0.2)
-        go("b2", srvs[1], "X")
-        time.sleep(0.3)
+        assert wait_until(lambda: waiting_on("INSERT INTO ids") == 2, timeout=5), "first observations not waiting"
+        for k, (srv, oid) in {"aX": (srvs[0], "X"), "bY": (srvs[1], "Y"), "aW": (srvs[0], "Wa"),
+                              "bW": (srvs[1], "Wb"), "aY": (srvs[0], "Y"), "bX": (srvs[1], "X")}.items():
+            go(k, srv, oid)
         h1.release("ROLLBACK;")
-        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
-        h2.release("ROLLBACK;")
+        assert wait_until(lambda: waiting_on("INSERT INTO ids") == 2, timeout=5), \
+            ("second batches not waiting on Wa, Wb", server_mod.PG.psql(
+                "SELECT wait_event_type, left(query, 50) FROM pg_stat_activity WHERE application_name = 'maskloss-server'"))
+        hw.release("ROLLBACK;")
         for t in ts:
             t.join(30)
         bad = {k: (v[0], v[2].get("error", "")[:160]) for k, v in res.items() if v[0] != 200}
         assert not bad, f"observations failed by a deadlock between two replicas' group commits: {bad}"
-        for oid in ("X", "Y"):
-            dups = sorted(v[2]["duplicate"] for k, v in res.items() if k[1] != "0" and
-                          (k in ("a1", "b2")) == (oid == "X"))
-            assert dups == [False, True], (oid, dups)
+        for pair in (("aX", "bX"), ("aY", "bY")):
+            dups = sorted(res[k][2]["duplicate"] for k in pair)
+            assert dups == [False, True], (pair, dups)
         check_all([a, b], "m", list(obs.values()), config, None, "after crossed ids")
         for s in srvs:
             stop_clean(s)
