@@ -1044,3 +1044,42 @@ def pg_attack_ids_crossed_order(args):
             stop_clean(s)
     finally:
         close_all(srvs)
+
+
+@test
+@pg_only
+def pg_attack_rollup_overflow(args):
+    """Two observations with finite sums (weight 1e308, loss 1) in two minutes of one hour, then
+    a replica whose upkeep rolls those minutes into their hour (--rollup-after 10m): the hour's
+    sum is not finite, and mls_addv in SQL raises 'value out of range: overflow' where C gives
+    inf. That must not stop the upkeep: predictions of another monitor past their
+    prediction_ttl (1m) are still expired by the same upkeep (with the rollup failing, the
+    whole upkeep -- expiry, ids, garbage, retention, of every monitor -- rolls back, every
+    minute, for good)."""
+    if server_mod.PG is None:
+        return
+    schema, dsn = fresh_schema()
+    srvs = replicas(args, dsn, 1)
+    try:
+        a = Api(srvs[0])
+        assert a.put("big", {"loss": CWL_LOSSES, "dtype": "float64", "windows": ["24h"]})[0] == 201
+        assert a.put("late", {"loss": SCE, "dtype": "float64", "num_classes": 2, "prediction_ttl": "1m"})[0] == 201
+        now = time.time()
+        t1 = max(int(now - 1800) // 3600 * 3600, int(now) - 3000) // 60 * 60 + 5
+        for t in (t1, t1 + 60):
+            st, h, b = a.observe("big", {"losses": [[1.0]], "mask": [[1e308]], "time": t})
+            assert st == 200, (st, b)
+        st, h, b = a.call("POST", "/v1/monitors/late/predictions",
+                          {"ids": ["x", "y"], "logits": [[0, 1], [1, 0]], "time": round(now - 57.5, 3)})
+        assert st == 200 and b["stored"] == 2, (st, b)
+        time.sleep(max(0.0, now + 3.5 - time.time()))
+        srvs.append(Server(args.server, "--rollup-after", "10m", env={"MASKLOSS_STATE": dsn}))
+        b2 = Api(srvs[1])
+        expired = wait_until(lambda: b2.get("late")["labels"]["predictions"] == 0, timeout=4)
+        rows = server_mod.PG.psql(f"SELECT width, count(*) FROM {schema}.buckets GROUP BY width ORDER BY 1")
+        assert expired, (f"predictions past their ttl not expired by the upkeep of a replica whose rollup "
+                         f"overflows (buckets by width: {rows!r}; the upkeep's transaction fails as a whole)")
+        for s in srvs:
+            stop_clean(s)
+    finally:
+        close_all(srvs)
