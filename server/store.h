@@ -28,6 +28,7 @@ struct mls_store_vt {
      * and labels. Returns 0, -1 on failure, or (a shared store, not clear) 1 when another
      * process has created it meanwhile: nothing written. */
     int (*put_monitor)(struct mls_store *s, const char *name, const char *config, int clear);
+    /* 0, -1 on failure, or (a shared store) 1 when another process has deleted it meanwhile. */
     int (*delete_monitor)(struct mls_store *s, const char *name);
     /* Records an idempotency key: 1 when new, 0 when already known, -1 on failure. */
     int (*claim_id)(struct mls_store *s, const char *monitor, const char *id, int64_t t);

@@ -51,6 +51,7 @@
 #define FULL_AFTER_NS (1800ull * 1000000000ull)
 /* Bucket rows per upsert statement (6 parameters each; PostgreSQL allows 65535). */
 #define ADD_ROWS 1000
+#define ADD_DOUBLES 200000
 #define LABEL_ROWS 1000
 
 struct gen {
@@ -819,8 +820,14 @@ static int flush_adds(struct pg_store *s)
     }
     s->num_adds = w;
     int rc = 0;
-    for (size_t from = 0; from < s->num_adds && !rc; from += ADD_ROWS) {
-        size_t n = s->num_adds - from < ADD_ROWS ? s->num_adds - from : ADD_ROWS;
+    for (size_t from = 0, n = 0; from < s->num_adds && !rc; from += n) {
+        /* Statements of at most ADD_ROWS rows and ADD_DOUBLES doubles: each is summed by
+         * mls_addv well within --state-timeout (wide buckets: a few rows a statement). */
+        size_t doubles = 0;
+        for (n = 0; from + n < s->num_adds && n < ADD_ROWS &&
+                    (!n || doubles + s->adds[from + n].num <= ADD_DOUBLES);
+             n++)
+            doubles += s->adds[from + n].num + MLS_CELL_FIELDS;
         struct text sql = {0};
         struct text *vals = calloc(n * 6, sizeof(*vals));
         const char **p = calloc(n * 6, sizeof(*p));
@@ -1135,15 +1142,22 @@ static int pg_delete_monitor(struct mls_store *b, const char *name)
 {
     struct pg_store *s = self(b);
     const char *p[] = {name};
-    /* A tombstone row (config NULL, a new generation): the other replicas' feed sees it. */
-    if (command(s, "deleting a monitor",
-                "WITH old AS (SELECT generation FROM monitors WHERE name = $1 FOR UPDATE), "
-                "dead AS (INSERT INTO dead_generations SELECT generation FROM old "
-                "ON CONFLICT DO NOTHING) "
-                "UPDATE monitors SET generation = nextval('generations'), config = NULL, "
-                "xid = pg_current_xact_id() WHERE name = $1",
-                1, p))
+    /* A tombstone row (config NULL, a new generation): the other replicas' feed sees it. A
+     * monitor deleted already (through another replica since this one's poll): 0 rows, 1. */
+    PGresult *r = query(s, "deleting a monitor",
+                        "WITH old AS (SELECT generation FROM monitors WHERE name = $1 AND config "
+                        "IS NOT NULL FOR UPDATE), "
+                        "dead AS (INSERT INTO dead_generations SELECT generation FROM old "
+                        "ON CONFLICT DO NOTHING) "
+                        "UPDATE monitors SET generation = nextval('generations'), config = NULL, "
+                        "xid = pg_current_xact_id() WHERE name = $1 AND config IS NOT NULL",
+                        1, p, NULL, NULL, 0);
+    if (!r)
         return -1;
+    int gone = strcmp(PQcmdTuples(r), "1") != 0;
+    PQclear(r);
+    if (gone)
+        return 1;
     return gen_set(s, &s->pending, &s->num_pending, &s->cap_pending, name, -1);
 }
 

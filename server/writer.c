@@ -228,7 +228,14 @@ static void do_delete(struct mls_writer *w, struct mls_op *op)
         op->result = MLS_OPR_NOT_FOUND;
         return;
     }
-    if (begin(w) || s->vt->delete_monitor(s, op->name) || commit(w)) {
+    int rc = begin(w) ? -1 : s->vt->delete_monitor(s, op->name);
+    if (rc == 1) { /* deleted through another replica since the last poll */
+        s->vt->rollback(s);
+        poll_store(w);
+        op->result = MLS_OPR_NOT_FOUND;
+        return;
+    }
+    if (rc || commit(w)) {
         s->vt->rollback(s);
         store_failed(w, op);
         return;
@@ -508,6 +515,58 @@ static int batched(const struct mls_op *op)
     return op->kind == MLS_OP_OBSERVE || op->kind == MLS_OP_PREDICT || op->kind == MLS_OP_LABEL;
 }
 
+/* An op of a run and where it came in it. */
+struct arrival {
+    struct mls_op *op;
+    size_t at;
+};
+
+/* Observations first, by monitor and id; then predictions and labels as they came (a later
+ * label of a position replaces an earlier one: their order is kept). */
+static int claim_order(const void *pa, const void *pb)
+{
+    const struct arrival *a = pa, *b = pb;
+    int ka = a->op->kind != MLS_OP_OBSERVE, kb = b->op->kind != MLS_OP_OBSERVE;
+    if (ka != kb)
+        return ka - kb;
+    if (!ka) {
+        int c = strcmp(a->op->name, b->op->name);
+        if (!c)
+            c = strcmp(a->op->id, b->op->id);
+        if (c)
+            return c;
+    }
+    return (a->at > b->at) - (a->at < b->at);
+}
+
+/*
+ * A shared store's group commit claims its observations' ids in one order, that of every
+ * replica: two replicas holding retries of each other's ids would otherwise wait for each
+ * other (a deadlock, and a batch refused 503). Returns the run [op, end) reordered (its new
+ * first op), or op as it was when memory is short. (Ops of one run are independent requests;
+ * memory and the store add their deltas in the same order either way.)
+ */
+static struct mls_op *ordered(struct mls_writer *w, struct mls_op *op, struct mls_op *end)
+{
+    size_t n = 0;
+    for (struct mls_op *x = op; x != end; x = x->next)
+        n++;
+    if (!w->store->vt->poll || n < 2)
+        return op;
+    struct arrival *v = malloc(n * sizeof(*v));
+    if (!v)
+        return op;
+    n = 0;
+    for (struct mls_op *x = op; x != end; x = x->next, n++)
+        v[n] = (struct arrival){x, n};
+    qsort(v, n, sizeof(*v), claim_order);
+    for (size_t i = 0; i < n; i++)
+        v[i].op->next = i + 1 < n ? v[i + 1].op : end;
+    struct mls_op *first = v[0].op;
+    free(v);
+    return first;
+}
+
 static void process(struct mls_writer *w, struct mls_op *batch)
 {
     struct mls_op *op = batch;
@@ -516,6 +575,7 @@ static void process(struct mls_writer *w, struct mls_op *batch)
         if (batched(op)) {
             while (end && batched(end))
                 end = end->next;
+            op = ordered(w, op, end);
             do_observes(w, op, end);
         } else {
             end = op->next;
@@ -541,7 +601,7 @@ struct action {
     size_t combo;
     int64_t start;
     int32_t width;
-    int roll; /* 1: into its hour; 0: dropped */
+    int roll; /* 1: into its hour; 0: dropped; -1: kept (rolling would overflow) */
 };
 
 /* What an upkeep deleted of a monitor's predictions (applied to memory after its commit). */
@@ -557,6 +617,51 @@ static void expiry_free(struct expiry *ex, size_t n)
     for (size_t i = 0; ex && i < n; i++)
         free(ex[i].labelled);
     free(ex);
+}
+
+/* What an upkeep has rolled into one hour so far (rolls_finite). */
+struct rolled {
+    const struct mls_combo *c;
+    int64_t hour;
+    double *sums; /* the cell's, then the classes' */
+    size_t n;
+};
+
+/* Whether minute bucket bk added to its hour -- the hour in memory, and the minutes this
+ * upkeep rolls into it before -- keeps every sum finite; if so, counts it in r. */
+static int rolls_finite(struct mls_monitor *m, const struct mls_combo *c,
+                        const struct mls_bucket *bk, struct rolled *r)
+{
+    int64_t hour = bk->start / MLS_HOUR * MLS_HOUR;
+    size_t nc = (size_t)mls_class_slots(&m->cfg) * MLS_CLASS_FIELDS, n = MLS_CELL_FIELDS + nc;
+    if (r->c != c || r->hour != hour || r->n != n) {
+        free(r->sums);
+        if (!(r->sums = calloc(n, sizeof(double)))) {
+            r->c = NULL;
+            return 0; /* (out of memory: not rolled now, the next upkeep tries again) */
+        }
+        *r = (struct rolled){c, hour, r->sums, n};
+    }
+    long h = mls_combo_find(c, hour, MLS_HOUR);
+    const struct mls_bucket *hb = h >= 0 ? &c->buckets[h] : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const double *hs = !hb                   ? NULL
+                           : i < MLS_CELL_FIELDS ? (const double *)&hb->total + i
+                           : hb->classes ? (const double *)hb->classes + (i - MLS_CELL_FIELDS)
+                                         : NULL;
+        const double *bs = i < MLS_CELL_FIELDS ? (const double *)&bk->total + i
+                           : bk->classes       ? (const double *)bk->classes + (i - MLS_CELL_FIELDS)
+                                               : NULL;
+        if (!isfinite((hs ? *hs : 0) + r->sums[i] + (bs ? *bs : 0)))
+            return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const double *bs = i < MLS_CELL_FIELDS ? (const double *)&bk->total + i
+                           : bk->classes       ? (const double *)bk->classes + (i - MLS_CELL_FIELDS)
+                                               : NULL;
+        r->sums[i] += bs ? *bs : 0;
+    }
+    return 1;
 }
 
 /* Returns when the next upkeep is due. */
@@ -622,12 +727,20 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
     /* The dead rows of labels (of expired predictions), a bounded run of rows at a time. */
     if (!failed && s->vt->compact(s))
         failed = 1;
+    struct rolled rolled = {0};
     for (size_t a = 0; a < n && !failed; a++) {
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];
         long b = mls_combo_find(c, x->start, x->width);
         if (b < 0)
             continue;
+        if (x->roll && !rolls_finite(x->m, c, &c->buckets[b], &rolled)) {
+            /* Its hour's sums would not be finite: the minute stays a minute (retention drops
+             * it in time), rather than an hour of inf -- or, in a store that refuses to sum
+             * beyond the largest double, an upkeep that fails as a whole every minute. */
+            x->roll = -1;
+            continue;
+        }
         if (x->roll) {
             int64_t hour = x->start / MLS_HOUR * MLS_HOUR;
             struct mls_bucket *bk = &c->buckets[b];
@@ -648,7 +761,11 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
         if (!failed && !(x->roll && s->vt->roll_bucket))
             failed = s->vt->drop_bucket(s, x->m->name, c->key, x->start, x->width) != 0;
     }
+    free(rolled.sums);
     if (failed || commit(w)) {
+        /* (tried again at the next upkeep; said, or it fails unseen for good) */
+        fprintf(stderr, "maskloss-server: the upkeep of the monitors failed: %s\n",
+                s->vt->errmsg(s));
         s->vt->rollback(s);
         free(acts);
         expiry_free(ex, g->count);
@@ -669,6 +786,8 @@ static int64_t upkeep(struct mls_writer *w, int64_t now)
     for (size_t a = 0; a < n; a++) {
         struct action *x = &acts[a];
         struct mls_combo *c = &x->m->combos[x->combo];
+        if (x->roll < 0) /* (kept a minute: rolls_finite) */
+            continue;
         pthread_rwlock_wrlock(&x->m->lock);
         long b = mls_combo_find(c, x->start, x->width);
         if (b >= 0 && x->roll) {
