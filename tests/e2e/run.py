@@ -41,7 +41,8 @@ import tests_pg_attacks  # noqa: E402,F401
 # The suites run.py --pg runs again on PostgreSQL: every test of monitors and late labels.
 PG_SUITES = {"tests_monitors", "tests_monitor_rollup", "tests_monitor_reference",
              "tests_monitor_guards", "tests_monitor_attacks", "tests_late", "tests_late_attacks",
-             "tests_late_review2", "tests_cli_monitor", "tests_pg_replicas", "tests_pg_attacks"}
+             "tests_late_review2", "tests_cli_monitor", "tests_pg_harness", "tests_pg_replicas",
+             "tests_pg_attacks"}
 
 
 def main():

@@ -492,7 +492,7 @@ def pg_attack_1000_classes(args):
 @pg_only
 def pg_attack_commit_unanswered(args):
     """The COMMIT of an observation reaches PostgreSQL but its answer comes after the server's
-    deadline (a deferred trigger sleeps 12 s at commit; the server gives up after 10 s and drops
+    deadline (a deferred trigger sleeps 3 s at commit; the server, --state-timeout 2, gives up and drops
     the connection): the observation is then durable though the client got 503. Its retry by id
     (on the other replica) must be a duplicate and the figures count it once -- and the 503
     must not tell the client that nothing was counted (a client without an id would count it
@@ -500,13 +500,13 @@ def pg_attack_commit_unanswered(args):
     if server_mod.PG is None:
         return
     schema, dsn = fresh_schema()
-    srvs = replicas(args, dsn, 2)
+    srvs = replicas(args, dsn, 2, "--state-timeout", "2")
     try:
         a, b = Api(srvs[0]), Api(srvs[1])
         config = created(a, "m", {"loss": SCE, "dtype": "float64", "num_classes": 2, "windows": ["1h"]})
         server_mod.PG.psql(
             f"CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN PERFORM pg_sleep(12); RETURN NULL; END $$;"
+            f"$$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;"
             f"CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON {schema}.ids DEFERRABLE INITIALLY DEFERRED "
             f"FOR EACH ROW WHEN (NEW.id = 'slow') EXECUTE FUNCTION {schema}.slow();")
         o = one(1, oid="slow")
@@ -515,8 +515,8 @@ def pg_attack_commit_unanswered(args):
         took = time.monotonic() - t0
         assert st == 503, (st, body)
         message = body.get("error", "")
-        assert took < 15, took
-        time.sleep(max(0, 12.5 - took))  # (the backend's commit has finished)
+        assert took < 5, took
+        time.sleep(max(0, 3.5 - took))  # (the backend's commit has finished)
         st, h, r = b.observe("m", o.body())
         assert st == 200 and r.get("duplicate") is True, ("the retry by id", st, r)
         check_all([a, b], "m", [o], config, None, "after a commit answered too late")
@@ -534,13 +534,13 @@ def pg_attack_commit_unanswered(args):
 def pg_attack_hung_database(args):
     """Every PostgreSQL process stopped (SIGSTOP, a hung database: the kernel still accepts
     connections): /v1/loss answers at once; an observation and a monitor GET answer 503 +
-    Retry-After within the server's deadlines (10 s a call, 15 s a read's wait), not hang;
+    Retry-After within the server's deadlines (--state-timeout 2 a call, 15 s a read's wait), not hang;
     /readyz turns 503; after SIGCONT the replica is ready again within a few seconds, and an
     observation with an id retried after its 503 is counted once."""
     if server_mod.PG is None:
         return
     schema, dsn = fresh_schema()
-    srvs = replicas(args, dsn, 1)
+    srvs = replicas(args, dsn, 1, "--state-timeout", "2")
     pids = []
     try:
         (srv,) = srvs
@@ -726,12 +726,12 @@ def pg_attack_kill9_under_load(args):
 @pg_only
 def pg_attack_drain_while_hung(args):
     """SIGTERM while PostgreSQL is hung (SIGSTOP) and an observation waits for it: the server
-    answers it (503) and exits 0 within its deadlines (a call's 10 s, the drain's 30 s), not
+    answers it (503) and exits 0 within its deadlines (a call's --state-timeout 2, the drain's 30 s), not
     stuck on the database."""
     if server_mod.PG is None:
         return
     schema, dsn = fresh_schema()
-    srvs = replicas(args, dsn, 1)
+    srvs = replicas(args, dsn, 1, "--state-timeout", "2")
     pids = []
     try:
         (srv,) = srvs

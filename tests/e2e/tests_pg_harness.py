@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from common import test
+from common import pg_only, test
 from pg import Postgres
 
 
@@ -20,6 +20,7 @@ def psql_tcp(pg, conninfo, sql, env=None):
 
 
 @test
+@pg_only
 def pg_harness_start_restart_crash(args):
     t0 = time.monotonic()
     with Postgres() as pg:
@@ -63,6 +64,7 @@ def pg_harness_start_restart_crash(args):
 
 
 @test
+@pg_only
 def pg_harness_cleans_up_after_failure(args):
     where = None
     try:
