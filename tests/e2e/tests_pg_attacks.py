@@ -1083,3 +1083,80 @@ def pg_attack_rollup_overflow(args):
             stop_clean(s)
     finally:
         close_all(srvs)
+
+
+@test
+@pg_only
+def pg_attack_labels_lock_after_undone_op(args):
+    """The labels' advisory lock (store_pg.c read_preds, LABELS_LOCK) is taken inside the
+    savepoint of the first op of a group commit that reads predictions; when that op is undone
+    (ROLLBACK TO SAVEPOINT: here a predictions request re-sending a stored id with a new slice
+    beyond --max-slice-values, 422), PostgreSQL releases the lock with the savepoint, but the
+    store still believes it holds it (labels_locked), so the next label requests of the same
+    group commit lock predictions without it. Replica A's group commit: [that predictions
+    request, labels of p1, wa, p2]; replica B's: [the same, labels of p2, wb, p1]: A locks p1,
+    B p2, both wait on wa / wb (held by another session); once let go, a deadlock, which the
+    lock exists to prevent. Every label request must be answered 200 (the predictions requests
+    422), and the figures equal numpy's."""
+    if server_mod.PG is None:
+        return
+    schema, dsn = fresh_schema()
+    srvs = replicas(args, dsn, 2, "--max-slice-values", "1")
+    try:
+        a, b = Api(srvs[0]), Api(srvs[1])
+        C = 2
+        m = Late(a, "late", {"loss": SCE, "dtype": "float64", "num_classes": C, "slices": ["s"], "windows": ["1h"]},
+                 pointwise=sce)
+        rng = np.random.default_rng(22)
+        m.predict(["p0a", "p0b", "p1", "p2", "wa", "wb", "e1"], f32(rng.normal(0, 2, (7, C))),
+                  round(time.time() - 10, 3), slc={"s": "x"})
+        b.get("late")
+        h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
+        hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('wa', 'wb') FOR UPDATE;")
+        res = {}
+        ts = []
+
+        def go(k, srv, path, body):
+            t = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call("POST", path, body)))
+            t.start()
+            ts.append(t)
+            time.sleep(0.15)  # (in this order into the replica's next group commit)
+
+        def lab(pid, c):
+            return "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": c, "value": 1.0}]}
+
+        def undone(new_id):  # e1 stored already (its drop_prediction reads it), a second slice value
+            return "/v1/monitors/late/predictions", {"ids": ["e1", new_id], "logits": [[0.5, -1.0], [1.0, 0.0]],
+                                                     "slice": {"s": "y"}}
+
+        go("a0", srvs[0], *lab("p0a", 0))
+        go("b0", srvs[1], *lab("p0b", 0))
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "first labels not waiting"
+        for k, (srv, req) in {"ua": (srvs[0], undone("na")), "ub": (srvs[1], undone("nb")),
+                              "a1": (srvs[0], lab("p1", 0)), "b1": (srvs[1], lab("p2", 0)),
+                              "aw": (srvs[0], lab("wa", 0)), "bw": (srvs[1], lab("wb", 0)),
+                              "a2": (srvs[0], lab("p2", 1)), "b2": (srvs[1], lab("p1", 1))}.items():
+            go(k, srv, *req)
+        h1.release()
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
+        time.sleep(0.5)  # (settled: A on wa; B on wb, or on A's lock)
+        hw.release()
+        for t in ts:
+            t.join(30)
+        codes = {k: (v[0], v[2].get("code") if isinstance(v[2], dict) else None) for k, v in res.items()}
+        for k in ("ua", "ub"):
+            assert codes[k][0] == 422, (k, res[k])
+        bad = {k: v for k, v in codes.items() if k not in ("ua", "ub") and v[0] != 200}
+        assert not bad, (f"label requests failed by a deadlock between two replicas' group commits after an undone "
+                         f"op released the labels' lock: {bad}; "
+                         f"{[v[2].get('error', '')[:200] for k, v in res.items() if k in bad][:1]}")
+        m.lab = {(pid, c): (1.0, 1.0) for pid, c in (("p0a", 0), ("p0b", 0), ("p1", 0), ("p2", 0), ("wa", 0),
+                                                      ("wb", 0), ("p2", 1), ("p1", 1))}
+        m.version += 1
+        for api in (a, b):
+            m.api = api
+            m.check(" after crossed labels behind an undone op", delays=False)
+        for s in srvs:
+            stop_clean(s)
+    finally:
+        close_all(srvs)
