@@ -1160,3 +1160,118 @@ def pg_attack_labels_lock_after_undone_op(args):
             stop_clean(s)
     finally:
         close_all(srvs)
+
+
+M64 = (1 << 64) - 1
+
+
+def _pred_hash(gen, pid):
+    """store_pg.c pred_hash (FNV-1a from the generation, then mix): where an id sits in the
+    store's read cache, to pick ids that collide at the end of its table."""
+    h = 14695981039346656037 ^ gen
+    for ch in pid.encode():
+        h = ((h ^ ch) * 1099511628211) & M64
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & M64
+    return h ^ (h >> 33)
+
+
+def _probe_first(adds, want):
+    """The entry (index into adds) the cache's lookup of hash `want` meets first among those of
+    that hash, after the index_add calls adds (hashes, in order): store_pg.c index_add's open
+    addressing (start 256, doubled past half full, rehashed in slot order)."""
+    cap, slots = 0, []
+    for e, h in enumerate(adds):
+        if 2 * (len([s for s in slots if s]) + 1) > cap:
+            ncap = cap * 2 if cap else 256
+            n = [None] * ncap
+            for s in slots:
+                if s:
+                    j = s[0] & (ncap - 1)
+                    while n[j]:
+                        j = (j + 1) & (ncap - 1)
+                    n[j] = s
+            slots, cap = n, ncap
+        j = h & (cap - 1)
+        while slots[j]:
+            j = (j + 1) & (cap - 1)
+        slots[j] = (h, e)
+    j = want & (cap - 1)
+    while slots[j]:
+        if slots[j][0] == want:
+            return slots[j][1]
+        j = (j + 1) & (cap - 1)
+    return None
+
+
+@test
+@pg_only
+def pg_attack_labels_same_id_read_twice(args):
+    """One group commit of four label requests: (1) X; (2) X and Y -- X is in the store's read
+    cache already, but the hinted batch read for Y names X again: a second cache entry for X,
+    left 'not found' (read_preds fills only the entry its lookup meets first, the older one);
+    (3) 130 other predictions -- the cache's index doubles, re-inserting its slots in slot
+    order, so that an older entry at the table's end and a newer one wrapped to its start swap
+    places; (4) X again: the lookup now meets the 'not found' entry, and X -- stored, not
+    expired -- is counted unknown, its label never stored. (X's id is picked so that its hash
+    sits at the end of the 256-slot table.) Every label must count (unknown 0), the figures
+    equal numpy's."""
+    if server_mod.PG is None:
+        return
+    schema, dsn = fresh_schema()
+    srvs = replicas(args, dsn, 1)
+    try:
+        a = Api(srvs[0])
+        C = 2
+        m = Late(a, "late", {"loss": SCE, "dtype": "float64", "num_classes": C, "windows": ["1h"]}, pointwise=sce)
+        gen = int(server_mod.PG.psql(f"SELECT generation FROM {schema}.monitors WHERE name = 'late'"))
+        zs = [f"z{i:03d}" for i in range(130)]
+        y = "y0"
+        x = None
+        for i in range(200000):
+            cand = f"k{i}"
+            h = _pred_hash(gen, cand)
+            if h & 255 != 255:
+                continue
+            # the index_add calls of the second transaction: (1) [X], (2) the hints [X, Y] sorted,
+            # (3) the Zs; then (4) looks X up: it must meet the second entry (the bug's case)
+            adds = [h] + [_pred_hash(gen, p) for p in sorted([cand, y])] + [_pred_hash(gen, z) for z in zs]
+            second = 1 + sorted([cand, y]).index(cand)
+            if _probe_first(adds[:second + 1], h) == 0 and _probe_first(adds, h) == second:
+                x = cand
+                break
+        assert x, "no id found whose cache entries swap places"
+        rng = np.random.default_rng(23)
+        ids = ["p0", x, y] + zs
+        m.predict(ids, f32(rng.normal(0, 2, (len(ids), C))), round(time.time() - 10, 3))
+        h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id = 'p0' FOR UPDATE;")
+        res = {}
+        ts = []
+
+        def go(k, labels):
+            t = threading.Thread(target=lambda: res.setdefault(k, Api(srvs[0]).call(
+                "POST", "/v1/monitors/late/labels", {"labels": labels})))
+            t.start()
+            ts.append(t)
+            time.sleep(0.15)  # (in this order into the replica's next group commit)
+
+        go("first", [{"id": "p0", "class": 0, "value": 1.0}])
+        assert wait_until(lambda: waiting_on("") == 1, timeout=5), "first labels not waiting"
+        go("1", [{"id": x, "class": 0, "value": 1.0}])
+        go("2", [{"id": x, "class": 1, "value": 1.0}, {"id": y, "class": 0, "value": 1.0}])
+        go("3", [{"id": z, "class": 0, "value": 1.0} for z in zs])
+        go("4", [{"id": x, "class": 0, "value": 0.0}])
+        h1.release()
+        for t in ts:
+            t.join(30)
+        for k, v in res.items():
+            assert v[0] == 200, (k, v)
+        unknown = {k: (v[2].get("unknown"), v[2].get("unknown_ids")) for k, v in res.items() if v[2].get("unknown")}
+        assert not unknown, f"stored predictions counted unknown within one group commit: {unknown}"
+        m.lab = {(p, c): (v, 1.0) for p, c, v in [("p0", 0, 1.0), (x, 1, 1.0), (y, 0, 1.0), (x, 0, 0.0)] +
+                 [(z, 0, 1.0) for z in zs]}
+        m.version += 1
+        m.check(" after one id read twice in a group commit", delays=False)
+        stop_clean(srvs[0])
+    finally:
+        close_all(srvs)
