@@ -1275,3 +1275,69 @@ def pg_attack_labels_same_id_read_twice(args):
         stop_clean(srvs[0])
     finally:
         close_all(srvs)
+
+
+@test
+@pg_only
+def pg_attack_label_ids_crossed_order(args):
+    """pg_attack_ids_crossed_order for label requests with an "id" (a client's retry through
+    the balancer on another replica): their group commits claim the ids in arrival order (74b3298
+    sorts only observations), and a label request claims its id before it takes the labels' lock.
+    Replica A's group commit: [L1 labelling wa, L2 labelling p2]; replica B's: [L2, L1] (the same
+    two requests). A claims L1, takes the labels' lock and waits on wa (held by another session);
+    B claims L2 and waits for the labels' lock; once wa is let go A claims L2 and waits for B: a
+    deadlock, every time. Every label request must be answered 200, each id counted once (one
+    of each pair a duplicate), the figures equal numpy's."""
+    if server_mod.PG is None:
+        return
+    schema, dsn = fresh_schema()
+    srvs = replicas(args, dsn, 2)
+    try:
+        a, b = Api(srvs[0]), Api(srvs[1])
+        C = 2
+        m = Late(a, "late", {"loss": SCE, "dtype": "float64", "num_classes": C, "windows": ["1h"]}, pointwise=sce)
+        rng = np.random.default_rng(24)
+        m.predict(["p0a", "p0b", "p2", "wa"], f32(rng.normal(0, 2, (4, C))), round(time.time() - 10, 3))
+        b.get("late")
+        h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
+        hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id = 'wa' FOR UPDATE;")
+        res = {}
+        ts = []
+        bodies = {"L1": {"id": "L1", "labels": [{"id": "wa", "class": 0, "value": 1.0}]},
+                  "L2": {"id": "L2", "labels": [{"id": "p2", "class": 0, "value": 1.0}]},
+                  "a0": {"labels": [{"id": "p0a", "class": 0, "value": 1.0}]},
+                  "b0": {"labels": [{"id": "p0b", "class": 0, "value": 1.0}]}}
+
+        def go(k, srv, body):
+            t = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call(
+                "POST", "/v1/monitors/late/labels", bodies[body])))
+            t.start()
+            ts.append(t)
+            time.sleep(0.15)  # (in this order into the replica's next group commit)
+
+        go("a0", srvs[0], "a0")
+        go("b0", srvs[1], "b0")
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "first labels not waiting"
+        for k, (srv, body) in {"a1": (srvs[0], "L1"), "b2": (srvs[1], "L2"), "a2": (srvs[0], "L2"),
+                               "b1": (srvs[1], "L1")}.items():
+            go(k, srv, body)
+        h1.release()
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
+        time.sleep(0.5)  # (settled: A on wa, B on the labels' lock)
+        hw.release()
+        for t in ts:
+            t.join(30)
+        bad = {k: (v[0], v[2].get("error", "")[:200]) for k, v in res.items() if v[0] != 200}
+        assert not bad, f"label requests with ids failed by a deadlock between two replicas' group commits: {bad}"
+        for pair in (("a1", "b1"), ("a2", "b2")):
+            dups = sorted(bool(res[k][2].get("duplicate")) for k in pair)
+            assert dups == [False, True], (pair, dups, [res[k][2] for k in pair])
+        m.lab = {(pid, 0): (1.0, 1.0) for pid in ("p0a", "p0b", "p2", "wa")}
+        m.version += 1
+        for api in (a, b):
+            m.api = api
+            m.check(" after crossed label ids", delays=False)
+        for s in srvs:
+            stop_clean(s)
+    finally:
+        close_all(srvs)
