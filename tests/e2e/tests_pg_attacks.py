@@ -1341,3 +1341,76 @@ def pg_attack_label_ids_crossed_order(args):
             stop_clean(s)
     finally:
         close_all(srvs)
+
+
+@test
+@pg_only
+def pg_attack_predictions_retry_crossed_with_labels(args):
+    """A predictions request retried on another replica while labels flow: replica A's group
+    commit [labels of wa, predictions P], replica B's [predictions P (the retry), labels of p2].
+    A takes the labels' lock and waits on wa (held by another session); B stores P (uncommitted)
+    and waits for the labels' lock; once wa is let go A's insert of P waits for B's transaction:
+    a deadlock, every time (predictions are stored in arrival order, after the lock of a label
+    request before them). Every request must be answered 200, P stored once (refused as stored
+    by the other), the figures equal numpy's."""
+    if server_mod.PG is None:
+        return
+    schema, dsn = fresh_schema()
+    srvs = replicas(args, dsn, 2)
+    try:
+        a, b = Api(srvs[0]), Api(srvs[1])
+        C = 2
+        m = Late(a, "late", {"loss": SCE, "dtype": "float64", "num_classes": C, "windows": ["1h"]}, pointwise=sce)
+        rng = np.random.default_rng(25)
+        t = round(time.time() - 10, 3)
+        m.predict(["p0a", "p0b", "p2", "wa"], f32(rng.normal(0, 2, (4, C))), t)
+        xp = f32(rng.normal(0, 2, (1, C)))
+        b.get("late")
+        h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
+        hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id = 'wa' FOR UPDATE;")
+        res = {}
+        ts = []
+
+        def lab(pid):
+            return "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": 0, "value": 1.0}]}
+
+        pred = ("/v1/monitors/late/predictions", {"ids": ["P"], "logits": xp.astype(np.float64).tolist(), "time": t})
+
+        def go(k, srv, req):
+            th = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call("POST", *req)))
+            th.start()
+            ts.append(th)
+            time.sleep(0.15)  # (in this order into the replica's next group commit)
+
+        go("a0", srvs[0], lab("p0a"))
+        go("b0", srvs[1], lab("p0b"))
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "first labels not waiting"
+        for k, (srv, req) in {"aw": (srvs[0], lab("wa")), "bP": (srvs[1], pred), "aP": (srvs[0], pred),
+                              "b2": (srvs[1], lab("p2"))}.items():
+            go(k, srv, req)
+        h1.release()
+        assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
+        time.sleep(0.5)  # (settled: A on wa, B on the labels' lock)
+        hw.release()
+        for th in ts:
+            th.join(30)
+        bad = {k: (v[0], v[2].get("error", "")[:200]) for k, v in res.items() if v[0] != 200}
+        assert not bad, f"requests failed by a deadlock between two replicas' group commits: {bad}"
+        stored = sorted(res[k][2].get("stored") for k in ("aP", "bP"))
+        assert stored == [0, 1], ("P stored once", res["aP"][2], res["bP"][2])
+        m.ids.append("P")
+        m.X.append(np.asarray(xp[0], dtype=np.float64))
+        m.bucket.append(m.bucket[0])
+        m.slc.append(m.slc[0])
+        m.ptime.append(m.ptime[0])
+        m.row["P"] = len(m.ids) - 1
+        m.reqs.append(m.reqs[0])
+        m.lab = {(pid, 0): (1.0, 1.0) for pid in ("p0a", "p0b", "p2", "wa")}
+        m.version += 1
+        for api in (a, b):
+            m.api = api
+            m.check(" after a predictions retry crossed with labels", delays=False)
+        for s in srvs:
+            stop_clean(s)
+    finally:
+        close_all(srvs)
