@@ -81,6 +81,10 @@ struct mls_store_vt {
                            double now, double *labelled, int64_t num_classes, double *positions);
     /* Some housekeeping of the labels' storage, bounded (the upkeep calls it). */
     int (*compact)(struct mls_store *s);
+    /* A predictions or labels op starts (before its savepoint): a store shared by processes
+     * makes these take turns, so that two processes never hold some of each other's
+     * predictions, ids or labels (a deadlock). May be NULL. 0 or -1. */
+    int (*late_begin)(struct mls_store *s);
     /* Within a transaction: marks where undo() returns to (one change that must be all or
      * nothing), and forgets the mark (release) once the change is whole. */
     int (*savepoint)(struct mls_store *s);

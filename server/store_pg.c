@@ -173,6 +173,7 @@ static uint64_t pred_hash(int64_t gen, const char *id)
 #define MAX_MARKS 8
 struct mark {
     size_t adds, lives, labels;
+    int labels_locked; /* (a lock taken in a savepoint goes with its rollback) */
 };
 
 struct pg_store {
@@ -1005,7 +1006,8 @@ static int pg_savepoint(struct mls_store *b)
     }
     if (flush_labels(s) || command(s, "marking a savepoint", "SAVEPOINT op", 0, NULL))
         return -1;
-    s->marks[s->num_marks++] = (struct mark){s->num_adds, s->num_lives, s->num_labels};
+    s->marks[s->num_marks++] =
+        (struct mark){s->num_adds, s->num_lives, s->num_labels, s->labels_locked};
     return 0;
 }
 
@@ -1026,6 +1028,7 @@ static void pg_undo(struct mls_store *b)
     truncate_adds(s, m.adds);
     s->num_lives = m.lives;
     s->num_labels = m.labels;
+    s->labels_locked = m.labels_locked;
     /* What was read may have been changed by the op undone: read again. */
     clear_reads(s);
     if (s->c && !command(s, "undoing an op", "ROLLBACK TO SAVEPOINT op", 0, NULL))
@@ -1082,14 +1085,18 @@ static int pg_commit(struct mls_store *b)
     struct pg_store *s = self(b);
     if (flush_labels(s) || flush_adds(s) || flush_lives(s) || check_generations(s))
         return -1;
+    /* Room for the generations this commit makes, before it: nothing can fail after it. */
+    while (s->cap_gens < s->num_gens + s->num_pending)
+        if (grow((void **)&s->gens, &s->cap_gens, s->cap_gens, sizeof(*s->gens)))
+            return oom(s, "recording a monitor's generation");
     if (command(s, "committing", "COMMIT", 0, NULL))
         return s->c ? -1 : MLS_STORE_UNKNOWN; /* (the connection went with the answer) */
     for (size_t i = 0; i < s->num_pending; i++) {
         const struct gen *g = &s->pending[i];
         if (g->gen < 0)
             gen_remove(s, g->name);
-        else if (gen_set(s, &s->gens, &s->num_gens, &s->cap_gens, g->name, g->gen))
-            return -1; /* (committed: memory stays behind until the next full load) */
+        else
+            gen_set(s, &s->gens, &s->num_gens, &s->cap_gens, g->name, g->gen); /* (room made) */
     }
     clear_tx(s);
     return 0;
@@ -1334,6 +1341,26 @@ static void pg_hint_prediction(struct mls_store *b, const char *monitor, const c
     s->hint_ids[s->num_hint_ids++] = copy;
 }
 
+/* The labels' lock (LABELS_LOCK), once a transaction: predictions, labels and their ids are
+ * written by one transaction of all replicas at a time. A group commit takes several requests'
+ * ids and predictions in turn, in no order all replicas could share; without it two replicas
+ * holding retries of each other's requests wait for each other. */
+static int lock_labels(struct pg_store *s)
+{
+    if (s->labels_locked)
+        return 0;
+    if (command(s, "taking the labels' lock", "SELECT pg_advisory_xact_lock(" LABELS_LOCK ")", 0,
+                NULL))
+        return -1;
+    s->labels_locked = 1;
+    return 0;
+}
+
+static int pg_late_begin(struct mls_store *b)
+{
+    return lock_labels(self(b));
+}
+
 /* A big-endian integer of a binary result. */
 static uint64_t be(const char *p, int n)
 {
@@ -1353,12 +1380,8 @@ static uint64_t be(const char *p, int n)
  */
 static int read_preds(struct pg_store *s, int64_t gen, char **ids, size_t n)
 {
-    if (!s->labels_locked) {
-        if (command(s, "taking the labels' lock", "SELECT pg_advisory_xact_lock(" LABELS_LOCK ")",
-                    0, NULL))
-            return -1;
-        s->labels_locked = 1;
-    }
+    if (lock_labels(s))
+        return -1;
     struct text arr = {0};
     put(&arr, "{", 1);
     for (size_t i = 0; i < n; i++) {
@@ -1382,6 +1405,8 @@ static int read_preds(struct pg_store *s, int64_t gen, char **ids, size_t n)
     int rc = 0;
     size_t first = s->num_preds;
     for (size_t i = 0; i < n && !rc; i++) {
+        if (cached_pred(s, gen, ids[i])) /* (read already, or twice in ids: one entry) */
+            continue;
         struct pred_entry e = {.id = strdup(ids[i]), .gen = gen};
         if (!e.id || GROW(s, preds, num_preds, cap_preds) ||
             index_add(&s->pred_index, pred_hash(gen, e.id), s->num_preds)) {
@@ -1719,7 +1744,8 @@ static long pg_expire(struct mls_store *b, const char *monitor, double before, d
     struct pg_store *s = self(b);
     *more = 0;
     int64_t gen = gen_of(s, monitor);
-    if (gen < 0)
+    /* (the upkeep's expiry takes turns with labels too: it deletes predictions they lock) */
+    if (gen < 0 || lock_labels(s))
         return -1;
     char g[32], lim[16];
     struct text bt = {0};
@@ -2144,6 +2170,7 @@ static const struct mls_store_vt pg_vt = {
     .expire = pg_expire,
     .drop_prediction = pg_drop_prediction,
     .compact = pg_compact,
+    .late_begin = pg_late_begin,
     .savepoint = pg_savepoint,
     .release = pg_release,
     .undo = pg_undo,

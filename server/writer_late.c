@@ -30,7 +30,7 @@ void mls_wlate_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op
     struct mls_store *s = w->store;
     struct mls_monitor *m = op->monitor;
     int64_t slots = mls_class_slots(&m->cfg);
-    if (s->vt->savepoint(s)) {
+    if ((s->vt->late_begin && s->vt->late_begin(s)) || s->vt->savepoint(s)) {
         *failed = 1;
         return;
     }
@@ -520,7 +520,7 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
     }
     const int elementwise = cfg->late == MLS_LATE_ELEMENTWISE;
     const size_t row_bytes = (size_t)lw.nc * lw.esize;
-    if (s->vt->savepoint(s)) {
+    if ((s->vt->late_begin && s->vt->late_begin(s)) || s->vt->savepoint(s)) {
         *failed = 1;
         work_free(&lw);
         return;
