@@ -84,6 +84,39 @@ def pg_pids():
     return [pid] + pg._children(pid)
 
 
+def resume(pids):
+    """SIGCONT to the PostgreSQL processes a test stopped (those still there)."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+class InOrder:
+    """POSTs sent each from a thread of its own, 0.15 s apart: in this order into their
+    replicas' next group commits. Their answers by key."""
+
+    def __init__(self):
+        self.res, self.threads = {}, []
+
+    def post(self, key, srv, path, body):
+        t = threading.Thread(target=lambda: self.res.setdefault(key, Api(srv).call("POST", path, body)))
+        t.start()
+        self.threads.append(t)
+        time.sleep(0.15)
+
+    def wait(self, timeout=30):
+        for t in self.threads:
+            t.join(timeout)
+        return self.res
+
+    def failed(self, width=200):
+        """The answers other than 200: key -> (status, the error's start)."""
+        return {k: (v[0], v[2].get("error", "")[:width] if isinstance(v[2], dict) else v[2])
+                for k, v in self.res.items() if v[0] != 200}
+
+
 def loss_body():
     return {"loss": SCE, "labels": [[1, 0]], "logits": [[0.5, -1.0]]}
 
@@ -584,8 +617,7 @@ def pg_attack_hung_database(args):
         print(f"    hung: observe 503 in {times['observe']:.1f} s, GET 503 in {times['get']:.1f} s, "
               f"/v1/loss {times['loss'] * 1000:.0f} ms")
         assert times["observe"] < 25 and times["get"] < 25, times
-        for p in pids:
-            os.kill(p, signal.SIGCONT)
+        resume(pids)
         pids = []
         t0 = time.monotonic()
         back = wait_until(lambda: srv.request("GET", "/readyz")[0] == 200, timeout=15)
@@ -607,11 +639,7 @@ def pg_attack_hung_database(args):
         check_all([a], "m", sent, config, None, "after the hang")
         stop_clean(srv)
     finally:
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        resume(pids)
         close_all(srvs)
 
 
@@ -758,11 +786,7 @@ def pg_attack_drain_while_hung(args):
         assert rc == 0, f"exit status {rc} ({took:.1f} s); log:\n{srv.log()[-1500:]}"
         assert res.get("obs", (None,))[0] == 503, res
     finally:
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        resume(pids)
         close_all(srvs)
 
 
@@ -951,15 +975,10 @@ def pg_attack_labels_crossed_order(args):
         b.get("late")
         h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
         hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('wa', 'wb') FOR UPDATE;")
-        res = {}
-        ts = []
+        sent = InOrder()
 
         def go(k, srv, pid, c):
-            t = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call(
-                "POST", "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": c, "value": 1.0}]})))
-            t.start()
-            ts.append(t)
-            time.sleep(0.15)  # (in this order into the replica's next group commit)
+            sent.post(k, srv, "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": c, "value": 1.0}]})
 
         go("a0", srvs[0], "p0a", 0)
         go("b0", srvs[1], "p0b", 0)
@@ -972,12 +991,9 @@ def pg_attack_labels_crossed_order(args):
         h1.release()
         assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
         hw.release()
-        for t in ts:
-            t.join(30)
-        codes = {k: (v[0], v[2].get("code") if isinstance(v[2], dict) else None) for k, v in res.items()}
-        bad = {k: v for k, v in codes.items() if v[0] != 200}
-        assert not bad, (f"label requests failed by a deadlock between two replicas' group commits: {bad}; "
-                         f"{[v[2].get('error', '')[:200] for k, v in res.items() if k in bad][:1]}")
+        sent.wait()
+        bad = sent.failed()
+        assert not bad, f"label requests failed by a deadlock between two replicas' group commits: {bad}"
         m.lab = {(pid, c): (1.0, 1.0) for pid, c in (("p0a", 0), ("p0b", 0), ("p1", 0), ("p2", 0), ("wa", 0),
                                                       ("wb", 0), ("p2", 1), ("p1", 1))}
         m.version += 1
@@ -1012,14 +1028,10 @@ def pg_attack_ids_crossed_order(args):
         hw = Holder(f"BEGIN; INSERT INTO {schema}.ids SELECT {gen}, unnest(ARRAY['Wa', 'Wb']), 0;")
         t_ms = int(time.time() * 1000)
         obs = {k: one(i, t=t_ms, oid=k) for i, k in enumerate(("zA", "zB", "X", "Y", "Wa", "Wb"))}
-        res = {}
-        ts = []
+        sent = InOrder()
 
         def go(key, srv, oid):
-            t = threading.Thread(target=lambda: res.setdefault(key, Api(srv).observe("m", obs[oid].body())))
-            t.start()
-            ts.append(t)
-            time.sleep(0.15)  # (in this order into the replica's next group commit)
+            sent.post(key, srv, "/v1/monitors/m/observe", obs[oid].body())
 
         go("a0", srvs[0], "zA")
         go("b0", srvs[1], "zB")
@@ -1032,9 +1044,8 @@ def pg_attack_ids_crossed_order(args):
             ("second batches not waiting on Wa, Wb", server_mod.PG.psql(
                 "SELECT wait_event_type, left(query, 50) FROM pg_stat_activity WHERE application_name = 'maskloss-server'"))
         hw.release("ROLLBACK;")
-        for t in ts:
-            t.join(30)
-        bad = {k: (v[0], v[2].get("error", "")[:160]) for k, v in res.items() if v[0] != 200}
+        res = sent.wait()
+        bad = sent.failed(160)
         assert not bad, f"observations failed by a deadlock between two replicas' group commits: {bad}"
         for pair in (("aX", "bX"), ("aY", "bY")):
             dups = sorted(res[k][2]["duplicate"] for k in pair)
@@ -1113,14 +1124,8 @@ def pg_attack_labels_lock_after_undone_op(args):
         b.get("late")
         h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
         hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('wa', 'wb') FOR UPDATE;")
-        res = {}
-        ts = []
-
-        def go(k, srv, path, body):
-            t = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call("POST", path, body)))
-            t.start()
-            ts.append(t)
-            time.sleep(0.15)  # (in this order into the replica's next group commit)
+        sent = InOrder()
+        go = sent.post
 
         def lab(pid, c):
             return "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": c, "value": 1.0}]}
@@ -1141,15 +1146,12 @@ def pg_attack_labels_lock_after_undone_op(args):
         assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
         time.sleep(0.5)  # (settled: A on wa; B on wb, or on A's lock)
         hw.release()
-        for t in ts:
-            t.join(30)
-        codes = {k: (v[0], v[2].get("code") if isinstance(v[2], dict) else None) for k, v in res.items()}
+        res = sent.wait()
         for k in ("ua", "ub"):
-            assert codes[k][0] == 422, (k, res[k])
-        bad = {k: v for k, v in codes.items() if k not in ("ua", "ub") and v[0] != 200}
+            assert res[k][0] == 422, (k, res[k])
+        bad = {k: v for k, v in sent.failed().items() if k not in ("ua", "ub")}
         assert not bad, (f"label requests failed by a deadlock between two replicas' group commits after an undone "
-                         f"op released the labels' lock: {bad}; "
-                         f"{[v[2].get('error', '')[:200] for k, v in res.items() if k in bad][:1]}")
+                         f"op released the labels' lock: {bad}")
         m.lab = {(pid, c): (1.0, 1.0) for pid, c in (("p0a", 0), ("p0b", 0), ("p1", 0), ("p2", 0), ("wa", 0),
                                                       ("wb", 0), ("p2", 1), ("p1", 1))}
         m.version += 1
@@ -1245,15 +1247,10 @@ def pg_attack_labels_same_id_read_twice(args):
         ids = ["p0", x, y] + zs
         m.predict(ids, f32(rng.normal(0, 2, (len(ids), C))), round(time.time() - 10, 3))
         h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id = 'p0' FOR UPDATE;")
-        res = {}
-        ts = []
+        sent = InOrder()
 
         def go(k, labels):
-            t = threading.Thread(target=lambda: res.setdefault(k, Api(srvs[0]).call(
-                "POST", "/v1/monitors/late/labels", {"labels": labels})))
-            t.start()
-            ts.append(t)
-            time.sleep(0.15)  # (in this order into the replica's next group commit)
+            sent.post(k, srvs[0], "/v1/monitors/late/labels", {"labels": labels})
 
         go("first", [{"id": "p0", "class": 0, "value": 1.0}])
         assert wait_until(lambda: waiting_on("") == 1, timeout=5), "first labels not waiting"
@@ -1262,10 +1259,8 @@ def pg_attack_labels_same_id_read_twice(args):
         go("3", [{"id": z, "class": 0, "value": 1.0} for z in zs])
         go("4", [{"id": x, "class": 0, "value": 0.0}])
         h1.release()
-        for t in ts:
-            t.join(30)
-        for k, v in res.items():
-            assert v[0] == 200, (k, v)
+        res = sent.wait()
+        assert not sent.failed(), sent.failed()
         unknown = {k: (v[2].get("unknown"), v[2].get("unknown_ids")) for k, v in res.items() if v[2].get("unknown")}
         assert not unknown, f"stored predictions counted unknown within one group commit: {unknown}"
         m.lab = {(p, c): (v, 1.0) for p, c, v in [("p0", 0, 1.0), (x, 1, 1.0), (y, 0, 1.0), (x, 0, 0.0)] +
@@ -1301,19 +1296,14 @@ def pg_attack_label_ids_crossed_order(args):
         b.get("late")
         h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
         hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id = 'wa' FOR UPDATE;")
-        res = {}
-        ts = []
+        sent = InOrder()
         bodies = {"L1": {"id": "L1", "labels": [{"id": "wa", "class": 0, "value": 1.0}]},
                   "L2": {"id": "L2", "labels": [{"id": "p2", "class": 0, "value": 1.0}]},
                   "a0": {"labels": [{"id": "p0a", "class": 0, "value": 1.0}]},
                   "b0": {"labels": [{"id": "p0b", "class": 0, "value": 1.0}]}}
 
         def go(k, srv, body):
-            t = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call(
-                "POST", "/v1/monitors/late/labels", bodies[body])))
-            t.start()
-            ts.append(t)
-            time.sleep(0.15)  # (in this order into the replica's next group commit)
+            sent.post(k, srv, "/v1/monitors/late/labels", bodies[body])
 
         go("a0", srvs[0], "a0")
         go("b0", srvs[1], "b0")
@@ -1325,9 +1315,8 @@ def pg_attack_label_ids_crossed_order(args):
         assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
         time.sleep(0.5)  # (settled: A on wa, B on the labels' lock)
         hw.release()
-        for t in ts:
-            t.join(30)
-        bad = {k: (v[0], v[2].get("error", "")[:200]) for k, v in res.items() if v[0] != 200}
+        res = sent.wait()
+        bad = sent.failed()
         assert not bad, f"label requests with ids failed by a deadlock between two replicas' group commits: {bad}"
         for pair in (("a1", "b1"), ("a2", "b2")):
             dups = sorted(bool(res[k][2].get("duplicate")) for k in pair)
@@ -1368,8 +1357,7 @@ def pg_attack_predictions_retry_crossed_with_labels(args):
         b.get("late")
         h1 = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id IN ('p0a', 'p0b') FOR UPDATE;")
         hw = Holder(f"BEGIN; SELECT pred FROM {schema}.predictions WHERE id = 'wa' FOR UPDATE;")
-        res = {}
-        ts = []
+        sent = InOrder()
 
         def lab(pid):
             return "/v1/monitors/late/labels", {"labels": [{"id": pid, "class": 0, "value": 1.0}]}
@@ -1377,10 +1365,7 @@ def pg_attack_predictions_retry_crossed_with_labels(args):
         pred = ("/v1/monitors/late/predictions", {"ids": ["P"], "logits": xp.astype(np.float64).tolist(), "time": t})
 
         def go(k, srv, req):
-            th = threading.Thread(target=lambda: res.setdefault(k, Api(srv).call("POST", *req)))
-            th.start()
-            ts.append(th)
-            time.sleep(0.15)  # (in this order into the replica's next group commit)
+            sent.post(k, srv, *req)
 
         go("a0", srvs[0], lab("p0a"))
         go("b0", srvs[1], lab("p0b"))
@@ -1392,9 +1377,8 @@ def pg_attack_predictions_retry_crossed_with_labels(args):
         assert wait_until(lambda: waiting_on("") == 2, timeout=5), "second batches not waiting"
         time.sleep(0.5)  # (settled: A on wa, B on the labels' lock)
         hw.release()
-        for th in ts:
-            th.join(30)
-        bad = {k: (v[0], v[2].get("error", "")[:200]) for k, v in res.items() if v[0] != 200}
+        res = sent.wait()
+        bad = sent.failed()
         assert not bad, f"requests failed by a deadlock between two replicas' group commits: {bad}"
         stored = sorted(res[k][2].get("stored") for k in ("aP", "bP"))
         assert stored == [0, 1], ("P stored once", res["aP"][2], res["bP"][2])
