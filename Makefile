@@ -154,6 +154,8 @@ $(BUILD)/lib/src/fast.o $(BUILD)/lib/src/kernels_f32.o $(BUILD)/lib/src/kernels_
 # A monitor's query adds up a month of buckets of a thousand classes (plain double sums: the
 # order of the additions is fixed by the loops, vectorised or not).
 $(BUILD)/server/monitor_query.o: SERVER_CFLAGS += -O3
+# maskloss bench's memory-read limit: a loop that only reads, vectorised (cli/readlimit.c).
+$(BUILD)/cli/readlimit.o: CFLAGS_ALL += -O3
 
 $(BUILD)/lib/%.o: lib/%.c
 	@mkdir -p $(dir $@)

@@ -1,6 +1,8 @@
 /*
  * bench.c -- `maskloss bench`: elements per second of ml_eval against a naive scalar loop
- * run in the same process on the same data, and the accuracy of both.
+ * run in the same process on the same data, the accuracy of both, and the memory-read limit:
+ * a loop that only reads the arrays the evaluation reads (readlimit.c), timed the same way,
+ * so that each kernel's distance from what the machine's memory allows is visible.
  *
  * The naive reference is what one writes first: libm expf/log1pf per element and a float
  * running sum for float32 (exp/log1p and a double sum for float64). The accuracy reference is
@@ -15,31 +17,52 @@
 
 #include "bench.h"
 #include "maskloss.h"
+#include "readlimit.h"
 
 enum wkind { W_NONE, W_MASK, W_CLASS };
 static const char *const wnames[] = {"none", "mask", "class"};
+
+/* How a case is evaluated: an elementwise loss over [n / 64, 64], or a loss of the softmax
+ * family over rows of `cols` classes. */
+enum kind {
+    K_POINT,   /* labels, logits (or predictions) and weights of one shape */
+    K_SOFTMAX, /* TF softmax_cross_entropy: one-hot (or multi-hot) labels, a weight per row */
+    K_SPARSE,  /* TF sparse_softmax_cross_entropy: int64 class indices, a weight per row */
+    K_TORCH,   /* torch cross_entropy: int64 class indices, class weights [C] */
+    K_KERAS    /* Keras CategoricalCrossentropy(from_logits=True): a weight per row */
+};
 
 struct loss_case {
     const char *name; /* catalogue name */
     const char *reduction;
     int weights_ok[3];
+    enum kind kind;
+    int64_t cols; /* classes of a row (the softmax family) */
 };
 
 static const struct loss_case losses[] = {
-    {"sigmoid_cross_entropy", NULL, {1, 1, 1}},
-    {"binary_cross_entropy_with_logits", NULL, {1, 1, 1}},
-    {"tf.nn.sigmoid_cross_entropy_with_logits", "SUM", {1, 1, 1}},
-    {"sigmoid_focal_loss", "mean", {1, 1, 1}},
-    {"asymmetric_loss", "mean", {1, 1, 1}},
-    {"mean_squared_error", NULL, {1, 1, 1}},    /* regression: predictions */
-    {"log_loss", NULL, {1, 1, 1}},              /* binary cross-entropy on probabilities */
-    {"softmax_cross_entropy", NULL, {1, 1, 0}}, /* rows of 64 classes; the mask per sample */
+    {"sigmoid_cross_entropy", NULL, {1, 1, 1}, K_POINT, 64},
+    {"binary_cross_entropy_with_logits", NULL, {1, 1, 1}, K_POINT, 64},
+    {"tf.nn.sigmoid_cross_entropy_with_logits", "SUM", {1, 1, 1}, K_POINT, 64},
+    {"sigmoid_focal_loss", "mean", {1, 1, 1}, K_POINT, 64},
+    {"asymmetric_loss", "mean", {1, 1, 1}, K_POINT, 64},
+    {"mean_squared_error", NULL, {1, 1, 1}, K_POINT, 64}, /* regression: predictions */
+    {"log_loss", NULL, {1, 1, 1}, K_POINT, 64}, /* binary cross-entropy on probabilities */
+    /* The softmax family, the mask per sample: 64 and 1000 classes. */
+    {"softmax_cross_entropy", NULL, {1, 1, 0}, K_SOFTMAX, 64},
+    {"softmax_cross_entropy", NULL, {1, 1, 0}, K_SOFTMAX, 1000},
+    {"sparse_softmax_cross_entropy", NULL, {1, 1, 0}, K_SPARSE, 64},
+    {"sparse_softmax_cross_entropy", NULL, {1, 1, 0}, K_SPARSE, 1000},
+    {"torch.nn.functional.cross_entropy", "mean", {1, 0, 1}, K_TORCH, 64},
+    {"torch.nn.functional.cross_entropy", "mean", {1, 0, 1}, K_TORCH, 1000},
+    {"categorical_crossentropy", NULL, {1, 1, 0}, K_KERAS, 64},
+    {"categorical_crossentropy", NULL, {1, 1, 0}, K_KERAS, 1000},
 };
 
 /* Losses from here on take `predictions`: log_loss probabilities, MSE any number. */
 #define FIRST_PRED 5
 #define LOG_LOSS 6
-#define SOFTMAX 7
+#define MAX_COLS 1000
 
 static double now(void)
 {
@@ -153,54 +176,62 @@ static double naive_d(int which, const double *z, const double *x, const double 
     return r == 2 ? s : r == 1 ? s / (double)n : (nonzero ? s / (double)nonzero : 0);
 }
 
-/* softmax_cross_entropy (TF, masked mean over samples) of rows of `cols` classes: in double
- * with a compensated sum (mode 0, the accuracy reference), or the naive loops of a float32
- * (mode 1: expf, logf, float sums) or a float64 user (mode 2: exp, log, double sums). The
- * mask is one weight per row, w[row]. */
-static double softmax_loss(int mode, const void *zv, const void *xv, const void *wv, enum wkind wk,
-                           int64_t n, int64_t cols)
+/* The inputs of a softmax case: labels z (one-hot or multi-hot rows) or class indices idx,
+ * logits x, and w: the weight of each row (W_MASK), of each class (W_CLASS) or NULL. */
+struct softmax_in {
+    enum kind kind;
+    const void *z, *x, *w;
+    const int64_t *idx;
+    enum wkind wk;
+    int64_t rows, cols;
+};
+
+/* A loss of the softmax family over rows of `cols` classes: in double with a compensated sum
+ * (mode 0, the accuracy reference), or the naive loops of a float32 user (mode 1: expf, logf,
+ * float sums) or a float64 user (mode 2: exp, log, double sums). Its reduction: TF's masked
+ * mean (the weights that are not 0), Keras's sum over the batch size (every row), torch's mean
+ * (the sum of the target classes' weights). */
+static double softmax_loss(int mode, const struct softmax_in *in)
 {
-    double s = 0, comp = 0;
+    double s = 0, comp = 0, den = 0;
     float sf = 0;
-    int64_t nonzero = 0, rows = n / cols;
-    for (int64_t r = 0; r < rows; r++) {
+    const int64_t cols = in->cols;
+#define AT(v, i) (mode == 2 ? ((const double *)(v))[i] : (double)((const float *)(v))[i])
+    for (int64_t r = 0; r < in->rows; r++) {
         double m = -INFINITY, se = 0, acc = 0;
-        for (int64_t c = 0; c < cols; c++) {
-            int64_t i = r * cols + c;
-            double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
-            m = xi > m ? xi : m;
-        }
+        const int64_t base = r * cols;
+        for (int64_t c = 0; c < cols; c++)
+            m = AT(in->x, base + c) > m ? AT(in->x, base + c) : m;
         if (mode == 1) {
-            const float *x = (const float *)xv + r * cols, *z = (const float *)zv + r * cols;
+            const float *x = (const float *)in->x + base, *z = (const float *)in->z + base;
             float sef = 0, accf = 0;
             for (int64_t c = 0; c < cols; c++)
                 sef += expf(x[c] - (float)m);
             /* cols >= 1: the maximum's term makes sef >= 1. */
             // cppcheck-suppress invalidFunctionArg
             float lse = (float)m + logf(sef);
-            for (int64_t c = 0; c < cols; c++)
-                accf += z[c] * (x[c] - lse);
+            if (in->idx)
+                accf = x[in->idx[r]] - lse;
+            else
+                for (int64_t c = 0; c < cols; c++)
+                    accf += z[c] * (x[c] - lse);
             acc = accf;
         } else {
-            for (int64_t c = 0; c < cols; c++) {
-                int64_t i = r * cols + c;
-                double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
-                se += exp(xi - m);
-            }
+            for (int64_t c = 0; c < cols; c++)
+                se += exp(AT(in->x, base + c) - m);
             // cppcheck-suppress invalidFunctionArg
             double lse = m + log(se); /* se >= 1, as above */
-            for (int64_t c = 0; c < cols; c++) {
-                int64_t i = r * cols + c;
-                double xi = mode == 2 ? ((const double *)xv)[i] : ((const float *)xv)[i];
-                double zi = mode == 2 ? ((const double *)zv)[i] : ((const float *)zv)[i];
-                acc += zi * (xi - lse);
-            }
+            if (in->idx)
+                acc = AT(in->x, base + in->idx[r]) - lse;
+            else
+                for (int64_t c = 0; c < cols; c++)
+                    acc += AT(in->z, base + c) * (AT(in->x, base + c) - lse);
         }
-        double wr = wk == W_NONE ? 1.0
-                    : mode == 2  ? ((const double *)wv)[r]
-                                 : (double)((const float *)wv)[r];
+        double wr = in->wk == W_NONE ? 1.0
+                    : in->wk == W_MASK ? AT(in->w, r)
+                                       : AT(in->w, in->idx[r]);
         double v = -acc * wr;
-        nonzero += wr != 0;
+        den += in->kind == K_TORCH ? wr : in->kind == K_KERAS ? 1 : wr != 0;
         if (mode == 1) {
             sf += (float)v;
         } else if (mode == 2) {
@@ -211,8 +242,9 @@ static double softmax_loss(int mode, const void *zv, const void *xv, const void 
             s = t;
         }
     }
+#undef AT
     double total = mode == 1 ? (double)sf : s + comp;
-    return nonzero ? total / (double)nonzero : 0;
+    return den != 0 ? total / den : 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -237,6 +269,136 @@ static int cmp_double(const void *a, const void *b)
     } while (0)
 
 static volatile float sink_f;
+static volatile uint64_t sink_u;
+
+/* The data every case reads, generated once: float32 and float64 copies of the same values. */
+struct data {
+    float *z, *x, *m, *cw, *pr;
+    double *zd, *xd, *md, *cwd, *prd;
+    int64_t *idx1000, *idx64; /* class indices of the rows, for 1000 and 64 classes */
+};
+
+static int data_make(struct data *d, int64_t maxn)
+{
+    d->z = malloc((size_t)maxn * sizeof(float));
+    d->x = malloc((size_t)maxn * sizeof(float));
+    d->m = malloc((size_t)maxn * sizeof(float));
+    d->pr = malloc((size_t)maxn * sizeof(float)); /* probabilities: the logits' sigmoid */
+    d->cw = malloc(MAX_COLS * sizeof(float));
+    d->zd = malloc((size_t)maxn * sizeof(double));
+    d->xd = malloc((size_t)maxn * sizeof(double));
+    d->md = malloc((size_t)maxn * sizeof(double));
+    d->prd = malloc((size_t)maxn * sizeof(double));
+    d->cwd = malloc(MAX_COLS * sizeof(double));
+    d->idx64 = malloc((size_t)(maxn / 64 + 1) * sizeof(int64_t));
+    d->idx1000 = malloc((size_t)(maxn / MAX_COLS + 1) * sizeof(int64_t));
+    if (!d->z || !d->x || !d->m || !d->pr || !d->cw || !d->zd || !d->xd || !d->md || !d->prd ||
+        !d->cwd || !d->idx64 || !d->idx1000)
+        return -1;
+    uint64_t s = 42;
+    for (int64_t i = 0; i < maxn; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u1 = (double)(s >> 11) * 0x1p-53;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double u2 = (double)(s >> 11) * 0x1p-53;
+        d->z[i] = u1 < 0.3 ? 1.0f : 0.0f;
+        d->x[i] = (float)((u2 - 0.5) * 12.0);
+        d->m[i] = (s >> 7) & 1 ? 1.0f : 0.0f;
+        d->zd[i] = d->z[i];
+        d->xd[i] = d->x[i];
+        d->prd[i] = d->pr[i] = (float)(1 / (1 + exp(-(double)d->x[i])));
+        d->md[i] = d->m[i];
+        if (i % 64 == 0)
+            d->idx64[i / 64] = (int64_t)((s >> 20) % 64);
+        if (i % MAX_COLS == 0)
+            d->idx1000[i / MAX_COLS] = (int64_t)((s >> 20) % MAX_COLS);
+    }
+    for (int64_t c = 0; c < MAX_COLS; c++)
+        d->cwd[c] = d->cw[c] = 0.5f + (float)(c % 64) / 64.0f;
+    return 0;
+}
+
+static void data_free(struct data *d)
+{
+    free(d->z);
+    free(d->x);
+    free(d->m);
+    free(d->pr);
+    free(d->cw);
+    free(d->zd);
+    free(d->xd);
+    free(d->md);
+    free(d->prd);
+    free(d->cwd);
+    free(d->idx64);
+    free(d->idx1000);
+}
+
+/* One case: what ml_eval is given, what the naive loops and the read-only loop read. */
+struct run {
+    struct ml_tensor tz, tx, tw;
+    struct ml_param from_logits;
+    struct ml_request req;
+    struct softmax_in sm;
+    struct bench_span spans[3];
+    int nspans;
+    int64_t n; /* elements of the logits (or predictions) */
+};
+
+static void run_setup(struct run *r, const struct loss_case *lc, int li, const struct data *d,
+                      int64_t n, int dt, enum wkind wk)
+{
+    const size_t es = dt ? sizeof(double) : sizeof(float);
+    const int64_t cols = lc->cols, rows = n / cols;
+    memset(r, 0, sizeof(*r));
+    r->n = n = rows * cols;
+    const int sparse = lc->kind == K_SPARSE || lc->kind == K_TORCH;
+    const int64_t *idx = cols == 64 ? d->idx64 : d->idx1000;
+    r->tz = (struct ml_tensor){2, {rows, cols}, dt ? ML_FLOAT64 : ML_FLOAT32,
+                               dt ? (const void *)d->zd : (const void *)d->z};
+    r->tx = r->tz;
+    r->tw = r->tz;
+    r->tx.data = dt ? (const void *)(li == LOG_LOSS ? d->prd : d->xd)
+                    : (const void *)(li == LOG_LOSS ? d->pr : d->x);
+    r->tw.data = dt ? (const void *)d->md : (const void *)d->m;
+    if (sparse)
+        r->tz = (struct ml_tensor){1, {rows}, ML_INT64, idx};
+    if (wk == W_CLASS) {
+        r->tw.rank = lc->kind == K_TORCH ? 1 : 2;
+        r->tw.shape[0] = lc->kind == K_TORCH ? cols : 1;
+        r->tw.shape[1] = cols;
+        r->tw.data = dt ? (const void *)d->cwd : (const void *)d->cw;
+    }
+    if (lc->kind != K_POINT && wk == W_MASK) { /* one weight per sample */
+        r->tw.rank = 1;
+        r->tw.shape[0] = rows;
+    }
+    ml_request_init(&r->req);
+    r->req.loss = lc->name;
+    r->req.reduction = lc->reduction;
+    r->req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+    r->req.labels = &r->tz;
+    if (li == FIRST_PRED || li == LOG_LOSS)
+        r->req.predictions = &r->tx;
+    else
+        r->req.logits = &r->tx;
+    r->req.weights = wk == W_NONE ? NULL : &r->tw;
+    if (lc->kind == K_KERAS) {
+        r->from_logits = (struct ml_param){"from_logits", ML_PARAM_BOOL, 0, 1, {0}};
+        r->req.params = &r->from_logits;
+        r->req.num_params = 1;
+    }
+    r->sm = (struct softmax_in){lc->kind, r->tz.data, r->tx.data, r->tw.data,
+                                sparse ? idx : NULL, wk, rows, cols};
+    /* What the evaluation reads: labels, logits, then the weights. */
+    r->spans[0] = (struct bench_span){r->tz.data, sparse ? (size_t)rows * sizeof(int64_t)
+                                                         : (size_t)n * es};
+    r->spans[1] = (struct bench_span){r->tx.data, (size_t)n * es};
+    r->nspans = 2;
+    if (wk != W_NONE)
+        r->spans[r->nspans++] =
+            (struct bench_span){r->tw.data, (size_t)ml_shape_numel(r->tw.rank, r->tw.shape) * es};
+}
 
 int maskloss_bench(int argc, char **argv)
 {
@@ -260,144 +422,98 @@ int maskloss_bench(int argc, char **argv)
     }
     static const int64_t sizes[] = {1024, 65536, 1048576, 16777216};
     const int nsizes = quick && only_n != 16777216 ? 3 : 4;
-    const int64_t cols = 64;
-    int64_t maxn = sizes[nsizes - 1];
-    float *z = malloc((size_t)maxn * sizeof(float)), *x = malloc((size_t)maxn * sizeof(float));
-    float *m = malloc((size_t)maxn * sizeof(float)), *cw = malloc((size_t)cols * sizeof(float));
-    double *zd = malloc((size_t)maxn * sizeof(double)), *xd = malloc((size_t)maxn * sizeof(double));
-    /* Probabilities for log_loss: the sigmoid of the logits. */
-    float *pr = malloc((size_t)maxn * sizeof(float));
-    double *prd = malloc((size_t)maxn * sizeof(double));
-    double *md = malloc((size_t)maxn * sizeof(double)),
-           *cwd = malloc((size_t)cols * sizeof(double));
-    if (!z || !x || !m || !cw || !zd || !xd || !md || !cwd || !pr || !prd) {
+    struct data d;
+    if (data_make(&d, sizes[nsizes - 1])) {
+        data_free(&d);
         fprintf(stderr, "maskloss: bench: out of memory\n");
         return 1;
     }
-    uint64_t s = 42;
-    for (int64_t i = 0; i < maxn; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        double u1 = (double)(s >> 11) * 0x1p-53;
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        double u2 = (double)(s >> 11) * 0x1p-53;
-        z[i] = u1 < 0.3 ? 1.0f : 0.0f;
-        x[i] = (float)((u2 - 0.5) * 12.0);
-        m[i] = (s >> 7) & 1 ? 1.0f : 0.0f;
-        zd[i] = z[i];
-        xd[i] = x[i];
-        prd[i] = pr[i] = (float)(1 / (1 + exp(-(double)x[i])));
-        md[i] = m[i];
-    }
-    for (int64_t c = 0; c < cols; c++)
-        cwd[c] = cw[c] = 0.5f + (float)c / (float)cols;
 
     if (!json)
-        printf("%-42s %-7s %9s %-6s %10s %10s %8s %10s %10s  %s\n", "loss", "dtype", "n", "weights",
-               "Melem/s", "naive", "speedup", "rel_error", "naive_err", "simd");
+        printf("%-34s %5s %-7s %9s %-6s %8s %8s %7s %8s %7s %9s %9s  %s\n", "loss", "cols", "dtype",
+               "n", "weights", "Melem/s", "naive", "speedup", "limit", "of_lim", "rel_error",
+               "naive_err", "simd");
     for (size_t li = 0; li < sizeof(losses) / sizeof(losses[0]); li++) {
-        if (only_loss && strcmp(only_loss, losses[li].name))
+        const struct loss_case *lc = &losses[li];
+        if (only_loss && strcmp(only_loss, lc->name))
             continue;
         for (int si = 0; si < nsizes; si++) {
-            int64_t n = sizes[si];
-            if (only_n && n != only_n)
+            if (only_n && sizes[si] != only_n)
                 continue;
             for (int dt = 0; dt < 2; dt++) {
                 for (int wk = 0; wk < 3; wk++) {
-                    if (!losses[li].weights_ok[wk])
+                    if (!lc->weights_ok[wk])
                         continue;
-                    struct ml_tensor tz = {2,
-                                           {n / cols, cols},
-                                           dt ? ML_FLOAT64 : ML_FLOAT32,
-                                           dt ? (const void *)zd : (const void *)z};
-                    struct ml_tensor tx = tz, tw = tz;
-                    const float *xin = li == LOG_LOSS ? pr : x;
-                    tx.data = dt ? (const void *)(li == LOG_LOSS ? prd : xd) : (const void *)xin;
-                    tw.data = dt ? (const void *)md : (const void *)m;
-                    if (wk == W_CLASS) {
-                        tw.rank = 2;
-                        tw.shape[0] = 1;
-                        tw.shape[1] = cols;
-                        tw.data = dt ? (const void *)cwd : (const void *)cw;
-                    }
-                    if (li == SOFTMAX && wk == W_MASK) { /* one weight per sample */
-                        tw.rank = 1;
-                        tw.shape[0] = n / cols;
-                    }
-                    struct ml_request req;
-                    ml_request_init(&req);
-                    req.loss = losses[li].name;
-                    req.reduction = losses[li].reduction;
-                    req.dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
-                    req.labels = &tz;
-                    if (li == FIRST_PRED || li == LOG_LOSS)
-                        req.predictions = &tx;
-                    else
-                        req.logits = &tx;
-                    req.weights = wk == W_NONE ? NULL : &tw;
+                    struct run r;
+                    run_setup(&r, lc, (int)li, &d, sizes[si], dt, (enum wkind)wk);
+                    const int64_t n = r.n, cols = lc->cols;
                     struct ml_result res;
                     struct ml_error err;
-                    double got = NAN, t_ml, t_naive;
+                    double got = NAN, t_ml, t_naive, t_read;
                     int rc = 0;
                     TIME_MEDIAN(t_ml, {
-                        rc = ml_eval(&req, &res, &err);
+                        rc = ml_eval(&r.req, &res, &err);
                         if (!rc) {
                             got = res.loss;
                             ml_result_free(&res);
                         }
                     });
                     if (rc) {
-                        fprintf(stderr, "maskloss: bench %s: %s\n", losses[li].name, err.message);
+                        fprintf(stderr, "maskloss: bench %s: %s\n", lc->name, err.message);
+                        data_free(&d);
                         return 1;
                     }
-                    /* The naive loop in the request's precision. */
-                    double nv = 0;
-                    if (li == SOFTMAX)
-                        TIME_MEDIAN(t_naive,
-                                    nv = softmax_loss(dt ? 2 : 1, dt ? (const void *)zd : z,
-                                                      dt ? (const void *)xd : x,
-                                                      dt ? (const void *)md : m, (enum wkind)wk, n,
-                                                      cols));
-                    else if (dt)
-                        TIME_MEDIAN(t_naive, nv = naive_d((int)li, zd, li == LOG_LOSS ? prd : xd,
-                                                          wk == W_CLASS ? cwd : md, (enum wkind)wk,
-                                                          n, cols));
-                    else
-                        TIME_MEDIAN(t_naive, nv = naive((int)li, z, xin, wk == W_CLASS ? cw : m,
-                                                        (enum wkind)wk, n, cols));
+                    TIME_MEDIAN(t_read, sink_u = bench_read_all(r.spans, r.nspans, n));
+                    /* The naive loop in the request's precision; the reference in double. */
+                    double nv = 0, ref;
+                    const float *xin = li == LOG_LOSS ? d.pr : d.x;
+                    if (lc->kind != K_POINT) {
+                        TIME_MEDIAN(t_naive, nv = softmax_loss(dt ? 2 : 1, &r.sm));
+                        struct softmax_in f32 = r.sm; /* the reference reads the float32 copy */
+                        f32.z = r.sm.idx ? NULL : d.z;
+                        f32.x = d.x;
+                        f32.w = wk == W_CLASS ? d.cw : d.m;
+                        ref = softmax_loss(0, &f32);
+                    } else {
+                        if (dt)
+                            TIME_MEDIAN(t_naive,
+                                        nv = naive_d((int)li, d.zd, li == LOG_LOSS ? d.prd : d.xd,
+                                                     wk == W_CLASS ? d.cwd : d.md, (enum wkind)wk,
+                                                     n, cols));
+                        else
+                            TIME_MEDIAN(t_naive, nv = naive((int)li, d.z, xin,
+                                                            wk == W_CLASS ? d.cw : d.m,
+                                                            (enum wkind)wk, n, cols));
+                        ref = reference((int)li, d.z, xin, wk == W_CLASS ? d.cw : d.m,
+                                        (enum wkind)wk, n, cols);
+                    }
                     sink_f = (float)nv;
-                    double ref = li == SOFTMAX ? softmax_loss(0, z, x, m, (enum wkind)wk, n, cols)
-                                               : reference((int)li, z, xin, wk == W_CLASS ? cw : m,
-                                                           (enum wkind)wk, n, cols);
-                    double rel = fabs(got - ref) / fabs(ref);
-                    double nrel = fabs(nv - ref) / fabs(ref);
+                    /* Relative errors; absolute when the loss is 0 (one row, masked out). */
+                    double scale = ref != 0 ? fabs(ref) : 1;
+                    double rel = fabs(got - ref) / scale, nrel = fabs(nv - ref) / scale;
                     double me = (double)n / t_ml * 1e-6, mn = (double)n / t_naive * 1e-6;
-                    /* Every loss of the table takes the fused path, in both precisions. */
+                    double ml = (double)n / t_read * 1e-6;
                     const char *simd = ml_simd_path();
+                    const char *dts = dt ? "float64" : "float32";
                     if (json)
-                        printf("{\"loss\":\"%s\",\"dtype\":\"%s\",\"n\":%lld,\"weights\":\"%s\","
-                               "\"melem_per_s\":%.1f,\"reference_melem_per_s\":%.1f,"
-                               "\"speedup\":%.2f,\"rel_error\":%.3g,\"reference_rel_error\":%.3g,"
+                        printf("{\"loss\":\"%s\",\"classes\":%lld,\"dtype\":\"%s\",\"n\":%lld,"
+                               "\"weights\":\"%s\",\"melem_per_s\":%.1f,"
+                               "\"reference_melem_per_s\":%.1f,\"speedup\":%.2f,"
+                               "\"read_limit_melem_per_s\":%.1f,\"of_read_limit\":%.3f,"
+                               "\"rel_error\":%.3g,\"reference_rel_error\":%.3g,"
                                "\"simd\":\"%s\"}\n",
-                               losses[li].name, dt ? "float64" : "float32", (long long)n,
-                               wnames[wk], me, mn, me / mn, rel, nrel, simd);
+                               lc->name, (long long)cols, dts, (long long)n, wnames[wk], me, mn,
+                               me / mn, ml, me / ml, rel, nrel, simd);
                     else
-                        printf("%-42s %-7s %9lld %-6s %10.1f %10.1f %7.1fx %10.2g %10.2g  %s\n",
-                               losses[li].name, dt ? "float64" : "float32", (long long)n,
-                               wnames[wk], me, mn, me / mn, rel, nrel, simd);
+                        printf("%-34s %5lld %-7s %9lld %-6s %8.1f %8.1f %6.1fx %8.1f %7.2f %9.2g "
+                               "%9.2g  %s\n",
+                               lc->name, (long long)cols, dts, (long long)n, wnames[wk], me, mn,
+                               me / mn, ml, me / ml, rel, nrel, simd);
                     fflush(stdout);
                 }
             }
         }
     }
-    free(z);
-    free(x);
-    free(m);
-    free(cw);
-    free(zd);
-    free(xd);
-    free(md);
-    free(cwd);
-    free(pr);
-    free(prd);
+    data_free(&d);
     return 0;
 }

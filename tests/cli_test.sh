@@ -68,5 +68,17 @@ for bad in "--bogus" "eval --bogus" "eval --max-elements" "eval --max-elements=-
     check "'$bad' exits 64 with a message (got $rc: $err)" $([ $rc = 64 ] && [ -n "$err" ]; echo $?)
 done
 
+# bench --quick --n 1024: every case's answer agrees with the benchmark's own double reference
+# (written apart from the library: libm, a compensated sum), and every row has its read limit.
+"$cli" bench --quick --json --n 1024 | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+cases = {(r["loss"], r["classes"]) for r in rows}
+assert len(cases) == 15 and ("softmax_cross_entropy", 1000) in cases, cases
+bad = [r for r in rows if not (r["rel_error"] < (1e-6 if r["dtype"] == "float32" else 1e-12)
+                               and r["read_limit_melem_per_s"] > 0 and r["melem_per_s"] > 0)]
+assert not bad, bad'
+check "bench --quick --n 1024: every case near its reference, with a read limit" $?
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]
