@@ -14,6 +14,7 @@
 #include "broadcast.h"
 #include "eval.h"
 #include "reduce.h"
+#include "softmax.h"
 #include "tensor.h"
 
 void ml_request_init(struct ml_request *req)
@@ -156,6 +157,17 @@ static int deferred_first(struct eval *e, int rc, struct ml_error *err)
     return nonfinite ? nonfinite : rc;
 }
 
+/* What a result says besides its numbers: the outputs, names, path and instruction set. */
+static void name_result(const struct eval *e, unsigned outputs, enum ml_path path,
+                        struct ml_result *res)
+{
+    res->outputs = outputs | ML_OUT_LOSS;
+    res->loss_name = e->info->name;
+    res->reduction_name = e->red->name;
+    res->path = path;
+    res->simd = ml__simd_name(e->simd);
+}
+
 static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
 {
     const struct ml_request *req = e->req;
@@ -177,7 +189,7 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     rc = resolve_reduction(e, err);
     if (rc)
         return rc;
-    e->defer = ml__fused_candidate(e);
+    e->defer = ml__fused_candidate(e) || ml__softmax_candidate(e);
     if (req->labels) {
         rc = ml__view_open(&e->labels, "labels", req->labels, e, e->defer, err);
         if (rc)
@@ -200,6 +212,11 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     e->input_elements = most > e->weights.n ? most : e->weights.n;
 
     rc = ml__try_fused(e, res, wrank, wshape, err);
+    if (rc != ML__NOT_FUSED)
+        return rc;
+    rc = ml__try_softmax(e, res, wrank, wshape, err);
+    if (!rc)
+        name_result(e, req->outputs ? req->outputs : ML_OUT_LOSS, ML_PATH_FUSED, res);
     if (rc != ML__NOT_FUSED)
         return rc;
     rc = ml__view_check_deferred(e, err); /* the general path checks before it computes */
@@ -264,11 +281,7 @@ static int evaluate(struct eval *e, struct ml_result *res, struct ml_error *err)
     if (rc)
         return rc;
 
-    res->outputs = in.outputs | ML_OUT_LOSS;
-    res->loss_name = e->info->name;
-    res->reduction_name = e->red->name;
-    res->path = ML_PATH_GENERAL;
-    res->simd = ml__simd_name(e->simd);
+    name_result(e, in.outputs, ML_PATH_GENERAL, res);
     if (in.outputs & ML_OUT_PER_ELEMENT) {
         res->per_element.rank = vrank;
         memcpy(res->per_element.shape, vshape, sizeof(int64_t) * (size_t)vrank);

@@ -10,9 +10,11 @@
  *
  * The upstream source of each formula is cited where it is written (here and in formulas.h).
  */
+#include <string.h>
 #include <tgmath.h>
 
 #include "internal.h"
+#include "softmax.h"
 #include "vmath.h"
 
 #define R(c) ((REAL)(c))
@@ -127,8 +129,7 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
 }
 
 /* Rows of classes are summed in 16 interleaved lanes (class c to lane c mod 16), combined in
- * a fixed order: the compiler turns the lanes into SIMD registers, and the bits do not depend
- * on the instruction set. */
+ * a fixed order: the bits do not depend on the instruction set. */
 #define ML__ROW_LANES 16
 
 static REAL FN(lanes_total)(const REAL *lane)
@@ -140,15 +141,60 @@ static REAL FN(lanes_total)(const REAL *lane)
 }
 
 /*
+ * The lanes of a contiguous row in vectors of the instruction set's width (GCC's vector
+ * extensions): ROW_NV vectors of ROW_W lanes, lane j in vector j / ROW_W. Only additions,
+ * subtractions, multiplications, compares and bitwise selects are done on them, each exact
+ * per lane, so every instruction set gives the bits of the scalar loops below; the vectoriser
+ * alone left the 16-lane loops scalar. The exp is taken by a plain loop over the row, which
+ * it does vectorise (as in fast.c).
+ */
+#if defined(__GNUC__)
+#define ML__ROW_VECTORS 1
+#if defined(__AVX512F__)
+#define ROW_VBYTES 64
+#elif defined(__AVX2__)
+#define ROW_VBYTES 32
+#else
+#define ROW_VBYTES 16
+#endif
+#define ROW_W ((int)(ROW_VBYTES / sizeof(REAL)))
+#define ROW_NV (ML__ROW_LANES / ROW_W)
+#ifdef ML__KERNEL_F32
+typedef int32_t FN(row_mask) __attribute__((vector_size(ROW_VBYTES)));
+#else
+typedef int64_t FN(row_mask) __attribute__((vector_size(ROW_VBYTES)));
+#endif
+typedef REAL FN(row_vec) __attribute__((vector_size(ROW_VBYTES)));
+typedef REAL FN(row_vec_u)
+    __attribute__((vector_size(ROW_VBYTES), aligned(sizeof(REAL)), may_alias));
+#define ROW_LOAD(p) ((FN(row_vec))(*(const FN(row_vec_u) *)(p)))
+/* a where m, else b (m: all ones or zero per lane, from a compare). */
+#define ROW_SELECT(m, a, b) ((FN(row_vec))(((m) & (FN(row_mask))(a)) | (~(m) & (FN(row_mask))(b))))
+
+/* Every lane of the ROW_NV vectors v (a vector return would change the ABI between builds). */
+static inline void FN(row_fill)(FN(row_vec) * r, REAL v)
+{
+    for (int h = 0; h < ROW_NV; h++)
+        for (int j = 0; j < ROW_W; j++)
+            r[h][j] = v;
+}
+#endif
+
+/* Elements whose exp one piece of a row holds (a multiple of the lanes: element c of the
+ * row stays in lane c mod 16). */
+#define ML__ROW_PIECE 512
+
+/*
  * The log-softmax of a row, as -log_softmax(x)_c = (m - x_c) + l: m the row's maximum and
  * l = log(sum exp(x - m)) = log1p(r), r the sum without the maximum's own term exp(0) = 1.
  * Two non-negative terms: nothing cancels, so the small losses of confident rows keep their
  * digits (x_c - (m + log s) loses an ulp of m there). A row whose maximum is infinite (+inf
  * anywhere, or every element -inf or NaN) is NaN throughout, as in TF and torch, whose
- * x - m is then inf - inf; an empty row's sums are empty.
+ * x - m is then inf - inf; an empty row's sums are empty. lo is the row's least element
+ * (NaN left out): -inf there shows a non-finite input that a sparse loss would not read.
  */
 struct FN(row_lse) {
-    REAL m, l;
+    REAL m, l, lo;
 };
 
 static inline REAL FN(neg_log_softmax)(REAL x, struct FN(row_lse) r)
@@ -162,44 +208,84 @@ static inline REAL FN(neg_log_softmax)(REAL x, struct FN(row_lse) r)
  * argument out of range, 0, at the ties: a select before the call vectorises). */
 static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t stride)
 {
-    struct FN(row_lse) r = {-INFINITY, R(0)};
+    struct FN(row_lse) r = {-INFINITY, R(0), INFINITY};
     const REAL out_of_range = R(1e30); /* exp(-1e30) = 0 */
-    REAL m = -INFINITY, s = R(0), ties = R(0);
+    REAL m = -INFINITY, lo = INFINITY, s = R(0), ties = R(0);
     if (stride == 1) {
-        REAL mx[ML__ROW_LANES], lane[ML__ROW_LANES] = {0}, tie[ML__ROW_LANES] = {0};
-        for (int j = 0; j < ML__ROW_LANES; j++)
-            mx[j] = -INFINITY;
+        REAL mx[ML__ROW_LANES], mn[ML__ROW_LANES], lane[ML__ROW_LANES] = {0},
+                                                   tie[ML__ROW_LANES] = {0};
         int64_t c = 0;
+#ifdef ML__ROW_VECTORS
+        FN(row_vec) vmx[ROW_NV], vmn[ROW_NV];
+        FN(row_fill)(vmx, -INFINITY);
+        FN(row_fill)(vmn, INFINITY);
         for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
-            for (int j = 0; j < ML__ROW_LANES; j++)
-                mx[j] = x[c + j] > mx[j] ? x[c + j] : mx[j]; /* NaN is left out here */
-        for (; c < len; c++)
+            for (int h = 0; h < ROW_NV; h++) {
+                FN(row_vec) v = ROW_LOAD(x + c + h * ROW_W);
+                vmx[h] = ROW_SELECT(v > vmx[h], v, vmx[h]); /* NaN is left out here */
+                vmn[h] = ROW_SELECT(v < vmn[h], v, vmn[h]);
+            }
+        memcpy(mx, vmx, sizeof(mx));
+        memcpy(mn, vmn, sizeof(mn));
+#else
+        for (int j = 0; j < ML__ROW_LANES; j++) {
+            mx[j] = -INFINITY;
+            mn[j] = INFINITY;
+        }
+#endif
+        for (; c < len; c++) {
             mx[c % ML__ROW_LANES] = x[c] > mx[c % ML__ROW_LANES] ? x[c] : mx[c % ML__ROW_LANES];
-        for (int j = 0; j < ML__ROW_LANES; j++)
+            mn[c % ML__ROW_LANES] = x[c] < mn[c % ML__ROW_LANES] ? x[c] : mn[c % ML__ROW_LANES];
+        }
+        for (int j = 0; j < ML__ROW_LANES; j++) {
             m = mx[j] > m ? mx[j] : m;
+            lo = mn[j] < lo ? mn[j] : lo;
+        }
         r.m = m;
+        r.lo = lo;
         if (isinf(m)) {
             r.l = m - m; /* NaN */
             return r;
         }
-        for (c = 0; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
-            for (int j = 0; j < ML__ROW_LANES; j++) {
-                REAL d = m - x[c + j];
-                lane[j] += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d); /* NaN shows here */
-                tie[j] += d == R(0) ? R(1) : R(0);
+        /* exp of the row piece by piece into e (the tie flags into t), then the lanes. */
+        REAL e[ML__ROW_PIECE], t[ML__ROW_PIECE];
+        for (int64_t c0 = 0; c0 < len; c0 += ML__ROW_PIECE) {
+            int64_t k = len - c0 < ML__ROW_PIECE ? len - c0 : ML__ROW_PIECE;
+            const REAL *xp = x + c0;
+            for (int64_t i = 0; i < k; i++) {
+                REAL d = m - xp[i];
+                e[i] = VMK(ml__exp_neg)(d == R(0) ? out_of_range : d); /* NaN shows here */
+                t[i] = d == R(0) ? R(1) : R(0);
             }
-        for (; c < len; c++) {
-            REAL d = m - x[c];
-            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d);
-            tie[c % ML__ROW_LANES] += d == R(0) ? R(1) : R(0);
+            int64_t i = 0;
+#ifdef ML__ROW_VECTORS
+            FN(row_vec) vl[ROW_NV], vt[ROW_NV];
+            memcpy(vl, lane, sizeof(lane));
+            memcpy(vt, tie, sizeof(tie));
+            for (; i + ML__ROW_LANES <= k; i += ML__ROW_LANES)
+                for (int h = 0; h < ROW_NV; h++) {
+                    vl[h] += ROW_LOAD(e + i + h * ROW_W);
+                    vt[h] += ROW_LOAD(t + i + h * ROW_W);
+                }
+            memcpy(lane, vl, sizeof(lane));
+            memcpy(tie, vt, sizeof(tie));
+#endif
+            for (; i < k; i++) {
+                lane[i % ML__ROW_LANES] += e[i];
+                tie[i % ML__ROW_LANES] += t[i];
+            }
         }
         s = FN(lanes_total)(lane);
         ties = FN(lanes_total)(tie);
     } else {
-        for (int64_t c = 0; c < len; c++)
+        for (int64_t c = 0; c < len; c++) {
             if (x[c * stride] > m)
                 m = x[c * stride];
+            if (x[c * stride] < lo)
+                lo = x[c * stride];
+        }
         r.m = m;
+        r.lo = lo;
         if (isinf(m)) {
             r.l = m - m; /* NaN */
             return r;
@@ -221,6 +307,26 @@ static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stri
 {
     REAL lane[ML__ROW_LANES] = {0};
     int64_t c = 0;
+#ifdef ML__ROW_VECTORS
+    if (stride == 1) {
+        FN(row_vec) acc[ROW_NV], vm[1], vl[1], keep[1], add[1];
+        FN(row_fill)(acc, R(0));
+        for (int j = 0; j < ROW_W; j++) {
+            vm[0][j] = r.m;
+            vl[0][j] = r.l;
+            keep[0][j] = R(1) - ls;
+            add[0][j] = lsk;
+        }
+        for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+            for (int h = 0; h < ROW_NV; h++) {
+                FN(row_vec) yv = ROW_LOAD(y + c + h * ROW_W);
+                if (smooth)
+                    yv = yv * keep[0] + add[0];
+                acc[h] += yv * ((vm[0] - ROW_LOAD(x + c + h * ROW_W)) + vl[0]);
+            }
+        memcpy(lane, acc, sizeof(lane));
+    }
+#else
     if (stride == 1 && !smooth)
         for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int j = 0; j < ML__ROW_LANES; j++)
@@ -229,6 +335,7 @@ static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stri
         for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int j = 0; j < ML__ROW_LANES; j++)
                 lane[j] += (y[c + j] * (R(1) - ls) + lsk) * FN(neg_log_softmax)(x[c + j], r);
+#endif
     for (; c < len; c++) {
         REAL yc = y[c * stride];
         if (smooth)
@@ -238,9 +345,24 @@ static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stri
     return FN(lanes_total)(lane);
 }
 
-/* One sample of the softmax family: the row of `len` classes at pred + base, stride inner. */
+/* Whether a row holds a NaN or an infinity. */
+static int FN(row_non_finite)(const REAL *x, int64_t len, int64_t stride)
+{
+    int bad = 0;
+    for (int64_t c = 0; c < len; c++)
+        bad |= !(x[c * stride] - x[c * stride] == R(0));
+    return bad;
+}
+
+/*
+ * One sample of the softmax family: the row of `len` classes at pred + base, stride inner.
+ * Its loss goes to *out, torch's denominator to *den. *nonfinite is set when the row holds a
+ * -inf or the loss did not read it all (an ignored target): a non-finite input that its loss
+ * may not show (the fused path looks for the culprit then; anything else non-finite makes
+ * the loss non-finite).
+ */
 static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t base, double *out,
-                           double *den, int64_t *bad_index)
+                           double *den, int64_t *bad_index, int *nonfinite)
 {
     const REAL *x = (const REAL *)k->pred + base;
     const REAL *y = k->sparse ? NULL : (const REAL *)k->labels + base;
@@ -256,8 +378,8 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
             int smooth =
                 k->id == ML__TF_SOFTMAX_CE ? k->label_smoothing > 0 : k->label_smoothing != 0;
             struct FN(row_lse) r = FN(row_logsumexp)(x, len, st);
-            out[sample] =
-                (double)FN(row_xent)(x, y, len, st, r, smooth, ls, ls / R(k->smoothing_classes));
+            *nonfinite |= r.lo == -INFINITY;
+            *out = (double)FN(row_xent)(x, y, len, st, r, smooth, ls, ls / R(k->smoothing_classes));
         } else {
             /* Keras categorical_crossentropy on probabilities: renormalise the row, clip
              * to [eps, 1 - eps], -sum y log o. */
@@ -274,12 +396,13 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
                 o = o < eps ? eps : (o > hi ? hi : o);
                 acc += yc * log(o);
             }
-            out[sample] = (double)(-acc);
+            *out = (double)(-acc);
         }
         return 0;
     case ML__TF_SPARSE_SOFTMAX_CE:
     case ML__TORCH_CE: {
         struct FN(row_lse) r = FN(row_logsumexp)(x, len, st);
+        *nonfinite |= r.lo == -INFINITY;
         if (!k->sparse) {
             /* torch cross_entropy with probability targets (LossNLL.cpp
              * cross_entropy_loss_prob_target): -sum_c w_c t_c logp_c, t smoothed. */
@@ -291,16 +414,17 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
                 REAL w = k->class_weight ? R(k->class_weight[c]) : R(1);
                 acc += w * t * FN(neg_log_softmax)(x[c * st], r);
             }
-            out[sample] = (double)acc;
-            den[sample] = 1;
+            *out = (double)acc;
+            *den = 1;
             return 0;
         }
         /* Class-index targets. */
         const int64_t *idx = (const int64_t *)k->labels;
         int64_t label = idx[sample];
         if (k->id == ML__TORCH_CE && label == k->ignore_index) {
-            out[sample] = 0;
-            den[sample] = 0;
+            *nonfinite |= FN(row_non_finite)(x, len, st);
+            *out = 0;
+            *den = 0;
             return 0;
         }
         if (label < 0 || label >= len) {
@@ -309,7 +433,7 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
         }
         REAL nlp = FN(neg_log_softmax)(x[label * st], r);
         if (k->id == ML__TF_SPARSE_SOFTMAX_CE) {
-            out[sample] = (double)nlp;
+            *out = (double)nlp;
             return 0;
         }
         /* LossNLL.cpp nll_loss / cross_entropy_loss_label_smoothing. */
@@ -323,8 +447,8 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
             }
             nll = (R(1) - ls) * nll + (ls / R(len)) * smooth;
         }
-        out[sample] = (double)nll;
-        den[sample] = (double)w;
+        *out = (double)nll;
+        *den = (double)w;
         return 0;
     }
     default:
@@ -345,8 +469,10 @@ int FN(ml__pointwise)(const struct ml__kctx *k, double *out, double *den, int64_
         for (int64_t o = 0; o < k->outer; o++)
             for (int64_t in = 0; in < k->inner; in++) {
                 int64_t sample = o * k->inner + in;
-                int rc =
-                    FN(softmax_row)(k, sample, o * k->len * k->inner + in, out, den, bad_index);
+                double unused = 0;
+                int nonfinite = 0; /* the views were checked before */
+                int rc = FN(softmax_row)(k, sample, o * k->len * k->inner + in, &out[sample],
+                                         den ? &den[sample] : &unused, bad_index, &nonfinite);
                 if (rc)
                     return rc;
             }
@@ -382,5 +508,50 @@ int FN(ml__pointwise)(const struct ml__kctx *k, double *out, double *den, int64_
         for (int64_t i = 0; i < k->n; i++)
             out[i] = (double)FN(elementwise)(k, i, z[i], x[i]);
         return 0;
+    }
+}
+
+/* The fused path of the softmax family (softmax.h): each row's loss, weighed and summed as
+ * reduce.c sums the general path's array, in its order. */
+void FN(ml__softmax_sums)(const struct ml__softmax *p, int64_t chunk, struct ml__softmax_sums *o)
+{
+    const struct ml__kctx *k = p->k;
+    const int64_t begin = chunk * ML__CHUNK,
+                  end = p->n - begin < ML__CHUNK ? p->n : begin + ML__CHUNK;
+    const REAL *w = (const REAL *)p->w;
+    const int den_counts = p->den == ML__DEN_COUNT || p->den == ML__DEN_NONZERO;
+    const int den_sums = !den_counts && p->den != ML__DEN_ONE;
+    const int torch = k->id == ML__TORCH_CE; /* its denominators are the kernel's */
+    memset(o, 0, sizeof(*o));
+    o->bad_label = -1;
+    int64_t oi = begin / k->inner, in = begin % k->inner;
+    for (int64_t i = begin; i < end; i++) {
+        double v = 0, d = 0, wi = 1.0;
+        int64_t bad = -1;
+        if (FN(softmax_row)(k, i, oi * k->len * k->inner + in, &v, &d, &bad, &o->nonfinite)) {
+            if (o->bad_label < 0)
+                o->bad_label = bad;
+            v = 0;
+        }
+        if (++in == k->inner) {
+            in = 0;
+            oi++;
+        }
+        if (p->wmode != ML__SW_NONE)
+            wi = (double)w[p->wmode == ML__SW_DENSE ? i : 0];
+        double wv = v * wi;
+        double dd = p->den == ML__DEN_COUNT      ? 1.0
+                    : p->den == ML__DEN_NONZERO  ? (wi != 0 ? 1.0 : 0.0)
+                    : p->den == ML__DEN_EXPLICIT ? d
+                                                 : wi;
+        double w_eff = torch ? d : wi;
+        ml__lanes_add(&o->num, i, wv);
+        if (den_counts)
+            o->den_count += dd != 0;
+        else if (den_sums)
+            ml__lanes_add(&o->den, i, dd);
+        if (p->want_sw)
+            ml__lanes_add(&o->sw, i, w_eff);
+        o->nonzero += w_eff != 0;
     }
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "eval.h"
+#include "softmax.h"
 #include "tensor.h"
 
 int ml__same_shape(int ra, const int64_t *a, int rb, const int64_t *b)
@@ -127,7 +128,7 @@ static void split_axis(const struct ml_tensor *t, int axis, struct ml__kctx *k, 
             vshape[(*vrank)++] = t->shape[d];
 }
 
-static int prepare_tf_softmax(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+static int prepare_tf_softmax(struct eval *e, struct ml__kctx *k, int run, struct ml_error *err)
 {
     const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
     if (x->rank < 1)
@@ -145,12 +146,14 @@ static int prepare_tf_softmax(struct eval *e, struct ml__kctx *k, struct ml_erro
     fill_common(e, k);
     split_axis(x, x->rank - 1, k, &e->vrank, e->vshape);
     k->smoothing_classes = x->rank >= 2 ? (double)x->shape[1] : 1;
+    if (!run)
+        return 0;
     int rc = alloc_values(e, err);
     return rc ? rc : run_kernel(e, k, err);
 }
 
 static int prepare_tf_sparse(struct eval *e, struct ml__kctx *k, int *wrank, int64_t *wshape,
-                             struct ml_error *err)
+                             int run, struct ml_error *err)
 {
     const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
     int yrank = y->rank;
@@ -184,11 +187,13 @@ static int prepare_tf_sparse(struct eval *e, struct ml__kctx *k, int *wrank, int
     k->sparse = 1;
     k->labels = e->class_labels;
     split_axis(x, x->rank - 1, k, &e->vrank, e->vshape);
+    if (!run)
+        return 0;
     rc = alloc_values(e, err);
     return rc ? rc : run_kernel(e, k, err);
 }
 
-static int prepare_torch_ce(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+static int prepare_torch_ce(struct eval *e, struct ml__kctx *k, int run, struct ml_error *err)
 {
     const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
     if (x->rank < 1)
@@ -249,6 +254,8 @@ static int prepare_torch_ce(struct eval *e, struct ml__kctx *k, struct ml_error 
             e->class_weight[c] = ml__view_get(&e->weights, e->dtype, c);
         k->class_weight = e->class_weight;
     }
+    if (!run)
+        return 0;
     rc = alloc_values(e, err);
     if (rc)
         return rc;
@@ -259,7 +266,7 @@ static int prepare_torch_ce(struct eval *e, struct ml__kctx *k, struct ml_error 
 }
 
 /* Keras: y_true and y_pred brought to the same rank, then identical shapes required. */
-static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *err)
+static int prepare_keras(struct eval *e, struct ml__kctx *k, int run, struct ml_error *err)
 {
     const struct ml_tensor *x = e->pred.t, *y = e->labels.t;
     int xrank = x->rank, yrank = y->rank;
@@ -307,6 +314,8 @@ static int prepare_keras(struct eval *e, struct ml__kctx *k, struct ml_error *er
         k->from_logits = 1; /* `logits` says so even when params omit from_logits */
     split_axis(&shaped, (int)axis, k, &e->vrank, e->vshape);
     k->smoothing_classes = (double)k->len;
+    if (!run)
+        return 0;
     rc = alloc_values(e, err);
     return rc ? rc : run_kernel(e, k, err);
 }
@@ -317,24 +326,41 @@ int ml__prepare(struct eval *e, struct ml__kctx *k, int *wrank, int64_t *wshape,
     int rc;
     switch (e->def->id) {
     case ML__TF_SOFTMAX_CE:
-        rc = prepare_tf_softmax(e, k, err);
+        rc = prepare_tf_softmax(e, k, 1, err);
         break;
     case ML__TF_SPARSE_SOFTMAX_CE:
-        rc = prepare_tf_sparse(e, k, wrank, wshape, err);
+        rc = prepare_tf_sparse(e, k, wrank, wshape, 1, err);
         break;
     case ML__TORCH_CE:
-        rc = prepare_torch_ce(e, k, err);
+        rc = prepare_torch_ce(e, k, 1, err);
         break;
     case ML__K3_BCE:
     case ML__K3_FOCAL:
     case ML__K3_CCE:
     case ML__K2_BCE:
     case ML__K2_FOCAL:
-        rc = prepare_keras(e, k, err);
+        rc = prepare_keras(e, k, 1, err);
         break;
     default:
         rc = prepare_elementwise(e, k, err);
         break;
     }
     return rc;
+}
+
+int ml__prepare_plan(struct eval *e, struct ml__kctx *k, int *wrank, int64_t *wshape,
+                     struct ml_error *err)
+{
+    switch (e->def->id) {
+    case ML__TF_SOFTMAX_CE:
+        return prepare_tf_softmax(e, k, 0, err);
+    case ML__TF_SPARSE_SOFTMAX_CE:
+        return prepare_tf_sparse(e, k, wrank, wshape, 0, err);
+    case ML__TORCH_CE:
+        return prepare_torch_ce(e, k, 0, err);
+    case ML__K3_CCE:
+        return prepare_keras(e, k, 0, err);
+    default:
+        return ML_EINVAL; /* not a loss of the softmax family */
+    }
 }

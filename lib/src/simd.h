@@ -38,6 +38,9 @@ enum ml__simd ml__simd_pick(void);
 /* The name of a path as ml_simd_path() gives it ("avx512f", "avx2", "baseline"). */
 const char *ml__simd_name(enum ml__simd simd);
 
+struct ml__softmax;
+struct ml__softmax_sums;
+
 #define ML__DECLARE_VARIANTS(sfx)                                                                  \
     void ml__fast_run_##sfx(const struct ml__fast *f, int64_t begin, int64_t end,                  \
                             struct ml__fast_sums *out);                                            \
@@ -46,7 +49,11 @@ const char *ml__simd_name(enum ml__simd simd);
     int ml__pointwise_f64_##sfx(const struct ml__kctx *k, double *out, double *den,                \
                                 int64_t *bad_index);                                               \
     int64_t ml__first_non_finite_f32_##sfx(const float *v, int64_t n);                             \
-    int64_t ml__first_non_finite_f64_##sfx(const double *v, int64_t n);
+    int64_t ml__first_non_finite_f64_##sfx(const double *v, int64_t n);                            \
+    void ml__softmax_sums_f32_##sfx(const struct ml__softmax *p, int64_t c,                        \
+                                    struct ml__softmax_sums *out);                                 \
+    void ml__softmax_sums_f64_##sfx(const struct ml__softmax *p, int64_t c,                        \
+                                    struct ml__softmax_sums *out);
 ML__DECLARE_VARIANTS(base)
 #ifdef ML__X86_DISPATCH
 ML__DECLARE_VARIANTS(avx2)
