@@ -39,6 +39,44 @@ int mlp__shape_decode(const json_t *shape, const char *field, const char *name, 
  * shape such as [2^40, 0, 2^40] is refused here, before a size is computed from it. */
 int64_t mlp__numel_checked(int rank, const int64_t *shape);
 
+/* ---- Numeric arrays decoded from the text (numarray.c) ------------------------------- */
+
+/* The input tensors of a request that the scanner decoded: where each array was in the
+ * text, and the opaque node that will stand for it in the document. */
+struct mlp__region;
+struct mlp__regions {
+    struct mlp__region *list;
+    size_t num;
+};
+
+/* Finds and decodes the nested arrays of numbers of a request's inputs (also those of a
+ * batch's requests) in text[0..len): each array it decodes exactly as the jansson path
+ * would becomes a region, anything else is left to jansson (numarray.c says why). Returns
+ * 0, or -1 when out of memory; free *out with mlp__regions_free. */
+int mlp__regions_scan(const char *text, size_t len, struct mlp__regions *out);
+
+void mlp__regions_free(struct mlp__regions *r);
+
+/* The text with each region replaced by `[]`, for json_load_callback. */
+struct mlp__reader {
+    const char *text;
+    size_t len, pos;
+    const struct mlp__regions *regions;
+    size_t next;            /* the next region */
+    int in_placeholder;     /* writing the placeholder ("[]") of region `next` */
+    size_t placeholder_pos; /* its bytes written */
+};
+size_t mlp__regions_read(void *buffer, size_t buflen, void *data);
+
+/* Puts each region's node where jansson read its placeholder (the nodes pass to root).
+ * Returns 0, or -1 when one is not where the scanner saw it, or out of memory. */
+int mlp__regions_place(json_t *root, struct mlp__regions *r);
+
+/* 1 when v is the node of a decoded array, with its rank, shape (ML_MAX_RANK entries) and
+ * numel doubles at *data (owned by v); 0 otherwise. */
+int mlp__tensor_node(const json_t *v, int *rank, int64_t *shape, const double **data,
+                     int64_t *numel);
+
 /* ---- Inputs and outputs (names.c) ------------------------------------------------------ */
 
 /* The inputs of a loss, as the slots of struct mlp_request.tensors. */

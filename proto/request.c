@@ -41,14 +41,16 @@ void *mlp_json_malloc(size_t size)
     return p;
 }
 
+/* Numbers as doubles (no integer overflow), duplicate keys rejected: a request that says
+ * "weights" twice is ambiguous. */
+#define PARSE_FLAGS (JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES)
+
 int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err)
 {
     json_error_t je;
     unsigned long failures = json_alloc_failures;
     memset(&je, 0, sizeof(je));
-    /* Numbers as doubles (no integer overflow), duplicate keys rejected: a request that
-     * says "weights" twice is ambiguous. */
-    *root = json_loadb(text, len, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &je);
+    *root = json_loadb(text, len, PARSE_FLAGS, &je);
     /* jansson 2.14 fails without a message when an allocation fails, and its lexer goes on
      * without a byte it could not store (lex_save ignores strbuffer_append_byte's failure):
      * a document read while an allocation failed may differ from the text. */
@@ -66,6 +68,28 @@ int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err
         err->column = je.column;
     }
     return MLP_EMALFORMED;
+}
+
+/* The input arrays decoded by numarray.c, the rest of the document by jansson; whenever
+ * that does not give a document (the text is not JSON, memory ran out, or the scanner
+ * misread it), mlp_parse on the whole text answers, as it would have without the scanner. */
+int mlp_parse_request(const char *text, size_t len, json_t **root, struct mlp_error *err)
+{
+    struct mlp__regions regions;
+    if (mlp__regions_scan(text, len, &regions) == 0 && regions.num > 0) {
+        json_error_t je;
+        unsigned long failures = json_alloc_failures;
+        struct mlp__reader rd = {text, len, 0, &regions, 0, 0, 0};
+        json_t *doc = json_load_callback(mlp__regions_read, &rd, PARSE_FLAGS, &je);
+        if (doc && json_alloc_failures == failures && !mlp__regions_place(doc, &regions)) {
+            mlp__regions_free(&regions);
+            *root = doc;
+            return 0;
+        }
+        json_decref(doc);
+    }
+    mlp__regions_free(&regions);
+    return mlp_parse(text, len, root, err);
 }
 
 /* ---- Tensors --------------------------------------------------------------------------- */
@@ -320,8 +344,12 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
     t->dtype = ML_FLOAT64;
     const json_t *data = v;
     int declared = 0;
+    int irank;
+    int64_t ishape[ML_MAX_RANK] = {0};
+    const double *decoded = NULL; /* the doubles of an array numarray.c decoded */
+    int64_t num_decoded;
 
-    if (json_is_object(v)) {
+    if (json_is_object(v) && !mlp__tensor_node(v, &irank, ishape, &decoded, &num_decoded)) {
         const char *key;
         json_t *val;
         json_object_foreach((json_t *)v, key, val)
@@ -359,9 +387,11 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
         declared = 1;
     }
 
-    int irank;
-    int64_t ishape[ML_MAX_RANK] = {0};
-    int rc = infer_shape(data, field, &irank, ishape, err);
+    int rc = 0;
+    if (data != v && !mlp__tensor_node(data, &irank, ishape, &decoded, &num_decoded))
+        decoded = NULL;
+    if (!decoded)
+        rc = infer_shape(data, field, &irank, ishape, err);
     if (rc)
         return rc;
     int64_t inumel = mlp__numel_checked(irank, ishape);
@@ -396,6 +426,13 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
                              field, ds, (long long)(inumel < 0 ? 0 : inumel), field, ss,
                              (long long)n);
         }
+    }
+
+    /* An array decoded from the text is rectangular, of numbers, and row-major: the doubles
+     * fill the shape (nested to it or flat), kept alive by r->root. */
+    if (decoded) {
+        t->data = decoded;
+        return 0;
     }
 
     /* The data is checked against the shape before memory is taken for it: a nested array

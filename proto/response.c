@@ -295,7 +295,7 @@ int mlp_eval_text(const char *text, size_t len, long long max_elements, struct m
     memset(&err, 0, sizeof(err));
     err.e.index = -1;
 
-    int rc = mlp_parse(text, len, &root, &err);
+    int rc = mlp_parse_request(text, len, &root, &err);
     if (rc) {
         mlp_error_write(b, rc, &err);
         return rc;

@@ -28,7 +28,7 @@ include Makefile
 endif
 
 FUZZ_MK := tests/fuzz/fuzz.mk
-FUZZ_TARGETS ?= loss batch v2 b64 npy http monitor auth state
+FUZZ_TARGETS ?= loss batch v2 b64 npy http monitor auth state jsonnum
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD ?= build/fuzz
 FUZZ_CC ?= clang
@@ -43,6 +43,7 @@ FUZZ_MAX_LEN_http = 8192
 FUZZ_MAX_LEN_monitor = 4096
 FUZZ_MAX_LEN_auth = 4096
 FUZZ_MAX_LEN_state = 4000
+FUZZ_MAX_LEN_jsonnum = 16384
 
 # clang, and its libFuzzer runtime (libclang-rt-N-dev, N the major version of clang), which
 # has no command or pkg-config module to look for: when a probe program does not link with
