@@ -414,7 +414,9 @@ static void compute(struct mls_server *s, struct request *r)
         r->answer_status = v2_status_of(rc);
         return;
     }
-    int rc = mlp_parse(r->body ? r->body : "", r->len, &root, &err);
+    /* mlp_parse_request: the inputs' arrays of numbers decoded from the text into doubles,
+     * not a json_t per number (the root goes only to mlp_eval_value and mlp_eval_batch). */
+    int rc = mlp_parse_request(r->body ? r->body : "", r->len, &root, &err);
     /* The text is no longer needed: give its memory back before computing. */
     free(r->body_base);
     r->body = r->body_base = NULL;
