@@ -129,16 +129,10 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
 }
 
 /* Rows of classes are summed in 16 interleaved lanes (class c to lane c mod 16), combined in
- * a fixed order: the bits do not depend on the instruction set. */
+ * a fixed order: the bits do not depend on the instruction set. The order is a tree (lane j
+ * plus lane j + 8, then j + 4, j + 2, j + 1): four levels, whose first ones are additions of
+ * whole vectors, instead of a chain of sixteen. */
 #define ML__ROW_LANES 16
-
-static REAL FN(lanes_total)(const REAL *lane)
-{
-    REAL t = R(0);
-    for (int j = 0; j < ML__ROW_LANES; j++)
-        t += lane[j];
-    return t;
-}
 
 /*
  * The lanes of a contiguous row in vectors of the instruction set's width (GCC's vector
@@ -170,19 +164,156 @@ typedef REAL FN(row_vec_u)
 #define ROW_LOAD(p) ((FN(row_vec))(*(const FN(row_vec_u) *)(p)))
 /* a where m, else b (m: all ones or zero per lane, from a compare). */
 #define ROW_SELECT(m, a, b) ((FN(row_vec))(((m) & (FN(row_mask))(a)) | (~(m) & (FN(row_mask))(b))))
-
-/* Every lane of the ROW_NV vectors v (a vector return would change the ABI between builds). */
-static inline void FN(row_fill)(FN(row_vec) * r, REAL v)
-{
-    for (int h = 0; h < ROW_NV; h++)
-        for (int j = 0; j < ROW_W; j++)
-            r[h][j] = v;
-}
+/* a > b ? a : b and a < b ? a : b: x86's max and min are exactly these selects (b where either
+ * is NaN, b of two zeros), in one instruction. */
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(ML__KERNEL_F32)
+#define ROW_GT_PICK(a, b) ((FN(row_vec))_mm512_max_ps((__m512)(a), (__m512)(b)))
+#define ROW_LT_PICK(a, b) ((FN(row_vec))_mm512_min_ps((__m512)(a), (__m512)(b)))
+#elif defined(__AVX512F__)
+#define ROW_GT_PICK(a, b) ((FN(row_vec))_mm512_max_pd((__m512d)(a), (__m512d)(b)))
+#define ROW_LT_PICK(a, b) ((FN(row_vec))_mm512_min_pd((__m512d)(a), (__m512d)(b)))
+#elif defined(__AVX2__) && defined(ML__KERNEL_F32)
+#define ROW_GT_PICK(a, b) ((FN(row_vec))_mm256_max_ps((__m256)(a), (__m256)(b)))
+#define ROW_LT_PICK(a, b) ((FN(row_vec))_mm256_min_ps((__m256)(a), (__m256)(b)))
+#elif defined(__AVX2__)
+#define ROW_GT_PICK(a, b) ((FN(row_vec))_mm256_max_pd((__m256d)(a), (__m256d)(b)))
+#define ROW_LT_PICK(a, b) ((FN(row_vec))_mm256_min_pd((__m256d)(a), (__m256d)(b)))
+#elif defined(__SSE2__) && defined(ML__KERNEL_F32)
+#define ROW_GT_PICK(a, b) ((FN(row_vec))_mm_max_ps((__m128)(a), (__m128)(b)))
+#define ROW_LT_PICK(a, b) ((FN(row_vec))_mm_min_ps((__m128)(a), (__m128)(b)))
+#elif defined(__SSE2__)
+#define ROW_GT_PICK(a, b) ((FN(row_vec))_mm_max_pd((__m128d)(a), (__m128d)(b)))
+#define ROW_LT_PICK(a, b) ((FN(row_vec))_mm_min_pd((__m128d)(a), (__m128d)(b)))
+#else
+#define ROW_GT_PICK(a, b) ROW_SELECT((a) > (b), (a), (b))
+#define ROW_LT_PICK(a, b) ROW_SELECT((a) < (b), (a), (b))
 #endif
 
-/* Elements whose exp one piece of a row holds (a multiple of the lanes: element c of the
- * row stays in lane c mod 16). */
-#define ML__ROW_PIECE 512
+/* Vectors of 32 and 16 bytes, the halves of wider ones. */
+typedef REAL FN(row_v32) __attribute__((vector_size(32)));
+typedef REAL FN(row_v16) __attribute__((vector_size(16)));
+
+/* Every lane v: the scalar minus +0, which is v itself (-0, NaN and infinities included). */
+#define ROW_SPLAT(v) ((v) - (FN(row_vec)){0})
+
+/* a b + c rounded once, lane by lane: the instruction where the build has it, else the C
+ * library's fma per lane (baseline x86-64 has none), correctly rounded either way. */
+static inline ML__ALWAYS_INLINE FN(row_vec) FN(row_fma)(FN(row_vec) a, FN(row_vec) b, FN(row_vec) c)
+{
+#if defined(__AVX512F__) && defined(ML__KERNEL_F32)
+    return (FN(row_vec))_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__AVX512F__)
+    return (FN(row_vec))_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__AVX2__) && defined(__FMA__) && defined(ML__KERNEL_F32)
+    return (FN(row_vec))_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(__AVX2__) && defined(__FMA__)
+    return (FN(row_vec))_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    FN(row_vec) r;
+    for (int j = 0; j < ROW_W; j++)
+        r[j] = VMK(ml__fma)(a[j], b[j], c[j]);
+    return r;
+#endif
+}
+
+/*
+ * vmath.h's exp(-a) (ml__exp_negf, ml__exp_neg) on a vector: the same operations in the same
+ * order, so each lane has the bits of the scalar function, which the rows' tails use (the
+ * rows of the former scalar loops were compared bit for bit when this was written).
+ * FN(row_exp_reduce): the shared Cody-Waite step, t = -min(a, big) = n ln 2 + r, kf holding n
+ * in its low bits.
+ */
+static inline ML__ALWAYS_INLINE FN(row_vec)
+    FN(row_exp_reduce)(FN(row_vec) a, REAL big, REAL shift, REAL log2e, REAL ln2_hi, REAL ln2_lo,
+                       FN(row_vec) * kf)
+{
+    FN(row_vec) t = -ROW_LT_PICK(ROW_SPLAT(big), a); /* a > big ? big : a */
+    *kf = FN(row_fma)(t, ROW_SPLAT(log2e), ROW_SPLAT(shift));
+    FN(row_vec) n = *kf - shift;
+    FN(row_vec) r = FN(row_fma)(n, ROW_SPLAT(ln2_hi), t);
+    return FN(row_fma)(n, ROW_SPLAT(ln2_lo), r);
+}
+
+#ifdef ML__KERNEL_F32
+typedef uint32_t FN(row_bits) __attribute__((vector_size(ROW_VBYTES)));
+static inline ML__ALWAYS_INLINE FN(row_vec) FN(row_exp_neg)(FN(row_vec) a)
+{
+    FN(row_vec) kf;
+    FN(row_vec)
+    r = FN(row_exp_reduce)(a, 104.0f, 0x1.8p23f, 0x1.715476p0f, -0x1.62e43p-1f, 0x1.05c61p-29f,
+                           &kf);
+    FN(row_vec) q = ROW_SPLAT(0x1.6a245p-10f);
+    q = FN(row_fma)(q, r, ROW_SPLAT(0x1.1239d4p-7f));
+    q = FN(row_fma)(q, r, ROW_SPLAT(0x1.5558f2p-5f));
+    q = FN(row_fma)(q, r, ROW_SPLAT(0x1.555492p-3f));
+    q = FN(row_fma)(q, r, ROW_SPLAT(0x1.fffffcp-2f));
+    FN(row_vec) p = 1.0f + FN(row_fma)(r * r, q, r);
+    FN(row_vec) scale = (FN(row_vec))(((FN(row_bits))kf - 0x4b400000u + 191u) << 23);
+    return (p * scale) * 0x1p-64f;
+}
+#else
+typedef uint64_t FN(row_bits) __attribute__((vector_size(ROW_VBYTES)));
+static inline ML__ALWAYS_INLINE FN(row_vec) FN(row_exp_neg)(FN(row_vec) a)
+{
+    FN(row_vec) kf;
+    FN(row_vec)
+    r = FN(row_exp_reduce)(a, 746.0, 0x1.8p52, 0x1.71547652b82fep0, -0x1.62e42fefa39efp-1,
+                           -0x1.abc9e3b39803fp-56, &kf);
+    FN(row_vec) q = ROW_SPLAT(1.0 / 6227020800.0);
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 479001600.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 39916800.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 3628800.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 362880.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 40320.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 5040.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 720.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 120.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 24.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 6.0));
+    q = FN(row_fma)(q, r, ROW_SPLAT(0.5));
+    FN(row_vec) p = 1.0 + FN(row_fma)(r * r, q, r);
+    FN(row_vec) scale = (FN(row_vec))(((FN(row_bits))kf - 0x4338000000000000ull + 1535u) << 52);
+    return (p * scale) * 0x1p-512;
+}
+#endif
+#endif
+
+/* The lanes' total in the tree's order: whole vectors first, then halves of them. */
+static inline REAL FN(lanes_total)(const REAL *lane)
+{
+    int64_t w = ML__ROW_LANES;
+    REAL t[ML__ROW_LANES];
+#ifdef ML__ROW_VECTORS
+    FN(row_vec) v[ROW_NV];
+    memcpy(v, lane, sizeof(v));
+    for (int n = ROW_NV / 2; n >= 1; n /= 2)
+        for (int h = 0; h < n; h++)
+            v[h] += v[h + n];
+#if ROW_VBYTES >= 32
+    FN(row_v32) a32[ROW_VBYTES / 32];
+    memcpy(a32, &v[0], sizeof(a32));
+#if ROW_VBYTES == 64
+    a32[0] += a32[1];
+#endif
+    FN(row_v16) a16[2];
+    memcpy(a16, &a32[0], sizeof(a16));
+    a16[0] += a16[1];
+#else
+    FN(row_v16) a16[1] = {v[0]};
+#endif
+    memcpy(t, &a16[0], 16);
+    w = 16 / (int64_t)sizeof(REAL);
+#else
+    memcpy(t, lane, sizeof(t));
+#endif
+    for (w /= 2; w >= 1; w /= 2)
+        for (int64_t j = 0; j < w; j++)
+            t[j] += t[j + w];
+    return t[0];
+}
 
 /*
  * The log-softmax of a row, as -log_softmax(x)_c = (m - x_c) + l: m the row's maximum and
@@ -212,34 +343,34 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
     const REAL out_of_range = R(1e30); /* exp(-1e30) = 0 */
     REAL m = -INFINITY, lo = INFINITY, s = R(0), ties = R(0);
     if (stride == 1) {
-        REAL mx[ML__ROW_LANES], mn[ML__ROW_LANES], lane[ML__ROW_LANES] = {0},
-                                                   tie[ML__ROW_LANES] = {0};
+        REAL lane[ML__ROW_LANES] = {0};
         int64_t c = 0;
+        /* The maximum and the minimum in any order: no NaN is ever picked, and whichever of
+         * -0 and +0 is kept gives the same (m - x) + l. */
 #ifdef ML__ROW_VECTORS
         FN(row_vec) vmx[ROW_NV], vmn[ROW_NV];
-        FN(row_fill)(vmx, -INFINITY);
-        FN(row_fill)(vmn, INFINITY);
+        for (int h = 0; h < ROW_NV; h++) {
+            vmx[h] = ROW_SPLAT(-INFINITY);
+            vmn[h] = ROW_SPLAT(INFINITY);
+        }
         for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
             for (int h = 0; h < ROW_NV; h++) {
                 FN(row_vec) v = ROW_LOAD(x + c + h * ROW_W);
-                vmx[h] = ROW_SELECT(v > vmx[h], v, vmx[h]); /* NaN is left out here */
-                vmn[h] = ROW_SELECT(v < vmn[h], v, vmn[h]);
+                vmx[h] = ROW_GT_PICK(v, vmx[h]); /* NaN is left out here */
+                vmn[h] = ROW_LT_PICK(v, vmn[h]);
             }
-        memcpy(mx, vmx, sizeof(mx));
-        memcpy(mn, vmn, sizeof(mn));
-#else
-        for (int j = 0; j < ML__ROW_LANES; j++) {
-            mx[j] = -INFINITY;
-            mn[j] = INFINITY;
+        for (int h = 1; h < ROW_NV; h++) {
+            vmx[0] = ROW_GT_PICK(vmx[h], vmx[0]);
+            vmn[0] = ROW_LT_PICK(vmn[h], vmn[0]);
+        }
+        for (int j = 0; j < ROW_W; j++) {
+            m = vmx[0][j] > m ? vmx[0][j] : m;
+            lo = vmn[0][j] < lo ? vmn[0][j] : lo;
         }
 #endif
         for (; c < len; c++) {
-            mx[c % ML__ROW_LANES] = x[c] > mx[c % ML__ROW_LANES] ? x[c] : mx[c % ML__ROW_LANES];
-            mn[c % ML__ROW_LANES] = x[c] < mn[c % ML__ROW_LANES] ? x[c] : mn[c % ML__ROW_LANES];
-        }
-        for (int j = 0; j < ML__ROW_LANES; j++) {
-            m = mx[j] > m ? mx[j] : m;
-            lo = mn[j] < lo ? mn[j] : lo;
+            m = x[c] > m ? x[c] : m;
+            lo = x[c] < lo ? x[c] : lo;
         }
         r.m = m;
         r.lo = lo;
@@ -247,36 +378,38 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
             r.l = m - m; /* NaN */
             return r;
         }
-        /* exp of the row piece by piece into e (the tie flags into t), then the lanes. */
-        REAL e[ML__ROW_PIECE], t[ML__ROW_PIECE];
-        for (int64_t c0 = 0; c0 < len; c0 += ML__ROW_PIECE) {
-            int64_t k = len - c0 < ML__ROW_PIECE ? len - c0 : ML__ROW_PIECE;
-            const REAL *xp = x + c0;
-            for (int64_t i = 0; i < k; i++) {
-                REAL d = m - xp[i];
-                e[i] = VMK(ml__exp_neg)(d == R(0) ? out_of_range : d); /* NaN shows here */
-                t[i] = d == R(0) ? R(1) : R(0);
-            }
-            int64_t i = 0;
+        /* The ties are counted exactly, in integers (in any order). */
+        int64_t nties = 0;
+        c = 0;
 #ifdef ML__ROW_VECTORS
-            FN(row_vec) vl[ROW_NV], vt[ROW_NV];
-            memcpy(vl, lane, sizeof(lane));
-            memcpy(vt, tie, sizeof(tie));
-            for (; i + ML__ROW_LANES <= k; i += ML__ROW_LANES)
+        {
+            const FN(row_vec) vm = ROW_SPLAT(m), oor = ROW_SPLAT(out_of_range);
+            FN(row_vec) vl[ROW_NV];
+            FN(row_mask) vt[ROW_NV];
+            for (int h = 0; h < ROW_NV; h++) {
+                vl[h] = ROW_SPLAT(R(0));
+                vt[h] = (FN(row_mask)){0};
+            }
+            for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
                 for (int h = 0; h < ROW_NV; h++) {
-                    vl[h] += ROW_LOAD(e + i + h * ROW_W);
-                    vt[h] += ROW_LOAD(t + i + h * ROW_W);
+                    FN(row_vec) d = vm - ROW_LOAD(x + c + h * ROW_W);
+                    FN(row_mask) tied = d == R(0);
+                    vl[h] += FN(row_exp_neg)(ROW_SELECT(tied, oor, d)); /* NaN shows here */
+                    vt[h] -= tied;                                      /* -1 per tie */
                 }
             memcpy(lane, vl, sizeof(lane));
-            memcpy(tie, vt, sizeof(tie));
+            for (int h = 0; h < ROW_NV; h++)
+                for (int j = 0; j < ROW_W; j++)
+                    nties += (int64_t)vt[h][j];
+        }
 #endif
-            for (; i < k; i++) {
-                lane[i % ML__ROW_LANES] += e[i];
-                tie[i % ML__ROW_LANES] += t[i];
-            }
+        for (; c < len; c++) {
+            REAL d = m - x[c];
+            lane[c % ML__ROW_LANES] += VMK(ml__exp_neg)(d == R(0) ? out_of_range : d);
+            nties += d == R(0);
         }
         s = FN(lanes_total)(lane);
-        ties = FN(lanes_total)(tie);
+        ties = (REAL)nties;
     } else {
         for (int64_t c = 0; c < len; c++) {
             if (x[c * stride] > m)
@@ -309,21 +442,23 @@ static REAL FN(row_xent)(const REAL *x, const REAL *y, int64_t len, int64_t stri
     int64_t c = 0;
 #ifdef ML__ROW_VECTORS
     if (stride == 1) {
-        FN(row_vec) acc[ROW_NV], vm[1], vl[1], keep[1], add[1];
-        FN(row_fill)(acc, R(0));
-        for (int j = 0; j < ROW_W; j++) {
-            vm[0][j] = r.m;
-            vl[0][j] = r.l;
-            keep[0][j] = R(1) - ls;
-            add[0][j] = lsk;
+        FN(row_vec) acc[ROW_NV];
+        const FN(row_vec) vm = ROW_SPLAT(r.m), vl = ROW_SPLAT(r.l);
+        for (int h = 0; h < ROW_NV; h++)
+            acc[h] = ROW_SPLAT(R(0));
+        if (!smooth)
+            for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+                for (int h = 0; h < ROW_NV; h++)
+                    acc[h] +=
+                        ROW_LOAD(y + c + h * ROW_W) * ((vm - ROW_LOAD(x + c + h * ROW_W)) + vl);
+        else {
+            const FN(row_vec) keep = ROW_SPLAT(R(1) - ls), add = ROW_SPLAT(lsk);
+            for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
+                for (int h = 0; h < ROW_NV; h++) {
+                    FN(row_vec) yv = ROW_LOAD(y + c + h * ROW_W) * keep + add;
+                    acc[h] += yv * ((vm - ROW_LOAD(x + c + h * ROW_W)) + vl);
+                }
         }
-        for (; c + ML__ROW_LANES <= len; c += ML__ROW_LANES)
-            for (int h = 0; h < ROW_NV; h++) {
-                FN(row_vec) yv = ROW_LOAD(y + c + h * ROW_W);
-                if (smooth)
-                    yv = yv * keep[0] + add[0];
-                acc[h] += yv * ((vm[0] - ROW_LOAD(x + c + h * ROW_W)) + vl[0]);
-            }
         memcpy(lane, acc, sizeof(lane));
     }
 #else
