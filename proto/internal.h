@@ -57,13 +57,14 @@ int mlp__regions_scan(const char *text, size_t len, struct mlp__regions *out);
 
 void mlp__regions_free(struct mlp__regions *r);
 
-/* The text with each region replaced by `[]`, for json_load_callback. */
+/* The text with each region replaced by `[]` (a "b64" string by `""`), for
+ * json_load_callback. */
 struct mlp__reader {
     const char *text;
     size_t len, pos;
     const struct mlp__regions *regions;
     size_t next;            /* the next region */
-    int in_placeholder;     /* writing the placeholder ("[]") of region `next` */
+    int in_placeholder;     /* writing the placeholder of region `next` */
     size_t placeholder_pos; /* its bytes written */
 };
 size_t mlp__regions_read(void *buffer, size_t buflen, void *data);
@@ -76,6 +77,9 @@ int mlp__regions_place(json_t *root, struct mlp__regions *r);
  * numel doubles at *data (owned by v); 0 otherwise. */
 int mlp__tensor_node(const json_t *v, int *rank, int64_t *shape, const double **data,
                      int64_t *numel);
+
+/* 1 when v is the node of a "b64" string numarray.c kept, with its text; 0 otherwise. */
+int mlp__b64_node(const json_t *v, const char **text, size_t *len);
 
 /* ---- Inputs and outputs (names.c) ------------------------------------------------------ */
 

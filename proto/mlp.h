@@ -71,9 +71,10 @@ int mlp_parse(const char *text, size_t len, json_t **root, struct mlp_error *err
  * mlp_parse for the body of a request (/v1/loss) or a batch (/v1/batch), whose document
  * goes only to mlp_request_decode, mlp_eval_value or mlp_eval_batch: the nested arrays of
  * numbers of the inputs (labels, logits, ..., as arrays or as the "data" of {"shape",
- * "data"}) are decoded straight from the text into doubles, and stand in the document as
- * opaque nodes that only those functions read (jansson would hold each number as a json_t
- * of its own). Any other reader must use mlp_parse. The same answers as mlp_parse: the
+ * "data"}) are decoded straight from the text into doubles, and the text of their "b64"
+ * strings kept as it is; both stand in the document as opaque nodes that only those
+ * functions read (jansson would hold each number as a json_t of its own, and copy a string
+ * a byte at a time). Any other reader must use mlp_parse. The same answers as mlp_parse: the
  * same request, or the same error with its line and column.
  */
 int mlp_parse_request(const char *text, size_t len, json_t **root, struct mlp_error *err);

@@ -21,6 +21,10 @@
  * from the one path that had it, with its line and column. See tests/fuzz/fuzz_jsonnum.c,
  * which feeds both paths the same bytes and requires the same request or the same error.
  *
+ * The "b64" string of a {"shape", "dtype", "b64"} tensor is kept the same way, as the text
+ * between its quotes, when it holds only base64's characters (no escape, nothing jansson
+ * would change): jansson would copy its megabytes one byte at a time.
+ *
  * Numbers: jansson (JSON_DECODE_INT_AS_REAL) reads each with strtod after replacing '.' by
  * the locale's decimal point (strconv.c, jsonp_strtod), refusing the document when strtod
  * overflows to +-HUGE_VAL with ERANGE ("real number overflow"); underflow is not an error
@@ -29,6 +33,10 @@
  * are both exact doubles, so one multiplication or division rounds once, correctly, to the
  * same double. Anything else (more than 19 digits, larger exponents) goes to strtod on a
  * copy of the token, with jansson's locale handling: the same function on the same text.
+ * The tensors stay float64, as the jansson path made them; a float32 evaluation casts each
+ * double later, in the library, so a decimal between two floats is rounded twice (to the
+ * double, then to the float: "1.000000059604644775390626" is 1.0f, not the nearest float
+ * 1.0000001f) -- on both paths alike, which is what this file must keep.
  */
 #include <errno.h>
 #include <float.h>
@@ -44,6 +52,10 @@
  * rank and dimensions as int64_t, then the doubles. */
 static const char marker_key[] = "\0maskloss:f64";
 #define MARKER_KEY_LEN (sizeof(marker_key) - 1)
+/* The same for the text of a "b64" string, kept as it was: decode_b64 (request.c) reads it
+ * as it would have read the string jansson made of it. */
+static const char b64_marker_key[] = "\0maskloss:b64";
+#define B64_MARKER_KEY_LEN (sizeof(b64_marker_key) - 1)
 #define HEADER_SLOTS (1 + ML_MAX_RANK)
 #define HEADER_BYTES (HEADER_SLOTS * sizeof(int64_t))
 
@@ -55,6 +67,7 @@ struct mlp__region {
     long batch_index;  /* the entry of "requests", or -1 for a request at the top */
     const char *key;   /* the input's name (a static string) */
     int in_data;       /* the array is the "data" of {"shape", "data"} under key */
+    int is_b64;        /* not an array but the "b64" string of {"shape", "dtype", "b64"} */
     json_t *node;      /* the opaque node, made before jansson runs */
 };
 
@@ -296,16 +309,22 @@ static json_t *make_node(struct scanner *s, int rank, const int64_t *shape)
     return node;
 }
 
-/* Skips a string at s->pos (a '"'). */
+/* Skips a string at s->pos (a '"'): its end is the first quote after an even number of
+ * backslashes (memchr: a base64 tensor is megabytes of one string). */
 static int skip_string(struct scanner *s)
 {
-    s->pos++;
-    while (s->pos < s->len && s->text[s->pos] != '"')
-        s->pos += s->text[s->pos] == '\\' ? 2 : 1;
-    if (s->pos >= s->len)
-        return -1;
-    s->pos++;
-    return 0;
+    size_t open = s->pos++;
+    for (;;) {
+        const char *q = memchr(s->text + s->pos, '"', s->len - s->pos);
+        if (!q)
+            return -1;
+        size_t at = (size_t)(q - s->text), slashes = 0;
+        while (at - slashes - 1 > open && s->text[at - slashes - 1] == '\\')
+            slashes++;
+        s->pos = at + 1;
+        if (slashes % 2 == 0)
+            return 0;
+    }
 }
 
 /* Skips one value: a string, a container (strings inside respected), or the bytes of a
@@ -378,6 +397,20 @@ static const char *input_named(const char *key, size_t n)
     return NULL;
 }
 
+/* Room for one more region: 0, or -1 when out of memory. */
+static int grow_regions(struct scanner *s)
+{
+    if (s->num_regions < s->cap_regions)
+        return 0;
+    size_t cap = s->cap_regions ? 2 * s->cap_regions : 8;
+    struct mlp__region *grown = realloc(s->regions, cap * sizeof(*grown));
+    if (!grown)
+        return -1;
+    s->regions = grown;
+    s->cap_regions = cap;
+    return 0;
+}
+
 /* The array at s->pos made a region. 1 when it was, 0 when it is left to jansson (after
  * the array), -1 when out of memory. */
 static int take_array(struct scanner *s, long batch_index, const char *input, int in_data)
@@ -389,19 +422,44 @@ static int take_array(struct scanner *s, long batch_index, const char *input, in
         s->pos = start;
         return 0;
     }
-    if (s->num_regions == s->cap_regions) {
-        size_t cap = s->cap_regions ? 2 * s->cap_regions : 8;
-        struct mlp__region *grown = realloc(s->regions, cap * sizeof(*grown));
-        if (!grown)
-            return -1;
-        s->regions = grown;
-        s->cap_regions = cap;
-    }
+    if (grow_regions(s))
+        return -1;
     json_t *node = make_node(s, rank, shape);
     if (!node)
         return -1;
     s->regions[s->num_regions++] =
-        (struct mlp__region){start, s->pos, batch_index, input, in_data, node};
+        (struct mlp__region){start, s->pos, batch_index, input, in_data, 0, node};
+    return 1;
+}
+
+static int is_b64_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/' || c == '=';
+}
+
+/* The "b64" string at s->pos made a region, when it holds only characters that jansson
+ * keeps as they are and base64 uses (A-Z a-z 0-9 + / =): then its value is its text. Returns
+ * as take_array does. */
+static int take_b64(struct scanner *s, long batch_index, const char *input)
+{
+    size_t start = s->pos, p = start + 1;
+    while (p < s->len && is_b64_char(s->text[p]))
+        p++;
+    if (!(p < s->len && s->text[p] == '"'))
+        return 0;
+    if (grow_regions(s))
+        return -1;
+    json_t *str = json_stringn_nocheck(s->text + start + 1, p - start - 1);
+    json_t *node = str ? json_object() : NULL;
+    if (!node || json_object_setn_new_nocheck(node, b64_marker_key, B64_MARKER_KEY_LEN, str)) {
+        json_decref(str);
+        json_decref(node);
+        return -1;
+    }
+    s->pos = p + 1;
+    s->regions[s->num_regions++] =
+        (struct mlp__region){start, s->pos, batch_index, input, 1, 1, node};
     return 1;
 }
 
@@ -461,6 +519,8 @@ static int scan_object(struct scanner *s, long batch_index, const char *input, i
             rc = 1;
         } else if (depth == 1 && key_is(key, n, "data") && c == '[') {
             rc = take_array(s, batch_index, input, 1);
+        } else if (depth == 1 && key_is(key, n, "b64") && c == '"') {
+            rc = take_b64(s, batch_index, input);
         } else if (depth == 0 && batch_index < 0 && key_is(key, n, "requests") && c == '[') {
             rc = scan_batch(s);
             if (rc)
@@ -522,7 +582,7 @@ size_t mlp__regions_read(void *buffer, size_t buflen, void *data)
             size_t n = 2 - rd->placeholder_pos;
             if (n > buflen - done)
                 n = buflen - done;
-            memcpy(out + done, "[]" + rd->placeholder_pos, n);
+            memcpy(out + done, (next->is_b64 ? "\"\"" : "[]") + rd->placeholder_pos, n);
             done += n;
             rd->placeholder_pos += n;
             if (rd->placeholder_pos == 2) {
@@ -558,10 +618,12 @@ int mlp__regions_place(json_t *root, struct mlp__regions *r)
         if (g->batch_index >= 0)
             req = json_array_get(json_object_get(root, "requests"), (size_t)g->batch_index);
         json_t *parent = g->in_data ? json_object_get(req, g->key) : req;
-        const char *name = g->in_data ? "data" : g->key;
-        /* Where the scanner saw the array, jansson must have read the placeholder. */
+        const char *name = g->is_b64 ? "b64" : g->in_data ? "data" : g->key;
+        /* Where the scanner saw the value, jansson must have read the placeholder. */
         const json_t *placeholder = json_object_get(parent, name);
-        if (!json_is_object(parent) || !json_is_array(placeholder) || json_array_size(placeholder))
+        if (!json_is_object(parent) ||
+            !(g->is_b64 ? json_is_string(placeholder) && !json_string_length(placeholder)
+                        : json_is_array(placeholder) && !json_array_size(placeholder)))
             return -1;
         if (json_object_set_new(parent, name, g->node)) {
             g->node = NULL;
@@ -587,5 +649,17 @@ int mlp__tensor_node(const json_t *v, int *rank, int64_t *shape, const double **
     memcpy(shape, header + 1, sizeof(int64_t) * ML_MAX_RANK);
     *data = (const double *)(const void *)(bytes + HEADER_BYTES);
     *numel = (int64_t)((json_string_length(str) - HEADER_BYTES) / sizeof(double));
+    return 1;
+}
+
+int mlp__b64_node(const json_t *v, const char **text, size_t *len)
+{
+    if (!json_is_object(v) || json_object_size(v) != 1)
+        return 0;
+    const json_t *str = json_object_getn(v, b64_marker_key, B64_MARKER_KEY_LEN);
+    if (!json_is_string(str))
+        return 0;
+    *text = json_string_value(str);
+    *len = json_string_length(str);
     return 1;
 }

@@ -287,9 +287,15 @@ static int decode_b64(const json_t *v, const char *field, struct mlp_request *r,
     if (json_object_get(v, "data"))
         return mlp__fail(err, ML_ETENSOR, field, -1, "%s has both \"data\" and \"b64\"; give one",
                          field);
-    if (!json_is_string(b64))
+    const char *text;
+    size_t len;
+    if (json_is_string(b64)) {
+        text = json_string_value(b64);
+        len = json_string_length(b64);
+    } else if (!mlp__b64_node(b64, &text, &len)) { /* the text numarray.c kept */
         return mlp__fail(err, ML_ETENSOR, field, -1, "%s.b64 must be a string of base64 text",
                          field);
+    }
     int d = json_is_string(dtype) ? mlp_dtype_parse(json_string_value(dtype)) : -1;
     if (d < 0)
         return mlp__fail(
@@ -306,8 +312,6 @@ static int decode_b64(const json_t *v, const char *field, struct mlp_request *r,
                          field);
     size_t esize = ml_dtype_size(t->dtype);
     size_t want = (size_t)n * esize;
-    const char *text = json_string_value(b64);
-    size_t len = json_string_length(b64);
     size_t got = mlp_b64_decoded_size(text, len);
     mlp__shape_text(ss, sizeof(ss), t->rank, t->shape);
     if (got != want)

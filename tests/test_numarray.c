@@ -279,13 +279,50 @@ static void test_batch(void **state)
     release(&p);
 }
 
+/* "b64" strings: their text kept by the scanner, decoded by decode_b64 as before. */
+static void test_b64(void **state)
+{
+    (void)state;
+    struct parsed p;
+    /* float32 1.0 and 2.0 little-endian (0x3f800000, 0x40000000), base64 by hand */
+    parse_both("{\"loss\": \"l\", \"logits\": {\"shape\": [2], \"dtype\": \"float32\", \"b64\": "
+               "\"AACAPwAAAEA=\"}}",
+               -1, &p);
+    assert_int_equal(p.decode_rc, 0);
+    assert_int_equal(p.req.req.logits->dtype, ML_FLOAT32);
+    assert_true(((const float *)p.req.req.logits->data)[0] == 1.0f);
+    assert_true(((const float *)p.req.req.logits->data)[1] == 2.0f);
+    /* kept by the scanner, not a json string of jansson's */
+    assert_false(json_is_string(json_object_get(json_object_get(p.root, "logits"), "b64")));
+    release(&p);
+    static const char *const bad[] = {
+        /* 5 bytes for 8 */
+        "{\"loss\": \"l\", \"logits\": {\"shape\": [2], \"dtype\": \"float32\", \"b64\": "
+        "\"AACAPwA=\"}}",
+        "{\"loss\": \"l\", \"logits\": {\"shape\": [2], \"dtype\": \"int8\", \"b64\": \"AAE=\"}}",
+        "{\"loss\": \"l\", \"logits\": {\"shape\": [2], \"dtype\": \"bool\", \"b64\": \"AAE=\", "
+        "\"data\": [1, 0]}}",
+        /* an escape: left to jansson, which reads "\/" as "/" */
+        "{\"loss\": \"l\", \"logits\": {\"shape\": [3], \"dtype\": \"uint8\", \"b64\": "
+        "\"AQ\\/D\"}}",
+        "{\"loss\": \"l\", \"logits\": {\"shape\": [3], \"dtype\": \"uint8\", \"b64\": \"AQ*D\"}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        parse_both(bad[i], -1, &p);
+        release(&p);
+    }
+    parse_both(bad[0], -1, &p);
+    assert_int_equal(p.decode_rc, ML_ETENSOR);
+    assert_non_null(strstr(p.err.e.message, "holds 5 bytes but shape [2] of float32 needs 8"));
+    release(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers),
-        cmocka_unit_test(test_refused_numbers),
-        cmocka_unit_test(test_shapes),
-        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_numbers), cmocka_unit_test(test_refused_numbers),
+        cmocka_unit_test(test_shapes),  cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_b64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,9 @@
  * fuzz_jsonnum.c -- differential: mlp_parse_request (the inputs' arrays of numbers decoded by
  * proto/numarray.c, the rest by jansson) against mlp_parse (jansson alone) on the same bytes.
  *
+ * The scanner also keeps the text of "b64" strings (jansson would copy it a byte at a
+ * time): the same comparison covers them.
+ *
  * Invariant: both give the same answer. The same parse status, and for an error the same
  * code, message, line and column; for a document, the same decoding by mlp_request_decode of
  * the document and of each entry of its "requests" (a batch): the same status, code, field,
@@ -14,6 +17,8 @@
  *   'W' {"loss": "l", "logits": REST}               an input given as a nested array
  *   'D' {"loss": "l", "labels": {"shape": [2, 2], "data": REST}}
  *   'B' {"requests": [{"loss": "l", "mask": REST}, {"loss": "l", "weights": [REST]}]}
+ *   'S' {"loss": "l", "labels": {"shape": [3], "dtype": "uint8", "b64": "REST"}}  (the
+ *       text of a "b64" string, which the scanner keeps as it is when jansson would)
  *   anything else: the whole input is the document.
  */
 #include <stdio.h>
@@ -86,6 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {"W", "{\"loss\": \"l\", \"logits\": ", "}"},
         {"D", "{\"loss\": \"l\", \"labels\": {\"shape\": [2, 2], \"data\": ", "}}"},
         {"B", "{\"requests\": [{\"loss\": \"l\", \"mask\": ", "}]}"},
+        {"S", "{\"loss\": \"l\", \"labels\": {\"shape\": [3], \"dtype\": \"uint8\", \"b64\": \"",
+         "\"}}"},
     };
     const char *rest = (const char *)data + 1;
     size_t rest_len = size ? size - 1 : 0;

@@ -59,6 +59,11 @@ def main():
         write(f"arr-{name}-w", "W" + a)
         write(f"arr-{name}-d", "D" + a)
         write(f"arr-{name}-b", "B" + a)
+    for name, b in {"ok": "AQID", "ok-pad": "AQI=", "short": "AQ", "bad": "AQ*D",
+                    "escape": "AQ\\/D", "unicode": "AQ\\u0041D", "nul": "AQ\\u0000D",
+                    "ctrl": "AQ\tD", "utf8": "AQ\u00e9D", "quote": 'AQ\\"D', "empty": "",
+                    "long": "AAAA" * 1000}.items():
+        write(f"b64-{name}-s", "S" + b)
     docs = {
         "note": open(os.path.join(HERE, "..", "..", "examples", "masked-mean.json")).read(),
         "dup-key": '{"loss": "l", "logits": [1], "logits": [2]}',
@@ -83,6 +88,13 @@ def main():
         "utf8-bad": b'{"loss": "l\xff", "logits": [1, 2]}',
         "nul": b'{"loss": "l", "logits": [1, 2\x00]}',
         "trailing": '{"loss": "l", "logits": [1, 2]} x',
+        "b64-tensors": '{"loss": "l", "logits": {"shape": [2], "dtype": "float32", "b64": '
+                       '"AACAPwAAAEA="}, "labels": {"b64": "AAE=", "shape": [2], "dtype": "bool"}}',
+        "b64-not-string": '{"loss": "l", "logits": {"shape": [1], "dtype": "uint8", "b64": 5}}',
+        "b64-dup": '{"loss": "l", "logits": {"shape": [1], "dtype": "uint8", "b64": "AA==", '
+                   '"b64": "AQ=="}}',
+        "b64-batch": '{"requests": [{"loss": "l", "mask": {"shape": [1], "dtype": "uint8", '
+                     '"b64": "AQ=="}}]}',
         "params-tensor": '{"loss": "l", "logits": [1, 2], "params": {"pos_weight": [1, 2]}}',
         "outputs": '{"loss": "l", "logits": [1, 2], "outputs": ["per_element"], "dtype": '
                    '"float64", "reduction": "sum", "allow_non_finite": true, "other": [1]}',
@@ -91,7 +103,8 @@ def main():
         write(f"doc-{name}.json", d)
     tokens = sorted(set(NUMBERS[:30] + ['"labels"', '"logits"', '"predictions"', '"losses"',
                                          '"weights"', '"mask"', '"data"', '"shape"',
-                                         '"requests"', '"loss"', "true", "false", "null",
+                                         '"requests"', '"loss"', '"b64"', '"dtype"',
+                                         '"uint8"', '"float32"', "AAAA", "==", "true", "false", "null",
                                          "[", "]", "{", "}", ",", ":", "e-", "E+", ".",
                                          "-0", '\\"']))
     with open(os.path.join(HERE, "jsonnum.dict"), "w") as f:
