@@ -540,7 +540,13 @@ static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t bas
         *nonfinite |= r.lo == -INFINITY;
         if (!k->sparse) {
             /* torch cross_entropy with probability targets (LossNLL.cpp
-             * cross_entropy_loss_prob_target): -sum_c w_c t_c logp_c, t smoothed. */
+             * cross_entropy_loss_prob_target): -sum_c w_c t_c logp_c, t smoothed. Without
+             * class weights (w_c t_c = t_c exactly), the rows of the TF loss. */
+            if (!k->class_weight) {
+                *out = (double)FN(row_xent)(x, y, len, st, r, ls > 0, ls, ls / R(len));
+                *den = 1;
+                return 0;
+            }
             REAL acc = R(0);
             for (int64_t c = 0; c < len; c++) {
                 REAL t = y[c * st];
