@@ -34,19 +34,29 @@
 #endif
 
 #if defined(__GNUC__)
-/* Eight lanes of double; unaligned loads of eight floats or doubles (macros: a function
- * returning a vector would change the ABI between the instruction sets). */
-typedef double v8d __attribute__((vector_size(64)));
-typedef double v8du __attribute__((vector_size(64), aligned(8), may_alias));
-typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef int64_t v8l __attribute__((vector_size(64)));
+/* The widest vector of double the instruction set has (VW lanes), its int64 twin (what a
+ * comparison gives), and unaligned loads of VW floats or doubles (macros: a function returning
+ * a vector would change the ABI between the instruction sets). Native widths only: GCC lowers
+ * a wider generic vector piecewise, and a 512-bit comparison of doubles on AVX2 element by
+ * element (eight scalar compares per vector). */
+#if defined(__AVX512F__)
+#define VW 8
+#elif defined(__AVX__)
+#define VW 4
+#else
+#define VW 2
+#endif
+typedef double vd __attribute__((vector_size(VW * 8)));
+typedef double vdu __attribute__((vector_size(VW * 8), aligned(8), may_alias));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4), may_alias));
+typedef int64_t vl __attribute__((vector_size(VW * 8)));
+#define NV (ML__LANES / VW) /* vectors per 16 lanes */
 #if defined(__AVX512F__)
 /* GCC splits the generic conversion into 128-bit pieces; one instruction does it. */
 #include <immintrin.h>
-#define WIDEN_F32(v) ((v8d)_mm512_cvtps_pd((__m256)(v)))
+#define WIDEN_F32(v) ((vd)_mm512_cvtps_pd((__m256)(v)))
 #else
-#define WIDEN_F32(v) __builtin_convertvector((v), v8d)
+#define WIDEN_F32(v) __builtin_convertvector((v), vd)
 #endif
 #endif
 
@@ -68,10 +78,7 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #define FABS __builtin_fabsf
 #define POW powf
 #define POWI_SMALL ml__powi_small
-#define LOADV(p) (*(const v8f *)(p))
-#define RAWV v8f
-#define WIDEN(v) WIDEN_F32(v)
-#define NZV v8i
+#define LOADV(p) WIDEN_F32(*(const vfu *)(p))
 #include "fast_kernel.h"
 #undef REAL
 #undef T
@@ -80,9 +87,6 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #undef POW
 #undef POWI_SMALL
 #undef LOADV
-#undef RAWV
-#undef WIDEN
-#undef NZV
 
 #define REAL double
 #define T(name) name##_f64
@@ -90,10 +94,7 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #define FABS __builtin_fabs
 #define POW pow
 #define POWI_SMALL ml__powi_small_d
-#define LOADV(p) ((v8d)(*(const v8du *)(p)))
-#define RAWV v8d
-#define WIDEN(v) (v)
-#define NZV v8l
+#define LOADV(p) ((vd)(*(const vdu *)(p)))
 #include "fast_kernel.h"
 
 void ML__ISA(ml__fast_run)(const struct ml__fast *f, int64_t begin, int64_t end,

@@ -3,7 +3,7 @@
  *
  * Included by fast.c twice, after defining REAL (float or double), T(name) (the suffix of
  * that type), VM(name) (vmath.h's function of that type), FABS, POW, POWI_SMALL, and the
- * vector helpers LOADV, RAWV, WIDEN, NZV (fast.c says what they are). The per-element losses
+ * vector helper LOADV (VW elements of the type as doubles, fast.c). The per-element losses
  * are formulas.h's, the general path's own functions: this file adds only the loops, the
  * weighting and the lanes.
  */
@@ -180,37 +180,34 @@ static inline ALWAYS_INLINE void T(block_sums)(const REAL *loss, const REAL *w, 
     int64_t k = 0;
     memset(a, 0, sizeof(*a));
 #if defined(__GNUC__)
-    v8d n0 = {0}, n1 = {0}, d0 = {0}, d1 = {0};
-    NZV nz = {0};
-    const v8d sv = {scalar, scalar, scalar, scalar, scalar, scalar, scalar, scalar};
-    for (; k + ML__LANES <= len; k += ML__LANES) {
-        v8d l0 = WIDEN(LOADV(loss + k)), l1 = WIDEN(LOADV(loss + k + 8));
-        if (w) {
-            RAWV wf0 = LOADV(w + k), wf1 = LOADV(w + k + 8);
-            v8d w0 = WIDEN(wf0), w1 = WIDEN(wf1);
-            n0 += l0 * w0;
-            n1 += l1 * w1;
-            if (need_den) {
-                d0 += w0;
-                d1 += w1;
-            }
-            if (need_nz)
-                nz -= (NZV)(wf0 != 0) + (NZV)(wf1 != 0);
-        } else {
-            n0 += has_w ? l0 * sv : l0;
-            n1 += has_w ? l1 * sv : l1;
-            if (need_den) {
-                d0 += sv;
-                d1 += sv;
+    /* Lane j * VW + i of the 16 is element i of vector j: the order of the scalar loop. */
+    vd n[NV], d[NV];
+    vl nz[NV];
+    memset(n, 0, sizeof(n));
+    memset(d, 0, sizeof(d));
+    memset(nz, 0, sizeof(nz));
+    const vd sv = (vd){0} + (double)scalar;
+    for (; k + ML__LANES <= len; k += ML__LANES)
+        for (int j = 0; j < NV; j++) {
+            vd l = LOADV(loss + k + j * VW);
+            if (w) {
+                vd wv = LOADV(w + k + j * VW);
+                n[j] += l * wv;
+                if (need_den)
+                    d[j] += wv;
+                if (need_nz)
+                    nz[j] -= (vl)(wv != 0); /* the widened weight is 0 exactly when w is */
+            } else {
+                n[j] += has_w ? l * sv : l;
+                if (need_den)
+                    d[j] += sv;
             }
         }
-    }
-    memcpy(a->num, &n0, sizeof(n0));
-    memcpy(a->num + 8, &n1, sizeof(n1));
-    memcpy(a->den, &d0, sizeof(d0));
-    memcpy(a->den + 8, &d1, sizeof(d1));
-    for (int j = 0; j < 8; j++)
-        a->nonzero += nz[j];
+    memcpy(a->num, n, sizeof(n));
+    memcpy(a->den, d, sizeof(d));
+    for (int j = 0; j < NV; j++)
+        for (int i = 0; i < VW; i++)
+            a->nonzero += nz[j][i];
 #endif
     for (; k < len; k++) {
         int j = (int)(k & (ML__LANES - 1));
