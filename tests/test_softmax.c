@@ -296,22 +296,25 @@ static void test_fused_equals_general(void **state)
     printf("%d fused softmax requests == general\n", checked);
 }
 
-/* More samples than a chunk (65536): the chunks' sums merged in order, whatever order or
- * threads ran them. */
+/* More samples than a chunk (65536), and rows long enough that each block of 1024 is a task
+ * of its own: the blocks' sums folded in order, whatever order or threads ran them. */
 static void test_chunks(void **state)
 {
     (void)state;
-    struct inputs in;
-    make_inputs(&in, 3 * 65536 + 1001, 5, PLAIN);
+    static const int64_t shapes[2][2] = {{3 * 65536 + 1001, 5}, {2100, 1000}};
     int checked = 0;
-    for (int loss = 0; loss < NLOSS; loss++)
-        for (int dt = 0; dt < 2; dt++) {
-            struct req_case rc;
-            make_request(&rc, &in, loss, dt, PLAIN, 1, NULL);
-            checked += check_case(&rc, loss_names[loss], 1, NULL);
-        }
-    free_inputs(&in);
-    printf("%d fused softmax requests of 4 chunks == general\n", checked);
+    for (int sh = 0; sh < 2; sh++) {
+        struct inputs in;
+        make_inputs(&in, shapes[sh][0], shapes[sh][1], PLAIN);
+        for (int loss = 0; loss < NLOSS; loss++)
+            for (int dt = 0; dt < 2; dt++) {
+                struct req_case rc;
+                make_request(&rc, &in, loss, dt, PLAIN, 1, NULL);
+                checked += check_case(&rc, loss_names[loss], 1, NULL);
+            }
+        free_inputs(&in);
+    }
+    printf("%d fused softmax requests of 4 chunks or 3 tasks == general\n", checked);
 }
 
 /* Without allow_non_finite, a NaN or an infinity is the same error on both paths (the fused

@@ -136,11 +136,12 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
 
 /*
  * The lanes of a contiguous row in vectors of the instruction set's width (GCC's vector
- * extensions): ROW_NV vectors of ROW_W lanes, lane j in vector j / ROW_W. Only additions,
- * subtractions, multiplications, compares and bitwise selects are done on them, each exact
- * per lane, so every instruction set gives the bits of the scalar loops below; the vectoriser
- * alone left the 16-lane loops scalar. The exp is taken by a plain loop over the row, which
- * it does vectorise (as in fast.c).
+ * extensions): ROW_NV vectors of ROW_W lanes, lane j in vector j / ROW_W. Only operations
+ * that are exact per lane are done on them -- additions, subtractions, multiplications, fused
+ * multiply-adds, compares, selects, max and min, integer bit operations -- so every
+ * instruction set gives the bits of the scalar code of the rows' tails (and of a compiler
+ * without the extensions: the scalar loops alone); the vectoriser alone left the 16-lane
+ * loops scalar.
  */
 #if defined(__GNUC__)
 #define ML__ROW_VECTORS 1
@@ -652,47 +653,52 @@ int FN(ml__pointwise)(const struct ml__kctx *k, double *out, double *den, int64_
     }
 }
 
-/* The fused path of the softmax family (softmax.h): each row's loss, weighed and summed as
- * reduce.c sums the general path's array, in its order. */
-void FN(ml__softmax_sums)(const struct ml__softmax *p, int64_t chunk, struct ml__softmax_sums *o)
+/* The fused path of the softmax family (softmax.h): each row's loss, weighed and added to
+ * its block's lanes as reduce.c adds the general path's array (ml__lanes_add). */
+void FN(ml__softmax_sums)(const struct ml__softmax *p, int64_t task, struct ml__softmax_sums *out)
 {
     const struct ml__kctx *k = p->k;
-    const int64_t begin = chunk * ML__CHUNK,
-                  end = p->n - begin < ML__CHUNK ? p->n : begin + ML__CHUNK;
     const REAL *w = (const REAL *)p->w;
     const int den_counts = p->den == ML__DEN_COUNT || p->den == ML__DEN_NONZERO;
     const int den_sums = !den_counts && p->den != ML__DEN_ONE;
     const int torch = k->id == ML__TORCH_CE; /* its denominators are the kernel's */
-    memset(o, 0, sizeof(*o));
-    o->bad_label = -1;
-    int64_t oi = begin / k->inner, in = begin % k->inner;
-    for (int64_t i = begin; i < end; i++) {
-        double v = 0, d = 0, wi = 1.0;
-        int64_t bad = -1;
-        if (FN(softmax_row)(k, i, oi * k->len * k->inner + in, &v, &d, &bad, &o->nonfinite)) {
-            if (o->bad_label < 0)
-                o->bad_label = bad;
-            v = 0;
+    const int64_t first = task * p->group;
+    for (int64_t b = first; b < first + p->group && b * ML__BLOCK < p->n; b++) {
+        struct ml__softmax_sums *o = &out[b];
+        const int64_t begin = b * ML__BLOCK;
+        const int64_t end = p->n - begin < ML__BLOCK ? p->n : begin + ML__BLOCK;
+        memset(o, 0, sizeof(*o));
+        o->bad_label = -1;
+        int64_t oi = begin / k->inner, in = begin % k->inner;
+        for (int64_t i = begin; i < end; i++) {
+            double v = 0, d = 0, wi = 1.0;
+            int64_t bad = -1;
+            if (FN(softmax_row)(k, i, oi * k->len * k->inner + in, &v, &d, &bad, &o->nonfinite)) {
+                if (o->bad_label < 0)
+                    o->bad_label = bad;
+                v = 0;
+            }
+            if (++in == k->inner) {
+                in = 0;
+                oi++;
+            }
+            if (p->wmode != ML__SW_NONE)
+                wi = (double)w[p->wmode == ML__SW_DENSE ? i : 0];
+            double wv = v * wi;
+            double dd = p->den == ML__DEN_COUNT      ? 1.0
+                        : p->den == ML__DEN_NONZERO  ? (wi != 0 ? 1.0 : 0.0)
+                        : p->den == ML__DEN_EXPLICIT ? d
+                                                     : wi;
+            double w_eff = torch ? d : wi;
+            const int j = (int)(i & (ML__LANES - 1));
+            o->num[j] += wv;
+            if (den_counts)
+                o->den_count += dd != 0;
+            else if (den_sums)
+                o->den[j] += dd;
+            if (p->want_sw)
+                o->sw[j] += w_eff;
+            o->nonzero += w_eff != 0;
         }
-        if (++in == k->inner) {
-            in = 0;
-            oi++;
-        }
-        if (p->wmode != ML__SW_NONE)
-            wi = (double)w[p->wmode == ML__SW_DENSE ? i : 0];
-        double wv = v * wi;
-        double dd = p->den == ML__DEN_COUNT      ? 1.0
-                    : p->den == ML__DEN_NONZERO  ? (wi != 0 ? 1.0 : 0.0)
-                    : p->den == ML__DEN_EXPLICIT ? d
-                                                 : wi;
-        double w_eff = torch ? d : wi;
-        ml__lanes_add(&o->num, i, wv);
-        if (den_counts)
-            o->den_count += dd != 0;
-        else if (den_sums)
-            ml__lanes_add(&o->den, i, dd);
-        if (p->want_sw)
-            ml__lanes_add(&o->sw, i, w_eff);
-        o->nonzero += w_eff != 0;
     }
 }

@@ -121,19 +121,19 @@ int64_t ml__first_non_finite_f64(int simd, const double *v, int64_t n)
 }
 
 /* The fused softmax rows (softmax.h), per instruction set. */
-void ml__softmax_sums(const struct ml__softmax *p, int64_t c, struct ml__softmax_sums *out)
+void ml__softmax_sums(const struct ml__softmax *p, int64_t t, struct ml__softmax_sums *out)
 {
     switch (p->k->simd) {
 #ifdef ML__X86_DISPATCH
     case ML__SIMD_AVX512:
-        (p->f64 ? ml__softmax_sums_f64_avx512 : ml__softmax_sums_f32_avx512)(p, c, out);
+        (p->f64 ? ml__softmax_sums_f64_avx512 : ml__softmax_sums_f32_avx512)(p, t, out);
         return;
     case ML__SIMD_AVX2:
-        (p->f64 ? ml__softmax_sums_f64_avx2 : ml__softmax_sums_f32_avx2)(p, c, out);
+        (p->f64 ? ml__softmax_sums_f64_avx2 : ml__softmax_sums_f32_avx2)(p, t, out);
         return;
 #endif
     default:
-        (p->f64 ? ml__softmax_sums_f64_base : ml__softmax_sums_f32_base)(p, c, out);
+        (p->f64 ? ml__softmax_sums_f64_base : ml__softmax_sums_f32_base)(p, t, out);
         return;
     }
 }

@@ -50,9 +50,9 @@ struct ml__softmax_sums;
                                 int64_t *bad_index);                                               \
     int64_t ml__first_non_finite_f32_##sfx(const float *v, int64_t n);                             \
     int64_t ml__first_non_finite_f64_##sfx(const double *v, int64_t n);                            \
-    void ml__softmax_sums_f32_##sfx(const struct ml__softmax *p, int64_t c,                        \
+    void ml__softmax_sums_f32_##sfx(const struct ml__softmax *p, int64_t t,                        \
                                     struct ml__softmax_sums *out);                                 \
-    void ml__softmax_sums_f64_##sfx(const struct ml__softmax *p, int64_t c,                        \
+    void ml__softmax_sums_f64_##sfx(const struct ml__softmax *p, int64_t t,                        \
                                     struct ml__softmax_sums *out);
 ML__DECLARE_VARIANTS(base)
 #ifdef ML__X86_DISPATCH

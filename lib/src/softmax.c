@@ -34,16 +34,23 @@ int ml__softmax_candidate(const struct eval *e)
            den == ML__DEN_WEIGHTS || den == ML__DEN_EXPLICIT;
 }
 
-/* One chunk of samples into its sums (parallel_for's task). */
+/* One task of blocks into their sums (parallel_for's task). */
 struct softmax_plan {
     const struct ml__softmax *p;
-    struct ml__softmax_sums *sums; /* one per chunk */
+    struct ml__softmax_sums *sums; /* one per block */
 };
 
-static void softmax_chunk(void *arg, int64_t c)
+static void softmax_task(void *arg, int64_t t)
 {
     const struct softmax_plan *plan = arg;
-    ml__softmax_sums(plan->p, c, &plan->sums[c]);
+    ml__softmax_sums(plan->p, t, plan->sums);
+}
+
+/* A block's lanes folded into a chunk's (ml__lanes_add at the block's end). */
+static void fold_block(struct ml__lanes *l, const double *b)
+{
+    memcpy(l->b, b, sizeof(l->b));
+    ml__lanes_flush(l);
 }
 
 /* The weights of a loss of `rank` dims `shape` as broadcast strides: one per sample in the
@@ -115,47 +122,62 @@ int ml__try_softmax(struct eval *e, struct ml_result *res, int wrank, const int6
         p.w = e->weights.data;
     }
 
-    struct softmax_plan plan = {&p, NULL};
-    int64_t nchunks = (n + ML__CHUNK - 1) / ML__CHUNK;
-    plan.sums = malloc((size_t)nchunks * sizeof(*plan.sums));
+    /* Tasks of about 64K elements or more: a block of rows of 64 classes or more, a few of
+     * shorter rows. */
+    int64_t nblocks = (n + ML__BLOCK - 1) / ML__BLOCK;
+    p.group =
+        (ML__CHUNK / ML__BLOCK) / (k.len < ML__CHUNK / ML__BLOCK ? k.len : ML__CHUNK / ML__BLOCK);
+    int64_t ntasks = (nblocks + p.group - 1) / p.group;
+    struct softmax_plan plan = {&p, malloc((size_t)nblocks * sizeof(struct ml__softmax_sums))};
     if (!plan.sums)
         return not_fused(e); /* the general path will report the shortage */
-    if (e->req->parallel_for && nchunks > 1)
-        e->req->parallel_for(e->req->parallel_ctx, nchunks, softmax_chunk, &plan);
+    if (e->req->parallel_for && ntasks > 1)
+        e->req->parallel_for(e->req->parallel_ctx, ntasks, softmax_task, &plan);
     else
-        for (int64_t c = 0; c < nchunks; c++)
-            softmax_chunk(&plan, c);
-    struct ml__softmax_sums total;
-    memset(&total, 0, sizeof(total));
-    total.bad_label = -1;
-    for (int64_t c = 0; c < nchunks; c++) {
-        const struct ml__softmax_sums *s = &plan.sums[c];
-        ml__lanes_merge(&total.num, &s->num);
-        ml__lanes_merge(&total.den, &s->den);
-        ml__lanes_merge(&total.sw, &s->sw);
-        total.nonzero += s->nonzero;
-        total.den_count += s->den_count;
-        total.nonfinite |= s->nonfinite;
-        if (total.bad_label < 0)
-            total.bad_label = s->bad_label;
+        for (int64_t t = 0; t < ntasks; t++)
+            softmax_task(&plan, t);
+    /* The blocks folded into chunks, the chunks merged into the totals, in order: reduce.c's
+     * additions exactly. */
+    struct ml__lanes num, den, sw, cnum, cden, csw;
+    memset(&num, 0, sizeof(num));
+    den = sw = cnum = cden = csw = num;
+    int64_t nonzero = 0, den_count = 0, bad_label = -1;
+    int nonfinite = 0;
+    for (int64_t b = 0; b < nblocks; b++) {
+        const struct ml__softmax_sums *s = &plan.sums[b];
+        fold_block(&cnum, s->num);
+        fold_block(&cden, s->den);
+        fold_block(&csw, s->sw);
+        if ((b + 1) % (ML__CHUNK / ML__BLOCK) == 0 || b + 1 == nblocks) {
+            ml__lanes_merge(&num, &cnum);
+            ml__lanes_merge(&den, &cden);
+            ml__lanes_merge(&sw, &csw);
+            memset(&cnum, 0, sizeof(cnum));
+            cden = csw = cnum;
+        }
+        nonzero += s->nonzero;
+        den_count += s->den_count;
+        nonfinite |= s->nonfinite;
+        if (bad_label < 0)
+            bad_label = s->bad_label;
     }
     free(plan.sums);
     /* torch's class weights are read only where a target names them. */
     for (int64_t c = 0; k.class_weight && c < k.len; c++)
-        total.nonfinite |= !(k.class_weight[c] - k.class_weight[c] == 0);
+        nonfinite |= !(k.class_weight[c] - k.class_weight[c] == 0);
 
-    double num = ml__lanes_get(&total.num);
+    double total = ml__lanes_get(&num);
     /* A non-finite input shows in the sum or in a row's flag: only then do the deferred checks
      * look for it, and name the first, as the general path would before computing. */
-    if (total.nonfinite || !(num - num == 0) || total.bad_label >= 0) {
+    if (nonfinite || !(total - total == 0) || bad_label >= 0) {
         int rc = ml__view_check_deferred(e, err);
         if (rc)
             return rc;
     }
-    if (total.bad_label >= 0)
+    if (bad_label >= 0)
         return not_fused(e); /* the general path names the class index */
     int counts = red->den == ML__DEN_COUNT || red->den == ML__DEN_NONZERO;
-    double den = counts ? (double)total.den_count : ml__lanes_get(&total.den);
-    ml__reduce_totals(red, num, den, ml__lanes_get(&total.sw), total.nonzero, 0, 0, res);
+    double d = counts ? (double)den_count : ml__lanes_get(&den);
+    ml__reduce_totals(red, total, d, ml__lanes_get(&sw), nonzero, 0, 0, res);
     return 0; /* eval.c names the result */
 }
