@@ -71,7 +71,7 @@ static void worker_main(void *arg)
         if (!p->head)
             p->tail = NULL;
         p->queued--;
-        p->running++;
+        p->running++; /* (jobs unchanged) */
         int cancelled = p->cancelled;
         uv_mutex_unlock(&p->mu);
 
@@ -82,6 +82,7 @@ static void worker_main(void *arg)
          * flight" proves no connection is still suspended. */
         uv_mutex_lock(&p->mu);
         p->running--;
+        atomic_store_explicit(&p->jobs, p->queued + p->running, memory_order_relaxed);
     }
     uv_mutex_unlock(&p->mu);
 }
@@ -122,8 +123,10 @@ int mls_pool_reserve(struct mls_pool *p)
         rc = MLS_POOL_CLOSED;
     else if (p->queued >= p->capacity)
         rc = MLS_POOL_FULL;
-    else
+    else {
         p->queued++;
+        atomic_store_explicit(&p->jobs, p->queued + p->running, memory_order_relaxed);
+    }
     uv_mutex_unlock(&p->mu);
     return rc;
 }
@@ -163,6 +166,14 @@ void mls_pool_counts(struct mls_pool *p, unsigned *queued, unsigned *running)
     *queued = p->queued;
     *running = p->running;
     uv_mutex_unlock(&p->mu);
+}
+
+int mls_pool_busy(struct mls_pool *p)
+{
+    /* Without the mutex, which the workers take for every job and every part of a split
+     * request: asked for every small request, it would make the HTTP thread wait for them.
+     * A count a moment old only changes where one request is computed. */
+    return atomic_load_explicit(&p->jobs, memory_order_relaxed) >= p->num_threads;
 }
 
 uint64_t mls_pool_parts_helped(struct mls_pool *p)

@@ -9,6 +9,7 @@
 #ifndef MLS_POOL_H
 #define MLS_POOL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -39,8 +40,9 @@ struct mls_pool {
     uv_mutex_t mu;
     uv_cond_t cv;
     struct mls_pool_item *head, *tail;
-    unsigned queued;  /* reserved or waiting */
-    unsigned running; /* popped, `run` not yet returned */
+    unsigned queued;       /* reserved or waiting */
+    unsigned running;      /* popped, `run` not yet returned */
+    _Atomic unsigned jobs; /* queued + running, also read without the mutex */
     unsigned capacity;
     int closed;                    /* no more reservations (draining) */
     int cancelled;                 /* answer what is queued without computing */
@@ -71,6 +73,8 @@ void mls_pool_cancel(struct mls_pool *p);
 /* Jobs reserved, queued or running. */
 unsigned mls_pool_in_flight(struct mls_pool *p);
 void mls_pool_counts(struct mls_pool *p, unsigned *queued, unsigned *running);
+/* Whether every worker has a job (running or queued for it): one more would wait. */
+int mls_pool_busy(struct mls_pool *p);
 /* Parts of split requests that idle workers ran so far. */
 uint64_t mls_pool_parts_helped(struct mls_pool *p);
 

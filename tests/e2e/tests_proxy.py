@@ -416,7 +416,7 @@ def metrics(srv, ops):
 @test
 def proxy_drain(args):
     """SIGTERM to the server behind the README's nginx: the requests it accepted (one computing,
-    three queued behind it) are answered through nginx; meanwhile /readyz and new requests get
+    three batches queued behind it) are answered through nginx; meanwhile /readyz and new requests get
     503 (`draining`, with Retry-After) through nginx; once the server has exited nginx answers
     its own 502; a server started again on the port is reached again, and its 429 (--rate-limit)
     passes through with Retry-After."""
@@ -424,13 +424,14 @@ def proxy_drain(args):
         s = Setup(args, tmp)
         with s.server(args, "--workers", "1") as srv, Nginx(s, srv.port) as nx:
             port = srv.port
-            # One long request, then three of the note's example queued behind it.
+            # One long request, then three batches of the note's example queued behind it (a
+            # small /v1/loss would be answered on the HTTP thread while the worker is busy).
             long_body = slow_body(4_000_000)
             results = {}
 
-            def send(key, body):
+            def send(key, body, path="/v1/loss"):
                 try:
-                    results[key] = nx.request("POST", "/v1/loss", body, bearer(s.job))
+                    results[key] = nx.request("POST", path, body, bearer(s.job))
                 except Exception as e:  # reported by the assertion below
                     results[key] = e
 
@@ -439,7 +440,7 @@ def proxy_drain(args):
             assert wait_until(lambda: metric_value(metrics(srv, s.ops), "maskloss_running_jobs") == 1,
                               timeout=60, every=0.02), "the long request never ran"
             for i in range(3):
-                threads.append(threading.Thread(target=send, args=(i, NOTE)))
+                threads.append(threading.Thread(target=send, args=(i, {"requests": [NOTE]}, "/v1/batch")))
                 threads[-1].start()
             assert wait_until(lambda: metric_value(metrics(srv, s.ops), "maskloss_queue_jobs") == 3,
                               timeout=30, every=0.02), f"three requests not queued: {metrics(srv, s.ops)}"
@@ -457,7 +458,7 @@ def proxy_drain(args):
             assert abs(results["long"][2]["loss"] - softplus1) <= 1e-6 * softplus1, results["long"]
             for i in range(3):
                 st, _, b = results[i]
-                assert st == 200 and abs(b["loss"] - NOTE_LOSS) <= 1e-12 * NOTE_LOSS, results[i]
+                assert st == 200 and abs(b["responses"][0]["loss"] - NOTE_LOSS) <= 1e-12 * NOTE_LOSS, results[i]
             stop_clean(srv)
             is_nginx_page(nx.request("POST", "/v1/loss", NOTE, bearer(s.job)), 502)
 

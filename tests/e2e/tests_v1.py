@@ -315,16 +315,23 @@ def keep_alive(args):
         stop_clean(srv)
 
 
+def big_requests(srv, seed, count):
+    """`count` threads sending one 2000x100 request each to srv (started): (the expected loss,
+    the list their (status, headers, body) are appended to, the threads)."""
+    body, want, _ = big_request(ref.make_rng(seed), 2000, 100)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        srv.request("POST", "/v1/loss", body, JSON, timeout=300))) for _ in range(count)]
+    for t in threads:
+        t.start()
+    return want, answers, threads
+
+
 @test
 def probes_under_load(args):
     """/healthz and /metrics are answered while every worker is busy and jobs are queued."""
     with Server(args.server, "--workers", "1") as srv:
-        body, want, _ = big_request(ref.make_rng(3), 2000, 100)
-        answers = []
-        threads = [threading.Thread(target=lambda: answers.append(
-            srv.request("POST", "/v1/loss", body, JSON, timeout=300))) for _ in range(8)]
-        for t in threads:
-            t.start()
+        want, answers, threads = big_requests(srv, 3, 8)
         conn = srv.connect()
         seen_busy = 0
         for _ in range(2000):
@@ -343,6 +350,50 @@ def probes_under_load(args):
         assert all(a[0] == 200 and ref.close(a[2]["loss"], want) for a in answers), [a[0] for a in answers]
         assert seen_busy >= 5, f"only {seen_busy} probes were answered while jobs were queued"
         print(f"    {seen_busy} /metrics + /healthz probes answered while the worker was busy and jobs queued")
+        stop_clean(srv)
+
+
+@test
+def small_beside_big(args):
+    """Small /v1/loss and v2 requests are answered at once while every worker is busy and
+    jobs are queued (on the HTTP thread, not behind the queue); a small batch still waits
+    for the worker; every answer is right (the note's loss from the reference formulas)."""
+    with Server(args.server, "--workers", "1") as srv:
+        want, answers, threads = big_requests(srv, 4, 6)
+        v2 = {"inputs": [{"name": "LABELS", "datatype": "FP64", "shape": [4, 5], "data": NOTE["labels"]},
+                         {"name": "LOGITS", "datatype": "FP64", "shape": [4, 5], "data": NOTE["logits"]},
+                         {"name": "MASK", "datatype": "FP64", "shape": [4, 5], "data": NOTE["mask"]}],
+              "parameters": {"dtype": "float64"}}
+        conn = srv.connect()
+        beside, slowest, batch = 0, 0.0, []
+        for _ in range(4000):
+            st, h, text = exchange(conn, "GET", "/metrics")
+            assert st == 200
+            if metric_value(text, "maskloss_queue_jobs") >= 1 and metric_value(text, "maskloss_running_jobs") == 1:
+                t0 = time.monotonic()
+                st, h, b = exchange(conn, "POST", "/v1/loss", NOTE, JSON)
+                assert st == 200 and ref.close(b["loss"], NOTE_LOSS), (st, b)
+                st, h, b = exchange(conn, "POST", "/v2/models/sigmoid_cross_entropy/infer", v2, JSON)
+                assert st == 200 and ref.close(b["outputs"][0]["data"][0], NOTE_LOSS), (st, b)
+                slowest = max(slowest, time.monotonic() - t0)
+                st, h, text = exchange(conn, "GET", "/metrics")
+                # Still busy and queued: the answers did not come from the worker.
+                if metric_value(text, "maskloss_queue_jobs") >= 1 and metric_value(text, "maskloss_running_jobs") == 1:
+                    beside += 1
+                if not batch:
+                    batch.append(threading.Thread(target=lambda: batch.append(
+                        srv.request("POST", "/v1/batch", {"requests": [NOTE]}, JSON, timeout=300))))
+                    batch[0].start()
+            if len(answers) == 6:
+                break
+        conn.close()
+        for t in threads + batch[:1]:
+            t.join()
+        assert all(a[0] == 200 and ref.close(a[2]["loss"], want) for a in answers), [a[0] for a in answers]
+        assert beside >= 3, f"only {beside} pairs of small requests were answered beside the queue"
+        assert batch and batch[1][0] == 200 and ref.close(batch[1][2]["responses"][0]["loss"], NOTE_LOSS), batch[1:]
+        print(f"    {beside} pairs of small /v1/loss + v2 requests answered while the worker was busy and "
+              f"jobs queued (slowest pair {slowest * 1e3:.1f} ms)")
         stop_clean(srv)
 
 
