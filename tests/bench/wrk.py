@@ -2,11 +2,18 @@
 """make bench: wrk against a maskloss-server started here on a free port.
 
 usage: wrk.py SERVER [--duration S] [--runs N] [--connections C] [--threads T] [--nginx]
+                     [--split]
 
 With --nginx (make bench-server): POST /v1/loss with the note's 4x5 example against nginx
 serving a static file of the same response, same wrk settings, interleaved in one run; then
 one client sending 1000x1000 float32 binary v2 requests back to back (wrk -t1 -c1), whose
-latency is the end-to-end time of one such request.
+latency is the end-to-end time of one such request; then --split.
+
+With --split (alone, or after --nginx): one 16M-element float32 binary v2 request (4096x4096
+labels, logits and mask, 201 MB) sent to a server with --workers 1 and one with --workers 2,
+one request at a time, alternating, --runs times each: the end-to-end time of each (medians)
+and its part after the client's last byte was sent (the rest is sending and receiving the
+body, the same whatever the workers), and the ratios.
 
 Small requests, wrk -t2 -c64 (each scenario run N times, interleaved; medians, min-max):
   healthz  GET /healthz (the HTTP layer alone)
@@ -71,9 +78,12 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nginx", action="store_true")
+    ap.add_argument("--split", action="store_true")
     args = ap.parse_args()
     if args.nginx:
         return vs_nginx(args)
+    if args.split:
+        return split_large(args)
 
     tmp = tempfile.mkdtemp()
     rng = random.Random(1)
@@ -282,6 +292,79 @@ def vs_nginx(args):
         rc = srv.stop()
         if rc != 0:
             sys.exit(f"server exit status {rc}")
+    print()
+    split_large(args)
+
+
+def split_large(args):
+    """One 16M-element binary v2 request, --workers 1 against --workers 2 (module docstring)."""
+    import socket
+    import time
+    n = 4096
+    rng = np.random.default_rng(1)
+    header = json.dumps({"inputs": [
+        {"name": name, "shape": [n, n], "datatype": "FP32",
+         "parameters": {"binary_data_size": n * n * 4}} for name in ("LABELS", "LOGITS", "MASK")],
+        "outputs": [{"name": "LOSS"}]}).encode()
+    body = b"".join([header, (rng.random((n, n)) < 0.3).astype(np.float32).tobytes(),
+                     rng.normal(0, 2, (n, n)).astype(np.float32).tobytes(),
+                     (rng.random((n, n)) < 0.5).astype(np.float32).tobytes()])
+
+    def one(port):
+        """(end-to-end seconds, seconds after the last byte was sent, the loss)."""
+        head = (f"POST /v2/models/sigmoid_cross_entropy/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/octet-stream\r\n"
+                f"Inference-Header-Content-Length: {len(header)}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            t0 = time.perf_counter()
+            sock.sendall(head)
+            sock.sendall(body)
+            t1 = time.perf_counter()
+            with sock.makefile("rb") as f:
+                answer = f.read()  # (Connection: close: up to the server's end of stream)
+            t2 = time.perf_counter()
+        status, _, doc = answer.partition(b"\r\n\r\n")
+        if not status.startswith(b"HTTP/1.1 200"):
+            sys.exit(f"16M-element request: {answer[:300]!r}")
+        return t2 - t0, t2 - t1, json.loads(doc)["outputs"][0]["data"][0]
+
+    limits = ("--max-body-bytes", "256M", "--max-elements", str(n * n))
+    with Server(args.server, "--workers", "1", *limits) as w1, \
+            Server(args.server, "--workers", "2", *limits) as w2:
+        one(w1.port)  # (the first touches of everything)
+        one(w2.port)
+        rows = {1: [], 2: []}
+        for _ in range(args.runs):
+            rows[1].append(one(w1.port))
+            rows[2].append(one(w2.port))
+        helped = metric_value(w2, "maskloss_split_parts_helped_total")
+        for srv in (w1, w2):
+            rc = srv.stop()
+            if rc != 0:
+                sys.exit(f"server exit status {rc}")
+    losses = {r[2] for w in rows for r in rows[w]}
+    if len(losses) != 1:
+        sys.exit(f"the 16M-element request's loss differs between runs or workers: {losses}")
+    med = {w: (statistics.median(r[0] for r in rows[w]), statistics.median(r[1] for r in rows[w]))
+           for w in rows}
+    print(f"one 16M-element float32 binary v2 request ({len(body) / 1e6:.0f} MB), one at a time, "
+          f"{args.runs} runs each, alternating; medians (min-max)")
+    for w in (1, 2):
+        e2e = [r[0] for r in rows[w]]
+        print(f"--workers {w}: end to end {med[w][0] * 1e3:7.1f} ms ({min(e2e) * 1e3:.0f}-"
+              f"{max(e2e) * 1e3:.0f}), after the last byte sent {med[w][1] * 1e3:6.1f} ms")
+    print(f"2 workers / 1: {med[1][0] / med[2][0]:.2f}x end to end, "
+          f"{med[1][1] / med[2][1]:.2f}x after the last byte sent "
+          f"({int(helped)} parts run by the second worker); the same loss {losses.pop()!r}")
+
+
+def metric_value(srv, name):
+    """A counter of srv's /metrics (0 when absent)."""
+    for line in srv.metrics()[1].splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0
 
 
 if __name__ == "__main__":
