@@ -292,21 +292,32 @@ next:
     return 0;
 }
 
+/* The opaque node {key: str}, taking str (which may be NULL): a new reference, or NULL
+ * when out of memory. */
+static json_t *wrap(const char *key, size_t key_len, json_t *str)
+{
+    json_t *node = str ? json_object() : NULL;
+    if (!node) {
+        json_decref(str);
+        return NULL;
+    }
+    /* (_new: str is the object's, or released, even when this fails) */
+    if (json_object_setn_new_nocheck(node, key, key_len, str)) {
+        json_decref(node);
+        return NULL;
+    }
+    return node;
+}
+
 /* The opaque node of s->values: a new reference, or NULL when out of memory. */
 static json_t *make_node(struct scanner *s, int rank, const int64_t *shape)
 {
     int64_t header[HEADER_SLOTS] = {rank};
     memcpy(header + 1, shape, sizeof(int64_t) * (size_t)rank);
     memcpy(s->values, header, HEADER_BYTES);
-    json_t *str = json_stringn_nocheck((const char *)s->values,
-                                       HEADER_BYTES + s->num_values * sizeof(double));
-    json_t *node = str ? json_object() : NULL;
-    if (!node || json_object_setn_new_nocheck(node, marker_key, MARKER_KEY_LEN, str)) {
-        json_decref(str);
-        json_decref(node);
-        return NULL;
-    }
-    return node;
+    return wrap(marker_key, MARKER_KEY_LEN,
+                json_stringn_nocheck((const char *)s->values,
+                                     HEADER_BYTES + s->num_values * sizeof(double)));
 }
 
 /* Skips a string at s->pos (a '"'): its end is the first quote after an even number of
@@ -450,13 +461,10 @@ static int take_b64(struct scanner *s, long batch_index, const char *input)
         return 0;
     if (grow_regions(s))
         return -1;
-    json_t *str = json_stringn_nocheck(s->text + start + 1, p - start - 1);
-    json_t *node = str ? json_object() : NULL;
-    if (!node || json_object_setn_new_nocheck(node, b64_marker_key, B64_MARKER_KEY_LEN, str)) {
-        json_decref(str);
-        json_decref(node);
+    json_t *node = wrap(b64_marker_key, B64_MARKER_KEY_LEN,
+                        json_stringn_nocheck(s->text + start + 1, p - start - 1));
+    if (!node)
         return -1;
-    }
     s->pos = p + 1;
     s->regions[s->num_regions++] =
         (struct mlp__region){start, s->pos, batch_index, input, 1, 1, node};

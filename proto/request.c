@@ -348,7 +348,7 @@ int mlp__tensor_decode(const json_t *v, const char *field, struct mlp_request *r
     t->dtype = ML_FLOAT64;
     const json_t *data = v;
     int declared = 0;
-    int irank;
+    int irank = 0; /* (set by mlp__tensor_node or infer_shape before use) */
     int64_t ishape[ML_MAX_RANK] = {0};
     const double *decoded = NULL; /* the doubles of an array numarray.c decoded */
     int64_t num_decoded;
