@@ -5,7 +5,10 @@ usage: wrk.py SERVER [--duration S] [--runs N] [--connections C] [--threads T] [
                      [--split]
 
 With --nginx (make bench-server): POST /v1/loss with the note's 4x5 example against nginx
-serving a static file of the same response, same wrk settings, interleaved in one run; then
+serving a static file of the same response, same wrk settings, interleaved in one run, with
+wrk -t1 and with -t2 (--threads is not used), and the CPU time each server spent a request
+(user + system of all its threads and processes, from /proc: a figure that other load on the
+machine moves less than the rates); then
 one client sending 1000x1000 float32 binary v2 requests back to back (wrk -t1 -c1), whose
 latency is the end-to-end time of one such request; then --split.
 
@@ -67,7 +70,24 @@ def run_wrk(url, args, body_file=None, threads=None, connections=None, env_extra
     errors = re.search(r"Socket errors: (.*)", out)
     if bad or errors:
         sys.exit(f"wrk reported failures:\n{out}")
-    return rps, p50, p99
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, p50, p99, count
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of process pid (all its threads) and of its children's
+    processes (nginx's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def main():
@@ -263,24 +283,35 @@ def vs_nginx(args):
                     time.sleep(0.05)
             print(srv.banner.strip())
             print(f"nginx 1.22, 1 worker, static file of the same {len(answer)}-byte answer")
-            print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, "
-                  f"{args.runs} runs each, interleaved")
-            res = {"nginx": [], "maskloss": []}
+            print(f"wrk -c{args.connections} -d{args.duration}s --latency, -t1 and -t2, "
+                  f"{args.runs} runs each, interleaved; CPU: user + system a request")
+
+            def one(name, threads, url, body):
+                pid = nginx.pid if name == "nginx" else srv.proc.pid
+                before = cpu_seconds(pid)
+                r = run_wrk(url, args, body, threads)
+                return r + ((cpu_seconds(pid) - before) / r[3],)
+            res = {(name, t): [] for t in (1, 2) for name in ("nginx", "maskloss")}
             for _ in range(args.runs):
-                res["nginx"].append(run_wrk(f"http://127.0.0.1:{port}/note.json", args))
-                res["maskloss"].append(run_wrk(base + "/v1/loss", args, note_file))
+                for t in (1, 2):
+                    res["nginx", t].append(one("nginx", t, f"http://127.0.0.1:{port}/note.json", None))
+                    res["maskloss", t].append(one("maskloss", t, base + "/v1/loss", note_file))
         finally:
             nginx.terminate()
             nginx.wait()
-        print(f"{'server':24} {'req/s median (min-max)':>28} {'p50':>9} {'p99':>9}")
+        print(f"{'server':14} {'req/s median (min-max)':>28} {'p50':>9} {'p99':>9} {'CPU':>9}")
         med = {}
-        for name, rows in res.items():
+        for (name, t), rows in res.items():
             rps = [r[0] for r in rows]
-            med[name] = statistics.median(rps)
-            print(f"{name:24} {med[name]:>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
+            med[name, t] = statistics.median(rps), statistics.median(r[4] for r in rows)
+            print(f"{name + f' -t{t}':14} {med[name, t][0]:>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
                   f" {statistics.median(r[1] for r in rows) * 1e3:>7.2f}ms"
-                  f" {statistics.median(r[2] for r in rows) * 1e3:>7.2f}ms")
-        print(f"maskloss / nginx: {med['maskloss'] / med['nginx']:.2f}")
+                  f" {statistics.median(r[2] for r in rows) * 1e3:>7.2f}ms"
+                  f" {med[name, t][1] * 1e6:>7.1f}us")
+        for t in (1, 2):
+            print(f"maskloss / nginx, -t{t}: {med['maskloss', t][0] / med['nginx', t][0]:.2f} of the "
+                  f"requests/s; nginx's CPU a request / maskloss's: "
+                  f"{med['nginx', t][1] / med['maskloss', t][1]:.2f}")
 
         large = {name: (path, body, env) for name, path, body, env in large_requests(tmp)}
         path, body, env = large["binary"]
