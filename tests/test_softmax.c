@@ -393,12 +393,84 @@ static void test_non_finite(void **state)
     printf("%d softmax requests with a non-finite input or a bad class: same answer\n", checked);
 }
 
+/*
+ * The rows' vector code and their scalar tails give the same bits: a row of 15 classes is all
+ * tail, the same row with a 16th class of -inf (exp 0, no tie) is one whole block of vectors,
+ * with the same lanes. Their per-sample losses (sparse: the -inf is never a target) must be
+ * identical, on every path, for logits whose exps span the normal floats, the subnormals and
+ * 0, ties included.
+ */
+static void test_vector_equals_tail(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"avx512f", "avx2", "baseline"};
+    enum { ROWS = 4096 };
+    float *x15 = malloc(ROWS * 15 * sizeof(float)), *x16 = malloc(ROWS * 16 * sizeof(float));
+    double *d15 = malloc(ROWS * 15 * sizeof(double)), *d16 = malloc(ROWS * 16 * sizeof(double));
+    int64_t *idx = malloc(ROWS * sizeof(int64_t));
+    assert_true(x15 && x16 && d15 && d16 && idx);
+    for (int r = 0; r < ROWS; r++) {
+        double scale = r % 4 == 0 ? 1 : r % 4 == 1 ? 30 : r % 4 == 2 ? 120 : 800;
+        for (int c = 0; c < 16; c++) {
+            double v = c == 15 ? -INFINITY : (uniform() - 0.5) * scale;
+            if (r % 7 == 0 && c < 15)
+                v = floor(v / 4) * 4; /* ties */
+            x16[r * 16 + c] = (float)v;
+            d16[r * 16 + c] = v;
+            if (c < 15) {
+                x15[r * 15 + c] = (float)v;
+                d15[r * 15 + c] = v;
+            }
+        }
+        idx[r] = (int64_t)(uniform() * 15);
+    }
+    int checked = 0;
+    for (int dt = 0; dt < 2; dt++)
+        for (int p = 0; p < 3; p++) {
+            setenv("MASKLOSS_SIMD", paths[p], 1);
+            if (strcmp(ml_simd_path(), paths[p]))
+                continue;
+            enum ml_dtype dtype = dt ? ML_FLOAT64 : ML_FLOAT32;
+            struct ml_tensor t15 = {2, {ROWS, 15}, dtype, dt ? (void *)d15 : x15};
+            struct ml_tensor t16 = {2, {ROWS, 16}, dtype, dt ? (void *)d16 : x16};
+            struct ml_tensor labels = {1, {ROWS}, ML_INT64, idx};
+            struct ml_result a, b;
+            struct ml_request req;
+            ml_request_init(&req);
+            req.loss = "sparse_softmax_cross_entropy";
+            req.dtype = dtype;
+            req.labels = &labels;
+            req.allow_non_finite = 1;
+            req.outputs = ML_OUT_LOSS | ML_OUT_PER_SAMPLE;
+            req.logits = &t15;
+            assert_int_equal(ml_eval(&req, &a, NULL), 0);
+            req.logits = &t16;
+            assert_int_equal(ml_eval(&req, &b, NULL), 0);
+            for (int r = 0; r < ROWS; r++)
+                if (memcmp(&a.per_sample.data[r], &b.per_sample.data[r], sizeof(double)))
+                    fail_msg("%s %s row %d: 15 classes %a, with a 16th of -inf %a",
+                             dt ? "float64" : "float32", paths[p], r, a.per_sample.data[r],
+                             b.per_sample.data[r]);
+            ml_result_free(&a);
+            ml_result_free(&b);
+            checked++;
+        }
+    unsetenv("MASKLOSS_SIMD");
+    free(x15);
+    free(x16);
+    free(d15);
+    free(d16);
+    free(idx);
+    printf("%d paths: the rows' vectors == their scalar tails\n", checked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_equals_general),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_non_finite),
+        cmocka_unit_test(test_vector_equals_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -133,6 +133,8 @@ static REAL FN(elementwise)(const struct ml__kctx *k, int64_t i, REAL z, REAL x)
  * plus lane j + 8, then j + 4, j + 2, j + 1): four levels, whose first ones are additions of
  * whole vectors, instead of a chain of sixteen. */
 #define ML__ROW_LANES 16
+/* Elements of a float64 row whose exp one piece holds (a whole number of lanes). */
+#define ML__ROW_PIECE 512
 
 /*
  * The lanes of a contiguous row in vectors of the instruction set's width (GCC's vector
@@ -200,84 +202,47 @@ typedef REAL FN(row_v16) __attribute__((vector_size(16)));
 /* Every lane v: the scalar minus +0, which is v itself (-0, NaN and infinities included). */
 #define ROW_SPLAT(v) ((v) - (FN(row_vec)){0})
 
+#ifdef ML__KERNEL_F32
 /* a b + c rounded once, lane by lane: the instruction where the build has it, else the C
- * library's fma per lane (baseline x86-64 has none), correctly rounded either way. */
+ * library's fmaf per lane (baseline x86-64 has none), correctly rounded either way. */
 static inline ML__ALWAYS_INLINE FN(row_vec) FN(row_fma)(FN(row_vec) a, FN(row_vec) b, FN(row_vec) c)
 {
-#if defined(__AVX512F__) && defined(ML__KERNEL_F32)
+#if defined(__AVX512F__)
     return (FN(row_vec))_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#elif defined(__AVX512F__)
-    return (FN(row_vec))_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
-#elif defined(__AVX2__) && defined(__FMA__) && defined(ML__KERNEL_F32)
-    return (FN(row_vec))_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #elif defined(__AVX2__) && defined(__FMA__)
-    return (FN(row_vec))_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+    return (FN(row_vec))_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #else
     FN(row_vec) r;
     for (int j = 0; j < ROW_W; j++)
-        r[j] = VMK(ml__fma)(a[j], b[j], c[j]);
+        r[j] = ML__FMAF(a[j], b[j], c[j]);
     return r;
 #endif
 }
 
 /*
- * vmath.h's exp(-a) (ml__exp_negf, ml__exp_neg) on a vector: the same operations in the same
- * order, so each lane has the bits of the scalar function, which the rows' tails use (the
- * rows of the former scalar loops were compared bit for bit when this was written).
- * FN(row_exp_reduce): the shared Cody-Waite step, t = -min(a, big) = n ln 2 + r, kf holding n
- * in its low bits.
+ * vmath.h's exp(-a) of float (ml__exp_negf) on a vector: the same operations in the same
+ * order, so each lane has the bits of the scalar function, which the rows' tails use
+ * (test_softmax checks rows of 15 classes, all tail, against the same with a 16th of -inf,
+ * all vector: a change to one of the two shows there). float64 rows call ml__exp_neg itself.
  */
-static inline ML__ALWAYS_INLINE FN(row_vec)
-    FN(row_exp_reduce)(FN(row_vec) a, REAL big, REAL shift, REAL log2e, REAL ln2_hi, REAL ln2_lo,
-                       FN(row_vec) * kf)
-{
-    FN(row_vec) t = -ROW_LT_PICK(ROW_SPLAT(big), a); /* a > big ? big : a */
-    *kf = FN(row_fma)(t, ROW_SPLAT(log2e), ROW_SPLAT(shift));
-    FN(row_vec) n = *kf - shift;
-    FN(row_vec) r = FN(row_fma)(n, ROW_SPLAT(ln2_hi), t);
-    return FN(row_fma)(n, ROW_SPLAT(ln2_lo), r);
-}
-
-#ifdef ML__KERNEL_F32
 typedef uint32_t FN(row_bits) __attribute__((vector_size(ROW_VBYTES)));
 static inline ML__ALWAYS_INLINE FN(row_vec) FN(row_exp_neg)(FN(row_vec) a)
 {
-    FN(row_vec) kf;
-    FN(row_vec)
-    r = FN(row_exp_reduce)(a, 104.0f, 0x1.8p23f, 0x1.715476p0f, -0x1.62e43p-1f, 0x1.05c61p-29f,
-                           &kf);
+    const FN(row_vec) shift = ROW_SPLAT(0x1.8p23f);
+    FN(row_vec) t = -ROW_LT_PICK(ROW_SPLAT(104.0f), a); /* a > 104 ? 104 : a */
+    FN(row_vec) kf = FN(row_fma)(t, ROW_SPLAT(0x1.715476p0f), shift);
+    FN(row_vec) n = kf - shift;
+    FN(row_vec) r = FN(row_fma)(n, ROW_SPLAT(-0x1.62e43p-1f), t);
+    r = FN(row_fma)(n, ROW_SPLAT(0x1.05c61p-29f), r);
     FN(row_vec) q = ROW_SPLAT(0x1.6a245p-10f);
     q = FN(row_fma)(q, r, ROW_SPLAT(0x1.1239d4p-7f));
     q = FN(row_fma)(q, r, ROW_SPLAT(0x1.5558f2p-5f));
     q = FN(row_fma)(q, r, ROW_SPLAT(0x1.555492p-3f));
     q = FN(row_fma)(q, r, ROW_SPLAT(0x1.fffffcp-2f));
     FN(row_vec) p = 1.0f + FN(row_fma)(r * r, q, r);
-    FN(row_vec) scale = (FN(row_vec))(((FN(row_bits))kf - 0x4b400000u + 191u) << 23);
+    /* vmath.h's (kf - 0x4b400000 + 191) << 23, the constants added first (modulo 2^32). */
+    FN(row_vec) scale = (FN(row_vec))(((FN(row_bits))kf + (191u - 0x4b400000u)) << 23);
     return (p * scale) * 0x1p-64f;
-}
-#else
-typedef uint64_t FN(row_bits) __attribute__((vector_size(ROW_VBYTES)));
-static inline ML__ALWAYS_INLINE FN(row_vec) FN(row_exp_neg)(FN(row_vec) a)
-{
-    FN(row_vec) kf;
-    FN(row_vec)
-    r = FN(row_exp_reduce)(a, 746.0, 0x1.8p52, 0x1.71547652b82fep0, -0x1.62e42fefa39efp-1,
-                           -0x1.abc9e3b39803fp-56, &kf);
-    FN(row_vec) q = ROW_SPLAT(1.0 / 6227020800.0);
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 479001600.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 39916800.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 3628800.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 362880.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 40320.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 5040.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 720.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 120.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 24.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(1.0 / 6.0));
-    q = FN(row_fma)(q, r, ROW_SPLAT(0.5));
-    FN(row_vec) p = 1.0 + FN(row_fma)(r * r, q, r);
-    FN(row_vec) scale = (FN(row_vec))(((FN(row_bits))kf - 0x4338000000000000ull + 1535u) << 52);
-    return (p * scale) * 0x1p-512;
 }
 #endif
 #endif
@@ -382,7 +347,7 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
         /* The ties are counted exactly, in integers (in any order). */
         int64_t nties = 0;
         c = 0;
-#ifdef ML__ROW_VECTORS
+#if defined(ML__ROW_VECTORS) && defined(ML__KERNEL_F32)
         {
             const FN(row_vec) vm = ROW_SPLAT(m), oor = ROW_SPLAT(out_of_range);
             FN(row_vec) vl[ROW_NV];
@@ -399,9 +364,34 @@ static struct FN(row_lse) FN(row_logsumexp)(const REAL *x, int64_t len, int64_t 
                     vt[h] -= tied;                                      /* -1 per tie */
                 }
             memcpy(lane, vl, sizeof(lane));
+            for (int h = 1; h < ROW_NV; h++)
+                vt[0] += vt[h];
+            for (int j = 0; j < ROW_W; j++)
+                nties += (int64_t)vt[0][j];
+        }
+#elif defined(ML__ROW_VECTORS)
+        {
+            /* float64: vmath.h's own exp, by a plain loop over whole blocks of the row (piece by
+             * piece) that the compiler vectorises as in fast.c, then the lanes. */
+            REAL e[ML__ROW_PIECE];
+            FN(row_vec) vl[ROW_NV];
             for (int h = 0; h < ROW_NV; h++)
-                for (int j = 0; j < ROW_W; j++)
-                    nties += (int64_t)vt[h][j];
+                vl[h] = ROW_SPLAT(R(0));
+            while (len - c >= ML__ROW_LANES) {
+                int64_t k = (len - c) / ML__ROW_LANES * ML__ROW_LANES;
+                k = k < ML__ROW_PIECE ? k : ML__ROW_PIECE;
+                const REAL *xp = x + c;
+                for (int64_t i = 0; i < k; i++) {
+                    REAL d = m - xp[i];
+                    e[i] = VMK(ml__exp_neg)(d == R(0) ? out_of_range : d); /* NaN shows here */
+                    nties += d == R(0);
+                }
+                for (int64_t i = 0; i < k; i += ML__ROW_LANES)
+                    for (int h = 0; h < ROW_NV; h++)
+                        vl[h] += ROW_LOAD(e + i + h * ROW_W);
+                c += k;
+            }
+            memcpy(lane, vl, sizeof(lane));
         }
 #endif
         for (; c < len; c++) {
@@ -497,8 +487,9 @@ static int FN(row_non_finite)(const REAL *x, int64_t len, int64_t stride)
  * may not show (the fused path looks for the culprit then; anything else non-finite makes
  * the loss non-finite).
  */
-static int FN(softmax_row)(const struct ml__kctx *k, int64_t sample, int64_t base, double *out,
-                           double *den, int64_t *bad_index, int *nonfinite)
+static inline ML__ALWAYS_INLINE int FN(softmax_row)(const struct ml__kctx *k, int64_t sample,
+                                                    int64_t base, double *out, double *den,
+                                                    int64_t *bad_index, int *nonfinite)
 {
     const REAL *x = (const REAL *)k->pred + base;
     const REAL *y = k->sparse ? NULL : (const REAL *)k->labels + base;
