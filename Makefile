@@ -230,7 +230,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 check:
 	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
 	@$(MAKE) --no-print-directory -j$(JOBS) WERROR=$(CHECK_WERROR) build $(TEST_BIN)
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; case $$t in /*) $$t ;; *) ./$$t ;; esac; done
 	@MAKE="$(MAKE)" CC="$(CC)" sh tests/lib_check.sh $(BUILD) $(SAN)
 	@sh tests/cli_test.sh $(CLI)
 	@echo "== promtool: docker/prometheus rules, tests/prometheus" && \
@@ -298,7 +298,7 @@ test-cluster:
 ACCURACY_N ?= 16777216
 accuracy: all
 	@$(MAKE) --no-print-directory $(BUILD)/tests/accuracy
-	./$(BUILD)/tests/accuracy $(ACCURACY_N)
+	$(if $(filter /%,$(BUILD)),,./)$(BUILD)/tests/accuracy $(ACCURACY_N)
 
 # Against PyTorch 1.13 itself (tests/diff/README.md): ~430 cases (difftest) or ~6000
 # (difftest-full), every disagreement settled by the exact value (mpmath).
