@@ -3,7 +3,8 @@
  * do what on a shared endpoint.
  *
  * The table of tokens is read at start and again at each SIGHUP, on the loop thread; the HTTP
- * thread checks every request's token against it. A reload replaces the table whole under a
+ * threads check every request's token against it (and count decisions), under the same mutex
+ * as the reload, which makes the new table visible to each. A reload replaces the table whole under a
  * mutex, so a request sees the old table or the new one, never a mix; a reload that fails
  * (the file unreadable or malformed) keeps the table that was serving, and says why.
  *

@@ -52,6 +52,8 @@ static const struct opt opts[] = {
      "TCP port; 0 picks a free one and prints it (default 8080)"},
     {"workers", "MASKLOSS_WORKERS", OPT_UINT, OFF(workers), 1, 1024, "N",
      "compute threads (default: the number of online cores)"},
+    {"http-threads", "MASKLOSS_HTTP_THREADS", OPT_UINT, OFF(http_threads), 1, 64, "N",
+     "HTTP threads, each answering the small requests it reads (default: online cores, at most 4)"},
     {"queue-depth", "MASKLOSS_QUEUE_DEPTH", OPT_UINT, OFF(queue_depth), 1, 1000000, "N",
      "requests that may wait for a worker; beyond it 503 + Retry-After (default 256)"},
     {"max-body-bytes", "MASKLOSS_MAX_BODY_BYTES", OPT_BYTES, OFF(max_body_bytes), 1, 1e15, "B",
@@ -161,6 +163,10 @@ static void defaults(struct mls_config *c)
     c->port = 8080;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     c->workers = cores > 0 ? (cores > 1024 ? 1024 : (unsigned)cores) : 1;
+    /* One HTTP thread a core answers small requests without the hop to a worker (measured:
+     * 37 us of CPU a request against 49 with one thread; 1.05 of nginx's rate against 0.80
+     * with wrk -t2 on 2 cores); beyond 4, accepting and parsing are not the limit. */
+    c->http_threads = cores > 4 ? 4u : cores > 0 ? (unsigned)cores : 1u;
     c->queue_depth = 256;
     c->max_body_bytes = 64ull << 20;
     c->max_elements = 16777216;

@@ -12,6 +12,7 @@ struct mls_config {
     char bind[128];                  /* address to listen on (numeric IPv4/IPv6 or a host name) */
     unsigned port;                   /* 0: pick a free port */
     unsigned workers;                /* compute threads */
+    unsigned http_threads;           /* libmicrohttpd's threads, each answering small requests */
     unsigned queue_depth;            /* jobs that may wait for a worker; more get 503 */
     uint64_t max_body_bytes;         /* request bodies above this get 413 */
     long long max_elements;          /* elements per input tensor; 0: no limit */

@@ -254,7 +254,7 @@ int mls_conn_address(const struct mls_conn *conn, unsigned char addr[16])
 void mls_conn_set_linger(struct mls_conn *conn)
 {
     if (conn)
-        conn->linger = 1; /* read on this thread only, in mls_conn_notify */
+        conn->linger = 1; /* read only by its connection's own thread, in mls_conn_notify */
 }
 
 int mls_peer_take(struct mls_conns *t, struct mls_conn *conn, struct mls_peer **peer, uint64_t n,

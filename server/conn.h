@@ -23,8 +23,10 @@
  * MLS_LINGER_PER_ADDRESS) and the bytes of the memory budget its requests hold, so that one
  * client cannot take all of either.
  *
- * Threads: mls_conn_notify() and the mls_conn_* calls run on libmicrohttpd's thread, the
- * sweep and the lingering on the libuv loop's; one mutex guards the list of connections.
+ * Threads: mls_conn_notify() and the mls_conn_* calls run on libmicrohttpd's threads
+ * (--http-threads; all the calls of one connection on the thread that accepted it), the sweep
+ * and the lingering on the libuv loop's; one mutex guards the list of connections and the
+ * table of addresses.
  */
 #ifndef MLS_CONN_H
 #define MLS_CONN_H

@@ -2,8 +2,11 @@
  * http.c -- the HTTP side of maskloss-server: routing, limits, and the hand-off of compute
  * requests to the worker pool through libmicrohttpd's suspend/resume.
  *
- * Every handler call runs on libmicrohttpd's single epoll thread. The order of calls for one
- * request, and the rules this file keeps (measured pitfalls of libmicrohttpd 0.9.75 + libuv):
+ * Every handler call runs on one of libmicrohttpd's epoll threads (--http-threads; each owns
+ * the connections it accepted, so one request's calls all run on the same thread, and what
+ * they share across connections -- quotas, tokens, the connection table, metrics -- is behind
+ * mutexes or atomics). The order of calls for one request, and the rules this file keeps
+ * (measured pitfalls of libmicrohttpd 0.9.75 + libuv):
  *   1. headers: route and check limits. Reply here only to refuse a body by its
  *      Content-Length (413, which closes the connection); any other reply waits for the final
  *      call, or keep-alive is lost.
@@ -477,8 +480,9 @@ static int compute(struct mls_server *s, struct request *r, const struct mlp_exe
 #define INLINE_MAX_ELEMENTS 4096
 
 /*
- * Answers a small /v1/loss or v2 infer request on the HTTP thread when every worker is busy:
- * 1 with r->out and r->answer_status written, else 0. It would wait in the queue, maybe
+ * Answers a small /v1/loss or v2 infer request on the HTTP thread -- with one HTTP thread,
+ * only when every worker is busy; with several, always: 1 with r->out and r->answer_status
+ * written, else 0. It would wait in the queue, maybe
  * behind a large computation, for less work than the hop to a worker and back (a
  * suspension, two thread wake-ups, a resume through libmicrohttpd's queue of resumed
  * connections: about 5 us of CPU, measured). With a worker idle it goes there instead:
@@ -492,10 +496,13 @@ static int compute(struct mls_server *s, struct request *r, const struct mlp_exe
 static int answer_inline(struct request *r)
 {
     struct mls_server *s = r->srv;
+    /* With several HTTP threads, each answers the small requests it reads, idle workers or
+     * not: the hop's 5 us and its wake-ups go, and a thread busy computing one leaves the
+     * others to read and answer the rest (probes among them). */
     if ((r->route != MLS_ROUTE_LOSS && r->route != MLS_ROUTE_V2_INFER) ||
         r->len > INLINE_MAX_BODY ||
         atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_DRAINING ||
-        !mls_pool_busy(&s->pool))
+        (s->cfg.http_threads < 2 && !mls_pool_busy(&s->pool)))
         return 0;
     /* Under a server limit at or below the trial's, the trial's answer is the answer. */
     int trial = !s->cfg.max_elements || s->cfg.max_elements > INLINE_MAX_ELEMENTS;
@@ -1566,16 +1573,22 @@ int mls_http_start(struct mls_server *s, unsigned *port)
         flags |= MHD_USE_DUAL_STACK; /* "::" takes IPv4 clients too */
     /* HTTPS through libmicrohttpd's GnuTLS: TLS 1.2 and 1.3 only (GnuTLS's NORMAL set of
      * ciphers, its versions narrowed), never plain HTTP on the same port. */
-    struct MHD_OptionItem tls[] = {
-        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
-        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    if (s->tls_cert)
+    struct MHD_OptionItem more[5], *o = more;
+    if (s->tls_cert) {
         flags |= MHD_USE_TLS;
-    else
-        tls[0].option = MHD_OPTION_END;
+        *o++ = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
+        *o++ = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
+        *o++ = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                       (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+    }
+    /* --http-threads: libmicrohttpd's pool of epoll threads sharing the listening socket.
+     * Passed only above 1 (1 prints a warning), and at most the connection limit, which
+     * libmicrohttpd shares out among them. */
+    unsigned threads = s->cfg.http_threads < s->cfg.max_connections ? s->cfg.http_threads
+                                                                     : s->cfg.max_connections;
+    if (threads > 1)
+        *o++ = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL};
+    *o = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* libmicrohttpd counts whole seconds; 0 would mean no timeout at all. */
     unsigned idle = (unsigned)ceil(s->cfg.connection_timeout);
     /* The logger first: libmicrohttpd uses its own for messages about earlier options.
@@ -1589,7 +1602,7 @@ int mls_http_start(struct mls_server *s, unsigned *port)
         &s->conns, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.max_connections_per_ip,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_ARRAY, more, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {
         fprintf(stderr, "maskloss-server: cannot listen on %s port %u%s\n", s->cfg.bind,

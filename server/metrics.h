@@ -1,7 +1,7 @@
 /*
  * metrics.h -- the server's counters and histograms, exposed as Prometheus text 0.0.4.
  *
- * Updated with relaxed atomics from the HTTP thread and the workers; read by /metrics.
+ * Updated with relaxed atomics from the HTTP threads and the workers; read by /metrics.
  * Names follow Prometheus conventions: a maskloss_ prefix, base units (seconds, bytes),
  * _total on counters, labels of bounded cardinality (route, code, loss).
  */

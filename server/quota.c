@@ -30,7 +30,8 @@ int mls_quota_init(struct mls_quota *q, double rate, double burst, unsigned shar
         return 0;
     q->buckets = calloc(MLS_QUOTA_BUCKETS, sizeof(*q->buckets));
     q->overflow = calloc(1, sizeof(*q->overflow));
-    if (!q->buckets || !q->overflow) {
+    q->mu_made = q->buckets && q->overflow && !pthread_mutex_init(&q->mu, NULL);
+    if (!q->mu_made) {
         mls_quota_destroy(q);
         return -1;
     }
@@ -51,6 +52,9 @@ void mls_quota_destroy(struct mls_quota *q)
     free(q->overflow);
     q->buckets = NULL;
     q->overflow = NULL;
+    if (q->mu_made)
+        pthread_mutex_destroy(&q->mu);
+    q->mu_made = 0;
 }
 
 int mls_quota_on(const struct mls_quota *q)
@@ -143,13 +147,16 @@ enum mls_quota_verdict mls_quota_take(struct mls_quota *q, const void *key, size
     *held = NULL;
     if (!mls_quota_on(q) || (!worker && q->rate <= 0))
         return MLS_QUOTA_OK;
+    enum mls_quota_verdict v = MLS_QUOTA_OK;
+    pthread_mutex_lock(&q->mu);
     struct mls_quota_client *c = client_of(q, key, len, now_ns);
     /* The share first: a request refused for it takes nothing from the bucket. */
     if (worker && q->share && c->inflight >= q->share) {
         atomic_fetch_add_explicit(&q->refused_share, 1, memory_order_relaxed);
         *retry_after = 1; /* (no way to tell when one of them is answered) */
         *limit = q->share;
-        return MLS_QUOTA_SHARE;
+        v = MLS_QUOTA_SHARE;
+        goto out;
     }
     if (q->rate > 0) {
         refill(q, c, now_ns);
@@ -158,7 +165,8 @@ enum mls_quota_verdict mls_quota_take(struct mls_quota *q, const void *key, size
             double wait = ceil((1.0 - c->tokens) / q->rate);
             *retry_after = wait < 1 ? 1u : wait > 86400 ? 86400u : (unsigned)wait;
             *limit = q->rate;
-            return MLS_QUOTA_RATE;
+            v = MLS_QUOTA_RATE;
+            goto out;
         }
         c->tokens -= 1.0;
     }
@@ -166,14 +174,20 @@ enum mls_quota_verdict mls_quota_take(struct mls_quota *q, const void *key, size
         c->inflight++;
         *held = c;
     }
-    return MLS_QUOTA_OK;
+out:
+    pthread_mutex_unlock(&q->mu);
+    return v;
 }
 
 void mls_quota_release(struct mls_quota *q, struct mls_quota_client *held)
 {
-    (void)q;
-    if (held)
-        held->inflight--;
+    if (!held)
+        return;
+    /* Under the mutex: a sweep on another HTTP thread reads inflight to decide whether the
+     * entry may be dropped. */
+    pthread_mutex_lock(&q->mu);
+    held->inflight--;
+    pthread_mutex_unlock(&q->mu);
 }
 
 void mls_quota_write_metrics(struct mls_quota *q, struct mlp_buf *b)

@@ -15,12 +15,15 @@
  * which new clients share one entry (a flood of addresses cannot grow the table), except
  * tokens (MLS_QUOTA_KEY_TOKEN).
  *
- * Threads: every call runs on libmicrohttpd's thread (the handler and its completion
- * callback), except mls_quota_write_metrics, which reads counters only.
+ * Threads: mls_quota_take and mls_quota_release run on libmicrohttpd's threads (the handler
+ * and its completion callback; --http-threads of them, and a connection's request may be
+ * released by another thread than took another client's), so the table is behind a mutex,
+ * held for a lookup and a few additions; mls_quota_write_metrics reads counters only.
  */
 #ifndef MLS_QUOTA_H
 #define MLS_QUOTA_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +49,8 @@ struct mls_quota {
     double rate;    /* requests a second a client's bucket refills; 0: no rate limit */
     double burst;   /* the most its bucket holds */
     unsigned share; /* requests needing a worker a client may have in flight; 0: no share */
+    pthread_mutex_t mu;                /* the table and its entries (when on) */
+    int mu_made;                       /* mu initialised: destroy may run without an init */
     struct mls_quota_client **buckets; /* NULL when both are off */
     struct mls_quota_client *overflow; /* the entry of clients beyond MLS_QUOTA_MAX_CLIENTS */
     unsigned num_clients;

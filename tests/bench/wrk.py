@@ -2,13 +2,14 @@
 """make bench: wrk against a maskloss-server started here on a free port.
 
 usage: wrk.py SERVER [--duration S] [--runs N] [--connections C] [--threads T] [--nginx]
-                     [--split]
+                     [--http-threads 1,2] [--split]
 
 With --nginx (make bench-server): POST /v1/loss with the note's 4x5 example against nginx
 serving a static file of the same response, same wrk settings, interleaved in one run, with
 wrk -t1 and with -t2 (--threads is not used), and the CPU time each server spent a request
 (user + system of all its threads and processes, from /proc: a figure that other load on the
-machine moves less than the rates); then
+machine moves less than the rates); with --http-threads 1,2, one server per value, each its
+own row, interleaved with the others; then
 one client sending 1000x1000 float32 binary v2 requests back to back (wrk -t1 -c1), whose
 latency is the end-to-end time of one such request; then --split.
 
@@ -99,6 +100,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nginx", action="store_true")
     ap.add_argument("--split", action="store_true")
+    ap.add_argument("--http-threads", default="",
+                    help="with --nginx: comma-separated --http-threads values, one server each, "
+                         "interleaved (default: the server's own default)")
     args = ap.parse_args()
     if args.nginx:
         return vs_nginx(args)
@@ -253,10 +257,17 @@ def free_port():
 
 
 def vs_nginx(args):
+    import contextlib
     tmp = tempfile.mkdtemp()
     os.chmod(tmp, 0o755)  # nginx's workers drop root for www-data: let them read the file
     note_file = os.path.join(ROOT, "examples", "masked-mean.json")
-    with Server(args.server) as srv:
+    # One server per --http-threads value ("maskloss" alone: the server's default).
+    variants = [v for v in args.http_threads.split(",") if v]
+    with contextlib.ExitStack() as stack:
+        names = [f"maskloss h{v}" for v in variants] or ["maskloss"]
+        servers = {name: stack.enter_context(Server(args.server, *(["--http-threads", v] if v else [])))
+                   for name, v in zip(names, variants or [""])}
+        srv = servers[names[0]]
         base = f"http://127.0.0.1:{srv.port}"
         # nginx serves the very bytes maskloss answers, from a file.
         conn = srv.connect()
@@ -287,31 +298,34 @@ def vs_nginx(args):
                   f"{args.runs} runs each, interleaved; CPU: user + system a request")
 
             def one(name, threads, url, body):
-                pid = nginx.pid if name == "nginx" else srv.proc.pid
+                pid = nginx.pid if name == "nginx" else servers[name].proc.pid
                 before = cpu_seconds(pid)
                 r = run_wrk(url, args, body, threads)
                 return r + ((cpu_seconds(pid) - before) / r[3],)
-            res = {(name, t): [] for t in (1, 2) for name in ("nginx", "maskloss")}
+            res = {(name, t): [] for t in (1, 2) for name in ["nginx"] + names}
             for _ in range(args.runs):
                 for t in (1, 2):
                     res["nginx", t].append(one("nginx", t, f"http://127.0.0.1:{port}/note.json", None))
-                    res["maskloss", t].append(one("maskloss", t, base + "/v1/loss", note_file))
+                    for name in names:
+                        res[name, t].append(one(name, t, f"http://127.0.0.1:{servers[name].port}/v1/loss",
+                                                note_file))
         finally:
             nginx.terminate()
             nginx.wait()
-        print(f"{'server':14} {'req/s median (min-max)':>28} {'p50':>9} {'p99':>9} {'CPU':>9}")
+        print(f"{'server':18} {'req/s median (min-max)':>28} {'p50':>9} {'p99':>9} {'CPU':>9}")
         med = {}
         for (name, t), rows in res.items():
             rps = [r[0] for r in rows]
             med[name, t] = statistics.median(rps), statistics.median(r[4] for r in rows)
-            print(f"{name + f' -t{t}':14} {med[name, t][0]:>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
+            print(f"{name + f' -t{t}':18} {med[name, t][0]:>12,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
                   f" {statistics.median(r[1] for r in rows) * 1e3:>7.2f}ms"
                   f" {statistics.median(r[2] for r in rows) * 1e3:>7.2f}ms"
                   f" {med[name, t][1] * 1e6:>7.1f}us")
-        for t in (1, 2):
-            print(f"maskloss / nginx, -t{t}: {med['maskloss', t][0] / med['nginx', t][0]:.2f} of the "
-                  f"requests/s; nginx's CPU a request / maskloss's: "
-                  f"{med['nginx', t][1] / med['maskloss', t][1]:.2f}")
+        for name in names:
+            for t in (1, 2):
+                print(f"{name} / nginx, -t{t}: {med[name, t][0] / med['nginx', t][0]:.2f} of the "
+                      f"requests/s; nginx's CPU a request / maskloss's: "
+                      f"{med['nginx', t][1] / med[name, t][1]:.2f}")
 
         large = {name: (path, body, env) for name, path, body, env in large_requests(tmp)}
         path, body, env = large["binary"]
@@ -320,9 +334,10 @@ def vs_nginx(args):
               f" {statistics.median(r[0] for r in rows):.1f} req/s, end-to-end latency p50 "
               f"{statistics.median(r[1] for r in rows) * 1e3:.1f} ms, p99 "
               f"{statistics.median(r[2] for r in rows) * 1e3:.1f} ms")
-        rc = srv.stop()
-        if rc != 0:
-            sys.exit(f"server exit status {rc}")
+        for name, server in servers.items():
+            rc = server.stop()
+            if rc != 0:
+                sys.exit(f"{name}: server exit status {rc}")
     print()
     split_large(args)
 
