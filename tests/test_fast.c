@@ -79,8 +79,8 @@ static void test_fused_equals_general(void **state)
         {"sum", "mean", "sum"},
     };
     /* Parameter variants after the defaults: TF label smoothing; focal gamma 1 without
-     * alpha, and gamma 0; ASL without clip, without focusing, and with a gamma that is not
-     * a small integer (powf on the fused path too). */
+     * alpha, and gamma 0; ASL without clip, without focusing, with a gamma that is not
+     * a small integer (powf on the fused path too), and with other small integer gammas. */
     static const struct ml_param smoothing[] = {
         {.name = "label_smoothing", .kind = ML_PARAM_NUMBER, .number = 0.15}};
     static const struct ml_param focal1[] = {
@@ -98,6 +98,14 @@ static void test_fused_equals_general(void **state)
         {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 0}};
     static const struct ml_param asl_powf[] = {
         {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 2.5}};
+    /* Other small integer powers, each bit of ml__powi4_unit's floors on either side. */
+    static const struct ml_param asl_pow32[] = {
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 2},
+        {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 3}};
+    static const struct ml_param asl_pow04[] = {
+        {.name = "gamma_neg", .kind = ML_PARAM_NUMBER, .number = 0},
+        {.name = "gamma_pos", .kind = ML_PARAM_NUMBER, .number = 4},
+        {.name = "clip", .kind = ML_PARAM_NUMBER, .number = 0}};
     static const struct ml_param huber_delta[] = {
         {.name = "delta", .kind = ML_PARAM_NUMBER, .number = 2.5}};
     static const struct ml_param log_eps[] = {
@@ -105,17 +113,22 @@ static void test_fused_equals_general(void **state)
     static const struct {
         const struct ml_param *p;
         size_t n;
-    } variants[NLOSS][4] = {{{NULL, 0}, {smoothing, 1}},
+    } variants[NLOSS][6] = {{{NULL, 0}, {smoothing, 1}},
                             {{NULL, 0}},
                             {{NULL, 0}},
                             {{NULL, 0}, {focal1, 2}, {focal0, 1}, {focal_alpha2, 1}},
-                            {{NULL, 0}, {asl_noclip, 1}, {asl_nofocus, 2}, {asl_powf, 1}},
+                            {{NULL, 0},
+                             {asl_noclip, 1},
+                             {asl_nofocus, 2},
+                             {asl_powf, 1},
+                             {asl_pow32, 2},
+                             {asl_pow04, 3}},
                             {{NULL, 0}},
                             {{NULL, 0}},
                             {{NULL, 0}, {huber_delta, 1}},
                             {{NULL, 0}},
                             {{NULL, 0}, {log_eps, 1}}};
-    static const int nvariants[NLOSS] = {2, 1, 1, 4, 4, 1, 1, 2, 1, 2};
+    static const int nvariants[NLOSS] = {2, 1, 1, 4, 6, 1, 1, 2, 1, 2};
     /* Sizes around the 8 lanes, the 1024-element blocks and the 65536-element chunks. */
     static const int64_t shapes[][2] = {{1, 1},   {3, 5},     {1, 7},      {8, 1},
                                         {4, 9},   {13, 79},   {1, 1031},   {33, 64},

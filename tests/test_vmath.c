@@ -270,6 +270,34 @@ static void test_powi4f(void **state)
     assert_true(ml__powi_small(4.0f) && !ml__powi_small(2.5f) && !ml__powi_small(5.0f));
 }
 
+/* ml__powi4_unit (the fused ASL loop's power, by the floors of g) gives ml__powi4's bits for b
+ * in [0, 1], float and double, and 1 for a g that is not a small integer (ASL redoes those). */
+static void test_powi4_unit(void **state)
+{
+    (void)state;
+    static const double gs[] = {0, 1, 2, 3, 4, 2.5, 5};
+    for (size_t i = 0; i < sizeof(gs) / sizeof(gs[0]); i++) {
+        int small = ml__powi_small((float)gs[i]), gi = small ? (int)gs[i] : 0;
+        float ff[3];
+        double fd[3];
+        for (int k = 0; k < 3; k++)
+            fd[k] = ff[k] = gi >> k & 1 ? 0.0f : 1.0f;
+        for (uint64_t u = 0; u <= 0x3f800000u; u += 4099) {
+            float b = from_u32((uint32_t)u);
+            float got = ml__powi4_unitf(b, ff[0], ff[1], ff[2]);
+            float want = small ? ml__powi4f(b, (float)gs[i]) : 1.0f;
+            if (memcmp(&got, &want, sizeof(got)))
+                fail_msg("powi4_unitf(%a, %g) = %a, not %a", (double)b, gs[i], (double)got,
+                         (double)want);
+            double bd = (double)b * (1 - 0x1p-40); /* bits beyond a float's */
+            double gotd = ml__powi4_unit(bd, fd[0], fd[1], fd[2]);
+            double wantd = small ? ml__powi4(bd, gs[i]) : 1.0;
+            if (memcmp(&gotd, &wantd, sizeof(gotd)))
+                fail_msg("powi4_unit(%a, %g) = %a, not %a", bd, gs[i], gotd, wantd);
+        }
+    }
+}
+
 /* ---- float64: against long double references (64-bit significands) -------------------- */
 
 /* Whole ulps between got and the correctly rounded double of a long double reference. */
@@ -384,7 +412,8 @@ int main(void)
         cmocka_unit_test(test_expf),          cmocka_unit_test(test_log1pf),
         cmocka_unit_test(test_softplus_negf), cmocka_unit_test(test_exp_negf),
         cmocka_unit_test(test_logf),          cmocka_unit_test(test_sigmoidf),
-        cmocka_unit_test(test_powi4f),        cmocka_unit_test(test_float64),
+        cmocka_unit_test(test_powi4f),        cmocka_unit_test(test_powi4_unit),
+        cmocka_unit_test(test_float64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

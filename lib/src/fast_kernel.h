@@ -15,8 +15,9 @@
 #include "formulas.h"
 #undef F
 
-/* ASL over a run: a vectorised loop (asl_binary, or asl_general when eps is below the normals,
- * with small integer powers only), then asl() again for the elements whose value that loop
+/* ASL over a run: e = exp(-|x|) into out[] (formulas.h: the _e functions), a vectorised loop
+ * (asl_binary, or asl_general when eps is below the normals, with small integer powers only)
+ * from it, then asl() again for the elements whose value that loop
  * does not give (asl_loop_exact: soft labels, other powers), rare. The flags are constant in
  * each loop: a select on a loop-invariant condition stops the vectoriser. */
 static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const REAL *z,
@@ -29,8 +30,8 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
         c.focus = FOCUS;                                                                           \
         c.poison = 1;                                                                              \
         for (int64_t k = 0; k < len; k++)                                                          \
-            out[k] = BINARY ? T(asl_binary)(z[k] == R(1.0), x[k], c, 1)                            \
-                            : T(asl_general)(z[k], x[k], c, 1);                                    \
+            out[k] = BINARY ? T(asl_binary)(z[k] == R(1.0), x[k], out[k], c, 1)                    \
+                            : T(asl_general)(z[k], x[k], out[k], c, 1);                            \
     } while (0)
 #define ASL_LOOPS(BINARY)                                                                          \
     if (a.use_clip && a.focus)                                                                     \
@@ -41,6 +42,8 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
         ASL_LOOP(BINARY, 1, 0);                                                                    \
     else                                                                                           \
         ASL_LOOP(BINARY, 0, 0);
+    for (int64_t k = 0; k < len; k++)
+        out[k] = T(exp_abs)(x[k]);
     if (a.eps_normal) {
         a.eps_normal = 1;
         ASL_LOOPS(1)
@@ -69,7 +72,7 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
 }
 
 /* The losses whose x = -inf is NaN in their framework when nf (formulas.h: neg_inf_nan); nf
- * constant, one loop per case. */
+ * constant, one loop per case. out[] holds e = exp(-|x|) on entry (T(losses)). */
 static inline ML__ALWAYS_INLINE void T(torch_losses)(const struct ml__fast *f, const REAL *z,
                                                      const REAL *x, const REAL *pw, REAL pws,
                                                      int64_t len, REAL *out, int nf)
@@ -80,33 +83,34 @@ static inline ML__ALWAYS_INLINE void T(torch_losses)(const struct ml__fast *f, c
         /* pos_weight per element, one number, or (torch) None: the plain formula. */
         if (pw)
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(torch_weighted_xent)(z[k], x[k], pw[k], nf);
+                out[k] = T(torch_weighted_xent_e)(z[k], x[k], pw[k], out[k], nf);
         else if (f->pwmode != ML__FW_NONE)
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(torch_weighted_xent)(z[k], x[k], pws, nf);
+                out[k] = T(torch_weighted_xent_e)(z[k], x[k], pws, out[k], nf);
         else
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(torch_xent)(z[k], x[k], nf);
+                out[k] = T(torch_xent_e)(z[k], x[k], out[k], nf);
         return;
     default: {
         /* torchvision.ops.sigmoid_focal_loss, gamma 0, 1 or 2. */
         const REAL alpha = (REAL)f->alpha, g = (REAL)f->gamma;
         if (f->gamma == 2)
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal)(z[k], x[k], 2, g, alpha, nf);
+                out[k] = T(tv_focal_e)(z[k], x[k], out[k], 2, g, alpha, nf);
         else if (f->gamma == 1)
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal)(z[k], x[k], 1, g, alpha, nf);
+                out[k] = T(tv_focal_e)(z[k], x[k], out[k], 1, g, alpha, nf);
         else
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal)(z[k], x[k], 0, g, alpha, nf);
+                out[k] = T(tv_focal_e)(z[k], x[k], out[k], 0, g, alpha, nf);
         return;
     }
     }
 }
 
 /* The per-element losses of one contiguous run into out[]: one loop per formula, with no
- * branch inside for the vectoriser. */
+ * branch inside for the vectoriser. The sigmoid family first fills out[] with e = exp(-|x|) in a
+ * loop of its own (formulas.h, the _e functions). */
 static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const REAL *z,
                                                const REAL *x, const REAL *pw, REAL pws, int64_t len,
                                                REAL *out)
@@ -115,6 +119,8 @@ static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const R
     case ML__TORCH_BCE:
     case ML__TFNN_WEIGHTED:
     case ML__TV_FOCAL:
+        for (int64_t k = 0; k < len; k++)
+            out[k] = T(exp_abs)(x[k]);
         if (f->allow_non_finite)
             T(torch_losses)(f, z, x, pw, pws, len, out, 1);
         else
@@ -153,13 +159,15 @@ static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const R
     default:
         /* TF v1 sigmoid_cross_entropy (smoothing only when label_smoothing > 0) and
          * tf.nn.sigmoid_cross_entropy_with_logits. */
+        for (int64_t k = 0; k < len; k++)
+            out[k] = T(exp_abs)(x[k]);
         if (f->id == ML__TF_SIGMOID_CE && (REAL)f->label_smoothing > 0) {
             const REAL ls = (REAL)f->label_smoothing;
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(sigmoid_xent)(T(smooth_binary)(z[k], ls), x[k]);
+                out[k] = T(sigmoid_xent_e)(T(smooth_binary)(z[k], ls), x[k], out[k]);
         } else {
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(sigmoid_xent)(z[k], x[k]);
+                out[k] = T(sigmoid_xent_e)(z[k], x[k], out[k]);
         }
         return;
     }

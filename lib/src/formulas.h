@@ -25,10 +25,11 @@
 
 /* ---- Building blocks ------------------------------------------------------------------- */
 
-/* log(1 + exp(-|x|)), the softplus tail of the sigmoid family (within 2 ulp, vmath.h). */
-static inline ML__ALWAYS_INLINE REAL F(softplus_tail)(REAL x)
+/* exp(-|x|), from which the sigmoid family's tail log(1 + exp(-|x|)) (ml__log1p_unit of it: within
+ * 2 ulp, vmath.h) and the sigmoid pair below are computed. */
+static inline ML__ALWAYS_INLINE REAL F(exp_abs)(REAL x)
 {
-    return VM(ml__softplus_neg)(FABS(x));
+    return VM(ml__exp_neg)(FABS(x));
 }
 
 /* sigmoid(x) and 1 - sigmoid(x), each to within an ulp of its own size, from e = exp(-|x|). */
@@ -56,9 +57,18 @@ static inline ML__ALWAYS_INLINE REAL F(sigmoid_xent_t)(REAL z, REAL x, REAL tail
     return FABS(x) * (x >= R(0.0) ? R(1.0) - z : z) + tail;
 }
 
+/* The sigmoid family from e = exp(-|x|) given (the _e functions): the fused loops compute e in a
+ * loop of its own, then the rest. Each half is a shorter chain of dependent operations, so the
+ * processor keeps more elements in flight than in one loop that does both; the operations, and
+ * the bits, are those of the function without _e, which is the same with e computed in place. */
+static inline ML__ALWAYS_INLINE REAL F(sigmoid_xent_e)(REAL z, REAL x, REAL e)
+{
+    return F(sigmoid_xent_t)(z, x, VM(ml__log1p_unit)(e));
+}
+
 static inline ML__ALWAYS_INLINE REAL F(sigmoid_xent)(REAL z, REAL x)
 {
-    return F(sigmoid_xent_t)(z, x, F(softplus_tail)(x));
+    return F(sigmoid_xent_e)(z, x, F(exp_abs)(x));
 }
 
 /*
@@ -75,9 +85,14 @@ static inline ML__ALWAYS_INLINE REAL F(weighted_xent_t)(REAL z, REAL x, REAL q, 
     return a * (relu + tail) + b * (nrelu + tail);
 }
 
+static inline ML__ALWAYS_INLINE REAL F(weighted_xent_e)(REAL z, REAL x, REAL q, REAL e)
+{
+    return F(weighted_xent_t)(z, x, q, VM(ml__log1p_unit)(e));
+}
+
 static inline ML__ALWAYS_INLINE REAL F(weighted_xent)(REAL z, REAL x, REAL q)
 {
-    return F(weighted_xent_t)(z, x, q, F(softplus_tail)(x));
+    return F(weighted_xent_e)(z, x, q, F(exp_abs)(x));
 }
 
 /*
@@ -94,14 +109,25 @@ static inline ML__ALWAYS_INLINE REAL F(neg_inf_nan)(REAL x, int keep)
 
 /* torch binary_cross_entropy_with_logits without and with pos_weight (and TF's weighted
  * cross-entropy), NaN at x = -inf when nf (neg_inf_nan). */
+static inline ML__ALWAYS_INLINE REAL F(torch_xent_e)(REAL z, REAL x, REAL e, int nf)
+{
+    return F(sigmoid_xent_e)(z, x, e) + F(neg_inf_nan)(x, nf);
+}
+
 static inline ML__ALWAYS_INLINE REAL F(torch_xent)(REAL z, REAL x, int nf)
 {
-    return F(sigmoid_xent)(z, x) + F(neg_inf_nan)(x, nf);
+    return F(torch_xent_e)(z, x, F(exp_abs)(x), nf);
+}
+
+static inline ML__ALWAYS_INLINE REAL F(torch_weighted_xent_e)(REAL z, REAL x, REAL q, REAL e,
+                                                            int nf)
+{
+    return F(weighted_xent_e)(z, x, q, e) + F(neg_inf_nan)(x, nf);
 }
 
 static inline ML__ALWAYS_INLINE REAL F(torch_weighted_xent)(REAL z, REAL x, REAL q, int nf)
 {
-    return F(weighted_xent)(z, x, q) + F(neg_inf_nan)(x, nf);
+    return F(torch_weighted_xent_e)(z, x, q, F(exp_abs)(x), nf);
 }
 
 /* TF label smoothing of binary labels (losses_impl.sigmoid_cross_entropy, Keras BCE). */
@@ -126,16 +152,21 @@ static inline ML__ALWAYS_INLINE REAL F(focal_base)(REAL z, struct F(sigmoid_pair
  * multiplication, -1 for POW(b, gamma); callers pass a constant, and nf as to neg_inf_nan
  * (the torch cross-entropy inside).
  */
-static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha,
-                                                 int nf)
+static inline ML__ALWAYS_INLINE REAL F(tv_focal_e)(REAL z, REAL x, REAL e, int gk, REAL gamma,
+                                                   REAL alpha, int nf)
 {
-    REAL e = VM(ml__exp_neg)(FABS(x));
     struct F(sigmoid_pair) s = F(sigmoid_pair_e)(x, e);
     REAL ce = F(sigmoid_xent_t)(z, x, VM(ml__log1p_unit)(e)) + F(neg_inf_nan)(x, nf);
     REAL b = F(focal_base)(z, s);
     REAL f = gk == 2 ? b * b : gk == 1 ? b : gk == 0 ? R(1.0) : POW(b, gamma);
     REAL loss = ce * f;
     return alpha >= R(0.0) ? (alpha * z + (R(1.0) - alpha) * (R(1.0) - z)) * loss : loss;
+}
+
+static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha,
+                                                 int nf)
+{
+    return F(tv_focal_e)(z, x, F(exp_abs)(x), gk, gamma, alpha, nf);
 }
 
 /* ---- ASL (Alibaba-MIIL AsymmetricLoss.forward) ------------------------------------------ */
@@ -162,6 +193,7 @@ struct F(asl_side) {
 struct F(asl_params) {
     REAL clip, eps, leps; /* leps = log(eps) */
     REAL gp, gn;          /* gamma_pos, gamma_neg */
+    REAL gpf[3], gnf[3];  /* their floors for ml__powi4_unit (0 where bit k is set; else 1) */
     int use_clip;         /* clip > 0 */
     int eps_normal;       /* asl_eps_normal(eps) */
     int focus;            /* gamma_pos > 0 or gamma_neg > 0 */
@@ -216,11 +248,11 @@ static inline ML__ALWAYS_INLINE REAL F(asl_power)(REAL b, REAL g, int small_only
     return small_only || POWI_SMALL(g) ? VM(ml__powi4)(b, g) : POW(b, g);
 }
 
-/* The sigmoid pair and the tail of x (the tail only where asl_log needs it). */
+/* The sigmoid pair and the tail of x from e = exp(-|x|) (the tail only where asl_log needs
+ * it). */
 static inline ML__ALWAYS_INLINE struct F(sigmoid_pair)
-    F(asl_sigmoid)(REAL x, struct F(asl_params) a, REAL *tail)
+    F(asl_sigmoid)(REAL x, REAL e, struct F(asl_params) a, REAL *tail)
 {
-    REAL e = VM(ml__exp_neg)(FABS(x));
     *tail = a.eps_normal ? R(0.0) : VM(ml__log1p_unit)(e);
     return F(sigmoid_pair_e)(x, e);
 }
@@ -238,27 +270,31 @@ static inline ML__ALWAYS_INLINE REAL F(asl_poison)(REAL x, struct F(asl_params) 
 
 /*
  * ASL for a binary label (pos: z == 1): one log. For z in {0, 1} this is the general formula
- * below bit for bit (the other side is multiplied by +-0 and added, both finite).
+ * below bit for bit (the other side is multiplied by +-0 and added, both finite). e is
+ * exp(-|x|), as for the sigmoid family's _e functions.
  */
-static inline ML__ALWAYS_INLINE REAL F(asl_binary)(int pos, REAL x, struct F(asl_params) a,
+static inline ML__ALWAYS_INLINE REAL F(asl_binary)(int pos, REAL x, REAL e, struct F(asl_params) a,
                                                    int small_only)
 {
     REAL tail;
-    struct F(sigmoid_pair) s = F(asl_sigmoid)(x, a, &tail);
+    struct F(sigmoid_pair) s = F(asl_sigmoid)(x, e, a, &tail);
     struct F(asl_side) ps = F(asl_pos)(s, x, tail, a), ns = F(asl_neg)(s, x, tail, a);
     struct F(asl_side) side = {pos ? ps.u : ns.u, pos ? ps.t : ns.t, pos ? ps.ls : ns.ls};
     REAL l = F(asl_log)(side, a, pos || !a.use_clip);
-    if (a.focus)
-        l = l * F(asl_power)(side.t, pos ? a.gp : a.gn, small_only);
+    if (a.focus && small_only) /* t in [0, 1] for a finite x; a NaN x is poisoned below */
+        l = l * VM(ml__powi4_unit)(side.t, pos ? a.gpf[0] : a.gnf[0], pos ? a.gpf[1] : a.gnf[1],
+                                   pos ? a.gpf[2] : a.gnf[2]);
+    else if (a.focus)
+        l = l * F(asl_power)(side.t, pos ? a.gp : a.gn, 0);
     return -l + F(asl_poison)(x, a);
 }
 
 /* ASL for any label (soft labels, NaN). */
-static inline ML__ALWAYS_INLINE REAL F(asl_general)(REAL z, REAL x, struct F(asl_params) a,
-                                                    int small_only)
+static inline ML__ALWAYS_INLINE REAL F(asl_general)(REAL z, REAL x, REAL e,
+                                                    struct F(asl_params) a, int small_only)
 {
     REAL tail;
-    struct F(sigmoid_pair) s = F(asl_sigmoid)(x, a, &tail);
+    struct F(sigmoid_pair) s = F(asl_sigmoid)(x, e, a, &tail);
     struct F(asl_side) ps = F(asl_pos)(s, x, tail, a), ns = F(asl_neg)(s, x, tail, a);
     REAL l = z * F(asl_log)(ps, a, 1) + (R(1.0) - z) * F(asl_log)(ns, a, !a.use_clip);
     if (a.focus) {
@@ -285,6 +321,11 @@ static inline struct F(asl_params) F(asl_params_of)(double clip, double eps, dou
     a.leps = VM(ml__log)(a.eps);
     a.gp = (REAL)gamma_pos;
     a.gn = (REAL)gamma_neg;
+    int gpi = POWI_SMALL(a.gp) ? (int)a.gp : 0, gni = POWI_SMALL(a.gn) ? (int)a.gn : 0;
+    for (int k = 0; k < 3; k++) {
+        a.gpf[k] = gpi >> k & 1 ? R(0.0) : R(1.0);
+        a.gnf[k] = gni >> k & 1 ? R(0.0) : R(1.0);
+    }
     a.use_clip = a.clip > R(0.0);
     a.eps_normal = F(asl_eps_normal)(a.eps);
     a.focus = gamma_neg > 0 || gamma_pos > 0;
@@ -296,8 +337,8 @@ static inline struct F(asl_params) F(asl_params_of)(double clip, double eps, dou
 static inline REAL F(asl)(REAL z, REAL x, struct F(asl_params) a)
 {
     if (a.eps_normal && (z == R(0.0) || z == R(1.0)))
-        return F(asl_binary)(z == R(1.0), x, a, 0);
-    return F(asl_general)(z, x, a, 0);
+        return F(asl_binary)(z == R(1.0), x, F(exp_abs)(x), a, 0);
+    return F(asl_general)(z, x, F(exp_abs)(x), a, 0);
 }
 
 /* Whether a vectorised loop (asl_binary when eps is normal, else asl_general, with

@@ -271,9 +271,21 @@ static inline ML__ALWAYS_INLINE float ml__powi4f(float b, float g)
     return g == 4.0f ? b2 * b2 : r;
 }
 
+/* ml__powi4f(b, g) for b in [0, 1] (not NaN) and a small g (ml__powi_small) given by its
+ * floors f[k]: 0 where bit k of g is set, else 1. b^g = max(b, f0) max(b^2, f1) max(b^4, f2),
+ * multiplied in ml__powi4f's order (b b^2 for g = 3): its bits, with no comparison of a g that
+ * varies per element (ASL's, by label), only maxima with the floors. All floors 1: 1. */
+static inline ML__ALWAYS_INLINE float ml__powi4_unitf(float b, float f0, float f1, float f2)
+{
+    float b2 = b * b;
+    float p0 = b > f0 ? b : f0, p1 = b2 > f1 ? b2 : f1, p2 = b2 * b2 > f2 ? b2 * b2 : f2;
+    return (p0 * p1) * p2;
+}
+
 /*
  * The same functions in double, for the float64 kernels: the same reductions, longer
- * series (Taylor and atanh coefficients, truncated below 2^-56), fma from the C library
+ * polynomials (minimax fits whose error, coefficients rounded, stays below 2.2e-18 relative:
+ * scripts/vmath_fit.py, mpmath), fma from the C library
  * where the instruction set has none. Measured against long double references in
  * tests/test_vmath.c: at most 2 ulp from the correctly rounded double.
  */
@@ -283,8 +295,19 @@ static inline ML__ALWAYS_INLINE float ml__powi4f(float b, float g)
 #define ML__FMA(a, b, c) fma((a), (b), (c))
 #endif
 
-/* e^-a for a >= 0 (or NaN): e^r = 1 + r + r^2 q(r), q its Taylor series to r^11 / 13!
- * (truncation below 5e-18 on |r| <= ln 2 / 2). */
+/*
+ * The polynomials below: the two leading terms by Horner's rule, the tail beyond them by
+ * Estrin's scheme (pairs c[2i] + c[2i+1] x, ML__P2, then pairs of those with x^2, x^4, x^8). A
+ * loop of these functions is bound by the latency of its longest chain of dependent operations
+ * (four cycles a fused multiply-add on current x86), not by their number: Horner's rule alone
+ * chains n - 1 of them for n coefficients, which the out-of-order window cannot overlap across
+ * iterations. The leading terms stay Horner's so that the sum is rounded about as often as
+ * Horner rounds it (Estrin throughout added roundings of the size of the result: 0.1% more
+ * results off the correctly rounded one). The order of the operations is fixed, so every
+ * instruction set still gives the same bits.
+ */
+#define ML__P2(x, c0, c1) ML__FMA((c1), (x), (c0))
+
 /* e^t = p 2^n for a clamped t: n = round(t / ln 2) as kf = 1.5 * 2^52 + n (its bits are
  * 0x4338000000000000 + n), p = e^r by the series. Shared by ml__exp_neg and ml__exp. */
 static inline ML__ALWAYS_INLINE double ml__exp_parts(double t, double *kf)
@@ -294,19 +317,18 @@ static inline ML__ALWAYS_INLINE double ml__exp_parts(double t, double *kf)
     double n = *kf - shift;
     double r = ML__FMA(n, -0x1.62e42fefa39efp-1, t);
     r = ML__FMA(n, -0x1.abc9e3b39803fp-56, r);
-    double q = 1.0 / 6227020800.0; /* 1 / 13! */
-    q = ML__FMA(q, r, 1.0 / 479001600.0);
-    q = ML__FMA(q, r, 1.0 / 39916800.0);
-    q = ML__FMA(q, r, 1.0 / 3628800.0);
-    q = ML__FMA(q, r, 1.0 / 362880.0);
-    q = ML__FMA(q, r, 1.0 / 40320.0);
-    q = ML__FMA(q, r, 1.0 / 5040.0);
-    q = ML__FMA(q, r, 1.0 / 720.0);
-    q = ML__FMA(q, r, 1.0 / 120.0);
-    q = ML__FMA(q, r, 1.0 / 24.0);
-    q = ML__FMA(q, r, 1.0 / 6.0);
-    q = ML__FMA(q, r, 0.5);
-    return 1.0 + ML__FMA(r * r, q, r);
+    /* e^r = 1 + r + r^2 q(r), q = 1/2 + r q1(r), q1 the minimax fit of (e^r - 1 - r - r^2/2) / r^3
+     * of degree 9 on |r| <= ln 2 / 2 (Chebyshev, mpmath): with its coefficients rounded to
+     * double, within 1e-18 of e^r relative (Taylor's series to r^13 / 13!, before: 6e-18). */
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double a0 = ML__P2(r, 0x1.5555555555555p-5, 0x1.11111111109b5p-7);
+    double a1 = ML__P2(r, 0x1.6c16c16c167e2p-10, 0x1.a01a01a7c2f2cp-13);
+    double a2 = ML__P2(r, 0x1.a01a01a47a5abp-16, 0x1.71de0db2eb873p-19);
+    double a3 = ML__P2(r, 0x1.27e4e1f71bcbbp-22, 0x1.af389eea54156p-26);
+    double tail =
+        ML__FMA(0x1.1f66d957d0ef0p-29, r8, ML__P2(r4, ML__P2(r2, a0, a1), ML__P2(r2, a2, a3)));
+    double q = ML__P2(r, 0.5, ML__P2(r, 0x1.5555555555556p-3, tail));
+    return 1.0 + ML__FMA(r2, q, r);
 }
 
 static inline ML__ALWAYS_INLINE double ml__exp_neg(double a)
@@ -318,8 +340,8 @@ static inline ML__ALWAYS_INLINE double ml__exp_neg(double a)
     return (p * scale) * 0x1p-512;
 }
 
-/* log(1 + e) for 0 <= e <= 1 (or NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3], its
- * series to s^33 (truncation below 5e-18). */
+/* log(1 + e) for 0 <= e <= 1 (or NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3], atanh(s) / s
+ * by a polynomial in s^2 (below). */
 static inline ML__ALWAYS_INLINE double ml__log1p_unit(double e)
 {
     /* s = s0 + sl in two parts: sl = (e - s0 (d + dl)) / (d + dl), from the division's exact
@@ -331,9 +353,16 @@ static inline ML__ALWAYS_INLINE double ml__log1p_unit(double e)
     double rem = ML__FMA(-s0, d, e) - s0 * dl;
     double sl = rem * ML__FMA(e, -1.0 / 6, 0.5);
     double s2 = s0 * s0;
-    double g = 1.0 / 33;
-    for (int k = 15; k >= 1; k--) /* 1/31, ..., 1/3: unrolled by the compiler */
-        g = ML__FMA(g, s2, 1.0 / (2 * k + 1));
+    /* g(s2) = (atanh(s) / s - 1) / s2 by its minimax fit of degree 10 on [0, 1/9] (Chebyshev,
+     * mpmath): with its coefficients rounded to double, s2 g is within 2.2e-18 of atanh(s) / s
+     * relative (the 1/3 rounded is most of it; the atanh series to s^33, before: 1.7e-18). */
+    double t2 = s2 * s2, t4 = t2 * t2, t8 = t4 * t4;
+    double a0 = ML__P2(s2, 0x1.2492492499d46p-3, 0x1.c71c71bedea97p-4);
+    double a1 = ML__P2(s2, 0x1.745d19937b1fcp-4, 0x1.3b13515f6f9efp-4);
+    double a2 = ML__P2(s2, 0x1.111abdc8abe16p-4, 0x1.e0a2d581ab68fp-5);
+    double a3 = ML__P2(s2, 0x1.bc37f0140c19ep-5, 0x1.32e0d25c9c761p-5);
+    double tail = ML__FMA(0x1.401d3e65cdc48p-4, t8, ML__P2(t4, ML__P2(t2, a0, a1), ML__P2(t2, a2, a3)));
+    double g = ML__P2(s2, 0x1.5555555555555p-2, ML__P2(s2, 0x1.9999999999944p-3, tail));
     double tv = 2.0 * s0;
     return tv + ML__FMA(tv, s2 * g, 2.0 * sl);
 }
@@ -353,8 +382,8 @@ static inline ML__ALWAYS_INLINE double ml__sigmoid(double x)
     return ml__sigmoid_e(x, ml__exp_neg(__builtin_fabs(x)));
 }
 
-/* log of xs 2^-kadj for a positive normal double xs; atanh series to s^23 (|s| <= 0.1716:
- * truncation below 1e-18). k ln 2 in two parts, k * ln2_hi exact for |k| < 2^11. */
+/* log of xs 2^-kadj for a positive normal double xs: 2 atanh(s), |s| <= 0.1716, as in
+ * ml__log1p_unit. k ln 2 in two parts, k * ln2_hi exact for |k| < 2^11. */
 static inline ML__ALWAYS_INLINE double ml__log_core_d(double xs, int64_t kadj)
 {
     uint64_t u = ml__bits(xs);
@@ -370,9 +399,14 @@ static inline ML__ALWAYS_INLINE double ml__log_core_d(double xs, int64_t kadj)
     double s0 = f / d;
     double sl = (ML__FMA(-s0, d, f) - s0 * dl) * ML__FMA(d, -0.25, 1.0);
     double s2 = s0 * s0;
-    double g = 1.0 / 23;
-    for (int j = 10; j >= 1; j--) /* 1/21, ..., 1/3 */
-        g = ML__FMA(g, s2, 1.0 / (2 * j + 1));
+    /* g as in ml__log1p_unit, fitted on [0, 0.1716^2] with degree 7: s2 g within 5.5e-19 of
+     * atanh(s) / s relative (the series to s^23: 2e-20, both far below an ulp). Estrin. */
+    double t2 = s2 * s2, t4 = t2 * t2;
+    double a0 = ML__P2(s2, 0x1.2492492476bf2p-3, 0x1.c71c7201712d2p-4);
+    double a1 = ML__P2(s2, 0x1.745cf8fa80a6ep-4, 0x1.3b1c377d3240fp-4);
+    double a2 = ML__P2(s2, 0x1.0fbe5ca9fd6f9p-4, 0x1.0c05f222f1ac5p-4);
+    double tail = ML__FMA(a2, t4, ML__P2(t2, a0, a1));
+    double g = ML__P2(s2, 0x1.5555555555555p-2, ML__P2(s2, 0x1.9999999999a38p-3, tail));
     /* k as a double without an int64 conversion (|k| < 2^20), as ml__log1pf does. */
     double kd = ml__from_bits(0x4330000000000000ull + (uint64_t)(k + 0x80000)) - (0x1p52 + 0x80000);
     double ts = 2.0 * s0;
@@ -451,6 +485,13 @@ static inline ML__ALWAYS_INLINE double ml__powi4(double b, double g)
     r = g == 2.0 ? b2 : r;
     r = g == 3.0 ? b2 * b : r;
     return g == 4.0 ? b2 * b2 : r;
+}
+
+static inline ML__ALWAYS_INLINE double ml__powi4_unit(double b, double f0, double f1, double f2)
+{
+    double b2 = b * b;
+    double p0 = b > f0 ? b : f0, p1 = b2 > f1 ? b2 : f1, p2 = b2 * b2 > f2 ? b2 * b2 : f2;
+    return (p0 * p1) * p2;
 }
 
 #endif /* ML_VMATH_H */
