@@ -12,10 +12,10 @@ struct bench_span {
 };
 
 /*
- * Reads every byte of the k spans once, in one pass over n elements (each span in step with
- * them, as an evaluation reads its labels, logits and weights together), and returns a digest
- * of the words so that the reads cannot be dropped. Only reads: the time it takes for n elements
- * is the least any loss over the same arrays can take on this machine.
+ * Reads every byte of the k spans once (the longest, up to three, together in one pass, as an
+ * evaluation of n elements reads its labels, logits and mask) and returns a digest of the
+ * words so that the reads cannot be dropped. Only reads: the time it takes is the least any
+ * loss over the same arrays can take on this machine.
  */
 uint64_t bench_read_all(const struct bench_span *spans, int k, int64_t n);
 
