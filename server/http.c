@@ -393,14 +393,21 @@ static int not_inline(struct request *r)
     return 1;
 }
 
+/* Where compute() runs: on a worker, or on the HTTP thread (answer_inline) either as a trial
+ * (exec's element limit below the server's: a request over it goes on to a worker) or with the
+ * server's own limit (its answer is the answer). */
+enum where { ON_WORKER, INLINE_TRIAL, INLINE_FINAL };
+
 /*
  * Decodes, evaluates and encodes r's answer into r->out and r->answer_status, as exec says:
- * 0. A trial (answer_inline, exec's element limit below the server's) returns 1 instead for a
- * request over that limit, or one that feeds a monitor: a worker is to answer it, with the
- * document parsed here kept in r->root.
+ * 0. On the HTTP thread it returns 1 instead for a request that feeds a monitor (its hand-off
+ * to the writer suspends the connection: a worker's job) or, in a trial, one over the trial's
+ * limit: a worker is to answer it, with the document parsed here kept in r->root.
  */
-static int compute(struct mls_server *s, struct request *r, const struct mlp_exec *exec, int trial)
+static int compute(struct mls_server *s, struct request *r, const struct mlp_exec *exec,
+                   enum where where)
 {
+    const int trial = where == INLINE_TRIAL;
     struct mlp_error err;
     json_t *root = r->root;
     memset(&err, 0, sizeof(err));
@@ -421,7 +428,7 @@ static int compute(struct mls_server *s, struct request *r, const struct mlp_exe
         if (rc) {
             mlp_error_write(&r->out, rc, &err);
             r->out_header_len = r->out.len;
-        } else if (v2.monitor && trial) {
+        } else if (v2.monitor && where != ON_WORKER) {
             mlp_request_free(&v2.base); /* decoded again by the worker */
             return 1;
         } else if (v2.monitor) {
@@ -507,7 +514,7 @@ static int answer_inline(struct request *r)
     /* Under a server limit at or below the trial's, the trial's answer is the answer. */
     int trial = !s->cfg.max_elements || s->cfg.max_elements > INLINE_MAX_ELEMENTS;
     struct mlp_exec exec = {trial ? INLINE_MAX_ELEMENTS : s->cfg.max_elements, NULL, NULL};
-    if (compute(s, r, &exec, trial))
+    if (compute(s, r, &exec, trial ? INLINE_TRIAL : INLINE_FINAL))
         return 0;
     r->queue_ns = 0; /* counted as a request that waited for no worker */
     mls_metrics_queue_wait(&s->metrics, 0);
@@ -537,7 +544,7 @@ void mls_http_run_job(struct mls_pool_item *item, uint64_t wait_ns, int cancelle
         /* Large requests are split across the idle workers (the library decides what is
          * large). */
         struct mlp_exec exec = {s->cfg.max_elements, mls_pool_parallel_for, &s->pool};
-        compute(s, r, &exec, 0);
+        compute(s, r, &exec, ON_WORKER);
     }
     free(r->body_base);
     r->body = r->body_base = NULL;

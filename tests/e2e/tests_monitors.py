@@ -1454,6 +1454,19 @@ def v2_duplicate(doc):
 
 @test
 def monitor_v2(args):
+    check_monitor_v2(args)
+
+
+@test
+def monitor_v2_under_small_limit(args):
+    """--max-elements at or below the HTTP threads' inline limit (4096 elements): a small v2
+    observation is still handed to a worker (its hand-off to the writer suspends the
+    connection) and answered and counted as above; the HTTP thread used to take it itself, its
+    call leaked (fuzz_http under ASan found it)."""
+    check_monitor_v2(args, "--max-elements", "4096", "--http-threads", "2")
+
+
+def check_monitor_v2(args, *extra):
     from tests_v2 import TritonLikeClient
     rng = np.random.default_rng(4)
     now_ms = int(time.time() * 1000)
@@ -1461,7 +1474,7 @@ def monitor_v2(args):
     for i, o in enumerate(obs):
         if o.t_ms is None:
             o.t_ms = now_ms - 1000 * i
-    with state_dir() as tmp, start(args, os.path.join(tmp, "state.db")) as srv:
+    with state_dir() as tmp, start(args, os.path.join(tmp, "state.db"), *extra) as srv:
         api = Api(srv)
         # float32 (the default): v2's own dtype parameter is not sent, the config's applies.
         config = created(api, "v", {"loss": SCE, "num_classes": 4, "slices": SLICES})
