@@ -200,6 +200,18 @@ def connection_limits(args):
         stop_clean(srv)
     with Server(args.server, "--max-connections-per-ip", "5") as srv:
         socks = [socket.create_connection(("127.0.0.1", srv.port), source_address=("127.0.0.2", 0)) for _ in range(5)]
+        # Each of the five is answered first, so each is accepted and counted before the sixth
+        # connects: with --http-threads above 1 the threads accept from one backlog in no fixed
+        # order, and the sixth could be taken before the fifth (it then got the answer).
+        for s in socks:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            head = b""
+            while parse_raw(head) is None:
+                chunk = s.recv(4096)
+                assert chunk, head
+                head += chunk
+            assert parse_raw(head)[0] == 200, head
         extra = socket.socket()
         extra.bind(("127.0.0.2", 0))
         extra.connect(("127.0.0.1", srv.port))
