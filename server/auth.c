@@ -196,8 +196,10 @@ unsigned mls_auth_scope_of(enum mls_route route, const char *method, int force, 
     case MLS_ROUTE_V2_LIVE:
     case MLS_ROUTE_V2_READY:
     case MLS_ROUTE_OTHER: /* 404 whoever asks */
+    case MLS_ROUTE_UI:    /* the status page's files: constant, no data */
         return 0;
     case MLS_ROUTE_METRICS:
+    case MLS_ROUTE_STATS: /* the same counters as /metrics */
         return metrics_open ? 0 : MLP_SCOPE_METRICS;
     case MLS_ROUTE_LOSS:
     case MLS_ROUTE_BATCH:

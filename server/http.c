@@ -39,6 +39,7 @@
 #include "monitor_http.h"
 #include "origin.h"
 #include "server.h"
+#include "ui.h"
 
 /* What a preflight may ask to send: the headers of every route's requests. */
 #define CORS_ALLOW_HEADERS "Authorization, Content-Type, Inference-Header-Content-Length"
@@ -46,6 +47,11 @@
 #define CORS_EXPOSE_HEADERS "Retry-After, WWW-Authenticate, Inference-Header-Content-Length, Allow"
 /* Seconds a browser may keep a preflight's answer. */
 #define CORS_MAX_AGE "600"
+/* The status page's Content-Security-Policy: its own scripts, styles and images, calls to this
+ * server only; no inline code, no forms, never in a frame. */
+#define UI_CSP                                                                                     \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE };
 
@@ -72,6 +78,9 @@ struct request {
     /* --cors-origin: the request's Origin when allowed, and whether it is a preflight. */
     char origin[MLS_ORIGIN_MAX + 1];
     int preflight;
+
+    /* The status page's routes: the file asked for. */
+    const struct mls_ui_asset *asset;
 
     /* An answer decided from the headers (404, 405, 415), sent by the final call. */
     unsigned early_status;
@@ -175,6 +184,13 @@ static enum MHD_Result queue(struct request *r, unsigned status, struct MHD_Resp
     }
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allowed_methods(r->route));
+    if (r->route == MLS_ROUTE_UI) {
+        /* The status page runs only its own files (no inline script or style), and reads only
+         * this server. */
+        MHD_add_response_header(resp, "Content-Security-Policy", UI_CSP);
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+        MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    }
     if (r->decision == MLS_DECISION_UNAUTHORIZED || r->decision == MLS_DECISION_FORBIDDEN) {
         /* RFC 6750 section 3: the challenge, and why the token was not enough. */
         char challenge[128];
@@ -589,12 +605,14 @@ static enum mls_route route_of(const char *url, char *model, size_t model_size,
                                const char **version, size_t *version_len)
 {
     static const enum mls_route fixed[] = {
-        MLS_ROUTE_LOSS,      MLS_ROUTE_BATCH,   MLS_ROUTE_LOSSES,
-        MLS_ROUTE_HEALTHZ,   MLS_ROUTE_READYZ,  MLS_ROUTE_METRICS,
-        MLS_ROUTE_V2_SERVER, MLS_ROUTE_V2_LIVE, MLS_ROUTE_V2_READY};
+        MLS_ROUTE_LOSS,     MLS_ROUTE_BATCH,   MLS_ROUTE_LOSSES,    MLS_ROUTE_HEALTHZ,
+        MLS_ROUTE_READYZ,   MLS_ROUTE_METRICS, MLS_ROUTE_V2_SERVER, MLS_ROUTE_V2_LIVE,
+        MLS_ROUTE_V2_READY, MLS_ROUTE_STATS};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (!strcmp(url, mls_route_path(fixed[i])))
             return fixed[i];
+    if (!strcmp(url, "/") || !strncmp(url, "/ui/", 4))
+        return MLS_ROUTE_UI;
     static const char prefix[] = "/v2/models/";
     if (strncmp(url, prefix, sizeof(prefix) - 1))
         return MLS_ROUTE_OTHER;
@@ -899,11 +917,13 @@ static enum MHD_Result refuse_from_headers(struct request *r)
 }
 
 /* Whether the route is one of the probes and /metrics, which no quota limits: a balancer or
- * Prometheus must always get through. */
+ * Prometheus must always get through. /v1/stats is /metrics for the status page, and the
+ * page's files are constant bytes, as cheap to answer as a probe. */
 static int unlimited(enum mls_route route)
 {
     return route == MLS_ROUTE_HEALTHZ || route == MLS_ROUTE_READYZ || route == MLS_ROUTE_V2_LIVE ||
-           route == MLS_ROUTE_V2_READY || route == MLS_ROUTE_METRICS;
+           route == MLS_ROUTE_V2_READY || route == MLS_ROUTE_METRICS || route == MLS_ROUTE_STATS ||
+           route == MLS_ROUTE_UI;
 }
 
 /*
@@ -1061,9 +1081,12 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
     if (r->route == MLS_ROUTE_OTHER) {
         early(r, MLS_ERR_NOT_FOUND, "path",
               "no route %.40s %.80s: the routes are POST /v1/loss, POST /v1/batch, "
-              "GET /v1/losses, /v1/monitors, GET /healthz, GET /readyz, GET /metrics, and the v2 "
-              "protocol under /v2",
+              "GET /v1/losses, /v1/monitors, GET /healthz, GET /readyz, GET /metrics, "
+              "GET /v1/stats, the status page at GET /, and the v2 protocol under /v2",
               method, url);
+    } else if (r->route == MLS_ROUTE_UI && !(r->asset = mls_ui_find(url))) {
+        early(r, MLS_ERR_NOT_FOUND, "path",
+              "no file %.80s: the status page is GET / and its files GET /ui/<name>", url);
     } else if (!is_monitor(r->route) && r->model[0] && !ml_loss_find(r->model)) {
         early(r, MLS_ERR_UNKNOWN_MODEL, "model",
               "unknown model '%.100s': every loss of GET /v1/losses is a model", r->model);
@@ -1246,23 +1269,65 @@ static enum MHD_Result send_ready(struct request *r)
     return send_json(r, mls_error_status(e), &b);
 }
 
+/* The gauges /metrics and /v1/stats sample from their owners. */
+static void sample_gauges(struct mls_server *s, struct mls_gauges *g)
+{
+    *g = (struct mls_gauges){.queue_capacity = s->cfg.queue_depth, .workers = s->cfg.workers};
+    mls_pool_counts(&s->pool, &g->queued, &g->running);
+    g->parts_helped = mls_pool_parts_helped(&s->pool);
+    g->ready = atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_READY &&
+               !atomic_load_explicit(&s->writer.store_down, memory_order_relaxed);
+    g->inflight_bytes = atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed);
+    g->inflight_limit = s->cfg.max_inflight_bytes;
+    g->header_timeouts = atomic_load_explicit(&s->conns.header_timeouts, memory_order_relaxed);
+    g->lingered = atomic_load_explicit(&s->conns.lingered, memory_order_relaxed);
+    g->state_commits = atomic_load_explicit(&s->writer.commits, memory_order_relaxed);
+    g->state_commit_ns = atomic_load_explicit(&s->writer.commit_ns, memory_order_relaxed);
+    g->state_observations = atomic_load_explicit(&s->writer.ops_committed, memory_order_relaxed);
+    g->state_failures = atomic_load_explicit(&s->writer.store_failures, memory_order_relaxed);
+}
+
+/* GET /v1/stats: the counters of /metrics, and the same gauges, as JSON for the status page. */
+static enum MHD_Result send_stats(struct request *r)
+{
+    struct mls_server *s = r->srv;
+    struct mls_gauges g;
+    struct timespec ts;
+    sample_gauges(s, &g);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct mls_stats_info info = {.gauges = &g,
+                                  .http_threads = s->cfg.http_threads,
+                                  .now = (double)ts.tv_sec + ts.tv_nsec * 1e-9};
+    struct mlp_buf b = {0};
+    mls_ui_write_stats(&s->metrics, &info, &b);
+    return send_json(r, MHD_HTTP_OK, &b);
+}
+
+/* GET / and /ui/<file>: the embedded file, or 304 when the client's copy is current. */
+static enum MHD_Result send_asset(struct request *r)
+{
+    const struct mls_ui_asset *a = r->asset;
+    const char *inm =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    int fresh = inm && mls_ui_etag_matches(inm, a->etag);
+    size_t len = fresh ? 0 : a->len;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, a->etag);
+    /* Kept, but asked again each time: a new build's page is never mixed with an old one. */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return queue(r, fresh ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK, resp,
+                 fresh ? NULL : a->content_type, len);
+}
+
 static enum MHD_Result send_metrics(struct request *r)
 {
     struct mls_server *s = r->srv;
-    struct mls_gauges g = {.queue_capacity = s->cfg.queue_depth, .workers = s->cfg.workers};
+    struct mls_gauges g;
     struct mlp_buf b = {0};
-    mls_pool_counts(&s->pool, &g.queued, &g.running);
-    g.parts_helped = mls_pool_parts_helped(&s->pool);
-    g.ready = atomic_load_explicit(&s->state, memory_order_relaxed) == MLS_READY &&
-              !atomic_load_explicit(&s->writer.store_down, memory_order_relaxed);
-    g.inflight_bytes = atomic_load_explicit(&s->inflight_bytes, memory_order_relaxed);
-    g.inflight_limit = s->cfg.max_inflight_bytes;
-    g.header_timeouts = atomic_load_explicit(&s->conns.header_timeouts, memory_order_relaxed);
-    g.lingered = atomic_load_explicit(&s->conns.lingered, memory_order_relaxed);
-    g.state_commits = atomic_load_explicit(&s->writer.commits, memory_order_relaxed);
-    g.state_commit_ns = atomic_load_explicit(&s->writer.commit_ns, memory_order_relaxed);
-    g.state_observations = atomic_load_explicit(&s->writer.ops_committed, memory_order_relaxed);
-    g.state_failures = atomic_load_explicit(&s->writer.store_failures, memory_order_relaxed);
+    sample_gauges(s, &g);
     mls_metrics_write(&s->metrics, &g, &b);
     mls_registry_write_metrics(&s->monitors, &b);
     mls_auth_write_metrics(&s->auth, &b);
@@ -1352,6 +1417,10 @@ static enum MHD_Result on_final(struct request *r)
         return send_static(r, MHD_HTTP_OK, s->catalogue, s->catalogue_len, "application/json");
     case MLS_ROUTE_METRICS:
         return send_metrics(r);
+    case MLS_ROUTE_STATS:
+        return send_stats(r);
+    case MLS_ROUTE_UI:
+        return send_asset(r);
     case MLS_ROUTE_V2_SERVER: {
         struct mlp_buf b = {0};
         mlp_v2_server_metadata(&b);

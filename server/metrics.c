@@ -2,6 +2,7 @@
  * metrics.c -- counters, histograms and their Prometheus text exposition (format 0.0.4).
  */
 #include <malloc.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ static const char *const route_paths[MLS_ROUTE_COUNT] = {
     "/v1/monitors/{name}/series",
     "/v1/monitors/{name}/predictions",
     "/v1/monitors/{name}/labels",
+    "/v1/stats",
+    "/ui",
     "other",
 };
 
@@ -45,6 +48,16 @@ static const double bounds[MLS_LATENCY_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.00
 const char *mls_route_path(enum mls_route r)
 {
     return r < MLS_ROUTE_COUNT ? route_paths[r] : "other";
+}
+
+unsigned mls_metrics_code(int c)
+{
+    return codes[c];
+}
+
+double mls_latency_bound(int i)
+{
+    return bounds[i];
 }
 
 int mls_metrics_init(struct mls_metrics *m)
@@ -82,8 +95,11 @@ void mls_metrics_request(struct mls_metrics *m, enum mls_route route, unsigned s
     size_t c = 0;
     while (c < MLS_NUM_CODES && codes[c] != status)
         c++;
-    if (c == MLS_NUM_CODES)
-        c = 8; /* an unexpected status is a bug: count it with the 500s */
+    if (c == MLS_NUM_CODES) { /* an unexpected status is a bug: count it with the 500s */
+        c = 0;
+        while (codes[c] != 500)
+            c++;
+    }
     atomic_fetch_add_explicit(&m->requests[route][c], 1, memory_order_relaxed);
     observe(&m->latency[route], latency_ns);
     atomic_fetch_add_explicit(&m->bytes_received, bytes_in, memory_order_relaxed);
@@ -172,28 +188,57 @@ static void sample_d(struct mlp_buf *b, const char *name, const char *labels, do
     mlp_buf_puts(b, tmp);
 }
 
+void mls_histogram_read(struct mls_histogram *h, struct mls_histogram_read *out)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= MLS_LATENCY_BUCKETS; i++) {
+        cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+        out->cumulative[i] = cum;
+    }
+    out->count = cum;
+    out->sum_seconds = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) * 1e-9;
+}
+
+double mls_histogram_quantile(const struct mls_histogram_read *h, double q)
+{
+    if (!h->count)
+        return NAN;
+    double rank = q * (double)h->count;
+    size_t b = 0; /* the first bucket whose cumulative count reaches the rank */
+    while (b < MLS_LATENCY_BUCKETS && (double)h->cumulative[b] < rank)
+        b++;
+    if (b == MLS_LATENCY_BUCKETS) /* in +Inf's bucket: the highest finite bound */
+        return bounds[MLS_LATENCY_BUCKETS - 1];
+    double start = 0, count = (double)h->cumulative[b];
+    if (b > 0) {
+        start = bounds[b - 1];
+        count -= (double)h->cumulative[b - 1];
+        rank -= (double)h->cumulative[b - 1];
+    }
+    return start + (bounds[b] - start) * (rank / count);
+}
+
 /* A histogram's lines; `label` is "" or `key="value"` without braces. */
 static void histogram(struct mlp_buf *b, const char *name, const char *label,
                       struct mls_histogram *h)
 {
     char sample[128], labels[192];
-    uint64_t cum = 0;
+    struct mls_histogram_read read;
     const char *sep = *label ? "," : "";
+    mls_histogram_read(h, &read);
     snprintf(sample, sizeof(sample), "%s_bucket", name);
     for (size_t i = 0; i <= MLS_LATENCY_BUCKETS; i++) {
-        cum += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
         if (i < MLS_LATENCY_BUCKETS)
             snprintf(labels, sizeof(labels), "{%s%sle=\"%g\"}", label, sep, bounds[i]);
         else
             snprintf(labels, sizeof(labels), "{%s%sle=\"+Inf\"}", label, sep);
-        sample_u(b, sample, labels, cum);
+        sample_u(b, sample, labels, read.cumulative[i]);
     }
     snprintf(labels, sizeof(labels), *label ? "{%s}" : "%s", label);
     snprintf(sample, sizeof(sample), "%s_sum", name);
-    sample_d(b, sample, labels,
-             (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) * 1e-9);
+    sample_d(b, sample, labels, read.sum_seconds);
     snprintf(sample, sizeof(sample), "%s_count", name);
-    sample_u(b, sample, labels, cum);
+    sample_u(b, sample, labels, read.count);
 }
 
 void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct mlp_buf *b)

@@ -34,19 +34,25 @@ enum mls_route {
     MLS_ROUTE_MONITOR_SERIES,      /* GET /v1/monitors/{name}/series */
     MLS_ROUTE_MONITOR_PREDICTIONS, /* POST /v1/monitors/{name}/predictions */
     MLS_ROUTE_MONITOR_LABELS,      /* POST /v1/monitors/{name}/labels */
+    MLS_ROUTE_STATS,               /* GET /v1/stats */
+    MLS_ROUTE_UI,                  /* GET / and /ui/{file}: the status page (label "/ui") */
     MLS_ROUTE_OTHER,               /* anything else (404) */
     MLS_ROUTE_COUNT
 };
 
-/* The path of a route ("other" for MLS_ROUTE_OTHER). */
+/* The path of a route: its metric label ("other" for MLS_ROUTE_OTHER, "/ui" for the status
+ * page's files). */
 const char *mls_route_path(enum mls_route r);
 
 /* The status codes the server answers with, in the order of the counters. */
 #define MLS_CODES                                                                                  \
     {                                                                                              \
-        200, 201, 204, 400, 404, 405, 408, 409, 413, 415, 422, 500, 501, 503                       \
+        200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 500, 501, 503   \
     }
-#define MLS_NUM_CODES 14
+#define MLS_NUM_CODES 18
+
+/* The status code of counter c (0 <= c < MLS_NUM_CODES). */
+unsigned mls_metrics_code(int c);
 
 /* Why a request ended without a response. */
 enum mls_abort {
@@ -63,6 +69,22 @@ struct mls_histogram {
     _Atomic uint64_t buckets[MLS_LATENCY_BUCKETS + 1]; /* per bucket (not cumulative); +Inf */
     _Atomic uint64_t sum_ns;
 };
+
+/* The upper bound of latency bucket i (0 <= i < MLS_LATENCY_BUCKETS), in seconds. */
+double mls_latency_bound(int i);
+
+/* A histogram read once, as /metrics shows it: cumulative counts, the last one +Inf's. */
+struct mls_histogram_read {
+    uint64_t cumulative[MLS_LATENCY_BUCKETS + 1];
+    uint64_t count;
+    double sum_seconds;
+};
+void mls_histogram_read(struct mls_histogram *h, struct mls_histogram_read *out);
+
+/* The q-quantile (0 <= q <= 1) of a histogram read, in seconds, interpolated linearly within
+ * its bucket as Prometheus's histogram_quantile() does (promql/quantile.go bucketQuantile);
+ * NaN when it counted nothing. */
+double mls_histogram_quantile(const struct mls_histogram_read *h, double q);
 
 struct mls_metrics {
     _Atomic uint64_t requests[MLS_ROUTE_COUNT][MLS_NUM_CODES];
