@@ -43,9 +43,13 @@ int mls_ui_etag_matches(const char *v, const char *etag)
         const char *end = strchr(v + 1, '"');
         if (!end)
             return 0;
-        if ((size_t)(end + 1 - v) == n && !memcmp(v, etag, n))
+        size_t len = (size_t)(end + 1 - v);
+        end += strspn(end + 1, " \t") + 1;
+        if (*end && *end != ',')
+            return 0; /* bytes after the tag's closing quote: malformed, as above */
+        if (len == n && !memcmp(v, etag, n))
             return 1;
-        v = end + 1;
+        v = end;
     }
 }
 

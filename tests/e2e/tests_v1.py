@@ -75,7 +75,7 @@ def error_classes(args):
         expect_error(srv.request("POST", "/v1/batch", "[1,", JSON), 400, "malformed_json")
         # 404 and 405 (with Allow).
         expect_error(srv.request("GET", "/v1/nope"), 404, "not_found", "path")
-        expect_error(srv.request("POST", "/", "{}", JSON), 404, "not_found", "path")
+        expect_error(srv.request("POST", "/nope", "{}", JSON), 404, "not_found", "path")
         st, h, b = srv.request("GET", "/v1/loss")
         expect_error((st, h, b), 405, "method_not_allowed", "method")
         assert h.get("allow") == "POST", h
