@@ -214,11 +214,11 @@ static const char *header(const char *head, size_t n, const char *name, char *bu
 }
 
 /* A status the server answers with: 100 Continue, 200, 201 and 204 (a monitor created,
- * deleted), the protocol's failures (400, 422 and the limits' codes) and the server's own
- * error table. */
+ * deleted), 304 (a status page's file the client has), the protocol's failures (400, 422 and
+ * the limits' codes) and the server's own error table. */
 static int server_status(unsigned st)
 {
-    if (st == 100 || st == 200 || st == 201 || st == 204 || st == 400 || st == 422)
+    if (st == 100 || st == 200 || st == 201 || st == 204 || st == 304 || st == 400 || st == 422)
         return 1;
     for (int e = 0; e < MLS_ERR_COUNT; e++)
         if (mls_error_status((enum mls_error)e) == st)

@@ -93,6 +93,13 @@ def main():
         "http10": b"GET /healthz HTTP/1.0\r\n\r\n",
         "bare_lf": b"GET /healthz HTTP/1.1\nHost: x\n\n",
         "big_header": req("GET", "/healthz", None, ["X-Big: " + "a" * 2000]),
+        # The status page: its files (304 for If-None-Match: *), /v1/stats, names outside it.
+        # (HEAD last: the target checks no answer after one that may be HEAD's.)
+        "ui": req("GET", "/ui/index.html", None, ['If-None-Match: "x", W/"y", *'])
+              + req("GET", "/", None) + req("GET", "/v1/stats", None)
+              + req("HEAD", "/ui/index.html", None),
+        "ui_traversal": req("GET", "/ui/%2e%2e/Makefile", None) + req("GET", "/ui/../x", None)
+                        + req("POST", "/ui/index.html", b"{}"),
     }
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
