@@ -11,6 +11,7 @@
 #                        test (unit, library packaging, CLI, end-to-end against the server), then
 #                        the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check           one build's tests (-Werror; installs nothing)
+#   make test-ui         the status page in headless chromium (tests/ui/run.py; part of check)
 #   make test-cluster    three replicas of the server on a throwaway PostgreSQL behind nginx,
 #                        scraped by Prometheus, under load while one is drained and one killed
 #                        (tests/cluster/run.py, under a minute; the last step of make test)
@@ -74,7 +75,8 @@ DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light py:yaml:python3-yaml \
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
-            cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15
+            cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 \
+            cmd:chromium:chromium cmd:chromedriver:chromium-driver py:selenium:python3-selenium
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light py:numpy:python3-numpy \
              cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
              cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15
@@ -132,7 +134,7 @@ CLI = $(BUILD)/maskloss
 SERVER = $(BUILD)/maskloss-server
 
 .PHONY: all build deps deps-test test check e2e run bench bench-server accuracy clean install \
-        format lint difftest difftest-full accuracy-data test-cluster
+        format lint difftest difftest-full accuracy-data test-cluster test-ui test-ui-run
 # Check the build packages (never install them), then build in a make of its own so that no
 # compiler runs before the check has passed.
 all:
@@ -267,6 +269,8 @@ check:
 	@$(PYTHON) tests/deploy_check.py $(SERVER)
 	@$(PYTHON) tests/compose_check.py $(SERVER)
 	@$(MAKE) --no-print-directory e2e
+	@# The status page in a browser (the plain build: its C is the routes' that e2e covers).
+	$(if $(SAN),,@$(MAKE) --no-print-directory test-ui-run)
 
 e2e:
 	@echo "== tests/e2e against $(SERVER)"
@@ -317,6 +321,17 @@ test-cluster:
 	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
 	@echo "== tests/cluster against $(SERVER)"
 	@$(PYTHON) tests/cluster/run.py --server $(SERVER)
+
+# The status page in headless chromium against this build's server (tests/ui/run.py: every
+# figure against the API, the token prompt, screenshots in $(BUILD)/ui-shots; UI_ARGS=--docs
+# copies the README's two to docs/). About 15 s.
+test-ui:
+	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
+	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
+	@$(MAKE) --no-print-directory test-ui-run
+test-ui-run:
+	@echo "== tests/ui: the status page in chromium against $(SERVER)"
+	@$(PYTHON) tests/ui/run.py --server $(SERVER) $(UI_ARGS)
 
 # Summation accuracy on 16M float32 elements (argument: ACCURACY_N).
 ACCURACY_N ?= 16777216

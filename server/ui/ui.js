@@ -589,7 +589,7 @@
         trendFigure('monitor:' + name + ':trend', src, d, a, b,
           wins[0] + ' against ' + (wins[1] || 'total')),
         h('span.muted.small', {text: ' ' + wins[0] + ' against ' + (wins[1] || 'total')})),
-      table('wins', ['window', 'loss', 'Σ weights', 'non-zero weights', 'samples', 'observations',
+      table('wins.full', ['window', 'loss', 'Σ weights', 'non-zero weights', 'samples', 'observations',
         'from'], rows));
     }
 
@@ -670,7 +670,7 @@
             ['slices', k, 'total', 'loss'], 'num')));
       });
       secSlices.replaceChildren(h('h2', {text: 'Slices'}),
-        table('', ['slice'].concat(wins.map(function (w) { return 'loss ' + w; }), ['loss total']), rows));
+        table('slices', ['slice'].concat(wins.map(function (w) { return 'loss ' + w; }), ['loss total']), rows));
     }
 
     function renderLabels(d) {
@@ -700,7 +700,7 @@
           ' predictions stored, ', fig(base + 'positions', src, d, ['labels', 'labelled_positions'], 'int'),
           ' positions labelled.'),
         h('h3', {text: 'Coverage and label delay, by the predictions\' window'}),
-        table('', ['window', 'predictions', 'labelled positions', 'delays', 'mean delay', 'p50', 'p90',
+        table('delays', ['window', 'predictions', 'labelled positions', 'delays', 'mean delay', 'p50', 'p90',
           'p99'], rows),
         h('h3', {text: 'Labelled, per class'}),
         table('', ['class', 'labelled', 'fraction of predictions'], perClass));
@@ -842,8 +842,10 @@
     const every = [60, 300, 600, 900, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
       2 * 86400, 7 * 86400].find(function (v) { return span / v <= (W < 500 ? 4 : 7); }) || 7 * 86400;
     for (let t = Math.ceil(c.from / every) * every; t <= c.to; t += every) {
+      /* A label near an edge is anchored at it, not cut off. */
+      const anchor = X(t) > W - m.r - 20 ? 'end' : X(t) < m.l + 20 ? 'start' : 'middle';
       axis.append(s('line', {x1: X(t), x2: X(t), y1: H - m.b, y2: H - m.b + 5}),
-        s('text', {x: X(t), y: H - m.b + 18, 'text-anchor': 'middle'}, timeLabel(t, span)));
+        s('text', {x: X(t), y: H - m.b + 18, 'text-anchor': anchor}, timeLabel(t, span)));
     }
     axis.append(s('line', {x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b}),
       s('line', {x1: m.l, x2: m.l, y1: m.t, y2: H - m.b}),
@@ -1020,7 +1022,7 @@
                   fig('stats:workers', src, st, ['workers'], 'int')))),
             summary),
           h('section.card', null, h('h2', {text: 'Routes'}),
-            table('', ['route', 'requests', 'req/s', 'answers', 'p50', 'p90', 'p99'], routes),
+            table('routes', ['route', 'requests', 'req/s', 'answers', 'p50', 'p90', 'p99'], routes),
             h('p.muted', {text: 'Latency quantiles interpolated in the histogram\'s buckets ' +
               '(as Prometheus\'s histogram_quantile), since the start.'}),
             h('p', null, 'Time in the queue (', qw('count', 'int'), ' requests): p50 ', qw('p50'),

@@ -419,10 +419,16 @@ def step_monitor(page, fetch, shots):
     page.js("document.getElementById('chart-tip').hidden = true")
     Select(page.d.find_element("id", "range")).select_by_value("3600")
     page.wait("document.querySelector('#chart-data [data-src*=\"step=60s\"]')", "the chart at 1 min again")
-    page.js("window.scrollTo(0, 0)")
+    settle_for_screenshot(page)
     page.screenshot(os.path.join(shots, "monitor-desktop.png"))
     page.screenshot(os.path.join(shots, "monitor-desktop-full.png"), full=True)
     return len(figs) + len(figs2)
+
+
+def settle_for_screenshot(page):
+    """Refresh on, no focus ring, at the top, freshly loaded: the page as a person opens it."""
+    page.js("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    page.d.execute_async_script("window.maskloss.setPaused(false); window.maskloss.refresh().then(arguments[0])")
 
 
 def step_labels(page, fetch):
@@ -566,7 +572,7 @@ def step_phone(page, base, shots):
         time.sleep(0.3)
         over = page.js("return document.documentElement.scrollWidth - window.innerWidth")
         check(over <= 1, f"{frag} at 390 px is {over} px wider than the screen")
-        page.js("window.scrollTo(0, 0)")
+        settle_for_screenshot(page)
         page.screenshot(os.path.join(shots, f"{name}-phone.png"))
     page.open("#/x")
     page.open("#/monitor/movies", "document.querySelectorAll('#chart-svg circle').length > 0")

@@ -67,8 +67,8 @@ def batch(horror_wrong, shift):
     return labels, logits
 
 
-def seed(base):
-    now = time.time()
+def seed(base, now=None):
+    now = time.time() if now is None else now
     minute = int(now // 60) * 60
     ok(base, "PUT", "/v1/monitors/movies?force=true", {
         "loss": "sigmoid_cross_entropy", "classes": CLASSES, "slices": ["model_version"],
@@ -79,11 +79,11 @@ def seed(base):
         ok(base, "POST", "/v1/monitors/movies/observe", {
             "labels": labels, "logits": logits, "mask": [[1] * 5] * SAMPLES, "time": t,
             "slice": {"model_version": "7"}, "id": f"v7-{k}"})
-        if k <= 4:
-            labels, logits = batch(True, k)
+        for j in range(2 if k <= 4 else 0):  # version 8 takes twice version 7's traffic
+            labels, logits = batch(True, k + j)
             ok(base, "POST", "/v1/monitors/movies/observe", {
-                "labels": labels, "logits": logits, "mask": [[1] * 5] * SAMPLES, "time": t + 5,
-                "slice": {"model_version": "8"}, "id": f"v8-{k}"})
+                "labels": labels, "logits": logits, "mask": [[1] * 5] * SAMPLES, "time": t + 5 + j,
+                "slice": {"model_version": "8"}, "id": f"v8-{k}-{j}"})
 
     ok(base, "PUT", "/v1/monitors/recs?force=true", {
         "loss": "sigmoid_cross_entropy", "classes": CLASSES, "prediction_ttl": "7d"})
