@@ -30,6 +30,9 @@
     ' "logits": [[0.2,0.2,0.2,0,0.8],[0,0.5,0.5,0.2,0],[0,0.5,0.1,0.0,0.9]],\n' +
     ' "mask":   [[1,0,0,0,0],[0,0,1,1,0]]}\n';
 
+  /* waiting: the view shows a token prompt or a refusal, and polls no more until answered. */
+  let waiting = false;
+
   /* ---- formatting: the rules tests/ui/run.py repeats (FORMATS there) ---------------------- */
 
   /* A number to `sig` significant digits: fixed notation from 1e-4 to below 1e6, else
@@ -309,6 +312,14 @@
    * clear refusal (403), or the error. */
   function failure(box, err, retry) {
     box.replaceChildren();
+    const again = function () {
+      waiting = false;
+      retry();
+    };
+    if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
+      /* No polling behind a prompt: it would redraw the form under the person typing. */
+      waiting = true;
+    }
     if (err instanceof HttpError && err.status === 401) {
       const had = token();
       if (had) setToken(null);
@@ -319,7 +330,7 @@
       const form = h('form.card.prompt', {'data-state': 'token-needed', onsubmit: function (e) {
         e.preventDefault();
         setToken(input.value.trim());
-        retry();
+        again();
       }},
       h('h2', {text: 'This server needs a token'}),
       h('p', {id: 'token-help', text: (had ? 'The token was refused. ' : '') +
@@ -340,7 +351,7 @@
           '. Ask for a token with that scope, or use another one.'}),
         h('button', {type: 'button', text: 'Use another token', onclick: function () {
           setToken(null);
-          retry();
+          again();
         }})));
       return;
     }
@@ -1058,10 +1069,11 @@
     const area = h('textarea', {id: 'try-body', rows: 8, spellcheck: 'false', autocomplete: 'off',
       'aria-describedby': 'try-help'});
     area.value = EXAMPLE;
-    const result = h('section.card', {id: 'try-result', 'aria-live': 'polite'});
+    const result = h('section.card', {id: 'try-result', 'aria-live': 'polite', hidden: true});
     const send = async function (e) {
       if (e) e.preventDefault();
       area.removeAttribute('aria-invalid');
+      result.hidden = false;
       result.replaceChildren(h('p.muted', {text: 'Sending…'}));
       let answer;
       try {
@@ -1155,7 +1167,7 @@
   function schedule() {
     clearTimeout(timer);
     timer = null;
-    if (paused || !current || !current.every || document.hidden) return;
+    if (paused || waiting || !current || !current.every || document.hidden) return;
     timer = setTimeout(tick, current.every);
   }
 
@@ -1175,6 +1187,7 @@
   function route() {
     clearTimeout(timer);
     generation++;
+    waiting = false;
     const r = parseRoute();
     const main = document.getElementById('main');
     main.replaceChildren();

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -281,28 +282,123 @@ def fetcher(base, token=None):
     return fetch
 
 
+# What each figure is, read from its id alone (never from the page's own data-path or
+# data-format): (answer, path in it, format). An id the test does not know fails it.
+STATS_FIELDS = {
+    "version": (["version"], "text"), "build": (["build"], "text"), "started": (["started"], "time"),
+    "ready": (["ready"], "bool"), "workers": (["workers"], "int"),
+    "http_threads": (["http_threads"], "int"), "queued": (["queue", "queued"], "int"),
+    "running": (["queue", "running"], "int"), "capacity": (["queue", "capacity"], "int"),
+    "in_flight": (["in_flight"], "int"), "inflight_bytes": (["inflight_bytes"], "bytes"),
+    "inflight_limit": (["inflight_limit"], "bytes"), "bytes_received": (["bytes_received"], "bytes"),
+    "bytes_sent": (["bytes_sent"], "bytes"), "batch_entries": (["batch_entries"], "int"),
+    "commits": (["state", "commits"], "int"), "state_observations": (["state", "observations"], "int"),
+    "failures": (["state", "failures"], "int")}
+WINDOW_FIELDS = {"loss": ("loss", "num"), "observations": ("observations", "int"),
+                 "sum_weights": ("sum_weights", "weight"), "nonzero": ("num_nonzero_weights", "int"),
+                 "samples": ("samples", "int")}
+DERIVED = {"rps": "rate", "uptime": "uptime"}
+
+
+def meaning(fig, fetch):
+    """(src, path, format) of a figure, from its id; path None for the computed ones."""
+    parts = fig["id"].split(":")
+    if parts[0] == "stats":
+        if parts[1] in DERIVED:
+            return None, None, DERIVED[parts[1]]
+        if parts[1] in STATS_FIELDS:
+            return ("/v1/stats",) + STATS_FIELDS[parts[1]]
+        if parts[1] == "elements":
+            return "/v1/stats", ["elements", parts[2]], "int"
+        if parts[1] == "queue_wait":
+            return "/v1/stats", ["queue_wait", parts[2]], "int" if parts[2] == "count" else "dur"
+        if parts[1] == "route":
+            route, what = parts[2], parts[3:]
+            p = ["routes", {"route": route}]
+            if what == ["rps"]:
+                return None, None, "rate"
+            if what == ["requests"]:
+                return "/v1/stats", p + ["requests"], "int"
+            if what[0] == "code":
+                return "/v1/stats", p + ["codes", what[1]], "int"
+            return "/v1/stats", p + ["latency", what[0]], "dur"
+    if parts[0] == "series":
+        line, t, what = parts[1], int(parts[2]), parts[3]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(fig["src"]).query)
+        check(query.get("slice") == (None if line == "all" else [line]),
+              f"{fig['id']}: the line {line} is drawn from {fig['src']}")
+        return fig["src"], ["points", {"t": t}, what], {"t": "time", "loss": "num", "observations": "int"}[what]
+    if parts[0] == "monitor":
+        name, what, rest = parts[1], parts[2], parts[3:]
+        src = "/v1/monitors/" + urllib.parse.quote(name, safe="")
+
+        def win(w):
+            return ["total"] if w == "total" else ["windows", w]
+        if what in WINDOW_FIELDS and len(rest) == 1:
+            field, fmt = WINDOW_FIELDS[what]
+            return src, win(rest[0]) + [field], fmt
+        if what == "from":
+            return src, ["windows", rest[0], "from"], "time"
+        if what == "trend":
+            return src, None, "trend"
+        if what == "drift":
+            return src, ["drift"], "classes"
+        if what == "class":
+            w, c, col = rest
+            per = ["windows", w, "per_class", {"class": c}]
+            if col in ("change", "z"):
+                # The server's figure for every class if it gives one, else its drift list's.
+                has = resolve(fetch(src), per + [col]) is not None
+                return src, (per if has else ["drift", {"window": w, "class": c}]) + [col], \
+                    "signed" if col == "change" else "z"
+            field, fmt = WINDOW_FIELDS[col]
+            return src, per + [field], fmt
+        if what == "slice":
+            return src, ["slices", rest[0]] + win(rest[1]) + ["loss"], "num"
+        if what == "labels":
+            if rest in (["predictions"], ["positions"]):
+                return src, ["labels", {"predictions": "predictions", "positions": "labelled_positions"}[rest[0]]], "int"
+            if rest[0] == "class":
+                return src, ["labels", "per_class", {"class": rest[1]}, rest[2]], \
+                    "pct" if rest[2] == "fraction" else "int"
+            w = rest[1]
+            tail = ["total"] if w == "total" else ["windows", w]
+            if rest[0] in ("predictions", "positions"):
+                return src, ["labels", "coverage"] + tail + [
+                    "predictions" if rest[0] == "predictions" else "labelled_positions"], "int"
+            q = rest[0][len("delay_"):]
+            return src, ["labels", "delay"] + tail + [q], "int" if q == "count" else "dur"
+    raise Failed(f"a figure this test does not know: {fig['id']!r} (tests/ui/run.py meaning())")
+
+
 def compare(page, fetch, volatile=lambda fig, path: False):
     """Every figure of the page against the API's answers; a list of mismatches."""
-    figs = page.figures()
+    figs = [f for f in page.figures() if not f["id"].startswith("try:")]
     docs, bad = {}, []
+
+    def doc_of(src):
+        if src not in docs:
+            docs[src] = fetch(src)
+        return docs[src]
     for f in figs:
-        fmt = FORMATS.get(f["format"]) if f["format"] != "trend" else None
-        if f["src"] is None:
+        src, path, fmt = meaning(f, doc_of)
+        if src is None:
             # Computed by the page (requests/s, uptime): its value is beside it, its text must
             # be that value formatted.
             v = None if f["value"] in (None, "") else float(f["value"])
-            if fmt(v) != f["text"]:
-                bad.append(f"{f['id']}: shows {f['text']!r}, its value {v} formats as {fmt(v)!r}")
+            if FORMATS[fmt](v) != f["text"]:
+                bad.append(f"{f['id']}: shows {f['text']!r}, its value {v} formats as {FORMATS[fmt](v)!r}")
             continue
-        if f["src"] not in docs:
-            docs[f["src"]] = fetch(f["src"])
-        doc, path = docs[f["src"]], json.loads(f["path"])
-        if f["format"] == "trend":
+        check(f["src"] == src, f"{f['id']} is read from {f['src']}, not {src}")
+        doc = doc_of(src)
+        if fmt == "trend":
+            wins = doc["config"]["windows"]
+            path = [["windows", wins[0], "loss"], ["windows", wins[1], "loss"] if len(wins) > 1 else ["total", "loss"]]
             want = ARROWS[trend(resolve(doc, path[0]), resolve(doc, path[1]))]
         else:
-            want = fmt(resolve(doc, path))
+            want = FORMATS[fmt](resolve(doc, path))
         if want != f["text"] and not volatile(f, path):
-            bad.append(f"{f['id']}: shows {f['text']!r}, the API's {f['src']} {path} is {want!r}")
+            bad.append(f"{f['id']}: shows {f['text']!r}, the API's {src} {path} is {want!r}")
     return figs, docs, bad
 
 
