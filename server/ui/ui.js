@@ -560,14 +560,13 @@
             }});
           return h('th', {scope: 'col', 'data-col': c[0]}, btn);
         });
-        heads.push(h('th', {scope: 'col', text: 'non-zero weights'}));
         classBody = h('tbody', {id: 'class-rows'});
         driftNote = h('p', {id: 'drift-note'});
         secClasses.append(h('h2', {text: 'Per class'}), classWindows, driftNote,
           h('div.scroll', null, h('table.classes', {id: 'class-table'},
             h('thead', null, h('tr', null, heads)), classBody)),
-          h('p.muted', {text: 'change and z-score against the same length just before the ' +
-            'window (or the pinned reference), for the classes the server reports as drifting.'}));
+          h('p.muted.small', {text: 'change and z-score: against the same length just before ' +
+            'the window (or the pinned reference), for the classes the server lists as drifting.'}));
       }
       if (Object.keys(d.slices || {}).length) body.append(secSlices);
       if (usesLabels(d)) body.append(secLabels);
@@ -581,27 +580,23 @@
           h('td.n', null, fig('monitor:' + name + ':loss:' + key, src, d, path.concat('loss'), 'num')),
           h('td.n', null, fig('monitor:' + name + ':sum_weights:' + key, src, d,
             path.concat('sum_weights'), 'weight')),
-          h('td.n', null, fig('monitor:' + name + ':nonzero:' + key, src, d,
-            path.concat('num_nonzero_weights'), 'int')),
           h('td.n', null, fig('monitor:' + name + ':samples:' + key, src, d, path.concat('samples'), 'int')),
           h('td.n', null, fig('monitor:' + name + ':observations:' + key, src, d,
             path.concat('observations'), 'int')),
         ];
       };
       const rows = wins.map(function (w) {
-        return h('tr', null, h('th', {scope: 'row', text: w}), cells(w, ['windows', w]),
-          h('td', null, fig('monitor:' + name + ':from:' + w, src, d, ['windows', w, 'from'], 'time')));
+        return h('tr', null, h('th', {scope: 'row', text: w,
+          title: 'the buckets from ' + time(resolve(d, ['windows', w, 'from']))}), cells(w, ['windows', w]));
       });
-      rows.push(h('tr.total', null, h('th', {scope: 'row', text: 'total'}), cells('total', ['total']),
-        h('td', {text: ''})));
+      rows.push(h('tr.total', null, h('th', {scope: 'row', text: 'total'}), cells('total', ['total'])));
       const a = ['windows', wins[0], 'loss'];
       const b = wins.length > 1 ? ['windows', wins[1], 'loss'] : ['total', 'loss'];
       secWindows.replaceChildren(h('h2', null, 'Windows ',
         trendFigure('monitor:' + name + ':trend', src, d, a, b,
           wins[0] + ' against ' + (wins[1] || 'total')),
         h('span.muted.small', {text: ' ' + wins[0] + ' against ' + (wins[1] || 'total')})),
-      table('wins.full', ['window', 'loss', 'Σ weights', 'non-zero weights', 'samples', 'observations',
-        'from'], rows));
+      table('wins.full', ['window', 'loss', 'Σ weights', 'samples', 'observations'], rows));
     }
 
     function classRows(d) {
@@ -655,8 +650,7 @@
         h('td.n', null, fig(base + cls + ':change', src, d,
           useServer ? p.concat('change') : ['drift', dsel, 'change'], 'signed')),
         h('td.n', null, fig(base + cls + ':z', src, d,
-          useServer ? p.concat('z') : ['drift', dsel, 'z'], 'z')),
-        h('td.n', null, fig(base + cls + ':nonzero', src, d, p.concat('num_nonzero_weights'), 'int')));
+          useServer ? p.concat('z') : ['drift', dsel, 'z'], 'z')));
       }));
       const here = (d.drift || []).filter(function (x) { return x.window === w; });
       driftNote.replaceChildren(here.length

@@ -337,8 +337,6 @@ def meaning(fig, fetch):
         if what in WINDOW_FIELDS and len(rest) == 1:
             field, fmt = WINDOW_FIELDS[what]
             return src, win(rest[0]) + [field], fmt
-        if what == "from":
-            return src, ["windows", rest[0], "from"], "time"
         if what == "trend":
             return src, None, "trend"
         if what == "drift":
@@ -735,7 +733,7 @@ def main():
             driver.quit()
     if args.docs:
         os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
-        shutil.copyfile(os.path.join(shots, "monitor-desktop.png"), os.path.join(ROOT, "docs", "ui-desktop.png"))
+        shutil.copyfile(os.path.join(shots, "monitor-desktop-full.png"), os.path.join(ROOT, "docs", "ui-desktop.png"))
         shutil.copyfile(os.path.join(shots, "monitor-phone.png"), os.path.join(ROOT, "docs", "ui-phone.png"))
         print("copied to docs/ui-desktop.png and docs/ui-phone.png")
     print(f"tests/ui: {n} figures equal the API's; {time.monotonic() - started:.1f} s")
