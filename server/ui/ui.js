@@ -19,6 +19,7 @@
   const STATS_EVERY_MS = 3000;
   const MONITORS_EVERY_MS = 15000;
   const MAX_LINES = 8; /* slice values drawn in the chart, besides "all" */
+  const MAX_CARDS = 40; /* monitors whose figures the list reads (one call each); the rest by name */
   const COLORS = ['#1b1b1b', '#0072b2', '#d55e00', '#009e73', '#cc79a7', '#e69f00', '#56b4e9',
     '#8c564b', '#7f7f7f'];
   const EXAMPLE = '{"loss": "sigmoid_cross_entropy", "dtype": "float64",\n' +
@@ -316,7 +317,7 @@
       waiting = false;
       retry();
     };
-    if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
+    if (err instanceof HttpError && (err.status === 401 || err.status === 403) && box.isConnected) {
       /* No polling behind a prompt: it would redraw the form under the person typing. */
       waiting = true;
     }
@@ -372,11 +373,12 @@
     return {
       every: MONITORS_EVERY_MS,
       refresh: async function () {
-        let all;
+        let all, rest;
         try {
-          all = await api('/v1/monitors');
-          all = await Promise.all(all.monitors.map(function (m) {
-            return api('/v1/monitors/' + enc(m.name));
+          const names = (await api('/v1/monitors')).monitors.map(function (m) { return m.name; });
+          rest = names.slice(MAX_CARDS);
+          all = await Promise.all(names.slice(0, MAX_CARDS).map(function (n) {
+            return api('/v1/monitors/' + enc(n));
           }));
         } catch (e) {
           failure(list, e, this.refresh.bind(this));
@@ -388,6 +390,12 @@
             text: 'No monitors yet: PUT /v1/monitors/{name} creates one (README "Monitors").'}));
         }
         all.forEach(function (d) { list.append(monitorCard(d)); });
+        if (rest.length) {
+          list.append(h('article.card', null, h('h2', {text: rest.length + ' more'}),
+            h('ul', null, rest.map(function (n) {
+              return h('li', null, h('a', {href: '#/monitor/' + enc(n), text: n}));
+            }))));
+        }
       },
     };
   }
@@ -737,7 +745,9 @@
       lines.forEach(function (l, i) {
         l.doc = answers[i];
         l.points = answers[i].points;
-        l.color = COLORS[i % COLORS.length];
+        /* "all" in the text's own colour (dark on light, light on dark). */
+        l.color = i ? COLORS[i % COLORS.length]
+          : getComputedStyle(document.body).color || COLORS[0];
       });
       state.chart = {lines: lines, from: from, to: to, step: step,
         unit: d.config.loss + ' (' + d.config.reduction + ')', cls: state.cls};
@@ -947,7 +957,7 @@
     box.append(h('h1', {text: 'Server'}));
     const content = h('div', {id: 'server'});
     box.append(content);
-    let prev = null;
+    let prev = null, rates = null;
     const history = [];
     return {
       every: STATS_EVERY_MS,
@@ -963,18 +973,22 @@
         const total = function (x) {
           return x.routes.reduce(function (a, r) { return a + r.requests; }, 0);
         };
-        let rps = null;
-        const routeRps = {};
-        if (prev && st.now > prev.now) {
-          rps = (total(st) - total(prev)) / (st.now - prev.now);
-          st.routes.forEach(function (r) {
-            const before = prev.routes.find(function (x) { return x.route === r.route; });
-            routeRps[r.route] = (r.requests - (before ? before.requests : 0)) / (st.now - prev.now);
-          });
-          history.push(rps);
-          if (history.length > 60) history.shift();
+        /* Rates over at least a second: two polls close together (a refresh right after a
+         * poll) would divide a request or two by milliseconds. */
+        if (!prev || st.now - prev.now >= 1) {
+          if (prev) {
+            rates = {all: (total(st) - total(prev)) / (st.now - prev.now), routes: {}};
+            st.routes.forEach(function (r) {
+              const before = prev.routes.find(function (x) { return x.route === r.route; });
+              rates.routes[r.route] = (r.requests - (before ? before.requests : 0)) /
+                (st.now - prev.now);
+            });
+            history.push(rates.all);
+            if (history.length > 60) history.shift();
+          }
+          prev = st;
         }
-        prev = st;
+        const rps = rates ? rates.all : null, routeRps = rates ? rates.routes : {};
         const item = function (label, node) { return [h('dt', {text: label}), h('dd', null, node)]; };
         const F = function (id, path, format) { return fig('stats:' + id, src, st, path, format); };
         const summary = h('dl.facts', null,
@@ -985,7 +999,7 @@
           item('HTTP threads', F('http_threads', ['http_threads'], 'int')),
           item('queue', [F('queued', ['queue', 'queued'], 'int'), ' waiting, room for ',
             F('capacity', ['queue', 'capacity'], 'int')]),
-          item('in flight', [F('in_flight', ['in_flight'], 'int'), ' requests, ',
+          item('requests in flight', [F('in_flight', ['in_flight'], 'int'), ', holding ',
             F('inflight_bytes', ['inflight_bytes'], 'bytes'), ' of ',
             F('inflight_limit', ['inflight_limit'], 'bytes')]),
           item('received / sent', [F('bytes_received', ['bytes_received'], 'bytes'), ' / ',
