@@ -526,7 +526,11 @@
       chartBox = h('div.chart', {id: 'chart-box'});
       legend = h('ul.legend', {id: 'legend'});
       dataTable = h('div', {id: 'chart-data'});
-      secChart.append(h('h2', {text: 'Loss over time'}), h('div.row.controls', null, controls),
+      secChart.append(h('h2', {text: 'Loss over time'}),
+        h('p.muted.small', {text: 'The masked loss per step (' + cfg.loss + ', ' + cfg.reduction +
+          ', ' + cfg.dtype + '), one line for all observations and one per slice value; a ' +
+          'step without observations is a gap.'}),
+        h('div.row.controls', null, controls),
         chartBox, legend, h('details', null, h('summary', {text: 'The points as a table'}),
           dataTable));
       if (window.ResizeObserver) {
@@ -662,10 +666,10 @@
       }));
       const here = (d.drift || []).filter(function (x) { return x.window === w; });
       driftNote.replaceChildren(here.length
-        ? h('span.drift-badge', null, fig('monitor:' + name + ':drift:' + w, src, d, ['drift'], 'classes'),
-          ' drifting (any window); in ' + w + ': ' + here.map(function (x) {
-            return x.class;
-          }).join(', '))
+        ? h('span.drift-badge', null, 'Drifting in ' + w + ': ' + here.map(function (x) {
+          return x.class;
+        }).join(', ') + ' · ', fig('monitor:' + name + ':drift:' + w, src, d, ['drift'], 'classes'),
+        ' drifting in any window')
         : h('span.muted', {text: 'No class drifts in ' + w + '.'}));
     }
 
@@ -749,8 +753,7 @@
         l.color = i ? COLORS[i % COLORS.length]
           : getComputedStyle(document.body).color || COLORS[0];
       });
-      state.chart = {lines: lines, from: from, to: to, step: step,
-        unit: d.config.loss + ' (' + d.config.reduction + ')', cls: state.cls};
+      state.chart = {lines: lines, from: from, to: to, step: step, cls: state.cls};
       drawChart(chartBox, state.chart);
       legend.replaceChildren.apply(legend, lines.map(function (l) {
         const sw = h('span.swatch');
