@@ -78,6 +78,7 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #define FABS __builtin_fabsf
 #define POW powf
 #define POWI_SMALL ml__powi_small
+#define SPLIT_TAIL 0
 #define LOADV(p) WIDEN_F32(*(const vfu *)(p))
 #include "fast_kernel.h"
 #undef REAL
@@ -86,6 +87,7 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #undef FABS
 #undef POW
 #undef POWI_SMALL
+#undef SPLIT_TAIL
 #undef LOADV
 
 #define REAL double
@@ -94,6 +96,7 @@ static inline ALWAYS_INLINE void lanes_fold(struct ml__lanes *l, const double *b
 #define FABS __builtin_fabs
 #define POW pow
 #define POWI_SMALL ml__powi_small_d
+#define SPLIT_TAIL 1
 #define LOADV(p) ((vd)(*(const vdu *)(p)))
 #include "fast_kernel.h"
 

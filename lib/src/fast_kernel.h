@@ -2,10 +2,10 @@
  * fast_kernel.h -- the fused kernels of fast.c, written once for a real type.
  *
  * Included by fast.c twice, after defining REAL (float or double), T(name) (the suffix of
- * that type), VM(name) (vmath.h's function of that type), FABS, POW, POWI_SMALL, and the
- * vector helper LOADV (VW elements of the type as doubles, fast.c). The per-element losses
- * are formulas.h's, the general path's own functions: this file adds only the loops, the
- * weighting and the lanes.
+ * that type), VM(name) (vmath.h's function of that type), FABS, POW, POWI_SMALL, SPLIT_TAIL
+ * (1: the focal loss's tail in a pass of its own), and the vector helper LOADV (VW elements of
+ * the type as doubles, fast.c). The per-element losses are formulas.h's, the general path's
+ * own functions: this file adds only the loops, the weighting and the lanes.
  */
 #define R(c) ((REAL)(c))
 
@@ -71,11 +71,18 @@ static inline ML__ALWAYS_INLINE void T(asl_loop)(struct T(asl_params) a, const R
                 out[k] = T(asl)(z[k], x[k], a);
 }
 
+/* log1p(e): from tail[] where the loop before stored it (SPLIT_TAIL), else computed here. */
+static inline ML__ALWAYS_INLINE REAL T(tail_of)(REAL e, REAL stored)
+{
+    return SPLIT_TAIL ? stored : VM(ml__log1p_unit)(e);
+}
+
 /* The losses whose x = -inf is NaN in their framework when nf (formulas.h: neg_inf_nan); nf
- * constant, one loop per case. out[] holds e = exp(-|x|) on entry (T(losses)). */
+ * constant, one loop per case. out[] holds e = exp(-|x|) on entry (T(losses)); tail[] is
+ * scratch of len elements. */
 static inline ML__ALWAYS_INLINE void T(torch_losses)(const struct ml__fast *f, const REAL *z,
                                                      const REAL *x, const REAL *pw, REAL pws,
-                                                     int64_t len, REAL *out, int nf)
+                                                     int64_t len, REAL *out, REAL *tail, int nf)
 {
     switch (f->id) {
     case ML__TORCH_BCE:
@@ -92,17 +99,24 @@ static inline ML__ALWAYS_INLINE void T(torch_losses)(const struct ml__fast *f, c
                 out[k] = T(torch_xent_e)(z[k], x[k], out[k], nf);
         return;
     default: {
-        /* torchvision.ops.sigmoid_focal_loss, gamma 0, 1 or 2. */
+        /* torchvision.ops.sigmoid_focal_loss, gamma 0, 1 or 2. With SPLIT_TAIL (float64), the
+         * tail log1p(e) in a loop of its own (into tail[]), then the rest: three shorter chains
+         * of dependent operations (exp; the tail's division and polynomial; the sigmoid's
+         * division and the products) keep more elements in flight than two. Float's tail is
+         * short enough that the extra pass costs more than it saves. */
         const REAL alpha = (REAL)f->alpha, g = (REAL)f->gamma;
+        if (SPLIT_TAIL)
+            for (int64_t k = 0; k < len; k++)
+                tail[k] = VM(ml__log1p_unit)(out[k]);
         if (f->gamma == 2)
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal_e)(z[k], x[k], out[k], 2, g, alpha, nf);
+                out[k] = T(tv_focal_et)(z[k], x[k], out[k], T(tail_of)(out[k], tail[k]), 2, g, alpha, nf);
         else if (f->gamma == 1)
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal_e)(z[k], x[k], out[k], 1, g, alpha, nf);
+                out[k] = T(tv_focal_et)(z[k], x[k], out[k], T(tail_of)(out[k], tail[k]), 1, g, alpha, nf);
         else
             for (int64_t k = 0; k < len; k++)
-                out[k] = T(tv_focal_e)(z[k], x[k], out[k], 0, g, alpha, nf);
+                out[k] = T(tv_focal_et)(z[k], x[k], out[k], T(tail_of)(out[k], tail[k]), 0, g, alpha, nf);
         return;
     }
     }
@@ -113,7 +127,7 @@ static inline ML__ALWAYS_INLINE void T(torch_losses)(const struct ml__fast *f, c
  * loop of its own (formulas.h, the _e functions). */
 static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const REAL *z,
                                                const REAL *x, const REAL *pw, REAL pws, int64_t len,
-                                               REAL *out)
+                                               REAL *out, REAL *tail)
 {
     switch (f->id) {
     case ML__TORCH_BCE:
@@ -122,9 +136,9 @@ static inline ML__ALWAYS_INLINE void T(losses)(const struct ml__fast *f, const R
         for (int64_t k = 0; k < len; k++)
             out[k] = T(exp_abs)(x[k]);
         if (f->allow_non_finite)
-            T(torch_losses)(f, z, x, pw, pws, len, out, 1);
+            T(torch_losses)(f, z, x, pw, pws, len, out, tail, 1);
         else
-            T(torch_losses)(f, z, x, pw, pws, len, out, 0);
+            T(torch_losses)(f, z, x, pw, pws, len, out, tail, 0);
         return;
     case ML__ASL: {
         const struct T(asl_params) a =
@@ -265,7 +279,7 @@ static inline ALWAYS_INLINE const REAL *T(stream)(enum ml__fast_weights mode, co
 
 static void T(run)(const struct ml__fast *f, int64_t begin, int64_t end, struct ml__fast_sums *out)
 {
-    REAL loss[BLOCK], wbuf[BLOCK], pwbuf[BLOCK];
+    REAL loss[BLOCK], wbuf[BLOCK], pwbuf[BLOCK], tail[BLOCK];
     struct block_acc acc;
     memset(out, 0, sizeof(*out));
     /* pos_weight given as a number: a one-element tensor of it. */
@@ -275,7 +289,7 @@ static void T(run)(const struct ml__fast *f, int64_t begin, int64_t end, struct 
         int64_t len = end - b0 < BLOCK ? end - b0 : BLOCK;
         REAL pws;
         const REAL *pw = T(stream)(f->pwmode, pwv, R(1.0), f->cols, b0, len, pwbuf, &pws);
-        T(losses)(f, (const REAL *)f->z + b0, (const REAL *)f->x + b0, pw, pws, len, loss);
+        T(losses)(f, (const REAL *)f->z + b0, (const REAL *)f->x + b0, pw, pws, len, loss, tail);
         /* The weights of the block as one stream (or one constant). */
         REAL scalar;
         const REAL *w =

@@ -150,17 +150,25 @@ static inline ML__ALWAYS_INLINE REAL F(focal_base)(REAL z, struct F(sigmoid_pair
  * ce (1 - p_t)^gamma, times alpha z + (1 - alpha)(1 - z) when alpha >= 0 (torchvision applies
  * any alpha >= 0 as written, and none below 0). gk selects the power: 0, 1, 2 by
  * multiplication, -1 for POW(b, gamma); callers pass a constant, and nf as to neg_inf_nan
- * (the torch cross-entropy inside).
+ * (the torch cross-entropy inside). tail = log1p(e), e = exp(-|x|) (ml__log1p_unit).
  */
-static inline ML__ALWAYS_INLINE REAL F(tv_focal_e)(REAL z, REAL x, REAL e, int gk, REAL gamma,
-                                                   REAL alpha, int nf)
+static inline ML__ALWAYS_INLINE REAL F(tv_focal_et)(REAL z, REAL x, REAL e, REAL tail, int gk,
+                                                    REAL gamma, REAL alpha, int nf)
 {
     struct F(sigmoid_pair) s = F(sigmoid_pair_e)(x, e);
-    REAL ce = F(sigmoid_xent_t)(z, x, VM(ml__log1p_unit)(e)) + F(neg_inf_nan)(x, nf);
+    REAL ce = F(sigmoid_xent_t)(z, x, tail) + F(neg_inf_nan)(x, nf);
     REAL b = F(focal_base)(z, s);
     REAL f = gk == 2 ? b * b : gk == 1 ? b : gk == 0 ? R(1.0) : POW(b, gamma);
     REAL loss = ce * f;
     return alpha >= R(0.0) ? (alpha * z + (R(1.0) - alpha) * (R(1.0) - z)) * loss : loss;
+}
+
+/* The same from e alone; tv_focal_et takes the tail too, which the fused loop computes in a
+ * loop of its own (fast_kernel.h). */
+static inline ML__ALWAYS_INLINE REAL F(tv_focal_e)(REAL z, REAL x, REAL e, int gk, REAL gamma,
+                                                   REAL alpha, int nf)
+{
+    return F(tv_focal_et)(z, x, e, VM(ml__log1p_unit)(e), gk, gamma, alpha, nf);
 }
 
 static inline ML__ALWAYS_INLINE REAL F(tv_focal)(REAL z, REAL x, int gk, REAL gamma, REAL alpha,
