@@ -980,7 +980,8 @@
          * poll) would divide a request or two by milliseconds. */
         if (!prev || st.now - prev.now >= 1) {
           if (prev) {
-            rates = {all: (total(st) - total(prev)) / (st.now - prev.now), routes: {}};
+            rates = {all: (total(st) - total(prev)) / (st.now - prev.now), routes: {},
+              basis: [total(prev), total(st), prev.now, st.now].join(' ')};
             st.routes.forEach(function (r) {
               const before = prev.routes.find(function (x) { return x.route === r.route; });
               rates.routes[r.route] = (r.requests - (before ? before.requests : 0)) /
@@ -992,6 +993,9 @@
           prev = st;
         }
         const rps = rates ? rates.all : null, routeRps = rates ? rates.routes : {};
+        /* What the rate is of: requests then and now, and the two polls' times. */
+        const rateFig = derived('stats:rps', rps, 'rate');
+        if (rates) rateFig.dataset.basis = rates.basis;
         const item = function (label, node) { return [h('dt', {text: label}), h('dd', null, node)]; };
         const F = function (id, path, format) { return fig('stats:' + id, src, st, path, format); };
         const summary = h('dl.facts', null,
@@ -1036,7 +1040,7 @@
           h('section.card', null, h('h2', {text: 'Health'}),
             h('div.tiles', null,
               h('div.tile', null, h('span.label', {text: 'requests/s, all routes'}),
-                h('span.big', null, derived('stats:rps', rps, 'rate')), sparkline(history)),
+                h('span.big', null, rateFig), sparkline(history)),
               h('div.tile', null, h('span.label', {text: 'uptime'}),
                 h('span.big', null, derived('stats:uptime', st.uptime_seconds, 'uptime'))),
               h('div.tile', null, h('span.label', {text: 'workers busy'}),

@@ -542,10 +542,11 @@ def step_server(page, fetch, shots):
     page.js("window.maskloss.setPaused(false)")
     page.open("#/server", "document.querySelector('[data-figure=\"stats:rps\"]') && "
                           "document.querySelector('[data-figure=\"stats:rps\"]').dataset.value !== ''")
-    # Paused, once the calls of the views before have all been answered, then one poll more:
-    # nothing but our own calls happens between the page's answer and ours.
+    # Paused, once the calls of the views before have all been answered, then one poll more
+    # (a second after the last: a rate of its own): nothing but our own calls happens between
+    # the page's answer and ours.
     page.js("window.maskloss.setPaused(true)")
-    time.sleep(0.3)
+    time.sleep(1.1)
     page.d.execute_async_script("window.maskloss.refresh().then(arguments[0])")
 
     # What moves with every request, the page's and ours: the bytes, the requests in flight,
@@ -568,8 +569,17 @@ def step_server(page, fetch, shots):
     for k in ("version", "build", "started", "workers", "http_threads", "capacity", "queued",
               "rps", "uptime", "commits"):
         check(f"stats:{k}" in ids, f"the server view shows no {k}")
-    rps = float(page.js("return document.querySelector('[data-figure=\"stats:rps\"]').dataset.value"))
-    check(0 < rps < 1000, f"requests/s {rps}: the page polls, so some requests happen")
+    # requests/s is the page's own: (requests now - then) / (now - then) of two of its polls,
+    # which it names; "now" is the figures it shows (their sum over the routes).
+    rps, basis = page.js("const e = document.querySelector('[data-figure=\"stats:rps\"]');"
+                         "return [e.dataset.value, e.dataset.basis]")
+    before, after, t0, t1 = (float(x) for x in basis.split())
+    shown = page.js("""return Array.from(document.querySelectorAll('[data-figure$=\":requests\"]'))
+        .map(e => Number(e.textContent.replace(/,/g, '')))""")
+    check(after == sum(shown) and before <= after and 1 <= t1 - t0 < 30 and t1 <= st["now"],
+          f"requests/s from {basis}: not the requests shown ({sum(shown)}) or not two polls apart")
+    check(math.isclose(float(rps), (after - before) / (t1 - t0), rel_tol=1e-12) and float(rps) > 0,
+          f"requests/s {rps}, but ({after} - {before}) / ({t1} - {t0}) = {(after - before) / (t1 - t0)}")
     up = float(page.js("return document.querySelector('[data-figure=\"stats:uptime\"]').dataset.value"))
     check(abs(up - (st["now"] - st["started"])) < 30, f"uptime {up} against the API's {st['now'] - st['started']}")
     page.screenshot(os.path.join(shots, "server-desktop.png"))
