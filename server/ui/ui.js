@@ -1043,6 +1043,13 @@
                 h('span.big', null, rateFig), sparkline(history)),
               h('div.tile', null, h('span.label', {text: 'uptime'}),
                 h('span.big', null, derived('stats:uptime', st.uptime_seconds, 'uptime'))),
+              st.routes.some(function (r) { return r.route === '/v1/loss'; })
+                ? h('div.tile', null, h('span.label', {text: '/v1/loss latency, p50 · p99'}),
+                  h('span.big', null,
+                    fig('stats:route:/v1/loss:p50', src, st, ['routes', {route: '/v1/loss'}, 'latency', 'p50'], 'dur'),
+                    ' · ',
+                    fig('stats:route:/v1/loss:p99', src, st, ['routes', {route: '/v1/loss'}, 'latency', 'p99'], 'dur')))
+                : null,
               h('div.tile', null, h('span.label', {text: 'workers busy'}),
                 h('span.big', null, fig('stats:running', src, st, ['queue', 'running'], 'int'), ' / ',
                   fig('stats:workers', src, st, ['workers'], 'int')))),
