@@ -290,7 +290,9 @@ run: deps
 # the monitors against /v1/loss on a server with a state file (observe, a 1000x1000 observation,
 # GET over 30 days of buckets; about 75 s at the defaults); late labels on 1M stored predictions;
 # tokens and TLS against plain HTTP on small requests (shared.py); the state on SQLite against
-# PostgreSQL, one replica and three (replicas.py, about 3 min: docs/operations.md).
+# PostgreSQL, one replica and three (replicas.py, about 3 min: docs/operations.md); the
+# instructions a /v1/loss request costs under callgrind (instructions.py), side by side with
+# another build's server when BENCH_BASE=path/to/maskloss-server is given.
 bench:
 	@$(DEPS_SH) $(DEPS_BUILD) $(DEPS_BENCH)
 	@$(MAKE) --no-print-directory build
@@ -300,6 +302,7 @@ bench:
 	@$(PYTHON) tests/bench/late.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/shared.py $(SERVER) $(BENCH_ARGS)
 	@$(PYTHON) tests/bench/replicas.py $(SERVER) $(BENCH_ARGS)
+	@$(PYTHON) tests/bench/instructions.py $(SERVER) $(BENCH_BASE)
 
 # POST /v1/loss against nginx serving the same answer as a static file, and one 1000x1000
 # binary v2 request end to end.
