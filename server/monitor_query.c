@@ -83,9 +83,83 @@ static void write_class_id(struct mlp_buf *b, const struct mls_mconfig *cfg, int
         mls_json_whole(b, (double)c);
 }
 
-/* F: {"loss", the sums, "observations", ["from"], ["per_class"]} */
+/*
+ * A window against its baseline, for one class or for the whole (a monitor without classes):
+ * the figures of the drift rule, which the drift list and the figures of the whole monitor's
+ * windows both write, so that the two cannot disagree. `loss` is the weighted mean Σ w·l / Σ w
+ * whatever the monitor's reduction (the mean a z-score compares), `z` is ±Infinity when
+ * neither side varies and the means differ, and 0 when they are equal.
+ */
+struct comparison {
+    int has_base; /* weight on the baseline's side: base_loss */
+    int has_both; /* weight on both sides: loss, change and z */
+    double loss, base_loss, z, weight, base_weight;
+};
+
+static struct comparison compare(double ws, double sw, double nz, double sq, double bws, double bsw,
+                                 double bnz, double bsq)
+{
+    struct comparison k = {.weight = sw, .base_weight = bsw};
+    k.has_base = bsw > 0 && bnz > 0;
+    k.has_both = k.has_base && sw > 0 && nz > 0;
+    if (k.has_base)
+        k.base_loss = bws / bsw;
+    if (!k.has_both)
+        return k;
+    double m = ws / sw, bm = k.base_loss;
+    double var = fmax(sq / sw - m * m, 0), bvar = fmax(bsq / bsw - bm * bm, 0);
+    double se = sqrt(var / nz + bvar / bnz);
+    k.loss = m;
+    k.z = se > 0 ? (m - bm) / se : m == bm ? 0 : (m > bm ? INFINITY : -INFINITY);
+    return k;
+}
+
+/* Class `c` of a window against its baseline, or the whole when c < 0. */
+static struct comparison compare_accs(const struct acc *cur, const struct acc *base, int64_t c)
+{
+    if (c < 0) {
+        const struct ml_sums *x = &cur->cell.s, *y = &base->cell.s;
+        return compare(x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
+                       y->weighted_sum, y->sum_weights, y->num_nonzero_weights, y->sum_sq);
+    }
+    const struct mls_class_sums *x = &cur->cls[c], *y = &base->cls[c];
+    return compare(x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
+                   y->weighted_sum, y->sum_weights, y->num_nonzero_weights, y->sum_sq);
+}
+
+/* Listed in "drift": |z| >= drift.z with at least drift.min_weight on both sides. */
+static int drifts(const struct mls_mconfig *cfg, const struct comparison *k)
+{
+    double minw = cfg->drift_min_weight;
+    return k->has_both && k->weight >= minw && k->base_weight >= minw && fabs(k->z) >= cfg->drift_z;
+}
+
+static void member_or_null(struct mlp_buf *b, const char *k, int has, double v)
+{
+    if (has) {
+        member(b, k, v);
+        return;
+    }
+    mlp_buf_puts(b, ",");
+    key(b, k);
+    mlp_buf_puts(b, "null");
+}
+
+/* A figure's comparison, under the drift list's names but for its "loss": the figure's own is
+ * its reduction's, and "change" is the weighted mean's (the drift entry's "loss"). */
+static void write_comparison(struct mlp_buf *b, const struct comparison *k)
+{
+    member_or_null(b, "baseline_loss", k->has_base, k->base_loss);
+    member(b, "baseline_weight", k->base_weight);
+    member_or_null(b, "change", k->has_both, k->loss - k->base_loss);
+    member_or_null(b, "z", k->has_both, k->z);
+}
+
+/* F: {"loss", the sums, "observations", ["from"], ["per_class"]}; with `base` (a window of
+ * the whole monitor, which drift compares), the comparison where drift applies: per class, or
+ * the whole's without classes. */
 static void write_figure(struct mlp_buf *b, const struct mls_mconfig *cfg, const struct acc *a,
-                         int64_t from)
+                         const struct acc *base, int64_t from)
 {
     const struct ml_sums *s = &a->cell.s;
     mlp_buf_puts(b, "{\"loss\":");
@@ -99,6 +173,10 @@ static void write_figure(struct mlp_buf *b, const struct mls_mconfig *cfg, const
     member_whole(b, "observations", a->cell.observations);
     if (from != INT64_MIN)
         member_whole(b, "from", (double)from);
+    if (base && !cfg->num_classes) {
+        struct comparison k = compare_accs(a, base, -1);
+        write_comparison(b, &k);
+    }
     if (a->cls) {
         mlp_buf_puts(b, ",\"per_class\":[");
         for (int64_t c = 0; c < cfg->num_classes; c++) {
@@ -112,6 +190,10 @@ static void write_figure(struct mlp_buf *b, const struct mls_mconfig *cfg, const
             member(b, "sum_weights", k->sum_weights);
             member_whole(b, "num_nonzero_weights", k->num_nonzero_weights);
             member(b, "sum_sq", k->sum_sq);
+            if (base) {
+                struct comparison d = compare_accs(a, base, c);
+                write_comparison(b, &d);
+            }
             mlp_buf_puts(b, "}");
         }
         mlp_buf_puts(b, "]");
@@ -234,42 +316,27 @@ static void span_scan(struct span *s, const struct mls_mconfig *cfg, const struc
     }
 }
 
+/* The buckets a window is compared with: the same length before it, or the pinned range. */
+static const struct acc *baseline_of(const struct mls_mconfig *cfg, const struct span *s, int w)
+{
+    return cfg->reference ? &s->ref : &s->base[w];
+}
+
 struct drift {
     int window;
     int64_t cls; /* -1: the whole */
-    double loss, base_loss, z, weight, base_weight;
+    struct comparison k;
 };
 
 static int drift_order(const void *pa, const void *pb)
 {
     const struct drift *a = pa, *b = pb;
-    double za = fabs(a->z), zb = fabs(b->z);
+    double za = fabs(a->k.z), zb = fabs(b->k.z);
     if (za != zb)
         return za > zb ? -1 : 1;
     if (a->window != b->window)
         return a->window < b->window ? -1 : 1;
     return a->cls < b->cls ? -1 : a->cls > b->cls;
-}
-
-/* The drift of one class (or the whole) between a window and its baseline; 1 when listed. */
-static int drift_of(const struct mls_mconfig *cfg, double ws, double sw, double nz, double sq,
-                    double bws, double bsw, double bnz, double bsq, struct drift *d)
-{
-    double minw = cfg->drift_min_weight;
-    if (!(sw > 0 && bsw > 0 && sw >= minw && bsw >= minw && nz > 0 && bnz > 0))
-        return 0;
-    double m = ws / sw, bm = bws / bsw;
-    double var = fmax(sq / sw - m * m, 0), bvar = fmax(bsq / bsw - bm * bm, 0);
-    double se = sqrt(var / nz + bvar / bnz);
-    double z = se > 0 ? (m - bm) / se : m == bm ? 0 : (m > bm ? INFINITY : -INFINITY);
-    if (!(fabs(z) >= cfg->drift_z))
-        return 0;
-    d->loss = m;
-    d->base_loss = bm;
-    d->z = z;
-    d->weight = sw;
-    d->base_weight = bsw;
-    return 1;
 }
 
 static void write_drift(struct mlp_buf *b, const struct mls_mconfig *cfg, const struct span *s,
@@ -283,25 +350,10 @@ static void write_drift(struct mlp_buf *b, const struct mls_mconfig *cfg, const 
         return;
     }
     for (int w = 0; w < cfg->num_windows; w++) {
-        const struct acc *cur = &s->win[w], *base = cfg->reference ? &s->ref : &s->base[w];
-        if (!nc) {
-            const struct ml_sums *x = &cur->cell.s, *y = &base->cell.s;
-            if (drift_of(cfg, x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
-                         y->weighted_sum, y->sum_weights, y->num_nonzero_weights, y->sum_sq,
-                         &list[n])) {
-                list[n].window = w;
-                list[n++].cls = -1;
-            }
-            continue;
-        }
-        for (int64_t c = 0; c < nc; c++) {
-            const struct mls_class_sums *x = &cur->cls[c], *y = &base->cls[c];
-            if (drift_of(cfg, x->weighted_sum, x->sum_weights, x->num_nonzero_weights, x->sum_sq,
-                         y->weighted_sum, y->sum_weights, y->num_nonzero_weights, y->sum_sq,
-                         &list[n])) {
-                list[n].window = w;
-                list[n++].cls = c;
-            }
+        for (int64_t c = nc ? 0 : -1; c < nc; c++) {
+            struct comparison k = compare_accs(&s->win[w], baseline_of(cfg, s, w), c);
+            if (drifts(cfg, &k))
+                list[n++] = (struct drift){.window = w, .cls = c, .k = k};
         }
     }
     qsort(list, n, sizeof(*list), drift_order);
@@ -315,12 +367,12 @@ static void write_drift(struct mlp_buf *b, const struct mls_mconfig *cfg, const 
             mlp_buf_puts(b, "null");
         else
             write_class_id(b, cfg, d->cls);
-        member(b, "loss", d->loss);
-        member(b, "baseline_loss", d->base_loss);
-        member(b, "change", d->loss - d->base_loss);
-        member(b, "z", d->z);
-        member(b, "weight", d->weight);
-        member(b, "baseline_weight", d->base_weight);
+        member(b, "loss", d->k.loss);
+        member(b, "baseline_loss", d->k.base_loss);
+        member(b, "change", d->k.loss - d->k.base_loss);
+        member(b, "z", d->k.z);
+        member(b, "weight", d->k.weight);
+        member(b, "baseline_weight", d->k.base_weight);
         member_whole(b, "from", (double)from[d->window]);
         mlp_buf_puts(b, "}");
     }
@@ -335,15 +387,17 @@ struct marginal {
     struct span span;
 };
 
+/* with_base: the whole monitor's windows, whose figures carry their drift comparison (a slice's
+ * have no baseline: drift is the whole's). */
 static void write_windows(struct mlp_buf *b, const struct mls_mconfig *cfg, const struct span *s,
-                          const int64_t *from)
+                          const int64_t *from, int with_base)
 {
     mlp_buf_puts(b, "{");
     for (int w = 0; w < cfg->num_windows; w++) {
         if (w)
             mlp_buf_puts(b, ",");
         key(b, cfg->window_names[w]);
-        write_figure(b, cfg, &s->win[w], from[w]);
+        write_figure(b, cfg, &s->win[w], with_base ? baseline_of(cfg, s, w) : NULL, from[w]);
     }
     mlp_buf_puts(b, "}");
 }
@@ -493,9 +547,9 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
         mlp_buf_puts(b, cfg->json);
         member_whole(b, "now", (double)now);
         mlp_buf_puts(b, ",\"total\":");
-        write_figure(b, cfg, &all.total, INT64_MIN);
+        write_figure(b, cfg, &all.total, NULL, INT64_MIN);
         mlp_buf_puts(b, ",\"windows\":");
-        write_windows(b, cfg, &all, from);
+        write_windows(b, cfg, &all, from, 1);
         mlp_buf_puts(b, ",\"slices\":{");
         for (size_t j = 0; j < nmarg; j++) {
             char name[MLS_SLICE_VALUE_MAX + 80];
@@ -504,9 +558,9 @@ void mls_monitor_write_figures(struct mls_monitor *m, int64_t now, struct mlp_bu
                 mlp_buf_puts(b, ",");
             key(b, name);
             mlp_buf_puts(b, "{\"total\":");
-            write_figure(b, cfg, &marg[j].span.total, INT64_MIN);
+            write_figure(b, cfg, &marg[j].span.total, NULL, INT64_MIN);
             mlp_buf_puts(b, ",\"windows\":");
-            write_windows(b, cfg, &marg[j].span, from);
+            write_windows(b, cfg, &marg[j].span, from, 0);
             mlp_buf_puts(b, "}");
         }
         mlp_buf_puts(b, "}");

@@ -577,8 +577,8 @@
         secClasses.append(h('h2', {text: 'Per class'}), classWindows, driftNote,
           h('div.scroll', null, h('table.classes', {id: 'class-table'},
             h('thead', null, h('tr', null, heads)), classBody)),
-          h('p.muted.small', {text: 'change and z-score: against the same length just before ' +
-            'the window (or the pinned reference), for the classes the server lists as drifting.'}));
+          h('p.muted.small', {text: 'change and z-score: the weighted mean against the same length ' +
+            'just before the window (or the pinned reference); — without weight on either side.'}));
       }
       if (Object.keys(d.slices || {}).length) body.append(secSlices);
       if (usesLabels(d)) body.append(secLabels);
@@ -616,9 +616,10 @@
       const per = resolve(d, ['windows', w, 'per_class']) || [];
       return per.map(function (c) {
         const dr = (d.drift || []).find(function (x) { return x.window === w && x.class === c.class; });
-        /* The server's figure when it gives one for every class, else the drift list's. */
-        const change = typeof c.change === 'number' ? c.change : dr ? dr.change : null;
-        const z = typeof c.z === 'number' ? c.z : dr ? dr.z : null;
+        /* The server gives every class of a window its drift comparison (null without weight on
+         * a side); the drift list's figures are the same ones. */
+        const change = 'change' in c ? c.change : dr ? dr.change : null;
+        const z = 'z' in c ? c.z : dr ? dr.z : null;
         return {c: c, drift: dr, change: change, z: z};
       });
     }
@@ -653,7 +654,7 @@
         const sel = {class: cls};
         const dsel = {window: w, class: cls};
         const p = ['windows', w, 'per_class', sel];
-        const useServer = typeof r.c.z === 'number';
+        const useServer = 'z' in r.c;
         return h('tr' + (r.drift ? '.drift' : ''), {'data-class': String(cls),
           'data-drift': r.drift ? 'true' : 'false'},
         h('th', {scope: 'row'}, String(cls), r.drift ? h('span.badge', {text: 'drifting'}) : null),

@@ -40,6 +40,9 @@ ROUTES = [
     ("POST", "/v1/monitors/late/labels", LAB, "monitor:write"),
     ("DELETE", "/v1/monitors/m3", None, "admin"),
     ("GET", "/metrics", None, "metrics"),
+    ("GET", "/v1/stats", None, "metrics"),
+    ("GET", "/", None, None),  # the status page's files: no token (its own API calls need one)
+    ("GET", "/ui/ui.js", None, None),
     ("GET", "/healthz", None, None),
     ("GET", "/readyz", None, None),
     ("GET", "/v2/health/live", None, None),
@@ -95,7 +98,8 @@ def seed(srv, admin):
 def auth_routes(args):
     """Every route x {no token, a wrong one, a token without the scope, one with it}: 401 with
     WWW-Authenticate: Bearer (error="invalid_token" for a wrong one), 403 with the scope
-    named, and with the scope (or admin) the route's own answer; the probes need nothing."""
+    named, and with the scope (or admin) the route's own answer; the probes and the status
+    page's files need nothing."""
     with tempfile.TemporaryDirectory() as tmp:
         path, tokens = tokens_file(args, tmp)
         with Server(args.server, "--auth-file", path) as srv:
@@ -111,7 +115,7 @@ def auth_routes(args):
                 if need is None:
                     st, h, b = call(srv, method, url)
                     if st != 200:
-                        failures.append(f"{what}: no token: {st}, expected 200 (a probe)")
+                        failures.append(f"{what}: no token: {st}, expected 200 (no token needed)")
                     continue
                 st, h, b = call(srv, method, url, body)
                 if st != 401 or h.get("www-authenticate") != 'Bearer realm="maskloss"' or \

@@ -345,10 +345,10 @@ def meaning(fig, fetch):
             w, c, col = rest
             per = ["windows", w, "per_class", {"class": c}]
             if col in ("change", "z"):
-                # The server's figure for every class if it gives one, else its drift list's.
-                has = resolve(fetch(src), per + [col]) is not None
-                return src, (per if has else ["drift", {"window": w, "class": c}]) + [col], \
-                    "signed" if col == "change" else "z"
+                # The server's comparison, which every class of a window has (null without a
+                # baseline), drifting or not.
+                check(col in (resolve(fetch(src), per) or {}), f"{fig['id']}: the API gives class {c} no {col}")
+                return src, per + [col], "signed" if col == "change" else "z"
             field, fmt = WINDOW_FIELDS[col]
             return src, per + [field], fmt
         if what == "slice":
@@ -452,6 +452,14 @@ def step_monitor(page, fetch, shots):
     for c in seed.CLASSES:
         for col in ("loss", "sum_weights", "change", "z"):
             check(f"monitor:movies:class:5m:{c}:{col}" in ids, f"no {col} of class {c}")
+    # The change and z-score of every class are filled in, not only the drifting one's: each
+    # has a baseline in the 5m window (compare_settled checked the figures against the API).
+    texts = {f["id"]: f["text"] for f in figs}
+    for pc in doc["windows"]["5m"]["per_class"]:
+        for col in ("change", "z"):
+            check(isinstance(pc.get(col), (int, float)), f"seeding: class {pc['class']} has no 5m {col}")
+            text = texts[f"monitor:movies:class:5m:{pc['class']}:{col}"]
+            check(text != "—", f"class {pc['class']}'s {col} shows {text!r}, the API's is {pc[col]}")
     for k in doc["slices"]:
         check(f"monitor:movies:slice:{k}:5m" in ids, f"no 5m loss of slice {k}")
     series_srcs = [s for s in docs if "/series?" in s]
