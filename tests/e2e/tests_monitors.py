@@ -787,8 +787,15 @@ def monitor_drift(args):
 
 # ---- Durability ----------------------------------------------------------------------------------
 
+# A window's comparison with its baseline (GET /v1/monitors/{name}): the baseline is the W
+# before the window, where a test's data an hour or minutes old moves in and out as the minute
+# turns (monitor_drift_per_class checks these against the observations).
+BASELINE_FIELDS = ("baseline_loss", "baseline_weight", "change", "z")
+
+
 def comparable(g):
-    """A GET answer without what moves with the clock (now, the windows' from)."""
+    """A GET answer without what moves with the clock (now, the windows' from, their
+    comparisons with the baselines before them)."""
     g = json.loads(json.dumps(g))
     g.pop("now", None)
     for e in g.get("drift") or []:
@@ -796,6 +803,9 @@ def comparable(g):
     for part in [g] + list((g.get("slices") or {}).values()):
         for w in (part.get("windows") or {}).values():
             w.pop("from", None)
+            for f in [w] + (w.get("per_class") or []):
+                for k in BASELINE_FIELDS:
+                    f.pop(k, None)
     return g
 
 
