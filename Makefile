@@ -272,13 +272,15 @@ check:
 	@# The status page in a browser (the plain build: its C is the routes' that e2e covers).
 	$(if $(SAN),,@$(MAKE) --no-print-directory test-ui-run)
 
+# Two end-to-end tests at a time (most of their time is waiting; tests/e2e/run.py --jobs).
+E2E_JOBS ?= 2
 e2e:
 	@echo "== tests/e2e against $(SERVER)"
-	@$(PYTHON) tests/e2e/run.py --server $(SERVER) $(if $(SAN),--sanitized)
+	@$(PYTHON) tests/e2e/run.py --server $(SERVER) --jobs $(E2E_JOBS) $(if $(SAN),--sanitized)
 	@# The monitor and late-label suites again on PostgreSQL (the plain build: the store's
 	@# code is the same C the sanitized run has just covered on SQLite's paths).
 	$(if $(SAN),,@echo "== tests/e2e monitor suites against $(SERVER) on PostgreSQL")
-	$(if $(SAN),,@$(PYTHON) tests/e2e/run.py --server $(SERVER) --pg)
+	$(if $(SAN),,@$(PYTHON) tests/e2e/run.py --server $(SERVER) --jobs $(E2E_JOBS) --pg)
 
 # run, bench, bench-server: install missing packages first, then build in a fresh make that
 # sees their pkg-config flags.

@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """End-to-end tests of maskloss-server: start the real server on free ports, talk HTTP to it.
 
-usage: run.py --server build/maskloss-server [--cli build/maskloss] [-k NAME]
+usage: run.py --server build/maskloss-server [--cli build/maskloss] [-k NAME] [--jobs N]
 
-Each test starts the servers it needs. Prints one line per test and exits 1 if any failed.
+Each test starts the servers it needs (on ports of their own, with state of their own), so tests
+are independent: with --jobs N, N of them run at once, each in a forked process whose output is
+printed whole when it ends. Most of a test's time is waiting (timeouts, drains, a client that
+trickles): two at a time on two cores take about a third less. The tests that measure a timing
+or a load, and those that stop or kill the shared PostgreSQL of --pg, run afterwards, one at a
+time, in this process (runs_alone). Prints one line per test and exits 1 if any failed.
 """
 import argparse
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -47,6 +53,65 @@ PG_SUITES = {"tests_monitors", "tests_monitor_rollup", "tests_monitor_reference"
              "tests_pg_attacks"}
 
 
+def runs_alone(fn):
+    """Whether fn runs by itself, in this process, after the others: a timing or load figure
+    (plain_only), or a test of PostgreSQL's own failures (tests_pg_*: they stop, hang and kill
+    the one PostgreSQL every test of run.py --pg shares, a child of this process)."""
+    return getattr(fn, "plain_only", False) or fn.__module__.startswith("tests_pg_")
+
+
+def run_one(fn, args):
+    """Runs one test here; prints its line (and traceback); whether it passed."""
+    t0 = time.monotonic()
+    try:
+        fn(args)
+        print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
+        return True
+    except Exception:
+        print(f"FAIL {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
+        traceback.print_exc()
+        sys.stderr.flush()
+        return False
+
+
+def run_parallel(fns, args):
+    """Runs fns args.jobs at a time, each in a forked child whose stdout and stderr (its
+    servers' too) go to a file of its own, printed whole when the child ends, in the order they
+    end. The number that failed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pending = list(fns)
+    running = {}
+    failed = 0
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            fn = pending.pop(0)
+            out = tempfile.TemporaryFile()
+            pid = os.fork()
+            if pid == 0:
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                ok = run_one(fn, args)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0 if ok else 1)  # no exit handlers: they are the parent's
+            running[pid] = (fn, out)
+        pid, status = os.waitpid(-1, 0)
+        if pid not in running:
+            continue  # (a process a test started and left: not ours to report)
+        fn, out = running.pop(pid)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+        out.close()
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            failed += 1
+            if not text.startswith("FAIL") and "\nFAIL " not in text:
+                text += f"FAIL {fn.__name__} (its process ended with status {status:#x})\n"
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return failed
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -57,6 +122,8 @@ def main():
     ap.add_argument("--pg", action="store_true",
                     help="the monitor and late-label suites again, every server's state on a "
                          "throwaway PostgreSQL (skips the tests marked sqlite_only)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="tests run at once, each in a process of its own (timing tests alone)")
     args = ap.parse_args()
     pg = None
     if args.pg:
@@ -68,7 +135,7 @@ def main():
         print(f"PostgreSQL {pg.port}: initdb {pg.init_seconds:.1f} s, start {pg.start_seconds:.1f} s")
     if not args.cli:
         args.cli = os.path.join(os.path.dirname(args.server), "maskloss")
-    failed = 0
+    chosen = []
     for fn in TESTS:
         if args.only and args.only not in fn.__name__:
             continue
@@ -82,14 +149,13 @@ def main():
         if args.sanitized and getattr(fn, "plain_only", False):
             print(f"skip {fn.__name__} (a timing or load figure: run against the plain build)")
             continue
-        t0 = time.monotonic()
-        try:
-            fn(args)
-            print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
-        except Exception:
-            failed += 1
-            print(f"FAIL {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
-            traceback.print_exc()
+        chosen.append(fn)
+    if args.jobs > 1:
+        alone = [fn for fn in chosen if runs_alone(fn)]
+        failed = run_parallel([fn for fn in chosen if fn not in alone], args)
+        failed += sum(not run_one(fn, args) for fn in alone)
+    else:
+        failed = sum(not run_one(fn, args) for fn in chosen)
     if pg is not None:
         pg.__exit__(None, None, None)
     print(f"e2e: {'all passed' if not failed else f'{failed} failed'}")

@@ -337,7 +337,11 @@ def pg_unreachable_then_back(args):
             acked += 1
         pg.kill9()
         pg.start()
-        # (a connection lost while idle is replaced at its next use: no 503 for it)
+        # A connection lost while idle is replaced at its next use; but the readiness poll (once
+        # a second) may have run while PostgreSQL was down, and then reads answer 503 until its
+        # next round finds it back (seen on a loaded machine): wait for that, as a balancer would.
+        assert wait_until(lambda: api.call("GET", "/readyz")[0] == 200, timeout=20, every=0.1), \
+            srv.log()[-1500:]
         got = api.get("u")["total"]["observations"]
         assert got == acked, f"{got} observations after PostgreSQL's crash, {acked} acknowledged"
         log = srv.log()
