@@ -630,11 +630,16 @@
       const w = state.window;
       const rows = classRows(d);
       const key = state.sort, dir = state.desc ? -1 : 1;
+      /* JSON has no infinities: the server writes them as the strings "Infinity" and
+       * "-Infinity" (a z without variance on either side), which sort as the numbers they are. */
+      const asNumber = function (v) {
+        return v === 'Infinity' ? Infinity : v === '-Infinity' ? -Infinity : v;
+      };
       const val = function (r) {
         if (key === 'class') return String(r.c.class);
-        if (key === 'loss') return r.c.loss;
-        if (key === 'change') return r.change;
-        return r.z;
+        if (key === 'loss') return asNumber(r.c.loss);
+        if (key === 'change') return asNumber(r.change);
+        return asNumber(r.z);
       };
       rows.sort(function (ra, rb) {
         const x = val(ra), y = val(rb);
