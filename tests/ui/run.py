@@ -512,10 +512,17 @@ def step_monitor(page, fetch, shots):
     check(not page.js("return document.getElementById('chart-tip').hidden"), "the chart ignores the arrows")
     # Another step and range: the lines follow.
     from selenium.webdriver.support.ui import Select
-    Select(page.d.find_element("id", "range")).select_by_value(str(6 * 3600))
-    page.wait("document.querySelector('#chart-data [data-src*=\"step=300s\"]')", "the chart at a 5 min step")
-    figs2, _, bad = compare(page, fetch)
-    check(not bad, "after choosing 6 hours: " + "; ".join(bad[:5]))
+    def six_hours():
+        Select(page.d.find_element("id", "range")).select_by_value(str(6 * 3600))
+        page.wait("document.querySelector('#chart-data [data-src*=\"step=300s\"]')", "the chart at a 5 min step")
+
+    def refresh_six_hours():
+        refresh()
+        six_hours()
+    six_hours()
+    # (settled: the view's windows are those of the minute it was drawn in, and one may have
+    # turned since; CI saw it)
+    figs2, _ = compare_settled(page, fetch, refresh_six_hours)
     ActionChains(page.d).move_by_offset(0, 0).perform()
     page.d.find_element("css selector", "body").click()
     page.js("document.getElementById('chart-tip').hidden = true")
