@@ -12,6 +12,7 @@
 #                        the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check           one build's tests (-Werror; installs nothing)
 #   make test-ui         the status page in headless chromium (tests/ui/run.py; part of check)
+#   make test-js         the JavaScript package (clients/js) against the server (part of check)
 #   make test-cluster    three replicas of the server on a throwaway PostgreSQL behind nginx,
 #                        scraped by Prometheus, under load while one is drained and one killed
 #                        (tests/cluster/run.py, under a minute; the last step of make test)
@@ -76,7 +77,8 @@ DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client 
             cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light py:yaml:python3-yaml \
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
             cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 \
-            cmd:chromium:chromium cmd:chromedriver:chromium-driver py:selenium:python3-selenium
+            cmd:chromium:chromium cmd:chromedriver:chromium-driver py:selenium:python3-selenium \
+            cmd:node:nodejs
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light py:numpy:python3-numpy \
              cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
              cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15
@@ -134,7 +136,8 @@ CLI = $(BUILD)/maskloss
 SERVER = $(BUILD)/maskloss-server
 
 .PHONY: all build deps deps-test test check e2e run bench bench-server accuracy clean install \
-        format lint difftest difftest-full accuracy-data test-cluster test-ui test-ui-run
+        format lint difftest difftest-full accuracy-data test-cluster test-ui test-ui-run \
+        test-js test-js-run
 # Check the build packages (never install them), then build in a make of its own so that no
 # compiler runs before the check has passed.
 all:
@@ -268,6 +271,7 @@ check:
 	@sh tests/docker_check.sh $(SERVER)
 	@$(PYTHON) tests/deploy_check.py $(SERVER)
 	@$(PYTHON) tests/compose_check.py $(SERVER)
+	@$(MAKE) --no-print-directory test-js-run
 	@$(MAKE) --no-print-directory e2e
 	@# The status page in a browser (the plain build: its C is the routes' that e2e covers).
 	$(if $(SAN),,@$(MAKE) --no-print-directory test-ui-run)
@@ -337,6 +341,16 @@ test-ui:
 test-ui-run:
 	@echo "== tests/ui: the status page in chromium against $(SERVER)"
 	@$(PYTHON) tests/ui/run.py --server $(SERVER) $(UI_ARGS)
+
+# The JavaScript package (clients/js) with Node's test runner against this build's server,
+# started by the tests on free ports, and in headless chromium. About 15 s.
+test-js:
+	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
+	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
+	@$(MAKE) --no-print-directory test-js-run
+test-js-run:
+	@echo "== clients/js: node --test against $(SERVER)"
+	@MASKLOSS_SERVER=$(abspath $(SERVER)) node --test clients/js/test/*.test.js
 
 # Summation accuracy on 16M float32 elements (argument: ACCURACY_N).
 ACCURACY_N ?= 16777216

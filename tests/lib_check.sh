@@ -8,7 +8,8 @@
 #   - `make install DESTDIR=tmp PREFIX=/usr LIBDIR=/usr/lib/<multiarch>` lays out the tree a
 #     package would, maskloss.pc gives that libdir and includedir, and a program compiled with
 #     `pkg-config --cflags --libs maskloss` against it links (shared, and static), runs the
-#     note's example and prints ml_version().
+#     note's example and prints ml_version();
+#   - examples/masked-mean.c builds the same way against that tree and prints the note's figures.
 # SAN is the build's -fsanitize list, given to the test program too. Environment: CC, MAKE.
 set -u
 build=${1:?usage: lib_check.sh BUILD [SAN]}
@@ -180,6 +181,28 @@ if $CC $cflags -o "$tmp/prog_static" "$tmp/prog.c" $(PKG_CONFIG_SYSROOT_DIR=$roo
 else
     cat "$tmp/cc.log" >&2
     note "a program using maskloss.h does not link with $libdir/libmaskloss.a"
+fi
+
+# examples/masked-mean.c as its comment says a user builds it (pkg-config against the installed
+# tree) and runs it: the note's loss within 4 ulp of the exact value above, its 9 non-zero
+# weights, and the first row's loss, its one weighted element: log(1 + e^-0.2) (awk's libm).
+# shellcheck disable=SC2086 # word splitting of the flags is meant
+if $CC $cflags -o "$tmp/masked-mean" examples/masked-mean.c $flags -lm 2>"$tmp/cc.log"; then
+    if out=$(LD_LIBRARY_PATH=$lib "$tmp/masked-mean"); then
+        echo "$out" | sed 's/^/lib_check: examples\/masked-mean: /'
+        echo "$out" | awk '
+            function near(got, want, tol) { d = got - want; return (d < 0 ? -d : d) <= tol }
+            $1 == "loss" { loss = near($2, 0.53753211355555677679, 4 * 2 ^ -53) }
+            $1 == "num_nonzero_weights" { nnz = ($2 == 9) }
+            $1 == "per_sample" && !rows++ { row0 = near($2, log(1 + exp(-0.2)), 1e-15) }
+            END { exit !(loss && nnz && row0 && rows == 4) }' ||
+            note "examples/masked-mean printed figures other than the note's example"
+    else
+        note "examples/masked-mean against $libdir/$soname failed"
+    fi
+else
+    cat "$tmp/cc.log" >&2
+    note "examples/masked-mean.c does not build with pkg-config --cflags --libs maskloss"
 fi
 
 [ $fail = 0 ] && echo "lib_check: $so (soname $soname, $(wc -l <"$tmp/exported") ml_* exports) and its installed tree are fine"
