@@ -343,7 +343,8 @@ test-ui-run:
 	@$(PYTHON) tests/ui/run.py --server $(SERVER) $(UI_ARGS)
 
 # The JavaScript package (clients/js) with Node's test runner against this build's server,
-# started by the tests on free ports, and in headless chromium. About 15 s.
+# started by the tests on free ports, and in headless chromium. About 35 s (mostly waiting for a
+# rate limit and chromium).
 test-js:
 	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
 	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build

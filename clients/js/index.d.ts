@@ -50,8 +50,14 @@ export declare class MasklossError extends Error {
 export interface ClientOptions {
   /** Sent as `Authorization: Bearer <token>`; default $MASKLOSS_TOKEN on Node, "" sends none. */
   token?: string;
-  /** Milliseconds before a request is aborted (default 60000). */
+  /** Milliseconds before a try is aborted (default 60000). */
   timeout?: number;
+  /** Tries again after a 429 or 503 (default 2), for requests a repeat does not change. */
+  retries?: number;
+  /** Without Retry-After, the first wait in ms (default 100), doubling, jittered. */
+  backoff?: number;
+  /** A Retry-After longer than this (ms, default 30000) is not waited for. */
+  maxDelay?: number;
   /** A fetch to use instead of globalThis.fetch. */
   fetch?: typeof globalThis.fetch;
   /** Headers sent with every request. */
@@ -135,12 +141,16 @@ export declare class Client {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   timeout: number;
+  retries: number;
+  backoff: number;
+  maxDelay: number;
   headers: Record<string, string>;
-  /** One HTTP request: an object body goes as JSON, a Uint8Array as it is. */
-  request(method: string, path: string, body?: unknown, headers?: Record<string, string>):
-    Promise<{ response: Response; bytes: Uint8Array }>;
+  /** One HTTP request: an object body goes as JSON, a Uint8Array as it is; `retry` (default:
+   * not for POST) whether a 429 or 503 is tried again. */
+  request(method: string, path: string, body?: unknown, headers?: Record<string, string>,
+    retry?: boolean): Promise<{ response: Response; bytes: Uint8Array }>;
   /** One HTTP request with a JSON answer (null for an empty body). */
-  json(method: string, path: string, body?: unknown): Promise<any>;
+  json(method: string, path: string, body?: unknown, retry?: boolean): Promise<any>;
   /** POST /v2/models/{loss}/infer, tensors as binary data; the requested outputs. */
   evaluate(loss: string, inputs: Inputs, options?: EvaluateOptions): Promise<EvaluateResult>;
   /** The loss alone. */

@@ -195,13 +195,17 @@ function retryAfter(value) {
 }
 
 /** A maskloss-server at `url`. Options: `token` (sent as `Authorization: Bearer`; on Node the
- * default is $MASKLOSS_TOKEN, "" sends none), `timeout` (ms, default 60000), `fetch` (a fetch
- * to use instead of the global one), `headers` (sent with every request). HTTPS uses the
- * platform's trust store (Node: NODE_EXTRA_CA_CERTS=cert.pem for a certificate it lacks). */
+ * default is $MASKLOSS_TOKEN, "" sends none), `timeout` (ms a try, default 60000), `retries`
+ * (default 2: a 429 or 503 is tried again that many times, after its Retry-After, else after
+ * `backoff` ms doubling each time, jittered; never when Retry-After exceeds `maxDelay` ms),
+ * `fetch` (a fetch to use instead of the global one), `headers` (sent with every request).
+ * HTTPS uses the platform's trust store (Node: NODE_EXTRA_CA_CERTS=cert.pem for a
+ * certificate it lacks). */
 export class Client {
   #token;
 
-  constructor(url, { token, timeout = 60000, fetch, headers = {} } = {}) {
+  constructor(url, { token, timeout = 60000, retries = 2, backoff = 100, maxDelay = 30000, fetch,
+    headers = {} } = {}) {
     this.url = String(url).replace(/\/+$/, "");
     if (token === undefined) token = globalThis.process?.env?.MASKLOSS_TOKEN || "";
     // Visible ASCII only: anything else cannot travel in a header as sent.
@@ -209,13 +213,17 @@ export class Client {
       throw new TypeError("token: visible ASCII characters only");
     this.#token = token;
     this.timeout = timeout;
+    this.retries = retries;
+    this.backoff = backoff;
+    this.maxDelay = maxDelay;
     this.headers = { ...headers };
     this.fetch = fetch || globalThis.fetch.bind(globalThis);
   }
 
-  /** One HTTP request; the answer's JSON, or a MasklossError. `body`: an object is sent as
-   * JSON, a Uint8Array as it is. */
-  async request(method, path, body, headers = {}) {
+  /** One HTTP request: {response, bytes}, or a MasklossError. `body`: an object is sent as
+   * JSON, a Uint8Array as it is. `retry`: whether a 429 or 503 may be sent again (a request
+   * whose repeat changes nothing: GET, PUT, DELETE, evaluations, observations with an id). */
+  async request(method, path, body, headers = {}, retry = method !== "POST") {
     const h = { ...this.headers, ...headers };
     if (this.#token) h.Authorization = `Bearer ${this.#token}`;
     let payload;
@@ -224,11 +232,21 @@ export class Client {
       payload = JSON.stringify(body);
       h["Content-Type"] = "application/json";
     }
-    const response = await this.fetch(this.url + path, {
-      method, headers: h, body: payload, signal: AbortSignal.timeout(this.timeout) });
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    if (!response.ok) throw this.#error(response, bytes);
-    return { response, bytes };
+    for (let attempt = 0; ; attempt++) {
+      const response = await this.fetch(this.url + path, {
+        method, headers: h, body: payload, signal: AbortSignal.timeout(this.timeout) });
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      if (response.ok) return { response, bytes };
+      const error = this.#error(response, bytes);
+      if (!retry || attempt >= this.retries || (error.status !== 429 && error.status !== 503))
+        throw error;
+      // Retry-After when the server gives it (whole seconds: the bucket's refill), else
+      // exponential backoff with full jitter (clients retrying together spread out).
+      const delay = error.retryAfter !== null ? error.retryAfter * 1000
+        : Math.random() * this.backoff * 2 ** attempt;
+      if (delay > this.maxDelay) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
 
   #error(response, bytes) {
@@ -244,8 +262,8 @@ export class Client {
       body: err });
   }
 
-  async json(method, path, body) {
-    const { bytes } = await this.request(method, path, body);
+  async json(method, path, body, retry = method !== "POST") {
+    const { bytes } = await this.request(method, path, body, {}, retry);
     return bytes.length ? JSON.parse(new TextDecoder().decode(bytes)) : null;
   }
 
@@ -273,7 +291,7 @@ export class Client {
     }
     const { response, bytes } = await this.request("POST",
       `/v2/models/${encodeURIComponent(loss)}/infer`, body,
-      { "Inference-Header-Content-Length": String(head.length) });
+      { "Inference-Header-Content-Length": String(head.length) }, true);
     const length = response.headers.get("Inference-Header-Content-Length");
     const n = length === null ? bytes.length : Number(length);
     const answer = JSON.parse(new TextDecoder().decode(bytes.subarray(0, n)));
@@ -294,12 +312,12 @@ export class Client {
 
   /** POST /v1/loss: a request of the JSON protocol, typed-array tensors sent as `b64`. */
   async eval(request) {
-    return this.json("POST", "/v1/loss", jsonRequest(request));
+    return this.json("POST", "/v1/loss", jsonRequest(request), true);
   }
 
   /** POST /v1/batch: an answer per request, in order, each a response or an error object. */
   async batch(requests) {
-    return (await this.json("POST", "/v1/batch", { requests: requests.map(jsonRequest) })).responses;
+    return (await this.json("POST", "/v1/batch", { requests: requests.map(jsonRequest) }, true)).responses;
   }
 
   /** GET /v1/losses: the catalogue. */
@@ -342,9 +360,12 @@ export class Monitor {
   }
 
   /** POST one observation: the tensors of a /v1/loss request (typed arrays as `b64`), and
-   * optional `time` (Unix seconds, an RFC 3339 string or a Date), `slice`, `id`. */
+   * optional `time` (Unix seconds, an RFC 3339 string or a Date), `slice`, `id` (retried
+   * only with one). */
   async observe(observation) {
-    return this.client.json("POST", `${this.path}/observe`, jsonRequest(observation));
+    // (counted once by its id: with one, a retry cannot count it twice)
+    return this.client.json("POST", `${this.path}/observe`, jsonRequest(observation),
+      observation.id !== undefined);
   }
 
   /** POST predictions logged at serving time ({ids, logits | predictions, ...}). */
@@ -352,9 +373,9 @@ export class Monitor {
     return this.client.json("POST", `${this.path}/predictions`, jsonRequest(body));
   }
 
-  /** POST the labels of logged predictions ({ids, labels, ...}). */
+  /** POST the labels of logged predictions ({ids, labels, ...}); retried only with an `id`. */
   async labels(body) {
-    return this.client.json("POST", `${this.path}/labels`, jsonRequest(body));
+    return this.client.json("POST", `${this.path}/labels`, jsonRequest(body), body.id !== undefined);
   }
 
   /** GET the monitor's figures. */

@@ -198,7 +198,7 @@ test("tokens: Authorization: Bearer, 401 and 403 as MasklossError; Retry-After o
     const secured = await start("--auth-file", path.join(dir, "tokens"), "--rate-limit", "0.2");
     const inputs = { labels: new Float32Array([1, 0]), logits: new Float32Array([0.2, 0.8]) };
     const { sent, fetch } = recorder();
-    const client = new Client(secured, { token: evaluator, fetch });
+    const client = new Client(secured, { token: evaluator, fetch, retries: 0 });
     assert.equal(typeof await client.loss("sigmoid_cross_entropy", inputs), "number");
     assert.equal(sent[0].headers.Authorization, `Bearer ${evaluator}`);
     assert.ok(!JSON.stringify(client).includes(evaluator), "the token shows in JSON.stringify(client)");
@@ -225,6 +225,47 @@ test("tokens: Authorization: Bearer, 401 and 403 as MasklossError; Retry-After o
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("retries: a 429 after its Retry-After, a 503 with backoff; observe and labels only with an id", async () => {
+  // One request every 2 s after a first one (Retry-After: 2): each refusal below comes right
+  // after an answer emptied the bucket, with 2 s of margin on a loaded machine.
+  const limited = await start("--rate-limit", "0.5", "--rate-burst", "1");
+  const { sent, fetch } = recorder();
+  const client = new Client(limited, { fetch, token: "" });
+  const inputs = { labels: [1, 0], logits: [0.2, 0.8] };
+  const t0 = Date.now();
+  for (let i = 0; i < 3; i++)
+    close(await client.loss("sigmoid_cross_entropy", inputs, { dtype: "float64" }), (ce(1, 0.2) + ce(0, 0.8)) / 2, 1e-15, "retried");
+  assert.ok(sent.length > 3, `${sent.length} requests for 3 answers: none was a 429`);
+  assert.ok(Date.now() - t0 >= 3500, `3 answers in ${Date.now() - t0} ms at one every 2 s`);
+
+  // An observation without an id is not sent again (a repeat would count twice); with one, it is.
+  const m = client.monitor("js.retry");
+  await m.create({ loss: "sigmoid_cross_entropy" });
+  const observation = { labels: [1, 0], logits: [0.2, 0.8] };
+  let before = sent.length;
+  await assert.rejects(m.observe(observation), (e) => e.status === 429 && e.retryAfter === 2);
+  assert.equal(sent.length - before, 1);
+  before = sent.length;
+  assert.equal((await m.observe({ ...observation, id: "once" })).duplicate, false);
+  assert.ok(sent.length - before >= 2, "the observation with an id was not retried");
+  await assert.rejects(m.predictions({ ids: ["a"], logits: [[0.2]] }), (e) => e.status === 429);
+  assert.equal((await m.show()).total.observations, 1); // (a GET: retried)
+
+  // No retry past the given count, none for a Retry-After longer than maxDelay.
+  await assert.rejects(new Client(limited, { token: "", retries: 0 }).losses(), (e) => e.status === 429);
+  await assert.rejects(new Client(limited, { token: "", maxDelay: 1500 }).losses(), (e) => e.status === 429);
+
+  // A 503 without Retry-After: backoff, then the answer.
+  let refusals = 2;
+  const flaky = async (u, init) => refusals-- > 0
+    ? new Response('{"error":"not ready","code":"unavailable","field":""}', { status: 503 })
+    : globalThis.fetch(u, init);
+  assert.equal((await new Client(url, { token: "", fetch: flaky, backoff: 20 }).ready()), true);
+  refusals = 3;
+  await assert.rejects(new Client(url, { token: "", fetch: flaky, backoff: 20 }).losses(),
+    (e) => e.status === 503 && e.code === "unavailable" && e.retryAfter === null);
 });
 
 test("HTTPS: a self-signed server trusted with NODE_EXTRA_CA_CERTS, as the README says", async () => {
