@@ -387,12 +387,14 @@ install: all
 	    -e 's|@VERSION@|$(VERSION)|' maskloss.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/maskloss.pc
 
 format:
-	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c
+	clang-format -i lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c \
+	    examples/*.c
 
 lint:
-	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c
+	clang-format --dry-run --Werror lib/include/*.h lib/src/*.[ch] proto/*.[ch] cli/*.[ch] server/*.[ch] tests/*.c \
+	    examples/*.c
 	cppcheck --quiet --inline-suppr --error-exitcode=1 --enable=warning,portability --std=c11 \
-	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli server
+	    --suppress=missingIncludeSystem -Ilib/include -Iproto lib/src proto cli server examples
 
 # This configuration's build directory (build, holding build/san, by default).
 clean:
