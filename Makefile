@@ -78,7 +78,7 @@ DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client 
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
             cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 \
             cmd:chromium:chromium cmd:chromedriver:chromium-driver py:selenium:python3-selenium \
-            cmd:node:nodejs
+            cmd:node:nodejs py:pip:python3-pip py:setuptools:python3-setuptools py:wheel:python3-wheel
 DEPS_BENCH = cmd:wrk:wrk cmd:nginx:nginx-light py:numpy:python3-numpy \
              cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
              cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15

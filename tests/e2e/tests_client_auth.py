@@ -398,11 +398,11 @@ def client_auth_v2_header(args):
 
 @test
 def client_auth_readme_examples(args):
-    """The README's maskloss_client examples, run as written (y, x and mask the note's arrays;
-    the URL's port the server's; cert.pem and MASKLOSS_TOKEN as the README says): `loss` is
-    the note's loss. The plain one against a plain server, the HTTPS one against a shared
+    """The README's examples of the package maskloss, run as written (y, x and mask the note's
+    arrays; the URL's port the server's; cert.pem and MASKLOSS_TOKEN as the README says):
+    `loss` is the note's loss. The plain one against a plain server, the HTTPS one against a shared
     server."""
-    blocks = [b for b in readme_python_blocks() if "maskloss_client" in b]
+    blocks = [b for b in readme_python_blocks() if "from maskloss import Client" in b]
     assert len(blocks) == 2 and any("https://" in b for b in blocks), blocks
     cwd = os.getcwd()
     with shared_server(args) as (tls, url, cert, tokens), Server(args.server) as plain:
