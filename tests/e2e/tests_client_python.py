@@ -172,7 +172,8 @@ def client_python_retries(args):
     and labels without an id are not retried, with one they are (the same id sent again);
     predictions never are; a
     Retry-After beyond max_retry_wait is raised at once with its retry_after; retries=2 gives up
-    after three tries; a read that times out is not sent again; the old module
+    after three tries; a read that times out is not sent again, and the next request goes
+    on a new connection; the old module
     maskloss_client does not retry."""
     y, x = NOTE["labels"], NOTE["logits"]
     peer = Peer([reply(429, b'{"error":"slow down","code":"too_many_requests","field":null}', "1"),
@@ -214,6 +215,9 @@ def client_python_retries(args):
         except TimeoutError:
             pass
         assert len(peer.requests) == 1, peer.requests
+        # (closed: the next request opens a new connection, instead of http.client's
+        # CannotSendRequest on one still waiting for its answer)
+        assert c._conn.sock is None, "the timed-out connection kept"
 
     with Peer([reply(503, retry_after="0"), reply(200, b'{"monitors":[]}')]) as peer, \
             maskloss_client.Client(peer.url) as c:
