@@ -51,6 +51,10 @@ r = c.evaluate("sigmoid_cross_entropy", labels=note["labels"], logits=note["logi
                weights=note["mask"], dtype="float64",
                outputs=("loss", "per_element", "num_nonzero_weights"))
 out["loss"], out["nonzero"] = r["loss"], r["num_nonzero_weights"]
+arr = __import__("numpy").array if sys.argv[2] == "numpy" else list  # (numpy: b64 tensors)
+b = c.batch([{"loss": "sigmoid_cross_entropy", "labels": arr(note["labels"]), "dtype": "float64",
+              "logits": arr(note["logits"]), "mask": arr(note["mask"])}, {"loss": "no_such_loss"}])
+out["batch"] = [b[0]["loss"], b[1]["code"], b[1]["field"]]
 out["per_element_type"] = type(r["per_element"]).__name__
 out["per_element"] = r["per_element"] if isinstance(r["per_element"], list) else r["per_element"].tolist()
 try:
@@ -98,8 +102,9 @@ def client_python_package(args):
     """pip install --no-index of clients/python: the package maskloss with py.typed and the
     shim maskloss_client, version the library's (maskloss.h), no required dependency; imported
     from the install (another working directory, PYTHONPATH the target only) it evaluates the
-    note (numpy arrays with numpy, nested lists without), raises MasklossError with status,
-    code and field, and drives monitors and late labels to the note's loss."""
+    note (numpy arrays with numpy, nested lists without) and a batch (with an entry refused),
+    raises MasklossError with status, code and field, and drives monitors and late labels to
+    the note's loss."""
     header = open(os.path.join(ROOT, "lib", "include", "maskloss.h")).read()
     version = ".".join(re.search(rf"#define ML_VERSION_{p} (\d+)", header).group(1)
                        for p in ("MAJOR", "MINOR", "PATCH"))
@@ -126,6 +131,7 @@ def client_python_package(args):
             assert np.allclose(np.array(got["per_element"]), SCE, rtol=1e-12, atol=0), (variant, got)
             assert ref.close(got["loss"], MASKED_MEAN) and got["nonzero"] == NONZERO, (variant, got)
             assert got["error"] == [400, "shape_mismatch", "labels", ["code", "error", "field"]], got
+            assert ref.close(got["batch"][0], MASKED_MEAN) and got["batch"][1:] == ["unknown_loss", "loss"], got
             assert got["duplicate"] is True and ref.close(got["observed"], MASKED_MEAN), got
             assert got["stored"] == 4 and got["sparse"] == [1, ["u9"]], got
             # (u1's drama given again: replaced, the other 8 positions applied)

@@ -47,6 +47,8 @@ if np is not None:
               np.dtype(np.int16): np.int32, np.dtype(np.uint16): np.int32,
               np.dtype(np.uint32): np.int64}
 
+# The tensors of a /v1/loss request.
+_V1_TENSORS = ("labels", "logits", "predictions", "losses", "mask", "weights")
 OUTPUTS = ("loss", "per_element", "per_sample", "per_class", "weighted_sum", "sum_weights",
            "num_nonzero_weights")
 
@@ -543,6 +545,16 @@ class Client:
     def loss(self, loss: str, **kwargs: Any) -> Any:
         """The reduced loss as a float (or an array for reduction none)."""
         return self.evaluate(loss, outputs=("loss",), **kwargs)["loss"]
+
+    def batch(self, requests: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+        """POST /v1/batch: `requests` are /v1/loss requests (dicts: "loss", the tensors --
+        numpy arrays go as b64, lists as they are -- "reduction", "dtype", "params", ...).
+        Returns one answer per request, in order: the /v1/loss response, or the error object
+        ({"error", "code", "field"}) of a request that could not be evaluated, which does not
+        spoil the others."""
+        body = [{k: _json_tensor(k, v) if k in _V1_TENSORS else v for k, v in r.items()}
+                for r in requests]
+        return self._call("POST", "/v1/batch", {"requests": body}, retry=True)["responses"]
 
     def _call(self, method: str, path: str, body: Any = None, retry: Optional[bool] = None) -> Any:
         """A JSON request: the parsed answer of a 2xx (None when it has no body), else
