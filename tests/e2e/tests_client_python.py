@@ -90,7 +90,7 @@ def install(tmp):
                     ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     site = os.path.join(tmp, "site")
     p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-build-isolation",
-                        "--no-deps", "--disable-pip-version-check", "--target", site, src],
+                        "--no-deps", "--no-cache-dir", "--disable-pip-version-check", "--target", site, src],
                        capture_output=True, text=True, timeout=300, cwd=tmp,
                        env=dict(os.environ, PIP_NO_INPUT="1", PIP_ROOT_USER_ACTION="ignore"))
     assert p.returncode == 0, (p.stdout, p.stderr)
