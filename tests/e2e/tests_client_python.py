@@ -258,3 +258,23 @@ def client_python_rate_limited(args):
             e, took = timed(refused, c.loss, "sigmoid_cross_entropy", labels=Y, logits=X)
             assert (e.status, e.code, e.field) == (403, "forbidden", "Authorization") and took < 5, (e, took)
         stop_clean(srv)
+
+
+@test
+def client_python_typed(args):
+    """The package is typed (py.typed says so to type checkers): every public function and
+    method of maskloss's classes annotates its return and each of its parameters (no type
+    checker is a test dependency; this keeps the promise from rotting)."""
+    import inspect
+    bare = []
+    for cls in (maskloss.Client, maskloss.Monitor, maskloss.MasklossError):
+        for name, fn in vars(cls).items():
+            if not inspect.isfunction(fn) or (name.startswith("_") and name != "__init__"):
+                continue
+            sig = inspect.signature(fn)
+            if sig.return_annotation is inspect.Signature.empty:
+                bare.append(f"{cls.__name__}.{name} -> ?")
+            bare += [f"{cls.__name__}.{name}({p})" for p in list(sig.parameters)[1:]
+                     if sig.parameters[p].annotation is inspect.Parameter.empty]
+    assert not bare, bare
+    assert os.path.isfile(os.path.join(os.path.dirname(maskloss.__file__), "py.typed"))
