@@ -75,6 +75,7 @@ DEPS_BUILD = jansson:libjansson-dev libmicrohttpd:libmicrohttpd-dev libuv:libuv1
              libpq:libpq-dev
 DEPS_TEST = cmocka:libcmocka-dev py:prometheus_client:python3-prometheus-client py:numpy:python3-numpy \
             cmd:curl:curl cmd:promtool:prometheus cmd:nginx:nginx-light py:yaml:python3-yaml \
+            py:jsonschema:python3-jsonschema \
             cmd:/usr/lib/postgresql/15/bin/postgres:postgresql-15 \
             cmd:/usr/lib/postgresql/15/bin/psql:postgresql-client-15 \
             cmd:chromium:chromium cmd:chromedriver:chromium-driver py:selenium:python3-selenium \
@@ -123,7 +124,7 @@ PG_MIGRATIONS = $(sort $(wildcard server/pg/*.sql))
 # description for /v1/stats.
 UI_ASSETS = $(sort $(wildcard server/ui/*))
 SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/server/pg_migrations.o \
-             $(BUILD)/server/ui_assets.o $(BUILD)/server/build_id.o
+             $(BUILD)/server/ui_assets.o $(BUILD)/server/api_assets.o $(BUILD)/server/build_id.o
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 LIBA = $(BUILD)/libmaskloss.a
@@ -207,7 +208,12 @@ $(BUILD)/server/build_id.c: FORCE
 	{ cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@; }
 $(BUILD)/server/ui_assets.c: $(UI_ASSETS) $(BUILD)/server/ui_assets.list scripts/embed.sh
 	sh scripts/embed.sh $@ $(UI_ASSETS)
-$(BUILD)/server/ui_assets.o $(BUILD)/server/build_id.o: %.o: %.c
+# The OpenAPI document, generated from proto/openapi.yaml by scripts/openapi.py and committed
+# (make needs no Python): served at /openapi.json.
+$(BUILD)/server/api_assets.c: proto/openapi.json scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh -n api $@ proto/openapi.json
+$(BUILD)/server/ui_assets.o $(BUILD)/server/api_assets.o $(BUILD)/server/build_id.o: %.o: %.c
 	$(CC) $(CFLAGS_ALL) -Iserver -c $< -o $@
 .PHONY: FORCE
 FORCE:

@@ -1,9 +1,16 @@
 #!/bin/sh
-# embed.sh OUT FILE... -- embeds the status page's files (server/ui/*) in C: the table
-# mls_ui_assets of server/ui.h, each file under its base name with its content type (by
+# embed.sh [-n NAME] OUT FILE... -- embeds the status page's files (server/ui/*) in C: the
+# table mls_ui_assets of server/ui.h, each file under its base name with its content type (by
 # extension) and an ETag computed here from its bytes (POSIX cksum's CRC and the length).
+# -n NAME names the table mls_NAME_assets (and its count mls_NAME_num_assets) instead: the
+# OpenAPI document (proto/openapi.json) is embedded so, apart from the page's files.
 # Only POSIX sh, od and awk: `make` needs nothing else.
 set -eu
+table=ui
+if [ "${1-}" = -n ]; then
+    table=$2
+    shift 2
+fi
 out=$1
 shift
 tmp=$out.tmp
@@ -17,8 +24,8 @@ tmp=$out.tmp
         echo "    0};"
         i=$((i + 1))
     done
-    echo "const struct mls_ui_asset mls_ui_assets[] = {"
-    [ $# -gt 0 ] || echo "    {0}, /* C has no empty arrays; mls_ui_num_assets says 0 */"
+    echo "const struct mls_ui_asset mls_${table}_assets[] = {"
+    [ $# -gt 0 ] || echo "    {0}, /* C has no empty arrays; mls_${table}_num_assets says 0 */"
     i=0
     for f in "$@"; do
         base=${f##*/}
@@ -36,6 +43,7 @@ tmp=$out.tmp
         *.png) type="image/png" ;;
         *.ico) type="image/x-icon" ;;
         *.txt) type="text/plain; charset=utf-8" ;;
+        *.json) type="application/json" ;;
         *)
             echo "embed.sh: $f: no content type for this extension (scripts/embed.sh lists them)" >&2
             exit 1
@@ -48,6 +56,6 @@ tmp=$out.tmp
         i=$((i + 1))
     done
     echo "};"
-    echo "const size_t mls_ui_num_assets = $i;"
+    echo "const size_t mls_${table}_num_assets = $i;"
 } >"$tmp"
 mv "$tmp" "$out"

@@ -611,8 +611,9 @@ static enum mls_route route_of(const char *url, char *model, size_t model_size,
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (!strcmp(url, mls_route_path(fixed[i])))
             return fixed[i];
-    if (!strcmp(url, "/") || !strncmp(url, "/ui/", 4))
-        return MLS_ROUTE_UI;
+    if (!strcmp(url, "/") || !strncmp(url, "/ui/", 4) || !strcmp(url, "/openapi.json") ||
+        !strcmp(url, "/v1/openapi.json"))
+        return MLS_ROUTE_UI; /* static files: the page's, and the OpenAPI document */
     static const char prefix[] = "/v2/models/";
     if (strncmp(url, prefix, sizeof(prefix) - 1))
         return MLS_ROUTE_OTHER;

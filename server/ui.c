@@ -13,6 +13,8 @@
 const struct mls_ui_asset *mls_ui_find(const char *path)
 {
     const char *name;
+    if (!strcmp(path, "/openapi.json") || !strcmp(path, "/v1/openapi.json"))
+        return mls_api_num_assets ? &mls_api_assets[0] : NULL;
     if (!strcmp(path, "/"))
         name = "index.html";
     else if (!strncmp(path, "/ui/", 4))

@@ -27,9 +27,14 @@ struct mls_ui_asset {
 extern const struct mls_ui_asset mls_ui_assets[];
 extern const size_t mls_ui_num_assets;
 extern const char mls_build_id[];
+/* Generated (scripts/embed.sh -n api): proto/openapi.json, the HTTP contract, served as the
+ * page's files are (same headers, ETag, no token) at /openapi.json and /v1/openapi.json. */
+extern const struct mls_ui_asset mls_api_assets[];
+extern const size_t mls_api_num_assets;
 
-/* The asset a request path names: "/" is index.html, "/ui/<name>" the file of that name;
- * NULL for anything else (names are matched whole: no directories, no "..").
+/* The asset a request path names: "/" is index.html, "/ui/<name>" the file of that name,
+ * "/openapi.json" and "/v1/openapi.json" the OpenAPI document; NULL for anything else
+ * (names are matched whole: no directories, no "..").
  * Any thread (the table is constant). */
 const struct mls_ui_asset *mls_ui_find(const char *path);
 

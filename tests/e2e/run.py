@@ -19,6 +19,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import TESTS  # noqa: E402
+import contract  # noqa: E402
 import tests_v1  # noqa: E402,F401  (registers its tests)
 import tests_v2  # noqa: E402,F401
 import tests_hardening  # noqa: E402,F401
@@ -39,6 +40,7 @@ import tests_quota  # noqa: E402,F401
 import tests_quota_attacks  # noqa: E402,F401
 import tests_http_threads  # noqa: E402,F401
 import tests_ui  # noqa: E402,F401
+import tests_openapi  # noqa: E402,F401
 import tests_client_auth  # noqa: E402,F401
 import tests_client_python  # noqa: E402,F401
 import tests_cli_auth  # noqa: E402,F401
@@ -64,6 +66,7 @@ def runs_alone(fn):
 def run_one(fn, args):
     """Runs one test here; prints its line (and traceback); whether it passed."""
     t0 = time.monotonic()
+    contract.ACTIVE = fn.__module__ in contract.SUITES  # its traffic against proto/openapi.json
     try:
         fn(args)
         print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)

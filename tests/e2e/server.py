@@ -10,6 +10,8 @@ import subprocess
 import tempfile
 import time
 
+import contract
+
 
 # run.py --pg: a tests/e2e/pg.Postgres that every server's monitors go to instead of SQLite.
 # Each --state gets a schema of its own (a fresh one for :memory:, the same one for the same
@@ -118,7 +120,12 @@ class Server:
             conn.putheader("Content-Length", str(length))
             conn.endheaders()
             resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(resp.read())
+            hdrs = {k.lower(): v for k, v in resp.getheaders()}
+            data = resp.read()
+            payload = json.loads(data)
+            if contract.ACTIVE:  # no body was sent: the request is not checked, the answer is
+                contract.check(method, path, headers, None, resp.status, hdrs, payload, len(data))
+            return resp.status, hdrs, payload
         finally:
             conn.close()
 
@@ -164,6 +171,8 @@ def exchange(conn, method, path, body=None, headers=None):
         payload = json.loads(data)
     else:
         payload = data.decode(errors="replace")
+    if contract.ACTIVE:  # the exchange against proto/openapi.json (tests/e2e/contract.py)
+        contract.check(method, path, headers, body, resp.status, hdrs, payload, len(data))
     return resp.status, hdrs, payload
 
 
