@@ -5,7 +5,9 @@ validates against that status's schema, and a request the server accepted (2xx) 
 against the operation's request schema. python3-jsonschema does the bodies.
 
 run.py sets ACTIVE for the tests of the modules in SUITES (the suites checked so far: issue
-18 extends the list until it is every suite).
+18 extends the list until it is every suite), but not for those marked plain_only: a timing
+or load figure, whose clients the checks would slow. tests_proxy's traffic goes through nginx,
+whose own answers (502, its HTML 413 and 429) are not the server's.
 """
 import json
 import os
@@ -13,7 +15,8 @@ import re
 
 import jsonschema
 
-SUITES = {"tests_v1", "tests_openapi"}
+SUITES = {"tests_v1", "tests_v2", "tests_monitors", "tests_quota", "tests_tls", "tests_ui",
+          "tests_auth", "tests_openapi"}
 ACTIVE = False
 
 # python-jsonschema takes about 0.1 ms an element of a tensor (each through the schema's
@@ -144,9 +147,11 @@ def check(method, path, req_headers, req_body, status, resp_headers, payload, ra
         if "inference-header-content-length" in hdrs:
             return None  # v2 binary tensor data: a JSON header and bytes
         media = _media(hdrs) or "application/json"
+        if media not in rb["content"] and "*/*" in rb["content"]:
+            media = "*/*"  # (v2 reads no Content-Type: its body is JSON whatever it says)
         assert media in rb["content"], f"contract: {what}: request Content-Type {media!r} not in the document"
         schema = rb["content"][media].get("schema")
-        if media == "application/json" and schema:
+        if media in ("application/json", "*/*") and schema:
             body = json.loads(req_body)
             validate(body, schema, f"{what}: the request")
     return None
