@@ -12,6 +12,7 @@ time, in this process (runs_alone). Prints one line per test and exits 1 if any 
 """
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -68,6 +69,7 @@ def run_one(fn, args):
     t0 = time.monotonic()
     # Its traffic against proto/openapi.json; not a timing's (the checks slow its clients).
     contract.ACTIVE = fn.__module__ in contract.SUITES and not getattr(fn, "plain_only", False)
+    contract.reset()
     try:
         fn(args)
         print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
@@ -94,23 +96,40 @@ def run_parallel(fns, args):
             out = tempfile.TemporaryFile()
             pid = os.fork()
             if pid == 0:
-                os.dup2(out.fileno(), 1)
-                os.dup2(out.fileno(), 2)
-                ok = run_one(fn, args)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(0 if ok else 1)  # no exit handlers: they are the parent's
-            running[pid] = (fn, out)
-        pid, status = os.waitpid(-1, 0)
+                ok = False
+                try:
+                    os.setpgid(0, 0)  # a group of its own, the parent's to kill at the deadline
+                    os.dup2(out.fileno(), 1)
+                    os.dup2(out.fileno(), 2)
+                    ok = run_one(fn, args)
+                finally:
+                    # Whatever happened (even a BaseException run_one lets through), never
+                    # return into the parent's loop or run its exit handlers (--pg's cleanup).
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(0 if ok else 1)
+            running[pid] = (fn, out, time.monotonic() + args.test_timeout)
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            late = [p for p, (_, _, deadline) in running.items() if time.monotonic() > deadline]
+            for p in late:  # a hung test: its output so far, and a FAIL that names it
+                try:
+                    os.killpg(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+            continue
         if pid not in running:
             continue  # (a process a test started and left: not ours to report)
-        fn, out = running.pop(pid)
+        fn, out, deadline = running.pop(pid)
         out.seek(0)
         text = out.read().decode(errors="replace")
         out.close()
         if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             failed += 1
-            if not text.startswith("FAIL") and "\nFAIL " not in text:
+            if time.monotonic() > deadline:
+                text += f"FAIL {fn.__name__} (still running after {args.test_timeout} s: killed)\n"
+            elif not text.startswith("FAIL") and "\nFAIL " not in text:
                 text += f"FAIL {fn.__name__} (its process ended with status {status:#x})\n"
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -129,6 +148,8 @@ def main():
                          "throwaway PostgreSQL (skips the tests marked sqlite_only)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="tests run at once, each in a process of its own (timing tests alone)")
+    ap.add_argument("--test-timeout", type=int, default=900,
+                    help="with --jobs: seconds after which a test's process is killed and failed")
     args = ap.parse_args()
     pg = None
     if args.pg:
