@@ -120,9 +120,10 @@ PROTO_OBJ = $(PROTO_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 # The PostgreSQL store's migrations (server/pg/NNN_name.sql), embedded by scripts/sql2c.sh.
 PG_MIGRATIONS = $(sort $(wildcard server/pg/*.sql))
-# The status page's files (server/ui/*), embedded by scripts/embed.sh; the build's git
+# The status page's files (server/ui/*.EXT, the extensions embed.sh gives a type: not an
+# editor's ui.js~), embedded by scripts/embed.sh; the build's git
 # description for /v1/stats.
-UI_ASSETS = $(sort $(wildcard server/ui/*))
+UI_ASSETS = $(sort $(wildcard $(addprefix server/ui/*.,html css js svg png ico txt)))
 SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/server/pg_migrations.o \
              $(BUILD)/server/ui_assets.o $(BUILD)/server/api_assets.o $(BUILD)/server/build_id.o
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)

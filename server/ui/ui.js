@@ -1181,7 +1181,14 @@
   function parseRoute() {
     const hash = location.hash || '#/';
     if (hash.startsWith('#/monitor/')) {
-      return {view: 'monitor', name: decodeURIComponent(hash.slice('#/monitor/'.length))};
+      const raw = hash.slice('#/monitor/'.length);
+      let name;
+      try {
+        name = decodeURIComponent(raw);
+      } catch (e) {
+        name = raw; /* a malformed escape in a hand-made link: the name as written (not found) */
+      }
+      return {view: 'monitor', name: name};
     }
     if (hash === '#/server') return {view: 'server'};
     if (hash === '#/try') return {view: 'try'};

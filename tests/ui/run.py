@@ -569,7 +569,9 @@ def step_server(page, fetch, shots):
     def volatile(f, path):
         return (path[:1] in (["bytes_received"], ["bytes_sent"], ["in_flight"]) or
                 (len(path) > 1 and path[:2] == ["routes", {"route": "/v1/stats"}]))
-    figs, docs = compare_settled(page, fetch, lambda: None, volatile)
+    figs, docs = compare_settled(
+        page, fetch, lambda: page.d.execute_async_script("window.maskloss.refresh().then(arguments[0])"),
+        volatile)
     ids = {f["id"] for f in figs}
     st = docs["/v1/stats"]
     for r in st["routes"]:
