@@ -16,6 +16,7 @@ import numbers
 import os
 import random
 import re
+import select
 import ssl
 import time
 import urllib.parse
@@ -386,17 +387,34 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def _drop_if_closed(self) -> None:
+        """Closes a kept-alive connection the server has closed while it was idle (its
+        --connection-timeout): an idle socket that reads as ready holds the end of the stream.
+        Checked before sending, so that a request is never sent on it and then sent again."""
+        sock = self._conn.sock
+        if sock is None:
+            return
+        try:
+            ready, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            ready = [sock]
+        if ready:
+            self._conn.close()
+
     def _request_once(self, method: str, path: str, body: Optional[bytes],
-                      headers: Dict[str, str]) -> Tuple[http.client.HTTPResponse, bytes]:
+                      headers: Dict[str, str], resend: bool) -> Tuple[http.client.HTTPResponse, bytes]:
+        """One exchange. A connection lost during it is made again and the request sent once
+        more only with `resend` (what is safe to repeat): a request the server has taken may
+        have been applied even though its answer never came."""
+        self._drop_if_closed()
         for attempt in (0, 1):
             try:
                 self._conn.request(method, self._base + path, body=body, headers=headers)
                 resp = self._conn.getresponse()
                 return resp, resp.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # A keep-alive connection the server closed meanwhile: reconnect once.
                 self._conn.close()
-                if attempt:
+                if attempt or not resend:
                     raise
             except ssl.SSLCertVerificationError as e:
                 # The same exception, with what to do about it.
@@ -427,7 +445,7 @@ class Client:
         attempt = 0
         while True:
             try:
-                resp, data = self._request_once(method, path, body, headers)
+                resp, data = self._request_once(method, path, body, headers, retry)
             except (ConnectionError, http.client.RemoteDisconnected):
                 # (refused, reset: a server restarting behind its address; not a timeout,
                 # which may mean the server is still computing the first try)
