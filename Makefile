@@ -342,10 +342,6 @@ test-cluster:
 # The status page in headless chromium against this build's server (tests/ui/run.py: every
 # figure against the API, the token prompt, screenshots in $(BUILD)/ui-shots; UI_ARGS=--docs
 # copies the README's two to docs/). About 15 s.
-test-ui:
-	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
-	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
-	@$(MAKE) --no-print-directory test-ui-run
 test-ui-run:
 	@echo "== tests/ui: the status page in chromium against $(SERVER)"
 	@$(PYTHON) tests/ui/run.py --server $(SERVER) $(UI_ARGS)
@@ -353,13 +349,15 @@ test-ui-run:
 # The JavaScript package (clients/js) with Node's test runner against this build's server,
 # started by the tests on free ports, and in headless chromium. About 35 s (mostly waiting for a
 # rate limit and chromium).
-test-js:
-	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
-	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
-	@$(MAKE) --no-print-directory test-js-run
 test-js-run:
 	@echo "== clients/js: node --test against $(SERVER)"
 	@MASKLOSS_SERVER=$(abspath $(SERVER)) node --test clients/js/test/*.test.js
+
+# Either alone: check the packages (installing none), build with -Werror, then run it.
+test-ui test-js:
+	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
+	@$(MAKE) --no-print-directory WERROR=$(CHECK_WERROR) build
+	@$(MAKE) --no-print-directory $@-run
 
 # Summation accuracy on 16M float32 elements (argument: ACCURACY_N).
 ACCURACY_N ?= 16777216

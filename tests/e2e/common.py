@@ -24,6 +24,15 @@ def plain_only(fn):
     return fn
 
 
+def alone(fn):
+    """Marks a test that counts what happens during a load it makes itself (requests answered
+    while its jobs keep the workers busy): run.py --jobs runs it by itself, after the others,
+    so that another test's load does not shorten or crowd its window. Sanitized builds run it
+    too."""
+    fn.alone = True
+    return fn
+
+
 def sqlite_only(fn):
     """Marks a test of the SQLite state itself (its file read, cut or made read-only, its
     cache and map flags): run.py --pg, which runs the monitor suites again with every server on

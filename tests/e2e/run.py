@@ -59,9 +59,10 @@ PG_SUITES = {"tests_monitors", "tests_monitor_rollup", "tests_monitor_reference"
 
 def runs_alone(fn):
     """Whether fn runs by itself, in this process, after the others: a timing or load figure
-    (plain_only), or a test of PostgreSQL's own failures (tests_pg_*: they stop, hang and kill
+    (plain_only), a count of what happens under a load the test makes (alone), or a test of PostgreSQL's own failures (tests_pg_*: they stop, hang and kill
     the one PostgreSQL every test of run.py --pg shares, a child of this process)."""
-    return getattr(fn, "plain_only", False) or fn.__module__.startswith("tests_pg_")
+    return (getattr(fn, "plain_only", False) or getattr(fn, "alone", False) or
+            fn.__module__.startswith("tests_pg_"))
 
 
 def run_one(fn, args):

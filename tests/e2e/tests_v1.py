@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from common import JSON, NOTE, NOTE_LOSS, ROOT, expect_error, metric_value, ref, stop_clean, test
+from common import JSON, NOTE, NOTE_LOSS, ROOT, alone, expect_error, metric_value, ref, stop_clean, test
 from server import Server, exchange, parse_raw, raw
 
 
@@ -328,6 +328,7 @@ def big_requests(srv, seed, count):
 
 
 @test
+@alone
 def probes_under_load(args):
     """/healthz and /metrics are answered while every worker is busy and jobs are queued."""
     with Server(args.server, "--workers", "1") as srv:
@@ -354,6 +355,7 @@ def probes_under_load(args):
 
 
 @test
+@alone
 def small_beside_big(args):
     """Small /v1/loss and v2 requests are answered at once while every worker is busy and
     jobs are queued (on the HTTP thread, not behind the queue); a small batch still waits
