@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import time
 
 import contract
 from common import ROOT, test
@@ -243,3 +244,196 @@ def openapi_contract_catches(args):
         except AssertionError:
             continue
         raise AssertionError(f"contract.check passed {method} {path} {st} {payload}")
+
+
+# ---- The exact schemas (monitors, /v1/stats, the catalogue) -------------------------------
+
+# Keys an answer may leave out (README: the config's classes or num_classes and
+# prediction_ttl, a pinned drift reference, the catalogue's alias_of, slices_per_class when
+# they are left out); any other key of these answers is always sent ("labels" and "per_class"
+# where the config says: the schema's conditions).
+OPTIONAL_KEYS = {"slices_per_class", "classes", "num_classes", "prediction_ttl", "reference",
+                 "alias_of"}
+# Objects keyed by names (windows, slice values, status codes, losses, parameters): a member
+# taken out is still a valid answer.
+MAPS = {"windows", "slices", "codes", "elements", "params"}
+
+
+_schemas = {}
+
+
+def schema_of(name):
+    """A reference to components/schemas/name, the same object each time (contract.validate
+    keeps a validator by schema)."""
+    return _schemas.setdefault(name, {"$ref": f"#/components/schemas/{name}"})
+
+
+def mutations(x, optional=frozenset()):
+    """(description, mutated copy) of answer x: an extra key in each object, a key taken out, a
+    leaf of the wrong type, a whole number made fractional or negative -- along the first item
+    of each array and map (the rest are alike), so that every kind of object is reached."""
+    def at(root, p, fn):
+        root = copy.deepcopy(root)
+        node = root
+        for k in p[:-1]:
+            node = node[k]
+        fn(node, p[-1])
+        return root
+    out = []
+
+    def walk(node, p, key):
+        if isinstance(node, dict):
+            out.append((f"{'/'.join(map(str, p))}: an extra key", p + ("zz_extra",), "add"))
+            # (a map's members are alike, as an array's items: its first is walked)
+            for k in list(node)[:1] if key in MAPS else node:
+                if key not in MAPS and k not in OPTIONAL_KEYS and (p + (k,)) not in optional:
+                    out.append((f"{'/'.join(map(str, p + (k,)))} left out", p + (k,), "del"))
+                walk(node[k], p + (k,), k)
+        elif isinstance(node, list):
+            if node:
+                walk(node[0], p + (0,), key)
+        elif p:
+            out.append((f"{'/'.join(map(str, p))}: an object", p, "obj"))
+            if isinstance(node, int) and not isinstance(node, bool):
+                out.append((f"{'/'.join(map(str, p))}: fractional", p, "frac"))
+                out.append((f"{'/'.join(map(str, p))}: negative", p, "neg"))
+    walk(x, (), None)
+
+    def apply(kind):
+        def fn(node, k):
+            if kind == "add":
+                node[k] = "?"
+            elif kind == "del":
+                del node[k]
+            elif kind == "obj":
+                node[k] = {"wrong": "?"}
+            elif kind == "frac":
+                node[k] = node[k] + 0.5
+            else:
+                node[k] = -1 - node[k]
+        return fn
+    for what, p, kind in out:
+        yield what, at(x, p, apply(kind))
+
+
+def exact(name, real, extra=()):
+    """The real answer validates against schema `name`; every mutation of it, and the `extra`
+    (description, copy) given, is refused. (A series has "class" when asked for one.)"""
+    import jsonschema
+    schema = schema_of(name)
+    contract.validate(real, schema, f"{name}: the real answer")
+    validator = jsonschema.Draft202012Validator(schema, resolver=jsonschema.RefResolver("", contract.document()))
+    n = 0
+    optional = {("class",)} if name == "MonitorSeries" else set()
+    for what, bad in list(mutations(real, optional)) + list(extra):
+        assert not validator.is_valid(bad), f"{name}: a copy with {what} validates"
+        n += 1
+    return n
+
+
+@test
+def openapi_schemas_exact(args):
+    """The monitors' answers and requests, /v1/stats and the catalogue are described exactly:
+    the server's real answers (and the requests it took) validate, and a copy with a key added
+    to any object, a required key taken out, a leaf of the wrong type, a whole number made
+    fractional or negative, a value outside its enum, is refused."""
+    H = {"Content-Type": "application/json"}
+    movies = {"loss": "sigmoid_cross_entropy", "classes": ["drama", "comedy", "action", "horror", "scifi"],
+              "slices": ["model_version"], "windows": ["5m", "1h", "24h"], "prediction_ttl": "7d"}
+    # A pinned baseline two hours ago, and a drift threshold any change passes: "drift" lists.
+    now = int(time.time())
+    plain = {"loss": "mean_squared_error",
+             "drift": {"z": 0.001, "min_weight": 0, "reference": {
+                 "from": now - 7200, "to": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))}}}
+    ce = {"loss": "cross_entropy", "num_classes": 3, "prediction_ttl": "2h"}
+    obs = {"labels": [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0]],
+           "logits": [[0.2, 0.2, 0.2, 0, 0.8], [0, 0.5, 0.5, 0.2, 0]],
+           "mask": [[1, 0, 0, 0, 0], [0, 0, 1, 1, 0]], "slice": {"model_version": "7"}, "id": "b1"}
+    preds = {"ids": ["u1", "u2", "u1"], "logits": [[0.2, 0.2, 0.2, 0, 0.8], [0, 0.5, 0.5, 0.2, 0], [0, 0.5, 0.5, 0.2, 0]]}
+    sparse = {"labels": [{"id": "u1", "class": "drama", "value": 1}, {"id": "u9", "class": 0, "value": 1, "weight": 2}]}
+    dense = {"ids": ["u1", "u2"], "labels": [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0]],
+             "mask": [[1, 0, 0, 0, 0], [0, 0, 1, 1, 0]], "id": "l2"}
+    answers = {}
+    with Server(args.server) as srv:
+        def ok(method, path, body=None, want=200):
+            st, _, payload = call(srv, method, path, body, H if body is not None else None)
+            assert st == want, (method, path, st, payload)
+            return payload
+        answers["Monitor"] = [ok("PUT", "/v1/monitors/movies", movies, 201),
+                              ok("PUT", "/v1/monitors/plain", plain, 201), ok("PUT", "/v1/monitors/ce", ce, 201)]
+        answers["ObserveAnswer"] = [ok("POST", "/v1/monitors/movies/observe", obs),
+                                    ok("POST", "/v1/monitors/movies/observe", obs),
+                                    ok("POST", "/v1/monitors/plain/observe",
+                                       {"labels": [1, 2], "predictions": [1.5, 2], "time": now - 5400}),
+                                    ok("POST", "/v1/monitors/plain/observe", {"labels": [1, 2], "predictions": [3, 2.5]})]
+        assert answers["ObserveAnswer"][1]["duplicate"] is True
+        answers["PredictionsAnswer"] = [ok("POST", "/v1/monitors/movies/predictions", preds),
+                                        ok("POST", "/v1/monitors/ce/predictions", {"ids": ["a"], "logits": [[0.2, 0.2, 0.2]]})]
+        assert answers["PredictionsAnswer"][0]["refused"], answers["PredictionsAnswer"][0]
+        answers["LabelsAnswer"] = [ok("POST", "/v1/monitors/movies/labels", sparse),
+                                   ok("POST", "/v1/monitors/movies/labels", dense)]
+        answers["MonitorFigures"] = [ok("GET", f"/v1/monitors/{m}") for m in ("movies", "plain", "ce")]
+        answers["MonitorSeries"] = [ok("GET", "/v1/monitors/movies/series?step=1h&class=drama"),
+                                    ok("GET", "/v1/monitors/plain/series")]
+        answers["MonitorList"] = [ok("GET", "/v1/monitors")]
+        answers["Catalogue"] = [ok("GET", "/v1/losses")]
+        answers["Stats"] = [ok("GET", "/v1/stats")]
+    # What the answers hold, so that the mutations reach every part: a figure with classes and
+    # without, slices, late labels, a NaN loss (torch's mean of nothing), a refused row.
+    figs = answers["MonitorFigures"]
+    assert figs[0]["slices"] and "labels" in figs[0] and "per_class" in figs[0]["windows"]["5m"], figs[0]
+    assert "z" in figs[1]["windows"]["5m"] and figs[1]["config"]["drift"]["reference"], figs[1]
+    assert figs[1]["drift"] and figs[1]["drift"][0]["class"] is None, figs[1]["drift"]
+    assert figs[2]["total"]["loss"] == "NaN", figs[2]["total"]
+    enum_cases = {
+        "Monitor": [("dtype float16", lambda a: a["config"].update(dtype="float16")),
+                    ("classes and num_classes", lambda a: a["config"].update(num_classes=5, classes=["a"]))],
+        "MonitorFigures": [("a window's figure without its comparison",
+                            lambda a: [a["windows"]["5m"].pop(k, None) for k in ("z", "per_class")]),
+                           ("slices_per_class true", lambda a: a.update(slices_per_class=True))],
+        "PredictionsAnswer": [("another reason", lambda a: a["refused"] and a["refused"][0].update(reason="other"))],
+        "Catalogue": [("another framework", lambda a: a["losses"][0].update(framework="jax")),
+                      ("a param neither default nor required", lambda a: a["losses"][0]["params"][0].pop("default"))],
+        "Stats": [("a route the server has not", lambda a: a["routes"][0].update(route="/v1/nope")),
+                  ("a status it never sends", lambda a: a["routes"][0]["codes"].update({"418": 1}))],
+    }
+    refused = 0
+    for name, reals in answers.items():
+        for i, real in enumerate(reals):
+            extra = []
+            for what, fn in enum_cases.get(name, []):
+                bad = copy.deepcopy(real)
+                fn(bad)
+                if bad != real:
+                    extra.append((what, bad))
+            refused += exact(name, real, extra)
+    # The requests the server took validate; with an unknown key, a wrong type, they do not.
+    requests = {"MonitorConfigRequest": [movies, plain, ce], "Observation": [obs],
+                "PredictionsRequest": [preds], "LabelsRequest": [sparse, dense]}
+    for name, reals in requests.items():
+        for real in reals:
+            bads = [("an unknown key", dict(real, loss_scale=2)),
+                    ("a key of the wrong type", {k: ({"wrong": "?"} if k in ("loss", "ids", "labels", "logits") else v)
+                                                 for k, v in real.items()})]
+            if name == "MonitorConfigRequest":
+                bads.append(("no loss", {k: v for k, v in real.items() if k != "loss"}))
+            if name == "Observation":
+                bads.append(("the config's loss", dict(real, loss="log_loss")))
+            if name == "LabelsRequest":
+                bads.append(("a mask without ids", {"labels": real["labels"], "mask": [[1]]}))
+            schema = schema_of(name)
+            contract.validate(real, schema, f"{name}: the request the server took")
+            for what, bad in bads:
+                try:
+                    contract.validate(bad, schema, what)
+                except AssertionError:
+                    refused += 1
+                    continue
+                raise AssertionError(f"{name}: a request with {what} validates")
+    assert refused > 500, refused
+    # /v1/stats's route names and status codes are the server's tables (metrics.c, MLS_CODES).
+    doc = contract.document()["components"]["schemas"]["Stats"]["properties"]["routes"]["items"]["properties"]
+    assert set(doc["route"]["enum"]) == set(server_route_paths()) | {"other"}, doc["route"]["enum"]
+    with open(os.path.join(ROOT, "server", "metrics.h")) as f:
+        codes = re.search(r"#define MLS_CODES[^{]*\{([^}]*)\}", f.read()).group(1)
+    assert doc["codes"]["propertyNames"]["enum"] == re.findall(r"\d+", codes), doc["codes"]
