@@ -393,6 +393,7 @@ def openapi_schemas_exact(args):
                            ("slices_per_class true", lambda a: a.update(slices_per_class=True))],
         "PredictionsAnswer": [("another reason", lambda a: a["refused"] and a["refused"][0].update(reason="other"))],
         "Catalogue": [("another framework", lambda a: a["losses"][0].update(framework="jax")),
+                      ("another reduction", lambda a: a["losses"][0].update(default_reduction="median")),
                       ("a param neither default nor required", lambda a: a["losses"][0]["params"][0].pop("default"))],
         "Stats": [("a route the server has not", lambda a: a["routes"][0].update(route="/v1/nope")),
                   ("a status it never sends", lambda a: a["routes"][0]["codes"].update({"418": 1}))],
@@ -431,8 +432,12 @@ def openapi_schemas_exact(args):
                     continue
                 raise AssertionError(f"{name}: a request with {what} validates")
     assert refused > 500, refused
-    # /v1/stats's route names and status codes are the server's tables (metrics.c, MLS_CODES).
-    doc = contract.document()["components"]["schemas"]["Stats"]["properties"]["routes"]["items"]["properties"]
+    # The reductions are the library's (each named by some loss of the catalogue); /v1/stats's
+    # route names and status codes are the server's tables (metrics.c, MLS_CODES).
+    schemas = contract.document()["components"]["schemas"]
+    named = {r for loss in answers["Catalogue"][0]["losses"] for r in loss["reductions"]}
+    assert set(schemas["Reduction"]["enum"]) == named, sorted(set(schemas["Reduction"]["enum"]) ^ named)
+    doc = schemas["Stats"]["properties"]["routes"]["items"]["properties"]
     assert set(doc["route"]["enum"]) == set(server_route_paths()) | {"other"}, doc["route"]["enum"]
     with open(os.path.join(ROOT, "server", "metrics.h")) as f:
         codes = re.search(r"#define MLS_CODES[^{]*\{([^}]*)\}", f.read()).group(1)
