@@ -15,6 +15,7 @@ tests_openapi_client.py checks that it is still what the document gives and that
 made from the document this way works against the server. Standard library only.
 """
 import json
+import keyword
 import os
 import sys
 
@@ -94,7 +95,9 @@ def signature(op_id, in_path, in_query, request):
         args.append(f"body: {request}")
     if in_query:
         args.append("*")
-        args += [f"{q}=None" for q in in_query]
+        # A parameter named as a keyword of the language (from, class) gets a trailing _, as
+        # openapi-python-client names it.
+        args += [f"{q}_=None" if keyword.iskeyword(q) else f"{q}=None" for q in in_query]
     return f"{op_id}({', '.join(args)})"
 
 
