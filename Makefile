@@ -348,10 +348,15 @@ test-ui-run:
 
 # The JavaScript package (clients/js) with Node's test runner against this build's server,
 # started by the tests on free ports, and in headless chromium. About 35 s (mostly waiting for a
-# rate limit and chromium).
+# rate limit and chromium). Every fetch of node's is recorded (clients/js/test/record.js) and
+# checked against proto/openapi.json (tests/e2e/contract.py).
+JS_EXCHANGES = $(abspath $(BUILD))/js-exchanges.jsonl
 test-js-run:
 	@echo "== clients/js: node --test against $(SERVER)"
-	@MASKLOSS_SERVER=$(abspath $(SERVER)) node --test clients/js/test/*.test.js
+	@rm -f $(JS_EXCHANGES)
+	@CONTRACT_EXCHANGES=$(JS_EXCHANGES) NODE_OPTIONS=--import=$(abspath clients/js/test/record.js) \
+	    MASKLOSS_SERVER=$(abspath $(SERVER)) node --test clients/js/test/*.test.js
+	@$(PYTHON) tests/e2e/contract.py $(JS_EXCHANGES) 40
 
 # Either alone: check the packages (installing none), build with -Werror, then run it.
 test-ui test-js:

@@ -1,14 +1,22 @@
 """The e2e traffic checked against the OpenAPI document (proto/openapi.json, generated from
-proto/openapi.yaml): every exchange of server.exchange() while ACTIVE -- the path and method
-are the document's (HEAD as GET), the status is one the operation lists, the body (JSON)
+proto/openapi.yaml): every exchange while ACTIVE -- the path and method are the document's
+(HEAD as GET), the status is one the operation lists, the response headers the document
+declares are there when required and match their schema (Retry-After, Allow,
+WWW-Authenticate, ETag, Cache-Control...), the Content-Type is one it lists, the body (JSON)
 validates against that status's schema, and a request the server accepted (2xx) validates
 against the operation's request schema. python3-jsonschema does the bodies.
 
-run.py sets ACTIVE for the tests of the modules in SUITES -- every suite but tests_proxy and
-the PostgreSQL harness's tests_pg_* (not yet checked) --, but not for those marked
-plain_only: a timing or load figure, whose clients the checks would slow. tests_proxy's
-traffic goes through nginx, whose own answers (502, its HTML 413 and 429) are not the
-server's.
+The exchanges come from server.exchange(), server.read_checked() and server.checked() (a
+test's own http.client or urllib), server.parse_raw(out, request) (raw sockets: check_raw,
+a malformed request by its status and error body only), and the recordings of the client
+packages (check_log: tests_client_python's Python package, and `make test-js-run`'s node
+tests through clients/js/test/record.js).
+
+run.py sets ACTIVE for the tests of the modules in SUITES -- every e2e suite, on SQLite and
+on PostgreSQL (--pg) --, but not for those marked plain_only: a timing or load figure, whose
+clients the checks would slow. tests_proxy's traffic goes through nginx, whose own answers
+(502, 504, its HTML 400, 413 and 429) are not the server's: tests_proxy.nginx_own tells them
+apart (exchange(foreign=...)).
 """
 import json
 import os
@@ -19,7 +27,8 @@ SUITES = {"tests_v1", "tests_v2", "tests_hardening", "tests_http_threads", "test
           "tests_monitor_attacks", "tests_late", "tests_late_attacks", "tests_late_review2",
           "tests_cli_monitor", "tests_auth", "tests_auth_attacks", "tests_tls", "tests_quota",
           "tests_quota_attacks", "tests_ui", "tests_client_auth", "tests_client_python",
-          "tests_cli_auth", "tests_openapi"}
+          "tests_cli_auth", "tests_openapi", "tests_proxy", "tests_pg_harness",
+          "tests_pg_replicas", "tests_pg_attacks", "tests_contract"}
 ACTIVE = False
 
 # python-jsonschema takes about 0.1 ms an element of a tensor (each through the schema's
@@ -130,7 +139,37 @@ def _media(headers):
     return (headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
-def _error_body(status, payload, what):
+# A status answered before the route's operation is known (BEFORE_ROUTING, 404, 405): its
+# headers are those of the shared response the document gives it.
+SHARED = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+          405: "MethodNotAllowed", 413: "TooLarge", 415: "UnsupportedMediaType",
+          429: "TooManyRequests", 501: "NotImplemented", 503: "Unavailable"}
+
+
+def _header_value(value, schema):
+    """A header's text as the instance its schema describes (a header is always text: an
+    integer is its digits)."""
+    if _resolve(schema).get("type") == "integer":
+        return int(value) if re.fullmatch(r"[0-9]+", value) else value
+    return value
+
+
+def _headers(resp, resp_headers, what):
+    """The response headers the document declares: present when required, and matching their
+    schema when present (Retry-After, Allow, WWW-Authenticate, ETag, Cache-Control...)."""
+    for name, spec in (resp.get("headers") or {}).items():
+        spec = _resolve(spec)
+        value = resp_headers.get(name.lower())
+        if value is None:
+            assert not spec.get("required"), f"contract: {what}: no {name} header, which the document requires"
+            continue
+        if "schema" in spec:
+            validate(_header_value(value, spec["schema"]), spec["schema"], f"{what}: header {name}: {value!r}")
+
+
+def _error_body(status, payload, what, resp_headers=None):
+    if resp_headers is not None and status in SHARED:
+        _headers(_resolve({"$ref": f"#/components/responses/{SHARED[status]}"}), resp_headers, what)
     if isinstance(payload, dict) and _take(("error", status)):
         validate(payload, ERROR_SCHEMA, f"{what}: the {status} body")
 
@@ -142,25 +181,27 @@ def check(method, path, req_headers, req_body, status, resp_headers, payload, ra
     template, item = route(path)
     if template is None:
         assert status == 404 or status in BEFORE_ROUTING, f"contract: {what}: no such path in the document, so 404"
-        return _error_body(status, payload, what)
+        return _error_body(status, payload, what, resp_headers)
     if method == "OPTIONS":  # a CORS preflight (--cors-origin): 204, or refused
         assert status in {204, 405} | BEFORE_ROUTING, f"contract: {what}: a preflight is 204 or an error"
         return None
     op = item.get("get" if method == "HEAD" else method.lower())
     if op is None:
         assert status in {405} | BEFORE_ROUTING, f"contract: {what}: {template} has no {method}, so 405"
-        return _error_body(status, payload, what)
+        return _error_body(status, payload, what, resp_headers)
     responses = op["responses"]
     assert str(status) in responses, (f"contract: {what}: {method} {template} lists "
                                       f"{sorted(responses)}, not {status}")
     resp = _resolve(responses[str(status)])
+    _headers(resp, resp_headers, what)
     content = resp.get("content")
     body_present = raw_len > 0 and method != "HEAD"
+    media = _media(resp_headers)
     if not content:
         assert not body_present, f"contract: {what}: the document says no body"
-    elif body_present:
-        media = _media(resp_headers)
+    elif body_present or media:  # (HEAD: the Content-Type GET's body would have)
         assert media in content, f"contract: {what}: Content-Type {media!r}, the document lists {sorted(content)}"
+    if content and body_present:
         schema = content[media].get("schema")
         if media == "application/json" and schema and _take((template, method, status, "response")):
             validate(payload, schema, f"{what}: the response")
@@ -179,3 +220,115 @@ def check(method, path, req_headers, req_body, status, resp_headers, payload, ra
             body = json.loads(req_body)
             validate(body, schema, f"{what}: the request")
     return None
+
+
+def parse_response(data):
+    """(status, lower-cased headers, body bytes) of the first complete HTTP response in data,
+    or None if it is not whole yet (a Content-Length body; the server sends no other)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    if len(body) < n:
+        return None
+    return status, headers, body[:n]
+
+
+def payload_of(headers, body):
+    """The body as exchange() gives it: parsed JSON for application/json, else text."""
+    if _media(headers) == "application/json" and body:
+        return json.loads(body)
+    return body.decode(errors="replace")
+
+
+# libmicrohttpd's own answers to HTTP it cannot parse (the document's description: "not part
+# of this contract"): on these statuses only, and without a Content-Type (the server's
+# answers all have one, but 204 and 304).
+MHD_STATUSES = {400, 413, 414, 431, 501, 505}
+
+
+def _mhd_page(status, headers, body):
+    return status in MHD_STATUSES and "content-type" not in headers
+
+
+def check_raw(request, response):
+    """Checks a response read from a socket (bytes) against the document, given the bytes of
+    the request sent for it: a request whose line and headers parse is checked as exchange()'s
+    are (its body when it has a Content-Length); one that does not parse -- deliberately
+    malformed -- only by its status (one any request may get) and error body. A response not
+    whole is not checked (the test says why it has none)."""
+    got = parse_response(response)
+    if got is None:
+        return
+    status, headers, body = got
+    if _mhd_page(status, headers, body):
+        return
+    head, sep, rest = request.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    # (the absolute form of a target, RFC 9112 3.2.2, routed by its path)
+    m = re.fullmatch(r"([A-Z]+) (?:[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*)?(/\S*) HTTP/1\.[01]", lines[0])
+    req_headers = {}
+    for line in lines[1:]:
+        k, colon, v = line.partition(":")
+        if not colon or k != k.strip():
+            m = None  # (a malformed header line)
+            break
+        req_headers[k.strip().lower()] = v.strip()
+    payload = payload_of(headers, body)
+    if m is None or not sep:
+        assert status in {404, 405} | BEFORE_ROUTING, f"contract: a malformed request answered {status}"
+        return _error_body(status, payload, f"a malformed request -> {status}", headers)
+    req_body = None
+    n = req_headers.get("content-length", "")
+    if n.isdigit() and "transfer-encoding" not in req_headers and len(rest) >= int(n):
+        req_body = rest[:int(n)]
+    return check(m.group(1), m.group(2), req_headers, req_body, status, headers, payload, len(body))
+
+
+def check_log(path):
+    """Checks the exchanges a client recorded, one JSON object a line: method, path, request
+    headers, request body (base64 or null), status, response headers, response body (base64).
+    The number checked."""
+    import base64
+    n = 0
+    with open(path) as f:
+        for line in f:
+            x = json.loads(line)
+            req = None if x.get("body") is None else base64.b64decode(x["body"])
+            headers = {k.lower(): v for k, v in x["response_headers"].items()}
+            data = base64.b64decode(x["response_body"])
+            check(x["method"], x["path"], x["headers"], req, x["status"], headers,
+                  payload_of(headers, data), len(data))
+            n += 1
+    return n
+
+
+def use_document(path):
+    """Checks against the document at path from now on (a copy altered on purpose, to see a
+    check fail)."""
+    global PATH, _doc, _routes
+    PATH, _doc, _routes = path, None, None
+    _validators.clear()
+    _bodies.clear()
+
+
+if __name__ == "__main__":
+    # python3 tests/e2e/contract.py LOG [MIN] [--document PATH]: a client's recorded exchanges
+    # checked (make test-js-run); fails with fewer than MIN of them (a recorder that recorded
+    # nothing), or on any exchange the document does not describe.
+    import sys
+    argv = sys.argv[1:]
+    if "--document" in argv:
+        i = argv.index("--document")
+        use_document(argv[i + 1])
+        del argv[i:i + 2]
+    checked = check_log(argv[0])
+    least = int(argv[1]) if len(argv) > 1 else 1
+    assert checked >= least, f"{argv[0]}: {checked} exchanges recorded, fewer than {least}"
+    print(f"contract: {checked} exchanges of {argv[0]} checked against {PATH}")

@@ -42,6 +42,7 @@ import tests_quota_attacks  # noqa: E402,F401
 import tests_http_threads  # noqa: E402,F401
 import tests_ui  # noqa: E402,F401
 import tests_openapi  # noqa: E402,F401
+import tests_contract  # noqa: E402,F401
 import tests_openapi_client  # noqa: E402,F401
 import tests_client_auth  # noqa: E402,F401
 import tests_client_python  # noqa: E402,F401

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import weakref
 
 import contract
 
@@ -38,6 +39,11 @@ def pg_schema(state):
     """The schema that stands for state file `state` on PG."""
     dsn = _pg_schemas[os.path.abspath(state)]
     return re.search(r"search_path=(\w+)", dsn).group(1)
+
+
+# The ports of the servers this process started: a client's exchanges with them are the
+# server's answers, checked (check_python_client); a scripted peer's are not.
+PORTS = set()
 
 
 class Server:
@@ -70,6 +76,7 @@ class Server:
             self.proc.wait()
             raise AssertionError(f"no banner from {argv}: {self.banner!r}; stderr: {self.log()[-2000:]}")
         self.port = int(m.group(2))
+        PORTS.add(self.port)
         self.workers = int(m.group(3))
         self.queue_depth = int(m.group(4))
 
@@ -78,6 +85,7 @@ class Server:
 
     def __exit__(self, *exc):
         """Leaves no process behind, whatever the test did."""
+        PORTS.discard(self.port)  # (another process may get the port next)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -135,6 +143,7 @@ class Server:
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Signals the server and returns its exit status (killing it after timeout)."""
+        PORTS.discard(self.port)
         if self.proc.poll() is None and not self.signalled:
             self.send_signal(sig)
         try:
@@ -157,23 +166,71 @@ class Server:
         return headers, text
 
 
-def exchange(conn, method, path, body=None, headers=None):
+def exchange(conn, method, path, body=None, headers=None, foreign=None):
+    """One request on conn: (status, lower-cased headers, parsed JSON or text). Checked against
+    the document while contract.ACTIVE, unless foreign(status, headers, payload) says the answer
+    is not the server's (a proxy's own page)."""
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
     elif isinstance(body, str):
         body = body.encode()
     conn.request(method, path, body=body, headers=headers or {})
     resp = conn.getresponse()
+    status, hdrs, payload, _ = read_checked(resp, method, path, headers, body, foreign)
+    return status, hdrs, payload
+
+
+def read_checked(resp, method, path, headers=None, body=None, foreign=None):
+    """An http.client response read whole: (status, lower-cased headers, parsed JSON or text,
+    the bytes), checked against the document as exchange()'s (for tests that send with
+    http.client themselves: putrequest, a chunked body)."""
     data = resp.read()
     hdrs = {k.lower(): v for k, v in resp.getheaders()}
-    ctype = hdrs.get("content-type", "")
-    if ctype.startswith("application/json") and data:
-        payload = json.loads(data)
-    else:
-        payload = data.decode(errors="replace")
-    if contract.ACTIVE:  # the exchange against proto/openapi.json (tests/e2e/contract.py)
-        contract.check(method, path, headers, body, resp.status, hdrs, payload, len(data))
-    return resp.status, hdrs, payload
+    return (resp.status, hdrs) + checked(method, path, headers, body, resp.status, hdrs, data, foreign)
+
+
+def checked(method, path, headers, body, status, hdrs, data, foreign=None):
+    """(parsed JSON or text, data) of an answer read by any client, checked against the
+    document while contract.ACTIVE (tests/e2e/contract.py) unless foreign(status, hdrs,
+    payload) says it is not the server's."""
+    payload = contract.payload_of(hdrs, data)
+    if contract.ACTIVE and not (foreign and foreign(status, hdrs, payload)):
+        contract.check(method, path, headers, body, status, hdrs, payload, len(data))
+    return payload, data
+
+
+def check_python_client(client_module):
+    """Every exchange of clients/python's Client (maskloss.client, imported from the checkout)
+    with a server of PORTS checked against the document while contract.ACTIVE: a hook around
+    its one transport method, _request_once (idempotent)."""
+    cls = client_module.Client
+    once = cls._request_once
+    if getattr(once, "checked", False):
+        return
+
+    def _request_once(self, method, path, body, headers, resend):
+        resp, data = once(self, method, path, body, headers, resend)
+        if contract.ACTIVE and self._conn.port in PORTS:
+            checked(method, self._base + path, headers, body, resp.status,
+                    {k.lower(): v for k, v in resp.getheaders()}, data)
+        return resp, data
+    _request_once.checked = True
+    cls._request_once = _request_once
+
+
+_sent = weakref.WeakKeyDictionary()
+
+
+def send(s, data):
+    """s.sendall(data), the bytes kept for sent(s): the request an answer read from the socket
+    is checked against (parse_raw(out, sent(s)))."""
+    s.sendall(data)
+    _sent[s] = _sent.get(s, b"") + data
+
+
+def sent(s):
+    """The bytes send() has sent on s since the last sent(s)."""
+    return _sent.pop(s, b"")
 
 
 def raw(port, data, timeout=10, read=True):
@@ -194,24 +251,17 @@ def raw(port, data, timeout=10, read=True):
             out += chunk
             if parse_raw(out) is not None:
                 break
+        parse_raw(out, data)  # (checked against the document)
         return out
     finally:
         if read:
             s.close()
 
 
-def parse_raw(data):
-    """(status, headers, body) of a complete HTTP response in data, or None if incomplete."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        return None
-    lines = head.decode(errors="replace").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
-    if len(body) < n:
-        return None
-    return status, headers, body[:n]
+def parse_raw(data, request=None):
+    """(status, headers, body) of a complete HTTP response in data, or None if incomplete.
+    Given the bytes of the request it answers, checked against the document while
+    contract.ACTIVE (contract.check_raw: a malformed request by its status and error body)."""
+    if request is not None and contract.ACTIVE:
+        contract.check_raw(request, data)
+    return contract.parse_response(data)

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from common import NOTE, NOTE_LOSS, ROOT, ref, stop_clean, test
-from server import Server
+from server import Server, read_checked
 from tests_auth import new_token
 from tests_cli_monitor import Peer, answer
 from tests_monitors import sxfsz_ignored_server
@@ -385,13 +385,11 @@ def client_auth_v2_header(args):
                 else:
                     assert doc.startswith("token reader may not" if want == 403 else "a token is needed"), doc
             c.conn.request("GET", "/v2/models/sigmoid_cross_entropy")
-            resp = c.conn.getresponse()
-            resp.read()
-            assert resp.status == want, resp.status
+            st = read_checked(c.conn.getresponse(), "GET", "/v2/models/sigmoid_cross_entropy")[0]
+            assert st == want, st
             c.conn.request("GET", "/v2/health/ready")  # the health calls need no token
-            resp = c.conn.getresponse()
-            resp.read()
-            assert resp.status == 200, resp.status
+            st = read_checked(c.conn.getresponse(), "GET", "/v2/health/ready")[0]
+            assert st == 200, st
             c.close()
         stop_clean(srv)
 

@@ -19,13 +19,17 @@ import time
 import numpy as np
 
 from common import NOTE, NOTE_LOSS, ROOT, ref, stop_clean, test
-from server import Server
+import contract
+from server import Server, check_python_client
 from tests_cli_monitor import Peer, answer
 from tests_client_auth import refused, shared_server  # (maskloss_client's MasklossError is maskloss's)
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 import maskloss  # noqa: E402
+import maskloss.client  # noqa: E402
 import maskloss_client  # noqa: E402
+
+check_python_client(maskloss.client)  # (its exchanges with real servers, in every suite)
 
 Y = np.array(NOTE["labels"], np.float64)
 X = np.array(NOTE["logits"], np.float64)
@@ -37,12 +41,24 @@ MASKED_MEAN = float((SCE * M).sum() / NONZERO)
 CLASSES = ["drama", "comedy", "action", "horror", "scifi"]
 
 # Run by the installed package's own Python: argv[1] the server's URL, argv[2] "numpy" or
-# "nonumpy"; prints one JSON line of what it got.
+# "nonumpy"; prints one JSON line of what it got. Every exchange of its Client is recorded
+# in the file $CONTRACT_EXCHANGES (contract.check_log's lines), a hook around its transport.
 SCRIPT = r'''
-import json, sys
+import base64, json, os, sys
 if sys.argv[2] == "nonumpy":
     sys.modules["numpy"] = None  # import numpy raises ImportError, as on a Python without it
 import maskloss, maskloss_client
+import maskloss.client
+_once = maskloss.client.Client._request_once
+def _recorded(self, method, path, body, headers, resend):
+    resp, data = _once(self, method, path, body, headers, resend)
+    with open(os.environ["CONTRACT_EXCHANGES"], "a") as f:
+        f.write(json.dumps({"method": method, "path": self._base + path, "headers": dict(headers),
+                            "body": None if body is None else base64.b64encode(body).decode(),
+                            "status": resp.status, "response_headers": dict(resp.getheaders()),
+                            "response_body": base64.b64encode(data).decode()}) + "\n")
+    return resp, data
+maskloss.client.Client._request_once = _recorded
 note = json.loads(sys.argv[3])
 out = {"file": maskloss.__file__, "shim": maskloss_client.__file__, "version": maskloss.__version__,
        "shim_retries": maskloss_client.Client(sys.argv[1]).retries}
@@ -116,14 +132,19 @@ def client_python_package(args):
         requires = re.findall(r"^Requires-Dist: (.*)$", meta, re.M)
         assert len(requires) == 1 and re.fullmatch(r"numpy ; extra == [\"']numpy[\"']", requires[0]), requires
         for variant in ("numpy", "nonumpy"):
+            log = os.path.join(tmp, f"exchanges-{variant}.jsonl")
             with Server(args.server) as srv:
                 p = subprocess.run([sys.executable, "-c", SCRIPT, f"http://127.0.0.1:{srv.port}", variant,
                                     json.dumps(NOTE), json.dumps(CLASSES)],
                                    capture_output=True, text=True, timeout=120, cwd=tmp,
-                                   env=dict(os.environ, PYTHONPATH=site))
+                                   env=dict(os.environ, PYTHONPATH=site, CONTRACT_EXCHANGES=log))
                 assert p.returncode == 0, (variant, p.stderr)
                 got = json.loads(p.stdout)
                 stop_clean(srv)
+            # What the installed package sent and got, against the document.
+            if contract.ACTIVE:  # (13 requests: a recorder that lost some would say fewer)
+                n = contract.check_log(log)
+                assert n == 13, f"{n} exchanges recorded in {log}, not 13"
             assert got["file"] == os.path.join(site, "maskloss", "__init__.py"), got["file"]
             assert got["shim"] == os.path.join(site, "maskloss_client.py"), got["shim"]
             assert got["version"] == version and got["shim_retries"] == 0, got

@@ -11,7 +11,7 @@ import urllib.request
 
 from common import JSON, NOTE, NOTE_LOSS, expect_error, metric_value, stop_clean, test, wait_until
 import reference as ref
-from server import Server, exchange, parse_raw
+from server import Server, checked, exchange, parse_raw, read_checked, send, sent
 
 
 def recv_all(s, timeout=10):
@@ -35,9 +35,11 @@ def post_urllib(port, path, body, timeout=30):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=JSON, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
+            status, hdrs, data = resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        status, hdrs, data = e.code, e.headers, e.read()
+    hdrs = {k.lower(): v for k, v in hdrs.items()}
+    return status, checked("POST", path, JSON, body, status, hdrs, data)[0]
 
 
 # ---- 1. A 413 the client reads (lingering close) ---------------------------------------------
@@ -53,11 +55,11 @@ def early_413_is_read(args):
             assert st == 413 and got["code"] == "too_large" and got["field"] == "body", (i, st, got)
         # The connection is closed after the answer, once the client is done sending.
         s = socket.create_connection(("127.0.0.1", srv.port))
-        s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        send(s, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(body) + body)
         out, closed = recv_all(s)
         s.close()
-        st, h, b = parse_raw(out)
+        st, h, b = parse_raw(out, sent(s))
         assert st == 413 and json.loads(b)["code"] == "too_large" and closed, (st, b, closed)
         # Counted when a lingering ends: at the client's close, which urllib may leave to the
         # garbage collector, or after the 5 s bound.
@@ -185,7 +187,7 @@ def connection_limits(args):
         time.sleep(0.3)
         # The 41st waits in the listen backlog, unanswered, until a connection closes.
         extra = socket.create_connection(("127.0.0.1", srv.port))
-        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        send(extra, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         extra.settimeout(1)
         try:
             early = extra.recv(100)
@@ -194,7 +196,7 @@ def connection_limits(args):
         assert early is None, early
         socks.pop().close()
         out, closed = recv_all(extra)
-        assert parse_raw(out)[0] == 200, out
+        assert parse_raw(out, sent(extra))[0] == 200, out
         for s in socks + [extra]:
             s.close()
         stop_clean(srv)
@@ -204,14 +206,14 @@ def connection_limits(args):
         # connects: with --http-threads above 1 the threads accept from one backlog in no fixed
         # order, and the sixth could be taken before the fifth (it then got the answer).
         for s in socks:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            send(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             s.settimeout(5)
             head = b""
             while parse_raw(head) is None:
                 chunk = s.recv(4096)
                 assert chunk, head
                 head += chunk
-            assert parse_raw(head)[0] == 200, head
+            assert parse_raw(head, sent(s))[0] == 200, head
         extra = socket.socket()
         extra.bind(("127.0.0.2", 0))
         extra.connect(("127.0.0.1", srv.port))
@@ -238,21 +240,21 @@ def half_close(args):
         body = json.dumps(NOTE).encode()
         for i in range(20):
             s = socket.create_connection(("127.0.0.1", srv.port))
-            s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            send(s, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             s.shutdown(socket.SHUT_WR)
             out, closed = recv_all(s)
             s.close()
-            got = parse_raw(out)
+            got = parse_raw(out, sent(s))
             assert got is not None, (i, out)
             st, h, b = got
             assert st == 200 and ref.close(json.loads(b)["loss"], NOTE_LOSS), (i, st, b)
         # Keep-alive requests and a GET, half-closed too.
         s = socket.create_connection(("127.0.0.1", srv.port))
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        send(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         s.shutdown(socket.SHUT_WR)  # kept alive: the server closes once it reads the end
         out, closed = recv_all(s)
-        assert parse_raw(out)[0] == 200, out
+        assert parse_raw(out, sent(s))[0] == 200, out
         s.close()
         other.close()
         stop_clean(srv)
@@ -264,13 +266,14 @@ def open_body(port, length, path="/v1/loss", sent=b'{"loss": "sigmoid_cross_entr
               source="127.0.0.1"):
     """A request whose body starts and stops: it holds its part of the memory budget."""
     s = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
-    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n" % (path.encode(), length) + sent)
+    send(s, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         b"Content-Length: %d\r\n\r\n" % (path.encode(), length) + sent)
     return s
 
 
 def answer_now(s, timeout=3):
-    """The answer the server sent without the rest of the body (None if none came)."""
+    """The answer the server sent without the rest of the body (None if none came); checked
+    against what send() sent on s."""
     s.settimeout(timeout)
     out = b""
     try:
@@ -281,7 +284,7 @@ def answer_now(s, timeout=3):
             out += chunk
     except socket.timeout:
         return None
-    return parse_raw(out)
+    return parse_raw(out, sent(s))
 
 
 @test
@@ -309,8 +312,8 @@ def memory_budget(args):
         time.sleep(0.3)
         d = socket.create_connection(("127.0.0.1", srv.port))
         note = json.dumps(NOTE).encode()
-        d.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(note) + note)
+        send(d, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(note) + note)
         st, h, body = answer_now(d, 10)
         assert st == 200 and ref.close(json.loads(body)["loss"], NOTE_LOSS), (st, body)
         d.close()
@@ -326,10 +329,9 @@ def memory_budget(args):
             part = big[i:i + 65536]
             conn.send(b"%x\r\n" % len(part) + part + b"\r\n")
         conn.send(b"0\r\n\r\n")
-        resp = conn.getresponse()
-        got = json.loads(resp.read())
-        assert resp.status == 503 and got["code"] == "memory_budget_full", (resp.status, got)
-        assert resp.getheader("Retry-After"), resp.getheaders()
+        st, h, got, _ = read_checked(conn.getresponse(), "POST", "/v1/loss")
+        assert st == 503 and got["code"] == "memory_budget_full", (st, got)
+        assert h.get("retry-after"), h
         conn.close()
         b.close()
         # A body whose cost alone exceeds the budget can never be served: 413.
@@ -365,8 +367,8 @@ def memory_budget_per_address(args):
         # A chunked body from the same address crosses the share as it grows: its part is given
         # back at once, and it is refused at its end.
         conn = socket.create_connection(("127.0.0.1", srv.port), source_address=("127.0.0.2", 0))
-        conn.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        send(conn, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n")
         chunk = b"0," * 32768
         conn.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         time.sleep(0.3)
@@ -431,7 +433,7 @@ def drain_pipelined(args):
             time.sleep(1.0)  # the answer waits in the buffers while the client does not read
             out, closed = recv_all(s, timeout=20)
             s.close()
-            got = parse_raw(out)
+            got = parse_raw(out, payload)
             assert got is not None and closed, (trial, len(out), out[:300])
             st, h, b = got
             assert st == 200 and len(json.loads(b)["loss"]) == rows, (trial, st, len(b))
@@ -461,11 +463,11 @@ def drain_slow_reader(args):
         time.sleep(1.0)
         out, closed = recv_all(s, timeout=20)
         s.close()
-        got = parse_raw(out)
+        got = parse_raw(out, post_raw(every_element(rows)))
         assert got is not None and closed, (len(out), out[:300])
         st, h, b = got
         assert st == 200 and len(json.loads(b)["loss"]) == rows, (st, len(b))
-        rest = parse_raw(out[out.index(b"\r\n\r\n") + 4 + len(b):])
+        rest = parse_raw(out[out.index(b"\r\n\r\n") + 4 + len(b):], post_raw(note))
         assert rest is not None and rest[0] == 503 and json.loads(rest[2])["code"] == "draining", out[-300:]
         assert srv.proc.wait(30) == 0, srv.log()[-2000:]
 
@@ -487,11 +489,11 @@ def request_smuggling(args):
         for extra, status, code, field in cases:
             s = socket.create_connection(("127.0.0.1", srv.port))
             t0 = time.monotonic()
-            s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra +
-                      b"\r\n" + note + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            send(s, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra +
+                 b"\r\n" + note + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             out, closed = recv_all(s, timeout=10)
             s.close()
-            got = parse_raw(out)
+            got = parse_raw(out, sent(s))
             assert got is not None, (extra, out)
             st, h, b = got
             expect_error((st, h, json.loads(b)), status, code, field)
@@ -499,11 +501,11 @@ def request_smuggling(args):
             assert closed and time.monotonic() - t0 < 5 and out.count(b"HTTP/1.1") == 1, (extra, out)
         # HTTP/1.0 with Transfer-Encoding: faulty framing (RFC 9112 6.1), refused and closed.
         s = socket.create_connection(("127.0.0.1", srv.port))
-        s.sendall(b"POST /v1/loss HTTP/1.0\r\nContent-Type: application/json\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(note) + note + b"\r\n0\r\n\r\n")
+        send(s, b"POST /v1/loss HTTP/1.0\r\nContent-Type: application/json\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(note) + note + b"\r\n0\r\n\r\n")
         out, closed = recv_all(s, timeout=10)
         s.close()
-        st, h, b = parse_raw(out)
+        st, h, b = parse_raw(out, sent(s))
         expect_error((st, h, json.loads(b)), 400, "invalid_http", "Transfer-Encoding")
         assert closed, out
         # The absolute-form of a request target (RFC 9112 3.2.2) is routed by its path.
@@ -522,8 +524,8 @@ def request_smuggling(args):
         conn.putheader("Transfer-Encoding", "chunked")
         conn.endheaders()
         conn.send(b"%x\r\n" % len(note) + note + b"\r\n0\r\n\r\n")
-        resp = conn.getresponse()
-        assert resp.status == 200 and ref.close(json.loads(resp.read())["loss"], NOTE_LOSS)
+        st, _, b, _ = read_checked(conn.getresponse(), "POST", "/v1/loss", JSON, note)
+        assert st == 200 and ref.close(b["loss"], NOTE_LOSS), (st, b)
         conn.close()
         stop_clean(srv)
 
@@ -605,7 +607,7 @@ def raw_request(port, data):
     s.sendall(data)
     out, closed = recv_all(s)
     s.close()
-    got = parse_raw(out)
+    got = parse_raw(out, data)
     assert got is not None, out[:200]
     return got
 
@@ -639,10 +641,11 @@ def malformed_headers(args):
         # headers (see the README). The declared body is never evaluated as this request's:
         # 400 for the body-less request, 400 for the rest, and the connection is closed.
         s = socket.create_connection(("127.0.0.1", srv.port))
-        s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b": x\r\nContent-Length: %d\r\n\r\n" % n + note)
+        send(s, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b": x\r\nContent-Length: %d\r\n\r\n" % n + note)
         out, closed = recv_all(s)
         s.close()
+        parse_raw(out, sent(s))  # (the first answer checked against the document)
         assert out.startswith(b"HTTP/1.1 400 ") and b" 200 OK" not in out and closed, out
         # v2: two or out-of-range Inference-Header-Content-Length.
         path = b"/v2/models/sigmoid_cross_entropy/infer"

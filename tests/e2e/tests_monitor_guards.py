@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from common import JSON, expect_error, json_call as call, test
-from server import Server
+from server import Server, read_checked
 
 
 def figures(srv, name):
@@ -83,11 +83,10 @@ def monitor_slice_class_bound(args):
             t = {"shape": [1, C], "dtype": "float32", "b64": base64.b64encode(z.tobytes()).decode()}
             conn = srv.connect()
             for i in range(values):
-                conn.request("POST", f"/v1/monitors/{name}/observe",
-                             json.dumps({"labels": t, "logits": t, "slice": {"k": str(i)}}), JSON)
-                r = conn.getresponse()
-                body = r.read()
-                assert r.status == 200, body
+                obs = json.dumps({"labels": t, "logits": t, "slice": {"k": str(i)}}).encode()
+                conn.request("POST", f"/v1/monitors/{name}/observe", obs, JSON)
+                st, _, body, _ = read_checked(conn.getresponse(), "POST", f"/v1/monitors/{name}/observe", JSON, obs)
+                assert st == 200, body
             conn.close()
             status, _, got = call(srv, "GET", f"/v1/monitors/{name}")
             assert status == 200, got

@@ -14,7 +14,7 @@ import threading
 import time
 
 from common import expect_error, metric_value, plain_only, stop_clean, test, JSON, NOTE, NOTE_LOSS, ROOT
-from server import Server, parse_raw
+from server import Server, parse_raw, send, sent
 from tests_auth import call, new_token
 
 SMALL = {"loss": "sigmoid_cross_entropy", "labels": [1, 0], "logits": [0.5, -1]}
@@ -127,8 +127,8 @@ def post_from(port, source, body=SMALL):
     s.bind((source, 0))
     s.connect(("127.0.0.1", port))
     data = json.dumps(body).encode()
-    s.sendall(b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Connection: close\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+    send(s, b"POST /v1/loss HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         b"Connection: close\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
     out = b""
     while parse_raw(out) is None:
         chunk = s.recv(65536)
@@ -136,7 +136,7 @@ def post_from(port, source, body=SMALL):
             break
         out += chunk
     s.close()
-    return parse_raw(out)[0]
+    return parse_raw(out, sent(s))[0]
 
 
 @test
@@ -171,6 +171,7 @@ def flood(port, token, stop, statuses, lock, pause=0.01):
             if s is None:
                 s = socket.create_connection(("127.0.0.1", port), timeout=30)
             s.sendall(head)
+            req = head
             out = b""
             while b"\r\n\r\n" not in out:
                 chunk = s.recv(65536)
@@ -180,12 +181,13 @@ def flood(port, token, stop, statuses, lock, pause=0.01):
             if out.startswith(b"HTTP/1.1 100"):
                 out = out.split(b"\r\n\r\n", 1)[1]
                 s.sendall(HEAVY_BYTES)
+                req = head + HEAVY_BYTES
             while parse_raw(out) is None:
                 chunk = s.recv(65536)
                 if not chunk:
                     raise ConnectionError("closed")
                 out += chunk
-            st, hdrs, _ = parse_raw(out)
+            st, hdrs, _ = parse_raw(out, req)
             with lock:
                 statuses[st] = statuses.get(st, 0) + 1
             if hdrs.get("connection", "").lower() == "close":

@@ -12,7 +12,7 @@ import threading
 import time
 
 from common import expect_error, metric_value, plain_only, stop_clean, test
-from server import Server, raw
+from server import Server, parse_raw, raw, send
 from tests_auth import call, new_token
 from tests_hardening import answer_now, recv_all
 
@@ -50,7 +50,7 @@ def quota_attack_preflight_body_not_held(args):
                     b"\r\nAccess-Control-Request-Method: POST\r\nContent-Length: %d\r\n")
             # without a token: refused from the headers, not a byte of the body read
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-            s.sendall(head % big + b"\r\n")
+            send(s, head % big + b"\r\n")
             got = answer_now(s, 5)
             s.close()
             assert got is not None, "no answer before the body: the server waits to store it"
@@ -61,7 +61,7 @@ def quota_attack_preflight_body_not_held(args):
             socks = []
             for _ in range(4):
                 s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-                s.sendall(head % big + b"Authorization: Bearer " + alice.encode() + b"\r\n\r\n")
+                send(s, head % big + b"Authorization: Bearer " + alice.encode() + b"\r\n\r\n")
                 s.sendall(b" " * (big - 1))
                 socks.append(s)
             time.sleep(0.5)
@@ -88,9 +88,11 @@ def quota_attack_preflight_body_not_held(args):
 def get_from(port, source, path=b"/nope"):
     """GET path from the local address source (127.x.y.z): the status."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
-    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    req = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    s.sendall(req)
     out, _ = recv_all(s, 30)
     s.close()
+    parse_raw(out, req)  # (checked against the document)
     return int(out.split()[1])
 
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from common import JSON, NOTE, ROOT, expect_error, metric_value, stop_clean, test
-from server import Server, parse_raw, raw
+from server import Server, parse_raw, raw, read_checked
 from tests_auth import call, new_token
 
 UI_DIR = os.path.join(ROOT, "server", "ui")
@@ -36,8 +36,8 @@ def get_bytes(srv, method, path, headers=None):
     conn = srv.connect()
     try:
         conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        status, h, _, data = read_checked(conn.getresponse(), method, path, headers)
+        return status, h, data
     finally:
         conn.close()
 
@@ -391,9 +391,8 @@ def ui_off_the_hot_path(args):
         for srv in (a, b):
             conn = srv.connect()
             conn.request("POST", "/v1/loss", json.dumps(NOTE), JSON)
-            resp = conn.getresponse()
-            h = {k.lower(): v for k, v in resp.getheaders()}
-            answers.append((resp.status, resp.read(), sorted(k for k in h if k != "date")))
+            st, h, _, data = read_checked(conn.getresponse(), "POST", "/v1/loss", JSON, json.dumps(NOTE).encode())
+            answers.append((st, data, sorted(k for k in h if k != "date")))
             conn.close()
             for k in ("content-security-policy", "x-content-type-options", "referrer-policy", "etag"):
                 assert k not in h, (k, h)

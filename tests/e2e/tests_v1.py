@@ -8,7 +8,7 @@ import threading
 import time
 
 from common import JSON, NOTE, NOTE_LOSS, ROOT, alone, expect_error, metric_value, ref, stop_clean, test
-from server import Server, exchange, parse_raw, raw
+from server import Server, exchange, parse_raw, raw, read_checked
 
 
 # ---- Endpoints -------------------------------------------------------------------------------
@@ -31,9 +31,10 @@ def endpoints(args):
         import subprocess
         cli = subprocess.run([args.cli, "eval", "-"], input=json.dumps(NOTE).encode(), capture_output=True)
         conn = srv.connect()
-        conn.request("POST", "/v1/loss", body=json.dumps(NOTE).encode())  # no Content-Type: accepted
-        resp = conn.getresponse()
-        assert resp.status == 200 and resp.read() == cli.stdout.rstrip(b"\n"), "server and CLI differ"
+        note = json.dumps(NOTE).encode()
+        conn.request("POST", "/v1/loss", body=note)  # no Content-Type: accepted
+        st, _, _, data = read_checked(conn.getresponse(), "POST", "/v1/loss", {}, note)
+        assert st == 200 and data == cli.stdout.rstrip(b"\n"), "server and CLI differ"
         conn.close()
 
         st, h, body = srv.request("GET", "/v1/losses")
@@ -43,8 +44,8 @@ def endpoints(args):
         # HEAD on the GET routes: headers only.
         conn = srv.connect()
         conn.request("HEAD", "/v1/losses")
-        resp = conn.getresponse()
-        assert resp.status == 200 and resp.read() == b"" and int(resp.getheader("Content-Length")) > 1000
+        st, h, _, data = read_checked(conn.getresponse(), "HEAD", "/v1/losses")
+        assert st == 200 and data == b"" and int(h["content-length"]) > 1000
         conn.close()
 
         st, h, text = srv.request("GET", "/metrics")
@@ -94,9 +95,8 @@ def error_classes(args):
         conn = srv.connect()
         chunks = [b'{"loss": "sigmoid_cross_entropy", "labels": [' + b"0," * 1000, b"0," * 1500, b"0]}"]
         conn.request("POST", "/v1/loss", body=iter(chunks), headers=JSON, encode_chunked=True)
-        resp = conn.getresponse()
-        body = json.loads(resp.read())
-        assert resp.status == 413 and body["code"] == "too_large", (resp.status, body)
+        st, _, body, _ = read_checked(conn.getresponse(), "POST", "/v1/loss", JSON)
+        assert st == 413 and body["code"] == "too_large", (st, body)
         st, h, b = exchange(conn, "GET", "/healthz")
         assert st == 200, "the connection did not survive a chunked 413"
         conn.close()
@@ -134,8 +134,8 @@ def error_classes(args):
         expect_error(srv.request("POST", "/v1/batch", {"requests": 3}, JSON), 422, "invalid_request", "requests")
         # Expect: 100-continue is honoured.
         body = json.dumps(NOTE).encode()
-        s = raw(srv.port, b"POST /v1/loss HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
-                          b"Content-Length: %d\r\n\r\n" % len(body), read=False)
+        head = b"POST /v1/loss HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        s = raw(srv.port, head, read=False)
         first = s.recv(100)
         assert first.startswith(b"HTTP/1.1 100"), first
         s.sendall(body)
@@ -145,7 +145,7 @@ def error_classes(args):
             assert chunk, "closed before the answer"
             data += chunk
         s.close()
-        st, h, b = parse_raw(data)
+        st, h, b = parse_raw(data, head + body)
         assert st == 200 and ref.close(json.loads(b)["loss"], NOTE_LOSS)
         stop_clean(srv)
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from common import JSON, NOTE, ROOT, expect_error, ref, stop_clean, test
-from server import Server, exchange
+from server import Server, exchange, read_checked
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -60,11 +60,13 @@ class TritonLikeClient:
         if raws:
             self.conn.putheader("Inference-Header-Content-Length", str(len(js)))
         self.conn.endheaders(body)
-        resp = self.conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            return resp.status, json.loads(data)["error"], None  # what tritonclient raises with
-        ihcl = resp.getheader("Inference-Header-Content-Length")
+        sent = {"Content-Length": str(len(body))}
+        if raws:
+            sent["Inference-Header-Content-Length"] = str(len(js))
+        status, h, _, data = read_checked(self.conn.getresponse(), "POST", f"/v2/models/{model}/infer", sent, body)
+        if status != 200:
+            return status, json.loads(data)["error"], None  # what tritonclient raises with
+        ihcl = h.get("inference-header-content-length")
         if ihcl is None:
             doc, buf = json.loads(data), b""
         else:
@@ -79,7 +81,7 @@ class TritonLikeClient:
                 arr = np.array(o["data"], dtype=V2_TO_NP[o["datatype"]])
             out[o["name"]] = arr.reshape(o["shape"])
         assert offset == len(buf), "binary data left over in the response"
-        return resp.status, doc, out
+        return status, doc, out
 
     def close(self):
         self.conn.close()
