@@ -583,8 +583,9 @@ deadline = time.monotonic() + 15
 while call("GET", "/readyz") != 200 and time.monotonic() < deadline:
     time.sleep(0.1)
 probes = {"/healthz", "/readyz"}
-with open("docker/Dockerfile") as f:
-    probes |= set(re.findall(r"GET (/\w+) HTTP", f.read()))
+for path in ("docker/Dockerfile", "docker/healthcheck.sh"):  # the image's HEALTHCHECK's probe
+    with open(path) as f:
+        probes |= set(re.findall(r"GET (/\w+) HTTP", f.read()))
 for s in [rsvc] + [services[n] for n in ("nginx",)]:
     probes |= set(re.findall(r"(/(?:healthz|readyz))\b", " ".join(as_list((s.get("healthcheck") or {}).get("test")))))
 for path in sorted(probes):

@@ -13,6 +13,10 @@ note() { echo "docker_check: $*" >&2; fail=1; }
 for dir in lib proto cli server scripts; do
     grep -q "^COPY $dir $dir\$" $df || note "$df does not copy $dir/ into the build stage"
 done
+# Makefiles the Makefile includes: make does not parse without them.
+for mk in $(sed -n 's/^-\{0,1\}include \([^$]*\)$/\1/p' Makefile); do
+    grep -q "^COPY $mk " $df || note "$df does not copy $mk (the Makefile includes it) into the build stage"
+done
 # Build packages: the Makefile's DEPS_BUILD Debian names (its continuation lines too).
 for deb in $(awk '/^DEPS_BUILD = /{f=1} f{print; if (!/\\$/) exit}' Makefile |
              sed 's/^DEPS_BUILD = //; s/\\$//' | tr ' ' '\n' | sed 's/.*://'); do
