@@ -12,7 +12,7 @@ import time
 
 import contract
 from common import ROOT, test
-from server import Server, exchange
+from server import Server, exchange, read_checked
 
 DOC_PATH = os.path.join(ROOT, "proto", "openapi.json")
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
@@ -89,11 +89,9 @@ def openapi_served(args):
         for path in ("/openapi.json", "/v1/openapi.json"):
             conn = srv.connect(30)
             conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
-            h = {k.lower(): v for k, v in resp.getheaders()}
+            st, h, _, body = read_checked(conn.getresponse(), "GET", path)  # (the bytes, checked)
             conn.close()
-            assert resp.status == 200, (path, resp.status)
+            assert st == 200, (path, st)
             assert body == want, (path, len(body), len(want))
             assert h["content-type"] == "application/json", h
             etags.add(h["etag"])
