@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 
@@ -216,6 +217,76 @@ def check_python_client(client_module):
         return resp, data
     _request_once.checked = True
     cls._request_once = _request_once
+
+
+class Recorder:
+    """A TCP relay from a free port of 127.0.0.1 to a server's port that keeps both directions
+    of every connection, so that a client run as a subprocess (the CLI) has its traffic checked:
+    check() checks each answer against its request, in order on each connection."""
+
+    def __init__(self, port):
+        self.target = port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.streams = []  # [bytearray sent by the client, bytearray sent by the server]
+        self.threads = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # (closed)
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            stream = [bytearray(), bytearray()]
+            self.streams.append(stream)
+            for a, b, kept in ((client, upstream, stream[0]), (upstream, client, stream[1])):
+                t = threading.Thread(target=self._pump, args=(a, b, kept), daemon=True)
+                self.threads.append(t)
+                t.start()
+
+    @staticmethod
+    def _pump(a, b, kept):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                kept += data
+                b.sendall(data)
+        except OSError:
+            pass
+        for s, how in ((b, socket.SHUT_WR), (a, socket.SHUT_RD)):
+            try:
+                s.shutdown(how)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        for t in list(self.threads):
+            t.join(10)
+
+    def check(self):
+        """Checks every answer recorded against its request (contract.check_raw); the number."""
+        n = 0
+        for sent_bytes, got in self.streams:
+            requests, answers = bytes(sent_bytes), bytes(got)
+            while requests and answers:
+                head, sep, rest = requests.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*([0-9]+)\s*$", head)
+                size = len(head) + len(sep) + (int(length.group(1)) if length else 0)
+                request, requests = requests[:size], requests[size:]
+                while answers.startswith(b"HTTP/1.1 1"):  # (100 Continue)
+                    answers = answers.partition(b"\r\n\r\n")[2]
+                got_one = contract.parse_response(answers)
+                if got_one is None:
+                    break
+                contract.check_raw(request, answers)
+                answers = answers[answers.index(b"\r\n\r\n") + 4 + len(got_one[2]):]
+                n += 1
+        return n
 
 
 _sent = weakref.WeakKeyDictionary()

@@ -10,6 +10,7 @@ evaluated by promtool on the counters that two such servers export."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,8 +21,9 @@ import time
 
 import numpy as np
 
+import contract
 from common import NOTE, NOTE_LOSS, ROOT, ref, stop_clean, test
-from server import Server
+from server import PORTS, Recorder, Server
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -30,11 +32,26 @@ NOTE_TENSORS = {k: NOTE[k] for k in ("labels", "logits", "mask")}
 
 
 def cli(args, *argv, stdin=None, env=None, timeout=60):
-    """Runs `maskloss monitor ARGV...`: (exit status, stdout, stderr)."""
+    """Runs `maskloss monitor ARGV...`: (exit status, stdout, stderr). Its traffic with a server
+    of the test's (--server http://127.0.0.1:PORT) goes through a server.Recorder and is checked
+    against the document."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MASKLOSS_")}
     environ.update(env or {})
-    p = subprocess.run([args.cli, "monitor", *argv], input=stdin, capture_output=True,
-                       env=environ, timeout=timeout)
+    argv = list(argv)
+    recorder = None
+    i = argv.index("--server") + 1 if "--server" in argv[:-1] else None
+    m = i and re.fullmatch(r"http://127\.0\.0\.1:([0-9]+)(/.*)?", argv[i])
+    if m and contract.ACTIVE and int(m.group(1)) in PORTS:
+        recorder = Recorder(int(m.group(1)))
+        argv[i] = f"http://127.0.0.1:{recorder.port}{m.group(2) or ''}"
+    try:
+        p = subprocess.run([args.cli, "monitor", *argv], input=stdin, capture_output=True,
+                           env=environ, timeout=timeout)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    if recorder is not None:
+        assert recorder.check() >= 1 or p.returncode != 0, (argv, "no exchange recorded")
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
@@ -497,7 +514,6 @@ def prometheus_rules_on_server_metrics(args):
     test rules, with the scraped values as the series): the windowed ratio across the replicas
     and slices is the note's masked mean for a TF monitor and torch's mean (÷ all 20 elements)
     for a torch one, and the per-non-zero-weight ratio is the masked mean for both."""
-    import re
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing (Debian package prometheus; make deps-test)"
     tf = {"loss": "sigmoid_cross_entropy", "dtype": "float64", "slices": ["model_version"]}
