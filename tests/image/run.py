@@ -492,8 +492,12 @@ def main():
         return 0
     d = os.path.abspath(args.dir)
     if not args.check_only:
-        if os.path.exists(d):
-            cleanup(d, Podman(d), False)  # nothing cached from a past run
+        if os.path.exists(d):  # nothing cached from a past run; but nothing else removed
+            if set(os.listdir(d)) - {"storage", "run", "tmp", "rootfs", "build.log", "volume", "conf"} - \
+                    {n for n in os.listdir(d) if n.startswith("server")}:
+                print(f"test-image: {d} exists and is not a directory of this test: not removed")
+                return 1
+            cleanup(d, Podman(d), False)
         os.makedirs(d)
     podman = Podman(d)
     mounted, keep = False, args.keep
