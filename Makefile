@@ -291,7 +291,8 @@ E2E_JOBS ?= 2
 # E2E_AFTER=FILE: first wait until FILE exists, at most 15 min (.ci/run: the image's build, in
 # the background beside make test's first steps, has ended before the timing tests begin).
 e2e:
-	$(if $(E2E_AFTER),@t=0; until [ -e $(E2E_AFTER) ] || [ $$t -ge 900 ]; do sleep 1; t=$$((t + 1)); done)
+	$(if $(E2E_AFTER),@t=0; until [ -e $(E2E_AFTER) ] || [ $$t -ge 900 ]; do sleep 1; t=$$((t + 1)); done; \
+	    [ $$t = 0 ] || echo "== e2e waited $$t s for $(E2E_AFTER)")
 	@echo "== tests/e2e against $(SERVER)"
 	@$(PYTHON) tests/e2e/run.py --server $(SERVER) --jobs $(E2E_JOBS) $(if $(SAN),--sanitized)
 	@# The monitor and late-label suites again on PostgreSQL (the plain build: the store's
