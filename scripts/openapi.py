@@ -20,7 +20,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTO = os.path.join(ROOT, "proto")
 # The files the YAML may refer to, and their names in components/schemas.
-EXTERNAL = {"request.schema.json": "Request", "response.schema.json": "ResponseOrError"}
+EXTERNAL = {"request.schema.json": "LossRequest", "response.schema.json": "LossResponseOrError"}
 
 
 def _rewrite(node, fn):
