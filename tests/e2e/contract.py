@@ -12,8 +12,8 @@ a malformed request by its status and error body only), and the recordings of th
 packages (check_log: tests_client_python's Python package, and `make test-js-run`'s node
 tests through clients/js/test/record.js).
 
-run.py sets ACTIVE for the tests of the modules in SUITES -- every e2e suite, on SQLite and
-on PostgreSQL (--pg) --, but not for those marked plain_only: a timing or load figure, whose
+run.py sets ACTIVE for every e2e test, on SQLite and on PostgreSQL (--pg) -- there is no list
+of suites to forget a new one in --, but not for those marked plain_only: a timing or load figure, whose
 clients the checks would slow. tests_proxy's traffic goes through nginx, whose own answers
 (502, 504, its HTML 400, 413 and 429) are not the server's: tests_proxy.nginx_own tells them
 apart (exchange(foreign=...)).
@@ -22,13 +22,6 @@ import json
 import os
 import re
 
-SUITES = {"tests_v1", "tests_v2", "tests_hardening", "tests_http_threads", "tests_monitors",
-          "tests_monitor_rollup", "tests_monitor_reference", "tests_monitor_guards",
-          "tests_monitor_attacks", "tests_late", "tests_late_attacks", "tests_late_review2",
-          "tests_cli_monitor", "tests_auth", "tests_auth_attacks", "tests_tls", "tests_quota",
-          "tests_quota_attacks", "tests_ui", "tests_client_auth", "tests_client_python",
-          "tests_cli_auth", "tests_openapi", "tests_proxy", "tests_pg_harness",
-          "tests_pg_replicas", "tests_pg_attacks", "tests_contract"}
 ACTIVE = False
 
 # python-jsonschema takes about 0.1 ms an element of a tensor (each through the schema's
