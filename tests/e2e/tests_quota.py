@@ -57,7 +57,9 @@ def quota_rate_per_token(args):
                 assert abs(r[2]["loss"] - 0.39366935193538666) < 1e-7, r
             # the burst, plus what refilled meanwhile (4 a second)
             assert 4 <= len(ok) <= 4 + int(4 * elapsed) + 1, (len(ok), elapsed)
-            assert ok == got[:len(ok)], "a refused request before the burst was spent"
+            # The burst first, whole; past it a request may be served again when the bucket
+            # refilled meanwhile (one every 0.25 s: a slow machine's requests take that long).
+            assert all(r[0] == 200 for r in got[:4]), "a refused request before the burst was spent"
             for r in refused:
                 expect_429(r, "token alice is over its rate of 4 requests a second")
             # bob's bucket is his own
