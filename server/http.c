@@ -1282,6 +1282,7 @@ static void sample_gauges(struct mls_server *s, struct mls_gauges *g)
     g->inflight_limit = s->cfg.max_inflight_bytes;
     g->header_timeouts = atomic_load_explicit(&s->conns.header_timeouts, memory_order_relaxed);
     g->lingered = atomic_load_explicit(&s->conns.lingered, memory_order_relaxed);
+    g->tls_failed = atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
     g->state_commits = atomic_load_explicit(&s->writer.commits, memory_order_relaxed);
     g->state_commit_ns = atomic_load_explicit(&s->writer.commit_ns, memory_order_relaxed);
     g->state_observations = atomic_load_explicit(&s->writer.ops_committed, memory_order_relaxed);
@@ -1614,6 +1615,15 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     struct mls_server *s = cls;
     char msg[512];
+    /* libmicrohttpd says this of every TLS handshake that fails, whatever the cause: a client
+     * that connected and closed (a TCP probe, the image's HEALTHCHECK, a port scanner) or spoke
+     * plain HTTP. It names neither the peer nor the cause, so a line per connection tells an
+     * operator nothing a counter does not: maskloss_tls_handshake_failures_total (nginx, too,
+     * keeps these below its default log level). */
+    if (strstr(fmt, "handshake message out of context")) {
+        atomic_fetch_add_explicit(&s->tls_failed, 1, memory_order_relaxed);
+        return;
+    }
     uint64_t second = uv_hrtime() / 1000000000u;
     if (atomic_exchange_explicit(&s->log_window, second, memory_order_relaxed) != second) {
         uint64_t dropped = atomic_exchange_explicit(&s->log_count, 0, memory_order_relaxed);

@@ -322,6 +322,9 @@ void mls_metrics_write(struct mls_metrics *m, const struct mls_gauges *g, struct
     header(b, "maskloss_lingering_closes_total", "counter",
            "Connections answered before their request was read, then closed by lingering.");
     sample_u(b, "maskloss_lingering_closes_total", "", g->lingered);
+    header(b, "maskloss_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed (a TCP probe, plain HTTP, an untrusted certificate).");
+    sample_u(b, "maskloss_tls_handshake_failures_total", "", g->tls_failed);
 
     header(b, "maskloss_state_commits_total", "counter",
            "Transactions of the monitors' state committed (group commit: many observations each).");

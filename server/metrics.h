@@ -115,6 +115,7 @@ struct mls_gauges {
     int ready;
     uint64_t inflight_bytes, inflight_limit; /* the memory budget, used and whole */
     uint64_t header_timeouts, lingered;      /* connections (conn.h) */
+    uint64_t tls_failed;                     /* TLS handshakes that failed */
     /* The monitors' state (writer.h): transactions committed, the time they took, the
      * observations they counted, the writes that failed. */
     uint64_t state_commits, state_commit_ns, state_observations, state_failures;

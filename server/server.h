@@ -34,6 +34,7 @@ struct mls_server {
     struct mls_conns conns;
     _Atomic uint64_t inflight_bytes; /* the memory budget's part in use (--max-inflight-bytes) */
     _Atomic uint64_t log_window, log_count; /* libmicrohttpd's messages: a per-second cap */
+    _Atomic uint64_t tls_failed; /* TLS handshakes that failed (counted, not logged) */
     struct mls_registry monitors; /* loaded from the store at start */
     struct mls_store *store;
     struct mls_writer writer;
