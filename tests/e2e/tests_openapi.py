@@ -322,7 +322,8 @@ def exact(name, real, extra=()):
     contract.validate(real, schema, f"{name}: the real answer")
     validator = jsonschema.Draft202012Validator(schema, resolver=jsonschema.RefResolver("", contract.document()))
     n = 0
-    optional = {("class",)} if name == "MonitorSeries" else set()
+    # (v2 echoes a request's id when it has one.)
+    optional = {"MonitorSeries": {("class",)}, "V2InferResponse": {("id",)}}.get(name, set())
     for what, bad in list(mutations(real, optional)) + list(extra):
         assert not validator.is_valid(bad), f"{name}: a copy with {what} validates"
         n += 1
@@ -331,7 +332,7 @@ def exact(name, real, extra=()):
 
 @test
 def openapi_schemas_exact(args):
-    """The monitors' answers and requests, /v1/stats and the catalogue are described exactly:
+    """The monitors' answers and requests, /v1/stats, the catalogue and v2's answers are described exactly:
     the server's real answers (and the requests it took) validate, and a copy with a key added
     to any object, a required key taken out, a leaf of the wrong type, a whole number made
     fractional or negative, a value outside its enum, is refused."""
@@ -376,6 +377,18 @@ def openapi_schemas_exact(args):
         answers["MonitorList"] = [ok("GET", "/v1/monitors")]
         answers["Catalogue"] = [ok("GET", "/v1/losses")]
         answers["Stats"] = [ok("GET", "/v1/stats")]
+        # v2: a model's metadata, an evaluation with an id and outputs of both kinds, and one
+        # that feeds a monitor (its parameters name it, and say whether its id was seen).
+        v2_inputs = [{"name": "LABELS", "datatype": "FP32", "shape": [2, 5], "data": sum(obs["labels"], [])},
+                     {"name": "LOGITS", "datatype": "FP32", "shape": [2, 5], "data": sum(obs["logits"], [])},
+                     {"name": "MASK", "datatype": "BOOL", "shape": [2, 5], "data": sum(obs["mask"], [])}]
+        infer = "/v2/models/sigmoid_cross_entropy/infer"
+        answers["V2ModelMetadata"] = [ok("GET", "/v2/models/sigmoid_cross_entropy")]
+        answers["V2InferResponse"] = [
+            ok("POST", infer, {"id": "r1", "inputs": v2_inputs, "parameters": {"reduction": "SUM"},
+                               "outputs": [{"name": "LOSS"}, {"name": "PER_SAMPLE"}, {"name": "NUM_NONZERO_WEIGHTS"}]}),
+            ok("POST", infer, {"inputs": v2_inputs, "parameters": {"monitor": "movies", "monitor_id": "v2-1"}})]
+        assert answers["V2InferResponse"][1]["parameters"]["monitor_duplicate"] is False, answers["V2InferResponse"][1]
     # What the answers hold, so that the mutations reach every part: a figure with classes and
     # without, slices, late labels, a NaN loss (torch's mean of nothing), a refused row.
     figs = answers["MonitorFigures"]
