@@ -263,12 +263,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROTO_OBJ) $(LIBA)
 # so tests/data is found), the shared library and its installed tree, the command-line tests
 # against this build's CLI, then the end-to-end tests against this build's server.
 CHECK_WERROR = $(if $(filter command line,$(origin WERROR)),$(WERROR),-Werror)
-# Parallel compilation for check's builds (the tests themselves run one at a time).
+# Parallel compilation for check's builds, and the cmocka suites JOBS at a time (the longest,
+# test_vmath, first; the end-to-end tests have their own E2E_JOBS).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 check:
 	@$(DEPS_SH) --check $(DEPS_BUILD) $(DEPS_TEST)
 	@$(MAKE) --no-print-directory -j$(JOBS) WERROR=$(CHECK_WERROR) build $(TEST_BIN)
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; case $$t in /*) $$t ;; *) ./$$t ;; esac; done
+	@sh tests/unit_run.sh $(JOBS) $(filter %/test_vmath,$(TEST_BIN)) $(filter-out %/test_vmath,$(TEST_BIN))
 	@MAKE="$(MAKE)" CC="$(CC)" sh tests/lib_check.sh $(BUILD) $(SAN)
 	@sh tests/cli_test.sh $(CLI)
 	@echo "== promtool: docker/prometheus rules, tests/prometheus" && \
