@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """openapi_shape.py [DOC] -- the shape of a client generated from the OpenAPI document: one
-function an operation, as generators make them (openapi-generator, openapi-python-client,
-oapi-codegen, openapi-typescript-codegen...), printed one line an operation:
+function an operation, as generators make them (openapi-generator, openapi-python-client...),
+printed one line an operation:
 
     operationId(path parameters, body: RequestType, *, query parameters) -> ResponseType
 

@@ -238,7 +238,11 @@ class Recorder:
                 client, _ = self.sock.accept()
             except OSError:
                 return  # (closed)
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()  # the server is gone: the client sees its connection closed
+                continue
             stream = [bytearray(), bytearray()]
             self.streams.append(stream)
             for a, b, kept in ((client, upstream, stream[0]), (upstream, client, stream[1])):
@@ -264,6 +268,10 @@ class Recorder:
                 pass
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+        except OSError:
+            pass
         self.sock.close()
         for t in list(self.threads):
             t.join(10)
