@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """End-to-end tests of maskloss-server: start the real server on free ports, talk HTTP to it.
 
-usage: run.py --server build/maskloss-server [--cli build/maskloss] [-k NAME] [--jobs N]
+usage: run.py --server build/maskloss-server [--cli build/maskloss] [-k NAME] [--jobs N] [--after FILE]
 
 Each test starts the servers it needs (on ports of their own, with state of their own), so tests
 are independent: with --jobs N, N of them run at once, each in a forked process whose output is
 printed whole when it ends. Most of a test's time is waiting (timeouts, drains, a client that
 trickles): two at a time on two cores take about a third less. The tests that measure a timing
 or a load, and those that stop or kill the shared PostgreSQL of --pg, run afterwards, one at a
-time, in this process (runs_alone). Prints one line per test and exits 1 if any failed.
+time, in this process (runs_alone); --after FILE waits for FILE before the first of them.
+Prints one line per test and exits 1 if any failed.
 """
 import argparse
 import os
@@ -139,6 +140,22 @@ def run_parallel(fns, args):
     return failed
 
 
+def wait_after(args):
+    """--after FILE: wait until FILE exists, at most --after-timeout seconds (.ci/run: the
+    container image's build, in the background, has ended; the tests that run alone measure
+    timings and loads and must not share the two cores with it). Whether it came in time."""
+    t0 = time.monotonic()
+    while not os.path.exists(args.after):
+        if time.monotonic() - t0 >= args.after_timeout:
+            print(f"FAIL e2e: {args.after} still absent after {args.after_timeout} s (the image "
+                  f"build not ended): the tests that run alone are not run beside it", flush=True)
+            return False
+        time.sleep(1)
+    print(f"== e2e waited {time.monotonic() - t0:.0f} s for the image build", flush=True)
+    args.after = None  # once
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -153,6 +170,11 @@ def main():
                     help="tests run at once, each in a process of its own (timing tests alone)")
     ap.add_argument("--test-timeout", type=int, default=900,
                     help="with --jobs: seconds after which a test's process is killed and failed")
+    ap.add_argument("--after", metavar="FILE",
+                    help="before the first test that runs alone, wait until FILE exists; the "
+                         "others (with --jobs) do not wait")
+    ap.add_argument("--after-timeout", type=int, default=600,
+                    help="seconds --after waits at most; then the tests that run alone fail unrun")
     args = ap.parse_args()
     pg = None
     if args.pg:
@@ -180,11 +202,15 @@ def main():
             continue
         chosen.append(fn)
     if args.jobs > 1:
-        alone = [fn for fn in chosen if runs_alone(fn)]
-        failed = run_parallel([fn for fn in chosen if fn not in alone], args)
-        failed += sum(not run_one(fn, args) for fn in alone)
+        serial = [fn for fn in chosen if runs_alone(fn)]
+        failed = run_parallel([fn for fn in chosen if fn not in serial], args)
     else:
-        failed = sum(not run_one(fn, args) for fn in chosen)
+        failed, serial = 0, chosen
+    for i, fn in enumerate(serial):
+        if args.after and runs_alone(fn) and not wait_after(args):
+            failed += len(serial) - i
+            break
+        failed += not run_one(fn, args)
     if pg is not None:
         pg.__exit__(None, None, None)
     print(f"e2e: {'all passed' if not failed else f'{failed} failed'}")

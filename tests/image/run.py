@@ -25,7 +25,8 @@ right loss, exit 0. A third run with a directory mounted at /etc/maskloss (the d
 paths: tokens, tls/cert.pem, tls/key.pem, read-only): HTTPS with that certificate, 401
 without a token and 200 with one. Everything checked is printed, failures too (a server that
 cannot start or answer stops the run). Last, the servers are killed, the mounts undone and DIR
-removed, the image with it (--keep keeps DIR).
+removed, the image with it (--keep keeps DIR); on SIGTERM too (.ci/run's time limit). Only a
+directory the build made is ever removed: it holds the file .maskloss-image-test (MARKER).
 """
 import argparse
 import base64
@@ -52,6 +53,8 @@ UID = 10001
 VOLUME = "/var/lib/maskloss"
 CONF = "/etc/maskloss"  # the documented mount point of the token file and the certificate
 T0 = time.monotonic()
+# Made first in DIR by the build: cleanup removes no directory without it (--dir is the user's).
+MARKER = ".maskloss-image-test"
 
 
 class Fail(Exception):
@@ -151,7 +154,7 @@ def check_metadata(cfg, env):
     check(cfg.get("Entrypoint") == ["/usr/local/bin/maskloss-server"], "ENTRYPOINT is the server",
           str(cfg.get("Entrypoint")))
     check(env.get("MASKLOSS_BIND") == "0.0.0.0", "MASKLOSS_BIND=0.0.0.0")
-    check(cfg.get("StopSignal") in (None, "SIGTERM", "15"), f"STOPSIGNAL {cfg.get('StopSignal')} (the drain)")
+    check(cfg.get("StopSignal") in ("SIGTERM", "15"), f"STOPSIGNAL {cfg.get('StopSignal')} (the drain)")
 
 
 def check_filesystem(mnt):
@@ -457,7 +460,12 @@ def mount_bind(src, dst, ro=False):
         run(["mount", "-o", "remount,bind,ro", dst])
 
 
+def ours(d):
+    return os.path.isfile(os.path.join(d, MARKER))
+
+
 def cleanup(d, podman, mounted, remove=True):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (a second SIGTERM must not cut it short)
     for s in SERVERS:
         if s.proc.poll() is None:
             s.proc.kill()
@@ -471,6 +479,9 @@ def cleanup(d, podman, mounted, remove=True):
     if mounted:
         podman("image", "unmount", TAG, check=False, stdout=subprocess.DEVNULL)
     if not remove:
+        return
+    if not ours(d):
+        say(f"{d} has no {MARKER} (not made by this test): not removed")
         return
     # Anything still mounted under DIR (an interrupted run) is let go before DIR is removed.
     with open("/proc/self/mounts") as f:
@@ -493,14 +504,20 @@ def main():
         print("test-image: skipped: needs root (debootstrap, podman build, mount and chroot)")
         return 0
     d = os.path.abspath(args.dir)
+    if os.path.exists(d) and not ours(d) and (args.check_only or os.listdir(d)):
+        print(f"test-image: {d} exists and has no {MARKER}: not a directory this test made; "
+              f"nothing done, nothing removed")
+        return 1
+    if args.check_only and not ours(d):
+        print(f"test-image: {d} holds no image: run with --build-only first")
+        return 1
     if not args.check_only:
-        if os.path.exists(d):  # nothing cached from a past run; but nothing else removed
-            if set(os.listdir(d)) - {"storage", "run", "tmp", "rootfs", "build.log", "volume", "conf"} - \
-                    {n for n in os.listdir(d) if n.startswith("server")}:
-                print(f"test-image: {d} exists and is not a directory of this test: not removed")
-                return 1
+        if ours(d):  # nothing cached from a past run
             cleanup(d, Podman(d), False)
-        os.makedirs(d)
+        os.makedirs(d, exist_ok=True)  # (an empty directory may be given)
+        open(os.path.join(d, MARKER), "w").close()
+    # timeout(1)'s SIGTERM (.ci/run) ends the run through the finally below: unmounted, removed.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     podman = Podman(d)
     mounted, keep = False, args.keep
     try:
