@@ -13,6 +13,8 @@
 #   make check           one build's tests (-Werror; installs nothing)
 #   make test-ui         the status page in headless chromium (tests/ui/run.py; part of check)
 #   make test-js         the JavaScript package (clients/js) against the server (part of check)
+#   make test-image      docker/Dockerfile built with podman and its image tried (tests/image/run.py;
+#                        root only, 3-5 min; .ci/run runs it beside make test)
 #   make test-cluster    three replicas of the server on a throwaway PostgreSQL behind nginx,
 #                        scraped by Prometheus, under load while one is drained and one killed
 #                        (tests/cluster/run.py, under a minute; the last step of make test)

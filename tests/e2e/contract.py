@@ -22,6 +22,8 @@ import json
 import os
 import re
 
+import openapi_shape
+
 ACTIVE = False
 
 # python-jsonschema takes about 0.1 ms an element of a tensor (each through the schema's
@@ -87,13 +89,7 @@ def route(path):
 
 
 def _resolve(node):
-    while isinstance(node, dict) and "$ref" in node:
-        ref = node["$ref"]
-        assert ref.startswith("#/"), ref
-        node = document()
-        for part in ref[2:].split("/"):
-            node = node[part.replace("~1", "/").replace("~0", "~")]
-    return node
+    return openapi_shape.deref(document(), node)
 
 
 _validators = {}  # by id() of schemas that live as long as the module: the document's, these

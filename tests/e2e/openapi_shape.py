@@ -23,15 +23,17 @@ METHODS = ("get", "put", "post", "delete", "patch")
 
 
 def lookup(doc, ref):
-    """The object a local reference ("#/components/...") names."""
+    """The object a local reference ("#/components/...", a JSON Pointer) names."""
     assert ref.startswith("#/"), ref
     node = doc
     for part in ref[2:].split("/"):
-        node = node[part]
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node[int(part)] if isinstance(node, list) else node[part]
     return node
 
 
 def deref(doc, node):
+    """node, or what its $ref names (a parameter, a response, a schema), until no $ref."""
     while isinstance(node, dict) and "$ref" in node:
         node = lookup(doc, node["$ref"])
     return node
