@@ -611,8 +611,7 @@ static enum mls_route route_of(const char *url, char *model, size_t model_size,
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (!strcmp(url, mls_route_path(fixed[i])))
             return fixed[i];
-    if (!strcmp(url, "/") || !strncmp(url, "/ui/", 4) || !strcmp(url, "/openapi.json") ||
-        !strcmp(url, "/v1/openapi.json"))
+    if (mls_ui_route(url))
         return MLS_ROUTE_UI; /* static files: the page's, and the OpenAPI document */
     static const char prefix[] = "/v2/models/";
     if (strncmp(url, prefix, sizeof(prefix) - 1))
@@ -1109,8 +1108,20 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                   (unsigned long long)r->content_length, (unsigned long long)s->cfg.max_body_bytes);
         return refuse_now(r);
     }
-    if (is_monitor(r->route))
-        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mls_monitor_query_arg, &r->query);
+    if (!r->early_status) {
+        r->query.route = r->route;
+        r->query.method = method;
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mls_query_arg, &r->query);
+        if (r->query.bad[0]) {
+            char takes[96];
+            mls_query_takes(r->route, method, takes, sizeof(takes));
+            /* (a body's route: its parameters are in the body, not the query) */
+            early(r, MLS_ERR_INVALID_QUERY, r->query.bad,
+                  "query argument \"%s\" of %.10s %.80s: %s (it takes %s%s)", r->query.bad,
+                  method, url, r->query.why, takes,
+                  !strcmp(takes, "none") && takes_body(r) ? "; the request is its JSON body" : "");
+        }
+    }
     if (r->early_status || !takes_body(r))
         return MHD_YES;
 

@@ -90,40 +90,73 @@ int mls_monitor_takes_body(enum mls_route route, const char *method)
     return mls_monitor_adds(route) || (route == MLS_ROUTE_MONITOR && !strcmp(method, "PUT"));
 }
 
-enum MHD_Result mls_monitor_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
+/* The one table of query arguments: which route and method take each, where it is kept. */
+static const struct {
+    const char *name;
+    enum mls_route route;
+    const char *method;
+    size_t off, size; /* size 0: repeated, into slices */
+} query_args[] = {
+    {"force", MLS_ROUTE_MONITOR, "PUT", offsetof(struct mls_query, force),
+     sizeof(((struct mls_query *)0)->force)},
+    {"step", MLS_ROUTE_MONITOR_SERIES, "GET", offsetof(struct mls_query, step),
+     sizeof(((struct mls_query *)0)->step)},
+    {"from", MLS_ROUTE_MONITOR_SERIES, "GET", offsetof(struct mls_query, from),
+     sizeof(((struct mls_query *)0)->from)},
+    {"to", MLS_ROUTE_MONITOR_SERIES, "GET", offsetof(struct mls_query, to),
+     sizeof(((struct mls_query *)0)->to)},
+    {"slice", MLS_ROUTE_MONITOR_SERIES, "GET", 0, 0},
+    {"class", MLS_ROUTE_MONITOR_SERIES, "GET", offsetof(struct mls_query, cls),
+     sizeof(((struct mls_query *)0)->cls)},
+};
+#define NUM_QUERY_ARGS (sizeof(query_args) / sizeof(query_args[0]))
+
+static int query_arg_here(size_t i, enum mls_route route, const char *method)
+{
+    if (!strcmp(method, "HEAD"))
+        method = "GET";
+    return query_args[i].route == route && !strcmp(query_args[i].method, method);
+}
+
+void mls_query_takes(enum mls_route route, const char *method, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NUM_QUERY_ARGS; i++)
+        if (query_arg_here(i, route, method) && n < size)
+            n += (size_t)snprintf(buf + n, size - n, "%s%s%s", n ? ", " : "", query_args[i].name,
+                                  query_args[i].size ? "" : " (repeated)");
+    if (!n)
+        snprintf(buf, size, "none");
+}
+
+enum MHD_Result mls_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
 {
     struct mls_query *q = cls;
     (void)kind;
     if (q->bad[0])
         return MHD_NO;
-    static const struct {
-        const char *name;
-        size_t off, size;
-    } args[] = {
-        {"force", offsetof(struct mls_query, force), sizeof(q->force)},
-        {"step", offsetof(struct mls_query, step), sizeof(q->step)},
-        {"from", offsetof(struct mls_query, from), sizeof(q->from)},
-        {"to", offsetof(struct mls_query, to), sizeof(q->to)},
-        {"class", offsetof(struct mls_query, cls), sizeof(q->cls)},
-    };
     const char *v = value ? value : "";
-    if (!strcmp(key, "slice")) {
-        if (q->num_slices == MLS_QUERY_MAX || strlen(v) >= sizeof(q->slices[0])) {
-            snprintf(q->bad, sizeof(q->bad), "slice");
-            return MHD_NO;
-        }
-        strcpy(q->slices[q->num_slices++], v);
-        return MHD_YES;
-    }
-    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
-        if (strcmp(key, args[i].name))
+    q->why = "not one it takes";
+    for (size_t i = 0; i < NUM_QUERY_ARGS; i++) {
+        if (strcmp(key, query_args[i].name) || !query_arg_here(i, q->route, q->method))
             continue;
-        char *field = (char *)q + args[i].off;
-        if (field[0] || !*v || strlen(v) >= args[i].size) {
-            snprintf(q->bad, sizeof(q->bad), "%s", key);
-            return MHD_NO;
+        if (!query_args[i].size) {
+            if (q->num_slices == MLS_QUERY_MAX)
+                q->why = "repeated more than 8 times";
+            else if (strlen(v) >= sizeof(q->slices[0]))
+                q->why = "too long";
+            else {
+                strcpy(q->slices[q->num_slices++], v);
+                return MHD_YES;
+            }
+            break;
         }
+        char *field = (char *)q + query_args[i].off;
+        q->why = field[0] ? "repeated" : !*v ? "empty" : "too long";
+        if (field[0] || !*v || strlen(v) >= query_args[i].size)
+            break;
         strcpy(field, v);
         return MHD_YES;
     }
@@ -870,7 +903,7 @@ static int do_series(struct mls_mcall *c)
         bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "to",
                               "to is Unix seconds or an RFC 3339 time") +
               1;
-    sq.from = sq.to - 86400;
+    sq.from = sq.to > 86400 ? sq.to - 86400 : 0; /* (a day before to, but not before 1970) */
     if (!bad && q->from[0] && query_time(q->from, &sq.from))
         bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "from",
                               "from is Unix seconds or an RFC 3339 time") +
@@ -958,10 +991,6 @@ static int catch_up(struct mls_mcall *c)
 
 int mls_monitor_route(struct mls_mcall *c)
 {
-    if (c->query->bad[0])
-        return mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, c->query->bad,
-                               "query argument \"%s\" is unknown, repeated, empty or too long",
-                               c->query->bad);
     if (catch_up(c))
         return 0;
     switch (c->route) {

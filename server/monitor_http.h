@@ -16,20 +16,30 @@
 
 struct mls_server;
 
-/* The query arguments of a monitor route, copied on the HTTP thread (collect them with
- * mls_monitor_query_arg for each argument). */
+/* The query arguments of a request, copied on the HTTP thread: set route and method, then
+ * collect them with mls_query_arg for each argument. A route takes only its own (the
+ * OpenAPI document's parameters): PUT /v1/monitors/{name} force; GET .../series step, from,
+ * to, slice (repeated) and class; every other route none. Any other argument is refused
+ * (400 invalid_query naming it), never ignored: an argument that seems to ask for something
+ * the route does not do would otherwise answer a number that is not the one asked for. */
 #define MLS_QUERY_MAX 8
 struct mls_query {
+    enum mls_route route;
+    const char *method; /* HEAD reads as GET */
     char force[8];
     char step[32], from[48], to[48], cls[160];
     int num_slices;
     char slices[MLS_QUERY_MAX][300];
-    char bad[64]; /* the first argument that is unknown, repeated or too long; "" when none */
+    char bad[64];    /* the first argument refused, or "" */
+    const char *why; /* why: "not one it takes", "repeated", "empty", "too long" */
 };
 
 /* libmicrohttpd's MHD_KeyValueIterator over GET arguments, cls a struct mls_query. */
-enum MHD_Result mls_monitor_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value);
+enum MHD_Result mls_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value);
+
+/* The arguments route and method take, for a message, into buf: "force", or "none". */
+void mls_query_takes(enum mls_route route, const char *method, char *buf, size_t size);
 
 struct mls_mcall {
     struct mls_server *srv;

@@ -10,16 +10,33 @@
 #include "maskloss.h"
 #include "ui.h"
 
+/* The one definition of the static files' paths: the name of the file a path asks for
+ * ("index.html" for "/", <name> for "/ui/<name>", API for the OpenAPI document), or NULL
+ * for a path outside them. */
+static const char API[] = "openapi.json";
+
+static const char *file_name(const char *path)
+{
+    if (!strcmp(path, "/openapi.json") || !strcmp(path, "/v1/openapi.json"))
+        return API;
+    if (!strcmp(path, "/"))
+        return "index.html";
+    if (!strncmp(path, "/ui/", 4))
+        return path + 4;
+    return NULL;
+}
+
+int mls_ui_route(const char *path)
+{
+    return file_name(path) != NULL;
+}
+
 const struct mls_ui_asset *mls_ui_find(const char *path)
 {
-    const char *name;
-    if (!strcmp(path, "/openapi.json") || !strcmp(path, "/v1/openapi.json"))
+    const char *name = file_name(path);
+    if (name == API)
         return mls_api_num_assets ? &mls_api_assets[0] : NULL;
-    if (!strcmp(path, "/"))
-        name = "index.html";
-    else if (!strncmp(path, "/ui/", 4))
-        name = path + 4;
-    else
+    if (!name)
         return NULL;
     /* Whole names only: embed.sh allows no '/' in them, so "../x" or "a/b" is never found. */
     for (size_t i = 0; i < mls_ui_num_assets; i++)

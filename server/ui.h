@@ -32,6 +32,10 @@ extern const char mls_build_id[];
 extern const struct mls_ui_asset mls_api_assets[];
 extern const size_t mls_api_num_assets;
 
+/* Whether a request path is one of the static files' (the route of GET /, /ui/<name>,
+ * /openapi.json and /v1/openapi.json), whether or not such a file exists. */
+int mls_ui_route(const char *path);
+
 /* The asset a request path names: "/" is index.html, "/ui/<name>" the file of that name,
  * "/openapi.json" and "/v1/openapi.json" the OpenAPI document; NULL for anything else
  * (names are matched whole: no directories, no "..").

@@ -194,7 +194,9 @@ def check(method, path, req_headers, req_body, status, resp_headers, payload, ra
         schema = content[media].get("schema")
         if media == "application/json" and schema and _take((template, method, status, "response")):
             validate(payload, schema, f"{what}: the response")
-    # A request the server took must be one the document describes.
+    # A request the server took must be one the document describes: its query, its body.
+    if 200 <= status < 300:
+        _query(path, item, op, what)
     rb = op.get("requestBody")
     if rb and 200 <= status < 300 and req_body is not None and len(req_body) <= MAX_VALIDATED_BYTES:
         hdrs = {k.lower(): v for k, v in (req_headers or {}).items()}
@@ -206,14 +208,54 @@ def check(method, path, req_headers, req_body, status, resp_headers, payload, ra
         assert media in rb["content"], f"contract: {what}: request Content-Type {media!r} not in the document"
         schema = rb["content"][media].get("schema")
         if media in ("application/json", "*/*") and schema and _take((template, method, status, "request")):
-            body = json.loads(req_body)
+            body = _taken(template, json.loads(req_body), payload)
             validate(body, schema, f"{what}: the request")
     return None
 
 
-def parse_response(data):
+def _query(path, item, op, what):
+    """The query arguments of a request taken: each one the operation (or its path) declares,
+    its value valid against the parameter's schema (an array's repeated, form style)."""
+    import urllib.parse
+    query = path.partition("?")[2]
+    if not query:
+        return
+    declared = {}
+    for p in item.get("parameters", []) + op.get("parameters", []):
+        p = _resolve(p)
+        if p.get("in") == "query":
+            declared[p["name"]] = _resolve(p["schema"])
+    given = {}
+    for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        given.setdefault(k, []).append(v)
+    for k, values in given.items():
+        assert k in declared, (f"contract: {what}: query argument {k!r} taken, but the operation "
+                               f"declares {sorted(declared) or 'none'}")
+        schema = declared[k]
+        value = values if schema.get("type") == "array" else values[0]
+        assert schema.get("type") == "array" or len(values) == 1, \
+            f"contract: {what}: query argument {k!r} taken {len(values)} times"
+        validate(value, schema, f"{what}: query argument {k!r}")
+
+
+def _taken(template, body, payload):
+    """What of a request body the server took: all of it, but for /v1/batch, whose entries
+    answered by an error object in their place were refused one by one (the envelope still
+    200): only the others must be requests the document describes."""
+    if template == "/v1/batch" and isinstance(body, dict) and isinstance(body.get("requests"), list) \
+            and isinstance(payload, dict) and isinstance(payload.get("responses"), list):
+        answers = payload["responses"]
+        assert len(answers) == len(body["requests"]), \
+            f"contract: POST /v1/batch: {len(answers)} answers to {len(body['requests'])} requests"
+        kept = [e for e, a in zip(body["requests"], answers) if not (isinstance(a, dict) and "error" in a)]
+        return dict(body, requests=kept)
+    return body
+
+
+def parse_response(data, head_only=False):
     """(status, lower-cased headers, body bytes) of the first complete HTTP response in data,
-    or None if it is not whole yet (a Content-Length body; the server sends no other)."""
+    or None if it is not whole yet (a Content-Length body; the server sends no other). The
+    answer to a HEAD (head_only) has no body whatever its Content-Length says."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         return None
@@ -223,7 +265,7 @@ def parse_response(data):
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
+    n = 0 if head_only else int(headers.get("content-length", "0"))
     if len(body) < n:
         return None
     return status, headers, body[:n]
@@ -252,7 +294,7 @@ def check_raw(request, response):
     are (its body when it has a Content-Length); one that does not parse -- deliberately
     malformed -- only by its status (one any request may get) and error body. A response not
     whole is not checked (the test says why it has none)."""
-    got = parse_response(response)
+    got = parse_response(response, request.startswith(b"HEAD "))
     if got is None:
         return
     status, headers, body = got

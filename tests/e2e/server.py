@@ -1,4 +1,5 @@
 """Start a maskloss-server on a free port and talk HTTP to it (Python standard library only)."""
+import contextlib
 import http.client
 import json
 import os
@@ -45,6 +46,18 @@ def pg_schema(state):
 # The ports of the servers this process started: a client's exchanges with them are the
 # server's answers, checked (check_python_client); a scripted peer's are not.
 PORTS = set()
+# Those of them that serve HTTPS: port -> (certificate, key) files (for a TLS Recorder).
+TLS_FILES = {}
+
+
+def _option(args, environ, name, variable):
+    """The value of --name V, --name=V or the environment's variable, as the server reads it."""
+    for i, a in enumerate(args):
+        if a == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(f"--{name}="):
+            return a[len(name) + 3:]
+    return environ.get(variable)
 
 
 class Server:
@@ -78,6 +91,9 @@ class Server:
             raise AssertionError(f"no banner from {argv}: {self.banner!r}; stderr: {self.log()[-2000:]}")
         self.port = int(m.group(2))
         PORTS.add(self.port)
+        if self.banner.split("listening on ", 1)[1].startswith("https://"):
+            TLS_FILES[self.port] = (_option(args, environ, "tls-cert", "MASKLOSS_TLS_CERT"),
+                                    _option(args, environ, "tls-key", "MASKLOSS_TLS_KEY"))
         self.workers = int(m.group(3))
         self.queue_depth = int(m.group(4))
 
@@ -87,6 +103,7 @@ class Server:
     def __exit__(self, *exc):
         """Leaves no process behind, whatever the test did."""
         PORTS.discard(self.port)  # (another process may get the port next)
+        TLS_FILES.pop(self.port, None)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -145,6 +162,7 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Signals the server and returns its exit status (killing it after timeout)."""
         PORTS.discard(self.port)
+        TLS_FILES.pop(self.port, None)
         if self.proc.poll() is None and not self.signalled:
             self.send_signal(sig)
         try:
@@ -222,14 +240,28 @@ def check_python_client(client_module):
 class Recorder:
     """A TCP relay from a free port of 127.0.0.1 to a server's port that keeps both directions
     of every connection, so that a client run as a subprocess (the CLI) has its traffic checked:
-    check() checks each answer against its request, in order on each connection."""
+    check() checks each answer against its request, in order on each connection.
 
-    def __init__(self, port):
+    To a server of HTTPS (tls: its certificate and key files) it relays HTTP in TLS at both
+    ends: it shows the client the server's own certificate (so a client trusts it, or refuses
+    it, as it would the server) and keeps the plaintext. The TLS is then its own, not the
+    server's: tests of the server's TLS talk to it directly."""
+
+    def __init__(self, port, tls=None):
         self.target = port
+        self.tls = None
+        if tls:
+            import ssl
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(*tls)
+            self.upstream_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            self.upstream_tls.load_verify_locations(tls[0])
+            self.upstream_tls.check_hostname = False  # (the server's certificate, checked)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.streams = []  # [bytearray sent by the client, bytearray sent by the server]
         self.threads = []
+        self.conns = []  # (client, upstream) sockets
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -238,6 +270,11 @@ class Recorder:
                 client, _ = self.sock.accept()
             except OSError:
                 return  # (closed)
+            if self.tls:
+                t = threading.Thread(target=self._tls_relay, args=(client,), daemon=True)
+                self.threads.append(t)
+                t.start()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
@@ -245,6 +282,7 @@ class Recorder:
                 continue
             stream = [bytearray(), bytearray()]
             self.streams.append(stream)
+            self.conns.append((client, upstream))
             for a, b, kept in ((client, upstream, stream[0]), (upstream, client, stream[1])):
                 t = threading.Thread(target=self._pump, args=(a, b, kept), daemon=True)
                 self.threads.append(t)
@@ -267,14 +305,70 @@ class Recorder:
             except OSError:
                 pass
 
-    def close(self):
+    def _tls_relay(self, raw_client):
+        """One connection through TLS: the client's handshake with the server's certificate
+        (one it refuses ends here, as with the server), then one to the server, then the
+        plaintext relayed both ways by one thread (an SSL socket is not for two)."""
+        try:
+            raw_client.settimeout(30)
+            client = self.tls.wrap_socket(raw_client, server_side=True)
+        except OSError:
+            raw_client.close()
+            return
+        try:
+            upstream = self.upstream_tls.wrap_socket(
+                socket.create_connection(("127.0.0.1", self.target), timeout=30))
+        except OSError:
+            client.close()
+            return
+        stream = [bytearray(), bytearray()]
+        self.streams.append(stream)
+        self.conns.append((client, upstream))
+        ends = {client: (upstream, stream[0]), upstream: (client, stream[1])}
+        try:
+            while ends:
+                ready = [s for s in ends if s.pending()] or select.select(list(ends), [], [], 60)[0]
+                if not ready:
+                    break  # (60 s idle)
+                for a in ready:
+                    b, kept = ends[a]
+                    data = a.recv(65536)
+                    if not data:
+                        return
+                    kept += data
+                    b.sendall(data)
+        except (OSError, ValueError):
+            pass  # (a reset, or closed by close())
+        finally:
+            for x in (client, upstream):
+                try:
+                    x.close()
+                except OSError:
+                    pass
+
+    def close(self, grace=2.0):
+        """Stops accepting; gives the connections still open grace seconds to end (an answer
+        on its way), then cuts them (a browser's idle keep-alive ones never end by
+        themselves)."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
         except OSError:
             pass
         self.sock.close()
+        deadline = time.monotonic() + grace
+        for t in list(self.threads):
+            t.join(max(0.0, deadline - time.monotonic()))
+        for pair in list(self.conns):
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         for t in list(self.threads):
             t.join(10)
+        for pair in list(self.conns):
+            for s in pair:
+                s.close()
 
     def check(self):
         """Checks every answer recorded against its request (contract.check_raw); the number."""
@@ -288,13 +382,30 @@ class Recorder:
                 request, requests = requests[:size], requests[size:]
                 while answers.startswith(b"HTTP/1.1 1"):  # (100 Continue)
                     answers = answers.partition(b"\r\n\r\n")[2]
-                got_one = contract.parse_response(answers)
+                head_only = request.startswith(b"HEAD ")  # (its Content-Length is GET's body's)
+                got_one = contract.parse_response(answers, head_only)
                 if got_one is None:
                     break
                 contract.check_raw(request, answers)
                 answers = answers[answers.index(b"\r\n\r\n") + 4 + len(got_one[2]):]
                 n += 1
         return n
+
+
+@contextlib.contextmanager
+def recorded(port, at_least=1):
+    """A Recorder in front of a server's port, for a client run as a subprocess (curl, the CLI,
+    a browser) to use instead (its .port): the exchanges are checked against the document when
+    the block ends (their number then in .checked), and must number at least at_least (a
+    client that bypassed it fails)."""
+    rec = Recorder(port, TLS_FILES.get(port))
+    try:
+        yield rec
+    finally:
+        rec.close()
+    rec.checked = rec.check()
+    assert rec.checked >= at_least, \
+        f"contract: {rec.checked} exchanges recorded through the relay, expected at least {at_least}"
 
 
 _sent = weakref.WeakKeyDictionary()

@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from common import JSON, NOTE, ROOT, stop_clean, test, wait_until
-from server import Server, exchange
+from server import Server, exchange, recorded
 
 SCOPES = ("evaluate", "monitor:read", "monitor:write", "admin", "metrics")
 MONITOR = {"loss": "sigmoid_cross_entropy", "num_classes": 5}
@@ -364,9 +364,11 @@ def auth_readme_examples(args):
         env = dict(os.environ, TOKEN=new_token(args, path, "ci-job", "evaluate,monitor:read"),
                    READER=new_token(args, path, "reader", "monitor:read"))
         with Server(args.server, "--auth-file", path) as srv:
-            for cmd, want in pairs:
-                cmd = cmd.replace("localhost:8080", f"localhost:{srv.port}")
-                out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True,
-                                     timeout=30, env=env)
-                assert out.stdout.rstrip("\n") == want, f"README example\n  {cmd}\nprinted\n  {out.stdout}\nnot\n  {want}"
+            with recorded(srv.port, len(pairs)) as rec:  # (curl's exchanges checked)
+                for cmd, want in pairs:
+                    cmd = cmd.replace("localhost:8080", f"127.0.0.1:{rec.port}")
+                    out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True,
+                                         timeout=30, env=env)
+                    assert out.stdout.rstrip("\n") == want, \
+                        f"README example\n  {cmd}\nprinted\n  {out.stdout}\nnot\n  {want}"
             stop_clean(srv)

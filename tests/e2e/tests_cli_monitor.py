@@ -23,7 +23,7 @@ import numpy as np
 
 import contract
 from common import NOTE, NOTE_LOSS, ROOT, ref, stop_clean, test
-from server import PORTS, Recorder, Server
+from server import PORTS, TLS_FILES, Recorder, Server
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -33,26 +33,30 @@ NOTE_TENSORS = {k: NOTE[k] for k in ("labels", "logits", "mask")}
 
 def cli(args, *argv, stdin=None, env=None, timeout=60):
     """Runs `maskloss monitor ARGV...`: (exit status, stdout, stderr). Its traffic with a server
-    of the test's (--server http://127.0.0.1:PORT) goes through a server.Recorder and is checked
-    against the document."""
+    of the test's (--server http[s]://127.0.0.1|localhost:PORT) goes through a server.Recorder
+    and is checked against the document; what it prints names the server's port, not the
+    relay's."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MASKLOSS_")}
     environ.update(env or {})
     argv = list(argv)
     recorder = None
     i = argv.index("--server") + 1 if "--server" in argv[:-1] else None
-    m = i and re.fullmatch(r"http://127\.0\.0\.1:([0-9]+)(/.*)?", argv[i])
-    if m and contract.ACTIVE and int(m.group(1)) in PORTS:
-        recorder = Recorder(int(m.group(1)))
-        argv[i] = f"http://127.0.0.1:{recorder.port}{m.group(2) or ''}"
+    m = i and re.fullmatch(r"(https?)://(127\.0\.0\.1|localhost):([0-9]+)(/.*)?", argv[i])
+    port = m and int(m.group(3))
+    if m and contract.ACTIVE and port in PORTS and (m.group(1) == "https") == (port in TLS_FILES):
+        recorder = Recorder(port, TLS_FILES.get(port))
+        argv[i] = f"{m.group(1)}://{m.group(2)}:{recorder.port}{m.group(4) or ''}"
     try:
         p = subprocess.run([args.cli, "monitor", *argv], input=stdin, capture_output=True,
                            env=environ, timeout=timeout)
     finally:
         if recorder is not None:
             recorder.close()
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
     if recorder is not None:
         assert recorder.check() >= 1 or p.returncode != 0, (argv, "no exchange recorded")
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+        out, err = (x.replace(f":{recorder.port}", f":{port}") for x in (out, err))
+    return p.returncode, out, err
 
 
 # ---- A scripted HTTP peer -------------------------------------------------------------------

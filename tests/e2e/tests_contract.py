@@ -10,7 +10,7 @@ import tempfile
 
 import contract
 from common import NOTE, test
-from server import Server, check_python_client, exchange, parse_raw, raw
+from server import Server, check_python_client, exchange, parse_raw, raw, recorded
 from tests_auth import new_token
 from tests_proxy import nginx_own
 
@@ -219,3 +219,93 @@ def contract_client_logs(args):
             op["responses"]["200"] = copy.deepcopy(op["responses"]["200"])
             op["responses"]["200"]["content"]["application/json"]["schema"] = {"required": ["nope"]}
         refused(against, altered(predictions), contract.check_log, log)
+
+
+@test
+def contract_relay(args):
+    """A client run as a subprocess (curl here, as the README's examples are run) through
+    server.recorded: its exchanges pass, a HEAD's answer included (no body whatever its
+    Content-Length); the same exchanges fail against a copy of the document without the
+    status /v1/loss answered; and a client that bypasses the relay fails the count."""
+    import subprocess
+
+    def curl(*argv):
+        return subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *argv],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    body = json.dumps(NOTE)
+    with Server(args.server) as srv:
+        with recorded(srv.port, 3) as rec:
+            base = f"http://127.0.0.1:{rec.port}"
+            assert curl("-H", "Content-Type: application/json", "-d", body, f"{base}/v1/loss") == "200"
+            # (one connection: the HEAD's answer, then the next one's)
+            assert curl("-I", f"{base}/openapi.json", "-o", "/dev/null", f"{base}/healthz") == "200200"
+        assert rec.checked == 3, rec.checked
+
+        def no200(doc):
+            del doc["paths"]["/v1/loss"]["post"]["responses"]["200"]
+
+        def through_altered():
+            with recorded(srv.port, 1) as rec:
+                curl("-H", "Content-Type: application/json", "-d", body, f"http://127.0.0.1:{rec.port}/v1/loss")
+        assert "lists" in refused(against, altered(no200), through_altered)
+
+        def bypassed():
+            with recorded(srv.port, 1):
+                assert curl(f"http://127.0.0.1:{srv.port}/healthz") == "200"
+        assert "0 exchanges recorded" in refused(bypassed)
+
+
+@test
+def contract_relay_tls(args):
+    """The relay in front of an HTTPS server (server.recorded: TLS at both ends, the server's
+    certificate shown): curl trusting that certificate gets its answers through it, checked,
+    and they fail against a document without the status; curl trusting another certificate
+    is refused by the relay as by the server (exit 60), and nothing is relayed or recorded."""
+    import subprocess
+    from tests_tls import make_cert
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = make_cert(tmp)
+        other, _ = make_cert(tmp, "other")
+
+        def curl(ca, url, *argv):
+            return subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca,
+                                   *argv, url], capture_output=True, text=True, timeout=30)
+
+        with Server(args.server, "--tls-cert", cert, "--tls-key", key) as srv:
+            with recorded(srv.port, 2) as rec:
+                url = f"https://127.0.0.1:{rec.port}"
+                assert curl(cert, f"{url}/v1/loss", "-H", "Content-Type: application/json",
+                            "-d", json.dumps(NOTE)).stdout == "200"
+                assert curl(cert, f"{url}/readyz").stdout == "200"
+                assert curl(other, f"{url}/readyz").returncode == 60
+            assert rec.checked == 2, rec.checked
+
+            def no200(doc):
+                del doc["paths"]["/readyz"]["get"]["responses"]["200"]
+
+            def through_altered():
+                with recorded(srv.port, 1) as rec:
+                    curl(cert, f"https://127.0.0.1:{rec.port}/readyz")
+            assert "lists" in refused(against, altered(no200), through_altered)
+
+
+@test
+def contract_batch_entries(args):
+    """/v1/batch answers an entry it cannot take with an error object in its place (200 for
+    the envelope): such an entry, not a request of the document's, passes; an entry answered
+    with a result must be one (the same entry answered as taken fails), and the answers must
+    number the requests."""
+    ok = {"loss": "sigmoid_cross_entropy", "labels": [[1, 0]], "logits": [[0.2, 0.8]], "dtype": "float64"}
+    bad = {"loss": 3, "labels": "x"}
+    with Server(args.server) as srv:
+        x = real(srv, "POST", "/v1/batch", {"requests": [ok, bad]}, JSON)
+    answers = x[6]["responses"]
+    assert x[4] == 200 and "error" not in answers[0] and "error" in answers[1], x[4:7]
+    taken = copy.deepcopy(x)
+    taken[6]["responses"][1] = answers[0]  # (as if the server had evaluated the bad entry)
+    assert "does not validate" in refused(contract.check, *taken)
+    short = copy.deepcopy(x)
+    short[6]["responses"] = answers[:1]
+    assert "1 answers to 2 requests" in refused(contract.check, *short)

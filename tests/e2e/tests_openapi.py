@@ -221,6 +221,80 @@ def openapi_routes_and_statuses(args):
         assert compare(seen, bad), "an altered document passed"
 
 
+# A valid value for each query argument the document declares somewhere, and two it declares
+# nowhere (one a user might think configures a loss).
+QUERY_VALUES = {"force": "true", "step": "1m", "from": "0", "to": "60", "class": "0", "slice": "k=v",
+                "x": "1", "reduction": "none"}
+
+
+def declared_query(doc, template, method):
+    """The query arguments the document declares for an operation (its path's and its own)."""
+    item = doc["paths"][template]
+    op = item["get" if method == "HEAD" else method.lower()]
+    params = [contract._resolve(p) for p in item.get("parameters", []) + op.get("parameters", [])]
+    return {p["name"] for p in params if p.get("in") == "query"}
+
+
+def probe_query(srv, doc):
+    """{(template, method, argument): whether the server refused it as one the route does not
+    take} for every operation of the document and every argument of QUERY_VALUES."""
+    seen = {}
+    for template, item in sorted(doc["paths"].items()):
+        path = re.sub(r"\{(\w+)\}", lambda m: PARAMS[m.group(1)], template)
+        methods = [m.upper() for m in item if m in ("get", "put", "post", "delete")]
+        for method in methods + (["HEAD"] if "GET" in methods else []):
+            for name, value in QUERY_VALUES.items():
+                path_m = "/v1/monitors/gone" if method == "DELETE" and template == "/v1/monitors/{name}" else path
+                if path_m == "/v1/monitors/gone":
+                    call(srv, "PUT", path_m, {"loss": "sigmoid_cross_entropy"})
+                body = {} if method in ("POST", "PUT") else None
+                st, h, payload = call(srv, method, f"{path_m}?{name}={value}", body,
+                                      {"Content-Type": "application/json"} if body is not None else None)
+                if method == "HEAD":  # (no body: the status, and the GET's answer)
+                    payload = call(srv, "GET", f"{path_m}?{name}={value}")[2] if st == 400 else None
+                refused = (st == 400 and isinstance(payload, dict) and payload.get("code") == "invalid_query"
+                           and payload.get("field") == name and "not one it takes" in payload["error"])
+                seen[(template, method, name)] = refused
+    return seen
+
+
+def compare_query(seen, doc):
+    out = []
+    for (template, method, name), refused in sorted(seen.items()):
+        declared = name in declared_query(doc, template, method)
+        if declared and refused:
+            out.append(f"{method} {template}: the document declares ?{name}, the server refuses it")
+        elif not declared and not refused:
+            out.append(f"{method} {template}: the server takes ?{name}, which the document does not declare")
+    return out
+
+
+@test
+def openapi_query_arguments(args):
+    """Every operation takes exactly the query arguments the document declares for it: any
+    other, one declared elsewhere included (?step on GET /v1/monitors/{name}, ?reduction on
+    POST /v1/loss), is refused with invalid_query naming it, never ignored. The comparison
+    fails on copies of the document with a declaration added or taken away."""
+    doc = json.loads(doc_bytes())
+    with Server(args.server) as srv:
+        assert call(srv, "PUT", "/v1/monitors/m", {"loss": "sigmoid_cross_entropy"})[0] == 201
+        seen = probe_query(srv, doc)
+        # (?to=60 alone: the default from, a day before, stops at 1970; it was -86340)
+        st, _, b = call(srv, "GET", "/v1/monitors/m/series?to=60")
+        assert st == 200 and (b["from"], b["to"]) == (0, 60), (st, b)
+    problems = compare_query(seen, doc)
+    assert not problems, "\n".join(problems)
+    taken = sorted(k for k, refused in seen.items() if not refused)
+    assert len(taken) == 1 + 2 * 5 and len(seen) > 200, (len(taken), len(seen), taken)
+    print(f"    {len(seen)} (operation, argument) pairs: {len(taken)} taken, as declared; the rest refused")
+    for alter in (lambda d: d["paths"]["/v1/monitors/{name}/series"]["get"]["parameters"].pop(),
+                  lambda d: d["paths"]["/v1/loss"]["post"].setdefault("parameters", []).append(
+                      {"name": "reduction", "in": "query", "schema": {"type": "string"}})):
+        bad = copy.deepcopy(doc)
+        alter(bad)
+        assert compare_query(seen, bad), "an altered document passed"
+
+
 @test
 def openapi_contract_catches(args):
     """contract.check refuses what the document does not say: an unlisted status, a body of

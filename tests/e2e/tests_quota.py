@@ -14,7 +14,7 @@ import threading
 import time
 
 from common import expect_error, metric_value, plain_only, stop_clean, test, JSON, NOTE, NOTE_LOSS, ROOT
-from server import Server, parse_raw, send, sent
+from server import Server, parse_raw, recorded, send, sent
 from tests_auth import call, new_token
 
 SMALL = {"loss": "sigmoid_cross_entropy", "labels": [1, 0], "logits": [0.5, -1]}
@@ -476,12 +476,13 @@ def quota_readme_examples(args):
             env = dict(os.environ, TOKEN=new_token(args, path, "ci-job", "evaluate,monitor:read"))
             flags = [path if f == "tokens" else f for f in flags]
             with Server(args.server, *flags) as srv:
-                for cmd, want in pairs:
-                    cmd = cmd.replace("localhost:8080", f"localhost:{srv.port}")
-                    out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True,
-                                         timeout=30, env=env)
-                    assert out.stdout.rstrip("\n").rstrip() == want, \
-                        f"README example\n  {cmd}\nprinted\n  {out.stdout!r}\nnot\n  {want!r}"
-                    ran += 1
+                with recorded(srv.port, len(pairs)) as rec:  # (curl's exchanges checked)
+                    for cmd, want in pairs:
+                        cmd = cmd.replace("localhost:8080", f"127.0.0.1:{rec.port}")
+                        out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True,
+                                             timeout=30, env=env)
+                        assert out.stdout.rstrip("\n").rstrip() == want, \
+                            f"README example\n  {cmd}\nprinted\n  {out.stdout!r}\nnot\n  {want!r}"
+                        ran += 1
                 stop_clean(srv)
     print(f"    {ran} README examples of quotas and CORS answered as shown")

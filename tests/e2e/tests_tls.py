@@ -10,8 +10,9 @@ import ssl
 import subprocess
 import tempfile
 
+import contract
 from common import JSON, NOTE, NOTE_LOSS, metric_value, stop_clean, test, wait_until
-from server import Server, exchange
+from server import Server, checked, exchange
 from tests_hardening import recv_all
 
 
@@ -47,10 +48,13 @@ def tls_basics(args):
                 assert st == 200 and abs(ans["loss"] - NOTE_LOSS) <= 1e-12 * abs(NOTE_LOSS), (st, ans)
             assert conn.sock.version() in ("TLSv1.2", "TLSv1.3"), conn.sock.version()
             conn.close()
-            out = subprocess.run(["curl", "-s", "--cacert", cert, "-H", "Content-Type: application/json",
+            # (curl -i: its exchange checked against the document, as the relay's are)
+            out = subprocess.run(["curl", "-s", "-i", "--cacert", cert, "-H", "Content-Type: application/json",
                                   f"https://127.0.0.1:{srv.port}/v1/loss", "-d", json.dumps(NOTE)],
-                                 capture_output=True, text=True, timeout=30)
-            assert out.returncode == 0 and abs(json.loads(out.stdout)["loss"] - NOTE_LOSS) < 1e-12, out
+                                 capture_output=True, timeout=30)
+            got = contract.parse_response(out.stdout)
+            assert out.returncode == 0 and got and abs(json.loads(got[2])["loss"] - NOTE_LOSS) < 1e-12, out
+            checked("POST", "/v1/loss", JSON, json.dumps(NOTE).encode(), *got)
             # No trust: refused by the client, and the server goes on.
             try:
                 http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=30,

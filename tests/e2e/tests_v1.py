@@ -8,7 +8,7 @@ import threading
 import time
 
 from common import JSON, NOTE, NOTE_LOSS, ROOT, alone, expect_error, metric_value, ref, stop_clean, test
-from server import Server, exchange, parse_raw, raw, read_checked
+from server import Server, exchange, parse_raw, raw, read_checked, recorded
 
 
 # ---- Endpoints -------------------------------------------------------------------------------
@@ -715,15 +715,18 @@ def readme_examples(args):
 
     exact = loose = 0
     with Server(args.server) as srv:
-        for cmd, kind, want in pairs:
-            cmd = cmd.replace("localhost:8080", f"localhost:{srv.port}")
-            out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=30)
-            if kind == "json":
-                assert out.stdout.rstrip("\n") == want, f"README example\n  {cmd}\nprinted\n  {out.stdout}\nnot\n  {want}"
-                exact += 1
-            else:
-                same(json.loads(out.stdout), json.loads(want), cmd[:60])
-                loose += 1
+        # (through a relay that checks curl's exchanges against the document)
+        with recorded(srv.port, len(pairs)) as rec:
+            for cmd, kind, want in pairs:
+                cmd = cmd.replace("localhost:8080", f"127.0.0.1:{rec.port}")
+                out = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=30)
+                if kind == "json":
+                    assert out.stdout.rstrip("\n") == want, \
+                        f"README example\n  {cmd}\nprinted\n  {out.stdout}\nnot\n  {want}"
+                    exact += 1
+                else:
+                    same(json.loads(out.stdout), json.loads(want), cmd[:60])
+                    loose += 1
         print(f"    {exact} curl examples answered exactly, {loose} but for their clocks")
         stop_clean(srv)
 

@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, HERE)
-from server import Server  # noqa: E402
+from server import Server, recorded  # noqa: E402
 import seed  # noqa: E402
 
 # ---- the page's formatting rules (server/ui/ui.js FMT), independently --------------------
@@ -643,8 +643,10 @@ def step_tokens(page, binary, state_dir, shots):
         f.write(hashlib.sha256(tokens["reader"].encode()).hexdigest() + " reader monitor:read,metrics\n")
         f.write(hashlib.sha256(tokens["evaluator"].encode()).hexdigest() + " evaluator evaluate\n")
     os.chmod(auth, 0o600)
-    with Server(binary, "--auth-file", auth, "--state", os.path.join(state_dir, "tok.db")) as srv:
+    with Server(binary, "--auth-file", auth, "--state", os.path.join(state_dir, "tok.db")) as srv, \
+            recorded(srv.port, 5) as rec:
         base = f"http://127.0.0.1:{srv.port}"
+        page_base = f"http://127.0.0.1:{rec.port}"  # (the browser's exchanges checked, as in main)
         req = urllib.request.Request(base + "/v1/monitors/m1", method="PUT",
                                      data=json.dumps({"loss": "sigmoid_cross_entropy"}).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -654,7 +656,7 @@ def step_tokens(page, binary, state_dir, shots):
         except urllib.error.HTTPError as e:
             check(e.code == 401, f"PUT without token: {e.code}")
         page.allowed_console = ["status of 401", "status of 403"]
-        page.d.get(base + "/#/")
+        page.d.get(page_base + "/#/")
         page.wait("document.querySelector('[data-state=token-needed]')", "the token prompt")
         page.d.find_element("id", "token-input").send_keys(tokens["reader"])
         page.d.find_element("css selector", "[data-state=token-needed] button[type=submit]").click()
@@ -682,6 +684,9 @@ def step_tokens(page, binary, state_dir, shots):
         errs = page.console_errors()
         page.allowed_console = []
         check(not errs, "console errors: " + "; ".join(errs[:5]))
+        page.d.get("about:blank")
+    print(f"    {rec.checked} exchanges of the browser's with the server with tokens checked against "
+          "proto/openapi.json")
 
 
 def step_phone(page, base, shots):
@@ -714,16 +719,21 @@ def main():
     # The note's value (README "The note's masked example": TensorFlow's), not this server's.
     note_loss = "0.5375321135555567"
     check(note["loss"] == "sigmoid_cross_entropy", "examples/masked-mean.json changed")
+    # Every exchange of the browser's goes through a relay and is checked against
+    # proto/openapi.json when it ends (tests/e2e/server.py recorded); the test's own (seed, the
+    # API's figures) go to the server directly.
     with tempfile.TemporaryDirectory() as tmp, \
-            Server(args.server, "--state", os.path.join(tmp, "state.db")) as srv:
+            Server(args.server, "--state", os.path.join(tmp, "state.db")) as srv, \
+            recorded(srv.port, 50) as rec:
         base = f"http://127.0.0.1:{srv.port}"
+        page_base = f"http://127.0.0.1:{rec.port}"
         seed.seed(base)
         fetch = fetcher(base)
         driver = browser()
         try:
-            page = Page(driver, base)
+            page = Page(driver, page_base)
             page.viewport(1280, 900)
-            driver.get(base + "/")
+            driver.get(page_base + "/")
             page.wait("document.body.hasAttribute('data-loaded')", "the first view")
             n = 0
             steps = [("monitors", lambda: step_monitors(page, fetch)),
@@ -763,7 +773,8 @@ def main():
         shutil.copyfile(os.path.join(shots, "monitor-desktop-full.png"), os.path.join(ROOT, "docs", "ui-desktop.png"))
         shutil.copyfile(os.path.join(shots, "monitor-phone.png"), os.path.join(ROOT, "docs", "ui-phone.png"))
         print("copied to docs/ui-desktop.png and docs/ui-phone.png")
-    print(f"tests/ui: {n} figures equal the API's; {time.monotonic() - started:.1f} s")
+    print(f"tests/ui: {n} figures equal the API's; {rec.checked} exchanges of the browser's checked "
+          f"against proto/openapi.json; {time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":
