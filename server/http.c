@@ -1108,9 +1108,11 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
                   (unsigned long long)r->content_length, (unsigned long long)s->cfg.max_body_bytes);
         return refuse_now(r);
     }
-    if (!r->early_status) {
+    /* The static files read no query: a cache-buster or a link's tracking tags ask nothing of
+     * them (the document's x-query-ignored). */
+    if (!r->early_status && r->route != MLS_ROUTE_UI) {
         r->query.route = r->route;
-        r->query.method = method;
+        r->query.method = r->method;
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mls_query_arg, &r->query);
         if (r->query.bad[0]) {
             char takes[96];

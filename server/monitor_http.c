@@ -138,27 +138,36 @@ enum MHD_Result mls_query_arg(void *cls, enum MHD_ValueKind kind, const char *ke
     if (q->bad[0])
         return MHD_NO;
     const char *v = value ? value : "";
-    q->why = "not one it takes";
+    if (!*key) {
+        if (!*v)
+            return MHD_YES; /* an empty segment ("?&", "a=1&&b=2"): nothing asked */
+        snprintf(q->bad, sizeof(q->bad), "(no name)");
+        snprintf(q->why, sizeof(q->why), "a value without a name");
+        return MHD_NO;
+    }
+    snprintf(q->why, sizeof(q->why), "not one it takes");
     for (size_t i = 0; i < NUM_QUERY_ARGS; i++) {
         if (strcmp(key, query_args[i].name) || !query_arg_here(i, q->route, q->method))
             continue;
-        if (!query_args[i].size) {
-            if (q->num_slices == MLS_QUERY_MAX)
-                q->why = "repeated more than 8 times";
-            else if (strlen(v) >= sizeof(q->slices[0]))
-                q->why = "too long";
-            else {
-                strcpy(q->slices[q->num_slices++], v);
-                return MHD_YES;
-            }
-            break;
+        /* (a slice is repeated into slices; the others are kept once, NUL-terminated) */
+        size_t size = query_args[i].size ? query_args[i].size : sizeof(q->slices[0]);
+        char *field = query_args[i].size ? (char *)q + query_args[i].off
+                                         : q->num_slices < MLS_QUERY_MAX ? q->slices[q->num_slices]
+                                                                         : NULL;
+        if (!field)
+            snprintf(q->why, sizeof(q->why), "repeated more than %d times", MLS_QUERY_MAX);
+        else if (query_args[i].size && field[0])
+            snprintf(q->why, sizeof(q->why), "repeated");
+        else if (!*v && query_args[i].size)
+            snprintf(q->why, sizeof(q->why), "empty");
+        else if (strlen(v) >= size)
+            snprintf(q->why, sizeof(q->why), "too long (at most %zu bytes)", size - 1);
+        else {
+            strcpy(field, v);
+            q->num_slices += !query_args[i].size;
+            return MHD_YES;
         }
-        char *field = (char *)q + query_args[i].off;
-        q->why = field[0] ? "repeated" : !*v ? "empty" : "too long";
-        if (field[0] || !*v || strlen(v) >= query_args[i].size)
-            break;
-        strcpy(field, v);
-        return MHD_YES;
+        break;
     }
     snprintf(q->bad, sizeof(q->bad), "%.60s", key);
     return MHD_NO;
@@ -901,12 +910,16 @@ static int do_series(struct mls_mcall *c)
               1;
     else if (q->to[0] && query_time(q->to, &sq.to))
         bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "to",
-                              "to is Unix seconds or an RFC 3339 time") +
+                              "to is Unix seconds or an RFC 3339 time, from 1970 to 9999") +
               1;
     sq.from = sq.to > 86400 ? sq.to - 86400 : 0; /* (a day before to, but not before 1970) */
+    if (!bad && !q->from[0] && sq.to <= 0)
+        bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "to",
+                              "to must be after 1970-01-01T00:00:00Z (from is before it)") +
+              1;
     if (!bad && q->from[0] && query_time(q->from, &sq.from))
         bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "from",
-                              "from is Unix seconds or an RFC 3339 time") +
+                              "from is Unix seconds or an RFC 3339 time, from 1970 to 9999") +
               1;
     if (!bad && sq.from >= sq.to)
         bad = mls_mhttp_error(c, MLS_ERR_INVALID_QUERY, "from", "from must be before to") + 1;

@@ -17,11 +17,12 @@
 struct mls_server;
 
 /* The query arguments of a request, copied on the HTTP thread: set route and method, then
- * collect them with mls_query_arg for each argument. A route takes only its own (the
- * OpenAPI document's parameters): PUT /v1/monitors/{name} force; GET .../series step, from,
- * to, slice (repeated) and class; every other route none. Any other argument is refused
- * (400 invalid_query naming it), never ignored: an argument that seems to ask for something
- * the route does not do would otherwise answer a number that is not the one asked for. */
+ * collect them with mls_query_arg for each argument (refused: bad[0] set). A route takes only
+ * its own (the OpenAPI document's parameters): PUT /v1/monitors/{name} force; GET .../series
+ * step, from, to, slice (repeated) and class; every other route none. Any other argument is
+ * refused (400 invalid_query naming it), never ignored: an argument that seems to ask for
+ * something the route does not do would otherwise answer a number that is not the one asked
+ * for. (The static files' route reads no query at all: http.c.) */
 #define MLS_QUERY_MAX 8
 struct mls_query {
     enum mls_route route;
@@ -30,8 +31,8 @@ struct mls_query {
     char step[32], from[48], to[48], cls[160];
     int num_slices;
     char slices[MLS_QUERY_MAX][300];
-    char bad[64];    /* the first argument refused, or "" */
-    const char *why; /* why: "not one it takes", "repeated", "empty", "too long" */
+    char bad[64]; /* the first argument refused ("(no name)" for "=x"), or "" */
+    char why[48]; /* why: "not one it takes", "repeated", "empty", "too long (...)" */
 };
 
 /* libmicrohttpd's MHD_KeyValueIterator over GET arguments, cls a struct mls_query. */

@@ -55,7 +55,7 @@ def cli(args, *argv, stdin=None, env=None, timeout=60):
     out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
     if recorder is not None:
         assert recorder.check() >= 1 or p.returncode != 0, (argv, "no exchange recorded")
-        out, err = (x.replace(f":{recorder.port}", f":{port}") for x in (out, err))
+        out, err = (re.sub(rf":{recorder.port}(?![0-9])", f":{port}", x) for x in (out, err))
     return p.returncode, out, err
 
 

@@ -261,6 +261,11 @@ def probe_query(srv, doc):
 def compare_query(seen, doc):
     out = []
     for (template, method, name), refused in sorted(seen.items()):
+        op = doc["paths"][template]["get" if method == "HEAD" else method.lower()]
+        if op.get("x-query-ignored"):
+            if refused:
+                out.append(f"{method} {template}: the document says its query is ignored, the server refused ?{name}")
+            continue
         declared = name in declared_query(doc, template, method)
         if declared and refused:
             out.append(f"{method} {template}: the document declares ?{name}, the server refuses it")
@@ -273,8 +278,9 @@ def compare_query(seen, doc):
 def openapi_query_arguments(args):
     """Every operation takes exactly the query arguments the document declares for it: any
     other, one declared elsewhere included (?step on GET /v1/monitors/{name}, ?reduction on
-    POST /v1/loss), is refused with invalid_query naming it, never ignored. The comparison
-    fails on copies of the document with a declaration added or taken away."""
+    POST /v1/loss), is refused with invalid_query naming it, never ignored -- but the static
+    files' (x-query-ignored), which read no query. The comparison fails on copies of the
+    document with a declaration added or taken away."""
     doc = json.loads(doc_bytes())
     with Server(args.server) as srv:
         assert call(srv, "PUT", "/v1/monitors/m", {"loss": "sigmoid_cross_entropy"})[0] == 201
@@ -282,14 +288,27 @@ def openapi_query_arguments(args):
         # (?to=60 alone: the default from, a day before, stops at 1970; it was -86340)
         st, _, b = call(srv, "GET", "/v1/monitors/m/series?to=60")
         assert st == 200 and (b["from"], b["to"]) == (0, 60), (st, b)
+        # An empty segment asks nothing, but hides nothing after it; a value without a name
+        # is refused (the server once stopped reading at either, and took what followed).
+        st, _, b = call(srv, "POST", "/v1/loss?&&reduction=none", {}, {"Content-Type": "application/json"})
+        assert st == 400 and b["field"] == "reduction", (st, b)
+        st, _, b = call(srv, "GET", "/v1/monitors/m/series?=x&step=abc")
+        assert st == 400 and b["field"] == "(no name)" and "without a name" in b["error"], (st, b)
+        st, _, b = call(srv, "GET", "/v1/monitors/m/series?&step=abc")
+        assert st == 400 and b["field"] == "step" and "minutes" in b["error"], (st, b)
     problems = compare_query(seen, doc)
     assert not problems, "\n".join(problems)
-    taken = sorted(k for k, refused in seen.items() if not refused)
-    assert len(taken) == 1 + 2 * 5 and len(seen) > 200, (len(taken), len(seen), taken)
-    print(f"    {len(seen)} (operation, argument) pairs: {len(taken)} taken, as declared; the rest refused")
+    ignored = {t for t, item in doc["paths"].items() for op in item.values()
+               if isinstance(op, dict) and op.get("x-query-ignored")}
+    taken = sorted(k for k, refused in seen.items() if not refused and k[0] not in ignored)
+    assert len(taken) == 1 + 2 * 5 and len(seen) > 200 and len(ignored) == 4, (len(taken), len(seen), taken)
+    print(f"    {len(seen)} (operation, argument) pairs: {len(taken)} taken, as declared, any on the "
+          f"{len(ignored)} static files (ignored); the rest refused")
     for alter in (lambda d: d["paths"]["/v1/monitors/{name}/series"]["get"]["parameters"].pop(),
                   lambda d: d["paths"]["/v1/loss"]["post"].setdefault("parameters", []).append(
-                      {"name": "reduction", "in": "query", "schema": {"type": "string"}})):
+                      {"name": "reduction", "in": "query", "schema": {"type": "string"}}),
+                  lambda d: d["paths"]["/"]["get"].pop("x-query-ignored"),
+                  lambda d: d["paths"]["/healthz"]["get"].update({"x-query-ignored": True})):
         bad = copy.deepcopy(doc)
         alter(bad)
         assert compare_query(seen, bad), "an altered document passed"
