@@ -51,7 +51,6 @@ import tests_cli_auth  # noqa: E402,F401
 import tests_pg_harness  # noqa: E402,F401
 import tests_pg_replicas  # noqa: E402,F401
 import tests_pg_attacks  # noqa: E402,F401
-import tests_harness  # noqa: E402,F401
 
 
 # The suites run.py --pg runs again on PostgreSQL: every test of monitors and late labels.
@@ -69,23 +68,9 @@ def runs_alone(fn):
             fn.__module__.startswith("tests_pg_"))
 
 
-def clock_step():
-    """How far the wall clock has moved against the monotonic one (s): a step of the system's
-    clock (NTP, a VM resumed) shows as a change of it."""
-    return time.time() - time.monotonic()
-
-
-# A failure during which the wall clock stepped by more than this (s) is run again, once.
-CLOCK_STEP = 0.5
-
-
-def run_one(fn, args, again=True):
-    """Runs one test here; prints its line (and traceback); whether it passed. The tests of
-    expiry and buckets measure wall-clock time: a failure during which the machine's clock
-    stepped (a CI run once failed after its clock went back minutes) is said, and the test
-    run once more; the second run's verdict stands."""
+def run_one(fn, args):
+    """Runs one test here; prints its line (and traceback); whether it passed."""
     t0 = time.monotonic()
-    w0 = clock_step()
     # Its traffic against proto/openapi.json; not a timing's (the checks slow its clients).
     contract.ACTIVE = not getattr(fn, "plain_only", False)
     contract.reset()
@@ -94,13 +79,6 @@ def run_one(fn, args, again=True):
         print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
         return True
     except Exception:
-        step = clock_step() - w0
-        if again and abs(step) > CLOCK_STEP:
-            print(f"     {fn.__name__} failed while the wall clock stepped by {step:+.1f} s; running it again",
-                  flush=True)
-            traceback.print_exc()
-            sys.stderr.flush()
-            return run_one(fn, args, again=False)
         print(f"FAIL {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
         traceback.print_exc()
         sys.stderr.flush()
