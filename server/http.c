@@ -494,10 +494,10 @@ static int compute(struct mls_server *s, struct request *r, const struct mlp_exe
  * What a request answered on the HTTP thread may cost: a body of at most INLINE_MAX_BODY
  * bytes (parsed and decoded there) and a computation of at most INLINE_MAX_ELEMENTS
  * elements (a small body can broadcast to many). Every other connection of its thread,
- * health probes among them, waits while it runs, so these stay small: a request over either goes to a
- * worker (the element limit is known only once the document is decoded: it goes there
- * with the document). Measured: the note's 4x5 example adds about 18 us of CPU to the
- * HTTP thread's part of its request (41 us against 23).
+ * health probes among them, waits while it runs, so these stay small: a request over either goes to
+ * a worker (the element limit is known only once the document is decoded: it goes there with the
+ * document). Measured: the note's 4x5 example adds about 18 us of CPU to the HTTP thread's part of
+ * its request (41 us against 23).
  */
 #define INLINE_MAX_BODY 4096
 #define INLINE_MAX_ELEMENTS 4096
@@ -1119,8 +1119,8 @@ static enum MHD_Result on_headers(struct mls_server *s, struct MHD_Connection *c
             mls_query_takes(r->route, method, takes, sizeof(takes));
             /* (a body's route: its parameters are in the body, not the query) */
             early(r, MLS_ERR_INVALID_QUERY, r->query.bad,
-                  "query argument \"%s\" of %.10s %.80s: %s (it takes %s%s)", r->query.bad,
-                  method, url, r->query.why, takes,
+                  "query argument \"%s\" of %.10s %.80s: %s (it takes %s%s)", r->query.bad, method,
+                  url, r->query.why, takes,
                   !strcmp(takes, "none") && takes_body(r) ? "; the request is its JSON body" : "");
         }
     }
@@ -1684,8 +1684,8 @@ int mls_http_start(struct mls_server *s, unsigned *port)
     /* --http-threads: libmicrohttpd's pool of epoll threads sharing the listening socket.
      * Passed only above 1 (1 prints a warning), and at most the connection limit, which
      * libmicrohttpd shares out among them. */
-    unsigned threads = s->cfg.http_threads < s->cfg.max_connections ? s->cfg.http_threads
-                                                                     : s->cfg.max_connections;
+    unsigned threads =
+        s->cfg.http_threads < s->cfg.max_connections ? s->cfg.http_threads : s->cfg.max_connections;
     if (threads > 1)
         *o++ = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL};
     *o = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};

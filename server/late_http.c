@@ -285,7 +285,7 @@ int mls_late_predictions(struct mls_mcall *c)
     const struct ml_tensor *t = m->late.predictions ? r.req.predictions : r.req.logits;
     if (check_matrix(c, m, t, input, rows))
         goto out;
-    double now = mls_mhttp_now();
+    double now = mls_now();
     static const struct mls_meta_names names = {"time", "slice", "id"};
     if (mls_mhttp_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"), NULL,
                        &names, op, &op->time, now))
@@ -703,7 +703,7 @@ int mls_late_labels(struct mls_mcall *c)
     if (dense ? dense_labels(c, m, root, op) : sparse_labels(c, m, list, op))
         goto out;
     /* The label time (for delays); an id makes a retry count once. */
-    double now = mls_mhttp_now(), when = now;
+    double now = mls_now(), when = now;
     const json_t *t = json_object_get(root, "time");
     if (t && !json_is_null(t)) {
         if (mls_time_parse(t, &when) || when > now + MLS_MAX_FUTURE) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "monitor.h"
 
@@ -561,4 +562,11 @@ void mls_monitor_write_config(const struct mls_monitor *m, struct mlp_buf *b)
     mlp_buf_puts(b, ",\"config\":");
     mlp_buf_puts(b, m->cfg.json);
     mlp_buf_puts(b, "}");
+}
+
+double mls_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

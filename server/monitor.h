@@ -198,6 +198,12 @@ int mls_combo_values(const char *key, int n, char **values);
 /* Whether a name is [A-Za-z0-9_.-]{1,128}. */
 int mls_monitor_name_ok(const char *name);
 
+/* Now, in Unix seconds with their fraction: CLOCK_REALTIME read in full, the one clock of
+ * event times and expiry. Not time(NULL): its whole seconds, read from the kernel's coarse
+ * clock, are up to a second behind, so that the writer took labels for a prediction a second
+ * past its ttl, which the predictions route (on this clock) had already refused. */
+double mls_now(void);
+
 /* Whether a prediction made at time t has expired at `now` (it takes labels until t + ttl):
  * the one rule of labels, of storing an id again and of the predictions route. */
 static inline int mls_expired(double t, int64_t ttl, double now)

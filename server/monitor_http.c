@@ -151,9 +151,11 @@ enum MHD_Result mls_query_arg(void *cls, enum MHD_ValueKind kind, const char *ke
             continue;
         /* (a slice is repeated into slices; the others are kept once, NUL-terminated) */
         size_t size = query_args[i].size ? query_args[i].size : sizeof(q->slices[0]);
-        char *field = query_args[i].size ? (char *)q + query_args[i].off
-                                         : q->num_slices < MLS_QUERY_MAX ? q->slices[q->num_slices]
-                                                                         : NULL;
+        char *field;
+        if (query_args[i].size)
+            field = (char *)q + query_args[i].off;
+        else
+            field = q->num_slices < MLS_QUERY_MAX ? q->slices[q->num_slices] : NULL;
         if (!field)
             snprintf(q->why, sizeof(q->why), "repeated more than %d times", MLS_QUERY_MAX);
         else if (query_args[i].size && field[0])
@@ -193,13 +195,6 @@ int mls_mhttp_status(struct mls_mcall *c, int rc, const struct mlp_error *err)
     mlp_error_write(c->out, rc, err);
     c->status = rc == MLP_EMALFORMED ? 400 : rc == ML_ETOOLARGE ? 413 : rc == ML_ENOMEM ? 503 : 422;
     return 0;
-}
-
-double mls_mhttp_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* A JSON string of 1..max bytes without NUL. */
@@ -712,7 +707,7 @@ static int do_observe(struct mls_mcall *c)
     } else if (!check_keys(c, root) &&
                !mls_mhttp_meta(c, m, json_object_get(root, "time"), json_object_get(root, "slice"),
                                json_object_get(root, "id"), &v1_names, &o->op, &o->time,
-                               mls_mhttp_now()) &&
+                               mls_now()) &&
                !observe_eval(c, m, root, o)) {
         /* (the answer names the monitor) */
         snprintf(o->op.name, sizeof(o->op.name), "%s", m->name);
@@ -765,7 +760,7 @@ static int v2_observe(struct mls_mcall *c, struct mls_monitor *m, const char *mo
         sv = slice;
     }
     int rc = mls_mhttp_meta(c, m, v2->monitor_time, sv, v2->monitor_id, &v2_names, &o->op, &o->time,
-                            mls_mhttp_now());
+                            mls_now());
     json_decref(slice);
     if (rc)
         return rc;
@@ -863,7 +858,7 @@ static int do_get(struct mls_mcall *c)
     if (!m)
         return mls_mhttp_error(c, MLS_ERR_MONITOR_NOT_FOUND, "name", "no monitor named %.130s",
                                c->name);
-    mls_monitor_write_figures(m, (int64_t)floor(mls_mhttp_now()), c->out);
+    mls_monitor_write_figures(m, (int64_t)floor(mls_now()), c->out);
     mls_monitor_unref(m);
     c->status = 200;
     return 0;
@@ -901,7 +896,7 @@ static int do_series(struct mls_mcall *c)
     memset(&sq, 0, sizeof(sq));
     sq.cls = -1;
     sq.step = q->step[0] ? mls_duration_parse(q->step) : MLS_BUCKET;
-    int64_t now = (int64_t)floor(mls_mhttp_now());
+    int64_t now = (int64_t)floor(mls_now());
     sq.to = now + MLS_BUCKET;
     int bad = 0;
     if (sq.step < MLS_BUCKET || sq.step % MLS_BUCKET)

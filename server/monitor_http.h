@@ -106,8 +106,6 @@ void mls_mhttp_refusal(struct mls_mcall *c, const struct mls_op *op, const char 
 /* Makes op the change the caller submits to the writer (mls_mcall.submit); returns 1. */
 int mls_mhttp_hand_over(struct mls_mcall *c, struct mls_op *op, enum mls_op_kind kind,
                         const char *name, void (*done)(struct mls_op *, void *), void *self);
-/* The wall clock in seconds. */
-double mls_mhttp_now(void);
 /* Whether v is a JSON string of 1..max bytes without NUL. */
 int mls_mhttp_string(const json_t *v, size_t max);
 

@@ -814,7 +814,7 @@ static void *run(void *arg)
     for (;;) {
         pthread_mutex_lock(&w->mu);
         int polls = w->store->vt->poll != NULL;
-        while (!w->head && !w->stopping && time(NULL) < w->next_upkeep &&
+        while (!w->head && !w->stopping && mls_now() < (double)w->next_upkeep &&
                !(polls && (w->sync_want > w->sync_done || mono_ns() >= w->next_poll_ns))) {
             struct timespec until = {w->next_upkeep, 0};
             if (polls) { /* (the poll's time, in the condition's clock) */
@@ -853,7 +853,7 @@ static void *run(void *arg)
             poll_store(w);
         if (batch)
             process(w, batch);
-        int64_t now = time(NULL);
+        int64_t now = (int64_t)floor(mls_now());
         if (now >= w->next_upkeep) {
             w->next_upkeep = upkeep(w, now);
         }
@@ -873,7 +873,8 @@ int mls_writer_start(struct mls_writer *w, struct mls_store *store, struct mls_r
     memset(w, 0, sizeof(*w));
     w->store = store;
     w->registry = g;
-    w->next_upkeep = time(NULL); /* at once: a restart after a long stop has upkeep due */
+    /* At once: a restart after a long stop has upkeep due. */
+    w->next_upkeep = (int64_t)floor(mls_now());
     if (pthread_mutex_init(&w->mu, NULL))
         return -1;
     if (pthread_cond_init(&w->cv, NULL)) {

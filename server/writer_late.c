@@ -44,9 +44,9 @@ void mls_wlate_predict(struct mls_writer *w, struct slots *sl, struct mls_op *op
                                       &pred);
         if (r == 0) {
             /* An expired prediction of that id the upkeep has not deleted yet goes now. */
-            int d = s->vt->drop_prediction(s, m->name, op->ids[i], m->cfg.prediction_ttl,
-                                           (double)time(NULL), op->labelled_change,
-                                           m->cfg.num_classes, &op->positions_change);
+            int d = s->vt->drop_prediction(s, m->name, op->ids[i], m->cfg.prediction_ttl, mls_now(),
+                                           op->labelled_change, m->cfg.num_classes,
+                                           &op->positions_change);
             if (d > 0) {
                 op->predictions_change--;
                 r = s->vt->put_prediction(s, m->name, op->ids[i], op->time, op->combo_key,
@@ -509,7 +509,8 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
     struct mls_store *s = w->store;
     struct mls_monitor *m = op->monitor;
     const struct mls_mconfig *cfg = &m->cfg;
-    const int64_t now = time(NULL);
+    const double now = mls_now();
+    const int64_t now_s = (int64_t)floor(now); /* (buckets are whole seconds) */
     struct work lw;
     if (work_init(&lw, m, op->num_labels) ||
         !(op->labelled_change = calloc((size_t)cfg->num_classes, sizeof(double)))) {
@@ -567,9 +568,9 @@ void mls_wlate_label(struct mls_writer *w, struct slots *sl, struct mls_op *op, 
         int64_t start = 0;
         int32_t width = MLS_BUCKET;
         if (r)
-            mls_bucket_of(gr->pt, now, w->registry->limits.rollup_after, &start, &width);
-        if (r == 0 || mls_expired(gr->pt, cfg->prediction_ttl, (double)now) ||
-            start < now - cfg->retention) {
+            mls_bucket_of(gr->pt, now_s, w->registry->limits.rollup_after, &start, &width);
+        if (r == 0 || mls_expired(gr->pt, cfg->prediction_ttl, now) ||
+            start < now_s - cfg->retention) {
             note_unknown(op, id, gr->end - gr->first);
             continue;
         }

@@ -261,7 +261,7 @@ class Recorder:
         self.port = self.sock.getsockname()[1]
         self.streams = []  # [bytearray sent by the client, bytearray sent by the server]
         self.threads = []
-        self.conns = []  # (client, upstream) sockets
+        self.conns = []  # the sockets of each connection, cut by close()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):

@@ -23,7 +23,7 @@ import numpy as np
 
 import contract
 from common import NOTE, NOTE_LOSS, ROOT, ref, stop_clean, test
-from server import PORTS, TLS_FILES, Recorder, Server
+from server import PORTS, TLS_FILES, Server, recorded
 
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
@@ -39,23 +39,19 @@ def cli(args, *argv, stdin=None, env=None, timeout=60):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MASKLOSS_")}
     environ.update(env or {})
     argv = list(argv)
-    recorder = None
     i = argv.index("--server") + 1 if "--server" in argv[:-1] else None
     m = i and re.fullmatch(r"(https?)://(127\.0\.0\.1|localhost):([0-9]+)(/.*)?", argv[i])
     port = m and int(m.group(3))
-    if m and contract.ACTIVE and port in PORTS and (m.group(1) == "https") == (port in TLS_FILES):
-        recorder = Recorder(port, TLS_FILES.get(port))
-        argv[i] = f"{m.group(1)}://{m.group(2)}:{recorder.port}{m.group(4) or ''}"
-    try:
+    relay = m and contract.ACTIVE and port in PORTS and (m.group(1) == "https") == (port in TLS_FILES)
+    with recorded(port, 0) if relay else contextlib.nullcontext() as rec:
+        if rec is not None:
+            argv[i] = f"{m.group(1)}://{m.group(2)}:{rec.port}{m.group(4) or ''}"
         p = subprocess.run([args.cli, "monitor", *argv], input=stdin, capture_output=True,
                            env=environ, timeout=timeout)
-    finally:
-        if recorder is not None:
-            recorder.close()
     out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-    if recorder is not None:
-        assert recorder.check() >= 1 or p.returncode != 0, (argv, "no exchange recorded")
-        out, err = (re.sub(rf":{recorder.port}(?![0-9])", f":{port}", x) for x in (out, err))
+    if rec is not None:
+        assert rec.checked >= 1 or p.returncode != 0, (argv, "no exchange recorded")
+        out, err = (re.sub(rf":{rec.port}(?![0-9])", f":{port}", x) for x in (out, err))
     return p.returncode, out, err
 
 

@@ -148,6 +148,29 @@ def late_attack_expired_id_stored_again(args):
 
 
 @test
+def late_attack_expiry_to_the_millisecond(args):
+    """A prediction takes labels until exactly its time + prediction_ttl, the instant the
+    predictions route refuses it at: the writer read whole seconds (time()), so that a label up
+    to a second past the ttl was taken. Here the ttl ends at a half second; a label a tenth of a
+    second later is unknown, and one for a prediction with time to go (the control) applies."""
+    with Server(args.server, "--state", ":memory:") as srv:
+        api = Api(srv)
+        assert api.put("x", {"loss": SCE, "dtype": "float64", "num_classes": 2, "prediction_ttl": "1m"})[0] == 201
+        now = time.time()
+        end = math.floor(now) + (1 if now % 1 < 0.2 else 2) + 0.5  # (0.8 to 1.8 s ahead)
+        st, h, b = predict(api, "x", {"ids": ["a"], "logits": [[1, 2]], "time": end - 60})
+        assert st == 200 and b["stored"] == 1, b
+        st, h, b = predict(api, "x", {"ids": ["b"], "logits": [[1, 2]], "time": end - 30})
+        assert st == 200 and b["stored"] == 1, b
+        time.sleep(max(0.0, end + 0.1 - time.time()))
+        st, h, b = label(api, "x", {"labels": [{"id": "a", "class": 0, "value": 1},
+                                               {"id": "b", "class": 0, "value": 1}]})
+        late = time.time() - end
+        assert st == 200 and b["unknown_ids"] == ["a"] and b["applied"] == 1, \
+            f"a label {late:.3f} s past a prediction's ttl (at most that): {b}"
+
+
+@test
 def late_attack_retention_drops_live_prediction(args):
     """With prediction_ttl equal to the retention, a prediction's bucket (which starts before
     it, by up to an hour after the rollup) was dropped by the retention while the prediction
